@@ -63,6 +63,16 @@ pub fn replay_length_prefixed(data: &[u8], max_frame_size: usize) -> (Vec<Vec<u8
     (frames, stats)
 }
 
+/// The fuzz target's entry point: the first byte picks the frame bound
+/// (`(byte + 1) * 256` bytes, so the too-large path is reachable), the rest is a stream of
+/// length-prefixed RTP packets.
+pub fn fuzz_depay(data: &[u8]) {
+    if let [selector, stream @ ..] = data {
+        let max_frame_size = (usize::from(*selector) + 1) * 256;
+        replay_length_prefixed(stream, max_frame_size);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
