@@ -48,7 +48,11 @@ fn corpus_files_produce_frames() {
     for (path, data) in corpus() {
         let stream = data.get(1..).unwrap_or_default();
         let (frames, stats) = replay_length_prefixed(stream, 1 << 20);
-        assert!(!frames.is_empty(), "{}: no frame ({stats:?})", path.display());
+        assert!(
+            !frames.is_empty(),
+            "{}: no frame ({stats:?})",
+            path.display()
+        );
     }
 }
 

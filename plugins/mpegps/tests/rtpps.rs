@@ -42,7 +42,13 @@ fn rtp_frames(frames: &[Vec<u8>], first_seq: u16, capacity: usize, pt: u8) -> Ve
     for (n, frame) in frames.iter().enumerate() {
         let chunks: Vec<_> = frame.chunks(capacity).collect();
         for (i, chunk) in chunks.iter().enumerate() {
-            out.push(rtp_packet(seq, 1000 + 3600 * n as u32, i + 1 == chunks.len(), pt, chunk));
+            out.push(rtp_packet(
+                seq,
+                1000 + 3600 * n as u32,
+                i + 1 == chunks.len(),
+                pt,
+                chunk,
+            ));
             seq = seq.wrapping_add(1);
         }
     }
@@ -79,7 +85,12 @@ fn pay_splits_at_mtu_with_marker_on_last_packet() {
     let mut h = Harness::new("rtppspay");
     h.element().unwrap().set_property("mtu", 400u32);
     h.set_src_caps_str("video/mpeg, systemstream=(boolean)true, mpegversion=(int)2");
-    let frames = [ps_frame(0, 1000), ps_frame(1, 50), ps_frame(2, 388), ps_frame(3, 389)];
+    let frames = [
+        ps_frame(0, 1000),
+        ps_frame(1, 50),
+        ps_frame(2, 388),
+        ps_frame(3, 389),
+    ];
     for (n, frame) in frames.iter().enumerate() {
         let mut buffer = gst::Buffer::from_mut_slice(frame.clone());
         buffer
@@ -117,7 +128,11 @@ fn pay_splits_at_mtu_with_marker_on_last_packet() {
         assert_eq!(&payload, frame);
         let ts = ts.unwrap();
         let base = *first_ts.get_or_insert(ts);
-        assert_eq!(ts.wrapping_sub(base), 3600 * n as u32, "40 ms apart at 90 kHz");
+        assert_eq!(
+            ts.wrapping_sub(base),
+            3600 * n as u32,
+            "40 ms apart at 90 kHz"
+        );
     }
 }
 
@@ -140,7 +155,11 @@ fn pay_uses_dts_without_pts_and_accepts_bytes_segment() {
         h.push(buffer).unwrap();
         let packet = h.pull().unwrap();
         assert_eq!(packet.pts(), Some(gst::ClockTime::from_mseconds(100 * n)));
-        ts.push(gst_rtp::RTPBuffer::from_buffer_readable(&packet).unwrap().timestamp());
+        ts.push(
+            gst_rtp::RTPBuffer::from_buffer_readable(&packet)
+                .unwrap()
+                .timestamp(),
+        );
     }
     assert_eq!(ts[1].wrapping_sub(ts[0]), 9000);
 }
@@ -287,6 +306,9 @@ fn pay_depay_round_trip() {
     assert_eq!(out.len(), frames.len());
     for (n, (buffer, frame)) in out.iter().zip(&frames).enumerate() {
         assert_eq!(&bytes(buffer), frame);
-        assert_eq!(buffer.pts(), Some(gst::ClockTime::from_mseconds(40 * n as u64)));
+        assert_eq!(
+            buffer.pts(),
+            Some(gst::ClockTime::from_mseconds(40 * n as u64))
+        );
     }
 }

@@ -34,7 +34,9 @@ fn launch(desc: &str) -> gst::Pipeline {
 }
 
 fn by_name(pipeline: &gst::Pipeline, name: &str) -> gst::Element {
-    pipeline.by_name(name).unwrap_or_else(|| panic!("no {name}"))
+    pipeline
+        .by_name(name)
+        .unwrap_or_else(|| panic!("no {name}"))
 }
 
 /// Counts buffers through an element's pad.
@@ -79,7 +81,12 @@ fn wait_eos(pipeline: &gst::Pipeline, timeout: Duration) {
         )
         .expect("EOS before the timeout");
     if let gst::MessageView::Error(err) = msg.view() {
-        panic!("{:?}: {} ({:?})", err.src().map(|s| s.path_string()), err.error(), err.debug());
+        panic!(
+            "{:?}: {} ({:?})",
+            err.src().map(|s| s.path_string()),
+            err.error(),
+            err.debug()
+        );
     }
 }
 
@@ -88,7 +95,12 @@ fn assert_no_error(pipeline: &gst::Pipeline) {
     let bus = pipeline.bus().unwrap();
     while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
         if let gst::MessageView::Error(err) = msg.view() {
-            panic!("{:?}: {} ({:?})", err.src().map(|s| s.path_string()), err.error(), err.debug());
+            panic!(
+                "{:?}: {} ({:?})",
+                err.src().map(|s| s.path_string()),
+                err.error(),
+                err.debug()
+            );
         }
     }
 }
@@ -121,30 +133,42 @@ fn depay_stats(pipeline: &gst::Pipeline) -> gst::Structure {
 fn ffprobe_video(path: &std::path::Path) -> (String, usize) {
     let out = std::process::Command::new("ffprobe")
         .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=codec_name,nb_read_frames", "-of", "csv=p=0"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()
         .expect("run ffprobe");
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let (codec, frames) = text.split_once(',').unwrap_or_else(|| panic!("ffprobe said {text:?}"));
-    (codec.to_string(), frames.trim().parse().expect("frame count"))
+    let (codec, frames) = text
+        .split_once(',')
+        .unwrap_or_else(|| panic!("ffprobe said {text:?}"));
+    (
+        codec.to_string(),
+        frames.trim().parse().expect("frame count"),
+    )
 }
 
 #[test]
 fn tcp_rfc4571_round_trip_is_byte_exact() {
     init();
     const FRAMES: usize = 30;
-    let receiver = launch(&format!(
+    let receiver = launch(
         "tcpserversrc name=src host=127.0.0.1 port=0 \
          ! application/x-rtp-stream, media=(string)video, clock-rate=(int)90000, encoding-name=(string)MP2P \
          ! rtpstreamdepay ! rtppsdepay name=depay ! mpegpsdemux ! h264parse ! avdec_h264 \
-         ! fakesink name=sink sync=false"
-    ));
+         ! fakesink name=sink sync=false",
+    );
     let received = collect_bytes(&by_name(&receiver, "depay"), "src");
     let decoded = count_buffers(&by_name(&receiver, "sink"), "sink");
     receiver.set_state(gst::State::Playing).unwrap();
     let src = by_name(&receiver, "src");
-    assert!(wait_for(Duration::from_secs(5), || src.property::<i32>("current-port") > 0));
+    assert!(wait_for(Duration::from_secs(5), || src
+        .property::<i32>("current-port")
+        > 0));
     let port = src.property::<i32>("current-port");
 
     let sender = launch(&format!(
@@ -161,7 +185,12 @@ fn tcp_rfc4571_round_trip_is_byte_exact() {
     let sent = sent.lock().unwrap().clone();
     let received = received.lock().unwrap().clone();
     assert!(sent.len() > 10_000, "sent {} bytes", sent.len());
-    assert!(sent == received, "PS bytes differ: sent {}, received {}", sent.len(), received.len());
+    assert!(
+        sent == received,
+        "PS bytes differ: sent {}, received {}",
+        sent.len(),
+        received.len()
+    );
     assert_eq!(decoded.load(Ordering::SeqCst), FRAMES);
     let stats = depay_stats(&receiver);
     assert_eq!(stats.get::<u64>("packets-lost").unwrap(), 0);
@@ -200,12 +229,17 @@ fn udp_with_jitterbuffer_decodes_frames() {
     wait_eos(&sender, Duration::from_secs(20));
     sender.set_state(gst::State::Null).unwrap();
     // Over UDP no EOS arrives: wait for the frames, bounded. mpegpsdemux may hold the last.
-    wait_for(Duration::from_secs(3), || decoded.load(Ordering::SeqCst) >= FRAMES - 1);
+    wait_for(Duration::from_secs(3), || {
+        decoded.load(Ordering::SeqCst) >= FRAMES - 1
+    });
     assert_no_error(&receiver);
     receiver.set_state(gst::State::Null).unwrap();
     let n = decoded.load(Ordering::SeqCst);
     assert!(n >= FRAMES - 1, "decoded {n} of {FRAMES}");
-    assert_eq!(depay_stats(&receiver).get::<u64>("frames-dropped").unwrap(), 0);
+    assert_eq!(
+        depay_stats(&receiver).get::<u64>("frames-dropped").unwrap(),
+        0
+    );
 }
 
 /// Loss and reordering from stock `netsim`, switched on once the receiver has set up its
@@ -235,7 +269,8 @@ fn udp_with_loss(jitterbuffer: bool) {
     ));
     sender.set_state(gst::State::Playing).unwrap();
     assert!(
-        wait_for(Duration::from_secs(10), || parsed.load(Ordering::SeqCst) >= 3),
+        wait_for(Duration::from_secs(10), || parsed.load(Ordering::SeqCst)
+            >= 3),
         "no frames before the losses"
     );
     let net = by_name(&sender, "net");
@@ -253,15 +288,24 @@ fn udp_with_loss(jitterbuffer: bool) {
     receiver.set_state(gst::State::Null).unwrap();
 
     let stats = depay_stats(&receiver);
-    let lost = stats.get::<u64>("packets-lost").unwrap() + stats.get::<u64>("packets-late").unwrap();
+    let lost =
+        stats.get::<u64>("packets-lost").unwrap() + stats.get::<u64>("packets-late").unwrap();
     let dropped = stats.get::<u64>("frames-dropped").unwrap();
     let pushed_after = pushed.load(Ordering::SeqCst) - pushed_before;
     let parsed_after = parsed.load(Ordering::SeqCst) - parsed_before;
-    eprintln!("jitterbuffer {jitterbuffer}: {stats}; after losses: {pushed_after} PS frames, {parsed_after} H.264 AUs");
+    eprintln!(
+        "jitterbuffer {jitterbuffer}: {stats}; after losses: {pushed_after} PS frames, {parsed_after} H.264 AUs"
+    );
     assert!(lost > 0 && dropped > 0, "no losses induced: {stats}");
     // Most of the remaining ~55 frames (about 3 packets each) survive 6% disruption.
-    assert!(pushed_after >= 20, "only {pushed_after} frames after the losses");
-    assert!(parsed_after >= 20, "only {parsed_after} H.264 frames after the losses");
+    assert!(
+        pushed_after >= 20,
+        "only {pushed_after} frames after the losses"
+    );
+    assert!(
+        parsed_after >= 20,
+        "only {parsed_after} H.264 frames after the losses"
+    );
 }
 
 #[test]

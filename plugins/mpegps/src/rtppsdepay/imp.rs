@@ -108,7 +108,12 @@ impl RtpPsDepay {
                     gst::element_imp_warning!(
                         self,
                         gst::StreamError::Demux,
-                        ["Dropped frame (RTP time {}) of {} bytes: larger than max-frame-size {}", timestamp, size, max]
+                        [
+                            "Dropped frame (RTP time {}) of {} bytes: larger than max-frame-size {}",
+                            timestamp,
+                            size,
+                            max
+                        ]
                     );
                 }
                 Event::Dropped {

@@ -159,7 +159,10 @@ impl RTPBasePayloadImpl for RtpPsPay {
                     packet.set_dts(dts);
                 }
                 let payload = buffer
-                    .copy_region(gst::BufferCopyFlags::MEMORY, fragment.offset..fragment.offset + fragment.len)
+                    .copy_region(
+                        gst::BufferCopyFlags::MEMORY,
+                        fragment.offset..fragment.offset + fragment.len,
+                    )
                     .map_err(|_| gst::FlowError::Error)?;
                 packet.append(payload);
                 list.add(packet);

@@ -38,10 +38,10 @@ fn packets(frames: &[usize], mut seq: u16, mut ts: u32, capacity: usize) -> Vec<
     out
 }
 
-fn run(
-    depay: &mut Depacketizer<Vec<u8>>,
-    pkts: &[Pkt],
-) -> (Vec<Frame<Vec<u8>>>, Vec<Event<Vec<u8>>>) {
+type Frames = Vec<Frame<Vec<u8>>>;
+type Events = Vec<Event<Vec<u8>>>;
+
+fn run(depay: &mut Depacketizer<Vec<u8>>, pkts: &[Pkt]) -> (Frames, Events) {
     let mut frames = Vec::new();
     let mut others = Vec::new();
     for p in pkts {
