@@ -36,10 +36,9 @@ impl Default for Settings {
     }
 }
 
-/// A payload of the frame in progress and the times of the packet that carried it.
-struct Part {
-    buffer: gst::Buffer,
-}
+/// Payloads are sub-buffers of the input packets: they keep the packet's PTS/DTS and share
+/// its memory.
+type Part = gst::Buffer;
 
 struct State {
     depay: Depacketizer<Part>,
@@ -140,15 +139,15 @@ impl RtpPsDepay {
 
     fn frame_to_buffer(&self, frame: Frame<Part>) -> Option<gst::Buffer> {
         let first = frame.parts.first()?;
-        let (pts, dts) = (first.buffer.pts(), first.buffer.dts());
-        let n_memory: usize = frame.parts.iter().map(|p| p.buffer.n_memory()).sum();
+        let (pts, dts) = (first.pts(), first.dts());
+        let n_memory: usize = frame.parts.iter().map(|p| p.n_memory()).sum();
 
         let mut buffer = if n_memory <= gst::BufferRef::max_memory() {
             let mut buffer = gst::Buffer::new();
             {
                 let buffer = buffer.get_mut().expect("new buffer is writable");
                 for part in &frame.parts {
-                    for memory in part.buffer.iter_memories_owned() {
+                    for memory in part.iter_memories_owned() {
                         buffer.append_memory(memory);
                     }
                 }
@@ -161,9 +160,9 @@ impl RtpPsDepay {
                 let mut map = buffer.map_writable().ok()?;
                 let mut offset = 0;
                 for part in &frame.parts {
-                    let len = part.buffer.size();
+                    let len = part.size();
                     let dest = map.get_mut(offset..offset + len)?;
-                    part.buffer.copy_to_slice(0, dest).ok()?;
+                    part.copy_to_slice(0, dest).ok()?;
                     offset += len;
                 }
             }
@@ -390,16 +389,14 @@ impl RTPBaseDepayloadImpl for RtpPsDepay {
             None => (&[][..], gst::Buffer::new()),
         };
 
-        let events = self
-            .state
-            .lock()
-            .unwrap()
-            .depay
-            .push(meta, payload, Part { buffer: part });
-        let buffers = self.handle_events(events);
+        let events = self.state.lock().unwrap().depay.push(meta, payload, part);
+        let mut buffers = self.handle_events(events);
+        // The base class pushes the returned buffer and hands its flow upstream; earlier
+        // frames of this packet (a frame closed by the timestamp change) go out first.
+        let last = buffers.pop();
         if let Err(err) = self.push_buffers(buffers) {
             gst::debug!(CAT, imp = self, "Push failed: {err:?}");
         }
-        None
+        last
     }
 }
