@@ -312,3 +312,29 @@ fn pay_depay_round_trip() {
         );
     }
 }
+
+#[test]
+fn depay_packet_lost_event_drops_the_pending_frame() {
+    init();
+    let mut h = depay_harness(
+        "application/x-rtp, media=(string)video, clock-rate=(int)90000, encoding-name=(string)MP2P",
+    );
+    let frames = vec![ps_frame(0, 3000), ps_frame(1, 3000)];
+    let mut packets = rtp_frames(&frames, 0, 1400, 96);
+    packets.truncate(5); // frame 0 complete, frame 1 without its last packet
+    for p in packets {
+        push_packet(&mut h, p, gst::ClockTime::ZERO);
+    }
+    assert_eq!(pull_all(&mut h).len(), 1);
+    // rtpjitterbuffer gives up on the last packet of frame 1.
+    let lost = gst::Structure::builder("GstRTPPacketLost")
+        .field("seqnum", 5u32)
+        .field("timestamp", gst::ClockTime::from_mseconds(40))
+        .field("duration", gst::ClockTime::from_mseconds(1))
+        .build();
+    h.push_event(gst::event::CustomDownstream::new(lost));
+    // Without the notice, EOS would output the partial frame (senders without markers).
+    h.push_event(gst::event::Eos::new());
+    assert!(h.try_pull().is_none(), "partial frame output");
+    assert_eq!(stats(&h).get::<u64>("frames-dropped").unwrap(), 1);
+}

@@ -129,10 +129,10 @@ fn depay_stats(pipeline: &gst::Pipeline) -> gst::Structure {
     by_name(pipeline, "depay").property::<gst::Structure>("stats")
 }
 
-/// ffprobe's view of a PS file: (codec name, video frames read).
-fn ffprobe_video(path: &std::path::Path) -> (String, usize) {
+/// ffprobe's view of a PS file: (codec name, frames read) of every stream, sorted.
+fn ffprobe_streams(path: &std::path::Path) -> Vec<(String, usize)> {
     let out = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-v", "error", "-count_frames"])
         .args([
             "-show_entries",
             "stream=codec_name,nb_read_frames",
@@ -142,20 +142,30 @@ fn ffprobe_video(path: &std::path::Path) -> (String, usize) {
         .arg(path)
         .output()
         .expect("run ffprobe");
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let (codec, frames) = text
-        .split_once(',')
-        .unwrap_or_else(|| panic!("ffprobe said {text:?}"));
-    (
-        codec.to_string(),
-        frames.trim().parse().expect("frame count"),
-    )
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut streams: Vec<_> = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let (codec, frames) = line
+                .split_once(',')
+                .unwrap_or_else(|| panic!("ffprobe said {text:?}"));
+            (
+                codec.to_string(),
+                frames.trim().parse().expect("frame count"),
+            )
+        })
+        .collect();
+    streams.sort();
+    streams
 }
 
-#[test]
-fn tcp_rfc4571_round_trip_is_byte_exact() {
+/// PS from stock mpegpsmux through rtppspay, RFC 4571 over TCP (stock rtpstreampay,
+/// tcpclientsink, tcpserversrc, rtpstreamdepay) and rtppsdepay: the depayloaded bytes must
+/// equal the payloader's input, stock mpegpsdemux must decode every video frame, and ffprobe
+/// must read the streams from the depayloaded bytes. Returns ffprobe's view.
+fn tcp_round_trip(source: &str, video_frames: usize) -> Vec<(String, usize)> {
     init();
-    const FRAMES: usize = 30;
     let receiver = launch(
         "tcpserversrc name=src host=127.0.0.1 port=0 \
          ! application/x-rtp-stream, media=(string)video, clock-rate=(int)90000, encoding-name=(string)MP2P \
@@ -172,8 +182,7 @@ fn tcp_rfc4571_round_trip_is_byte_exact() {
     let port = src.property::<i32>("current-port");
 
     let sender = launch(&format!(
-        "{} ! rtppspay name=pay ! rtpstreampay ! tcpclientsink host=127.0.0.1 port={port}",
-        h264_ps_source(FRAMES as u32, false)
+        "{source} ! rtppspay name=pay ! rtpstreampay ! tcpclientsink host=127.0.0.1 port={port}"
     ));
     let sent = collect_bytes(&by_name(&sender, "pay"), "sink");
     sender.set_state(gst::State::Playing).unwrap();
@@ -191,22 +200,42 @@ fn tcp_rfc4571_round_trip_is_byte_exact() {
         sent.len(),
         received.len()
     );
-    assert_eq!(decoded.load(Ordering::SeqCst), FRAMES);
+    assert_eq!(decoded.load(Ordering::SeqCst), video_frames);
     let stats = depay_stats(&receiver);
     assert_eq!(stats.get::<u64>("packets-lost").unwrap(), 0);
     assert_eq!(stats.get::<u64>("frames-dropped").unwrap(), 0);
 
-    // ffprobe, an independent demuxer, reads the depayloaded PS.
     let path = std::env::temp_dir().join(format!(
         "rtpps-tcp-{}-{:?}.mpg",
         std::process::id(),
         std::thread::current().id()
     ));
     std::fs::write(&path, &received).unwrap();
-    let (codec, frames) = ffprobe_video(&path);
+    let streams = ffprobe_streams(&path);
     let _ = std::fs::remove_file(&path);
-    assert_eq!(codec, "h264");
-    assert_eq!(frames, FRAMES);
+    streams
+}
+
+#[test]
+fn tcp_rfc4571_round_trip_is_byte_exact() {
+    const FRAMES: usize = 30;
+    let streams = tcp_round_trip(&h264_ps_source(FRAMES as u32, false), FRAMES);
+    assert_eq!(streams, vec![("h264".to_string(), FRAMES)]);
+}
+
+#[test]
+fn tcp_rfc4571_round_trip_with_audio() {
+    const FRAMES: usize = 30;
+    let source = format!(
+        "audiotestsrc num-buffers=20 ! lamemp3enc ! m.  {} name=m",
+        h264_ps_source(FRAMES as u32, false)
+    );
+    let streams = tcp_round_trip(&source, FRAMES);
+    // 20 buffers of 1024 samples are about 18 MP3 frames of 1152.
+    assert!(
+        matches!(&streams[..], [(h264, FRAMES), (mp3, n)] if h264 == "h264" && mp3 == "mp3" && *n >= 15),
+        "ffprobe: {streams:?}"
+    );
 }
 
 #[test]
