@@ -338,3 +338,33 @@ fn depay_packet_lost_event_drops_the_pending_frame() {
     assert!(h.try_pull().is_none(), "partial frame output");
     assert_eq!(stats(&h).get::<u64>("frames-dropped").unwrap(), 1);
 }
+
+#[test]
+fn pay_keeps_packets_within_mtu_with_source_info_csrcs() {
+    init();
+    let mut h = Harness::new("rtppspay");
+    let pay = h.element().unwrap();
+    pay.set_property("mtu", 200u32);
+    pay.set_property("source-info", true);
+    h.set_src_caps_str("video/mpeg, systemstream=(boolean)true, mpegversion=(int)2");
+    let frame = ps_frame(0, 1000);
+    let mut buffer = gst::Buffer::from_mut_slice(frame.clone());
+    {
+        let buffer = buffer.get_mut().unwrap();
+        buffer.set_pts(gst::ClockTime::ZERO);
+        gst_rtp::RTPSourceMeta::add(buffer, Some(7), &[1, 2, 3]);
+    }
+    h.push(buffer).unwrap();
+    let packets = pull_all(&mut h);
+    let mut payload = Vec::new();
+    for packet in &packets {
+        assert!(packet.size() <= 200, "packet of {} bytes", packet.size());
+        let rtp = gst_rtp::RTPBuffer::from_buffer_readable(packet).unwrap();
+        assert_eq!(rtp.csrc(0), Some(1), "CSRCs written");
+        assert_eq!(rtp.csrc_count(), 4, "three CSRCs and the meta's SSRC");
+        payload.extend_from_slice(rtp.payload().unwrap());
+    }
+    assert_eq!(payload, frame);
+    // 200 - 12 - 4 * 4 = 172 payload bytes a packet.
+    assert_eq!(packets.len(), 1000usize.div_ceil(172));
+}

@@ -118,7 +118,10 @@ impl RTPBasePayloadImpl for RtpPsPay {
         let obj = self.obj();
         let frame_len = buffer.size();
         let mtu = obj.mtu();
-        let Some(capacity) = packetizer::payload_capacity(mtu, 0) else {
+        // With source-info, allocate_output_buffer() adds the input's sources as CSRCs to
+        // every packet: leave room for them.
+        let csrc_count = obj.source_count(&buffer).min(15) as u8;
+        let Some(capacity) = packetizer::payload_capacity(mtu, csrc_count) else {
             gst::element_imp_error!(
                 self,
                 gst::LibraryError::Settings,
