@@ -346,3 +346,144 @@ fn udp_loss_and_reordering_without_jitterbuffer() {
 fn udp_loss_and_reordering_with_jitterbuffer() {
     udp_with_loss(true);
 }
+
+/// Wraps RTP packets into a pcap file (raw IPv4 link type) of UDP datagrams
+/// 127.0.0.1:40000 -> 127.0.0.1:port, 10 ms apart.
+fn write_pcap(path: &std::path::Path, port: u16, packets: &[Vec<u8>]) {
+    let mut out = Vec::new();
+    out.extend(0xA1B2_C3D4u32.to_le_bytes());
+    out.extend(2u16.to_le_bytes());
+    out.extend(4u16.to_le_bytes());
+    out.extend(0i32.to_le_bytes());
+    out.extend(0u32.to_le_bytes());
+    out.extend(65535u32.to_le_bytes());
+    out.extend(101u32.to_le_bytes()); // LINKTYPE_RAW
+    for (i, rtp) in packets.iter().enumerate() {
+        let udp_len = 8 + rtp.len();
+        let ip_len = 20 + udp_len;
+        let usec = i as u64 * 10_000;
+        out.extend(((usec / 1_000_000) as u32).to_le_bytes());
+        out.extend(((usec % 1_000_000) as u32).to_le_bytes());
+        out.extend((ip_len as u32).to_le_bytes());
+        out.extend((ip_len as u32).to_le_bytes());
+        let mut ip = vec![0x45, 0];
+        ip.extend((ip_len as u16).to_be_bytes());
+        ip.extend([0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
+        let sum = ip
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum::<u32>();
+        let sum = (sum & 0xFFFF) + (sum >> 16);
+        let checksum = !(((sum & 0xFFFF) + (sum >> 16)) as u16);
+        ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+        out.extend(ip);
+        out.extend(40000u16.to_be_bytes());
+        out.extend(port.to_be_bytes());
+        out.extend((udp_len as u16).to_be_bytes());
+        out.extend(0u16.to_be_bytes());
+        out.extend(rtp);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// Wireshark's RTP dissector, an independent parser, reads the payloader's packets: PT 96,
+/// consecutive sequence numbers, one marker per input frame, one timestamp per frame,
+/// nothing above the MTU.
+#[test]
+fn pay_output_parses_in_tshark() {
+    init();
+    const MTU: usize = 600;
+    let pipeline = launch(&format!(
+        "{} ! rtppspay name=pay mtu={MTU} ! fakesink name=sink",
+        h264_ps_source(10, false)
+    ));
+    let frames = count_buffers(&by_name(&pipeline, "pay"), "sink");
+    let packets = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
+    let sink = packets.clone();
+    by_name(&pipeline, "sink")
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, info| {
+                let mut sink = sink.lock().unwrap();
+                let mut add = |b: &gst::BufferRef| {
+                    sink.push(b.map_readable().unwrap().to_vec());
+                };
+                match &info.data {
+                    Some(gst::PadProbeData::Buffer(b)) => add(b),
+                    Some(gst::PadProbeData::BufferList(list)) => list.iter().for_each(add),
+                    _ => (),
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+    pipeline.set_state(gst::State::Playing).unwrap();
+    wait_eos(&pipeline, Duration::from_secs(20));
+    pipeline.set_state(gst::State::Null).unwrap();
+    let packets = packets.lock().unwrap().clone();
+    let frames = frames.load(Ordering::SeqCst);
+    assert!(packets.len() > frames && frames >= 10);
+    assert!(packets.iter().all(|p| p.len() <= MTU));
+
+    let path = std::env::temp_dir().join(format!("rtpps-tshark-{}.pcap", std::process::id()));
+    write_pcap(&path, 15060, &packets);
+    let out = std::process::Command::new("tshark")
+        .args(["-r"])
+        .arg(&path)
+        .args([
+            "-d",
+            "udp.port==15060,rtp",
+            "-T",
+            "fields",
+            "-E",
+            "separator=,",
+        ])
+        .args([
+            "-e",
+            "rtp.p_type",
+            "-e",
+            "rtp.seq",
+            "-e",
+            "rtp.marker",
+            "-e",
+            "rtp.timestamp",
+        ])
+        .output()
+        .expect("run tshark");
+    let _ = std::fs::remove_file(&path);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<u64>> = text
+        .lines()
+        .map(|line| {
+            line.split(',')
+                .map(|f| match f {
+                    "True" => 1,
+                    "False" => 0,
+                    f => f.parse().unwrap_or_else(|_| panic!("tshark row {line:?}")),
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), packets.len(), "tshark: {text}");
+    let mut markers = 0;
+    for (i, row) in rows.iter().enumerate() {
+        let [pt, seq, marker, ts] = row[..] else {
+            panic!("tshark row {row:?}");
+        };
+        assert_eq!(pt, 96);
+        if i > 0 {
+            assert_eq!(seq, (rows[i - 1][1] + 1) % 65536, "row {i}");
+            if rows[i - 1][2] == 0 {
+                assert_eq!(
+                    ts,
+                    rows[i - 1][3],
+                    "timestamp changed inside a frame at {i}"
+                );
+            }
+        }
+        markers += marker;
+    }
+    assert_eq!(rows.last().unwrap()[2], 1, "last packet ends a frame");
+    assert_eq!(markers as usize, frames);
+}
