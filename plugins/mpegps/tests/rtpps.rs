@@ -242,7 +242,10 @@ fn depay_drops_oversized_frames() {
     let mut h = depay_harness(
         "application/x-rtp, media=(string)video, clock-rate=(int)90000, encoding-name=(string)MP2P",
     );
-    h.element().unwrap().set_property("max-frame-size", 2000u32);
+    let element = h.element().unwrap();
+    element.set_property("max-frame-size", 2000u32);
+    let bus = gst::Bus::new();
+    element.set_bus(Some(&bus));
     let frames = vec![ps_frame(0, 1000), ps_frame(1, 2500), ps_frame(2, 2000)];
     for p in rtp_frames(&frames, 0, 1000, 96) {
         push_packet(&mut h, p, gst::ClockTime::ZERO);
@@ -252,6 +255,16 @@ fn depay_drops_oversized_frames() {
     assert_eq!(bytes(&out[1]), frames[2]);
     assert!(out[1].flags().contains(gst::BufferFlags::DISCONT));
     assert_eq!(stats(&h).get::<u64>("frames-too-large").unwrap(), 1);
+    let warning = bus
+        .pop_filtered(&[gst::MessageType::Warning])
+        .expect("warning on the bus");
+    let gst::MessageView::Warning(warning) = warning.view() else {
+        unreachable!()
+    };
+    assert!(
+        warning.error().message().contains("max-frame-size"),
+        "{warning:?}"
+    );
 }
 
 #[test]

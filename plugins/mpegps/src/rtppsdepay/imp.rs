@@ -107,12 +107,12 @@ impl RtpPsDepay {
                     gst::element_imp_warning!(
                         self,
                         gst::StreamError::Demux,
-                        [
-                            "Dropped frame (RTP time {}) of {} bytes: larger than max-frame-size {}",
-                            timestamp,
+                        (
+                            "Dropped a frame of {} bytes: larger than max-frame-size {}",
                             size,
                             max
-                        ]
+                        ),
+                        ["RTP time {}", timestamp]
                     );
                 }
                 Event::Dropped {
