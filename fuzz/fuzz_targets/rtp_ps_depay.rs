@@ -1,5 +1,6 @@
 #![no_main]
-// Placeholder: the target is filled in with its parser's core.
+// Sequences of RTP packets (first byte: frame-size bound selector, then 2-byte big-endian
+// length-prefixed packets, RFC 4571 style) through the PS-over-RTP depacketizer core.
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = data;
+    gstmpegps::rtp::replay::fuzz_depay(data);
 });

@@ -7,6 +7,7 @@
 use gst::glib;
 
 pub mod ps;
+pub mod rtp;
 
 mod psdemux;
 mod psmux;

@@ -1,0 +1,489 @@
+//! Real pipelines: stock x264enc + mpegpsmux as the PS source, rtppspay over UDP and over TCP
+//! (RFC 4571 with stock rtpstreampay/rtpstreamdepay), rtppsdepay into stock mpegpsdemux,
+//! h264parse and avdec_h264; ffprobe reads the depayloaded PS as an independent check.
+//! Network on 127.0.0.1 only, every wait bounded.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstmpegps::plugin_register_static().expect("register mpegps");
+    });
+}
+
+const RTP_CAPS: &str = "application/x-rtp, media=(string)video, clock-rate=(int)90000, encoding-name=(string)MP2P, payload=(int)96";
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+fn launch(desc: &str) -> gst::Pipeline {
+    gst::parse::launch(desc)
+        .unwrap_or_else(|e| panic!("{desc}: {e}"))
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline")
+}
+
+fn by_name(pipeline: &gst::Pipeline, name: &str) -> gst::Element {
+    pipeline
+        .by_name(name)
+        .unwrap_or_else(|| panic!("no {name}"))
+}
+
+/// Counts buffers through an element's pad.
+fn count_buffers(element: &gst::Element, pad: &str) -> Arc<AtomicUsize> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    element
+        .static_pad(pad)
+        .expect("pad")
+        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            gst::PadProbeReturn::Ok
+        });
+    count
+}
+
+/// Collects the bytes of every buffer through an element's pad.
+fn collect_bytes(element: &gst::Element, pad: &str) -> Arc<Mutex<Vec<u8>>> {
+    let bytes = Arc::new(Mutex::new(Vec::new()));
+    let sink = bytes.clone();
+    element
+        .static_pad(pad)
+        .expect("pad")
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buffer) = info.buffer()
+                && let Ok(map) = buffer.map_readable()
+            {
+                sink.lock().unwrap().extend_from_slice(&map);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    bytes
+}
+
+/// Waits for EOS; panics on an error message or after `timeout`.
+fn wait_eos(pipeline: &gst::Pipeline, timeout: Duration) {
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_nseconds(timeout.as_nanos() as u64),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("EOS before the timeout");
+    if let gst::MessageView::Error(err) = msg.view() {
+        panic!(
+            "{:?}: {} ({:?})",
+            err.src().map(|s| s.path_string()),
+            err.error(),
+            err.debug()
+        );
+    }
+}
+
+/// Panics if the pipeline posted an error.
+fn assert_no_error(pipeline: &gst::Pipeline) {
+    let bus = pipeline.bus().unwrap();
+    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+        if let gst::MessageView::Error(err) = msg.view() {
+            panic!(
+                "{:?}: {} ({:?})",
+                err.src().map(|s| s.path_string()),
+                err.error(),
+                err.debug()
+            );
+        }
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+fn h264_ps_source(frames: u32, live: bool) -> String {
+    format!(
+        "videotestsrc is-live={live} num-buffers={frames} \
+         ! video/x-raw,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 bitrate=256 ! mpegpsmux"
+    )
+}
+
+fn depay_stats(pipeline: &gst::Pipeline) -> gst::Structure {
+    by_name(pipeline, "depay").property::<gst::Structure>("stats")
+}
+
+/// ffprobe's view of a PS file: (codec name, frames read) of every stream, sorted.
+fn ffprobe_streams(path: &std::path::Path) -> Vec<(String, usize)> {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut streams: Vec<_> = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let (codec, frames) = line
+                .split_once(',')
+                .unwrap_or_else(|| panic!("ffprobe said {text:?}"));
+            (
+                codec.to_string(),
+                frames.trim().parse().expect("frame count"),
+            )
+        })
+        .collect();
+    streams.sort();
+    streams
+}
+
+/// PS from stock mpegpsmux through rtppspay, RFC 4571 over TCP (stock rtpstreampay,
+/// tcpclientsink, tcpserversrc, rtpstreamdepay) and rtppsdepay: the depayloaded bytes must
+/// equal the payloader's input, stock mpegpsdemux must decode every video frame, and ffprobe
+/// must read the streams from the depayloaded bytes. Returns ffprobe's view.
+fn tcp_round_trip(source: &str, video_frames: usize) -> Vec<(String, usize)> {
+    init();
+    let receiver = launch(
+        "tcpserversrc name=src host=127.0.0.1 port=0 \
+         ! application/x-rtp-stream, media=(string)video, clock-rate=(int)90000, encoding-name=(string)MP2P \
+         ! rtpstreamdepay ! rtppsdepay name=depay ! mpegpsdemux ! h264parse ! avdec_h264 \
+         ! fakesink name=sink sync=false",
+    );
+    let received = collect_bytes(&by_name(&receiver, "depay"), "src");
+    let decoded = count_buffers(&by_name(&receiver, "sink"), "sink");
+    receiver.set_state(gst::State::Playing).unwrap();
+    let src = by_name(&receiver, "src");
+    assert!(wait_for(Duration::from_secs(5), || src
+        .property::<i32>("current-port")
+        > 0));
+    let port = src.property::<i32>("current-port");
+
+    let sender = launch(&format!(
+        "{source} ! rtppspay name=pay ! rtpstreampay ! tcpclientsink host=127.0.0.1 port={port}"
+    ));
+    let sent = collect_bytes(&by_name(&sender, "pay"), "sink");
+    sender.set_state(gst::State::Playing).unwrap();
+    wait_eos(&sender, Duration::from_secs(20));
+    sender.set_state(gst::State::Null).unwrap();
+    wait_eos(&receiver, Duration::from_secs(20));
+    receiver.set_state(gst::State::Null).unwrap();
+
+    let sent = sent.lock().unwrap().clone();
+    let received = received.lock().unwrap().clone();
+    assert!(sent.len() > 10_000, "sent {} bytes", sent.len());
+    assert!(
+        sent == received,
+        "PS bytes differ: sent {}, received {}",
+        sent.len(),
+        received.len()
+    );
+    assert_eq!(decoded.load(Ordering::SeqCst), video_frames);
+    let stats = depay_stats(&receiver);
+    assert_eq!(stats.get::<u64>("packets-lost").unwrap(), 0);
+    assert_eq!(stats.get::<u64>("frames-dropped").unwrap(), 0);
+
+    let path = std::env::temp_dir().join(format!(
+        "rtpps-tcp-{}-{:?}.mpg",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&path, &received).unwrap();
+    let streams = ffprobe_streams(&path);
+    let _ = std::fs::remove_file(&path);
+    streams
+}
+
+#[test]
+fn tcp_rfc4571_round_trip_is_byte_exact() {
+    const FRAMES: usize = 30;
+    let streams = tcp_round_trip(&h264_ps_source(FRAMES as u32, false), FRAMES);
+    assert_eq!(streams, vec![("h264".to_string(), FRAMES)]);
+}
+
+#[test]
+fn tcp_rfc4571_round_trip_with_audio() {
+    const FRAMES: usize = 30;
+    let source = format!(
+        "audiotestsrc num-buffers=20 ! lamemp3enc ! m.  {} name=m",
+        h264_ps_source(FRAMES as u32, false)
+    );
+    let streams = tcp_round_trip(&source, FRAMES);
+    // 20 buffers of 1024 samples are about 18 MP3 frames of 1152.
+    assert!(
+        matches!(&streams[..], [(h264, FRAMES), (mp3, n)] if h264 == "h264" && mp3 == "mp3" && *n >= 15),
+        "ffprobe: {streams:?}"
+    );
+}
+
+#[test]
+fn udp_with_jitterbuffer_decodes_frames() {
+    init();
+    const FRAMES: usize = 30;
+    let port = free_udp_port();
+    let receiver = launch(&format!(
+        "udpsrc address=127.0.0.1 port={port} caps=\"{RTP_CAPS}\" \
+         ! rtpjitterbuffer latency=100 ! rtppsdepay name=depay ! mpegpsdemux ! h264parse \
+         ! avdec_h264 ! fakesink name=sink sync=false"
+    ));
+    let decoded = count_buffers(&by_name(&receiver, "sink"), "sink");
+    receiver.set_state(gst::State::Playing).unwrap();
+    let sender = launch(&format!(
+        "{} ! rtppspay ! udpsink host=127.0.0.1 port={port} sync=false",
+        h264_ps_source(FRAMES as u32, true)
+    ));
+    sender.set_state(gst::State::Playing).unwrap();
+    wait_eos(&sender, Duration::from_secs(20));
+    sender.set_state(gst::State::Null).unwrap();
+    // Over UDP no EOS arrives: wait for the frames, bounded. mpegpsdemux may hold the last.
+    wait_for(Duration::from_secs(3), || {
+        decoded.load(Ordering::SeqCst) >= FRAMES - 1
+    });
+    assert_no_error(&receiver);
+    receiver.set_state(gst::State::Null).unwrap();
+    let n = decoded.load(Ordering::SeqCst);
+    assert!(n >= FRAMES - 1, "decoded {n} of {FRAMES}");
+    assert_eq!(
+        depay_stats(&receiver).get::<u64>("frames-dropped").unwrap(),
+        0
+    );
+}
+
+/// Loss and reordering from stock `netsim`, switched on once the receiver has set up its
+/// streams (mpegpsdemux cannot recover from a lost first PSM): the receiver keeps going,
+/// drops what is broken and keeps producing frames.
+fn udp_with_loss(jitterbuffer: bool) {
+    init();
+    const FRAMES: usize = 60;
+    let port = free_udp_port();
+    let jb = if jitterbuffer {
+        "rtpjitterbuffer latency=60 ! "
+    } else {
+        ""
+    };
+    let receiver = launch(&format!(
+        "udpsrc address=127.0.0.1 port={port} caps=\"{RTP_CAPS}\" \
+         ! {jb}rtppsdepay name=depay ! mpegpsdemux ! h264parse ! fakesink name=sink sync=false"
+    ));
+    let depay = by_name(&receiver, "depay");
+    let pushed = count_buffers(&depay, "src");
+    let parsed = count_buffers(&by_name(&receiver, "sink"), "sink");
+    receiver.set_state(gst::State::Playing).unwrap();
+
+    let sender = launch(&format!(
+        "{} ! rtppspay mtu=500 ! netsim name=net ! udpsink host=127.0.0.1 port={port} sync=false",
+        h264_ps_source(FRAMES as u32, true)
+    ));
+    sender.set_state(gst::State::Playing).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || parsed.load(Ordering::SeqCst)
+            >= 3),
+        "no frames before the losses"
+    );
+    let net = by_name(&sender, "net");
+    net.set_property("drop-probability", 0.03f32);
+    net.set_property("delay-probability", 0.03f32);
+    net.set_property("min-delay", 1i32);
+    net.set_property("max-delay", 15i32);
+    let pushed_before = pushed.load(Ordering::SeqCst);
+    let parsed_before = parsed.load(Ordering::SeqCst);
+
+    wait_eos(&sender, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    sender.set_state(gst::State::Null).unwrap();
+    assert_no_error(&receiver);
+    receiver.set_state(gst::State::Null).unwrap();
+
+    let stats = depay_stats(&receiver);
+    let lost =
+        stats.get::<u64>("packets-lost").unwrap() + stats.get::<u64>("packets-late").unwrap();
+    let dropped = stats.get::<u64>("frames-dropped").unwrap();
+    let pushed_after = pushed.load(Ordering::SeqCst) - pushed_before;
+    let parsed_after = parsed.load(Ordering::SeqCst) - parsed_before;
+    eprintln!(
+        "jitterbuffer {jitterbuffer}: {stats}; after losses: {pushed_after} PS frames, {parsed_after} H.264 AUs"
+    );
+    assert!(lost > 0 && dropped > 0, "no losses induced: {stats}");
+    // Most of the remaining ~55 frames (about 3 packets each) survive 6% disruption.
+    assert!(
+        pushed_after >= 20,
+        "only {pushed_after} frames after the losses"
+    );
+    assert!(
+        parsed_after >= 20,
+        "only {parsed_after} H.264 frames after the losses"
+    );
+}
+
+#[test]
+fn udp_loss_and_reordering_without_jitterbuffer() {
+    udp_with_loss(false);
+}
+
+#[test]
+fn udp_loss_and_reordering_with_jitterbuffer() {
+    udp_with_loss(true);
+}
+
+/// Wraps RTP packets into a pcap file (raw IPv4 link type) of UDP datagrams
+/// 127.0.0.1:40000 -> 127.0.0.1:port, 10 ms apart.
+fn write_pcap(path: &std::path::Path, port: u16, packets: &[Vec<u8>]) {
+    let mut out = Vec::new();
+    out.extend(0xA1B2_C3D4u32.to_le_bytes());
+    out.extend(2u16.to_le_bytes());
+    out.extend(4u16.to_le_bytes());
+    out.extend(0i32.to_le_bytes());
+    out.extend(0u32.to_le_bytes());
+    out.extend(65535u32.to_le_bytes());
+    out.extend(101u32.to_le_bytes()); // LINKTYPE_RAW
+    for (i, rtp) in packets.iter().enumerate() {
+        let udp_len = 8 + rtp.len();
+        let ip_len = 20 + udp_len;
+        let usec = i as u64 * 10_000;
+        out.extend(((usec / 1_000_000) as u32).to_le_bytes());
+        out.extend(((usec % 1_000_000) as u32).to_le_bytes());
+        out.extend((ip_len as u32).to_le_bytes());
+        out.extend((ip_len as u32).to_le_bytes());
+        let mut ip = vec![0x45, 0];
+        ip.extend((ip_len as u16).to_be_bytes());
+        ip.extend([0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
+        let sum = ip
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum::<u32>();
+        let sum = (sum & 0xFFFF) + (sum >> 16);
+        let checksum = !(((sum & 0xFFFF) + (sum >> 16)) as u16);
+        ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+        out.extend(ip);
+        out.extend(40000u16.to_be_bytes());
+        out.extend(port.to_be_bytes());
+        out.extend((udp_len as u16).to_be_bytes());
+        out.extend(0u16.to_be_bytes());
+        out.extend(rtp);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// Wireshark's RTP dissector, an independent parser, reads the payloader's packets: PT 96,
+/// consecutive sequence numbers, one marker per input frame, one timestamp per frame,
+/// nothing above the MTU.
+#[test]
+fn pay_output_parses_in_tshark() {
+    init();
+    const MTU: usize = 600;
+    let pipeline = launch(&format!(
+        "{} ! rtppspay name=pay mtu={MTU} ! fakesink name=sink",
+        h264_ps_source(10, false)
+    ));
+    let frames = count_buffers(&by_name(&pipeline, "pay"), "sink");
+    let packets = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
+    let sink = packets.clone();
+    by_name(&pipeline, "sink")
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, info| {
+                let mut sink = sink.lock().unwrap();
+                let mut add = |b: &gst::BufferRef| {
+                    sink.push(b.map_readable().unwrap().to_vec());
+                };
+                match &info.data {
+                    Some(gst::PadProbeData::Buffer(b)) => add(b),
+                    Some(gst::PadProbeData::BufferList(list)) => list.iter().for_each(add),
+                    _ => (),
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+    pipeline.set_state(gst::State::Playing).unwrap();
+    wait_eos(&pipeline, Duration::from_secs(20));
+    pipeline.set_state(gst::State::Null).unwrap();
+    let packets = packets.lock().unwrap().clone();
+    let frames = frames.load(Ordering::SeqCst);
+    assert!(packets.len() > frames && frames >= 10);
+    assert!(packets.iter().all(|p| p.len() <= MTU));
+
+    let path = std::env::temp_dir().join(format!("rtpps-tshark-{}.pcap", std::process::id()));
+    write_pcap(&path, 15060, &packets);
+    let out = std::process::Command::new("tshark")
+        .args(["-r"])
+        .arg(&path)
+        .args([
+            "-d",
+            "udp.port==15060,rtp",
+            "-T",
+            "fields",
+            "-E",
+            "separator=,",
+        ])
+        .args([
+            "-e",
+            "rtp.p_type",
+            "-e",
+            "rtp.seq",
+            "-e",
+            "rtp.marker",
+            "-e",
+            "rtp.timestamp",
+        ])
+        .output()
+        .expect("run tshark");
+    let _ = std::fs::remove_file(&path);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<u64>> = text
+        .lines()
+        .map(|line| {
+            line.split(',')
+                .map(|f| match f {
+                    "True" => 1,
+                    "False" => 0,
+                    f => f.parse().unwrap_or_else(|_| panic!("tshark row {line:?}")),
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), packets.len(), "tshark: {text}");
+    let mut markers = 0;
+    for (i, row) in rows.iter().enumerate() {
+        let [pt, seq, marker, ts] = row[..] else {
+            panic!("tshark row {row:?}");
+        };
+        assert_eq!(pt, 96);
+        if i > 0 {
+            assert_eq!(seq, (rows[i - 1][1] + 1) % 65536, "row {i}");
+            if rows[i - 1][2] == 0 {
+                assert_eq!(
+                    ts,
+                    rows[i - 1][3],
+                    "timestamp changed inside a frame at {i}"
+                );
+            }
+        }
+        markers += marker;
+    }
+    assert_eq!(rows.last().unwrap()[2], 1, "last packet ends a frame");
+    assert_eq!(markers as usize, frames);
+}
