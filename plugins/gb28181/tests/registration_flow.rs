@@ -23,7 +23,10 @@ impl Camera {
         let mut m = Message::request("REGISTER", uri);
         m.add_header(
             "Via",
-            format!("SIP/2.0/UDP 10.0.0.9:5060;rport;branch=z9hG4bK{}", self.cseq),
+            format!(
+                "SIP/2.0/UDP 10.0.0.9:5060;rport;branch=z9hG4bK{}",
+                self.cseq
+            ),
         )
         .add_header("From", format!("<sip:{DEV}@3402000000>;tag=1"))
         .add_header("To", format!("<sip:{DEV}@3402000000>"))
@@ -125,12 +128,20 @@ fn register_keepalive_offline_online_unregister() {
     now += 200_000;
     let (m, ka) = cam.keepalive(6);
     let out = r.handle_keepalive(&m, &ka, SRC, now);
-    assert_eq!(out.events, vec![Event::Online { device_id: DEV.into() }]);
+    assert_eq!(
+        out.events,
+        vec![Event::Online {
+            device_id: DEV.into()
+        }]
+    );
 
     // Refresh.
     let (resp, events) = register(&mut r, &mut cam, 3600, now);
     assert_eq!(resp.status(), Some(200));
-    assert!(matches!(events[..], [Event::Registered { refresh: true, .. }]));
+    assert!(matches!(
+        events[..],
+        [Event::Registered { refresh: true, .. }]
+    ));
 
     // Unregister with Expires: 0.
     let (resp, events) = register(&mut r, &mut cam, 0, now + 1000);
@@ -204,7 +215,12 @@ fn per_device_passwords_stale_nonces_and_rate_limit() {
     let ch = Challenge::parse(first.response.header("www-authenticate").unwrap()).unwrap();
     let mut req = other.register(3600, Some(&ch));
     req.set_header("From", "<sip:34020000001320000099@3402000000>;tag=9");
-    assert_eq!(r.handle_register(&req, "10.0.0.99:5060", 10).response.status(), Some(403));
+    assert_eq!(
+        r.handle_register(&req, "10.0.0.99:5060", 10)
+            .response
+            .status(),
+        Some(403)
+    );
 
     // Stale nonce → 401 stale=true, then success with a fresh one.
     let mut cam = camera("s3cret");

@@ -98,8 +98,12 @@ fn start_lines_and_headers() {
 
 #[test]
 fn digest_vectors() {
-    let ch = Challenge::parse(msg("02-register-401.sip").header("www-authenticate").unwrap())
-        .unwrap();
+    let ch = Challenge::parse(
+        msg("02-register-401.sip")
+            .header("www-authenticate")
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(ch.realm, "3402000000");
     assert!(ch.qop_auth);
     assert_eq!(ch.nonce, "a1b6ba00d8cbaa8ce99d1d39b2905d12");
@@ -143,7 +147,9 @@ fn registrar_accepts_03_and_03b_only_with_the_password() {
             "{name}: GB Date in UTC+8 like vector 04"
         );
         assert_eq!(out.response.expires(), Some(3600));
-        assert!(matches!(&out.events[0], Event::Registered { device_id, refresh: false, .. } if device_id == "34020000001320000001"));
+        assert!(
+            matches!(&out.events[0], Event::Registered { device_id, refresh: false, .. } if device_id == "34020000001320000001")
+        );
         // Response copies the dialog-identifying headers and adds a To tag.
         let back = Message::parse(&out.response.to_bytes()).unwrap();
         assert_eq!(back.call_id(), req.call_id());
@@ -207,7 +213,10 @@ fn manscdp_vectors() {
         &manscdp::build_query("Catalog", 445043391, "34020000001320000001"),
         manscdp::Charset::Utf8,
     );
-    assert_eq!(Manscdp::parse(&built).unwrap(), Manscdp::parse(&q.body).unwrap());
+    assert_eq!(
+        Manscdp::parse(&built).unwrap(),
+        Manscdp::parse(&q.body).unwrap()
+    );
 
     let body = msg("07-catalog-response.sip").body;
     let (_, enc) = manscdp::decode_body(&body);
@@ -229,7 +238,11 @@ fn manscdp_vectors() {
         &manscdp::build_catalog_response(list.sn, &list.device_id, 1, &list.items),
         manscdp::Charset::Gb2312,
     );
-    assert!(rebuilt.windows(6).any(|w| w == [0xC9, 0xE3, 0xCF, 0xF1, 0xBB, 0xFA]));
+    assert!(
+        rebuilt
+            .windows(6)
+            .any(|w| w == [0xC9, 0xE3, 0xCF, 0xF1, 0xBB, 0xFA])
+    );
     assert_eq!(Manscdp::parse(&rebuilt).unwrap(), Manscdp::Catalog(list));
 }
 
@@ -283,7 +296,10 @@ fn dialog_matches_ack_and_bye() {
     let inv = msg("08-invite.sip");
     let ok = msg("10-invite-200.sip");
     let mut d = Dialog::from_invite(&inv, &ok).unwrap();
-    assert_eq!(d.remote_target, "sip:34020000001320000001@192.168.64.3:55302");
+    assert_eq!(
+        d.remote_target,
+        "sip:34020000001320000001@192.168.64.3:55302"
+    );
     let ack = d.ack();
     let their_ack = msg("11-ack.sip");
     for h in ["from", "to", "call-id", "cseq"] {

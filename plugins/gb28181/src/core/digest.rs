@@ -34,12 +34,9 @@ fn digest_eq(a: &str, b: &str) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    a.bytes()
-        .zip(b.bytes())
-        .fold(0u8, |acc, (x, y)| {
-            acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase())
-        })
-        == 0
+    a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| {
+        acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase())
+    }) == 0
 }
 
 /// Parses `Digest k=v, k="v", ...` (as in Authorization and WWW-Authenticate values).
@@ -122,12 +119,7 @@ pub struct Credentials {
 impl Credentials {
     pub fn parse(value: &str) -> Option<Credentials> {
         let params = parse_digest_params(value)?;
-        let get = |k: &str| {
-            params
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-        };
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         Some(Credentials {
             username: get("username")?,
             realm: get("realm").unwrap_or_default(),
@@ -345,8 +337,8 @@ mod tests {
 
     #[test]
     fn params_quoting() {
-        let p = parse_digest_params(r#"Digest realm="a,b", qop="auth", nonce=x , stale=TRUE"#)
-            .unwrap();
+        let p =
+            parse_digest_params(r#"Digest realm="a,b", qop="auth", nonce=x , stale=TRUE"#).unwrap();
         assert_eq!(p[0], ("realm".into(), "a,b".into()));
         assert_eq!(p[2], ("nonce".into(), "x".into()));
         assert!(parse_digest_params("Basic abc").is_none());
@@ -380,9 +372,15 @@ mod tests {
             issuer.check(&c2.nonce, "3402000000", 70_000),
             NonceStatus::Stale
         );
-        assert_eq!(issuer.check(&c2.nonce, "other", 2_000), NonceStatus::Foreign);
+        assert_eq!(
+            issuer.check(&c2.nonce, "other", 2_000),
+            NonceStatus::Foreign
+        );
         let other = NonceIssuer::new(b"other", 60_000);
-        assert_eq!(other.check(&c2.nonce, "3402000000", 2_000), NonceStatus::Foreign);
+        assert_eq!(
+            other.check(&c2.nonce, "3402000000", 2_000),
+            NonceStatus::Foreign
+        );
         assert_eq!(
             issuer.check("a1b6ba00d8cbaa8ce99d1d39b2905d12", "3402000000", 2_000),
             NonceStatus::Foreign

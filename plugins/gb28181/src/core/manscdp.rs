@@ -407,15 +407,34 @@ pub struct RecordInfoQuery {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Manscdp {
     Keepalive(Keepalive),
-    CatalogQuery { sn: u32, device_id: String },
+    CatalogQuery {
+        sn: u32,
+        device_id: String,
+    },
     Catalog(ListResponse<CatalogItem>),
-    DeviceInfoQuery { sn: u32, device_id: String },
-    DeviceInfo { sn: u32, info: DeviceInfo },
-    DeviceStatusQuery { sn: u32, device_id: String },
-    DeviceStatus { sn: u32, status: DeviceStatus },
+    DeviceInfoQuery {
+        sn: u32,
+        device_id: String,
+    },
+    DeviceInfo {
+        sn: u32,
+        info: DeviceInfo,
+    },
+    DeviceStatusQuery {
+        sn: u32,
+        device_id: String,
+    },
+    DeviceStatus {
+        sn: u32,
+        status: DeviceStatus,
+    },
     RecordInfoQuery(RecordInfoQuery),
     RecordInfo(ListResponse<RecordItem>),
-    DeviceControl { sn: u32, device_id: String, ptz: Option<PtzCmd> },
+    DeviceControl {
+        sn: u32,
+        device_id: String,
+        ptz: Option<PtzCmd>,
+    },
     Other(Document),
 }
 
@@ -423,7 +442,12 @@ fn list_items<T>(doc: &Document, list: &str, f: fn(&Element) -> T) -> ListRespon
     let items = doc
         .element
         .child(list)
-        .map(|l| l.children_named("Item").take(MAX_LIST_ITEMS).map(f).collect())
+        .map(|l| {
+            l.children_named("Item")
+                .take(MAX_LIST_ITEMS)
+                .map(f)
+                .collect()
+        })
         .unwrap_or_default();
     ListResponse {
         sn: doc.sn,
@@ -639,7 +663,16 @@ impl PtzCmd {
     }
 
     pub fn to_bytes(self) -> [u8; 8] {
-        let mut b = [0xA5, 0x0F, 0x01, self.cmd, self.d1, self.d2, (self.d3 & 0x0F) << 4, 0];
+        let mut b = [
+            0xA5,
+            0x0F,
+            0x01,
+            self.cmd,
+            self.d1,
+            self.d2,
+            (self.d3 & 0x0F) << 4,
+            0,
+        ];
         b[7] = b[..7].iter().fold(0u8, |a, x| a.wrapping_add(*x));
         b
     }
@@ -684,7 +717,9 @@ pub enum Charset {
 /// Serializes an XML body (declaration + `inner` without declaration) in `charset`.
 pub fn encode_body(inner: &str, charset: Charset) -> Vec<u8> {
     match charset {
-        Charset::Utf8 => format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n{inner}").into_bytes(),
+        Charset::Utf8 => {
+            format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n{inner}").into_bytes()
+        }
         Charset::Gb2312 => {
             let text = format!("<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n{inner}");
             GBK.encode(&text).0.into_owned()
@@ -786,7 +821,12 @@ pub fn build_device_info_response(sn: u32, info: &DeviceInfo) -> String {
     s
 }
 
-pub fn build_record_info_response(sn: u32, sum_num: u32, device_id: &str, items: &[RecordItem]) -> String {
+pub fn build_record_info_response(
+    sn: u32,
+    sum_num: u32,
+    device_id: &str,
+    items: &[RecordItem],
+) -> String {
     let mut s = head(Root::Response, "RecordInfo", sn, device_id);
     push_el(&mut s, "SumNum", &sum_num.to_string());
     let _ = write!(s, "<RecordList Num=\"{}\">\r\n", items.len());
@@ -854,7 +894,11 @@ mod tests {
             b"<a>&bogus;</a>",
             b"<Notify/><Notify/>",
         ] {
-            assert!(Document::parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                Document::parse(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let deep = "<a>".repeat(100) + &"</a>".repeat(100);
         assert_eq!(parse_xml(&deep), Err(Error::TooDeep));
@@ -879,7 +923,10 @@ mod tests {
             &build_catalog_response(7, "dev", 3, &[item("a"), item("b")]),
             Charset::Gb2312,
         );
-        let body2 = encode_body(&build_catalog_response(7, "dev", 3, &[item("c")]), Charset::Utf8);
+        let body2 = encode_body(
+            &build_catalog_response(7, "dev", 3, &[item("c")]),
+            Charset::Utf8,
+        );
         let Manscdp::Catalog(p1) = Manscdp::parse(&body1).unwrap() else {
             panic!()
         };

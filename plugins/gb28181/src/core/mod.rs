@@ -2,6 +2,7 @@
 //! with time passed in as a parameter.
 
 pub mod digest;
+pub mod fuzz;
 pub mod manscdp;
 pub mod registrar;
 pub mod sdp;

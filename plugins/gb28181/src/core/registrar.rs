@@ -116,11 +116,21 @@ pub enum Event {
         reason: UnregisterReason,
     },
     /// Back online after having been offline.
-    Online { device_id: String },
-    Offline { device_id: String },
+    Online {
+        device_id: String,
+    },
+    Offline {
+        device_id: String,
+    },
     /// Keepalive from a device that isn't registered (it was told to register again).
-    KeepaliveRefused { device_id: String, source: String },
-    AuthFailed { device_id: String, source: String },
+    KeepaliveRefused {
+        device_id: String,
+        source: String,
+    },
+    AuthFailed {
+        device_id: String,
+        source: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -217,7 +227,12 @@ impl Registrar {
         let mut h = Md5::new();
         h.update(&self.config.nonce_secret);
         h.update(req.call_id().unwrap_or_default().as_bytes());
-        h.update(req.from().and_then(|f| f.tag().map(str::to_string)).unwrap_or_default().as_bytes());
+        h.update(
+            req.from()
+                .and_then(|f| f.tag().map(str::to_string))
+                .unwrap_or_default()
+                .as_bytes(),
+        );
         let d = h.finalize();
         u32::from_be_bytes([d[0], d[1], d[2], d[3]]).to_string()
     }
@@ -395,16 +410,19 @@ impl Registrar {
             .filter(|u| SipUri::parse(u).is_some())
             .unwrap_or_else(|| format!("sip:{device_id}@{source}"));
         let refresh = self.devices.contains_key(&device_id);
-        let dev = self.devices.entry(device_id.clone()).or_insert_with(|| Device {
-            id: device_id.clone(),
-            contact: String::new(),
-            source: String::new(),
-            registered_at_ms: now_ms,
-            expires_at_ms: 0,
-            last_seen_ms: now_ms,
-            online: true,
-            last_nonce_nc: None,
-        });
+        let dev = self
+            .devices
+            .entry(device_id.clone())
+            .or_insert_with(|| Device {
+                id: device_id.clone(),
+                contact: String::new(),
+                source: String::new(),
+                registered_at_ms: now_ms,
+                expires_at_ms: 0,
+                last_seen_ms: now_ms,
+                online: true,
+                last_nonce_nc: None,
+            });
         dev.contact = contact_uri.clone();
         dev.source = source.to_string();
         dev.expires_at_ms = now_ms + u64::from(expires) * 1000;
@@ -523,8 +541,14 @@ mod tests {
     #[test]
     fn gb_date() {
         // 2020-06-09T06:09:01.830Z is 14:09:01.830 in UTC+8 (vector 04).
-        assert_eq!(format_gb_date(1_591_682_941_830, 480), "2020-06-09T14:09:01.830");
+        assert_eq!(
+            format_gb_date(1_591_682_941_830, 480),
+            "2020-06-09T14:09:01.830"
+        );
         assert_eq!(format_gb_date(0, 0), "1970-01-01T00:00:00.000");
-        assert_eq!(format_gb_date(951_782_400_000, 0), "2000-02-29T00:00:00.000");
+        assert_eq!(
+            format_gb_date(951_782_400_000, 0),
+            "2000-02-29T00:00:00.000"
+        );
     }
 }

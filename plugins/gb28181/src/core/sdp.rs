@@ -222,7 +222,11 @@ pub fn parse(body: &[u8]) -> Result<SessionDescription, SdpError> {
             .chain(session.attributes.iter())
             .find(|a| a.attribute.eq_ignore_ascii_case(name))
     };
-    let attr_value = |name: &str| attr(name).and_then(|a| a.value.as_ref()).map(|v| v.trim().to_string());
+    let attr_value = |name: &str| {
+        attr(name)
+            .and_then(|a| a.value.as_ref())
+            .map(|v| v.trim().to_string())
+    };
     let direction = ["sendonly", "recvonly", "sendrecv", "inactive"]
         .iter()
         .find(|d| attr(d).is_some())
@@ -280,7 +284,13 @@ pub fn parse(body: &[u8]) -> Result<SessionDescription, SdpError> {
 
 /// A device's answer to `offer` (device side, or tests): `sendonly`, its media address,
 /// TCP setup role mirrored.
-pub fn build_answer(offer: &SessionDescription, device_id: &str, ip: &str, port: u16, ssrc: &str) -> String {
+pub fn build_answer(
+    offer: &SessionDescription,
+    device_id: &str,
+    ip: &str,
+    port: u16,
+    ssrc: &str,
+) -> String {
     let mut s = String::with_capacity(256);
     let pt = offer.ps_payload_type().unwrap_or(96);
     let _ = write!(
@@ -321,8 +331,16 @@ mod tests {
 
     #[test]
     fn offers_round_trip() {
-        for kind in [SessionKind::Play, SessionKind::Playback, SessionKind::Download] {
-            for t in [MediaTransport::Udp, MediaTransport::TcpPassive, MediaTransport::TcpActive] {
+        for kind in [
+            SessionKind::Play,
+            SessionKind::Playback,
+            SessionKind::Download,
+        ] {
+            for t in [
+                MediaTransport::Udp,
+                MediaTransport::TcpPassive,
+                MediaTransport::TcpActive,
+            ] {
                 let o = offer(kind, t);
                 let p = parse(o.to_sdp().as_bytes()).unwrap();
                 assert_eq!(p.kind, Some(kind));

@@ -216,7 +216,10 @@ fn parse_head(head: &[u8]) -> Result<(StartLine, Vec<Header>), ParseError> {
 
 fn content_length(headers: &[Header]) -> Result<Option<usize>, ParseError> {
     let mut found = None;
-    for h in headers.iter().filter(|h| name_matches(&h.name, "content-length")) {
+    for h in headers
+        .iter()
+        .filter(|h| name_matches(&h.name, "content-length"))
+    {
         let v: usize = h
             .value
             .trim()
@@ -787,7 +790,9 @@ mod tests {
 
     #[test]
     fn lf_only_and_response_to() {
-        let text = String::from_utf8(REG.to_vec()).unwrap().replace("\r\n", "\n");
+        let text = String::from_utf8(REG.to_vec())
+            .unwrap()
+            .replace("\r\n", "\n");
         let m = Message::parse(text.as_bytes()).unwrap();
         let r = Message::response_to(&m, 200, "OK", Some("99"));
         assert_eq!(r.to().unwrap().tag(), Some("99"));

@@ -106,6 +106,9 @@ mod tests {
         assert!(Ssrc::new(SsrcKind::Live, "34", 1).is_none());
         let mut a = SsrcAllocator::new("3402000000");
         assert_eq!(a.allocate(SsrcKind::Live).unwrap().serial, 1);
-        assert_eq!(a.allocate(SsrcKind::History).unwrap().to_string(), "1200000002");
+        assert_eq!(
+            a.allocate(SsrcKind::History).unwrap().to_string(),
+            "1200000002"
+        );
     }
 }
