@@ -913,6 +913,92 @@ mod tests {
     }
 
     #[test]
+    fn builders_round_trip() {
+        for charset in [Charset::Utf8, Charset::Gb2312] {
+            for cmd in ["Catalog", "DeviceInfo", "DeviceStatus"] {
+                let m = Manscdp::parse(&encode_body(&build_query(cmd, 9, "dev"), charset)).unwrap();
+                let expected = match cmd {
+                    "Catalog" => Manscdp::CatalogQuery {
+                        sn: 9,
+                        device_id: "dev".into(),
+                    },
+                    "DeviceInfo" => Manscdp::DeviceInfoQuery {
+                        sn: 9,
+                        device_id: "dev".into(),
+                    },
+                    _ => Manscdp::DeviceStatusQuery {
+                        sn: 9,
+                        device_id: "dev".into(),
+                    },
+                };
+                assert_eq!(m, expected);
+            }
+            let q = RecordInfoQuery {
+                sn: 5,
+                device_id: "34020000001310000001".into(),
+                start_time: "2020-06-09T00:00:00".into(),
+                end_time: "2020-06-09T23:59:59".into(),
+                record_type: "all".into(),
+            };
+            let body = encode_body(&build_record_info_query(&q), charset);
+            assert_eq!(Manscdp::parse(&body).unwrap(), Manscdp::RecordInfoQuery(q));
+            let item = RecordItem {
+                device_id: "34020000001310000001".into(),
+                name: "前门 <1> & co".into(),
+                file_path: "/a".into(),
+                address: "x".into(),
+                start_time: "2020-06-09T00:00:00".into(),
+                end_time: "2020-06-09T00:10:00".into(),
+                secrecy: Some(0),
+                record_type: "time".into(),
+                file_size: None,
+            };
+            let body = encode_body(
+                &build_record_info_response(
+                    6,
+                    2,
+                    "34020000001310000001",
+                    std::slice::from_ref(&item),
+                ),
+                charset,
+            );
+            let Manscdp::RecordInfo(list) = Manscdp::parse(&body).unwrap() else {
+                panic!("record info")
+            };
+            assert_eq!((list.sn, list.sum_num), (6, 2));
+            assert_eq!(list.items, vec![item]);
+            let info = DeviceInfo {
+                device_id: "dev".into(),
+                result: "OK".into(),
+                device_name: "摄像机".into(),
+                manufacturer: "Hikvision".into(),
+                model: "DS-2CD".into(),
+                firmware: "V5".into(),
+                channel: Some(1),
+            };
+            let body = encode_body(&build_device_info_response(3, &info), charset);
+            assert_eq!(
+                Manscdp::parse(&body).unwrap(),
+                Manscdp::DeviceInfo { sn: 3, info }
+            );
+            let cmd = PtzCmd::motion(ptz::LEFT | ptz::DOWN, 10, 20, 3);
+            let body = encode_body(&build_ptz_control(4, "dev", cmd), charset);
+            assert_eq!(
+                Manscdp::parse(&body).unwrap(),
+                Manscdp::DeviceControl {
+                    sn: 4,
+                    device_id: "dev".into(),
+                    ptz: Some(cmd)
+                }
+            );
+            let body = encode_body(&build_keepalive(8, "dev"), charset);
+            assert!(
+                matches!(Manscdp::parse(&body).unwrap(), Manscdp::Keepalive(k) if k.sn == 8 && k.status_ok)
+            );
+        }
+    }
+
+    #[test]
     fn merge_by_sn() {
         let item = |id: &str| CatalogItem {
             device_id: id.into(),
