@@ -2,7 +2,7 @@
 //! the corpus-replay test: each runs one input through everything that parses untrusted bytes
 //! and checks a few properties (no panic is the main one).
 
-use super::{digest, manscdp, registrar, sdp, sip, subject, transaction};
+use super::{client, digest, manscdp, registrar, sdp, sip, subject, transaction};
 
 /// SIP: datagram parse, structured headers, serialize → re-parse, stream framing, and the
 /// registrar on whatever parses.
@@ -48,6 +48,13 @@ pub fn sip(data: &[u8]) {
                 .response
                 .to_bytes();
             let _ = r.poll(10_000_000_000);
+        }
+        if m.status().is_some() {
+            // Whatever response arrives, the device side must cope.
+            let mut c = client::RegisterClient::new(client::RegisterClientConfig::default());
+            let _ = c.start(0);
+            let _ = c.on_response(&m, 10);
+            let _ = c.poll(40_000);
         }
         let _ = transaction::parse_mansrtsp(&m.body);
         let _ = sip::Message::response_to(&m, 200, "OK", Some("1")).to_bytes();
