@@ -1,0 +1,396 @@
+//! Device side of registration (for gb28181sink): REGISTER → 401 → REGISTER with digest →
+//! 200 (with the platform's `Date`), refresh before expiry, periodic MANSCDP keepalives, and
+//! re-registration when keepalives are refused or go unanswered. A pure state machine: the
+//! glue sends what [`ClientAction::Send`] carries and feeds responses and `now` (Unix ms).
+
+use super::digest::{Challenge, answer_challenge};
+use super::manscdp;
+use super::sip::Message;
+use super::transaction::{ClientTransaction, TransactionKind, TxAction};
+
+#[derive(Debug, Clone)]
+pub struct RegisterClientConfig {
+    pub device_id: String,
+    /// SIP domain (10 digits), also used as host of the request URIs.
+    pub domain: String,
+    pub server_id: String,
+    /// Our address as written into Via and Contact.
+    pub local_host: String,
+    pub local_port: u16,
+    pub transport: String,
+    pub password: String,
+    pub expires: u32,
+    pub keepalive_interval_ms: u64,
+    /// Unanswered or refused keepalives before registering again.
+    pub max_keepalive_failures: u32,
+    /// Wait before retrying after a failure.
+    pub retry_ms: u64,
+    /// Seed for Call-ID, tags, branches and cnonces (the glue passes randomness in).
+    pub seed: u64,
+    pub charset: manscdp::Charset,
+}
+
+impl Default for RegisterClientConfig {
+    fn default() -> Self {
+        RegisterClientConfig {
+            device_id: "34020000001320000001".into(),
+            domain: "3402000000".into(),
+            server_id: "34020000002000000001".into(),
+            local_host: "127.0.0.1".into(),
+            local_port: 5060,
+            transport: "UDP".into(),
+            password: "12345678".into(),
+            expires: 3600,
+            keepalive_interval_ms: 60_000,
+            max_keepalive_failures: 3,
+            retry_ms: 10_000,
+            seed: 1,
+            charset: manscdp::Charset::Gb2312,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientState {
+    Idle,
+    Registering,
+    Registered,
+    Unregistering,
+    /// Waiting `retry_ms` after a refusal or timeout.
+    Backoff,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAction {
+    Send(Message),
+    /// Registered; `server_date` is the 200's `Date` (GB time sync) if any.
+    Registered {
+        expires_s: u32,
+        server_date: Option<String>,
+    },
+    Unregistered,
+    /// The platform refused (status) or did not answer (None); retrying later.
+    Failed {
+        status: Option<u16>,
+    },
+}
+
+#[derive(Debug)]
+struct Pending {
+    request: Message,
+    tx: ClientTransaction,
+    is_register: bool,
+    authed: bool,
+}
+
+#[derive(Debug)]
+pub struct RegisterClient {
+    pub config: RegisterClientConfig,
+    pub state: ClientState,
+    counter: u64,
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+    nc: u32,
+    pending: Vec<Pending>,
+    refresh_at: Option<u64>,
+    keepalive_at: Option<u64>,
+    retry_at: Option<u64>,
+    keepalive_failures: u32,
+    keepalive_sn: u32,
+}
+
+const MAX_PENDING: usize = 8;
+
+impl RegisterClient {
+    pub fn new(config: RegisterClientConfig) -> Self {
+        let seed = config.seed;
+        RegisterClient {
+            call_id: format!("{}", seed % 1_000_000_000_000),
+            from_tag: format!("{}", seed.wrapping_mul(0x9E37_79B9) % 1_000_000_000),
+            config,
+            state: ClientState::Idle,
+            counter: 0,
+            cseq: 0,
+            nc: 0,
+            pending: Vec::new(),
+            refresh_at: None,
+            keepalive_at: None,
+            retry_at: None,
+            keepalive_failures: 0,
+            keepalive_sn: 0,
+        }
+    }
+
+    fn unique(&mut self) -> u64 {
+        self.counter += 1;
+        self.config
+            .seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(self.counter.wrapping_mul(1_442_695_040_888_963_407))
+            % 10_000_000_000
+    }
+
+    fn server_uri(&self) -> String {
+        format!("sip:{}@{}", self.config.server_id, self.config.domain)
+    }
+
+    fn base_request(&mut self, method: &str, call_id: &str, to: &str) -> Message {
+        self.cseq += 1;
+        let branch = self.unique();
+        let c = &self.config;
+        let mut m = Message::request(method, &self.server_uri());
+        m.add_header(
+            "Via",
+            format!(
+                "SIP/2.0/{} {}:{};rport;branch=z9hG4bK{branch}",
+                c.transport, c.local_host, c.local_port
+            ),
+        )
+        .add_header(
+            "From",
+            format!("<sip:{}@{}>;tag={}", c.device_id, c.domain, self.from_tag),
+        )
+        .add_header("To", format!("<sip:{to}@{}>", c.domain))
+        .add_header("Call-ID", call_id.to_string())
+        .add_header("CSeq", format!("{} {method}", self.cseq))
+        .add_header("Max-Forwards", "70");
+        m
+    }
+
+    fn register_request(&mut self, expires: u32, challenge: Option<&Challenge>) -> Message {
+        let call_id = self.call_id.clone();
+        let device_id = self.config.device_id.clone();
+        let mut m = self.base_request("REGISTER", &call_id, &device_id);
+        let c = &self.config;
+        m.add_header(
+            "Contact",
+            format!("<sip:{}@{}:{}>", c.device_id, c.local_host, c.local_port),
+        );
+        if let Some(ch) = challenge {
+            self.nc += 1;
+            let cnonce = format!("{:08x}", self.unique() as u32);
+            let creds = answer_challenge(
+                ch,
+                &self.config.device_id,
+                &self.config.password,
+                "REGISTER",
+                &self.server_uri(),
+                &cnonce,
+                self.nc,
+            );
+            m.add_header("Authorization", creds.to_header_value());
+        }
+        m.add_header("Expires", expires.to_string());
+        m
+    }
+
+    fn send(
+        &mut self,
+        request: Message,
+        is_register: bool,
+        authed: bool,
+        now: u64,
+    ) -> ClientAction {
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.remove(0);
+        }
+        self.pending.push(Pending {
+            request: request.clone(),
+            tx: ClientTransaction::new(TransactionKind::NonInvite, now),
+            is_register,
+            authed,
+        });
+        ClientAction::Send(request)
+    }
+
+    /// Starts registering.
+    pub fn start(&mut self, now: u64) -> Vec<ClientAction> {
+        self.state = ClientState::Registering;
+        self.pending.retain(|p| !p.is_register);
+        let req = self.register_request(self.config.expires, None);
+        vec![self.send(req, true, false, now)]
+    }
+
+    /// Sends REGISTER with Expires: 0.
+    pub fn unregister(&mut self, now: u64) -> Vec<ClientAction> {
+        self.state = ClientState::Unregistering;
+        self.refresh_at = None;
+        self.keepalive_at = None;
+        self.pending.clear();
+        let req = self.register_request(0, None);
+        vec![self.send(req, true, false, now)]
+    }
+
+    fn backoff(&mut self, now: u64, status: Option<u16>) -> Vec<ClientAction> {
+        self.state = ClientState::Backoff;
+        self.refresh_at = None;
+        self.keepalive_at = None;
+        self.retry_at = Some(now + self.config.retry_ms);
+        self.pending.clear();
+        vec![ClientAction::Failed { status }]
+    }
+
+    /// Feeds a response; unrelated responses are ignored.
+    pub fn on_response(&mut self, resp: &Message, now: u64) -> Vec<ClientAction> {
+        let (Some(status), Some(cseq), Some(call_id)) =
+            (resp.status(), resp.cseq(), resp.call_id())
+        else {
+            return Vec::new();
+        };
+        let Some(idx) = self.pending.iter().position(|p| {
+            p.request.call_id() == Some(call_id) && p.request.cseq().as_ref() == Some(&cseq)
+        }) else {
+            return Vec::new();
+        };
+        if self.pending[idx].tx.on_response(status, now) != TxAction::Deliver || status < 200 {
+            return Vec::new();
+        }
+        let p = self.pending.remove(idx);
+        if !p.is_register {
+            // Keepalive answer.
+            if (200..300).contains(&status) {
+                self.keepalive_failures = 0;
+                return Vec::new();
+            }
+            // Refused: the platform doesn't know us (any more). Register again at once.
+            if self.state == ClientState::Registered {
+                self.keepalive_at = None;
+                return self.start(now);
+            }
+            return Vec::new();
+        }
+        let expires_requested = p.request.expires().unwrap_or(self.config.expires);
+        match status {
+            401 | 407 if !p.authed || self.is_stale(resp) => {
+                let Some(ch) = resp
+                    .header("www-authenticate")
+                    .or_else(|| resp.header("proxy-authenticate"))
+                    .and_then(Challenge::parse)
+                else {
+                    return self.backoff(now, Some(status));
+                };
+                let req = self.register_request(expires_requested, Some(&ch));
+                vec![self.send(req, true, true, now)]
+            }
+            200..=299 if expires_requested == 0 => {
+                self.state = ClientState::Idle;
+                vec![ClientAction::Unregistered]
+            }
+            200..=299 => {
+                let expires = resp
+                    .contact()
+                    .and_then(|c| c.param("expires").and_then(|e| e.parse().ok()))
+                    .or_else(|| resp.expires())
+                    .unwrap_or(expires_requested)
+                    .max(1);
+                self.state = ClientState::Registered;
+                self.keepalive_failures = 0;
+                // Refresh at 80 % of the lifetime (at least 1 s ahead).
+                self.refresh_at = Some(now + (u64::from(expires) * 800).max(1000));
+                if self.keepalive_at.is_none() {
+                    self.keepalive_at = Some(now + self.config.keepalive_interval_ms);
+                }
+                vec![ClientAction::Registered {
+                    expires_s: expires,
+                    server_date: resp.header("date").map(str::to_string),
+                }]
+            }
+            _ => self.backoff(now, Some(status)),
+        }
+    }
+
+    fn is_stale(&self, resp: &Message) -> bool {
+        resp.header("www-authenticate")
+            .and_then(Challenge::parse)
+            .is_some_and(|c| c.stale)
+    }
+
+    fn keepalive_failed(&mut self, now: u64) -> Vec<ClientAction> {
+        self.keepalive_failures += 1;
+        if self.keepalive_failures >= self.config.max_keepalive_failures.max(1)
+            && self.state == ClientState::Registered
+        {
+            self.keepalive_failures = 0;
+            self.keepalive_at = None;
+            return self.start(now);
+        }
+        Vec::new()
+    }
+
+    fn keepalive_request(&mut self) -> Message {
+        self.keepalive_sn = self.keepalive_sn.wrapping_add(1);
+        let call_id = format!("{}", self.unique());
+        let server_id = self.config.server_id.clone();
+        let mut m = self.base_request("MESSAGE", &call_id, &server_id);
+        let body = manscdp::encode_body(
+            &manscdp::build_keepalive(self.keepalive_sn, &self.config.device_id),
+            self.config.charset,
+        );
+        m.set_body("Application/MANSCDP+xml", body);
+        m
+    }
+
+    /// Advances timers: retransmissions, transaction timeouts, refresh, keepalives, retry.
+    pub fn poll(&mut self, now: u64) -> Vec<ClientAction> {
+        let mut out = Vec::new();
+        let mut timed_out = Vec::new();
+        for (i, p) in self.pending.iter_mut().enumerate() {
+            match p.tx.poll(now) {
+                TxAction::Retransmit => out.push(ClientAction::Send(p.request.clone())),
+                TxAction::Timeout => timed_out.push(i),
+                _ => {}
+            }
+        }
+        for i in timed_out.into_iter().rev() {
+            let p = self.pending.remove(i);
+            if p.is_register {
+                if self.state == ClientState::Unregistering {
+                    self.state = ClientState::Idle;
+                    out.push(ClientAction::Unregistered);
+                } else {
+                    out.extend(self.backoff(now, None));
+                }
+            } else {
+                out.extend(self.keepalive_failed(now));
+            }
+        }
+        if self.retry_at.is_some_and(|t| now >= t) {
+            self.retry_at = None;
+            out.extend(self.start(now));
+        }
+        if self.state == ClientState::Registered {
+            if self.refresh_at.is_some_and(|t| now >= t) {
+                self.refresh_at = None;
+                self.state = ClientState::Registering;
+                self.pending.retain(|p| !p.is_register);
+                let req = self.register_request(self.config.expires, None);
+                out.push(self.send(req, true, false, now));
+            } else if self.keepalive_at.is_some_and(|t| now >= t) {
+                self.keepalive_at = Some(now + self.config.keepalive_interval_ms);
+                let req = self.keepalive_request();
+                out.push(self.send(req, false, false, now));
+            }
+        } else if self.state == ClientState::Registering
+            && self.keepalive_at.is_some_and(|t| now >= t)
+        {
+            // Keep sending keepalives while a refresh is in flight.
+            self.keepalive_at = Some(now + self.config.keepalive_interval_ms);
+            let req = self.keepalive_request();
+            out.push(self.send(req, false, false, now));
+        }
+        out
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.pending
+            .iter()
+            .filter_map(|p| p.tx.next_deadline())
+            .chain(
+                [self.refresh_at, self.keepalive_at, self.retry_at]
+                    .into_iter()
+                    .flatten(),
+            )
+            .min()
+    }
+}

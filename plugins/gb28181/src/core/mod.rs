@@ -1,0 +1,13 @@
+//! The GStreamer-free GB/T 28181 core: pure functions and state machines over byte slices,
+//! with time passed in as a parameter.
+
+pub mod client;
+pub mod digest;
+pub mod fuzz;
+pub mod manscdp;
+pub mod registrar;
+pub mod sdp;
+pub mod sip;
+pub mod ssrc;
+pub mod subject;
+pub mod transaction;
