@@ -1,6 +1,17 @@
 use gst::glib;
+use gst::prelude::*;
 
-// Placeholder until the element lands; registers nothing.
-pub fn register(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    Ok(())
+mod imp;
+
+glib::wrapper! {
+    pub struct RtcpStats(ObjectSubclass<imp::RtcpStats>) @extends gst::Element, gst::Object;
+}
+
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    gst::Element::register(
+        Some(plugin),
+        "rtcpstats",
+        gst::Rank::NONE,
+        RtcpStats::static_type(),
+    )
 }

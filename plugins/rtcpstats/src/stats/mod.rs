@@ -160,7 +160,9 @@ impl Source {
         clock_rate: Option<u32>,
         probation: u32,
     ) -> SeqOutcome {
-        let state = self.seq.get_or_insert_with(|| SeqState::new(seq, probation));
+        let state = self
+            .seq
+            .get_or_insert_with(|| SeqState::new(seq, probation));
         let outcome = state.update(seq, payload_len as u64);
         if let Some(rate) = clock_rate {
             if self.clock_rate != Some(rate) {
@@ -736,8 +738,7 @@ impl Session {
                 .close(now, s.rtp_bytes, s.rtp_packets, s.first_arrival);
         }
         for p in &mut self.peers {
-            p.rates
-                .close(
+            p.rates.close(
                 now,
                 p.rtp_bytes + p.rtcp_bytes,
                 p.rtp_packets + p.rtcp_packets,
@@ -786,12 +787,26 @@ impl Session {
 #[derive(Debug, Clone)]
 enum RtcpItemOwned {
     Sr(SenderInfo),
-    Rr { ssrc: u32 },
+    Rr {
+        ssrc: u32,
+    },
     ReportBlock(ReportBlockInfo),
-    Sdes { ssrc: u32, kind: u8, value: String },
-    Bye { ssrcs: Vec<u32>, reason: Option<String> },
-    App { ssrc: u32 },
-    XrRrtr { ssrc: u32, ntp_time: u64 },
+    Sdes {
+        ssrc: u32,
+        kind: u8,
+        value: String,
+    },
+    Bye {
+        ssrcs: Vec<u32>,
+        reason: Option<String>,
+    },
+    App {
+        ssrc: u32,
+    },
+    XrRrtr {
+        ssrc: u32,
+        ntp_time: u64,
+    },
     XrOther,
     Feedback,
     Unknown,

@@ -33,16 +33,45 @@ pub struct SenderInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RtcpItem<'a> {
     Sr(SenderInfo),
-    Rr { ssrc: u32 },
+    Rr {
+        ssrc: u32,
+    },
     ReportBlock(ReportBlockInfo),
-    Sdes { ssrc: u32, kind: u8, value: &'a [u8] },
-    Bye { ssrcs: Vec<u32>, reason: Option<&'a [u8]> },
-    App { ssrc: u32, name: [u8; 4], subtype: u8, len: usize },
-    XrRrtr { ssrc: u32, ntp_time: u64 },
-    XrDlrr { reporter: u32, ssrc: u32, lrr: u32, dlrr: u32 },
-    XrOther { ssrc: u32, block_type: u8 },
-    Feedback { pt: u8 },
-    Unknown { pt: u8 },
+    Sdes {
+        ssrc: u32,
+        kind: u8,
+        value: &'a [u8],
+    },
+    Bye {
+        ssrcs: Vec<u32>,
+        reason: Option<&'a [u8]>,
+    },
+    App {
+        ssrc: u32,
+        name: [u8; 4],
+        subtype: u8,
+        len: usize,
+    },
+    XrRrtr {
+        ssrc: u32,
+        ntp_time: u64,
+    },
+    XrDlrr {
+        reporter: u32,
+        ssrc: u32,
+        lrr: u32,
+        dlrr: u32,
+    },
+    XrOther {
+        ssrc: u32,
+        block_type: u8,
+    },
+    Feedback {
+        pt: u8,
+    },
+    Unknown {
+        pt: u8,
+    },
 }
 
 /// Sign-extends the 24-bit cumulative-lost field.

@@ -136,7 +136,10 @@ fn sender_report_then_receiver_report_gives_round_trip() {
     assert_eq!(rep.block.jitter, 33);
     let rtt = rep.round_trip.unwrap();
     let expected = (250 * 65536 / 1000) - dlsr;
-    assert!((rtt as i64 - expected as i64).abs() <= 1, "{rtt} vs {expected}");
+    assert!(
+        (rtt as i64 - expected as i64).abs() <= 1,
+        "{rtt} vs {expected}"
+    );
     // The reporter's source carries the block too (GStreamer's rb-* fields).
     assert_eq!(s.source(0x2222).unwrap().rb.unwrap().round_trip, Some(rtt));
 }
@@ -185,7 +188,10 @@ fn bye_app_xr() {
     assert_eq!(src.app_packets, 1);
     assert_eq!(src.xr_rrtr_ntp, Some(0xABCD));
     let p = s.peer(peer(7000)).unwrap();
-    assert_eq!((p.rr_count, p.app_count, p.xr_count, p.bye_count), (1, 1, 1, 1));
+    assert_eq!(
+        (p.rr_count, p.app_count, p.xr_count, p.bye_count),
+        (1, 1, 1, 1)
+    );
     assert!(p.received_bye);
     assert_eq!(
         s.take_events(),
@@ -253,7 +259,10 @@ fn source_and_peer_limits() {
         s.handle_rtp(
             &rtp(0, 0, ssrc, 1),
             0,
-            Some(SocketAddr::from(([10, 0, (ssrc >> 8) as u8, ssrc as u8], 1))),
+            Some(SocketAddr::from((
+                [10, 0, (ssrc >> 8) as u8, ssrc as u8],
+                1,
+            ))),
         );
     }
     assert_eq!(s.sources().len(), MAX_SOURCES);
