@@ -248,7 +248,10 @@ fn loss_and_jitter_match_tshark_and_reference() {
         assert_eq!(src.packets_received(), row.packets, "seed {seed:#x}");
         assert_eq!(src.packets_lost(), row.lost, "seed {seed:#x}");
         // Our own bookkeeping agrees with the generator too.
-        assert_eq!(src.packets_lost(), stream.lost as i64 - stream.duplicated as i64);
+        assert_eq!(
+            src.packets_lost(),
+            stream.lost as i64 - stream.duplicated as i64
+        );
         assert_eq!(src.duplicates(), stream.duplicated as u64);
         assert!(src.reordered() >= stream.swapped as u64);
 

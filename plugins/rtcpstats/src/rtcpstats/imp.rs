@@ -478,7 +478,7 @@ fn stats_structure(session: &Session) -> gst::Structure {
     let clients = session
         .peers()
         .iter()
-        .filter(|p| p.rtcp_packets > 0 && !p.received_bye)
+        .filter(|p| p.addr.is_some() && p.rtcp_packets > 0 && !p.received_bye)
         .count() as u32;
     gst::Structure::builder("application/x-rtcpstats")
         .field(
