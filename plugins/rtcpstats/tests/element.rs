@@ -359,11 +359,11 @@ fn rtcp_from_real_rtpsession() {
     let mut found = None;
     let mut error = None;
     while std::time::Instant::now() < deadline {
-        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
-            if let gst::MessageView::Error(e) = msg.view() {
-                error = Some(format!("{e:?}"));
-                break;
-            }
+        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100))
+            && let gst::MessageView::Error(e) = msg.view()
+        {
+            error = Some(format!("{e:?}"));
+            break;
         }
         let stats = st.property::<gst::Structure>("stats");
         let peers = stats.get::<gst::Array>("peers").unwrap();

@@ -91,6 +91,16 @@ impl RateMeter {
     }
 }
 
+/// The RTP header fields the statistics need.
+#[derive(Debug, Clone, Copy)]
+struct RtpHeader {
+    seq: u16,
+    ts: u32,
+    pt: u8,
+    payload_len: usize,
+    len: usize,
+}
+
 /// Everything known about one SSRC.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -151,15 +161,18 @@ impl Source {
     #[inline]
     fn on_rtp(
         &mut self,
-        seq: u16,
-        ts: u32,
-        pt: u8,
-        payload_len: usize,
-        len: usize,
+        pkt: &RtpHeader,
         arrival: u64,
         clock_rate: Option<u32>,
         probation: u32,
     ) -> SeqOutcome {
+        let RtpHeader {
+            seq,
+            ts,
+            pt,
+            payload_len,
+            len,
+        } = *pkt;
         let state = self
             .seq
             .get_or_insert_with(|| SeqState::new(seq, probation));
@@ -503,16 +516,14 @@ impl Session {
         let probation = self.probation;
         if let Some(idx) = self.source_index(rtp.ssrc(), arrival) {
             let src = &mut self.sources[idx];
-            src.on_rtp(
-                rtp.sequence_number(),
-                rtp.timestamp(),
+            let header = RtpHeader {
+                seq: rtp.sequence_number(),
+                ts: rtp.timestamp(),
                 pt,
-                rtp.payload_len(),
-                data.len(),
-                arrival,
-                clock_rate,
-                probation,
-            );
+                payload_len: rtp.payload_len(),
+                len: data.len(),
+            };
+            src.on_rtp(&header, arrival, clock_rate, probation);
             if from.is_some() {
                 src.rtp_from = from;
             }
@@ -555,7 +566,7 @@ impl Session {
         let walked = walk_compound(data, |item| items.push(RtcpItemOwned::from(item)));
         let ok = match walked {
             Ok(0) => true,
-            Ok(_) | Err(()) => {
+            Ok(_) | Err(_) => {
                 self.counters.rtcp_malformed += 1;
                 if let Some(i) = peer_idx {
                     self.peers[i].rtcp_malformed += 1;

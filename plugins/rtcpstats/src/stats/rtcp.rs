@@ -87,8 +87,11 @@ pub fn ntp_middle(ntp: u64) -> u32 {
 /// Walks a compound RTCP packet and calls `f` for each item. Returns the number of
 /// packets that failed to parse (the rest of the compound is skipped), or Err when the
 /// compound itself is malformed (nothing reported).
-pub fn walk_compound(data: &[u8], mut f: impl FnMut(RtcpItem<'_>)) -> Result<u32, ()> {
-    let compound = Compound::parse(data).map_err(|_| ())?;
+pub fn walk_compound(
+    data: &[u8],
+    mut f: impl FnMut(RtcpItem<'_>),
+) -> Result<u32, rtcp_types::RtcpParseError> {
+    let compound = Compound::parse(data)?;
     let mut bad = 0;
     for packet in compound {
         let packet = match packet {
