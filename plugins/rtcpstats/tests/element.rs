@@ -106,6 +106,29 @@ fn buffers_pass_through_unchanged() {
 }
 
 #[test]
+fn buffer_lists_pass_through_and_count() {
+    let (mut h, _bus) = rtp_harness(&[]);
+    let mut list = gst::BufferList::new();
+    let mut ptrs = Vec::new();
+    {
+        let l = list.get_mut().unwrap();
+        for i in 0..10u16 {
+            let b = rtp_buffer(1000 + i, i as u32 * 3000, 0xDD, i as u64 * 33 * MS);
+            ptrs.push(b.as_ptr());
+            l.add(b);
+        }
+    }
+    h.srcpad().unwrap().push_list(list).unwrap();
+    for p in ptrs {
+        assert_eq!(h.pull().unwrap().as_ptr(), p);
+    }
+    let stats = h.element().unwrap().property::<gst::Structure>("stats");
+    let s = first_source(&stats);
+    assert_eq!(s.get::<u64>("packets-received").unwrap(), 10);
+    assert_eq!(s.get::<i32>("seqnum-base").unwrap(), 1000);
+}
+
+#[test]
 fn stats_structure_uses_rtpsource_field_names() {
     let (mut h, _bus) = rtp_harness(&[]);
     for i in 0..30u16 {

@@ -168,7 +168,7 @@ impl RtcpStats {
             Some(_) => (),
         }
         if state.session.has_events() {
-            pending.events = state.session.take_events();
+            pending.events.extend(state.session.take_events());
         }
     }
 
@@ -208,26 +208,44 @@ impl RtcpStats {
         }
     }
 
+    /// Accounts one RTP buffer; the caller holds the state lock.
+    #[inline]
+    fn account_rtp(&self, state: &mut State, buffer: &gst::BufferRef, pending: &mut Pending) {
+        let arrival = self.arrival(state, buffer, false);
+        let from = Self::sender(state, buffer);
+        match buffer.map_readable() {
+            Ok(map) => {
+                if !state.session.handle_rtp(&map, arrival, from) {
+                    gst::debug!(CAT, imp = self, "not an RTP packet ({} bytes)", map.len());
+                }
+            }
+            Err(_) => gst::warning!(CAT, imp = self, "unreadable buffer"),
+        }
+        self.housekeeping(state, arrival, pending);
+    }
+
     fn rtp_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
         let mut pending = Pending::default();
-        {
-            let mut state = self.state();
-            let arrival = self.arrival(&state, &buffer, false);
-            let from = Self::sender(&mut state, &buffer);
-            match buffer.map_readable() {
-                Ok(map) => {
-                    if !state.session.handle_rtp(&map, arrival, from) {
-                        gst::debug!(CAT, imp = self, "not an RTP packet ({} bytes)", map.len());
-                    }
-                }
-                Err(_) => gst::warning!(CAT, imp = self, "unreadable buffer"),
-            }
-            self.housekeeping(&mut state, arrival, &mut pending);
-        }
+        self.account_rtp(&mut self.state(), &buffer, &mut pending);
         if pending.stats.is_some() || !pending.events.is_empty() {
             self.post_pending(pending);
         }
         self.srcpad.push(buffer)
+    }
+
+    /// Buffer lists (payloaders, rtpbin): one lock for the whole list, pushed on as a list.
+    fn rtp_chain_list(&self, list: gst::BufferList) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut pending = Pending::default();
+        {
+            let mut state = self.state();
+            for buffer in list.iter() {
+                self.account_rtp(&mut state, buffer, &mut pending);
+            }
+        }
+        if pending.stats.is_some() || !pending.events.is_empty() {
+            self.post_pending(pending);
+        }
+        self.srcpad.push_list(list)
     }
 
     fn rtcp_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
@@ -264,6 +282,13 @@ impl RtcpStats {
             Some(src) => src.push(buffer),
             None => Ok(gst::FlowSuccess::Ok),
         }
+    }
+
+    fn rtcp_chain_list(&self, list: gst::BufferList) -> Result<gst::FlowSuccess, gst::FlowError> {
+        for buffer in list.iter_owned() {
+            self.rtcp_chain(buffer)?;
+        }
+        Ok(gst::FlowSuccess::Ok)
     }
 
     fn paired_pad(&self, pad: &gst::Pad) -> Option<gst::Pad> {
@@ -538,6 +563,19 @@ fn make_pad(templ: &gst::PadTemplate) -> gst::Pad {
                             imp.rtcp_chain(buffer)
                         } else {
                             imp.rtp_chain(buffer)
+                        }
+                    },
+                )
+            })
+            .chain_list_function(move |_pad, parent, list| {
+                RtcpStats::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| {
+                        if is_rtcp {
+                            imp.rtcp_chain_list(list)
+                        } else {
+                            imp.rtp_chain_list(list)
                         }
                     },
                 )

@@ -242,7 +242,12 @@ pub struct Jitter {
 /// Arrival time in nanoseconds converted to RTP timestamp units (truncated to 32 bits).
 #[inline]
 pub fn arrival_in_rtp_units(arrival_ns: u64, clock_rate: u32) -> u32 {
-    ((arrival_ns as u128 * clock_rate as u128) / 1_000_000_000u128) as u32
+    // floor(arrival * rate / 1e9) without 128-bit division (per-packet path):
+    // whole seconds and the sub-second rest separately; rest * rate < 2^62.
+    let secs = arrival_ns / 1_000_000_000;
+    let rest = arrival_ns % 1_000_000_000;
+    secs.wrapping_mul(clock_rate as u64)
+        .wrapping_add(rest * clock_rate as u64 / 1_000_000_000) as u32
 }
 
 impl Jitter {
@@ -405,6 +410,22 @@ mod tests {
         assert_eq!(s.update(1299 - 150, 1), SeqOutcome::BadSeq);
         assert_eq!(s.update(1299 - 99, 1), SeqOutcome::Duplicate);
         assert_eq!(s.update(1299 - 120, 1), SeqOutcome::BadSeq);
+    }
+
+    #[test]
+    fn arrival_conversion_is_exact_floor() {
+        for (ns, rate) in [
+            (0u64, 90000u32),
+            (999_999_999, 90000),
+            (1_000_000_000, 8000),
+            (123_456_789_012_345, 90000),
+            (u64::MAX, 90000),
+            (u64::MAX, 48000),
+            (7_777_777_777, 44100),
+        ] {
+            let exact = ((ns as u128 * rate as u128) / 1_000_000_000) as u32;
+            assert_eq!(arrival_in_rtp_units(ns, rate), exact, "{ns} @ {rate}");
+        }
     }
 
     #[test]
