@@ -428,3 +428,62 @@ fn rtcp_from_real_rtpsession() {
     assert_eq!(tx.get::<i32>("packets-lost").unwrap(), 0);
     assert_eq!(tx.get::<i32>("clock-rate").unwrap(), 8000);
 }
+
+/// A live stream that stops: the clock timer keeps interval messages coming and fires the
+/// source timeout although no more data arrives.
+#[test]
+fn live_stream_stall_times_out() {
+    init();
+    let pipeline = gst::parse::launch(
+        "appsrc name=src is-live=true do-timestamp=true format=time \
+           caps=application/x-rtp,media=audio,clock-rate=8000,encoding-name=PCMA,payload=8 ! \
+         rtcpstats name=st interval=100 timeout=300 ! fakesink sync=false async=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let appsrc = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let bus = pipeline.bus().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let start = std::time::Instant::now();
+    for i in 0..10u16 {
+        let mut p = vec![0x80, 8];
+        p.extend_from_slice(&i.to_be_bytes());
+        p.extend_from_slice(&(i as u32 * 160).to_be_bytes());
+        p.extend_from_slice(&0x77u32.to_be_bytes());
+        p.resize(12 + 160, 0xD5);
+        appsrc.push_buffer(gst::Buffer::from_slice(p)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let stalled_at = std::time::Instant::now();
+    let mut timeout = None;
+    let mut stats_after_stall = 0;
+    while timeout.is_none() && start.elapsed() < std::time::Duration::from_secs(5) {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(50)) else {
+            continue;
+        };
+        match msg.view() {
+            gst::MessageView::Element(e) => {
+                let s = e.structure().unwrap();
+                if s.name() == "rtcpstats-timeout" {
+                    timeout = Some((s.get::<u32>("ssrc").unwrap(), stalled_at.elapsed()));
+                } else if s.name() == "application/x-rtcpstats"
+                    && stalled_at.elapsed().as_millis() > 60
+                {
+                    stats_after_stall += 1;
+                }
+            }
+            gst::MessageView::Error(e) => panic!("{e:?}"),
+            _ => (),
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    let (ssrc, after) = timeout.expect("timeout message after the stream stopped");
+    assert_eq!(ssrc, 0x77);
+    assert!(after >= std::time::Duration::from_millis(250), "{after:?}");
+    assert!(stats_after_stall >= 1);
+}

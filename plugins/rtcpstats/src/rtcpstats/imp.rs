@@ -56,6 +56,8 @@ struct State {
     last_addr: Option<(gio::SocketAddress, Option<SocketAddr>)>,
     /// Fallback time origin for buffers without timestamps and no clock.
     epoch: Instant,
+    /// Arrival time of the last RTP or RTCP buffer, to tell a stalled stream.
+    last_data: Option<u64>,
 }
 
 impl State {
@@ -69,6 +71,16 @@ impl State {
             next_tick: None,
             last_addr: None,
             epoch: Instant::now(),
+            last_data: None,
+        }
+    }
+
+    /// Housekeeping period: the statistics interval, or the timeout check period.
+    fn period(&self) -> u64 {
+        if self.interval_ns > 0 {
+            self.interval_ns
+        } else {
+            EXPIRE_CHECK_NS
         }
     }
 }
@@ -79,6 +91,8 @@ pub struct RtcpStats {
     rtcp_pads: Mutex<Option<(gst::Pad, gst::Pad)>>,
     settings: Mutex<Settings>,
     state: Mutex<State>,
+    /// Clock timer that keeps messages and timeouts going when data stops (PLAYING only).
+    timer: Mutex<Option<gst::PeriodicClockId>>,
 }
 
 /// What a chain call has to post once the state lock is released.
@@ -143,11 +157,7 @@ impl RtcpStats {
     /// timestamped input); evaluated on every packet with a single comparison.
     #[inline]
     fn housekeeping(&self, state: &mut State, now: u64, pending: &mut Pending) {
-        let period = if state.interval_ns > 0 {
-            state.interval_ns
-        } else {
-            EXPIRE_CHECK_NS
-        };
+        let period = state.period();
         match state.next_tick {
             None => {
                 // First packet: open the first interval.
@@ -169,6 +179,67 @@ impl RtcpStats {
         }
         if state.session.has_events() {
             pending.events.extend(state.session.take_events());
+        }
+    }
+
+    /// Clock timer callback with the current running time. Acts only while no data has
+    /// arrived for half a period (a stalled live stream): data drives housekeeping
+    /// otherwise, and non-live streams run ahead of the clock so never trigger this.
+    fn on_timer(&self, running: u64) {
+        let mut pending = Pending::default();
+        {
+            let mut state = self.state();
+            let grace = state.period() / 2;
+            let (Some(next), Some(last)) = (state.next_tick, state.last_data) else {
+                return;
+            };
+            if running.saturating_add(grace) < next || last.saturating_add(grace) > running {
+                return;
+            }
+            gst::log!(
+                CAT,
+                imp = self,
+                "no data since {last} ns, tick at {running} ns"
+            );
+            self.housekeeping(&mut state, running.max(next), &mut pending);
+        }
+        self.post_pending(pending);
+    }
+
+    fn start_timer(&self) {
+        let obj = self.obj();
+        let Some(clock) = obj.clock() else {
+            return;
+        };
+        let period = gst::ClockTime::from_nseconds(self.state().period());
+        let id = clock.new_periodic_id(clock.time() + period, period);
+        let weak = obj.downgrade();
+        let res = id.wait_async(move |clock, _time, _id| {
+            if let Some(obj) = weak.upgrade()
+                && let Some(base) = obj.base_time()
+            {
+                let running = clock.time().saturating_sub(base);
+                obj.imp().on_timer(running.nseconds());
+            }
+        });
+        if let Err(e) = res {
+            gst::warning!(CAT, imp = self, "no housekeeping timer: {e:?}");
+            return;
+        }
+        if let Some(old) = self
+            .timer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(id)
+        {
+            old.unschedule();
+        }
+    }
+
+    fn stop_timer(&self) {
+        let id = self.timer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(id) = id {
+            id.unschedule();
         }
     }
 
@@ -212,6 +283,7 @@ impl RtcpStats {
     #[inline]
     fn account_rtp(&self, state: &mut State, buffer: &gst::BufferRef, pending: &mut Pending) {
         let arrival = self.arrival(state, buffer, false);
+        state.last_data = Some(arrival);
         let from = Self::sender(state, buffer);
         match buffer.map_readable() {
             Ok(map) => {
@@ -253,6 +325,7 @@ impl RtcpStats {
         {
             let mut state = self.state();
             let arrival = self.arrival(&state, &buffer, true);
+            state.last_data = Some(arrival);
             let from = Self::sender(&mut state, &buffer);
             if let Ok(map) = buffer.map_readable() {
                 if !state
@@ -544,6 +617,7 @@ impl ObjectSubclass for RtcpStats {
             rtcp_pads: Mutex::new(None),
             state: Mutex::new(State::new(&settings)),
             settings: Mutex::new(settings),
+            timer: Mutex::new(None),
         }
     }
 }
@@ -785,10 +859,18 @@ impl ElementImpl for RtcpStats {
         &self,
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
-        if transition == gst::StateChange::ReadyToPaused {
-            let settings = self.settings();
-            *self.state() = State::new(&settings);
+        match transition {
+            gst::StateChange::ReadyToPaused => {
+                let settings = self.settings();
+                *self.state() = State::new(&settings);
+            }
+            gst::StateChange::PlayingToPaused => self.stop_timer(),
+            _ => (),
         }
-        self.parent_change_state(transition)
+        let ret = self.parent_change_state(transition)?;
+        if transition == gst::StateChange::PausedToPlaying {
+            self.start_timer();
+        }
+        Ok(ret)
     }
 }
