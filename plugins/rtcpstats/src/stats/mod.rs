@@ -563,10 +563,14 @@ impl Session {
         }
 
         let mut items: Vec<RtcpItemOwned> = Vec::new();
-        let walked = walk_compound(data, |item| items.push(RtcpItemOwned::from(item)));
+        // Safety net around the third-party parser: a panic there is treated as a
+        // malformed packet instead of taking the element down.
+        let walked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            walk_compound(data, |item| items.push(RtcpItemOwned::from(item)))
+        }));
         let ok = match walked {
-            Ok(0) => true,
-            Ok(_) | Err(_) => {
+            Ok(Ok(0)) => true,
+            Ok(Ok(_)) | Ok(Err(_)) | Err(_) => {
                 self.counters.rtcp_malformed += 1;
                 if let Some(i) = peer_idx {
                     self.peers[i].rtcp_malformed += 1;

@@ -138,12 +138,21 @@ pub fn walk_compound(
                     reason: bye.reason(),
                 });
             }
-            Packet::App(app) => f(RtcpItem::App {
-                ssrc: app.ssrc(),
-                name: app.name(),
-                subtype: app.subtype(),
-                len: app.data().len(),
-            }),
+            Packet::App(app) => {
+                // Not `app.data()`: rtcp-types 0.3 panics there when the padding count
+                // exceeds the packet (found by fuzzing).
+                let pad = app.padding().unwrap_or(0) as usize;
+                let Some(len) = app.length().checked_sub(12 + pad) else {
+                    bad += 1;
+                    break;
+                };
+                f(RtcpItem::App {
+                    ssrc: app.ssrc(),
+                    name: app.name(),
+                    subtype: app.subtype(),
+                    len,
+                })
+            }
             Packet::Xr(xr) => {
                 let ssrc = xr.sender_ssrc();
                 for block in xr.block_iter() {

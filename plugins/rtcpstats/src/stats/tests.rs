@@ -282,3 +282,16 @@ fn replay_records_roundtrip() {
     assert_eq!(s.source(5).unwrap().packets_received(), 20);
     assert_eq!(s.counters.rtcp_packets, 1);
 }
+
+#[test]
+fn app_with_oversized_padding_is_malformed_not_a_panic() {
+    let mut s = Session::default();
+    // APP, padding bit set, length 3 words (16 bytes), last byte claims 200 bytes of padding.
+    let mut app = vec![0xA0, 204, 0, 3, 0, 0, 0, 1, b'T', b'E', b'S', b'T', 0, 0, 0, 200];
+    assert!(!s.handle_rtcp(&app, 0, None, None));
+    assert_eq!(s.counters.rtcp_malformed, 1);
+    // Padding of exactly the data part is fine.
+    app[15] = 4;
+    assert!(s.handle_rtcp(&app, 0, None, None));
+    assert_eq!(s.peer(None).unwrap().app_count, 1);
+}
