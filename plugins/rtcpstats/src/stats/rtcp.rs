@@ -123,6 +123,11 @@ pub fn walk_compound(
             Packet::Sdes(sdes) => {
                 for chunk in sdes.chunks() {
                     for item in chunk.items() {
+                        // PRIV items are skipped: rtcp-types 0.3 `value()` panics when the
+                        // prefix length exceeds the item (found by fuzzing).
+                        if item.type_() == rtcp_types::SdesItem::PRIV {
+                            continue;
+                        }
                         f(RtcpItem::Sdes {
                             ssrc: chunk.ssrc(),
                             kind: item.type_(),

@@ -287,11 +287,24 @@ fn replay_records_roundtrip() {
 fn app_with_oversized_padding_is_malformed_not_a_panic() {
     let mut s = Session::default();
     // APP, padding bit set, length 3 words (16 bytes), last byte claims 200 bytes of padding.
-    let mut app = vec![0xA0, 204, 0, 3, 0, 0, 0, 1, b'T', b'E', b'S', b'T', 0, 0, 0, 200];
+    let mut app = vec![
+        0xA0, 204, 0, 3, 0, 0, 0, 1, b'T', b'E', b'S', b'T', 0, 0, 0, 200,
+    ];
     assert!(!s.handle_rtcp(&app, 0, None, None));
     assert_eq!(s.counters.rtcp_malformed, 1);
     // Padding of exactly the data part is fine.
     app[15] = 4;
     assert!(s.handle_rtcp(&app, 0, None, None));
     assert_eq!(s.peer(None).unwrap().app_count, 1);
+}
+
+#[test]
+fn sdes_priv_with_oversized_prefix_is_not_a_panic() {
+    let mut s = Session::default();
+    // SDES, one chunk: PRIV item of length 2 whose prefix claims 9 bytes, then CNAME "ab".
+    let sdes = vec![
+        0x81, 202, 0, 4, 0, 0, 0, 9, 8, 2, 9, b'x', 1, 2, b'a', b'b', 0, 0, 0, 0,
+    ];
+    assert!(s.handle_rtcp(&sdes, 0, None, None));
+    assert_eq!(s.source(9).unwrap().cname.as_deref(), Some("ab"));
 }
