@@ -6,6 +6,7 @@
 
 use gst::glib;
 
+pub mod demux;
 pub mod ps;
 
 mod psdemux;
