@@ -26,6 +26,12 @@ pub const HEAD_MAX: usize = 2048;
 /// Upper bound of the bridge buffer (one PSM of maximal length plus one step).
 pub const MAX_BRIDGE: usize = 65_542 + BRIDGE_STEP;
 const BRIDGE_STEP: usize = 4096;
+/// Payload bytes a PES header waits for so that codec/AU-start probes can look at them.
+const MIN_PROBE: usize = 64;
+/// Payload bytes remembered per stream to find start codes cut by PES boundaries.
+const TAIL: usize = 8;
+/// PES with PTS starting exactly at an AU start, in a row, before a stream is trusted aligned.
+const ALIGNED_RUN: u32 = 16;
 const NUM_STREAMS: usize = 0x30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,12 +168,28 @@ struct Stream {
     psm_codec: Option<Codec>,
     payload_codec: Option<Codec>,
     announced: Option<(Codec, AudioInfo)>,
+    /// Scan every payload for AU starts (muxers that do not align PES to AUs, and every new
+    /// stream until [`ALIGNED_RUN`] PES with a PTS in a row started exactly at an AU).
     unaligned: bool,
+    aligned_run: u32,
+    /// The current PES carried a PTS and none of its payload was scanned yet.
+    pes_fresh: bool,
     need_key: bool,
     discont: bool,
     au: Option<Au>,
     /// Absolute offsets where new AUs start inside the current PES, with their timestamps.
     splits: Vec<(u64, Option<u64>, Option<u64>, Codec)>,
+    /// Timestamps of a PES whose AU start was not visible yet (unaligned muxers).
+    pending_ts: Option<(u64, Option<u64>)>,
+    /// Last payload bytes of this stream (a start code can straddle two PES) and the absolute
+    /// offset just after them.
+    tail: [u8; TAIL],
+    /// Start codes before this absolute offset were already looked at.
+    scanned_to: u64,
+    tail_len: usize,
+    tail_end: u64,
+    /// Picture data seen since the last AU start (unaligned streams).
+    in_vcl: bool,
     stats: StreamStats,
 }
 
@@ -178,11 +200,19 @@ impl Stream {
             psm_codec: None,
             payload_codec: None,
             announced: None,
-            unaligned: false,
+            unaligned: ps::is_video_stream_id(id),
+            aligned_run: 0,
+            pes_fresh: false,
             need_key: ps::is_video_stream_id(id),
             discont: false,
             au: None,
             splits: Vec::new(),
+            pending_ts: None,
+            tail: [0; TAIL],
+            scanned_to: 0,
+            tail_len: 0,
+            tail_end: 0,
+            in_vcl: true,
             stats: StreamStats {
                 stream_id: id,
                 ..Default::default()
@@ -543,6 +573,11 @@ impl Demuxer {
                     Parse::Incomplete => return Parse::Incomplete,
                     Parse::Invalid => return Parse::Invalid,
                 };
+                // Make sure the probes see enough of the payload (bridged if needed).
+                let want = h.header_len + h.payload_len.unwrap_or(0).min(MIN_PROBE);
+                if rest.len() < want {
+                    return Parse::Incomplete;
+                }
                 self.stats.pes_packets += 1;
                 let payload_start = at + h.header_len as u64;
                 let avail = &rest[h.header_len.min(rest.len())..];
@@ -550,7 +585,15 @@ impl Demuxer {
                     Some(n) => &avail[..n.min(avail.len())],
                     None => avail,
                 };
-                self.pes_start(code, h.pts, h.dts, payload_start, first, out);
+                self.pes_start(
+                    code,
+                    h.pts,
+                    h.dts,
+                    payload_start,
+                    first,
+                    h.payload_len.unwrap_or(usize::MAX),
+                    out,
+                );
                 self.state = match h.payload_len {
                     Some(0) => {
                         self.end_pes(code, out);
@@ -658,6 +701,7 @@ impl Demuxer {
         dts: Option<u64>,
         payload_offset: u64,
         first: &[u8],
+        payload_len_hint: usize,
         out: &mut Vec<Event>,
     ) {
         let Some(idx) = stream_index(sid) else {
@@ -680,40 +724,193 @@ impl Demuxer {
             });
             return;
         }
-        let Some(pts) = pts else {
-            return; // continuation of the current AU
-        };
-        let codec = self.resolve_codec(idx, first, out);
-        let mut starts = std::mem::take(&mut self.split_scratch);
         let s = self.stream_mut(idx);
-        let limit = if s.unaligned {
-            first.len()
+        if !s.unaligned && pts.is_none() {
+            return; // continuation of the current AU
+        }
+        let codec = if pts.is_some() {
+            self.resolve_codec(idx, first, out)
         } else {
-            first.len().min(probe::PROBE_LIMIT)
+            let s = self.stream_mut(idx);
+            s.au.as_ref().and_then(|au| au.codec).unwrap_or_else(|| s.codec())
         };
-        probe::au_starts(codec, &first[..limit], &mut starts);
-        if starts.first() != Some(&0) && !s.unaligned && !first.is_empty() {
-            // The muxer does not align PES to access units (ffmpeg): scan whole payloads.
+        let mut starts = std::mem::take(&mut self.split_scratch);
+        starts.clear();
+        let s = self.stream_mut(idx);
+        if !s.unaligned {
+            probe::au_starts(codec, &first[..first.len().min(probe::PROBE_LIMIT)], &mut starts);
+            if starts.first() == Some(&0) || first.len() < MIN_PROBE.min(payload_len_hint) {
+                s.splits.clear();
+                s.splits.push((payload_offset, pts, dts, codec));
+                self.split_scratch = starts;
+                return;
+            }
+            // The muxer does not align PES to access units (ffmpeg): from now on scan every
+            // payload of this stream for AU starts.
             s.unaligned = true;
-            probe::au_starts(codec, first, &mut starts);
+            s.aligned_run = 0;
+            s.in_vcl = true;
+            s.tail_len = 0;
+            starts.clear();
         }
-        s.splits.clear();
-        if starts.is_empty() {
-            starts.push(0);
+        if let Some(p) = pts {
+            s.pending_ts = Some((p, dts));
+            s.pes_fresh = true;
         }
-        for (i, &st) in starts.iter().enumerate() {
-            let (p, d) = if i == 0 { (Some(pts), dts) } else { (None, None) };
-            s.splits.push((payload_offset + st as u64, p, d, codec));
+        self.split_scratch = starts;
+    }
+
+    /// Scan mode: finds AU starts in a chunk of payload and queues the splits.
+    fn scan_splits(&mut self, idx: usize, offset: u64, data: &[u8], out: &mut Vec<Event>) {
+        let mut starts = std::mem::take(&mut self.split_scratch);
+        starts.clear();
+        let s = self.stream_mut(idx);
+        let codec = s.codec();
+        if s.au.is_none() {
+            // Whatever came before is not part of any AU we keep. A provisional AU holds the
+            // bytes from the PES with the PTS on, so that a start code cut by a chunk boundary
+            // is still found; it is discarded if it ends up empty (or kept if it is a whole AU).
+            s.in_vcl = true;
+            if let Some((p, d)) = s.pending_ts {
+                s.au = Some(Au {
+                    pts: Some(p),
+                    dts: d,
+                    clean: true,
+                    first_offset: offset,
+                    codec: Some(codec),
+                    ..Default::default()
+                });
+                s.tail_len = 0;
+                s.tail_end = offset;
+            }
         }
-        // Reverse so the next split is popped from the end.
+        // Start codes straddling the previous chunk and this one (or whose NAL header was cut).
+        let contiguous = s
+            .au
+            .as_ref()
+            .and_then(|au| au.ranges.last())
+            .is_some_and(|r| r.offset + r.len as u64 == s.tail_end);
+        let tail_len = if contiguous { s.tail_len } else { 0 };
+        let tail_start = s.tail_end - tail_len as u64;
+        let mut pre_split = None;
+        if tail_len > 0 {
+            let mut small = [0u8; 2 * TAIL];
+            small[..tail_len].copy_from_slice(&s.tail[..tail_len]);
+            let n = data.len().min(TAIL);
+            small[tail_len..tail_len + n].copy_from_slice(&data[..n]);
+            let from = s.scanned_to.saturating_sub(tail_start).min(tail_len as u64) as usize;
+            if let Some(last) = probe::au_scan(
+                codec,
+                &small[..tail_len + n],
+                &mut s.in_vcl,
+                from..tail_len,
+                &mut starts,
+            ) {
+                s.scanned_to = tail_start + last as u64 + 1;
+            }
+            if let Some(&st) = starts.first() {
+                pre_split = Some(tail_len - st);
+            }
+            starts.clear();
+        }
+        if let Some(last) = probe::au_scan(codec, data, &mut s.in_vcl, 0..usize::MAX, &mut starts) {
+            s.scanned_to = offset + last as u64 + 1;
+        }
+        if pre_split.is_none()
+            && starts.first() == Some(&0)
+            && tail_len > 0
+            && s.tail[tail_len - 1] == 0
+        {
+            // The leading zero of a 4-byte start code sits in the previous chunk.
+            pre_split = Some(1);
+            starts.remove(0);
+        }
+        if std::mem::take(&mut s.pes_fresh) {
+            // Trust the muxer to align PES to AUs after enough evidence: skip the scans then.
+            if pre_split.is_none() && starts.first().is_some_and(|&st| st <= 1) {
+                s.aligned_run += 1;
+                if s.aligned_run >= ALIGNED_RUN {
+                    s.unaligned = false;
+                }
+            } else {
+                s.aligned_run = 0;
+            }
+        }
+        let take_ts = |s: &mut Stream| match s.pending_ts.take() {
+            Some((p, d)) => (Some(p), d),
+            None => (None, None),
+        };
+        if let Some(k) = pre_split {
+            let (p, d) = take_ts(s);
+            self.split_before(idx, k, p, d, codec, out);
+        }
+        let s = self.stream_mut(idx);
+        for &st in starts.iter() {
+            let (p, d) = take_ts(s);
+            s.splits.push((offset + st as u64, p, d, codec));
+        }
         s.splits.reverse();
         self.split_scratch = starts;
+    }
+
+    /// Starts a new AU with the last `k` payload bytes already given to the current one.
+    fn split_before(
+        &mut self,
+        idx: usize,
+        k: usize,
+        pts: Option<u64>,
+        dts: Option<u64>,
+        codec: Codec,
+        out: &mut Vec<Event>,
+    ) {
+        let s = self.stream_mut(idx);
+        let head = s.tail[s.tail_len - k..s.tail_len].to_vec();
+        let mut moved = Vec::new();
+        if let Some(au) = s.au.as_mut()
+            && !au.oversize
+            && au.size >= k
+        {
+            let mut left = k;
+            while left > 0 {
+                let Some(r) = au.ranges.last_mut() else { break };
+                let n = left.min(r.len);
+                r.len -= n;
+                moved.push(Range {
+                    offset: r.offset + r.len as u64,
+                    len: n,
+                });
+                if r.len == 0 {
+                    au.ranges.pop();
+                }
+                left -= n;
+            }
+            au.size -= k - left;
+            moved.reverse();
+        }
+        self.complete_au(idx, out);
+        let size = moved.iter().map(|r| r.len).sum();
+        let first_offset = moved.first().map_or(self.offset, |r| r.offset);
+        let s = self.stream_mut(idx);
+        s.au = Some(Au {
+            ranges: moved,
+            size,
+            pts,
+            dts,
+            head: if size == k { head } else { Vec::new() },
+            clean: true,
+            first_offset,
+            codec: Some(codec),
+            ..Default::default()
+        });
     }
 
     fn payload(&mut self, sid: u8, mut offset: u64, mut data: &[u8], out: &mut Vec<Event>) {
         let Some(idx) = stream_index(sid) else {
             return;
         };
+        if ps::is_video_stream_id(sid) && !data.is_empty() && self.stream_mut(idx).unaligned {
+            self.scan_splits(idx, offset, data, out);
+        }
         loop {
             let s = self.stream_mut(idx);
             let end = offset + data.len() as u64;
@@ -749,6 +946,22 @@ impl Demuxer {
         }
         let max = self.cfg.max_frame_size;
         let s = self.stream_mut(idx);
+        if data.len() >= TAIL {
+            s.tail.copy_from_slice(&data[data.len() - TAIL..]);
+            s.tail_len = TAIL;
+        } else {
+            let keep = if s.tail_end == offset {
+                (TAIL - data.len()).min(s.tail_len)
+            } else {
+                0
+            };
+            let mut t = [0u8; TAIL];
+            t[..keep].copy_from_slice(&s.tail[s.tail_len - keep..s.tail_len]);
+            t[keep..keep + data.len()].copy_from_slice(data);
+            s.tail = t;
+            s.tail_len = keep + data.len();
+        }
+        s.tail_end = offset + data.len() as u64;
         let Some(au) = s.au.as_mut() else {
             // No AU start seen (after loss or at stream start): nothing to attach to.
             s.stats.dropped_bytes += data.len() as u64;

@@ -41,15 +41,16 @@ fn h265_header_valid(b0: u8, b1: u8) -> bool {
     b0 & 0x81 == 0 && b1 & 0xF8 == 0 && b1 & 0x07 != 0
 }
 
-fn h264_header_valid(b0: u8) -> bool {
-    let ty = b0 & 0x1F;
-    let ref_idc = (b0 >> 5) & 3;
-    if b0 & 0x80 != 0 {
-        return false;
-    }
-    match ty {
-        5 | 7 | 8 => ref_idc != 0,
-        6 | 9 => ref_idc == 0,
+/// H.264 NAL headers that identify the codec with confidence: an SPS with a known profile,
+/// or an access unit delimiter.
+fn h264_confident(b0: u8, b1: Option<u8>) -> bool {
+    let Some(b1) = b1 else { return false };
+    match b0 {
+        0x27 | 0x47 | 0x67 => matches!(
+            b1,
+            66 | 77 | 88 | 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+        ),
+        0x09 => b1 & 0x1F == 0x10,
         _ => false,
     }
 }
@@ -67,11 +68,11 @@ pub fn probe_video(payload: &[u8]) -> Option<Codec> {
         let b1 = data.get(p + 1).copied();
         if let Some(b1) = b1
             && h265_header_valid(b0, b1)
-            && matches!((b0 >> 1) & 0x3F, 16..=21 | 32..=35)
+            && matches!((b0 >> 1) & 0x3F, 32..=35)
         {
             return Some(Codec::H265);
         }
-        if h264_header_valid(b0) {
+        if h264_confident(b0, b1) {
             return Some(Codec::H264);
         }
     }
@@ -158,31 +159,52 @@ fn is_au_start(codec: Codec, data: &[u8], p: usize) -> Option<bool> {
 /// the next AU starts after the first (several small frames in one PES).
 pub fn au_starts(codec: Codec, payload: &[u8], out: &mut Vec<usize>) {
     out.clear();
-    if !codec.is_video() {
+    if !codec.is_video() || payload.len() < 4 {
         return;
     }
     // A payload that does not begin with a start code begins with the tail of the previous
     // AU's picture data.
     let aligned = payload.starts_with(&[0, 0, 1]) || payload.starts_with(&[0, 0, 0, 1]);
-    let mut in_vcl = !aligned;
-    let mut pos = 0;
-    while let Some(sc) = find_start_code(payload, pos) {
-        pos = sc + 3;
-        let Some(start) = is_au_start(codec, payload, sc + 3) else {
-            break;
-        };
-        if start && (in_vcl || (out.is_empty() && sc <= 1)) {
-            let begin = if sc > 0 && payload[sc - 1] == 0 { sc - 1 } else { sc };
-            out.push(begin);
-            in_vcl = false;
-        }
-        if is_vcl(codec, payload[sc + 3]) {
-            in_vcl = true;
-        }
-        if out.len() >= MAX_AUS_PER_PES {
-            break;
+    if aligned {
+        let sc = if payload[2] == 1 { 0 } else { 1 };
+        if is_au_start(codec, payload, sc + 3) == Some(true) {
+            out.push(0);
         }
     }
+    let mut in_vcl = !aligned;
+    au_scan(codec, payload, &mut in_vcl, 0..usize::MAX, out);
+}
+
+/// Appends to `out` where access units start in `data`, given whether picture data (VCL) was
+/// seen since the last AU start; considers start codes beginning before `sc_limit` only.
+pub fn au_scan(
+    codec: Codec,
+    data: &[u8],
+    in_vcl: &mut bool,
+    sc_range: std::ops::Range<usize>,
+    out: &mut Vec<usize>,
+) -> Option<usize> {
+    let mut pos = sc_range.start;
+    let mut last = None;
+    while let Some(sc) = find_start_code(data, pos) {
+        if sc >= sc_range.end || out.len() >= MAX_AUS_PER_PES {
+            break;
+        }
+        pos = sc + 3;
+        let Some(start) = is_au_start(codec, data, sc + 3) else {
+            break;
+        };
+        last = Some(sc);
+        if start && *in_vcl {
+            let begin = if sc > 0 && data[sc - 1] == 0 { sc - 1 } else { sc };
+            out.push(begin);
+            *in_vcl = false;
+        }
+        if is_vcl(codec, data[sc + 3]) {
+            *in_vcl = true;
+        }
+    }
+    last
 }
 
 /// Bound on how many access units one PES payload is split into.

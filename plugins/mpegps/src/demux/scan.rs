@@ -11,6 +11,7 @@ pub struct FoundPts {
     pub pos: usize,
     pub stream_id: u8,
     pub pts: u64,
+    pub dts: Option<u64>,
 }
 
 /// Every PTS found in `data` (video first preference is left to the caller).
@@ -28,6 +29,7 @@ pub fn scan_pts(data: &[u8], mut f: impl FnMut(FoundPts) -> bool) {
                 pos: sc,
                 stream_id: id,
                 pts,
+                dts: h.dts,
             })
         {
             break;

@@ -245,8 +245,8 @@ fn unbounded_video_pes() {
         let (ev, _) = run_chunks(&data, chunk);
         let f = frames(&ev);
         assert_eq!(f.len(), 3, "chunk {chunk}");
-        assert_eq!(frame_bytes(&data, f[0]), H264_IDR);
-        assert_eq!(frame_bytes(&data, f[2]), H264_P);
+        assert_eq!(frame_bytes(&data, f[0]), H264_IDR, "chunk {chunk} {f:?}");
+        assert_eq!(frame_bytes(&data, f[2]), H264_P, "chunk {chunk}");
     }
 }
 
@@ -487,4 +487,19 @@ fn discont_drops_video_until_key_frame() {
             ..
         }
     )));
+}
+
+#[test]
+#[ignore]
+fn debug_file() {
+    let Ok(data) = std::fs::read(std::env::var("PSD_FILE").unwrap_or_default()) else {
+        return;
+    };
+    let (ev, _) = run_chunks(&data, 65536);
+    for f in frames(&ev) {
+        if f.stream_id & 0xF0 == 0xE0 {
+            let b = frame_bytes(&data, f);
+            eprintln!("{} {:?} {:02x?}", f.size, f.pts, &b[..8.min(b.len())]);
+        }
+    }
 }
