@@ -1,0 +1,439 @@
+//! psdemux element tests: stock mpegpsmux, ffmpeg and camera-captured PS as input; pull-mode
+//! duration and seeking; live frame-aligned input; bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use gst::prelude::*;
+
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstmpegps::plugin_register_static().unwrap();
+    });
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("psdemux-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn testdata(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata").join(rel)
+}
+
+/// Runs a launch line to EOS (bounded by a timeout); panics on error.
+fn run_launch(line: &str) {
+    let p = gst::parse::launch(line).unwrap();
+    run_to_eos(&p, 60);
+}
+
+fn run_to_eos(p: &gst::Element, secs: u64) {
+    p.set_state(gst::State::Playing).unwrap();
+    let bus = p.bus().unwrap();
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(secs),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    p.set_state(gst::State::Null).unwrap();
+    match msg.as_ref().map(|m| m.view()) {
+        Some(gst::MessageView::Eos(_)) => {}
+        Some(gst::MessageView::Error(e)) => panic!("pipeline error: {} ({:?})", e.error(), e.debug()),
+        _ => panic!("pipeline timed out"),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Out {
+    pad: String,
+    caps: Option<gst::Caps>,
+    pts: Option<gst::ClockTime>,
+    delta: bool,
+}
+
+/// `filesrc ! [queue !] psdemux`, every src pad into a fakesink; returns the buffers seen.
+fn demux_file(path: &Path, push_mode: bool) -> Vec<Out> {
+    init();
+    let pipeline = gst::Pipeline::new();
+    let src = gst::ElementFactory::make("filesrc")
+        .property("location", path.to_str().unwrap())
+        .build()
+        .unwrap();
+    let demux = gst::ElementFactory::make("psdemux").build().unwrap();
+    pipeline.add_many([&src, &demux]).unwrap();
+    if push_mode {
+        let q = gst::ElementFactory::make("queue").build().unwrap();
+        pipeline.add(&q).unwrap();
+        gst::Element::link_many([&src, &q, &demux]).unwrap();
+    } else {
+        src.link(&demux).unwrap();
+    }
+    let outs = Arc::new(Mutex::new(Vec::new()));
+    let pipeline_weak = pipeline.downgrade();
+    let outs2 = outs.clone();
+    demux.connect_pad_added(move |_, pad| {
+        let Some(pipeline) = pipeline_weak.upgrade() else {
+            return;
+        };
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("signal-handoffs", true)
+            .property("sync", false)
+            .property("async", false)
+            .build()
+            .unwrap();
+        let outs = outs2.clone();
+        let name = pad.name().to_string();
+        sink.connect("handoff", false, move |args| {
+            let buf = args[1].get::<gst::Buffer>().unwrap();
+            let spad = args[2].get::<gst::Pad>().unwrap();
+            outs.lock().unwrap().push(Out {
+                pad: name.clone(),
+                caps: spad.current_caps(),
+                pts: buf.pts(),
+                delta: buf.flags().contains(gst::BufferFlags::DELTA_UNIT),
+            });
+            None
+        });
+        pipeline.add(&sink).unwrap();
+        sink.sync_state_with_parent().unwrap();
+        pad.link(&sink.static_pad("sink").unwrap()).unwrap();
+    });
+    run_to_eos(pipeline.upcast_ref(), 60);
+    let v = outs.lock().unwrap().clone();
+    v
+}
+
+fn ffprobe_video_frames(path: &Path) -> usize {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap()
+}
+
+fn ffmpeg(args: &[&str], out: &Path) {
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(args)
+        .arg(out)
+        .status()
+        .expect("ffmpeg");
+    assert!(st.success());
+}
+
+fn video(outs: &[Out]) -> Vec<&Out> {
+    outs.iter().filter(|o| o.pad.starts_with("video_")).collect()
+}
+
+fn caps_name(o: &Out) -> String {
+    o.caps
+        .as_ref()
+        .and_then(|c| c.structure(0).map(|s| s.name().to_string()))
+        .unwrap_or_default()
+}
+
+fn mpegpsmux_file(name: &str, extra: &str, buffers: u32) -> PathBuf {
+    init();
+    let path = scratch(name);
+    run_launch(&format!(
+        "videotestsrc num-buffers={buffers} ! video/x-raw,width=320,height=240,framerate=30/1 ! \
+         x264enc speed-preset=ultrafast {extra} ! mpegpsmux ! filesink location={}",
+        path.display()
+    ));
+    path
+}
+
+#[test]
+fn reads_mpegpsmux_output_and_decodes() {
+    let path = mpegpsmux_file("gst.ps", "", 60);
+    for push in [false, true] {
+        let outs = demux_file(&path, push);
+        let v = video(&outs);
+        assert_eq!(v.len(), 60, "push mode {push}");
+        assert_eq!(caps_name(v[0]), "video/x-h264");
+        assert!(!v[0].delta);
+        assert!(v[1..].iter().all(|o| o.delta));
+        // Timestamps increase by ~1/30 s in decode order on average.
+        let last = v.iter().filter_map(|o| o.pts).max().unwrap();
+        assert!(last > gst::ClockTime::from_mseconds(1800), "{last}");
+    }
+    // h264parse + avdec_h264 decode all 60 access units.
+    let decoded = Arc::new(Mutex::new(0usize));
+    let p = gst::parse::launch(&format!(
+        "filesrc location={} ! psdemux ! h264parse ! avdec_h264 ! fakesink name=s signal-handoffs=true",
+        path.display()
+    ))
+    .unwrap();
+    let sink = p.downcast_ref::<gst::Bin>().unwrap().by_name("s").unwrap();
+    let d = decoded.clone();
+    sink.connect("handoff", false, move |_| {
+        *d.lock().unwrap() += 1;
+        None
+    });
+    run_to_eos(&p, 60);
+    assert_eq!(*decoded.lock().unwrap(), 60);
+}
+
+#[test]
+fn reads_ffmpeg_program_streams() {
+    init();
+    let h264 = scratch("ff264.mpg");
+    ffmpeg(
+        &[
+            "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-f", "lavfi", "-i",
+            "sine=frequency=440:sample_rate=48000", "-t", "2", "-c:v", "libx264", "-c:a", "mp2",
+            "-f", "mpeg",
+        ],
+        &h264,
+    );
+    let m2v = scratch("ffm2.vob");
+    ffmpeg(
+        &[
+            "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-f", "lavfi", "-i",
+            "sine=frequency=440:sample_rate=48000", "-t", "2", "-c:v", "mpeg2video", "-c:a",
+            "mp2", "-f", "vob",
+        ],
+        &m2v,
+    );
+    let h264vob = scratch("ff264.vob");
+    ffmpeg(
+        &[
+            "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "2", "-c:v", "libx264",
+            "-f", "vob",
+        ],
+        &h264vob,
+    );
+    for (path, caps) in [
+        (&h264, "video/x-h264"),
+        (&m2v, "video/mpeg"),
+        (&h264vob, "video/x-h264"),
+    ] {
+        let expected = ffprobe_video_frames(path);
+        let outs = demux_file(path, false);
+        let v = video(&outs);
+        assert_eq!(v.len(), expected, "{}", path.display());
+        assert_eq!(caps_name(v[0]), caps);
+        assert!(!v[0].delta);
+        if path == &h264 || path == &m2v {
+            let audio: Vec<_> = outs.iter().filter(|o| o.pad.starts_with("audio_")).collect();
+            assert!(!audio.is_empty());
+            assert_eq!(caps_name(audio[0]), "audio/mpeg");
+        }
+    }
+}
+
+#[test]
+fn reads_hikvision_capture() {
+    let path = testdata("ps/hikvision-g711a-first-ps-bytes.bin");
+    for push in [false, true] {
+        init();
+        let pipeline = gst::parse::launch(&format!(
+            "filesrc location={} ! {} psdemux name=d",
+            path.display(),
+            if push { "queue !" } else { "" }
+        ))
+        .unwrap();
+        let bin = pipeline.downcast_ref::<gst::Bin>().unwrap();
+        let demux = bin.by_name("d").unwrap();
+        let pads = Arc::new(Mutex::new(Vec::new()));
+        let first = Arc::new(Mutex::new(None::<Vec<u8>>));
+        let (pads2, first2) = (pads.clone(), first.clone());
+        let bin_weak = bin.downgrade();
+        demux.connect_pad_added(move |_, pad| {
+            pads2
+                .lock()
+                .unwrap()
+                .push((pad.name().to_string(), pad.current_caps().unwrap()));
+            let bin = bin_weak.upgrade().unwrap();
+            let sink = gst::ElementFactory::make("fakesink")
+                .property("signal-handoffs", true)
+                .property("async", false)
+                .build()
+                .unwrap();
+            if pad.name() == "video_e0" {
+                let first = first2.clone();
+                sink.connect("handoff", false, move |args| {
+                    let buf = args[1].get::<gst::Buffer>().unwrap();
+                    let mut f = first.lock().unwrap();
+                    if f.is_none() {
+                        *f = Some(buf.map_readable().unwrap().to_vec());
+                    }
+                    None
+                });
+            }
+            bin.add(&sink).unwrap();
+            sink.sync_state_with_parent().unwrap();
+            pad.link(&sink.static_pad("sink").unwrap()).unwrap();
+        });
+        run_to_eos(&pipeline, 20);
+        let pads = pads.lock().unwrap();
+        let caps: Vec<(String, String)> = pads
+            .iter()
+            .map(|(n, c)| (n.clone(), c.structure(0).unwrap().name().to_string()))
+            .collect();
+        assert!(caps.contains(&("video_e0".into(), "video/x-h264".into())), "{caps:?}");
+        assert!(caps.contains(&("audio_c0".into(), "audio/x-alaw".into())), "{caps:?}");
+        let (_, alaw) = pads.iter().find(|(n, _)| n == "audio_c0").unwrap();
+        let s = alaw.structure(0).unwrap();
+        assert_eq!(s.get::<i32>("rate").unwrap(), 8000);
+        assert_eq!(s.get::<i32>("channels").unwrap(), 1);
+        let first = first.lock().unwrap().clone().expect("no video buffer");
+        assert!(first.windows(5).any(|w| w == [0, 0, 0, 1, 0x67]), "SPS missing");
+        assert!(first.windows(5).any(|w| w == [0, 0, 0, 1, 0x68]), "PPS missing");
+    }
+}
+
+#[test]
+fn pull_mode_duration_and_seek() {
+    let path = mpegpsmux_file("seek.ps", "key-int-max=15", 120);
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location={} ! psdemux name=d d.video_e0 ! fakesink name=s signal-handoffs=true sync=false",
+        path.display()
+    ))
+    .unwrap();
+    let bin = pipeline.downcast_ref::<gst::Bin>().unwrap();
+    let sink = bin.by_name("s").unwrap();
+    let (tx, rx) = mpsc::channel::<(Option<gst::ClockTime>, bool)>();
+    let tx = Mutex::new(tx);
+    sink.connect("handoff", false, move |args| {
+        let buf = args[1].get::<gst::Buffer>().unwrap();
+        let _ = tx.lock().unwrap().send((
+            buf.pts(),
+            buf.flags().contains(gst::BufferFlags::DELTA_UNIT),
+        ));
+        None
+    });
+    pipeline.set_state(gst::State::Paused).unwrap();
+    let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(10));
+    res.unwrap();
+    let dur = pipeline.query_duration::<gst::ClockTime>().expect("duration");
+    // 120 frames at 30 fps: ~4 s (the last PTS is one frame before the end).
+    assert!(
+        dur >= gst::ClockTime::from_mseconds(3700) && dur <= gst::ClockTime::from_mseconds(4200),
+        "{dur}"
+    );
+    let mut q = gst::query::Seeking::new(gst::Format::Time);
+    assert!(pipeline.query(&mut q));
+    assert!(q.result().0);
+    while rx.try_recv().is_ok() {}
+    let target = gst::ClockTime::from_seconds(2);
+    pipeline
+        .seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT, target)
+        .unwrap();
+    let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(10));
+    res.unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let (pts, delta) = rx.recv_timeout(Duration::from_secs(10)).expect("no buffer after seek");
+    pipeline.set_state(gst::State::Null).unwrap();
+    let pts = pts.unwrap();
+    assert!(!delta, "first buffer after seek is not a key frame");
+    let diff = pts.nseconds() as i64 - target.nseconds() as i64;
+    assert!(diff.abs() < 700_000_000, "first buffer at {pts}, target {target}");
+}
+
+#[test]
+fn bad_input_keeps_running() {
+    let path = mpegpsmux_file("clean.ps", "key-int-max=10", 60);
+    let clean = std::fs::read(&path).unwrap();
+    let mut bad = b"\x00\x00\x01garbage\x00\x00\x01\xe0\x00\x10 prefix".to_vec();
+    bad.extend_from_slice(&clean[..clean.len() / 3]);
+    // Splice: jump into the middle of a packet, flip bits, truncate the end.
+    bad.extend_from_slice(&clean[clean.len() / 2 + 777..]);
+    let mut state = 12345u32;
+    for _ in 0..40 {
+        state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let i = (state as usize >> 4) % bad.len();
+        bad[i] ^= 1 << (state % 8);
+    }
+    bad.truncate(bad.len() - 1000);
+    let bad_path = scratch("bad.ps");
+    std::fs::write(&bad_path, &bad).unwrap();
+    for push in [false, true] {
+        let outs = demux_file(&bad_path, push);
+        let v = video(&outs);
+        assert!(v.len() > 15, "only {} video frames", v.len());
+    }
+}
+
+/// A minimal live camera-style PS frame: pack + PES with H.264.
+fn ps_frame(pts: u64, es: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 1, 0xBA, 0x44, 0, 4, 0, 4, 1, 0x01, 0x89, 0xC3, 0xF8];
+    let ts = [
+        0x21 | (((pts >> 30) as u8 & 7) << 1),
+        (pts >> 22) as u8,
+        (((pts >> 15) as u8) << 1) | 1,
+        (pts >> 7) as u8,
+        ((pts as u8) << 1) | 1,
+    ];
+    let len = 3 + 5 + es.len();
+    v.extend_from_slice(&[0, 0, 1, 0xE0, (len >> 8) as u8, len as u8, 0x80, 0x80, 5]);
+    v.extend_from_slice(&ts);
+    v.extend_from_slice(es);
+    v
+}
+
+#[test]
+fn frame_aligned_live_input_has_no_latency() {
+    init();
+    let mut h = gst_check::Harness::with_padnames("psdemux", Some("sink"), None);
+    h.set_src_caps_str("video/mpeg, systemstream=(boolean)true, mpegversion=(int)2, alignment=(string)frame");
+    let (tx, rx) = mpsc::channel::<gst::Buffer>();
+    let collector = gst::Pad::builder(gst::PadDirection::Sink)
+        .name("collector")
+        .chain_function(move |_, _, buf| {
+            let _ = tx.send(buf);
+            Ok(gst::FlowSuccess::Ok)
+        })
+        .build();
+    collector.set_active(true).unwrap();
+    let c2 = collector.clone();
+    h.element().unwrap().connect_pad_added(move |_, pad| {
+        pad.link(&c2).unwrap();
+    });
+    let idr: &[u8] = &[
+        0, 0, 0, 1, 0x67, 0x42, 0, 0x1E, 0, 0, 0, 1, 0x68, 0xCE, 0x38, 0x80, 0, 0, 0, 1, 0x65,
+        0x88, 0x84, 0x21, 0xA0,
+    ];
+    let p: &[u8] = &[0, 0, 0, 1, 0x41, 0x9A, 0x02, 0x03, 0x04];
+    for i in 0..5u64 {
+        let es = if i == 0 { idr } else { p };
+        let mut buf = gst::Buffer::from_mut_slice(ps_frame(90_000 + i * 3600, es));
+        buf.get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_mseconds(i * 40));
+        h.push(buf).unwrap();
+        // The AU of this frame is out before the next frame arrives.
+        let out = rx.try_recv().expect("AU not pushed at the end of its input frame");
+        assert_eq!(out.map_readable().unwrap().as_slice(), es);
+        assert_eq!(out.flags().contains(gst::BufferFlags::DELTA_UNIT), i != 0);
+        assert_eq!(out.pts(), Some(gst::ClockTime::from_mseconds(i * 40)));
+    }
+    let stats = h.element().unwrap().property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("packs").unwrap(), 5);
+    assert_eq!(stats.get::<u64>("pes-packets").unwrap(), 5);
+    let streams = stats.get::<gst::Array>("streams").unwrap();
+    let s0 = streams.as_slice()[0].get::<gst::Structure>().unwrap();
+    assert_eq!(s0.get::<&str>("codec").unwrap(), "h264");
+    assert_eq!(s0.get::<u64>("frames").unwrap(), 5);
+}
