@@ -22,7 +22,14 @@ fn replay_ps_demux_corpus() {
     for (n, input) in inputs.iter().enumerate() {
         gstmpegps::demux::fuzz_one(input);
         // Truncations.
-        for cut in [1, 4, 13, input.len() / 3, input.len() / 2, input.len().saturating_sub(1)] {
+        for cut in [
+            1,
+            4,
+            13,
+            input.len() / 3,
+            input.len() / 2,
+            input.len().saturating_sub(1),
+        ] {
             gstmpegps::demux::fuzz_one(&input[..cut.min(input.len())]);
             gstmpegps::demux::fuzz_one(&input[cut.min(input.len())..]);
         }

@@ -24,7 +24,9 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn testdata(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/testdata")
+        .join(rel)
 }
 
 /// Runs a launch line to EOS (bounded by a timeout); panics on error.
@@ -43,7 +45,9 @@ fn run_to_eos(p: &gst::Element, secs: u64) {
     p.set_state(gst::State::Null).unwrap();
     match msg.as_ref().map(|m| m.view()) {
         Some(gst::MessageView::Eos(_)) => {}
-        Some(gst::MessageView::Error(e)) => panic!("pipeline error: {} ({:?})", e.error(), e.debug()),
+        Some(gst::MessageView::Error(e)) => {
+            panic!("pipeline error: {} ({:?})", e.error(), e.debug())
+        }
         _ => panic!("pipeline timed out"),
     }
 }
@@ -104,8 +108,7 @@ fn demux_file(path: &Path, push_mode: bool) -> Vec<Out> {
         pad.link(&sink.static_pad("sink").unwrap()).unwrap();
     });
     run_to_eos(pipeline.upcast_ref(), 60);
-    let v = outs.lock().unwrap().clone();
-    v
+    outs.lock().unwrap().clone()
 }
 
 fn ffprobe_video_frames(path: &Path) -> usize {
@@ -142,7 +145,9 @@ fn ffmpeg(args: &[&str], out: &Path) {
 }
 
 fn video(outs: &[Out]) -> Vec<&Out> {
-    outs.iter().filter(|o| o.pad.starts_with("video_")).collect()
+    outs.iter()
+        .filter(|o| o.pad.starts_with("video_"))
+        .collect()
 }
 
 fn caps_name(o: &Out) -> String {
@@ -200,26 +205,60 @@ fn reads_ffmpeg_program_streams() {
     let h264 = scratch("ff264.mpg");
     ffmpeg(
         &[
-            "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-f", "lavfi", "-i",
-            "sine=frequency=440:sample_rate=48000", "-t", "2", "-c:v", "libx264", "-c:a", "mp2",
-            "-f", "mpeg",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-c:a",
+            "mp2",
+            "-f",
+            "mpeg",
         ],
         &h264,
     );
     let m2v = scratch("ffm2.vob");
     ffmpeg(
         &[
-            "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-f", "lavfi", "-i",
-            "sine=frequency=440:sample_rate=48000", "-t", "2", "-c:v", "mpeg2video", "-c:a",
-            "mp2", "-f", "vob",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "2",
+            "-c:v",
+            "mpeg2video",
+            "-c:a",
+            "mp2",
+            "-f",
+            "vob",
         ],
         &m2v,
     );
     let h264vob = scratch("ff264.vob");
     ffmpeg(
         &[
-            "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "2", "-c:v", "libx264",
-            "-f", "vob",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-f",
+            "vob",
         ],
         &h264vob,
     );
@@ -235,7 +274,10 @@ fn reads_ffmpeg_program_streams() {
         assert_eq!(caps_name(v[0]), caps);
         assert!(!v[0].delta);
         if path == &h264 || path == &m2v {
-            let audio: Vec<_> = outs.iter().filter(|o| o.pad.starts_with("audio_")).collect();
+            let audio: Vec<_> = outs
+                .iter()
+                .filter(|o| o.pad.starts_with("audio_"))
+                .collect();
             assert!(!audio.is_empty());
             assert_eq!(caps_name(audio[0]), "audio/mpeg");
         }
@@ -291,15 +333,27 @@ fn reads_hikvision_capture() {
             .iter()
             .map(|(n, c)| (n.clone(), c.structure(0).unwrap().name().to_string()))
             .collect();
-        assert!(caps.contains(&("video_e0".into(), "video/x-h264".into())), "{caps:?}");
-        assert!(caps.contains(&("audio_c0".into(), "audio/x-alaw".into())), "{caps:?}");
+        assert!(
+            caps.contains(&("video_e0".into(), "video/x-h264".into())),
+            "{caps:?}"
+        );
+        assert!(
+            caps.contains(&("audio_c0".into(), "audio/x-alaw".into())),
+            "{caps:?}"
+        );
         let (_, alaw) = pads.iter().find(|(n, _)| n == "audio_c0").unwrap();
         let s = alaw.structure(0).unwrap();
         assert_eq!(s.get::<i32>("rate").unwrap(), 8000);
         assert_eq!(s.get::<i32>("channels").unwrap(), 1);
         let first = first.lock().unwrap().clone().expect("no video buffer");
-        assert!(first.windows(5).any(|w| w == [0, 0, 0, 1, 0x67]), "SPS missing");
-        assert!(first.windows(5).any(|w| w == [0, 0, 0, 1, 0x68]), "PPS missing");
+        assert!(
+            first.windows(5).any(|w| w == [0, 0, 0, 1, 0x67]),
+            "SPS missing"
+        );
+        assert!(
+            first.windows(5).any(|w| w == [0, 0, 0, 1, 0x68]),
+            "PPS missing"
+        );
     }
 }
 
@@ -327,7 +381,9 @@ fn pull_mode_duration_and_seek() {
     pipeline.set_state(gst::State::Paused).unwrap();
     let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(10));
     res.unwrap();
-    let dur = pipeline.query_duration::<gst::ClockTime>().expect("duration");
+    let dur = pipeline
+        .query_duration::<gst::ClockTime>()
+        .expect("duration");
     // 120 frames at 30 fps: ~4 s (the last PTS is one frame before the end).
     assert!(
         dur >= gst::ClockTime::from_mseconds(3700) && dur <= gst::ClockTime::from_mseconds(4200),
@@ -344,12 +400,17 @@ fn pull_mode_duration_and_seek() {
     let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(10));
     res.unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
-    let (pts, delta) = rx.recv_timeout(Duration::from_secs(10)).expect("no buffer after seek");
+    let (pts, delta) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no buffer after seek");
     pipeline.set_state(gst::State::Null).unwrap();
     let pts = pts.unwrap();
     assert!(!delta, "first buffer after seek is not a key frame");
     let diff = pts.nseconds() as i64 - target.nseconds() as i64;
-    assert!(diff.abs() < 700_000_000, "first buffer at {pts}, target {target}");
+    assert!(
+        diff.abs() < 700_000_000,
+        "first buffer at {pts}, target {target}"
+    );
 }
 
 #[test]
@@ -397,7 +458,9 @@ fn ps_frame(pts: u64, es: &[u8]) -> Vec<u8> {
 fn frame_aligned_live_input_has_no_latency() {
     init();
     let mut h = gst_check::Harness::with_padnames("psdemux", Some("sink"), None);
-    h.set_src_caps_str("video/mpeg, systemstream=(boolean)true, mpegversion=(int)2, alignment=(string)frame");
+    h.set_src_caps_str(
+        "video/mpeg, systemstream=(boolean)true, mpegversion=(int)2, alignment=(string)frame",
+    );
     let (tx, rx) = mpsc::channel::<gst::Buffer>();
     let collector = gst::Pad::builder(gst::PadDirection::Sink)
         .name("collector")
@@ -424,7 +487,9 @@ fn frame_aligned_live_input_has_no_latency() {
             .set_pts(gst::ClockTime::from_mseconds(i * 40));
         h.push(buf).unwrap();
         // The AU of this frame is out before the next frame arrives.
-        let out = rx.try_recv().expect("AU not pushed at the end of its input frame");
+        let out = rx
+            .try_recv()
+            .expect("AU not pushed at the end of its input frame");
         assert_eq!(out.map_readable().unwrap().as_slice(), es);
         assert_eq!(out.flags().contains(gst::BufferFlags::DELTA_UNIT), i != 0);
         assert_eq!(out.pts(), Some(gst::ClockTime::from_mseconds(i * 40)));

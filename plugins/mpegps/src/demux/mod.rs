@@ -115,7 +115,9 @@ pub enum Event {
         reason: DropReason,
     },
     /// Garbage or loss: the parser lost sync and looks for the next pack header.
-    Resync { offset: u64 },
+    Resync {
+        offset: u64,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -225,11 +227,13 @@ impl Stream {
     }
 
     fn codec(&self) -> Codec {
-        self.payload_codec.or(self.psm_codec).unwrap_or(if self.is_video() {
-            Codec::H264
-        } else {
-            Codec::G711Alaw
-        })
+        self.payload_codec
+            .or(self.psm_codec)
+            .unwrap_or(if self.is_video() {
+                Codec::H264
+            } else {
+                Codec::G711Alaw
+            })
     }
 }
 
@@ -694,6 +698,7 @@ impl Demuxer {
         codec
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn pes_start(
         &mut self,
         sid: u8,
@@ -732,13 +737,19 @@ impl Demuxer {
             self.resolve_codec(idx, first, out)
         } else {
             let s = self.stream_mut(idx);
-            s.au.as_ref().and_then(|au| au.codec).unwrap_or_else(|| s.codec())
+            s.au.as_ref()
+                .and_then(|au| au.codec)
+                .unwrap_or_else(|| s.codec())
         };
         let mut starts = std::mem::take(&mut self.split_scratch);
         starts.clear();
         let s = self.stream_mut(idx);
         if !s.unaligned {
-            probe::au_starts(codec, &first[..first.len().min(probe::PROBE_LIMIT)], &mut starts);
+            probe::au_starts(
+                codec,
+                &first[..first.len().min(probe::PROBE_LIMIT)],
+                &mut starts,
+            );
             if starts.first() == Some(&0) || first.len() < MIN_PROBE.min(payload_len_hint) {
                 s.splits.clear();
                 s.splits.push((payload_offset, pts, dts, codec));
@@ -785,11 +796,10 @@ impl Demuxer {
             }
         }
         // Start codes straddling the previous chunk and this one (or whose NAL header was cut).
-        let contiguous = s
-            .au
-            .as_ref()
-            .and_then(|au| au.ranges.last())
-            .is_some_and(|r| r.offset + r.len as u64 == s.tail_end);
+        let contiguous =
+            s.au.as_ref()
+                .and_then(|au| au.ranges.last())
+                .is_some_and(|r| r.offset + r.len as u64 == s.tail_end);
         let tail_len = if contiguous { s.tail_len } else { 0 };
         let tail_start = s.tail_end - tail_len as u64;
         let mut pre_split = None;
@@ -1074,8 +1084,7 @@ impl Demuxer {
         let limit = self.cfg.max_span();
         for i in 0..NUM_STREAMS {
             let stalled = self.streams[i].as_ref().is_some_and(|s| {
-                s.au
-                    .as_ref()
+                s.au.as_ref()
                     .is_some_and(|au| self.offset.saturating_sub(au.first_offset) > limit)
             });
             if stalled {
@@ -1102,10 +1111,10 @@ pub fn fuzz_one(data: &[u8]) {
         pos = end;
         i += 1;
         let b = data.get(pos).copied().unwrap_or(0);
-        if i % 13 == 0 && b & 1 == 1 {
+        if i.is_multiple_of(13) && b & 1 == 1 {
             d.discont(&mut ev);
         }
-        if i % 7 == 0 {
+        if i.is_multiple_of(7) {
             d.end_of_unit(&mut ev);
         }
         step = 1 + b as usize * 5;

@@ -96,7 +96,8 @@ pub fn parse_adts(data: &[u8]) -> Option<AdtsInfo> {
     }
     let sf = ((data[2] >> 2) & 0x0F) as usize;
     let channels = (((data[2] & 1) << 2) | (data[3] >> 6)) as u32;
-    let frame_len = (((data[3] & 3) as usize) << 11) | ((data[4] as usize) << 3) | (data[5] >> 5) as usize;
+    let frame_len =
+        (((data[3] & 3) as usize) << 11) | ((data[4] as usize) << 3) | (data[5] >> 5) as usize;
     if frame_len < 7 {
         return None;
     }
@@ -196,7 +197,11 @@ pub fn au_scan(
         };
         last = Some(sc);
         if start && *in_vcl {
-            let begin = if sc > 0 && data[sc - 1] == 0 { sc - 1 } else { sc };
+            let begin = if sc > 0 && data[sc - 1] == 0 {
+                sc - 1
+            } else {
+                sc
+            };
             out.push(begin);
             *in_vcl = false;
         }
@@ -223,10 +228,9 @@ fn is_vcl(codec: Codec, b0: u8) -> bool {
 /// Is the access unit starting with `head` a key frame? Scans only `head` (bounded).
 pub fn is_key_frame(codec: Codec, head: &[u8]) -> bool {
     match codec {
-        Codec::H264 => start_codes(head).any(|(_, p)| {
-            head.get(p)
-                .is_some_and(|b| matches!(b & 0x1F, 5 | 7))
-        }),
+        Codec::H264 => {
+            start_codes(head).any(|(_, p)| head.get(p).is_some_and(|b| matches!(b & 0x1F, 5 | 7)))
+        }
         Codec::H265 => start_codes(head).any(|(_, p)| {
             head.get(p)
                 .is_some_and(|b| matches!((b >> 1) & 0x3F, 16..=21 | 32 | 33))

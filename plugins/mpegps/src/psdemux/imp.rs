@@ -358,7 +358,9 @@ impl PsDemux {
                         gst::element_imp_warning!(
                             self,
                             gst::StreamError::Demux,
-                            ["Dropped a {bytes}-byte frame of stream 0x{stream_id:02x}: larger than max-frame-size"]
+                            [
+                                "Dropped a {bytes}-byte frame of stream 0x{stream_id:02x}: larger than max-frame-size"
+                            ]
                         );
                     } else {
                         gst::debug!(
@@ -378,7 +380,11 @@ impl PsDemux {
     }
 
     fn handle_frame(&self, state: &mut State, f: &Frame, actions: &mut Vec<Action>) {
-        let Some(idx) = state.streams.iter().position(|s| s.stream_id == f.stream_id) else {
+        let Some(idx) = state
+            .streams
+            .iter()
+            .position(|s| s.stream_id == f.stream_id)
+        else {
             return;
         };
         let Some(mut buffer) = build_buffer(&state.inputs, &f.ranges, f.size) else {
@@ -443,7 +449,11 @@ impl PsDemux {
                 }
                 Action::Push(pad, buffer) => {
                     let res = pad.push(buffer);
-                    ret = self.flow_combiner.lock().unwrap().update_pad_flow(&pad, res);
+                    ret = self
+                        .flow_combiner
+                        .lock()
+                        .unwrap()
+                        .update_pad_flow(&pad, res);
                     if let Err(e) = ret
                         && e != gst::FlowError::NotLinked
                     {
@@ -481,7 +491,11 @@ impl PsDemux {
             state.inputs.push_back((offset, buffer.clone()));
             {
                 let Ok(map) = buffer.map_readable() else {
-                    gst::element_imp_error!(self, gst::StreamError::Failed, ["Unreadable input buffer"]);
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Failed,
+                        ["Unreadable input buffer"]
+                    );
                     return Err(gst::FlowError::Error);
                 };
                 state.core.push(&map, &mut events);
@@ -539,7 +553,11 @@ impl PsDemux {
             (state.streams.is_empty(), state.segment_seqnum)
         };
         if no_pads {
-            gst::element_imp_error!(self, gst::StreamError::Demux, ["No streams found in the PS data"]);
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Demux,
+                ["No streams found in the PS data"]
+            );
         }
         let mut b = gst::event::Eos::builder();
         if let Some(s) = seqnum {
@@ -629,7 +647,11 @@ impl PsDemux {
                 } else if self.sinkpad.peer_query(q.query_mut()) {
                     true
                 } else {
-                    q.set(false, gst::GenericFormattedValue::none_for_format(q.format()), gst::GenericFormattedValue::none_for_format(q.format()));
+                    q.set(
+                        false,
+                        gst::GenericFormattedValue::none_for_format(q.format()),
+                        gst::GenericFormattedValue::none_for_format(q.format()),
+                    );
                     true
                 }
             }
@@ -687,7 +709,16 @@ impl PsDemux {
             && let Ok(map) = buf.map_readable()
             && let Some(f) = scan::first_pts(&map)
         {
-            let first = f.dts.map(|d| if scan::pts_diff(d, f.pts) > 0 { d } else { f.pts }).unwrap_or(f.pts);
+            let first = f
+                .dts
+                .map(|d| {
+                    if scan::pts_diff(d, f.pts) > 0 {
+                        d
+                    } else {
+                        f.pts
+                    }
+                })
+                .unwrap_or(f.pts);
             info.first_pts = Some(first);
             if size > 0 {
                 let start = size.saturating_sub(SCAN_CHUNK as u64);
@@ -849,7 +880,8 @@ impl PsDemux {
     fn sink_activate(&self, pad: &gst::Pad) -> Result<(), gst::LoggableError> {
         let mut query = gst::query::Scheduling::new();
         let pull = pad.peer_query(&mut query)
-            && query.has_scheduling_mode_with_flags(gst::PadMode::Pull, gst::SchedulingFlags::SEEKABLE);
+            && query
+                .has_scheduling_mode_with_flags(gst::PadMode::Pull, gst::SchedulingFlags::SEEKABLE);
         let mode = if pull {
             gst::PadMode::Pull
         } else {
@@ -896,7 +928,11 @@ impl ObjectSubclass for PsDemux {
                 )
             })
             .event_function(|pad, parent, event| {
-                PsDemux::catch_panic_pad_function(parent, || false, |imp| imp.sink_event(pad, event))
+                PsDemux::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_event(pad, event),
+                )
             })
             .activate_function(|pad, parent| {
                 PsDemux::catch_panic_pad_function(
@@ -1012,7 +1048,10 @@ impl ElementImpl for PsDemux {
                 Codec::SvacAudio,
             ] {
                 let c = caps_for(codec, AudioInfo::default());
-                let name = c.structure(0).map(|s| s.name().to_string()).unwrap_or_default();
+                let name = c
+                    .structure(0)
+                    .map(|s| s.name().to_string())
+                    .unwrap_or_default();
                 audio.merge(gst::Caps::new_empty_simple(name));
             }
             vec![

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# psdemux vs mpegpsdemux vs ffmpeg on one large H.264 + AAC program stream.
+#
+#   benches/psdemux.sh [size-in-MB]     (default 400)
+#
+# Builds the plugin in release mode, generates benches/out/bench-<size>MB.ps once (x264enc
+# ultrafast + AAC through mpegpsmux) and reuses it, then demuxes it to fakesink with each
+# demuxer, printing throughput (bytes/s), the psdemux/mpegpsdemux ratio and peak RSS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MB=${1:-400}
+OUT=benches/out
+mkdir -p "$OUT"
+FILE="$OUT/bench-${SIZE_MB}MB.ps"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+
+cargo build --release -p gst-plugin-mpegps >&2
+export GST_PLUGIN_PATH="$CARGO_TARGET_DIR/release${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
+gst-inspect-1.0 psdemux >/dev/null
+
+if [ ! -s "$FILE" ]; then
+    # ~40 Mbit/s of 720p H.264: SIZE_MB MB take SIZE_MB/5 seconds of video.
+    SECS=$(( SIZE_MB / 5 + 1 ))
+    echo "generating $FILE (${SECS}s of 720p H.264 + AAC)..." >&2
+    gst-launch-1.0 -q \
+        videotestsrc num-buffers=$(( SECS * 25 )) pattern=snow \
+        ! video/x-raw,width=1280,height=720,framerate=25/1 \
+        ! x264enc speed-preset=ultrafast tune=zerolatency bitrate=40000 key-int-max=50 \
+        ! mpegpsmux name=m ! filesink location="$FILE.tmp" \
+        audiotestsrc num-buffers=$(( SECS * 48000 / 1024 )) samplesperbuffer=1024 \
+        ! audio/x-raw,rate=48000,channels=2 ! voaacenc ! aacparse ! m.
+    mv "$FILE.tmp" "$FILE"
+fi
+BYTES=$(stat -c %s "$FILE")
+echo "file: $FILE ($BYTES bytes)"
+
+# Runs a command, prints "<seconds> <peak RSS KiB>".
+measure() {
+    local t0 t1 rss
+    t0=$(date +%s.%N)
+    rss=$( { /usr/bin/time -f "%M" "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -n1 )
+    t1=$(date +%s.%N)
+    echo "$(echo "$t1 - $t0" | bc -l) $rss"
+}
+
+run_demux() {
+    measure gst-launch-1.0 -q filesrc location="$FILE" blocksize=1048576 ! "$1" name=d \
+        d. ! fakesink sync=false async=false d. ! fakesink sync=false async=false
+}
+
+report() {
+    local name=$1 secs=$2 rss=$3
+    printf "%-12s %8.3f s  %8.2f MB/s  (%6.2f GB/s)  peak RSS %7.1f MiB\n" "$name" "$secs" \
+        "$(echo "$BYTES / $secs / 1000000" | bc -l)" "$(echo "$BYTES / $secs / 1000000000" | bc -l)" \
+        "$(echo "$rss / 1024" | bc -l)"
+}
+
+# Warm the page cache once.
+cat "$FILE" >/dev/null
+read -r PS_T PS_RSS < <(run_demux psdemux)
+read -r MP_T MP_RSS < <(run_demux mpegpsdemux)
+read -r FF_T FF_RSS < <(measure ffmpeg -v error -i "$FILE" -map 0 -c copy -f null -)
+report psdemux "$PS_T" "$PS_RSS"
+report mpegpsdemux "$MP_T" "$MP_RSS"
+report ffmpeg "$FF_T" "$FF_RSS"
+printf "ratio psdemux/mpegpsdemux (bytes/s): %.2f\n" "$(echo "$MP_T / $PS_T" | bc -l)"
