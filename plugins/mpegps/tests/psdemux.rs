@@ -472,7 +472,9 @@ fn frame_aligned_live_input_has_no_latency() {
     collector.set_active(true).unwrap();
     let c2 = collector.clone();
     h.element().unwrap().connect_pad_added(move |_, pad| {
-        pad.link(&c2).unwrap();
+        if pad.name().starts_with("video_") {
+            pad.link(&c2).unwrap();
+        }
     });
     let idr: &[u8] = &[
         0, 0, 0, 1, 0x67, 0x42, 0, 0x1E, 0, 0, 0, 1, 0x68, 0xCE, 0x38, 0x80, 0, 0, 0, 1, 0x65,
@@ -494,11 +496,28 @@ fn frame_aligned_live_input_has_no_latency() {
         assert_eq!(out.flags().contains(gst::BufferFlags::DELTA_UNIT), i != 0);
         assert_eq!(out.pts(), Some(gst::ClockTime::from_mseconds(i * 40)));
     }
+    // An audio stream appearing late gets its own pad (stock mpegpsdemux drops it).
+    let mut late = ps_frame(90_000 + 5 * 3600, p);
+    let alaw = [0xD5u8; 160];
+    let len = 3 + alaw.len();
+    late.extend_from_slice(&[0, 0, 1, 0xC0, (len >> 8) as u8, len as u8, 0x80, 0, 0]);
+    late.extend_from_slice(&alaw);
+    h.push(gst::Buffer::from_mut_slice(late)).unwrap();
+    let demux = h.element().unwrap();
+    let audio_pad = demux
+        .static_pad("audio_c0")
+        .expect("no pad for the late audio stream");
+    let caps = audio_pad.current_caps().unwrap();
+    assert_eq!(caps.structure(0).unwrap().name(), "audio/x-alaw");
     let stats = h.element().unwrap().property::<gst::Structure>("stats");
-    assert_eq!(stats.get::<u64>("packs").unwrap(), 5);
-    assert_eq!(stats.get::<u64>("pes-packets").unwrap(), 5);
+    assert_eq!(stats.get::<u64>("packs").unwrap(), 6);
+    assert_eq!(stats.get::<u64>("pes-packets").unwrap(), 7);
     let streams = stats.get::<gst::Array>("streams").unwrap();
-    let s0 = streams.as_slice()[0].get::<gst::Structure>().unwrap();
+    let s0 = streams
+        .iter()
+        .map(|v| v.get::<gst::Structure>().unwrap())
+        .find(|s| s.get::<u32>("stream-id").unwrap() == 0xE0)
+        .unwrap();
     assert_eq!(s0.get::<&str>("codec").unwrap(), "h264");
-    assert_eq!(s0.get::<u64>("frames").unwrap(), 5);
+    assert_eq!(s0.get::<u64>("frames").unwrap(), 6);
 }

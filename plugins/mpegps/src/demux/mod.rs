@@ -393,7 +393,7 @@ impl Demuxer {
         self.bridge.clear();
         self.state = State::Sync;
         self.offset = offset;
-        self.last_ts = None;
+        // last_ts is kept: timestamps after a seek stay on the same unwrapped time line.
         for s in self.streams.iter_mut().flatten() {
             s.au = None;
             s.splits.clear();
