@@ -730,6 +730,15 @@ impl Demuxer {
             return;
         }
         let s = self.stream_mut(idx);
+        // Some muxers (mpegpsmux) repeat the AU's PTS on every PES of a large frame.
+        let repeated = pts.is_some()
+            && (s
+                .au
+                .as_ref()
+                .is_some_and(|au| au.pts == pts && au.dts == dts)
+                || s.pending_ts
+                    .is_some_and(|(p, d)| Some(p) == pts && d == dts));
+        let pts = if repeated { None } else { pts };
         if !s.unaligned && pts.is_none() {
             return; // continuation of the current AU
         }
@@ -828,6 +837,7 @@ impl Demuxer {
         }
         if pre_split.is_none()
             && starts.first() == Some(&0)
+            && data.starts_with(&[0, 0, 1])
             && tail_len > 0
             && s.tail[tail_len - 1] == 0
         {

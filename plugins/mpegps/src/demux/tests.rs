@@ -542,3 +542,21 @@ fn debug_file() {
         }
     }
 }
+
+#[test]
+fn repeated_pts_on_continuation_pes_is_one_au() {
+    // mpegpsmux writes the frame's PTS on every PES of a large frame.
+    let mut data = Vec::new();
+    for i in 0..20u64 {
+        let es = if i == 0 { H264_IDR } else { H264_P };
+        data.extend(pack(&[]));
+        data.extend(pes(0xE0, Some(i * 3600), &es[..6], false));
+        data.extend(pes(0xE0, Some(i * 3600), &es[6..], false));
+    }
+    data.extend(pack(&[]));
+    let ev = run(&data);
+    let f = frames(&ev);
+    assert_eq!(f.len(), 20);
+    assert_eq!(frame_bytes(&data, f[0]), H264_IDR);
+    assert!(f[1..].iter().all(|f| f.size == H264_P.len()));
+}
