@@ -403,14 +403,29 @@ fn pull_mode_duration_and_seek() {
     let (pts, delta) = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("no buffer after seek");
-    pipeline.set_state(gst::State::Null).unwrap();
     let pts = pts.unwrap();
     assert!(!delta, "first buffer after seek is not a key frame");
-    let diff = pts.nseconds() as i64 - target.nseconds() as i64;
-    assert!(
-        diff.abs() < 700_000_000,
-        "first buffer at {pts}, target {target}"
-    );
+    // KEY_UNIT: snapped to the key frame at or before the target (one every 0.5 s; one is
+    // right at 2 s).
+    assert_eq!(pts, target, "first buffer at {pts}, target {target}");
+    // Between key frames: the one before (2.5 s) comes first.
+    pipeline.set_state(gst::State::Paused).unwrap();
+    let _ = pipeline.state(gst::ClockTime::from_seconds(10));
+    pipeline
+        .seek_simple(
+            gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
+            gst::ClockTime::from_mseconds(2700),
+        )
+        .unwrap();
+    let _ = pipeline.state(gst::ClockTime::from_seconds(10));
+    while rx.try_recv().is_ok() {}
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let (pts, delta) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no buffer after the second seek");
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(!delta);
+    assert_eq!(pts, Some(gst::ClockTime::from_mseconds(2500)));
 }
 
 #[test]

@@ -389,9 +389,15 @@ impl Demuxer {
 
     /// Restart parsing at absolute `offset` (after a seek or flush): pending data is dropped,
     /// video waits for a key frame, streams stay known.
-    pub fn reset_at(&mut self, offset: u64) {
+    /// `at_start_code`: the caller knows a start code begins there (seek to a found PES);
+    /// otherwise the next pack header is searched.
+    pub fn reset_at(&mut self, offset: u64, at_start_code: bool) {
         self.bridge.clear();
-        self.state = State::Sync;
+        self.state = if at_start_code {
+            State::Expect
+        } else {
+            State::Sync
+        };
         self.offset = offset;
         // last_ts is kept: timestamps after a seek stay on the same unwrapped time line.
         for s in self.streams.iter_mut().flatten() {

@@ -89,3 +89,46 @@ pub fn pts_diff(a: u64, b: u64) -> i64 {
         d as i64
     }
 }
+
+/// The last video PES in `data` with an accepted PTS whose payload begins a key frame of
+/// `codec`: `(position of its start code, PTS)`. Looks at most [`KEY_HEAD`] payload bytes.
+pub fn last_key_pes(
+    data: &[u8],
+    codec: crate::ps::Codec,
+    accept_pts: impl Fn(u64) -> bool,
+) -> Option<(usize, u64)> {
+    let mut found = None;
+    scan_pts(data, |f| {
+        if ps::is_video_stream_id(f.stream_id)
+            && accept_pts(f.pts)
+            && let Parse::Ok(h) = headers::parse_pes_header(&data[f.pos..])
+        {
+            let start = f.pos + h.header_len;
+            let len = h.payload_len.unwrap_or(KEY_HEAD).min(KEY_HEAD);
+            if let Some(head) = data.get(start..(start + len).min(data.len()))
+                && super::probe::is_key_frame(codec, head)
+            {
+                found = Some((f.pos, f.pts));
+            }
+        }
+        true
+    });
+    found
+}
+
+/// Payload bytes [`last_key_pes`] inspects.
+pub const KEY_HEAD: usize = 2048;
+
+/// Position of the last pack start code in `data` before `before`.
+pub fn last_pack_before(data: &[u8], before: usize) -> Option<usize> {
+    let mut last = None;
+    let mut i = 0;
+    while let Some(p) = first_pack(&data[i..]) {
+        if i + p >= before {
+            break;
+        }
+        last = Some(i + p);
+        i += p + 4;
+    }
+    last
+}

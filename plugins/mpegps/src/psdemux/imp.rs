@@ -72,6 +72,9 @@ struct State {
     segment: gst::FormattedSegment<gst::ClockTime>,
     segment_seqnum: Option<gst::Seqnum>,
     pull: Option<PullInfo>,
+    /// After a seek: frames whose data starts before this absolute offset are not pushed
+    /// (the pack we restart at may precede the key frame we seeked to).
+    skip_until: u64,
     events: Vec<Event>,
 }
 
@@ -89,6 +92,7 @@ impl Default for State {
             segment: gst::FormattedSegment::new(),
             segment_seqnum: None,
             pull: None,
+            skip_until: 0,
             events: Vec::new(),
         }
     }
@@ -566,9 +570,10 @@ impl PsDemux {
         self.push_to_all(b.build());
     }
 
-    fn reset_stream(&self, state: &mut State, offset: u64) {
-        state.core.reset_at(offset);
+    fn reset_stream(&self, state: &mut State, offset: u64, at_start_code: bool) {
+        state.core.reset_at(offset, at_start_code);
         state.inputs.clear();
+        state.skip_until = 0;
         for s in &mut state.streams {
             s.need_segment = true;
             s.need_discont = true;
@@ -611,7 +616,7 @@ impl PsDemux {
                 {
                     let mut state = self.state.lock().unwrap();
                     let off = state.core.offset();
-                    self.reset_stream(&mut state, off);
+                    self.reset_stream(&mut state, off, false);
                 }
                 self.push_to_all(event.clone())
             }
@@ -837,34 +842,79 @@ impl PsDemux {
                 None => hi = mid,
             }
         }
-        // Restart at the pack header before the chosen PES.
+        // Restart at the pack header before the key frame at or before the chosen PES.
+        let codec = self
+            .state
+            .lock()
+            .unwrap()
+            .core
+            .stats()
+            .streams
+            .iter()
+            .find(|s| ps::is_video_stream_id(s.stream_id))
+            .and_then(|s| s.codec);
         let mut start = best;
-        let back = best.saturating_sub(SCAN_CHUNK as u64 / 4);
-        if best > 0
-            && let Some(buf) = self.pull_chunk(back, (best - back) as u32 + 4)
-            && let Ok(map) = buf.map_readable()
-        {
-            let mut last = None;
-            let mut i = 0;
-            while let Some(p) = scan::first_pack(&map[i..]) {
-                last = Some(i + p);
-                i += p + 4;
+        let mut key_time = None;
+        let mut skip_until = 0;
+        let mut at_start_code = false;
+        // Look a little past the chosen PES too: a key frame right at the target counts.
+        let mut end = (best + SCAN_CHUNK as u64 / 2).min(info.size.max(best + 4));
+        for _ in 0..32 {
+            let from = end.saturating_sub(SCAN_CHUNK as u64);
+            let Some(buf) = self.pull_chunk(from, (end - from) as u32 + 64) else {
+                break;
+            };
+            let Ok(map) = buf.map_readable() else { break };
+            let before = (end - from) as usize;
+            gst::debug!(
+                CAT,
+                imp = self,
+                "seek: best {best}, looking for a key frame in {from}..{end}"
+            );
+            let key = codec.and_then(|c| {
+                scan::last_key_pes(&map, c, |pts| {
+                    ticks_to_time(scan::pts_diff(first, pts).max(0) as u64) <= target
+                })
+            });
+            if let Some((key_pos, pts)) = key {
+                // Restart right at the key frame's PES (packs can be far apart).
+                start = from + key_pos as u64;
+                at_start_code = true;
+                skip_until = start;
+                key_time = Some(ticks_to_time(scan::pts_diff(first, pts).max(0) as u64));
+                break;
             }
-            if let Some(p) = last {
-                start = back + p as u64;
+            if codec.is_none()
+                && let Some(pack) = scan::last_pack_before(&map, before.min(map.len()))
+            {
+                start = from + pack as u64;
+                break;
             }
+            if from == 0 {
+                break;
+            }
+            end = from + 4;
         }
-        gst::debug!(CAT, imp = self, "seek: restarting at byte {start}");
+        let seg_start = match key_time {
+            Some(k) if flags.contains(gst::SeekFlags::KEY_UNIT) => k,
+            _ => target,
+        };
+        gst::debug!(
+            CAT,
+            imp = self,
+            "seek: restarting at byte {start}, key frame at {key_time:?}"
+        );
         if flush {
             self.push_to_all(gst::event::FlushStop::builder(true).seqnum(seqnum).build());
         }
         {
             let mut state = self.state.lock().unwrap();
-            self.reset_stream(&mut state, start);
+            self.reset_stream(&mut state, start, at_start_code);
+            state.skip_until = skip_until;
             let mut seg = gst::FormattedSegment::<gst::ClockTime>::new();
-            seg.set_start(target);
-            seg.set_time(target);
-            seg.set_position(target);
+            seg.set_start(seg_start);
+            seg.set_time(seg_start);
+            seg.set_position(seg_start);
             seg.set_duration(info.duration);
             state.segment = seg;
             state.segment_seqnum = Some(seqnum);
