@@ -42,8 +42,8 @@ pub fn pack_header_len(data: &[u8]) -> Parse<usize> {
     if b4 >> 6 == 1 {
         // MPEG-2: 14 bytes + pack_stuffing_length (any byte values: vendors put data there).
         match data.get(13) {
-            None => Parse::Incomplete,
-            Some(&s) => Parse::Ok(14 + (s & 7) as usize),
+            Some(&s) if data.len() >= 14 + (s & 7) as usize => Parse::Ok(14 + (s & 7) as usize),
+            _ => Parse::Incomplete,
         }
     } else if b4 >> 4 == 2 {
         // MPEG-1 pack header.

@@ -162,8 +162,12 @@ fn regular_stream_any_chunking() {
 fn vendor_pack_stuffing() {
     let mut data = pack(&[0x00, 0x00, 0xA0, 0x05, 0x01, 0x02]);
     data.extend(pes(0xE0, Some(1000), H264_IDR, false));
-    let f = run(&data);
-    assert_eq!(frames(&f).len(), 1);
+    for chunk in 1..=data.len() {
+        let (ev, _) = run_chunks(&data, chunk);
+        let f = frames(&ev);
+        assert_eq!(f.len(), 1, "chunk {chunk}");
+        assert_eq!(frame_bytes(&data, f[0]), H264_IDR);
+    }
 }
 
 #[test]
