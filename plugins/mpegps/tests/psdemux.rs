@@ -483,6 +483,14 @@ fn frame_aligned_live_input_has_no_latency() {
             let _ = tx.send(buf);
             Ok(gst::FlowSuccess::Ok)
         })
+        .event_function(|_, _, _| true)
+        .query_function(|_, _, q| match q.view_mut() {
+            gst::QueryViewMut::AcceptCaps(q) => {
+                q.set_result(true);
+                true
+            }
+            _ => false,
+        })
         .build();
     collector.set_active(true).unwrap();
     let c2 = collector.clone();
@@ -535,4 +543,111 @@ fn frame_aligned_live_input_has_no_latency() {
         .unwrap();
     assert_eq!(s0.get::<&str>("codec").unwrap(), "h264");
     assert_eq!(s0.get::<u64>("frames").unwrap(), 6);
+}
+
+/// A PSM mapping E0 to `video_type` and C0 to G.711 A-law.
+fn psm(video_type: u8) -> Vec<u8> {
+    let map = [video_type, 0xE0, 0, 0, 0x90, 0xC0, 0, 0];
+    let mut body = vec![0xE0, 0xFF, 0, 0, 0, map.len() as u8];
+    body.extend_from_slice(&map);
+    body.extend_from_slice(&[0, 0, 0, 0]);
+    let mut v = vec![0, 0, 1, 0xBC, 0, body.len() as u8];
+    v.extend_from_slice(&body);
+    v
+}
+
+#[test]
+fn live_discont_psm_change_and_frame_limit() {
+    init();
+    let mut h = gst_check::Harness::with_padnames("psdemux", Some("sink"), None);
+    h.element().unwrap().set_property("max-frame-size", 2048u32);
+    h.set_src_caps_str(
+        "video/mpeg, systemstream=(boolean)true, mpegversion=(int)2, alignment=(string)frame",
+    );
+    let (tx, rx) = mpsc::channel::<gst::Buffer>();
+    let collector = gst::Pad::builder(gst::PadDirection::Sink)
+        .name("collector")
+        .chain_function(move |_, _, buf| {
+            let _ = tx.send(buf);
+            Ok(gst::FlowSuccess::Ok)
+        })
+        .event_function(|_, _, _| true)
+        .query_function(|_, _, q| match q.view_mut() {
+            gst::QueryViewMut::AcceptCaps(q) => {
+                q.set_result(true);
+                true
+            }
+            _ => false,
+        })
+        .build();
+    collector.set_active(true).unwrap();
+    let c2 = collector.clone();
+    h.element().unwrap().connect_pad_added(move |_, pad| {
+        if pad.name().starts_with("video_") {
+            pad.link(&c2).unwrap();
+        }
+    });
+    let h264_idr: &[u8] = &[
+        0, 0, 0, 1, 0x67, 0x42, 0, 0x1E, 0, 0, 0, 1, 0x68, 0xCE, 0x38, 0x80, 0, 0, 0, 1, 0x65,
+        0x88, 0x84, 0x21, 0xA0,
+    ];
+    let h264_p: &[u8] = &[0, 0, 0, 1, 0x41, 0x9A, 0x02, 0x03, 0x04];
+    let h265_idr: &[u8] = &[
+        0, 0, 0, 1, 0x40, 0x01, 0x0C, 0x01, 0, 0, 0, 1, 0x42, 0x01, 0x01, 0x01, 0, 0, 0, 1, 0x44,
+        0x01, 0xC1, 0, 0, 0, 1, 0x26, 0x01, 0xAF, 0x12,
+    ];
+    let frame_with_psm = |pts: u64, vt: u8, es: &[u8]| {
+        let f = ps_frame(pts, es);
+        // Insert the PSM right after the 14-byte pack header.
+        let mut v = f[..14].to_vec();
+        v.extend(psm(vt));
+        v.extend_from_slice(&f[14..]);
+        v
+    };
+    let push = |h: &mut gst_check::Harness, data: Vec<u8>, discont: bool| {
+        let mut buf = gst::Buffer::from_mut_slice(data);
+        if discont {
+            buf.get_mut().unwrap().set_flags(gst::BufferFlags::DISCONT);
+        }
+        h.push(buf).unwrap();
+    };
+    push(&mut h, frame_with_psm(0, 0x1B, h264_idr), false);
+    push(&mut h, ps_frame(3600, h264_p), false);
+    assert_eq!(rx.try_iter().count(), 2);
+    // Loss: a P frame after a discontinuity is dropped, the next key frame is flagged DISCONT.
+    push(&mut h, ps_frame(10800, h264_p), true);
+    assert!(rx.try_recv().is_err());
+    push(&mut h, ps_frame(14400, h264_idr), false);
+    let b = rx.try_recv().expect("key frame after loss");
+    assert!(b.flags().contains(gst::BufferFlags::DISCONT));
+    assert!(!b.flags().contains(gst::BufferFlags::DELTA_UNIT));
+    // A new PSM switching the stream to H.265 changes the caps.
+    push(&mut h, frame_with_psm(18000, 0x24, h265_idr), false);
+    let b = rx.try_recv().expect("H.265 frame");
+    assert_eq!(b.map_readable().unwrap().as_slice(), h265_idr);
+    let demux = h.element().unwrap();
+    let caps = demux
+        .static_pad("video_e0")
+        .unwrap()
+        .current_caps()
+        .unwrap();
+    assert_eq!(caps.structure(0).unwrap().name(), "video/x-h265");
+    // A frame above max-frame-size is dropped and counted.
+    let mut big = h265_idr.to_vec();
+    big.resize(3000, 0x55);
+    let mut unit = ps_frame(21600, &big[..1500]);
+    let cont = ps_frame(21600, &big[1500..]);
+    unit.extend_from_slice(&cont[14..]);
+    // Second PES of the frame: no PTS of its own would be more usual; same PTS works too.
+    push(&mut h, unit, false);
+    assert!(rx.try_recv().is_err());
+    let stats = demux.property::<gst::Structure>("stats");
+    let streams = stats.get::<gst::Array>("streams").unwrap();
+    let video = streams
+        .iter()
+        .map(|v| v.get::<gst::Structure>().unwrap())
+        .find(|s| s.get::<u32>("stream-id").unwrap() == 0xE0)
+        .unwrap();
+    assert_eq!(video.get::<&str>("codec").unwrap(), "h265");
+    assert!(video.get::<u64>("dropped-bytes").unwrap() >= 3000);
 }
