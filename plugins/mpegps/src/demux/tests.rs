@@ -533,21 +533,6 @@ fn discont_drops_video_until_key_frame() {
 }
 
 #[test]
-#[ignore]
-fn debug_file() {
-    let Ok(data) = std::fs::read(std::env::var("PSD_FILE").unwrap_or_default()) else {
-        return;
-    };
-    let (ev, _) = run_chunks(&data, 65536);
-    for f in frames(&ev) {
-        if f.stream_id & 0xF0 == 0xE0 {
-            let b = frame_bytes(&data, f);
-            eprintln!("{} {:?} {:02x?}", f.size, f.pts, &b[..8.min(b.len())]);
-        }
-    }
-}
-
-#[test]
 fn repeated_pts_on_continuation_pes_is_one_au() {
     // mpegpsmux writes the frame's PTS on every PES of a large frame.
     let mut data = Vec::new();
