@@ -262,16 +262,60 @@ fn reads_ffmpeg_program_streams() {
         ],
         &h264vob,
     );
+    // No PSM in these (MPEG-1 packs): the codec is guessed from the payload.
+    let m4v = scratch("ffm4v.mpg");
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-t",
+            "2",
+            "-c:v",
+            "mpeg4",
+            "-f",
+            "mpeg",
+        ],
+        &m4v,
+    );
+    let h265 = scratch("ff265.mpg");
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-t",
+            "2",
+            "-c:v",
+            "libx265",
+            "-x265-params",
+            "log-level=error",
+            "-f",
+            "mpeg",
+        ],
+        &h265,
+    );
     for (path, caps) in [
         (&h264, "video/x-h264"),
         (&m2v, "video/mpeg"),
         (&h264vob, "video/x-h264"),
+        (&m4v, "video/mpeg"),
+        (&h265, "video/x-h265"),
     ] {
         let expected = ffprobe_video_frames(path);
         let outs = demux_file(path, false);
         let v = video(&outs);
         assert_eq!(v.len(), expected, "{}", path.display());
         assert_eq!(caps_name(v[0]), caps);
+        if path == &m4v {
+            let c = v[0].caps.as_ref().unwrap();
+            assert_eq!(
+                c.structure(0).unwrap().get::<i32>("mpegversion").unwrap(),
+                4
+            );
+        }
         assert!(!v[0].delta);
         if path == &h264 || path == &m2v {
             let audio: Vec<_> = outs
