@@ -8,6 +8,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod output;
 
 glib::wrapper! {
     pub struct PsDemux(ObjectSubclass<imp::PsDemux>) @extends gst::Element, gst::Object;
