@@ -452,6 +452,9 @@ fn pull_mode_duration_and_seek() {
     // KEY_UNIT: snapped to the key frame at or before the target (one every 0.5 s; one is
     // right at 2 s).
     assert_eq!(pts, target, "first buffer at {pts}, target {target}");
+    let vpad = bin.by_name("d").unwrap().static_pad("video_e0").unwrap();
+    let pos = vpad.query_position::<gst::ClockTime>().expect("position");
+    assert!(pos >= target, "{pos}");
     // Between key frames: the one before (2.5 s) comes first.
     pipeline.set_state(gst::State::Paused).unwrap();
     let _ = pipeline.state(gst::ClockTime::from_seconds(10));

@@ -73,6 +73,8 @@ struct State {
     /// After a seek: frames whose data starts before this absolute offset are not pushed
     /// (the pack we restart at may precede the key frame we seeked to).
     skip_until: u64,
+    /// Highest PTS pushed since the last segment, for POSITION queries.
+    position: Option<gst::ClockTime>,
     events: Vec<Event>,
 }
 
@@ -91,6 +93,7 @@ impl Default for State {
             segment_seqnum: None,
             pull: None,
             skip_until: 0,
+            position: None,
             events: Vec::new(),
         }
     }
@@ -283,6 +286,11 @@ impl PsDemux {
         let to_time = |t: u64| state.base_time + ticks_to_time(t.saturating_sub(base_ts));
         let pts = f.pts.map(to_time);
         let dts = f.dts.map(to_time);
+        if let Some(p) = pts
+            && state.position.is_none_or(|pos| p > pos)
+        {
+            state.position = Some(p);
+        }
         let s = &mut state.streams[idx];
         {
             let b = buffer.make_mut();
@@ -454,6 +462,7 @@ impl PsDemux {
         state.core.reset_at(offset, at_start_code);
         state.inputs.clear();
         state.skip_until = 0;
+        state.position = None;
         for s in &mut state.streams {
             s.need_segment = true;
             s.need_discont = true;
@@ -520,6 +529,20 @@ impl PsDemux {
                     true
                 } else {
                     self.sinkpad.peer_query(q.query_mut())
+                }
+            }
+            QueryViewMut::Position(q) if q.format() == gst::Format::Time => {
+                let state = self.state.lock().unwrap();
+                let pos = state
+                    .position
+                    .and_then(|p| state.segment.to_stream_time(p))
+                    .or(state.position);
+                drop(state);
+                if let Some(p) = pos {
+                    q.set(p);
+                    true
+                } else {
+                    gst::Pad::query_default(pad, Some(&*self.obj()), query)
                 }
             }
             QueryViewMut::Seeking(q) => {
