@@ -549,3 +549,30 @@ fn repeated_pts_on_continuation_pes_is_one_au() {
     assert_eq!(frame_bytes(&data, f[0]), H264_IDR);
     assert!(f[1..].iter().all(|f| f.size == H264_P.len()));
 }
+
+#[test]
+fn unbounded_pes_flushed_at_frame_end() {
+    let mut d = Demuxer::new(Config::default());
+    let mut all = Vec::new();
+    for i in 0..3u64 {
+        let mut unit = pack(&[]);
+        unit.extend(pes(
+            0xE0,
+            Some(i * 3600),
+            if i == 0 { H264_IDR } else { H264_P },
+            true,
+        ));
+        let base = all.len();
+        all.extend_from_slice(&unit);
+        let mut ev = Vec::new();
+        d.push(&unit, &mut ev);
+        d.end_of_unit(&mut ev);
+        let f = frames(&ev);
+        assert_eq!(f.len(), 1, "unit {i}: {ev:?}");
+        assert!(f[0].ranges[0].offset as usize >= base);
+        assert_eq!(
+            frame_bytes(&all, f[0]),
+            if i == 0 { H264_IDR } else { H264_P }
+        );
+    }
+}
