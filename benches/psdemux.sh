@@ -34,8 +34,8 @@ fi
 BYTES=$(stat -c %s "$FILE")
 echo "file: $FILE ($BYTES bytes)"
 
-# Runs a command RUNS times, prints "<best seconds> <peak RSS KiB>".
-RUNS=${RUNS:-3}
+# Runs a command RUNS times, prints "<best wall seconds> <peak RSS KiB>".
+RUNS=${RUNS:-5}
 measure() {
     local best="" rss=0 t0 t1 t r tmp
     tmp=$(mktemp)
@@ -52,24 +52,45 @@ measure() {
     echo "$best $rss"
 }
 
+# Process start-up (plugin loading, pipeline set-up) is measured on the first MiB of the file
+# and subtracted, so the figures are demuxing throughput.
+HEAD="$OUT/bench-head-1MiB.ps"
+head -c 1048576 "$FILE" >"$HEAD"
+HEAD_BYTES=$(stat -c %s "$HEAD")
+
 run_demux() {
-    measure gst-launch-1.0 -q filesrc location="$FILE" blocksize=1048576 ! "$1" name=d \
+    measure gst-launch-1.0 -q filesrc location="$2" ! "$1" name=d \
         d. ! fakesink sync=false async=false d. ! fakesink sync=false async=false
 }
 
 report() {
     local name=$1 secs=$2 rss=$3
-    printf "%-12s %8.3f s  %8.2f MB/s  (%6.2f GB/s)  peak RSS %7.1f MiB\n" "$name" "$secs" \
-        "$(echo "$BYTES / $secs / 1000000" | bc -l)" "$(echo "$BYTES / $secs / 1000000000" | bc -l)" \
+    printf "%-12s %8.3f s  %9.2f MB/s  (%5.2f GB/s)  peak RSS %7.1f MiB\n" "$name" "$secs" \
+        "$(echo "($BYTES - $HEAD_BYTES) / $secs / 1000000" | bc -l)" \
+        "$(echo "($BYTES - $HEAD_BYTES) / $secs / 1000000000" | bc -l)" \
         "$(echo "$rss / 1024" | bc -l)"
+}
+
+net() { # full-file time, head time -> difference (at least 1 ms)
+    local d
+    d=$(echo "$1 - $2" | bc -l)
+    if [ "$(echo "$d < 0.001" | bc -l)" = 1 ]; then d=0.001; fi
+    echo "$d"
 }
 
 # Warm the page cache once.
 cat "$FILE" >/dev/null
-read -r PS_T PS_RSS < <(run_demux psdemux)
-read -r MP_T MP_RSS < <(run_demux mpegpsdemux)
+read -r PS_T PS_RSS < <(run_demux psdemux "$FILE")
+read -r PS_H _ < <(run_demux psdemux "$HEAD")
+read -r MP_T MP_RSS < <(run_demux mpegpsdemux "$FILE")
+read -r MP_H _ < <(run_demux mpegpsdemux "$HEAD")
 read -r FF_T FF_RSS < <(measure ffmpeg -v error -i "$FILE" -map 0 -c copy -f null -)
-report psdemux "$PS_T" "$PS_RSS"
-report mpegpsdemux "$MP_T" "$MP_RSS"
-report ffmpeg "$FF_T" "$FF_RSS"
-printf "ratio psdemux/mpegpsdemux (bytes/s): %.2f\n" "$(echo "$MP_T / $PS_T" | bc -l)"
+read -r FF_H _ < <(measure ffmpeg -v error -i "$HEAD" -map 0 -c copy -f null -)
+PS_N=$(net "$PS_T" "$PS_H")
+MP_N=$(net "$MP_T" "$MP_H")
+FF_N=$(net "$FF_T" "$FF_H")
+echo "best of $RUNS runs, start-up subtracted (wall: psdemux $PS_T s, mpegpsdemux $MP_T s, ffmpeg $FF_T s)"
+report psdemux "$PS_N" "$PS_RSS"
+report mpegpsdemux "$MP_N" "$MP_RSS"
+report ffmpeg "$FF_N" "$FF_RSS"
+printf "ratio psdemux/mpegpsdemux (bytes/s): %.2f\n" "$(echo "$MP_N / $PS_N" | bc -l)"
