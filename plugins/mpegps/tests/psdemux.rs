@@ -18,7 +18,9 @@ fn init() {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("psdemux-test-{}", std::process::id()));
+    // Cargo's scratch dir for integration tests (under the target dir), one folder per run.
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("psdemux-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }
