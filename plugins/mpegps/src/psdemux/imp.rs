@@ -364,7 +364,11 @@ impl PsDemux {
             let mut state = self.state.lock().unwrap();
             let state = &mut *state;
             let mut events = std::mem::take(&mut state.events);
-            if buffer.flags().contains(gst::BufferFlags::DISCONT) && state.core.offset() > 0 {
+            // In pull mode we choose the offsets ourselves; DISCONT there means nothing was lost.
+            if buffer.flags().contains(gst::BufferFlags::DISCONT)
+                && state.pull.is_none()
+                && state.core.offset() > 0
+            {
                 gst::debug!(CAT, imp = self, "discont input: resync");
                 state.core.discont(&mut events);
             }
