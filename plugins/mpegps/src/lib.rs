@@ -6,6 +6,7 @@
 
 use gst::glib;
 
+pub mod demux;
 pub mod ps;
 pub mod rtp;
 
