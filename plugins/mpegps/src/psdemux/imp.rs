@@ -43,7 +43,14 @@ struct OutStream {
     pad: gst::Pad,
     need_segment: bool,
     need_discont: bool,
+    /// Stream time this pad is known to be covered up to (last buffer or GAP pushed).
+    covered_until: Option<gst::ClockTime>,
 }
+
+/// A stream silent for this long while others advance gets a GAP event, so sinks behind
+/// a PSM-announced stream that never carries data (cameras list audio they don't send)
+/// still preroll and downstream aggregators don't wait for it.
+const SPARSE_GAP: gst::ClockTime = gst::ClockTime::from_seconds(1);
 
 /// Facts about the file in pull mode.
 #[derive(Debug, Clone, Copy, Default)]
@@ -221,6 +228,7 @@ impl PsDemux {
                         pad: pad.clone(),
                         need_segment: false,
                         need_discont: true,
+                        covered_until: None,
                     });
                     actions.push(Action::AddPad(pad, sticky));
                 }
@@ -304,10 +312,16 @@ impl PsDemux {
             }
         }
         s.need_discont = false;
+        if let Some(p) = pts {
+            s.covered_until = Some(s.covered_until.map_or(p, |c| c.max(p)));
+        }
         if s.need_segment {
             s.need_segment = false;
             let pad = s.pad.clone();
             actions.push(Action::Event(pad, Self::segment_event(state)));
+        }
+        if let Some(now) = pts {
+            self.fill_sparse_streams(state, idx, now, actions);
         }
         let s = &state.streams[idx];
         gst::trace!(
@@ -320,6 +334,51 @@ impl PsDemux {
             f.key
         );
         actions.push(Action::Push(s.pad.clone(), buffer));
+    }
+
+    /// Sends GAP events on the streams (other than `current`) that have been silent for
+    /// more than [`SPARSE_GAP`] of stream time before `now`.
+    fn fill_sparse_streams(
+        &self,
+        state: &mut State,
+        current: usize,
+        now: gst::ClockTime,
+        actions: &mut Vec<Action>,
+    ) {
+        let start = state.segment.start().unwrap_or(gst::ClockTime::ZERO);
+        for i in 0..state.streams.len() {
+            if i == current {
+                continue;
+            }
+            let from = state.streams[i].covered_until.unwrap_or(start).max(start);
+            if now <= from + SPARSE_GAP {
+                continue;
+            }
+            let until = now - SPARSE_GAP / 2;
+            if state.streams[i].need_segment {
+                state.streams[i].need_segment = false;
+                actions.push(Action::Event(
+                    state.streams[i].pad.clone(),
+                    Self::segment_event(state),
+                ));
+            }
+            let s = &mut state.streams[i];
+            gst::trace!(
+                CAT,
+                imp = self,
+                "stream 0x{:02x}: gap {} - {}",
+                s.stream_id,
+                from,
+                until
+            );
+            actions.push(Action::Event(
+                s.pad.clone(),
+                gst::event::Gap::builder(from)
+                    .duration(until - from)
+                    .build(),
+            ));
+            s.covered_until = Some(until);
+        }
     }
 
     fn run_actions(&self, actions: Vec<Action>) -> Result<gst::FlowSuccess, gst::FlowError> {
@@ -470,6 +529,7 @@ impl PsDemux {
         for s in &mut state.streams {
             s.need_segment = true;
             s.need_discont = true;
+            s.covered_until = None;
         }
         self.flow_combiner.lock().unwrap().reset();
     }
