@@ -6,6 +6,7 @@
 
 use gst::glib;
 
+pub mod mux;
 pub mod ps;
 
 mod psdemux;
