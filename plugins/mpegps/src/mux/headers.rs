@@ -93,8 +93,16 @@ fn pstd_bound(codec: Codec) -> [u8; 2] {
 /// Appends a system header listing `streams`. `rate_bound` in units of 50 bytes/s.
 pub fn write_system_header(out: &mut Vec<u8>, rate_bound: u32, streams: &[StreamDesc]) {
     let rate = rate_bound.clamp(1, MUX_RATE_MAX);
-    let audio = streams.iter().filter(|s| !s.codec.is_video()).count().min(32) as u8;
-    let video = streams.iter().filter(|s| s.codec.is_video()).count().min(16) as u8;
+    let audio = streams
+        .iter()
+        .filter(|s| !s.codec.is_video())
+        .count()
+        .min(32) as u8;
+    let video = streams
+        .iter()
+        .filter(|s| s.codec.is_video())
+        .count()
+        .min(16) as u8;
     let header_length = (6 + 3 * streams.len()) as u16;
     out.extend_from_slice(&[0, 0, 1, ps::SYSTEM_HEADER]);
     out.extend_from_slice(&header_length.to_be_bytes());
@@ -102,9 +110,9 @@ pub fn write_system_header(out: &mut Vec<u8>, rate_bound: u32, streams: &[Stream
         0x80 | (rate >> 15) as u8,
         (rate >> 7) as u8,
         ((rate as u8 & 0x7F) << 1) | 1,
-        audio << 2, // fixed_flag 0, CSPS_flag 0
+        audio << 2,   // fixed_flag 0, CSPS_flag 0
         0x20 | video, // audio lock 0, video lock 0, marker 1
-        0x7F, // packet_rate_restriction_flag 0, reserved
+        0x7F,         // packet_rate_restriction_flag 0, reserved
     ]);
     for s in streams {
         out.push(s.stream_id);
@@ -198,7 +206,9 @@ mod tests {
         write_pack_header(&mut out, 0, 25200);
         assert_eq!(
             out,
-            [0, 0, 1, 0xBA, 0x44, 0, 0x04, 0, 0x04, 0x01, 0x01, 0x89, 0xC3, 0xF8]
+            [
+                0, 0, 1, 0xBA, 0x44, 0, 0x04, 0, 0x04, 0x01, 0x01, 0x89, 0xC3, 0xF8
+            ]
         );
     }
 
@@ -208,7 +218,10 @@ mod tests {
             let mut out = Vec::new();
             write_pack_header(&mut out, scr, 0x2A_5A5A);
             assert_eq!(out.len(), PACK_HEADER_LEN);
-            let mut b = Bits { data: &out, pos: 32 };
+            let mut b = Bits {
+                data: &out,
+                pos: 32,
+            };
             assert_eq!(b.read(2), 0b01);
             let mut v = b.read(3) << 30;
             assert_eq!(b.read(1), 1);
@@ -254,8 +267,14 @@ mod tests {
     #[test]
     fn system_header_layout() {
         let streams = [
-            StreamDesc { stream_id: 0xE0, codec: Codec::H264 },
-            StreamDesc { stream_id: 0xC0, codec: Codec::G711Alaw },
+            StreamDesc {
+                stream_id: 0xE0,
+                codec: Codec::H264,
+            },
+            StreamDesc {
+                stream_id: 0xC0,
+                codec: Codec::G711Alaw,
+            },
         ];
         let mut out = Vec::new();
         write_system_header(&mut out, 50_000, &streams);
@@ -263,7 +282,10 @@ mod tests {
         let header_length = u16::from_be_bytes([out[4], out[5]]) as usize;
         assert_eq!(header_length, out.len() - 6);
         assert_eq!(header_length, 6 + 3 * 2);
-        let mut b = Bits { data: &out, pos: 48 };
+        let mut b = Bits {
+            data: &out,
+            pos: 48,
+        };
         assert_eq!(b.read(1), 1);
         assert_eq!(b.read(22), 50_000);
         assert_eq!(b.read(1), 1);
@@ -287,8 +309,14 @@ mod tests {
     #[test]
     fn psm_layout_and_crc() {
         let streams = [
-            StreamDesc { stream_id: 0xE0, codec: Codec::H265 },
-            StreamDesc { stream_id: 0xC0, codec: Codec::Aac },
+            StreamDesc {
+                stream_id: 0xE0,
+                codec: Codec::H265,
+            },
+            StreamDesc {
+                stream_id: 0xC0,
+                codec: Codec::Aac,
+            },
         ];
         let mut out = Vec::new();
         write_psm(&mut out, 3, &streams);

@@ -171,7 +171,10 @@ impl PsWriter {
         let id = range
             .into_iter()
             .find(|id| self.streams.iter().all(|s| s.stream_id != *id))?;
-        self.streams.push(StreamDesc { stream_id: id, codec });
+        self.streams.push(StreamDesc {
+            stream_id: id,
+            codec,
+        });
         self.stream_set_changed();
         Some(id)
     }
@@ -268,11 +271,18 @@ impl PsWriter {
                 .is_none_or(|last| ts_diff(scr, last) >= self.config.psm_interval as i64);
         let with_psm = self.psm_pending || (codec.is_video() && frame.key) || interval_due;
 
-        let max_payload = self.config.pes_payload_size.clamp(1, headers::PES_PAYLOAD_MAX);
+        let max_payload = self
+            .config
+            .pes_payload_size
+            .clamp(1, headers::PES_PAYLOAD_MAX);
         let pes_count = frame.len.div_ceil(max_payload).max(1);
         let mut headers = Vec::with_capacity(
             headers::PACK_HEADER_LEN
-                + if with_psm { 32 + 7 * self.streams.len() } else { 0 }
+                + if with_psm {
+                    32 + 7 * self.streams.len()
+                } else {
+                    0
+                }
                 + pes_count * 19,
         );
         headers::write_pack_header(&mut headers, scr, self.mux_rate_units(scr));

@@ -1,6 +1,19 @@
-use gst::glib;
+//! `psmux`: MPEG-2 Program Stream muxer (aggregator with request pads `sink_%u`).
 
-// Placeholder until the element lands; registers nothing.
-pub fn register(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    Ok(())
+use gst::glib;
+use gst::prelude::*;
+
+mod imp;
+
+glib::wrapper! {
+    pub struct PsMux(ObjectSubclass<imp::PsMux>) @extends gst_base::Aggregator, gst::Element, gst::Object;
+}
+
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    gst::Element::register(
+        Some(plugin),
+        "psmux",
+        gst::Rank::PRIMARY,
+        PsMux::static_type(),
+    )
 }
