@@ -505,8 +505,10 @@ impl AggregatorImpl for PsMux {
             return Err(gst_base::AGGREGATOR_FLOW_NEED_DATA);
         };
         let segment = pad.segment().downcast::<gst::ClockTime>().ok();
-        let pts_rt = running_time_ns(segment.as_ref(), buffer.pts());
+        // Without a PTS (some encoders only set DTS on frames that aren't reordered) the
+        // DTS is the best presentation time there is.
         let dts_rt = running_time_ns(segment.as_ref(), buffer.dts());
+        let pts_rt = running_time_ns(segment.as_ref(), buffer.pts()).or(dts_rt);
         let settings = *lock(&self.settings);
 
         let (packet, codec) = {
