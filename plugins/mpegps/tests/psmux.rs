@@ -363,3 +363,37 @@ fn unsupported_caps_are_refused() {
     let pad = h.element().unwrap().static_pad("sink_0").unwrap();
     assert!(!pad.query_accept_caps(&caps));
 }
+
+#[test]
+fn audio_only_repeats_psm_every_interval() {
+    init();
+    let mut h = gst_check::Harness::with_padnames("psmux", Some("sink_%u"), Some("src"));
+    h.set_src_caps(
+        gst::Caps::builder("audio/x-mulaw")
+            .field("rate", 8000i32)
+            .field("channels", 1i32)
+            .build(),
+    );
+    h.play();
+    let mut psm_at = Vec::new();
+    for i in 0..100u64 {
+        let mut b = gst::Buffer::from_slice(vec![0xFFu8; 160]);
+        b.get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_mseconds(i * 20));
+        h.push(b).unwrap();
+        let out = h.pull().unwrap();
+        assert!(!out.flags().contains(gst::BufferFlags::DELTA_UNIT));
+        let bytes = bytes_of(&out);
+        let (codes, pes) = parse_ps(&bytes);
+        assert_eq!(pes[0].stream_id, 0xC0);
+        assert_eq!(pes[0].payload.len(), 160);
+        if codes.contains(&0xBC) {
+            let psm = bytes.windows(4).position(|w| w == [0, 0, 1, 0xBC]).unwrap();
+            assert_eq!(&bytes[psm + 12..psm + 14], &[0x91, 0xC0], "G.711 µ-law");
+            psm_at.push(i);
+        }
+    }
+    // Default psm-interval 1000 ms.
+    assert_eq!(psm_at, [0, 50]);
+}

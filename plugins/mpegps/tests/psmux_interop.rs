@@ -282,3 +282,55 @@ fn live_sources_mux_every_frame() {
     assert_eq!(audio_bytes(&path, 0xC0), 25 * 320);
     std::fs::remove_file(path).ok();
 }
+
+/// Live: a sink pad that never gets data must not stall the other one; the aggregator
+/// times out on its latency and muxes what it has.
+#[test]
+fn live_idle_pad_does_not_stall() {
+    init();
+    let pipeline = gst::parse::launch(
+        "videotestsrc is-live=true num-buffers=25 ! video/x-raw,width=320,height=240,framerate=25/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast ! h264parse ! queue \
+         ! psmux name=m latency=50000000 ! fakesink name=out signal-handoffs=true \
+         appsrc is-live=true format=time caps=audio/x-alaw,rate=8000,channels=1 ! queue ! m.",
+    )
+    .unwrap()
+    .downcast::<gst::Bin>()
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<(Vec<u8>, bool)>();
+    let tx = std::sync::Mutex::new(tx);
+    pipeline
+        .by_name("out")
+        .unwrap()
+        .connect("handoff", false, move |args| {
+            let buffer = args[1].get::<gst::Buffer>().unwrap();
+            let data = buffer.map_readable().unwrap().to_vec();
+            let delta = buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+            let _ = tx.lock().unwrap().send((data, delta));
+            None
+        });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut got = Vec::new();
+    while got.len() < 25 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(b) => got.push(b),
+            Err(_) => break,
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(
+        got.len(),
+        25,
+        "every video frame muxed while the audio pad is idle"
+    );
+    assert!(got.iter().all(|(d, _)| d.starts_with(&[0, 0, 1, 0xBA])));
+    let (first, first_delta) = &got[0];
+    assert!(!first_delta);
+    assert!(first.windows(4).any(|w| w == [0, 0, 1, 0xBC]));
+    assert!(
+        got.iter()
+            .all(|(d, _)| !d.windows(4).any(|w| w == [0, 0, 1, 0xC0]))
+    );
+}
