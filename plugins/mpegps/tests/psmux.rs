@@ -397,3 +397,25 @@ fn audio_only_repeats_psm_every_interval() {
     // Default psm-interval 1000 ms.
     assert_eq!(psm_at, [0, 50]);
 }
+
+#[test]
+fn gap_events_produce_no_output() {
+    init();
+    let mut h = gst_check::Harness::with_padnames("psmux", Some("sink_%u"), Some("src"));
+    h.set_src_caps(h264_caps());
+    h.play();
+    assert!(
+        h.push_event(
+            gst::event::Gap::builder(gst::ClockTime::ZERO)
+                .duration(gst::ClockTime::from_mseconds(40))
+                .build()
+        )
+    );
+    let (buffer, data) = video_buffer(1, 700, true, 40, 40);
+    h.push(buffer).unwrap();
+    let out = h.pull().unwrap();
+    let (_, pes) = parse_ps(&bytes_of(&out));
+    assert_eq!(pes.len(), 1);
+    assert_eq!(pes[0].payload, data);
+    assert!(h.try_pull().is_none());
+}

@@ -504,6 +504,11 @@ impl AggregatorImpl for PsMux {
         let Some(buffer) = pad.pop_buffer() else {
             return Err(gst_base::AGGREGATOR_FLOW_NEED_DATA);
         };
+        if buffer.size() == 0 {
+            // GAP events reach aggregate() as empty GAP buffers: nothing to mux.
+            gst::log!(CAT, imp = self, "Skipping empty buffer on {}", pad.name());
+            return Ok(gst::FlowSuccess::Ok);
+        }
         let segment = pad.segment().downcast::<gst::ClockTime>().ok();
         // Without a PTS (some encoders only set DTS on frames that aren't reordered) the
         // DTS is the best presentation time there is.
