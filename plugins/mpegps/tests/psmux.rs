@@ -419,3 +419,37 @@ fn gap_events_produce_no_output() {
     assert_eq!(pes[0].payload, data);
     assert!(h.try_pull().is_none());
 }
+
+#[test]
+fn fixed_mux_rate_and_timestamp_offset() {
+    init();
+    let mut h = gst_check::Harness::with_padnames("psmux", Some("sink_%u"), Some("src"));
+    let mux = h.element().unwrap();
+    mux.set_property("mux-rate", 500_000u32);
+    mux.set_property("timestamp-offset", 0u64);
+    h.set_src_caps(h264_caps());
+    h.play();
+    h.push(video_buffer(0, 100, true, 2000, 2000).0).unwrap();
+    let bytes = bytes_of(&h.pull().unwrap());
+    // program_mux_rate in units of 50 bytes/s: 10000.
+    let rate = (bytes[10] as u32) << 14 | (bytes[11] as u32) << 6 | (bytes[12] as u32) >> 2;
+    assert_eq!(rate, 10_000);
+    // SCR base = 2 s at 90 kHz with no offset: bits 32..0 spread over bytes 4..8.
+    let b = &bytes[4..9];
+    let scr = ((b[0] as u64 >> 3) & 7) << 30
+        | (b[0] as u64 & 3) << 28
+        | (b[1] as u64) << 20
+        | ((b[2] as u64) >> 3) << 15
+        | (b[2] as u64 & 3) << 13
+        | (b[3] as u64) << 5
+        | (b[4] as u64) >> 3;
+    assert_eq!(scr, 180_000);
+    let (_, pes) = parse_ps(&bytes);
+    assert_eq!(pes[0].pts, Some(180_000));
+    // The system header's rate_bound matches the fixed rate.
+    let sh = bytes.windows(4).position(|w| w == [0, 0, 1, 0xBB]).unwrap();
+    let rb = ((bytes[sh + 6] as u32 & 0x7F) << 15)
+        | (bytes[sh + 7] as u32) << 7
+        | (bytes[sh + 8] as u32) >> 1;
+    assert_eq!(rb, 10_000);
+}
