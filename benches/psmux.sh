@@ -9,9 +9,8 @@
 # file, builds the plugin in release mode, then runs each pipeline `runs` times and keeps
 # the best run: wall time is gst-launch's own "Execution ended after" (process start-up
 # excluded), CPU time is user + sys of the whole process (less sensitive to other load on
-# a shared machine). `psmux latency=1s` shows the aggregator with deeper sink queues: in a
-# non-live pipeline the latency property adds no delay, it only lets upstream queue ahead
-# instead of handing over one buffer at a time between threads.
+# a shared machine). `psmux non-live-queue=0` shows the aggregator without deeper sink
+# queues (upstream and the muxer thread then hand over one buffer at a time).
 set -euo pipefail
 
 FRAMES=${1:-1000}
@@ -61,12 +60,12 @@ best_time() {
 SRC="filesrc location=$LOOPED ! h264parse"
 read -r W_BASE C_BASE <<<"$(best_time "$SRC ! fakesink")"
 read -r W_PSMUX C_PSMUX <<<"$(best_time "$SRC ! psmux ! fakesink")"
-read -r W_PSMUX_Q C_PSMUX_Q <<<"$(best_time "$SRC ! psmux latency=1000000000 ! fakesink")"
+read -r W_PSMUX_Q C_PSMUX_Q <<<"$(best_time "$SRC ! psmux non-live-queue=0 ! fakesink")"
 read -r W_MPEG C_MPEG <<<"$(best_time "$SRC ! mpegpsmux ! fakesink")"
 
 report() {
     local name=$1 wall=$2 cpu=$3 base_wall=$4 base_cpu=$5
-    printf "%-30s wall %6.3f s (%6.0f frames/s, %6.1f MB/s)  cpu %6.3f s  mux-only: wall %6.3f s cpu %6.3f s\n" \
+    printf "%-34s wall %6.3f s (%6.0f frames/s, %6.1f MB/s)  cpu %6.3f s  mux-only: wall %6.3f s cpu %6.3f s\n" \
         "$name" "$wall" "$(echo "$TOTAL_FRAMES / $wall" | bc -l)" "$(echo "$BYTES / $wall / 1000000" | bc -l)" \
         "$cpu" "$(echo "$wall - $base_wall" | bc -l)" "$(echo "$cpu - $base_cpu" | bc -l)"
 }
@@ -74,10 +73,10 @@ report() {
 echo "input: $FRAMES frames 1280x720 H.264 x $LOOPS = $TOTAL_FRAMES frames, $BYTES bytes ($((BYTES / TOTAL_FRAMES)) bytes/frame avg), best of $RUNS runs"
 report "h264parse (baseline)" "$W_BASE" "$C_BASE" "$W_BASE" "$C_BASE"
 report "h264parse ! psmux" "$W_PSMUX" "$C_PSMUX" "$W_BASE" "$C_BASE"
-report "h264parse ! psmux latency=1s" "$W_PSMUX_Q" "$C_PSMUX_Q" "$W_BASE" "$C_BASE"
+report "h264parse ! psmux non-live-queue=0" "$W_PSMUX_Q" "$C_PSMUX_Q" "$W_BASE" "$C_BASE"
 report "h264parse ! mpegpsmux" "$W_MPEG" "$C_MPEG" "$W_BASE" "$C_BASE"
 ratio() { echo "($1) / ($2)" | bc -l; }
-for v in "psmux:$W_PSMUX:$C_PSMUX" "psmux latency=1s:$W_PSMUX_Q:$C_PSMUX_Q"; do
+for v in "psmux:$W_PSMUX:$C_PSMUX" "psmux non-live-queue=0:$W_PSMUX_Q:$C_PSMUX_Q"; do
     IFS=: read -r name w c <<<"$v"
     printf "throughput ratio %s / mpegpsmux: wall %.2fx, cpu %.2fx; mux-only (baseline subtracted): wall %.2fx, cpu %.2fx\n" \
         "$name" "$(ratio "$W_MPEG" "$w")" "$(ratio "$C_MPEG" "$c")" \

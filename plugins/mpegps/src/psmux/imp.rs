@@ -35,6 +35,7 @@ const DEFAULT_PES_PAYLOAD_SIZE: u32 = headers::PES_PAYLOAD_MAX as u32;
 const DEFAULT_MUX_RATE: u32 = 0;
 const DEFAULT_PSM_INTERVAL_MS: u32 = 1000;
 const DEFAULT_TIMESTAMP_OFFSET: u64 = gst::ClockTime::SECOND.nseconds();
+const DEFAULT_NON_LIVE_QUEUE: u64 = gst::ClockTime::SECOND.nseconds();
 
 #[derive(Debug, Clone, Copy)]
 struct Settings {
@@ -42,6 +43,7 @@ struct Settings {
     mux_rate: u32,
     psm_interval_ms: u32,
     timestamp_offset: u64,
+    non_live_queue: u64,
 }
 
 impl Default for Settings {
@@ -51,6 +53,7 @@ impl Default for Settings {
             mux_rate: DEFAULT_MUX_RATE,
             psm_interval_ms: DEFAULT_PSM_INTERVAL_MS,
             timestamp_offset: DEFAULT_TIMESTAMP_OFFSET,
+            non_live_queue: DEFAULT_NON_LIVE_QUEUE,
         }
     }
 }
@@ -82,6 +85,10 @@ struct State {
     bytes_out: u64,
     psm_count: u64,
     copied_frames: u64,
+    /// Whether the live-ness of the pipeline was looked at (first aggregate).
+    mode_checked: bool,
+    /// Set when `non-live-queue` raised the aggregator latency (restored on stop).
+    raised_latency: bool,
 }
 
 impl Default for State {
@@ -93,6 +100,8 @@ impl Default for State {
             bytes_out: 0,
             psm_count: 0,
             copied_frames: 0,
+            mode_checked: false,
+            raised_latency: false,
         }
     }
 }
@@ -260,6 +269,27 @@ impl PsMux {
         true
     }
 
+    /// On the first aggregate of a non-live run, deepens the sink pad queues (see the
+    /// `non-live-queue` property). `latency()` is `None` when upstream is not live.
+    fn check_mode(&self) {
+        let queue = lock(&self.settings).non_live_queue;
+        {
+            let mut state = lock(&self.state);
+            if state.mode_checked {
+                return;
+            }
+            state.mode_checked = true;
+        }
+        let obj = self.obj();
+        let user_latency = obj.property::<u64>("latency");
+        if queue == 0 || obj.latency().is_some() || user_latency != 0 {
+            return;
+        }
+        gst::debug!(CAT, imp = self, "Not live: sink pads may queue {queue} ns");
+        obj.set_property("latency", queue);
+        lock(&self.state).raised_latency = true;
+    }
+
     /// Finds the sink pad whose queued buffer comes first. `Err` tells the aggregator to
     /// wait (a pad without data that may still get some, outside a live timeout) or EOS.
     fn next_pad(&self, timeout: bool) -> Result<gst_base::AggregatorPad, gst::FlowError> {
@@ -332,6 +362,12 @@ impl ObjectImpl for PsMux {
                     .default_value(DEFAULT_TIMESTAMP_OFFSET)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt64::builder("non-live-queue")
+                    .nick("Non-live queue")
+                    .blurb("In non-live pipelines, when the latency property is 0, let each sink pad queue up to this many nanoseconds of data (through the aggregator latency, which delays nothing when not live) so upstream and the muxer thread don't hand over one buffer at a time (0 = off)")
+                    .default_value(DEFAULT_NON_LIVE_QUEUE)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb("Output buffers and bytes, PSMs written, frames that needed a copy, and per stream: pad, stream id, codec, buffers, bytes")
@@ -349,6 +385,7 @@ impl ObjectImpl for PsMux {
             "mux-rate" => settings.mux_rate = value.get().expect("type checked"),
             "psm-interval" => settings.psm_interval_ms = value.get().expect("type checked"),
             "timestamp-offset" => settings.timestamp_offset = value.get().expect("type checked"),
+            "non-live-queue" => settings.non_live_queue = value.get().expect("type checked"),
             _ => unimplemented!(),
         }
     }
@@ -360,6 +397,7 @@ impl ObjectImpl for PsMux {
             "mux-rate" => settings.mux_rate.to_value(),
             "psm-interval" => settings.psm_interval_ms.to_value(),
             "timestamp-offset" => settings.timestamp_offset.to_value(),
+            "non-live-queue" => settings.non_live_queue.to_value(),
             "stats" => self.stats().to_value(),
             _ => unimplemented!(),
         }
@@ -473,7 +511,15 @@ impl AggregatorImpl for PsMux {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        lock(&self.state).writer.reset();
+        let raised = {
+            let mut state = lock(&self.state);
+            state.writer.reset();
+            state.mode_checked = false;
+            std::mem::take(&mut state.raised_latency)
+        };
+        if raised {
+            self.obj().set_property("latency", 0u64);
+        }
         Ok(())
     }
 
@@ -500,6 +546,7 @@ impl AggregatorImpl for PsMux {
     }
 
     fn aggregate(&self, timeout: bool) -> Result<gst::FlowSuccess, gst::FlowError> {
+        self.check_mode();
         let pad = self.next_pad(timeout)?;
         let Some(buffer) = pad.pop_buffer() else {
             return Err(gst_base::AGGREGATOR_FLOW_NEED_DATA);
