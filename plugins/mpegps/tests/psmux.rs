@@ -453,17 +453,3 @@ fn fixed_mux_rate_and_timestamp_offset() {
         | (bytes[sh + 8] as u32) >> 1;
     assert_eq!(rb, 10_000);
 }
-
-#[test]
-fn non_live_queue_raises_latency_until_stop() {
-    init();
-    let mut h = gst_check::Harness::with_padnames("psmux", Some("sink_%u"), Some("src"));
-    h.set_src_caps(h264_caps());
-    h.play();
-    h.push(video_buffer(0, 100, true, 0, 0).0).unwrap();
-    h.pull().unwrap();
-    let mux = h.element().unwrap();
-    assert_eq!(mux.property::<u64>("latency"), 1_000_000_000);
-    mux.set_state(gst::State::Null).unwrap();
-    assert_eq!(mux.property::<u64>("latency"), 0, "restored on stop");
-}

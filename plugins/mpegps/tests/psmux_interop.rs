@@ -334,3 +334,31 @@ fn live_idle_pad_does_not_stall() {
             .all(|(d, _)| !d.windows(4).any(|w| w == [0, 0, 1, 0xC0]))
     );
 }
+
+/// Not live: psmux deepens its sink queues through the aggregator latency for the run and
+/// restores it on stop. (Live pipelines keep the user's latency: see the live tests.)
+#[test]
+fn non_live_queue_raises_latency_until_stop() {
+    init();
+    let pipeline = gst::parse::launch(
+        "videotestsrc num-buffers=5 ! video/x-raw,width=320,height=240 ! x264enc \
+         ! h264parse ! psmux name=m ! fakesink",
+    )
+    .unwrap()
+    .downcast::<gst::Bin>()
+    .unwrap();
+    let mux = pipeline.by_name("m").unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("timeout");
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)));
+    assert_eq!(mux.property::<u64>("latency"), 1_000_000_000);
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(mux.property::<u64>("latency"), 0, "restored on stop");
+}
