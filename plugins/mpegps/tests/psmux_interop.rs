@@ -319,7 +319,9 @@ fn live_idle_pad_does_not_stall() {
             Err(_) => break,
         }
     }
+    let latency = pipeline.by_name("m").unwrap().property::<u64>("latency");
     pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(latency, 50_000_000, "live: the user's latency is kept");
     assert_eq!(
         got.len(),
         25,
