@@ -27,7 +27,8 @@ pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     gst::Element::register(
         Some(plugin),
         "psmux",
-        gst::Rank::PRIMARY,
+        // Below stock mpegpsmux (PRIMARY) where both fit; the only choice for H.265 and G.711.
+        gst::Rank::SECONDARY,
         PsMux::static_type(),
     )
 }
