@@ -7,6 +7,7 @@
 use gst::glib;
 
 pub mod demux;
+pub mod mux;
 pub mod ps;
 pub mod rtp;
 
