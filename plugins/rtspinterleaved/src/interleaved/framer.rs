@@ -4,8 +4,9 @@
 //! Input arrives in arbitrary chunks. Items lying wholly inside the current chunk are
 //! reported as ranges of it (so the caller can share the input memory); items split across
 //! chunks are assembled in a carry-over buffer and reported as owned bytes. The carry-over
-//! buffer never grows beyond one `$` frame (65539 bytes) or the maximum RTSP message size,
-//! whichever is larger, plus one read chunk.
+//! buffer never grows beyond two `$` frames and a few look-ahead bytes (about 128 KiB, when
+//! telling a truncated frame from the one it swallowed) or the maximum RTSP message size
+//! plus one 4 KiB read chunk, whichever is larger.
 
 use std::ops::Range;
 
@@ -102,6 +103,8 @@ pub struct Framer {
     at_eos: bool,
     /// Channels announced by SETUP or seen in accepted frames.
     known: [bool; 256],
+    /// Payload type of the last RTP packet per channel (NO_PT: none yet).
+    last_pt: [u8; 256],
     have_mapping: bool,
     max_text: usize,
     /// Times sync was lost.
@@ -116,8 +119,43 @@ impl Default for Framer {
     }
 }
 
-fn is_item_start(b: u8) -> bool {
-    b == b'$' || b.is_ascii_uppercase()
+const NO_PT: u8 = 0xff;
+
+enum Inside {
+    No,
+    Yes,
+    /// Total bytes needed from the frame start to decide.
+    NeedMore(usize),
+}
+
+/// Bytes looked at after a frame to confirm that another item follows.
+const LOOKAHEAD: usize = 16;
+
+/// Up to LOOKAHEAD bytes from `at` in `avail` continued by `peek`.
+fn following<'b>(avail: &[u8], peek: &[u8], at: usize, buf: &'b mut [u8; LOOKAHEAD]) -> &'b [u8] {
+    let mut n = 0;
+    for &b in avail.get(at..).unwrap_or(&[]).iter().chain(peek).take(LOOKAHEAD) {
+        buf[n] = b;
+        n += 1;
+    }
+    &buf[..n]
+}
+
+/// Whether `f` starts like a frame (version-2 payload or zero length) or RTSP text; None
+/// when too short to tell.
+fn next_item_plausible(f: &[u8]) -> Option<bool> {
+    match f.first()? {
+        b'$' => {
+            let h = f.get(..4)?;
+            if h[2] == 0 && h[3] == 0 {
+                Some(true)
+            } else {
+                Some(f.get(4)? >> 6 == 2)
+            }
+        }
+        b if b.is_ascii_uppercase() => text_prefix(f),
+        _ => Some(false),
+    }
 }
 
 fn is_candidate(b: u8) -> bool {
@@ -151,6 +189,7 @@ impl Framer {
             strict: true,
             at_eos: false,
             known: [false; 256],
+            last_pt: [NO_PT; 256],
             have_mapping: false,
             max_text: max_text.clamp(256, 16 * 1024 * 1024),
             resyncs: 0,
@@ -222,7 +261,8 @@ impl Framer {
     pub fn next(&mut self, input: &[u8]) -> Option<Event> {
         loop {
             if self.carry_len() > 0 {
-                let peek = input.get(self.in_pos).copied();
+                let peek_end = input.len().min(self.in_pos + LOOKAHEAD);
+                let peek = input.get(self.in_pos..peek_end).unwrap_or(&[]);
                 // parse_at needs &mut self for its counters; lend it the buffer.
                 let carry = std::mem::take(&mut self.carry);
                 let step = self.parse_at(&carry[self.carry_pos..], peek);
@@ -272,7 +312,7 @@ impl Framer {
                 if avail.is_empty() {
                     return None;
                 }
-                match self.parse_at(avail, None) {
+                match self.parse_at(avail, &[]) {
                     Step::Need(_) => {
                         // Bounded: an incomplete item is shorter than MAX_FRAME_SIZE or
                         // max_text (parse_at skips longer ones).
@@ -324,9 +364,9 @@ impl Framer {
         std::mem::take(&mut self.pending_resync_event)
     }
 
-    /// Decides what the bytes at the start of `avail` are. `peek` is the byte following
-    /// `avail`, if known.
-    fn parse_at(&mut self, avail: &[u8], peek: Option<u8>) -> Step {
+    /// Decides what the bytes at the start of `avail` are. `peek`: bytes following `avail`
+    /// (a few, if known).
+    fn parse_at(&mut self, avail: &[u8], peek: &[u8]) -> Step {
         let Some(&first) = avail.first() else {
             return Step::Need(Some(1));
         };
@@ -380,45 +420,59 @@ impl Framer {
         self.strict && !self.at_eos
     }
 
-    /// Whether a plausible frame header starts inside the frame at the start of `avail`
-    /// (of `total` bytes) and reaches past its end: the mark of a truncated frame.
-    fn frame_starts_inside(&self, avail: &[u8], total: usize) -> bool {
+    /// Whether a plausible frame starts inside the frame at the start of `avail` (of
+    /// `total` bytes), reaches past its end and is itself followed by a frame or RTSP text:
+    /// the mark of a truncated frame whose header swallowed the start of the next one.
+    fn frame_starts_inside(&self, avail: &[u8], peek: &[u8], total: usize) -> Inside {
         let end = total.min(avail.len());
-        (4..end).any(|j| {
+        for j in 4..end {
             let Some(h) = avail.get(j..j + 6) else {
-                return false;
+                break;
             };
             let len = u16::from_be_bytes([h[2], h[3]]) as usize;
-            h[0] == b'$'
+            let rtcp = (192..=223).contains(&h[5]);
+            let plausible = h[0] == b'$'
                 && self.plausible_channel(h[1])
                 && h[4] >> 6 == 2
-                && len >= 4
-                && j + 4 + len > total
-        })
+                && len >= if rtcp { 4 } else { 12 }
+                && j + 4 + len > total;
+            if !plausible {
+                continue;
+            }
+            // Same payload type as the channel's last RTP packet: the start of the next
+            // packet of that stream, whatever follows it.
+            let last_pt = self.last_pt[h[1] as usize];
+            if !rtcp && last_pt != NO_PT && h[5] & 0x7f == last_pt {
+                return Inside::Yes;
+            }
+            let e = j + 4 + len;
+            let mut buf = [0u8; LOOKAHEAD];
+            match next_item_plausible(following(avail, peek, e, &mut buf)) {
+                Some(true) => return Inside::Yes,
+                Some(false) => continue,
+                None if self.wait_for_lookahead() => return Inside::NeedMore(e + LOOKAHEAD),
+                None => return Inside::Yes,
+            }
+        }
+        Inside::No
     }
 
-    fn parse_frame(&mut self, avail: &[u8], peek: Option<u8>) -> Step {
+    fn parse_frame(&mut self, avail: &[u8], peek: &[u8]) -> Step {
         if avail.len() < 4 {
             return Step::Need(Some(4));
         }
         let channel = avail[1];
         let len = u16::from_be_bytes([avail[2], avail[3]]) as usize;
         let total = 4 + len;
-        let after = |n: usize| {
-            if avail.len() > n {
-                Some(avail[n])
-            } else if avail.len() == n {
-                peek
-            } else {
-                None
-            }
-        };
         if len == 0 {
             if self.resyncing {
                 return self.garbage(avail);
             }
-            if after(4).is_none() && self.wait_for_lookahead() {
-                return Step::Need(Some(5));
+            let mut buf = [0u8; LOOKAHEAD];
+            if next_item_plausible(following(avail, peek, 4, &mut buf)).is_none()
+                && self.wait_for_lookahead()
+            {
+                return Step::Need(Some(4 + LOOKAHEAD));
             }
             return Step::ZeroLength { channel };
         }
@@ -435,27 +489,37 @@ impl Framer {
             if avail.len() < 6 {
                 return Step::Need(Some(6));
             }
-            let is_rtcp = (200..=204).contains(&avail[5]);
-            if !is_rtcp && len < 12 {
+            let is_rtcp = (192..=223).contains(&avail[5]);
+            let pt = avail[5] & 0x7f;
+            let last_pt = self.last_pt[channel as usize];
+            // After garbage, RTP must also carry the payload type the channel had.
+            if !is_rtcp && (len < 12 || (last_pt != NO_PT && pt != last_pt)) {
                 return self.garbage(avail);
             }
         }
         if avail.len() < total {
             return Step::Need(Some(total));
         }
-        match after(total) {
-            None if self.wait_for_lookahead() => return Step::Need(Some(total + 1)),
+        let mut buf = [0u8; LOOKAHEAD];
+        match next_item_plausible(following(avail, peek, total, &mut buf)) {
+            None if self.wait_for_lookahead() => return Step::Need(Some(total + LOOKAHEAD)),
             // Not followed by a frame or RTSP text: either garbage follows a good frame, or
             // this frame is a truncated one whose header swallowed the start of the next.
-            Some(b) if !is_item_start(b) => {
-                if self.resyncing || self.frame_starts_inside(avail, total) {
-                    return self.garbage(avail);
-                }
-            }
+            Some(false) => match self.frame_starts_inside(avail, peek, total) {
+                Inside::Yes => return self.garbage(avail),
+                Inside::NeedMore(n) => return Step::Need(Some(n)),
+                // Garbage follows this frame; keep the frame.
+                Inside::No => {}
+            },
             _ => {}
         }
         self.resyncing = false;
         self.known[channel as usize] = true;
+        if let Some(&b) = avail.get(5)
+            && !(192..=223).contains(&b)
+        {
+            self.last_pt[channel as usize] = b & 0x7f;
+        }
         Step::Frame {
             len: total,
             channel,

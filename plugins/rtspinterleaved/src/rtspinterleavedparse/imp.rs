@@ -425,12 +425,15 @@ impl RtspInterleavedParse {
         _pad: &gst::Pad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let undecided = self.lock_state().use_upstream_times.is_none();
+        // Decided outside the lock: the latency query goes upstream.
+        let auto_upstream = undecided && self.upstream_has_times(&buffer);
         let mut state = self.lock_state();
         if state.use_upstream_times.is_none() {
             let upstream = match self.settings().mode {
                 TimestampMode::Upstream => true,
                 TimestampMode::RtpTime => false,
-                TimestampMode::Auto => buffer.pts().is_some(),
+                TimestampMode::Auto => auto_upstream,
             };
             gst::info!(
                 CAT,
@@ -462,6 +465,17 @@ impl RtspInterleavedParse {
         state.demux.push(&map, &mut outputs);
         state.outputs = outputs;
         self.handle_outputs(state, Some(&buffer), &map)
+    }
+
+    /// Mode auto: live upstream, a time segment, or a timestamped stream without byte
+    /// offsets (sockets with do-timestamp) carry arrival times worth keeping; files
+    /// (basesrc stamps only their first buffer) do not.
+    fn upstream_has_times(&self, buffer: &gst::Buffer) -> bool {
+        let time_segment = self.lock_state().upstream_segment.is_some();
+        let mut q = gst::query::Latency::new();
+        let live = self.sinkpad.peer_query(&mut q) && q.result().0;
+        let stamped_stream = buffer.pts().is_some() && buffer.offset() == u64::MAX;
+        time_segment || live || stamped_stream
     }
 
     fn drain_at_eos(&self) {
