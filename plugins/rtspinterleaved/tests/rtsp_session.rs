@@ -306,6 +306,8 @@ fn parse_dump(path: &Path, blocksize: u32) -> Parsed {
         };
         let name = pad.name().to_string();
         let sink = gst_app::AppSink::builder().sync(false).build();
+        // Pads appear one after the other in one streaming thread: no preroll wait per sink.
+        sink.set_property("async", false);
         let (p3, t3, c3, n3) = (p2.clone(), t2.clone(), c2.clone(), name.clone());
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()

@@ -427,7 +427,7 @@ impl RtspInterleavedParse {
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let undecided = self.lock_state().use_upstream_times.is_none();
         // Decided outside the lock: the latency query goes upstream.
-        let auto_upstream = undecided && self.upstream_has_times(&buffer);
+        let auto_upstream = undecided && self.upstream_has_times();
         let mut state = self.lock_state();
         if state.use_upstream_times.is_none() {
             let upstream = match self.settings().mode {
@@ -467,15 +467,13 @@ impl RtspInterleavedParse {
         self.handle_outputs(state, Some(&buffer), &map)
     }
 
-    /// Mode auto: live upstream, a time segment, or a timestamped stream without byte
-    /// offsets (sockets with do-timestamp) carry arrival times worth keeping; files
-    /// (basesrc stamps only their first buffer) do not.
-    fn upstream_has_times(&self, buffer: &gst::Buffer) -> bool {
+    /// Mode auto: live upstream or a time segment carry arrival times worth keeping; byte
+    /// streams (files, appsrc; basesrc stamps only their first buffer) do not.
+    fn upstream_has_times(&self) -> bool {
         let time_segment = self.lock_state().upstream_segment.is_some();
         let mut q = gst::query::Latency::new();
         let live = self.sinkpad.peer_query(&mut q) && q.result().0;
-        let stamped_stream = buffer.pts().is_some() && buffer.offset() == u64::MAX;
-        time_segment || live || stamped_stream
+        time_segment || live
     }
 
     fn drain_at_eos(&self) {
@@ -609,8 +607,8 @@ impl ObjectImpl for RtspInterleavedParse {
                     .nick("Timestamp mode")
                     .blurb(
                         "Output times: upstream (arrival) times, running time from RTP \
-                         timestamps (to remux a dump at its real speed), or auto (upstream \
-                         when input buffers carry times)",
+                         timestamps (to remux a dump at its real speed), or auto (upstream for live \
+                         input or time segments)",
                     )
                     .mutable_ready()
                     .build(),

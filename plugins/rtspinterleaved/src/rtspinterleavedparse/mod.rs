@@ -17,7 +17,7 @@ mod imp;
 pub enum TimestampMode {
     #[default]
     #[enum_value(
-        name = "Auto: upstream times when input buffers carry them, else RTP times",
+        name = "Auto: upstream times for live input or time segments, else RTP times",
         nick = "auto"
     )]
     Auto = 0,
