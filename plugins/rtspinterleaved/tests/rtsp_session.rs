@@ -372,7 +372,8 @@ fn by_channel(parsed: &Parsed) -> BTreeMap<u8, Vec<Vec<u8>>> {
     m
 }
 
-fn remux_and_count(dump: &Path, name: &str, frames: u64) -> u64 {
+/// Remuxes rtp_0 of the dump to MP4; returns the MP4's video packet sizes (ffprobe).
+fn remux_and_count(dump: &Path, name: &str, frames: u64) -> Vec<u64> {
     let out = scratch(name);
     let pipeline = gst::parse::launch(&format!(
         "filesrc location={} ! rtspinterleavedparse name=p p.rtp_0 ! rtph264depay ! h264parse ! mp4mux ! filesink location={}",
@@ -393,14 +394,25 @@ fn remux_and_count(dump: &Path, name: &str, frames: u64) -> u64 {
     let text = String::from_utf8_lossy(&probe.stdout).to_string();
     let mut fields = text.trim().split(',');
     let duration: f64 = fields.next().and_then(|d| d.parse().ok()).unwrap_or(0.0);
-    let packets = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let packets: u64 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     // Remuxed at the stream's own speed: 30 fps.
     let want = frames as f64 / 30.0;
     assert!(
         (duration - want).abs() < 0.2,
         "MP4 duration {duration} s, expected about {want} s ({text})"
     );
-    packets
+    let sizes = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=size"])
+        .args(["-of", "csv=p=0"])
+        .arg(&out)
+        .output()
+        .expect("ffprobe");
+    let sizes: Vec<u64> = String::from_utf8_lossy(&sizes.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert_eq!(sizes.len() as u64, packets);
+    sizes
 }
 
 #[test]
@@ -452,7 +464,7 @@ fn recorded_session_gives_the_servers_packets() {
         assert!(last.nseconds().abs_diff(want.nseconds()) < 40_000_000, "{last} vs {want}");
     }
     let n = sent_video_frames(units);
-    assert_eq!(remux_and_count(&dump, "clean.mp4", n), n);
+    assert_eq!(remux_and_count(&dump, "clean.mp4", n).len() as u64, n);
 }
 
 /// Deterministic junk with look-alikes of frame headers and RTSP text.
@@ -520,5 +532,9 @@ fn spliced_session_still_gives_every_packet() {
         assert!(st.get::<u64>("skipped-bytes").unwrap() as usize >= inserted_garbage);
     }
     let n = sent_video_frames(units);
-    assert_eq!(remux_and_count(&dump, "spliced.mp4", n), n);
+    let spliced_sizes = remux_and_count(&dump, "spliced.mp4", n);
+    assert_eq!(spliced_sizes.len() as u64, n);
+    // Every frame whole: the same access units as the clean session's.
+    let clean = write_dump("clean-for-spliced.bin", units);
+    assert_eq!(spliced_sizes, remux_and_count(&clean, "clean-for-spliced.mp4", n));
 }

@@ -386,11 +386,11 @@ impl RtspInterleavedParse {
                     }
                 }
                 Output::Message(m) => messages.push(m),
+                // Not a DISCONT: garbage between frames loses no packet, and depayloaders
+                // see real losses in the sequence numbers (a DISCONT would make them drop
+                // the frame being reassembled).
                 Output::Resync => {
                     gst::debug!(CAT, imp = self, "Lost sync, skipping to the next frame");
-                    for s in state.streams.values_mut() {
-                        s.discont = true;
-                    }
                 }
             }
         }
