@@ -42,13 +42,12 @@ struct Collected {
 
 /// Pushes `inputs` through appsrc ! rtspinterleavedparse (configured by `setup`) and
 /// collects what every pad outputs.
-fn run(
-    inputs: Vec<gst::Buffer>,
-    setup: impl FnOnce(&gst::Element),
-) -> Collected {
+fn run(inputs: Vec<gst::Buffer>, setup: impl FnOnce(&gst::Element)) -> Collected {
     init();
     let pipeline = gst::Pipeline::new();
-    let src = gst_app::AppSrc::builder().format(gst::Format::Bytes).build();
+    let src = gst_app::AppSrc::builder()
+        .format(gst::Format::Bytes)
+        .build();
     let parse = gst::ElementFactory::make("rtspinterleavedparse")
         .build()
         .unwrap();
@@ -163,19 +162,38 @@ fn caps_from_property_signal_and_static_payload_type() {
         assert_eq!(got.buffers[pad].len(), 10);
     }
     // RTP-time mode (no upstream times): 10 frames of 3000 ticks at 90 kHz.
-    let pts: Vec<_> = got.buffers["rtp_0"].iter().map(|b| b.pts().unwrap()).collect();
+    let pts: Vec<_> = got.buffers["rtp_0"]
+        .iter()
+        .map(|b| b.pts().unwrap())
+        .collect();
     assert_eq!(pts[0], gst::ClockTime::ZERO);
-    assert_eq!(pts[9], gst::ClockTime::from_nseconds(9 * 3000 * 1_000_000_000 / 90000));
+    assert_eq!(
+        pts[9],
+        gst::ClockTime::from_nseconds(9 * 3000 * 1_000_000_000 / 90000)
+    );
     let a_pts = got.buffers["rtp_2"][9].pts().unwrap();
-    assert_eq!(a_pts, gst::ClockTime::from_nseconds(9 * 320 * 1_000_000_000 / 16000));
-    assert!(got.buffers["rtp_0"][0].flags().contains(gst::BufferFlags::DISCONT));
-    assert!(!got.buffers["rtp_0"][1].flags().contains(gst::BufferFlags::DISCONT));
+    assert_eq!(
+        a_pts,
+        gst::ClockTime::from_nseconds(9 * 320 * 1_000_000_000 / 16000)
+    );
+    assert!(
+        got.buffers["rtp_0"][0]
+            .flags()
+            .contains(gst::BufferFlags::DISCONT)
+    );
+    assert!(
+        !got.buffers["rtp_0"][1]
+            .flags()
+            .contains(gst::BufferFlags::DISCONT)
+    );
 }
 
 #[test]
 fn static_payload_type_without_any_caps() {
     init();
-    let data: Vec<u8> = (0..5u16).flat_map(|i| frame(0, &rtp(0, i, i as u32 * 160, 160))).collect();
+    let data: Vec<u8> = (0..5u16)
+        .flat_map(|i| frame(0, &rtp(0, i, i as u32 * 160, 160)))
+        .collect();
     let got = run(vec![gst::Buffer::from_mut_slice(data)], |_| {});
     let s = got.caps["rtp_0"].structure(0).unwrap();
     assert_eq!(s.get::<&str>("encoding-name").unwrap(), "PCMU");
@@ -188,21 +206,32 @@ fn upstream_times_and_zero_copy() {
     // Two input buffers with arrival times; the second frame is split across them.
     let f1 = frame(0, &rtp(96, 1, 0, 200));
     let f2 = frame(0, &rtp(96, 2, 9000, 300));
-    let f3 = frame(1, &[0x80, 200, 0, 6, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let f3 = frame(
+        1,
+        &[
+            0x80, 200, 0, 6, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ],
+    );
     let mut first = f1.clone();
     first.extend_from_slice(&f2[..100]);
     let mut second = f2[100..].to_vec();
     second.extend_from_slice(&f3);
     let mut b1 = gst::Buffer::from_mut_slice(first);
-    b1.get_mut().unwrap().set_pts(gst::ClockTime::from_seconds(10));
+    b1.get_mut()
+        .unwrap()
+        .set_pts(gst::ClockTime::from_seconds(10));
     let mut b2 = gst::Buffer::from_mut_slice(second);
-    b2.get_mut().unwrap().set_pts(gst::ClockTime::from_seconds(11));
+    b2.get_mut()
+        .unwrap()
+        .set_pts(gst::ClockTime::from_seconds(11));
     let input_ptr = {
         let m = b1.map_readable().unwrap();
         m.as_ptr() as usize..m.as_ptr() as usize + m.len()
     };
     let keep = b1.clone();
-    let got = run(vec![b1, b2], |p| p.set_property_from_str("mode", "upstream"));
+    let got = run(vec![b1, b2], |p| {
+        p.set_property_from_str("mode", "upstream")
+    });
     let rtp0 = &got.buffers["rtp_0"];
     assert_eq!(rtp0.len(), 2);
     assert_eq!(rtp0[0].pts(), Some(gst::ClockTime::from_seconds(10)));
@@ -217,7 +246,10 @@ fn upstream_times_and_zero_copy() {
     drop(keep);
     // RTCP on its own pad.
     assert_eq!(got.buffers["rtcp_1"].len(), 1);
-    assert_eq!(got.caps["rtcp_1"].structure(0).unwrap().name(), "application/x-rtcp");
+    assert_eq!(
+        got.caps["rtcp_1"].structure(0).unwrap().name(),
+        "application/x-rtcp"
+    );
 }
 
 #[test]
@@ -232,7 +264,10 @@ fn rtsp_messages_and_stats() {
     // Split the text across buffers.
     let (a, b) = data.split_at(30);
     let got = run(
-        vec![gst::Buffer::from_slice(a.to_vec()), gst::Buffer::from_slice(b.to_vec())],
+        vec![
+            gst::Buffer::from_slice(a.to_vec()),
+            gst::Buffer::from_slice(b.to_vec()),
+        ],
         |_| {},
     );
     let msgs: Vec<_> = got
@@ -260,5 +295,9 @@ fn rtsp_messages_and_stats() {
     assert_eq!(got.buffers["rtp_0"].len(), 2);
     // Garbage between frames loses nothing: no DISCONT (it would make depayloaders drop
     // the frame being reassembled).
-    assert!(!got.buffers["rtp_0"][1].flags().contains(gst::BufferFlags::DISCONT));
+    assert!(
+        !got.buffers["rtp_0"][1]
+            .flags()
+            .contains(gst::BufferFlags::DISCONT)
+    );
 }

@@ -29,7 +29,10 @@ fn corpus_replays() {
 #[test]
 fn truncated_variants() {
     for input in corpus() {
-        for cut in (0..input.len()).step_by(97).chain([input.len().saturating_sub(1)]) {
+        for cut in (0..input.len())
+            .step_by(97)
+            .chain([input.len().saturating_sub(1)])
+        {
             fuzz_one(&input[..cut]);
             // Same bytes, other chunkings and modes.
             for ctl in [0x01u8, 0x1f, 0x25] {

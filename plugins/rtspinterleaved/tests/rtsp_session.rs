@@ -26,7 +26,8 @@ fn init() {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rtspi-test-{}", std::process::id()));
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rtspi-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }
@@ -61,10 +62,7 @@ fn start_server() -> Server {
         FRAMES * 50 / 30
     ));
     factory.set_protocols(gst_rtsp_server::gst_rtsp::RTSPLowerTrans::TCP);
-    server
-        .mount_points()
-        .unwrap()
-        .add_factory("/test", factory);
+    server.mount_points().unwrap().add_factory("/test", factory);
     let _id = server.attach(Some(&ctx)).unwrap();
     let port = server.bound_port() as u16;
     let main_loop = glib::MainLoop::new(Some(&ctx), false);
@@ -163,7 +161,9 @@ fn record_session(server_port: u16) -> Vec<Unit> {
     let url = format!("rtsp://127.0.0.1:{relay_port}/test");
     let mut ffmpeg = Command::new("ffmpeg")
         .args(["-nostdin", "-loglevel", "error", "-rtsp_transport", "tcp"])
-        .args(["-timeout", "5000000", "-i", &url, "-c", "copy", "-f", "null", "-"])
+        .args([
+            "-timeout", "5000000", "-i", &url, "-c", "copy", "-f", "null", "-",
+        ])
         .spawn()
         .expect("ffmpeg");
     listener.set_nonblocking(true).unwrap();
@@ -367,7 +367,9 @@ fn by_channel(parsed: &Parsed) -> BTreeMap<u8, Vec<Vec<u8>>> {
     let mut m = BTreeMap::new();
     for (name, bufs) in &parsed.pads {
         let ch: u8 = name.rsplit('_').next().unwrap().parse().unwrap();
-        m.entry(ch).or_insert_with(Vec::new).extend(bufs.iter().cloned());
+        m.entry(ch)
+            .or_insert_with(Vec::new)
+            .extend(bufs.iter().cloned());
     }
     m
 }
@@ -387,7 +389,12 @@ fn remux_and_count(dump: &Path, name: &str, frames: u64) -> Vec<u64> {
     pipeline.set_state(gst::State::Null).unwrap();
     let probe = Command::new("ffprobe")
         .args(["-v", "error", "-select_streams", "v:0", "-count_packets"])
-        .args(["-show_entries", "stream=nb_read_packets,duration", "-of", "csv=p=0"])
+        .args([
+            "-show_entries",
+            "stream=nb_read_packets,duration",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(&out)
         .output()
         .expect("ffprobe");
@@ -402,7 +409,14 @@ fn remux_and_count(dump: &Path, name: &str, frames: u64) -> Vec<u64> {
         "MP4 duration {duration} s, expected about {want} s ({text})"
     );
     let sizes = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=size"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=size",
+        ])
         .args(["-of", "csv=p=0"])
         .arg(&out)
         .output()
@@ -422,16 +436,26 @@ fn recorded_session_gives_the_servers_packets() {
     assert!(
         expected.get(&0).map_or(0, |v| v.len()) >= FRAMES as usize,
         "relay saw too few video packets: {:?}",
-        expected.iter().map(|(c, v)| (c, v.len())).collect::<Vec<_>>()
+        expected
+            .iter()
+            .map(|(c, v)| (c, v.len()))
+            .collect::<Vec<_>>()
     );
     assert!(expected.contains_key(&2), "no audio channel in the session");
     let dump = write_dump("session.bin", units);
     for blocksize in [4096, 1000, 65536] {
         let parsed = parse_dump(&dump, blocksize);
         let got = by_channel(&parsed);
-        assert_eq!(got.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            expected.keys().collect::<Vec<_>>()
+        );
         for (ch, want) in &expected {
-            assert_eq!(got[ch].len(), want.len(), "channel {ch}, blocksize {blocksize}");
+            assert_eq!(
+                got[ch].len(),
+                want.len(),
+                "channel {ch}, blocksize {blocksize}"
+            );
             assert!(got[ch] == *want, "channel {ch} payloads differ");
         }
         // Caps from the DESCRIBE SDP.
@@ -442,14 +466,19 @@ fn recorded_session_gives_the_servers_packets() {
         let a = parsed.caps["rtp_2"].structure(0).unwrap();
         assert_eq!(a.get::<&str>("encoding-name").unwrap(), "PCMA");
         assert_eq!(a.get::<i32>("clock-rate").unwrap(), 8000);
-        assert_eq!(parsed.caps["rtcp_1"].structure(0).unwrap().name(), "application/x-rtcp");
+        assert_eq!(
+            parsed.caps["rtcp_1"].structure(0).unwrap().name(),
+            "application/x-rtcp"
+        );
         // RTSP messages posted, in order, with the SETUP exchanges.
         let texts = units.iter().filter(|u| matches!(u, Unit::Text(_))).count();
         assert_eq!(parsed.messages.len(), texts);
         assert!(parsed.messages.iter().any(|m| {
             m.get::<&str>("method").ok() == Some("SETUP")
-                && m.get::<gst::Structure>("headers")
-                    .is_ok_and(|h| h.get::<&str>("transport").is_ok_and(|t| t.contains("interleaved=0-1")))
+                && m.get::<gst::Structure>("headers").is_ok_and(|h| {
+                    h.get::<&str>("transport")
+                        .is_ok_and(|t| t.contains("interleaved=0-1"))
+                })
         }));
         let st = &parsed.stats;
         let total: usize = expected.values().map(|v| v.len()).sum();
@@ -461,7 +490,10 @@ fn recorded_session_gives_the_servers_packets() {
         let last = pts.iter().flatten().max().unwrap();
         assert_eq!(pts[0], Some(gst::ClockTime::ZERO));
         let want = gst::ClockTime::from_mseconds((sent_video_frames(units) - 1) * 1000 / 30);
-        assert!(last.nseconds().abs_diff(want.nseconds()) < 40_000_000, "{last} vs {want}");
+        assert!(
+            last.nseconds().abs_diff(want.nseconds()) < 40_000_000,
+            "{last} vs {want}"
+        );
     }
     let n = sent_video_frames(units);
     assert_eq!(remux_and_count(&dump, "clean.mp4", n).len() as u64, n);
@@ -524,7 +556,11 @@ fn spliced_session_still_gives_every_packet() {
         let parsed = parse_dump(&dump, blocksize);
         let got = by_channel(&parsed);
         for (ch, want) in &expected {
-            assert_eq!(got[ch].len(), want.len(), "channel {ch}, blocksize {blocksize}");
+            assert_eq!(
+                got[ch].len(),
+                want.len(),
+                "channel {ch}, blocksize {blocksize}"
+            );
             assert!(got[ch] == *want, "channel {ch} payloads differ");
         }
         let st = &parsed.stats;
@@ -536,5 +572,8 @@ fn spliced_session_still_gives_every_packet() {
     assert_eq!(spliced_sizes.len() as u64, n);
     // Every frame whole: the same access units as the clean session's.
     let clean = write_dump("clean-for-spliced.bin", units);
-    assert_eq!(spliced_sizes, remux_and_count(&clean, "clean-for-spliced.mp4", n));
+    assert_eq!(
+        spliced_sizes,
+        remux_and_count(&clean, "clean-for-spliced.mp4", n)
+    );
 }

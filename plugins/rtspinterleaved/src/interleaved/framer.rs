@@ -86,9 +86,17 @@ enum Step {
     Need(Option<usize>),
     /// Skip this many garbage bytes.
     Skip(usize),
-    Frame { len: usize, channel: u8 },
-    ZeroLength { channel: u8 },
-    Message { len: usize, msg: Box<RtspMessage> },
+    Frame {
+        len: usize,
+        channel: u8,
+    },
+    ZeroLength {
+        channel: u8,
+    },
+    Message {
+        len: usize,
+        msg: Box<RtspMessage>,
+    },
 }
 
 /// The `$`/RTSP framing state machine.
@@ -134,7 +142,13 @@ const LOOKAHEAD: usize = 16;
 /// Up to LOOKAHEAD bytes from `at` in `avail` continued by `peek`.
 fn following<'b>(avail: &[u8], peek: &[u8], at: usize, buf: &'b mut [u8; LOOKAHEAD]) -> &'b [u8] {
     let mut n = 0;
-    for &b in avail.get(at..).unwrap_or(&[]).iter().chain(peek).take(LOOKAHEAD) {
+    for &b in avail
+        .get(at..)
+        .unwrap_or(&[])
+        .iter()
+        .chain(peek)
+        .take(LOOKAHEAD)
+    {
         buf[n] = b;
         n += 1;
     }

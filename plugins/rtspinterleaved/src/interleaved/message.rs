@@ -22,7 +22,8 @@ pub struct RtspMessage {
 
 impl RtspMessage {
     pub(crate) fn from_rtsp(msg: &rtsp_types::Message<&[u8]>) -> Option<Self> {
-        let (kind, headers, body, typed): (MessageKind, Vec<(String, String)>, &[u8], _) = match msg {
+        let (kind, headers, body, typed): (MessageKind, Vec<(String, String)>, &[u8], _) = match msg
+        {
             rtsp_types::Message::Request(req) => (
                 MessageKind::Request {
                     method: <&str>::from(req.method()).to_string(),

@@ -10,7 +10,7 @@ mod session;
 mod timing;
 
 pub use demux::{Demuxer, Output, PacketKind, Stats};
-pub use framer::{Data, DEFAULT_MAX_TEXT_SIZE, Event, Framer, MAX_FRAME_SIZE};
+pub use framer::{DEFAULT_MAX_TEXT_SIZE, Data, Event, Framer, MAX_FRAME_SIZE};
 pub use message::{MessageKind, RtspMessage};
 pub use sdp::{StreamCaps, parse_sdp, static_payload_caps};
 pub use session::{ChannelInfo, ChannelRole, Session};
@@ -30,7 +30,11 @@ pub fn fuzz_one(data: &[u8]) {
         0 => bytes.len().max(1),
         n => (n as usize) * (n as usize) * 7,
     };
-    let mut demux = Demuxer::new(if ctl & 0x20 != 0 { 512 } else { DEFAULT_MAX_TEXT_SIZE });
+    let mut demux = Demuxer::new(if ctl & 0x20 != 0 {
+        512
+    } else {
+        DEFAULT_MAX_TEXT_SIZE
+    });
     demux.set_strict(ctl & 0x10 == 0);
     let mut out = Vec::new();
     let check = |out: &mut Vec<Output>, input: &[u8]| {

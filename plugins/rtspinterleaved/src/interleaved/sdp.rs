@@ -190,7 +190,10 @@ a=control:trackID=3\r\n";
         assert_eq!(a.clock_rate, 48000);
         assert_eq!(a.encoding_params.as_deref(), Some("2"));
         assert!(a.fmtp.contains(&("config".to_string(), "1190".to_string())));
-        assert!(a.fmtp.contains(&("mode".to_string(), "AAC-hbr".to_string())));
+        assert!(
+            a.fmtp
+                .contains(&("mode".to_string(), "AAC-hbr".to_string()))
+        );
     }
 
     #[test]

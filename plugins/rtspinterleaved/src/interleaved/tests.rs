@@ -172,7 +172,14 @@ fn framing_in_one_chunk_shares_input() {
 fn split_frames_any_chunking() {
     let (s, _) = plain_stream(30);
     let (whole, _) = run_split(&s, &[s.len()]);
-    for sizes in [&[1usize][..], &[2, 3], &[4, 1, 7], &[1000, 1], &[4096], &[5, 1500, 3]] {
+    for sizes in [
+        &[1usize][..],
+        &[2, 3],
+        &[4, 1, 7],
+        &[1000, 1],
+        &[4096],
+        &[5, 1500, 3],
+    ] {
         let (c, st) = run_split(&s, sizes);
         assert_eq!(c.packets, whole.packets, "chunking {sizes:?}");
         assert_eq!(st.resyncs, 0, "chunking {sizes:?}");
@@ -199,7 +206,8 @@ fn zero_length_frames_are_skipped() {
 fn garbage_resync() {
     let (clean, pkts) = plain_stream(12);
     // Garbage with look-alikes: '$' bytes, a fake header with a bad version, method letters.
-    let garbage: &[u8] = b"\x00\x01$\x00\x05\x00\x10junk PLAYX $\x07\x00\x02\x41\x41 RTSP/9 \xff\xfe";
+    let garbage: &[u8] =
+        b"\x00\x01$\x00\x05\x00\x10junk PLAYX $\x07\x00\x02\x41\x41 RTSP/9 \xff\xfe";
     let mut s = Vec::new();
     let mut pos = 0;
     let mut inserted = 0;
@@ -217,7 +225,12 @@ fn garbage_resync() {
     }
     for sizes in [&[s.len()][..], &[1], &[7, 300]] {
         let (c, st) = run_split(&s, sizes);
-        let video: Vec<_> = c.packets.iter().filter(|p| p.1 == 0).map(|p| &p.2).collect();
+        let video: Vec<_> = c
+            .packets
+            .iter()
+            .filter(|p| p.1 == 0)
+            .map(|p| &p.2)
+            .collect();
         assert_eq!(video.len(), pkts.len(), "chunking {sizes:?}");
         assert!(video.iter().zip(&pkts).all(|(a, b)| *a == b));
         assert!(st.resyncs >= 1);
@@ -239,7 +252,11 @@ fn truncated_frame_does_not_swallow_the_next_ones() {
     for sizes in [&[s.len()][..], &[1], &[64]] {
         let (c, st) = run_split(&s, sizes);
         let got: Vec<_> = c.packets.iter().map(|p| p.2.clone()).collect();
-        assert_eq!(got, vec![p1.clone(), p2.clone(), p3.clone()], "chunking {sizes:?}");
+        assert_eq!(
+            got,
+            vec![p1.clone(), p2.clone(), p3.clone()],
+            "chunking {sizes:?}"
+        );
         assert_eq!(st.skipped_bytes, 100);
     }
 }
@@ -309,7 +326,10 @@ fn setup_interleaved_mapping_and_sdp_caps() {
     assert_eq!(v.encoding_name, "H264");
     assert!(v.fmtp.iter().any(|(k, _)| k == "sprop-parameter-sets"));
     let a = d.session().stream_for_channel(1).unwrap();
-    assert_eq!((a.encoding_name.as_str(), a.clock_rate, a.payload), ("PCMA", 8000, 8));
+    assert_eq!(
+        (a.encoding_name.as_str(), a.clock_rate, a.payload),
+        ("PCMA", 8000, 8)
+    );
     assert_eq!(d.session().stream_for_channel(6), Some(v));
 }
 
@@ -324,8 +344,14 @@ fn responses_only_map_in_order() {
     let mut d = Demuxer::default();
     run(&mut d, &[&s]);
     // Without request URLs the SETUPs map in SDP order: first (2-3) → video.
-    assert_eq!(d.session().stream_for_channel(2).unwrap().encoding_name, "H264");
-    assert_eq!(d.session().stream_for_channel(0).unwrap().encoding_name, "PCMA");
+    assert_eq!(
+        d.session().stream_for_channel(2).unwrap().encoding_name,
+        "H264"
+    );
+    assert_eq!(
+        d.session().stream_for_channel(0).unwrap().encoding_name,
+        "PCMA"
+    );
 }
 
 #[test]

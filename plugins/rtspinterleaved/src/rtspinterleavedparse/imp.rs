@@ -288,7 +288,13 @@ impl RtspInterleavedParse {
         // Pads first: that needs the lock released (signal, add_pad).
         let mut new_streams: Vec<NewStream> = Vec::new();
         for out in &state.outputs {
-            if let Output::Packet { kind, channel, data, .. } = out {
+            if let Output::Packet {
+                kind,
+                channel,
+                data,
+                ..
+            } = out
+            {
                 let key = (*kind, *channel);
                 if state.streams.contains_key(&key) || new_streams.iter().any(|n| n.key == key) {
                     continue;
@@ -324,9 +330,11 @@ impl RtspInterleavedParse {
                 } => {
                     let key = (kind, channel);
                     let rtp_ts = (kind == PacketKind::Rtp)
-                        .then(|| data.bytes(input_bytes).get(4..8).map(|t| {
-                            u32::from_be_bytes([t[0], t[1], t[2], t[3]])
-                        }))
+                        .then(|| {
+                            data.bytes(input_bytes)
+                                .get(4..8)
+                                .map(|t| u32::from_be_bytes([t[0], t[1], t[2], t[3]]))
+                        })
                         .flatten();
                     let mut buffer = match (data, input) {
                         (Data::Input(range), Some(input)) => {
@@ -362,7 +370,8 @@ impl RtspInterleavedParse {
                     }
                     stream.packets += 1;
                     let pad = stream.pad.clone();
-                    let no_clock = !use_upstream && kind == PacketKind::Rtp && stream.clock.is_none();
+                    let no_clock =
+                        !use_upstream && kind == PacketKind::Rtp && stream.clock.is_none();
                     if let Some(pts) = pts
                         && !use_upstream
                     {
@@ -400,7 +409,13 @@ impl RtspInterleavedParse {
         if !messages.is_empty() && self.settings().post_messages {
             let obj = self.obj();
             for m in messages {
-                gst::debug!(CAT, imp = self, "RTSP message {:?} CSeq {:?}", m.kind, m.cseq);
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "RTSP message {:?} CSeq {:?}",
+                    m.kind,
+                    m.cseq
+                );
                 let _ = obj.post_message(
                     gst::message::Element::builder(message_structure(&m))
                         .src(&*obj)
@@ -483,7 +498,11 @@ impl RtspInterleavedParse {
         let dropped = state.demux.finish(&mut outputs);
         state.outputs = outputs;
         if dropped > 0 {
-            gst::warning!(CAT, imp = self, "Dropped {dropped} bytes of a truncated item at EOS");
+            gst::warning!(
+                CAT,
+                imp = self,
+                "Dropped {dropped} bytes of a truncated item at EOS"
+            );
         }
         let _ = self.handle_outputs(state, None, &[]);
     }
