@@ -318,7 +318,7 @@ impl RtspInterleavedParse {
         let use_upstream = state.use_upstream_times.unwrap_or(false);
         let input_pts = input.and_then(|b| b.pts());
         let mut outputs = std::mem::take(&mut state.outputs);
-        let mut lists: Vec<(StreamKey, gst::Pad, gst::BufferList)> = Vec::new();
+        let mut lists: Vec<(StreamKey, gst::Pad, Vec<gst::Buffer>)> = Vec::new();
         let mut messages = Vec::new();
         for out in outputs.drain(..) {
             match out {
@@ -369,7 +369,6 @@ impl RtspInterleavedParse {
                         }
                     }
                     stream.packets += 1;
-                    let pad = stream.pad.clone();
                     let no_clock =
                         !use_upstream && kind == PacketKind::Rtp && stream.clock.is_none();
                     if let Some(pts) = pts
@@ -386,11 +385,12 @@ impl RtspInterleavedParse {
                         );
                     }
                     match lists.iter_mut().find(|(k, ..)| *k == key) {
-                        Some((_, _, list)) => list.get_mut().expect("own list").add(buffer),
+                        Some((_, _, bufs)) => bufs.push(buffer),
                         None => {
-                            let mut list = gst::BufferList::new();
-                            list.get_mut().expect("own list").add(buffer);
-                            lists.push((key, pad, list));
+                            let pad = state.streams.get(&key).map(|s| s.pad.clone());
+                            if let Some(pad) = pad {
+                                lists.push((key, pad, vec![buffer]));
+                            }
                         }
                     }
                 }
@@ -425,8 +425,17 @@ impl RtspInterleavedParse {
         }
 
         let mut result = Ok(gst::FlowSuccess::Ok);
-        for (_, pad, list) in lists {
-            let res = pad.push_list(list);
+        for (_, pad, bufs) in lists {
+            let res = if bufs.len() == 1 {
+                pad.push(bufs.into_iter().next().expect("one buffer"))
+            } else {
+                let mut list = gst::BufferList::new_sized(bufs.len());
+                let l = list.get_mut().expect("new list is writable");
+                for b in bufs {
+                    l.add(b);
+                }
+                pad.push_list(list)
+            };
             let combined = self.lock_state().flow.update_pad_flow(&pad, res);
             if let Err(err) = combined {
                 result = Err(err);
