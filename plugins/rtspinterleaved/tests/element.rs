@@ -301,3 +301,58 @@ fn rtsp_messages_and_stats() {
             .contains(gst::BufferFlags::DISCONT)
     );
 }
+
+#[test]
+fn live_tcp_input_keeps_arrival_times() {
+    init();
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // A server sending 20 frames in 4 bursts, 30 ms apart.
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        for burst in 0..4u16 {
+            let mut data = Vec::new();
+            for i in 0..5 {
+                let seq = burst * 5 + i;
+                data.extend(frame(0, &rtp(96, seq, seq as u32 * 3000, 700)));
+            }
+            s.write_all(&data).unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    });
+    let pipeline = gst::parse::launch(&format!(
+        "tcpclientsrc host=127.0.0.1 port={port} do-timestamp=true \
+         ! rtspinterleavedparse mode=upstream name=p p.rtp_0 ! appsink name=sink sync=false async=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut pts = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pts.len() < 20 && Instant::now() < deadline {
+        if let Some(s) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
+            let b = s.buffer().unwrap();
+            assert_eq!(b.size(), 12 + 700);
+            pts.push(b.pts());
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    server.join().unwrap();
+    assert_eq!(pts.len(), 20);
+    let pts: Vec<_> = pts.into_iter().map(|p| p.expect("arrival time")).collect();
+    assert!(pts.windows(2).all(|w| w[0] <= w[1]));
+    // Arrival times, not RTP times (which would be 33 ms apart per frame): the last burst
+    // came about 90 ms after the first.
+    let spread = pts[19] - pts[0];
+    assert!(
+        spread >= gst::ClockTime::from_mseconds(60) && spread < gst::ClockTime::from_mseconds(600),
+        "spread {spread}"
+    );
+}

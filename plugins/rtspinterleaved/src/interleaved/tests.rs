@@ -408,3 +408,41 @@ fn carry_is_bounded() {
     assert!(out.is_empty());
     assert_eq!(d.pending_bytes(), 0);
 }
+
+#[test]
+fn live_framing_does_not_wait_for_the_next_chunk() {
+    let p1 = rtp(96, 1, 0, 50);
+    let p2 = rtp(96, 2, 0, 50);
+    let mut d = Demuxer::default();
+    d.set_strict(false);
+    let mut out = Vec::new();
+    // A chunk ending exactly at a frame end: out at once (no look-ahead wait).
+    d.push(&frame(0, &p1), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(d.pending_bytes(), 0);
+    // Strict (file) framing holds it for the look-ahead until more data or EOS.
+    let mut s = Demuxer::default();
+    let mut held = Vec::new();
+    s.push(&frame(0, &p1), &mut held);
+    assert!(held.is_empty());
+    s.push(&frame(0, &p2), &mut held);
+    assert_eq!(held.len(), 1);
+    s.finish(&mut held);
+    assert_eq!(held.len(), 2);
+}
+
+#[test]
+fn upstream_discontinuity_drops_held_bytes() {
+    let f = frame(0, &rtp(96, 1, 0, 100));
+    let mut d = Demuxer::default();
+    let mut out = Vec::new();
+    d.push(&f[..50], &mut out);
+    assert_eq!(d.pending_bytes(), 50);
+    // What the element does on a DISCONT input buffer.
+    assert_eq!(d.finish(&mut out), 50);
+    assert!(out.is_empty());
+    d.push(&f, &mut out);
+    d.finish(&mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(d.stats().skipped_bytes, 50);
+}
