@@ -110,6 +110,11 @@ impl Demuxer {
         self.framer.carry_len()
     }
 
+    /// Size of the carry-over buffer including already consumed bytes not yet released.
+    pub fn buffered_bytes(&self) -> usize {
+        self.framer.carry_capacity_used()
+    }
+
     /// Processes one chunk; `Data::Input` ranges in `out` refer to `input`.
     pub fn push(&mut self, input: &[u8], out: &mut Vec<Output>) {
         self.framer.begin();

@@ -370,7 +370,16 @@ impl Framer {
         if self.carry_pos >= self.carry.len() {
             self.carry.clear();
             self.carry_pos = 0;
+        } else if self.carry_pos >= MAX_FRAME_SIZE {
+            // Keep the buffer bounded when it never empties completely.
+            self.carry.drain(..self.carry_pos);
+            self.carry_pos = 0;
         }
+    }
+
+    /// Bytes allocated for held-over data (for tests of the memory bound).
+    pub fn carry_capacity_used(&self) -> usize {
+        self.carry.len()
     }
 
     // Set by lose_sync, consumed by the next Skip so that Resync is reported once per loss.
