@@ -17,7 +17,7 @@ WORK=${BENCH_DIR:-$CARGO_TARGET_DIR/bench-rtspinterleaved}
 DUMP=$WORK/dump-${SIZE_MB}MB.bin
 mkdir -p "$WORK"
 
-(cd "$ROOT" && cargo build --release -q -p gst-plugin-rtspinterleaved --examples)
+(cd "$ROOT" && cargo build --release -q -p gst-plugin-rtspinterleaved --lib --examples)
 export GST_PLUGIN_PATH=$CARGO_TARGET_DIR/release${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}
 gst-inspect-1.0 rtspinterleavedparse > /dev/null
 
