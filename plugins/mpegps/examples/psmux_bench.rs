@@ -102,7 +102,9 @@ fn run(mux: &str, caps: &gst::Caps, aus: &[gst::Buffer], loops: usize) -> (Durat
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let file = args.next().expect("usage: psmux_bench FILE.h264 [loops] [runs]");
+    let file = args
+        .next()
+        .expect("usage: psmux_bench FILE.h264 [loops] [runs]");
     let loops: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
     gst::init().unwrap();
@@ -141,7 +143,8 @@ fn main() {
         results.push((w, c));
     }
     let (floor_w, floor_c) = results[0];
-    let per_frame = |d: Duration, f: Duration| d.saturating_sub(f).as_secs_f64() * 1e9 / frames as f64;
+    let per_frame =
+        |d: Duration, f: Duration| d.saturating_sub(f).as_secs_f64() * 1e9 / frames as f64;
     let (ps_w, ps_c) = results[1];
     let (mp_w, mp_c) = results[2];
     println!(
