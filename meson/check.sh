@@ -16,8 +16,11 @@ fail=0
 for dir in "$build" "$stage/usr/lib/gst-ipcam-check"; do
     registry=$(mktemp --suffix=.bin)
     for e in "${elements[@]}"; do
-        if GST_REGISTRY="$registry" GST_PLUGIN_PATH="$dir" GST_PLUGIN_SYSTEM_PATH=/nonexistent \
-            gst-inspect-1.0 "$e" 2>/dev/null | grep -q "Factory Details"; then
+        # Captured first: `grep -q` would close the pipe early and, with pipefail, turn
+        # gst-inspect's SIGPIPE into a failure.
+        info=$(GST_REGISTRY="$registry" GST_PLUGIN_PATH="$dir" GST_PLUGIN_SYSTEM_PATH=/nonexistent \
+            gst-inspect-1.0 "$e" 2>/dev/null || true)
+        if [[ $info == *"Factory Details"* ]]; then
             echo "meson-check: $e loads from $dir"
         else
             echo "meson-check: FAILED: $e does not load from $dir"; fail=1
