@@ -6,6 +6,9 @@
 use gst::glib;
 
 pub mod core;
+pub mod device;
+pub mod endpoint;
+pub mod receiver;
 
 fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     Ok(())

@@ -11,3 +11,4 @@ pub mod sip;
 pub mod ssrc;
 pub mod subject;
 pub mod transaction;
+pub mod media;
