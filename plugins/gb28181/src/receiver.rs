@@ -257,8 +257,10 @@ mod tests {
         let to = rx.local_addr().unwrap();
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
-        a.send_to(&packet(1, 100, 7, false, &[0, 0, 1, 0xBA, 1]), to).unwrap();
-        b.send_to(&packet(9, 100, 7, true, &[0, 0, 1, 0xBA, 9]), to).unwrap();
+        a.send_to(&packet(1, 100, 7, false, &[0, 0, 1, 0xBA, 1]), to)
+            .unwrap();
+        b.send_to(&packet(9, 100, 7, true, &[0, 0, 1, 0xBA, 9]), to)
+            .unwrap();
         a.send_to(&packet(2, 100, 7, true, &[2, 3]), to).unwrap();
         let mut got = None;
         for _ in 0..50 {

@@ -49,16 +49,14 @@ impl TcpDeframer {
                 }
                 // `$` framing: 0x24, channel, 2-byte length. RFC 4571: 2-byte length then RTP.
                 let dollar_len = usize::from(u16::from_be_bytes([avail[2], avail[3]]));
-                if avail[0] == b'$'
-                    && dollar_len >= 12
-                    && avail.get(4).is_none_or(|b| b >> 6 == 2)
+                if avail[0] == b'$' && dollar_len >= 12 && avail.get(4).is_none_or(|b| b >> 6 == 2)
                 {
                     if avail.len() < 4 + dollar_len {
                         break;
                     }
                     let pkt = &avail[4..4 + dollar_len];
                     // Even channels carry RTP; odd ones RTCP (ignored).
-                    if avail[1] % 2 == 0 && looks_like_rtp(pkt) {
+                    if avail[1].is_multiple_of(2) && looks_like_rtp(pkt) {
                         out.push(pkt.to_vec());
                     }
                     pos += 4 + dollar_len;
@@ -138,12 +136,85 @@ impl SenderLock {
     }
 }
 
+/// Offsets of `00 00 01 x` start codes within the first `limit` bytes, with `x`.
+fn start_codes(frame: &[u8], limit: usize) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let end = frame.len().min(limit);
+    frame[..end]
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| w[0] == 0 && w[1] == 0 && w[2] == 1)
+        .map(|(i, w)| (i, w[3]))
+}
+
+/// How far into a PS frame key-frame NAL units are looked for (SPS/IDR come early).
+const KEY_SCAN_LIMIT: usize = 16 * 1024;
+
+/// Whether a PS frame carries the start of a video key frame: an H.264 SPS or IDR slice, or
+/// an H.265 VPS, SPS, IDR_W_RADL or CRA NAL unit (for muxers that don't flag delta units).
+pub fn is_key_frame(frame: &[u8]) -> bool {
+    start_codes(frame, KEY_SCAN_LIMIT).any(|(_, b)| {
+        b & 0x80 == 0 && (matches!(b & 0x1f, 5 | 7) || matches!(b, 0x26 | 0x2A | 0x40 | 0x42))
+    })
+}
+
+/// Whether a PS frame has a Program Stream Map (what demuxers need to know the codecs).
+pub fn has_psm(frame: &[u8]) -> bool {
+    start_codes(frame, frame.len()).any(|(_, b)| b == 0xBC)
+}
+
+/// Whether a buffer holds only PS headers (pack header, system header, PSM) and no PES
+/// packet of an elementary stream: some muxers (mpegpsmux) push those separately.
+pub fn is_header_only(frame: &[u8]) -> bool {
+    let mut codes = start_codes(frame, frame.len()).peekable();
+    let Some((0, first)) = codes.peek().copied() else {
+        return false;
+    };
+    matches!(first, 0xBA..=0xBC)
+        && frame.len() <= 1024
+        && !start_codes(frame, frame.len()).any(|(_, b)| (0xBD..=0xEF).contains(&b) && b != 0xBE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[test]
+    fn ps_frame_kinds() {
+        let pack = [0, 0, 1, 0xBA, 0x44, 0, 4, 0, 4, 1, 1, 0x89, 0xC3, 0xF8];
+        let psm = [0, 0, 1, 0xBC, 0, 6, 0xE0, 0xFF, 0, 0, 0, 0];
+        assert!(is_header_only(&pack));
+        assert!(is_header_only(&psm));
+        assert!(has_psm(&psm));
+        let mut idr = pack.to_vec();
+        idr.extend([0, 0, 1, 0xE0, 0, 20, 0x80, 0x80, 5, 0x21, 0, 1, 0, 1]);
+        idr.extend([0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x65, 0x88]);
+        assert!(!is_header_only(&idr));
+        assert!(is_key_frame(&idr));
+        assert!(!has_psm(&idr));
+        let mut p = pack.to_vec();
+        p.extend([0, 0, 1, 0xE0, 0, 20, 0x80, 0x80, 5, 0x21, 0, 1, 0, 1]);
+        p.extend([0, 0, 0, 1, 0x41, 0x9A, 0x22]);
+        assert!(!is_key_frame(&p));
+        // H.265 IDR_W_RADL
+        assert!(is_key_frame(&[0, 0, 1, 0x26, 0x01]));
+        assert!(!is_key_frame(&[0, 0, 1, 0x02, 0x01]));
+    }
+
     fn rtp(seq: u16, len: usize) -> Vec<u8> {
-        let mut p = vec![0x80, 96, (seq >> 8) as u8, seq as u8, 0, 0, 0, 1, 0, 0, 0, 7];
+        let mut p = vec![
+            0x80,
+            96,
+            (seq >> 8) as u8,
+            seq as u8,
+            0,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            7,
+        ];
         p.resize(len.max(12), 0xAB);
         p
     }

@@ -12,7 +12,7 @@
 
 use crate::core::client::{ClientAction, ClientState, RegisterClient, RegisterClientConfig};
 use crate::core::manscdp::{self, CatalogItem, Manscdp};
-use crate::core::media::frame_rfc4571;
+use crate::core::media::{frame_rfc4571, has_psm, is_header_only, is_key_frame};
 use crate::core::sdp::{self, MediaTransport};
 use crate::core::sip::Message;
 use crate::core::subject::Subject;
@@ -49,12 +49,26 @@ pub struct DeviceConfig {
 /// What the sink is told.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeviceEvent {
-    Registered { expires_s: u32 },
-    RegisterFailed { status: Option<u16> },
+    Registered {
+        expires_s: u32,
+    },
+    RegisterFailed {
+        status: Option<u16>,
+    },
     Unregistered,
-    SessionStarted { call_id: String, transport: MediaTransport, dest: String, ssrc: u32 },
-    SessionStopped { call_id: String, reason: String },
-    Ptz { command: String },
+    SessionStarted {
+        call_id: String,
+        transport: MediaTransport,
+        dest: String,
+        ssrc: u32,
+    },
+    SessionStopped {
+        call_id: String,
+        reason: String,
+    },
+    Ptz {
+        command: String,
+    },
 }
 
 enum MediaOut {
@@ -80,7 +94,13 @@ pub struct MediaSession {
 struct Gop {
     frames: Vec<(Vec<u8>, u32)>,
     bytes: usize,
+    /// The latest PS headers pushed as buffers of their own (pack, system header, PSM), sent
+    /// ahead of the GOP to a new viewer when the GOP's first frame has no PSM.
+    headers: Vec<u8>,
 }
+
+/// Most bytes of separate PS headers kept.
+const MAX_HEADER_BYTES: usize = 4096;
 
 type EventFn = Box<dyn Fn(DeviceEvent) + Send + Sync>;
 
@@ -189,7 +209,8 @@ impl DeviceAgent {
         self.do_actions(acts);
         // Give the platform a moment to answer the unregister.
         let deadline = std::time::Instant::now() + Duration::from_millis(300);
-        while std::time::Instant::now() < deadline && !lock(&self.client).state.eq(&ClientState::Idle)
+        while std::time::Instant::now() < deadline
+            && !lock(&self.client).state.eq(&ClientState::Idle)
         {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -200,7 +221,9 @@ impl DeviceAgent {
     }
 
     fn send(&self, m: &Message) -> io::Result<()> {
-        self.socket.send_to(&m.to_bytes(), self.config.server).map(|_| ())
+        self.socket
+            .send_to(&m.to_bytes(), self.config.server)
+            .map(|_| ())
     }
 
     fn do_actions(&self, acts: Vec<ClientAction>) {
@@ -225,10 +248,10 @@ impl DeviceAgent {
         self.do_actions(acts);
         let mut buf = vec![0u8; 65_536];
         while !self.stop.load(Ordering::SeqCst) {
-            if let Ok((n, from)) = self.socket.recv_from(&mut buf) {
-                if let Ok(m) = Message::parse(&buf[..n]) {
-                    self.handle(m, from);
-                }
+            if let Ok((n, from)) = self.socket.recv_from(&mut buf)
+                && let Ok(m) = Message::parse(&buf[..n])
+            {
+                self.handle(m, from);
             }
             let acts = lock(&self.client).poll(now_ms());
             self.do_actions(acts);
@@ -315,7 +338,10 @@ impl DeviceAgent {
             "Via",
             format!("SIP/2.0/UDP {};rport;branch=z9hG4bK{n}", self.local_addr),
         )
-        .add_header("From", format!("<sip:{}@{}>;tag={n}", c.device_id, c.domain))
+        .add_header(
+            "From",
+            format!("<sip:{}@{}>;tag={n}", c.device_id, c.domain),
+        )
         .add_header("To", format!("<sip:{}@{}>", c.server_id, c.domain))
         .add_header("Call-ID", format!("{n}@{}", self.local_addr.ip()))
         .add_header("CSeq", "1 MESSAGE")
@@ -361,7 +387,11 @@ impl DeviceAgent {
                 },
             ),
             Ok(Manscdp::DeviceStatusQuery { sn, .. }) => {
-                let online = if self.is_registered() { "ONLINE" } else { "OFFLINE" };
+                let online = if self.is_registered() {
+                    "ONLINE"
+                } else {
+                    "OFFLINE"
+                };
                 format!(
                     "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Response>\r\n<CmdType>DeviceStatus</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<Result>OK</Result>\r\n<Online>{online}</Online>\r\n<Status>OK</Status>\r\n<Encode>ON</Encode>\r\n<Record>OFF</Record>\r\n<DeviceTime>{}</DeviceTime>\r\n</Response>\r\n",
                     c.device_id,
@@ -503,18 +533,29 @@ impl DeviceAgent {
         m
     }
 
-    /// Feeds one PS frame (`key` = starts a GOP; `rtp_ts` 90 kHz). Keeps the latest GOP and
-    /// sends to the current session, if any (the GOP first to a new viewer).
-    pub fn send_frame(&self, frame: &[u8], key: bool, rtp_ts: u32) {
+    /// Feeds one PS frame (`rtp_ts` 90 kHz). `key`: whether it starts a GOP as the upstream
+    /// flags say, or None to look at the frame (H.264/H.265 SPS or IDR). Keeps the latest GOP
+    /// and sends to the current session, if any (the GOP first to a new viewer).
+    pub fn send_frame(&self, frame: &[u8], key: Option<bool>, rtp_ts: u32) {
         {
             let mut gop = lock(&self.gop);
-            if key {
-                gop.frames.clear();
-                gop.bytes = 0;
-            }
-            if gop.frames.len() < MAX_GOP_FRAMES && gop.bytes + frame.len() <= MAX_GOP_BYTES {
-                gop.bytes += frame.len();
-                gop.frames.push((frame.to_vec(), rtp_ts));
+            if is_header_only(frame) {
+                if frame.get(3) == Some(&0xBA) || gop.headers.len() + frame.len() > MAX_HEADER_BYTES
+                {
+                    gop.headers.clear();
+                }
+                if frame.len() <= MAX_HEADER_BYTES {
+                    gop.headers.extend_from_slice(frame);
+                }
+            } else {
+                if key.unwrap_or_else(|| is_key_frame(frame)) {
+                    gop.frames.clear();
+                    gop.bytes = 0;
+                }
+                if gop.frames.len() < MAX_GOP_FRAMES && gop.bytes + frame.len() <= MAX_GOP_BYTES {
+                    gop.bytes += frame.len();
+                    gop.frames.push((frame.to_vec(), rtp_ts));
+                }
             }
         }
         let mut guard = lock(&self.session);
@@ -532,10 +573,23 @@ impl DeviceAgent {
         }
         let res = if s.need_gop {
             s.need_gop = false;
-            let frames: Vec<(Vec<u8>, u32)> = lock(&self.gop).frames.clone();
-            frames
-                .iter()
-                .try_for_each(|(f, ts)| send_rtp(s, f, *ts))
+            let mut frames: Vec<(Vec<u8>, u32)> = {
+                let gop = lock(&self.gop);
+                let mut frames = gop.frames.clone();
+                if let Some((first, _)) = frames.first_mut()
+                    && !has_psm(first)
+                    && !gop.headers.is_empty()
+                {
+                    let mut f = gop.headers.clone();
+                    f.extend_from_slice(first);
+                    *first = f;
+                }
+                frames
+            };
+            if frames.is_empty() {
+                frames.push((frame.to_vec(), rtp_ts));
+            }
+            frames.iter().try_for_each(|(f, ts)| send_rtp(s, f, *ts))
         } else {
             send_rtp(s, frame, rtp_ts)
         };
@@ -555,7 +609,9 @@ impl DeviceAgent {
 fn send_rtp(s: &mut MediaSession, frame: &[u8], ts: u32) -> io::Result<()> {
     let cap = packetizer::payload_capacity(MTU, 0).ok_or_else(|| other("mtu"))?;
     for f in packetizer::fragments(frame.len(), cap) {
-        let payload = frame.get(f.offset..f.offset + f.len).ok_or_else(|| other("frag"))?;
+        let payload = frame
+            .get(f.offset..f.offset + f.len)
+            .ok_or_else(|| other("frag"))?;
         let mut pkt = Vec::with_capacity(12 + payload.len());
         pkt.push(0x80);
         pkt.push(96 | if f.marker { 0x80 } else { 0 });

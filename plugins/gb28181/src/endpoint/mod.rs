@@ -558,7 +558,10 @@ impl Endpoint {
                 Ok(TxReply::Response(r)) if r.status().is_some_and(|s| s >= 200) => return Ok(r),
                 Ok(TxReply::Response(_)) => {}
                 Ok(TxReply::Timeout) => {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "transaction timeout"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "transaction timeout",
+                    ));
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -691,7 +694,12 @@ impl Endpoint {
     ) -> (Option<Message>, Vec<EndpointEvent>) {
         let parsed = match Manscdp::parse(&msg.body) {
             Ok(p) => p,
-            Err(_) => return (Some(Message::response_to(msg, 400, "Bad Request", None)), vec![]),
+            Err(_) => {
+                return (
+                    Some(Message::response_to(msg, 400, "Bad Request", None)),
+                    vec![],
+                );
+            }
         };
         let ok = Message::response_to(msg, 200, "OK", None);
         match parsed {
@@ -714,7 +722,9 @@ impl Endpoint {
                     .collect();
                 (Some(ok), ev)
             }
-            Manscdp::DeviceInfo { sn, info } => (Some(ok), vec![EndpointEvent::DeviceInfo { sn, info }]),
+            Manscdp::DeviceInfo { sn, info } => {
+                (Some(ok), vec![EndpointEvent::DeviceInfo { sn, info }])
+            }
             Manscdp::DeviceStatus { sn, status } => {
                 (Some(ok), vec![EndpointEvent::DeviceStatus { sn, status }])
             }
@@ -821,7 +831,9 @@ fn udp_loop(weak: Weak<Endpoint>) {
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) => {}
             // ICMP port unreachable surfaces as ConnectionReset on some systems: ignore.
             Err(_) => {}
@@ -870,7 +882,12 @@ fn tcp_conn_loop(weak: Weak<Endpoint>, mut s: TcpStream, peer: SocketAddr) {
         let n = match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 match weak.upgrade() {
                     Some(ep) if !ep.stop.load(Ordering::SeqCst) => continue,
                     _ => return,
@@ -910,10 +927,7 @@ mod tests {
 
     #[test]
     fn register_vector_challenged_and_shared() {
-        let k = EndpointKey {
-            port: 0,
-            ..key()
-        };
+        let k = EndpointKey { port: 0, ..key() };
         let ep = Endpoint::start(k, RegistrarConfig::default()).unwrap();
         let (tx, rx) = mpsc::channel();
         ep.subscribe(move |e| {
