@@ -1,5 +1,8 @@
 #![no_main]
-// Placeholder: the target is filled in with its parser's core.
+//! Feeds arbitrary bytes through the psdemux core, split into chunks at data-derived points,
+//! with discontinuities and frame-aligned flushes, checking frame ranges stay in bounds.
+use gstmpegps::demux::fuzz_one;
+
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = data;
+    fuzz_one(data);
 });

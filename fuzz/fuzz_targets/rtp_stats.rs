@@ -1,5 +1,6 @@
 #![no_main]
-// Placeholder: the target is filled in with its parser's core.
+//! Sequences of RTP/RTCP packets with arrival times through the rtcpstats core.
+//! Record format: see `gstrtcpstats::stats::replay_records`.
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = data;
+    let _ = gstrtcpstats::stats::replay_records(data);
 });

@@ -85,13 +85,18 @@ pub fn wait_for_eos(pipeline: &gst::Pipeline, timeout: std::time::Duration) -> B
             MessageView::Error(e) => {
                 log.errors.push(format!(
                     "{}: {} ({:?})",
-                    msg.src().map(|s| s.path_string().to_string()).unwrap_or_default(),
+                    msg.src()
+                        .map(|s| s.path_string().to_string())
+                        .unwrap_or_default(),
                     e.error(),
                     e.debug()
                 ));
                 break;
             }
-            MessageView::Warning(w) => log.warnings.push(format!("{} ({:?})", w.error(), w.debug())),
+            MessageView::Warning(w) => {
+                log.warnings
+                    .push(format!("{} ({:?})", w.error(), w.debug()))
+            }
             _ => {}
         }
     }

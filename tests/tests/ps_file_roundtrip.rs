@@ -23,7 +23,11 @@ fn mux_to_file(video_enc: &str, audio_enc: &str, path: &std::path::Path) {
     assert!(log.eos, "{desc}: no EOS");
 }
 
-fn demux_count(path: &std::path::Path, video_dec: &str, audio_dec: &str) -> (usize, usize, gst::ClockTime) {
+fn demux_count(
+    path: &std::path::Path,
+    video_dec: &str,
+    audio_dec: &str,
+) -> (usize, usize, gst::ClockTime) {
     let desc = format!(
         "filesrc location={} ! psdemux name=d \
          d.video_e0 ! queue ! {video_dec} ! appsink name=video sync=false \
@@ -61,7 +65,8 @@ fn round_trip(name: &str, video_enc: &str, audio_enc: &str, video_dec: &str, aud
     assert!(a > 0, "{name}: audio decodes");
     // 50 frames at 25 fps: 2 s.
     assert!(
-        duration >= gst::ClockTime::from_mseconds(1800) && duration <= gst::ClockTime::from_mseconds(2200),
+        duration >= gst::ClockTime::from_mseconds(1800)
+            && duration <= gst::ClockTime::from_mseconds(2200),
         "{name}: duration {duration}"
     );
 }
@@ -78,7 +83,13 @@ fn h264_alaw() {
 
 #[test]
 fn h264_aac() {
-    round_trip("h264_aac", H264, AAC, "h264parse ! avdec_h264", "aacparse ! avdec_aac");
+    round_trip(
+        "h264_aac",
+        H264,
+        AAC,
+        "h264parse ! avdec_h264",
+        "aacparse ! avdec_aac",
+    );
 }
 
 #[test]
@@ -88,5 +99,11 @@ fn h265_alaw() {
 
 #[test]
 fn h265_aac() {
-    round_trip("h265_aac", H265, AAC, "h265parse ! avdec_h265", "aacparse ! avdec_aac");
+    round_trip(
+        "h265_aac",
+        H265,
+        AAC,
+        "h265parse ! avdec_h265",
+        "aacparse ! avdec_aac",
+    );
 }

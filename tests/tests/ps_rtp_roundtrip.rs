@@ -35,7 +35,8 @@ fn receiver(source: &str) -> String {
     )
 }
 
-const RTP_CAPS: &str = "application/x-rtp,media=video,clock-rate=90000,encoding-name=MP2P,payload=96";
+const RTP_CAPS: &str =
+    "application/x-rtp,media=video,clock-rate=90000,encoding-name=MP2P,payload=96";
 
 struct Outcome {
     video_pts: Vec<Option<gst::ClockTime>>,
@@ -61,7 +62,11 @@ fn run(receiver_desc: &str, camera_desc: &str, receiver_first: bool) -> Outcome 
     let audio = count_appsink(&rx, "audio");
 
     let cam_log = wait_for_eos(&cam, Duration::from_secs(30));
-    assert!(cam_log.errors.is_empty(), "camera errors: {:?}", cam_log.errors);
+    assert!(
+        cam_log.errors.is_empty(),
+        "camera errors: {:?}",
+        cam_log.errors
+    );
     assert!(cam_log.eos, "camera did not finish");
     cam.set_state(gst::State::Null).unwrap();
 
@@ -86,7 +91,11 @@ fn run(receiver_desc: &str, camera_desc: &str, receiver_first: bool) -> Outcome 
 }
 
 fn assert_clean(outcome: &Outcome) {
-    assert!(outcome.errors.is_empty(), "receiver errors: {:?}", outcome.errors);
+    assert!(
+        outcome.errors.is_empty(),
+        "receiver errors: {:?}",
+        outcome.errors
+    );
     assert_eq!(
         outcome.video_pts.len(),
         FRAMES as usize,
@@ -94,7 +103,11 @@ fn assert_clean(outcome: &Outcome) {
         outcome.depay_stats
     );
     assert!(outcome.audio_buffers > 0, "audio arrives");
-    let pts: Vec<_> = outcome.video_pts.iter().map(|p| p.expect("video PTS")).collect();
+    let pts: Vec<_> = outcome
+        .video_pts
+        .iter()
+        .map(|p| p.expect("video PTS"))
+        .collect();
     assert!(pts.windows(2).all(|w| w[0] < w[1]), "video PTS increase");
 }
 
@@ -102,7 +115,9 @@ fn assert_clean(outcome: &Outcome) {
 fn udp_clean_every_frame_arrives() {
     let port = free_udp_port();
     let outcome = run(
-        &receiver(&format!("udpsrc address=127.0.0.1 port={port} caps=\"{RTP_CAPS}\"")),
+        &receiver(&format!(
+            "udpsrc address=127.0.0.1 port={port} caps=\"{RTP_CAPS}\""
+        )),
         &camera("", &format!("udpsink host=127.0.0.1 port={port}")),
         true,
     );
@@ -123,7 +138,11 @@ fn tcp_rfc4571_clean_every_frame_arrives() {
         ),
         false,
     );
-    assert!(outcome.errors.is_empty(), "receiver errors: {:?}", outcome.errors);
+    assert!(
+        outcome.errors.is_empty(),
+        "receiver errors: {:?}",
+        outcome.errors
+    );
     // The receiver joins a moment after the camera started: it must start on a key frame and
     // then get every frame that follows.
     assert!(
@@ -137,14 +156,20 @@ fn tcp_rfc4571_clean_every_frame_arrives() {
 fn udp_with_loss_duplication_and_reordering_recovers() {
     let port = free_udp_port();
     let outcome = run(
-        &receiver(&format!("udpsrc address=127.0.0.1 port={port} caps=\"{RTP_CAPS}\"")),
+        &receiver(&format!(
+            "udpsrc address=127.0.0.1 port={port} caps=\"{RTP_CAPS}\""
+        )),
         &camera(
             "netsim drop-probability=0.03 duplicate-probability=0.03 delay-probability=0.1 min-delay=1 max-delay=30 allow-reordering=true !",
             &format!("udpsink host=127.0.0.1 port={port}"),
         ),
         true,
     );
-    assert!(outcome.errors.is_empty(), "receiver errors: {:?}", outcome.errors);
+    assert!(
+        outcome.errors.is_empty(),
+        "receiver errors: {:?}",
+        outcome.errors
+    );
     let got = outcome.video_pts.len();
     assert!(got < FRAMES as usize + 1, "no frame invented: {got}");
     assert!(

@@ -6,6 +6,8 @@
 
 use gst::glib;
 
+pub mod demux;
+pub mod mux;
 pub mod ps;
 pub mod rtp;
 

@@ -1,6 +1,7 @@
 use gst::glib;
 
 mod rtcpstats;
+pub mod stats;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     rtcpstats::register(plugin)?;
