@@ -20,6 +20,7 @@ fn init() {
     INIT.call_once(|| {
         gst::init().unwrap();
         gstgb28181::plugin_register_static().unwrap();
+        gstmpegps::plugin_register_static().unwrap();
     });
 }
 
@@ -429,4 +430,63 @@ fn real_camera_vectors_get_sensible_answers() {
         }
     }
     src.set_state(gst::State::Null).unwrap();
+}
+
+fn counting_appsink(p: &gst::Pipeline, name: &str) -> Arc<AtomicUsize> {
+    let n = Arc::new(AtomicUsize::new(0));
+    let c = n.clone();
+    p.by_name(name)
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap()
+        .set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let _ = s.pull_sample();
+                    c.fetch_add(1, Ordering::SeqCst);
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    n
+}
+
+/// The project's own psmux (video + G.711 A-law) and psdemux around the GB28181 elements.
+#[test]
+fn live_view_psmux_with_audio_tcp_passive() {
+    init();
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let port = free_port();
+    let device = "34020000001320000151";
+    let src = gst::parse::launch(&format!(
+        "gb28181src name=src sip-address=127.0.0.1 sip-port={port} device-id={device} \
+         password=secret transport=tcp-passive wait-timeout=15 stream-timeout=5 ! psdemux name=d \
+         d.video_e0 ! queue ! h264parse ! avdec_h264 ! appsink name=v sync=false \
+         d.audio_c0 ! queue ! alawdec ! appsink name=a sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let video = counting_appsink(&src, "v");
+    let audio = counting_appsink(&src, "a");
+    let bus = src.bus().unwrap();
+    src.set_state(gst::State::Playing).unwrap();
+    let sink = gst::parse::launch(&format!(
+        "videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=25/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 bitrate=300 \
+         ! h264parse config-interval=-1 ! queue ! psmux name=m ! gb28181sink server-ip=127.0.0.1 \
+         server-port={port} device-id={device} password=secret \
+         audiotestsrc is-live=true samplesperbuffer=320 ! audio/x-raw,rate=8000,channels=1 \
+         ! alawenc ! queue ! m."
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    sink.set_state(gst::State::Playing).unwrap();
+    let v = wait_frames(&video, 15, Duration::from_secs(20), &bus);
+    let a = wait_frames(&audio, 10, Duration::from_secs(5), &bus);
+    sink.set_state(gst::State::Null).unwrap();
+    src.set_state(gst::State::Null).unwrap();
+    assert!(v >= 15, "only {v} video frames");
+    assert!(a >= 10, "only {a} audio buffers");
 }

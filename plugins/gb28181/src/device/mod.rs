@@ -96,7 +96,8 @@ struct Gop {
     bytes: usize,
     /// The latest PS headers pushed as buffers of their own (pack, system header, PSM), sent
     /// ahead of the GOP to a new viewer when the GOP's first frame has no PSM.
-    headers: Vec<u8>,
+    /// Pack header, system header, PSM.
+    headers: [Vec<u8>; 3],
 }
 
 /// Most bytes of separate PS headers kept.
@@ -540,12 +541,14 @@ impl DeviceAgent {
         {
             let mut gop = lock(&self.gop);
             if is_header_only(frame) {
-                if frame.get(3) == Some(&0xBA) || gop.headers.len() + frame.len() > MAX_HEADER_BYTES
-                {
-                    gop.headers.clear();
-                }
+                // Keep the latest of each kind (a later lone pack header must not lose the PSM).
+                let slot = match frame.get(3) {
+                    Some(0xBA) => 0,
+                    Some(0xBB) => 1,
+                    _ => 2,
+                };
                 if frame.len() <= MAX_HEADER_BYTES {
-                    gop.headers.extend_from_slice(frame);
+                    gop.headers[slot] = frame.to_vec();
                 }
             } else {
                 if key.unwrap_or_else(|| is_key_frame(frame)) {
@@ -578,9 +581,9 @@ impl DeviceAgent {
                 let mut frames = gop.frames.clone();
                 if let Some((first, _)) = frames.first_mut()
                     && !has_psm(first)
-                    && !gop.headers.is_empty()
+                    && !gop.headers[2].is_empty()
                 {
-                    let mut f = gop.headers.clone();
+                    let mut f = gop.headers.concat();
                     f.extend_from_slice(first);
                     *first = f;
                 }
