@@ -6,7 +6,7 @@
 //! Limits: frames up to `max_frame_size` bytes; at most [`MAX_QUEUED_FRAMES`] complete frames
 //! waiting for the element (older ones are dropped); TCP buffering bounded by the deframer.
 
-use crate::core::media::{SenderLock, TcpDeframer};
+use crate::core::media::{ReorderBuffer, SenderLock, TcpDeframer};
 use gstmpegps::rtp::depacketizer::{Depacketizer, Event, Stats};
 use gstmpegps::rtp::replay::parse_packet;
 use std::collections::VecDeque;
@@ -15,6 +15,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 pub const MAX_QUEUED_FRAMES: usize = 64;
+/// UDP packets held to repair reordering.
+pub const REORDER_PACKETS: usize = 32;
 
 enum Io {
     Udp(UdpSocket),
@@ -36,6 +38,7 @@ pub struct MediaReceiver {
     deframer: TcpDeframer,
     lock: SenderLock,
     depay: Depacketizer<Vec<u8>>,
+    reorder: ReorderBuffer<Vec<u8>>,
     queue: VecDeque<ReceivedFrame>,
     /// The connection was closed by the peer (TCP).
     pub closed: bool,
@@ -68,6 +71,7 @@ impl MediaReceiver {
             deframer: TcpDeframer::new(),
             lock: SenderLock::new(None),
             depay: Depacketizer::new(max_frame_size),
+            reorder: ReorderBuffer::new(REORDER_PACKETS),
             queue: VecDeque::new(),
             closed: false,
             queue_dropped: 0,
@@ -161,10 +165,21 @@ impl MediaReceiver {
                 }
             }
         }
+        let idle = packets.is_empty();
         for (p, from) in packets {
             self.push_packet(&p, from);
         }
+        if idle && self.reorder.held() > 0 {
+            // Nothing came for a receive timeout: the missing packets are lost.
+            for p in self.reorder.flush() {
+                self.depacketize(&p);
+            }
+        }
         Ok(())
+    }
+
+    pub fn reordered(&self) -> u64 {
+        self.reorder.reordered
     }
 
     /// Feeds one RTP packet from `from` (public for tests).
@@ -179,8 +194,22 @@ impl MediaReceiver {
         if !self.lock.accept(from, meta.ssrc) {
             return;
         }
-        let events = self.depay.push(meta, payload, payload.to_vec());
-        self.take_events(events);
+        // TCP keeps order; UDP may not.
+        if matches!(self.io, Io::Udp(_)) {
+            for p in self.reorder.push(meta.seq, packet.to_vec()) {
+                self.depacketize(&p);
+            }
+        } else {
+            let events = self.depay.push(meta, payload, payload.to_vec());
+            self.take_events(events);
+        }
+    }
+
+    fn depacketize(&mut self, packet: &[u8]) {
+        if let Some((meta, payload)) = parse_packet(packet) {
+            let events = self.depay.push(meta, payload, payload.to_vec());
+            self.take_events(events);
+        }
     }
 
     fn take_events(&mut self, events: Vec<Event<Vec<u8>>>) {
@@ -273,6 +302,33 @@ mod tests {
         assert_eq!(f.data, vec![0, 0, 1, 0xBA, 1, 2, 3]);
         assert_eq!(f.rtp_timestamp, 100);
         assert_eq!(rx.dropped_foreign(), 1);
+    }
+
+    #[test]
+    fn udp_reordering_repaired() {
+        let mut rx = MediaReceiver::udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        // Frame 1 = seq 1..3, frame 2 = seq 4..5; 2 and 3 swapped, 4 before 3.
+        let p = |seq: u16, ts: u32, m: bool| packet(seq, ts, 1, m, &[0, 0, 1, 0xBA, seq as u8]);
+        for pkt in [
+            p(1, 0, false),
+            p(3, 0, true),
+            p(4, 3600, false),
+            p(2, 0, false),
+            p(5, 3600, true),
+        ] {
+            rx.push_packet(&pkt, from);
+        }
+        let f1 = rx.next_frame(Duration::from_millis(1)).unwrap().unwrap();
+        assert_eq!(f1.data.len(), 15);
+        assert_eq!(f1.data[4], 1);
+        assert_eq!(f1.data[9], 2);
+        assert_eq!(f1.data[14], 3);
+        assert!(!f1.discont || f1.rtp_timestamp == 0);
+        let f2 = rx.next_frame(Duration::from_millis(1)).unwrap().unwrap();
+        assert_eq!(f2.rtp_timestamp, 3600);
+        assert_eq!(rx.depay_stats().packets_lost, 0);
+        assert!(rx.reordered() >= 2);
     }
 
     #[test]

@@ -136,6 +136,97 @@ impl SenderLock {
     }
 }
 
+/// Puts UDP packets back in sequence order: holds up to `capacity` packets that arrived
+/// ahead of a missing one, releasing them when the gap fills, when the hold is full (the
+/// gap is then given up as loss) or on [`ReorderBuffer::flush`] (the caller flushes when
+/// no packet came for a while). Late packets (behind what was released) and jumps of more
+/// than [`MAX_SEQ_JUMP`] (sender restart) pass straight through.
+#[derive(Debug)]
+pub struct ReorderBuffer<T> {
+    capacity: usize,
+    next: Option<u16>,
+    /// Held packets by distance from `next` (1..), sorted.
+    held: Vec<(u16, T)>,
+    pub reordered: u64,
+}
+
+/// A sequence jump this large is a sender restart, not reordering.
+pub const MAX_SEQ_JUMP: u16 = 3000;
+
+impl<T> ReorderBuffer<T> {
+    pub fn new(capacity: usize) -> Self {
+        ReorderBuffer {
+            capacity: capacity.max(1),
+            next: None,
+            held: Vec::new(),
+            reordered: 0,
+        }
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Adds packet `seq`; returns the packets that can go on, in order.
+    pub fn push(&mut self, seq: u16, packet: T) -> Vec<T> {
+        let mut out = Vec::new();
+        let Some(next) = self.next else {
+            self.next = Some(seq.wrapping_add(1));
+            out.push(packet);
+            return out;
+        };
+        let ahead = seq.wrapping_sub(next);
+        if ahead == 0 {
+            self.next = Some(seq.wrapping_add(1));
+            out.push(packet);
+            self.release_consecutive(&mut out);
+        } else if ahead >= 0x8000 {
+            // Behind: late or duplicate; the depacketizer decides.
+            out.push(packet);
+        } else if ahead > MAX_SEQ_JUMP {
+            out.extend(self.flush());
+            self.next = Some(seq.wrapping_add(1));
+            out.push(packet);
+        } else {
+            if !self.held.iter().any(|(s, _)| *s == seq) {
+                let pos = self
+                    .held
+                    .iter()
+                    .position(|(s, _)| s.wrapping_sub(next) > ahead)
+                    .unwrap_or(self.held.len());
+                self.held.insert(pos, (seq, packet));
+                self.reordered += 1;
+            }
+            while self.held.len() > self.capacity {
+                // Give up on the gap: continue from the lowest held packet.
+                let (s, p) = self.held.remove(0);
+                self.next = Some(s.wrapping_add(1));
+                out.push(p);
+                self.release_consecutive(&mut out);
+            }
+        }
+        out
+    }
+
+    fn release_consecutive(&mut self, out: &mut Vec<T>) {
+        while let Some(next) = self.next
+            && self.held.first().is_some_and(|(s, _)| *s == next)
+        {
+            let (s, p) = self.held.remove(0);
+            self.next = Some(s.wrapping_add(1));
+            out.push(p);
+        }
+    }
+
+    /// Releases everything held, in order (the gaps are loss).
+    pub fn flush(&mut self) -> Vec<T> {
+        if let Some((last, _)) = self.held.last() {
+            self.next = Some(last.wrapping_add(1));
+        }
+        self.held.drain(..).map(|(_, p)| p).collect()
+    }
+}
+
 /// Offsets of `00 00 01 x` start codes within the first `limit` bytes, with `x`.
 fn start_codes(frame: &[u8], limit: usize) -> impl Iterator<Item = (usize, u8)> + '_ {
     let end = frame.len().min(limit);
@@ -177,6 +268,33 @@ pub fn is_header_only(frame: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reorder_buffer() {
+        let mut r = ReorderBuffer::new(4);
+        assert_eq!(r.push(10, 10), vec![10]);
+        assert_eq!(r.push(12, 12), Vec::<u16>::new());
+        assert_eq!(r.push(11, 11), vec![11, 12]);
+        // Duplicate and late packets pass through.
+        assert_eq!(r.push(11, 11), vec![11]);
+        // A gap that never fills is given up when the hold overflows.
+        for s in 14..18 {
+            assert!(r.push(s, s).is_empty());
+        }
+        assert_eq!(r.push(18, 18), vec![14, 15, 16, 17, 18]);
+        // Wrap-around.
+        let mut r = ReorderBuffer::new(8);
+        r.push(65534, 0);
+        assert!(r.push(0, 2).is_empty());
+        assert_eq!(r.push(65535, 1), vec![1, 2]);
+        // Sender restart.
+        assert!(r.push(5, 5).is_empty());
+        assert_eq!(r.push(10000, 9), vec![5, 9]);
+        assert!(r.push(10002, 11).is_empty());
+        assert_eq!(r.flush(), vec![11]);
+        assert_eq!(r.push(10003, 12), vec![12]);
+        assert_eq!(r.held(), 0);
+    }
 
     #[test]
     fn ps_frame_kinds() {

@@ -455,7 +455,8 @@ impl Gb28181Src {
                 .field("packets-received", d.packets)
                 .field("packets-lost", d.packets_lost)
                 .field("frames-dropped", d.frames_dropped)
-                .field("packets-foreign", s.receiver.dropped_foreign());
+                .field("packets-foreign", s.receiver.dropped_foreign())
+                .field("packets-reordered", s.receiver.reordered());
             if let Some((addr, ssrc)) = s.receiver.sender() {
                 b = b.field("sender", addr.to_string()).field("ssrc", ssrc);
             }
