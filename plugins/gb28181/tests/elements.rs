@@ -490,3 +490,50 @@ fn live_view_psmux_with_audio_tcp_passive() {
     assert!(v >= 15, "only {v} video frames");
     assert!(a >= 10, "only {a} audio buffers");
 }
+
+/// Errors an application must see: no registration within wait-timeout; a camera that
+/// stops sending (pipeline paused, no BYE) within stream-timeout.
+#[test]
+fn wait_timeout_and_stream_timeout_are_errors() {
+    init();
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let port = free_port();
+    let device = "34020000001320000161";
+    let (src, _) = src_pipeline(port, device, "udp", "wait-timeout=1");
+    let bus = src.bus().unwrap();
+    let t0 = Instant::now();
+    src.set_state(gst::State::Playing).unwrap();
+    let err = wait_for(&bus, Duration::from_secs(5), |m| {
+        matches!(m.view(), gst::MessageView::Error(_))
+    })
+    .expect("error for a device that never registers");
+    assert!(t0.elapsed() >= Duration::from_millis(900));
+    let gst::MessageView::Error(e) = err.view() else {
+        unreachable!()
+    };
+    assert!(
+        e.error().to_string().contains("did not register"),
+        "{}",
+        e.error()
+    );
+    src.set_state(gst::State::Null).unwrap();
+
+    let (src, frames) = src_pipeline(port, device, "udp", "stream-timeout=1");
+    let bus = src.bus().unwrap();
+    src.set_state(gst::State::Playing).unwrap();
+    let sink = sink_pipeline(port, device, "secret", "");
+    sink.set_state(gst::State::Playing).unwrap();
+    assert!(wait_frames(&frames, 5, Duration::from_secs(20), &bus) >= 5);
+    // The camera stays registered and in the dialog but sends nothing more.
+    sink.set_state(gst::State::Paused).unwrap();
+    let err = wait_for(&bus, Duration::from_secs(5), |m| {
+        matches!(m.view(), gst::MessageView::Error(_))
+    })
+    .expect("stream timeout error");
+    let gst::MessageView::Error(e) = err.view() else {
+        unreachable!()
+    };
+    assert!(e.error().to_string().contains("No media"), "{}", e.error());
+    src.set_state(gst::State::Null).unwrap();
+    sink.set_state(gst::State::Null).unwrap();
+}

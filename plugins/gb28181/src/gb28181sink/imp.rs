@@ -215,7 +215,7 @@ impl ObjectImpl for Gb28181Sink {
                     .build(),
                 glib::ParamSpecUInt::builder("retry-interval")
                     .nick("Retry interval")
-                    .blurb("Milliseconds to wait before registering again after a failure")
+                    .blurb("Milliseconds to wait before registering again after a failure (doubling per failure in a row, up to 32x)")
                     .minimum(10)
                     .default_value(d.retry_interval)
                     .mutable_ready()
