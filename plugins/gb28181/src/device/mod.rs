@@ -114,7 +114,18 @@ struct Dialog {
     cseq: u32,
 }
 
+/// Our 200 OK to an INVITE, re-sent until the ACK comes (RFC 3261 §13.3.1.4).
+struct OkRetransmit {
+    call_id: String,
+    bytes: Vec<u8>,
+    dest: SocketAddr,
+    next_at: u64,
+    interval: u64,
+    give_up_at: u64,
+}
+
 pub struct DeviceAgent {
+    ok_retransmit: Mutex<Option<OkRetransmit>>,
     config: DeviceConfig,
     socket: UdpSocket,
     local_addr: SocketAddr,
@@ -165,6 +176,7 @@ impl DeviceAgent {
             charset: manscdp::Charset::Gb2312,
         });
         let agent = Arc::new(DeviceAgent {
+            ok_retransmit: Mutex::new(None),
             config,
             socket,
             local_addr,
@@ -256,6 +268,28 @@ impl DeviceAgent {
             }
             let acts = lock(&self.client).poll(now_ms());
             self.do_actions(acts);
+            self.retransmit_ok(now_ms());
+        }
+    }
+
+    fn retransmit_ok(&self, now: u64) {
+        let mut guard = lock(&self.ok_retransmit);
+        let Some(r) = guard.as_mut() else { return };
+        if now >= r.give_up_at {
+            // No ACK: the platform is gone; forget the session it asked for.
+            let cid = r.call_id.clone();
+            *guard = None;
+            drop(guard);
+            let mut pending = lock(&self.pending);
+            if pending.as_ref().is_some_and(|(s, _)| s.call_id == cid) {
+                *pending = None;
+            }
+            return;
+        }
+        if now >= r.next_at {
+            let _ = self.socket.send_to(&r.bytes, r.dest);
+            r.interval = (r.interval * 2).min(crate::core::transaction::T2_MS);
+            r.next_at = now + r.interval;
         }
     }
 
@@ -275,6 +309,12 @@ impl DeviceAgent {
             }
             "INVITE" => self.handle_invite(&m, from),
             "ACK" => {
+                {
+                    let mut r = lock(&self.ok_retransmit);
+                    if r.as_ref().map(|r| r.call_id.as_str()) == m.call_id() {
+                        *r = None;
+                    }
+                }
                 let p = lock(&self.pending).take();
                 if let Some((s, d)) = p {
                     if Some(s.call_id.as_str()) == m.call_id() {
@@ -417,6 +457,19 @@ impl DeviceAgent {
         let reply = |r: Message| {
             let _ = self.socket.send_to(&r.to_bytes(), from);
         };
+        // A retransmitted INVITE: answer with the same 200 again.
+        if let Some(r) = lock(&self.ok_retransmit).as_ref()
+            && Some(r.call_id.as_str()) == m.call_id()
+        {
+            let _ = self.socket.send_to(&r.bytes, from);
+            return;
+        }
+        if lock(&self.session)
+            .as_ref()
+            .is_some_and(|s| Some(s.call_id.as_str()) == m.call_id())
+        {
+            return;
+        }
         let offer = match sdp::parse(&m.body) {
             Ok(o) => o,
             Err(_) => {
@@ -513,6 +566,15 @@ impl DeviceAgent {
             },
             dialog,
         ));
+        let now = now_ms();
+        *lock(&self.ok_retransmit) = Some(OkRetransmit {
+            call_id: m.call_id().unwrap_or_default().to_string(),
+            bytes: ok.to_bytes(),
+            dest: from,
+            next_at: now + crate::core::transaction::T1_MS,
+            interval: crate::core::transaction::T1_MS,
+            give_up_at: now + 64 * crate::core::transaction::T1_MS,
+        });
         reply(ok);
     }
 
