@@ -58,6 +58,8 @@ pub enum DeviceEvent {
     Unregistered,
     SessionStarted {
         call_id: String,
+        /// `Play`, `Playback` or `Download` (the offer's `s=`).
+        kind: String,
         transport: MediaTransport,
         dest: String,
         ssrc: u32,
@@ -68,6 +70,12 @@ pub enum DeviceEvent {
     },
     Ptz {
         command: String,
+    },
+    /// MANSRTSP INFO during playback: `PLAY` (with scale / npt) or `PAUSE`.
+    PlaybackControl {
+        method: String,
+        scale: Option<f64>,
+        npt: Option<f64>,
     },
 }
 
@@ -80,6 +88,7 @@ enum MediaOut {
 
 pub struct MediaSession {
     call_id: String,
+    kind: String,
     out: MediaOut,
     ssrc: u32,
     seq: u16,
@@ -320,6 +329,7 @@ impl DeviceAgent {
                     if Some(s.call_id.as_str()) == m.call_id() {
                         let ev = DeviceEvent::SessionStarted {
                             call_id: s.call_id.clone(),
+                            kind: s.kind.clone(),
                             transport: match s.out {
                                 MediaOut::Udp(..) => MediaTransport::Udp,
                                 MediaOut::Tcp(_) => MediaTransport::TcpPassive,
@@ -342,6 +352,16 @@ impl DeviceAgent {
                     } else {
                         *lock(&self.pending) = Some((s, d));
                     }
+                }
+            }
+            "INFO" => {
+                reply(Message::response_to(&m, 200, "OK", None));
+                if let Some(c) = crate::core::transaction::parse_mansrtsp(&m.body) {
+                    (self.on_event)(DeviceEvent::PlaybackControl {
+                        method: c.method,
+                        scale: c.scale,
+                        npt: c.npt_start,
+                    });
                 }
             }
             "BYE" => {
@@ -441,6 +461,10 @@ impl DeviceAgent {
                         .take(19)
                         .collect::<String>()
                 )
+            }
+            // No recordings here: an empty list.
+            Ok(Manscdp::RecordInfoQuery(q)) => {
+                manscdp::build_record_info_response(q.sn, 0, &q.device_id, &[])
             }
             Ok(Manscdp::DeviceControl { ptz: Some(p), .. }) => {
                 (self.on_event)(DeviceEvent::Ptz {
@@ -556,6 +580,7 @@ impl DeviceAgent {
         *lock(&self.pending) = Some((
             MediaSession {
                 call_id,
+                kind: offer.session_name.clone(),
                 out,
                 ssrc,
                 seq: (now_ms() & 0xffff) as u16,
@@ -576,6 +601,17 @@ impl DeviceAgent {
             give_up_at: now + 64 * crate::core::transaction::T1_MS,
         });
         reply(ok);
+    }
+
+    /// The input ended: for a Playback / Download session, tell the platform the "file"
+    /// ended (MediaStatus 121), as devices do at the end of a recording.
+    pub fn end_of_media(&self) {
+        let kind = lock(&self.session).as_ref().map(|s| s.kind.clone());
+        if kind.is_some_and(|k| !k.eq_ignore_ascii_case("Play")) {
+            let sn = (now_ms() % 100_000) as u32;
+            let body = manscdp::build_media_status(sn, &self.config.device_id, 121);
+            let _ = self.send(&self.new_message(&body));
+        }
     }
 
     fn in_dialog_request(&self, d: &Dialog, method: &str) -> Message {
