@@ -250,6 +250,14 @@ fn queries_and_restart_reinvites_registered_camera() {
 
     // Restart the platform pipeline: the camera is still registered and is INVITEd again.
     src.set_state(gst::State::Null).unwrap();
+    // The endpoint outlives the element: applications still see the device.
+    let ep = gstgb28181::endpoint::Endpoint::find(&gstgb28181::endpoint::EndpointKey {
+        address: "127.0.0.1".into(),
+        port,
+        transport: gstgb28181::endpoint::SipTransport::Udp,
+    })
+    .expect("endpoint still up");
+    assert!(ep.device(device).is_some_and(|d| d.online));
     let (src2, frames2) = src_pipeline(port, device, "udp", "");
     let bus2 = src2.bus().unwrap();
     src2.set_state(gst::State::Playing).unwrap();
@@ -370,6 +378,60 @@ fn silent_camera_goes_offline() {
     );
     // 2 missed intervals of 200 ms.
     assert!(t0.elapsed() < Duration::from_millis(1500));
+    src.set_state(gst::State::Null).unwrap();
+}
+
+/// Registers `device` with `password` using the core client over UDP; returns the final
+/// status (200, 403, ...).
+fn register_status(port: u16, device: &str, password: &str) -> Option<u16> {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut client = RegisterClient::new(RegisterClientConfig {
+        device_id: device.into(),
+        local_port: sock.local_addr().unwrap().port(),
+        password: password.into(),
+        seed: u64::from(port) * 31 + password.len() as u64,
+        ..Default::default()
+    });
+    let mut actions = client.start(0);
+    for _ in 0..10 {
+        for a in actions.drain(..) {
+            match a {
+                ClientAction::Send(m) => {
+                    sock.send_to(&m.to_bytes(), ("127.0.0.1", port)).unwrap();
+                }
+                ClientAction::Registered { .. } => return Some(200),
+                ClientAction::Failed { status } => return status,
+                ClientAction::Unregistered => {}
+            }
+        }
+        let mut buf = [0u8; 4096];
+        let (n, _) = sock.recv_from(&mut buf).ok()?;
+        actions = client.on_response(&Message::parse(&buf[..n]).unwrap(), 0);
+    }
+    None
+}
+
+#[test]
+fn per_device_passwords() {
+    init();
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let port = free_port();
+    let special = "34020000001320000181";
+    let other = "34020000001320000182";
+    let (src, _) = src_pipeline(
+        port,
+        special,
+        "udp",
+        &format!("device-passwords=\"{special}=devpw,34020000001320000999=x\""),
+    );
+    src.set_state(gst::State::Ready).unwrap();
+    assert_eq!(register_status(port, special, "devpw"), Some(200));
+    assert_eq!(register_status(port, special, "secret"), Some(403));
+    // Devices without an entry use the element's password.
+    assert_eq!(register_status(port, other, "secret"), Some(200));
+    assert_eq!(register_status(port, other, "devpw"), Some(403));
     src.set_state(gst::State::Null).unwrap();
 }
 

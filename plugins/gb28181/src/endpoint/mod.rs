@@ -519,7 +519,10 @@ impl Endpoint {
         let handle = std::thread::Builder::new()
             .name("gb28181-sip-conn".into())
             .spawn(move || tcp_conn_loop(weak, s, peer))?;
-        lock(&self.threads).push(handle);
+        let mut threads = lock(&self.threads);
+        // Forget the threads of closed connections.
+        threads.retain(|t| !t.is_finished());
+        threads.push(handle);
         Ok(())
     }
 
