@@ -1,5 +1,7 @@
 #![no_main]
-// Placeholder: the target is filled in with its parser's core.
+//! Arbitrary bytes, cut into arbitrary chunks, through the rtspinterleavedparse core.
+//! The first byte picks the chunking and the mode; see `fuzz_one` in the plugin crate.
+
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = data;
+    gstrtspinterleaved::interleaved::fuzz_one(data);
 });

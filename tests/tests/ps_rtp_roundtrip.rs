@@ -172,6 +172,17 @@ fn udp_with_loss_duplication_and_reordering_recovers() {
     );
     let got = outcome.video_pts.len();
     assert!(got < FRAMES as usize + 1, "no frame invented: {got}");
+    // The loss really happened and was seen: otherwise this test proves nothing.
+    let lost = outcome.depay_stats.get::<u64>("packets-lost").unwrap_or(0)
+        + outcome
+            .depay_stats
+            .get::<u64>("frames-dropped")
+            .unwrap_or(0);
+    assert!(
+        lost > 0,
+        "netsim induced loss (depay stats {})",
+        outcome.depay_stats
+    );
     assert!(
         got >= (FRAMES as usize) / 3,
         "most frames survive 3% packet loss: {got} of {FRAMES} (depay stats {})",

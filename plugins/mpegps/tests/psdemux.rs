@@ -518,10 +518,15 @@ fn ps_frame(pts: u64, es: &[u8]) -> Vec<u8> {
     v
 }
 
-#[test]
-fn frame_aligned_live_input_has_no_latency() {
-    init();
+/// A psdemux harness fed frame-aligned PS (as from rtppsdepay), its video pad linked to a
+/// collector whose buffers arrive on the returned channel (keep the pad alive).
+fn frame_aligned_harness(
+    max_frame_size: Option<u32>,
+) -> (gst_check::Harness, mpsc::Receiver<gst::Buffer>, gst::Pad) {
     let mut h = gst_check::Harness::with_padnames("psdemux", Some("sink"), None);
+    if let Some(max) = max_frame_size {
+        h.element().unwrap().set_property("max-frame-size", max);
+    }
     h.set_src_caps_str(
         "video/mpeg, systemstream=(boolean)true, mpegversion=(int)2, alignment=(string)frame",
     );
@@ -548,6 +553,13 @@ fn frame_aligned_live_input_has_no_latency() {
             pad.link(&c2).unwrap();
         }
     });
+    (h, rx, collector)
+}
+
+#[test]
+fn frame_aligned_live_input_has_no_latency() {
+    init();
+    let (mut h, rx, _collector) = frame_aligned_harness(None);
     let idr: &[u8] = &[
         0, 0, 0, 1, 0x67, 0x42, 0, 0x1E, 0, 0, 0, 1, 0x68, 0xCE, 0x38, 0x80, 0, 0, 0, 1, 0x65,
         0x88, 0x84, 0x21, 0xA0,
@@ -608,34 +620,7 @@ fn psm(video_type: u8) -> Vec<u8> {
 #[test]
 fn live_discont_psm_change_and_frame_limit() {
     init();
-    let mut h = gst_check::Harness::with_padnames("psdemux", Some("sink"), None);
-    h.element().unwrap().set_property("max-frame-size", 2048u32);
-    h.set_src_caps_str(
-        "video/mpeg, systemstream=(boolean)true, mpegversion=(int)2, alignment=(string)frame",
-    );
-    let (tx, rx) = mpsc::channel::<gst::Buffer>();
-    let collector = gst::Pad::builder(gst::PadDirection::Sink)
-        .name("collector")
-        .chain_function(move |_, _, buf| {
-            let _ = tx.send(buf);
-            Ok(gst::FlowSuccess::Ok)
-        })
-        .event_function(|_, _, _| true)
-        .query_function(|_, _, q| match q.view_mut() {
-            gst::QueryViewMut::AcceptCaps(q) => {
-                q.set_result(true);
-                true
-            }
-            _ => false,
-        })
-        .build();
-    collector.set_active(true).unwrap();
-    let c2 = collector.clone();
-    h.element().unwrap().connect_pad_added(move |_, pad| {
-        if pad.name().starts_with("video_") {
-            pad.link(&c2).unwrap();
-        }
-    });
+    let (mut h, rx, _collector) = frame_aligned_harness(Some(2048));
     let h264_idr: &[u8] = &[
         0, 0, 0, 1, 0x67, 0x42, 0, 0x1E, 0, 0, 0, 1, 0x68, 0xCE, 0x38, 0x80, 0, 0, 0, 1, 0x65,
         0x88, 0x84, 0x21, 0xA0,
@@ -699,4 +684,76 @@ fn live_discont_psm_change_and_frame_limit() {
         .unwrap();
     assert_eq!(video.get::<&str>("codec").unwrap(), "h265");
     assert!(video.get::<u64>("dropped-bytes").unwrap() >= 3000);
+}
+
+/// A PS file whose PSM lists G.711 audio that never carries data (as many cameras write it):
+/// `psdemux` announces the audio pad and keeps it fed with GAP events, so a sink linked to it
+/// prerolls and the pipeline plays to EOS instead of hanging in PAUSED.
+#[test]
+fn announced_but_silent_stream_gets_gaps_and_prerolls() {
+    use gstmpegps::mux::writer::{Frame, PsWriter, WriterConfig};
+    use gstmpegps::ps::Codec;
+
+    init();
+    let mut writer = PsWriter::new(WriterConfig::default());
+    let video = writer.add_stream(Codec::H264).expect("video id");
+    writer.add_stream(Codec::G711Alaw).expect("audio id");
+    let mut file = Vec::new();
+    // 5 s at 25 fps, a key frame (IDR NAL) every 25 frames, P slices otherwise.
+    for i in 0..125u64 {
+        let key = i % 25 == 0;
+        let mut au = vec![0, 0, 0, 1, 0x09, 0xF0];
+        au.extend_from_slice(&[0, 0, 0, 1, if key { 0x65 } else { 0x41 }]);
+        au.extend(std::iter::repeat_n(0x5A, 500));
+        let pts = 90_000 + i * 3600;
+        let packet = writer
+            .write_frame(&Frame {
+                stream_id: video,
+                len: au.len(),
+                pts: Some(pts),
+                dts: Some(pts),
+                key,
+            })
+            .expect("write frame");
+        file.extend(packet.to_contiguous(&au).expect("whole packet"));
+    }
+    let dir = std::env::temp_dir().join(format!("psdemux-gap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("silent-audio.ps");
+    std::fs::write(&path, &file).unwrap();
+
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location={} ! psdemux name=d \
+         d.video_e0 ! queue ! fakesink name=v sync=false \
+         d.audio_c0 ! queue ! fakesink name=a sync=false",
+        path.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let gaps = Arc::new(Mutex::new(0u32));
+    let audio_sink_pad = pipeline.by_name("a").unwrap().static_pad("sink").unwrap();
+    let gaps2 = gaps.clone();
+    audio_sink_pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        if let Some(gst::PadProbeData::Event(ev)) = &info.data
+            && ev.type_() == gst::EventType::Gap
+        {
+            *gaps2.lock().unwrap() += 1;
+        }
+        gst::PadProbeReturn::Ok
+    });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(20),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    pipeline.set_state(gst::State::Null).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let msg = msg.expect("pipeline finishes instead of hanging in preroll");
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    assert!(
+        *gaps.lock().unwrap() >= 3,
+        "GAP events on the silent audio pad"
+    );
 }

@@ -1,5 +1,6 @@
 use gst::glib;
 
+pub mod interleaved;
 mod rtspinterleavedparse;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

@@ -35,6 +35,9 @@ const DEFAULT_PES_PAYLOAD_SIZE: u32 = headers::PES_PAYLOAD_MAX as u32;
 const DEFAULT_MUX_RATE: u32 = 0;
 const DEFAULT_PSM_INTERVAL_MS: u32 = 1000;
 const DEFAULT_TIMESTAMP_OFFSET: u64 = gst::ClockTime::SECOND.nseconds();
+/// Most output buffers muxed per `aggregate()` call and pushed as one list.
+const MAX_BATCH: usize = 64;
+
 const DEFAULT_NON_LIVE_QUEUE: u64 = gst::ClockTime::SECOND.nseconds();
 
 #[derive(Debug, Clone, Copy)]
@@ -547,14 +550,52 @@ impl AggregatorImpl for PsMux {
 
     fn aggregate(&self, timeout: bool) -> Result<gst::FlowSuccess, gst::FlowError> {
         self.check_mode();
-        let pad = self.next_pad(timeout)?;
-        let Some(buffer) = pad.pop_buffer() else {
-            return Err(gst_base::AGGREGATOR_FLOW_NEED_DATA);
-        };
+        // Mux every buffer already queued (up to MAX_BATCH) and push them as one list: the
+        // aggregator's thread hand-off then costs once per batch instead of once per frame.
+        let mut list: Option<gst::BufferList> = None;
+        let mut first = true;
+        loop {
+            let pad = match self.next_pad(timeout) {
+                Ok(pad) => pad,
+                Err(err) if first => return Err(err),
+                Err(_) => break,
+            };
+            first = false;
+            let Some(buffer) = pad.pop_buffer() else {
+                break;
+            };
+            if let Some(out) = self.mux_buffer(&pad, buffer)? {
+                list.get_or_insert_with(|| gst::BufferList::new_sized(MAX_BATCH))
+                    .get_mut()
+                    .expect("list owned here")
+                    .add(out);
+            }
+            if list.as_ref().is_some_and(|l| l.len() >= MAX_BATCH) {
+                break;
+            }
+        }
+        match list {
+            Some(list) if list.len() == 1 => {
+                let out = list.get(0).expect("one buffer").to_owned();
+                self.obj().finish_buffer(out)
+            }
+            Some(list) => self.obj().finish_buffer_list(list),
+            None => Ok(gst::FlowSuccess::Ok),
+        }
+    }
+}
+
+impl PsMux {
+    /// Muxes one input buffer of `pad` into one output buffer (`None` for empty GAP buffers).
+    fn mux_buffer(
+        &self,
+        pad: &gst_base::AggregatorPad,
+        buffer: gst::Buffer,
+    ) -> Result<Option<gst::Buffer>, gst::FlowError> {
         if buffer.size() == 0 {
             // GAP events reach aggregate() as empty GAP buffers: nothing to mux.
             gst::log!(CAT, imp = self, "Skipping empty buffer on {}", pad.name());
-            return Ok(gst::FlowSuccess::Ok);
+            return Ok(None);
         }
         let segment = pad.segment().downcast::<gst::ClockTime>().ok();
         // Without a PTS (some encoders only set DTS on frames that aren't reordered) the
@@ -627,6 +668,6 @@ impl AggregatorImpl for PsMux {
                 out.set_flags(gst::BufferFlags::DISCONT);
             }
         }
-        self.obj().finish_buffer(out)
+        Ok(Some(out))
     }
 }
