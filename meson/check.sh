@@ -11,7 +11,7 @@ meson setup "$build" --buildtype=release -Dplugindir=/usr/lib/gst-ipcam-check >/
 meson compile -C "$build"
 DESTDIR="$stage" meson install -C "$build" >/dev/null
 
-elements=(psdemux psmux rtppspay rtppsdepay rtspinterleavedparse rtcpstats)
+elements=(psdemux psmux rtppspay rtppsdepay rtspinterleavedparse rtcpstats gb28181src gb28181sink)
 fail=0
 for dir in "$build" "$stage/usr/lib/gst-ipcam-check"; do
     registry=$(mktemp --suffix=.bin)
