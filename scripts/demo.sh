@@ -27,7 +27,7 @@ echo "== camera: videotestsrc + audiotestsrc ! x264enc/alawenc ! psmux ! rtppspa
 frames=$((seconds * 25))
 gst-launch-1.0 -e \
     videotestsrc is-live=true num-buffers="$frames" pattern=ball \
-    ! video/x-raw,width=640,height=360,framerate=25/1 ! clockoverlay \
+    ! video/x-raw,width=640,height=360,framerate=25/1 \
     ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=50 bitrate=1500 \
     ! video/x-h264,profile=baseline ! h264parse ! psmux name=m \
     audiotestsrc is-live=true samplesperbuffer=320 ! audio/x-raw,rate=8000,channels=1 ! alawenc ! m. \
