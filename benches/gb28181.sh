@@ -57,7 +57,7 @@ for N in "${COUNTS[@]}"; do
     PIDS+=("$RECV")
     sleep 1
     "$BIN/gb28181-streams" --role send --streams "$N" --server "127.0.0.1:$PORT" \
-        --duration-s $(( DURATION + 8 )) --start-timeout-s "$START_TIMEOUT" >"$SEND_LOG" 2>&1 &
+        --duration-s $(( DURATION + 12 )) --start-timeout-s "$START_TIMEOUT" >"$SEND_LOG" 2>&1 &
     SEND=$!
     PIDS+=("$SEND")
     LIMIT=$(( START_TIMEOUT + DURATION + 90 ))

@@ -294,7 +294,7 @@ fn run_send(o: &Opts) -> Result<(), String> {
         } else if now - due > Duration::from_nanos(FRAME_NS) {
             late_ticks += 1;
         }
-        let check_sessions = tick % 5 == 0;
+        let check_sessions = tick.is_multiple_of(5);
         for (i, s) in streams.iter_mut().enumerate() {
             if s.start_tick.is_none() {
                 if !check_sessions {
@@ -486,7 +486,9 @@ fn make_recv_stream(o: &Opts, i: usize) -> Result<RecvStream, String> {
     })
 }
 
-fn poll_recv(streams: &mut [RecvStream]) {
+/// Checks the buses and, with `with_stats`, reads every source's `stats` (in parallel: a read
+/// waits for the source's state lock, which its streaming thread holds while it receives).
+fn poll_recv(streams: &mut [RecvStream], with_stats: bool) {
     for (i, s) in streams.iter_mut().enumerate() {
         if s.error.is_none()
             && let Some(e) = bus_error(&s.pipeline)
@@ -496,10 +498,21 @@ fn poll_recv(streams: &mut [RecvStream]) {
             }
             s.error = Some(e);
         }
-        if let Some(st) = src_stats(&s.src) {
-            s.last = Some(st);
-        }
     }
+    if !with_stats {
+        return;
+    }
+    std::thread::scope(|scope| {
+        for chunk in streams.chunks_mut(4) {
+            scope.spawn(move || {
+                for s in chunk {
+                    if let Some(st) = src_stats(&s.src) {
+                        s.last = Some(st);
+                    }
+                }
+            });
+        }
+    });
 }
 
 fn run_recv(o: &Opts) -> Result<(), String> {
@@ -526,8 +539,8 @@ fn run_recv(o: &Opts) -> Result<(), String> {
     let start_deadline = t0 + Duration::from_secs(o.start_timeout_s);
     let mut last_print = 0;
     loop {
-        std::thread::sleep(Duration::from_millis(200));
-        poll_recv(&mut streams);
+        std::thread::sleep(Duration::from_millis(100));
+        poll_recv(&mut streams, false);
         let playing = frames(&streams).iter().filter(|&&f| f > 0).count();
         if playing == streams.len() || Instant::now() > start_deadline {
             break;
@@ -551,7 +564,7 @@ fn run_recv(o: &Opts) -> Result<(), String> {
     let f0 = frames(&streams);
     let w0 = Instant::now();
     let cpu0 = process_cpu_ticks();
-    poll_recv(&mut streams);
+    poll_recv(&mut streams, true);
     let poll_time = w0.elapsed();
     let s0: Vec<Option<SrcStats>> = streams.iter().map(|s| s.last).collect();
     std::thread::sleep(Duration::from_secs(o.duration_s).saturating_sub(poll_time));
@@ -559,7 +572,8 @@ fn run_recv(o: &Opts) -> Result<(), String> {
     let window = w0.elapsed().as_secs_f64();
     let cpu1 = process_cpu_ticks();
     let p1 = Instant::now();
-    poll_recv(&mut streams);
+    poll_recv(&mut streams, true);
+    let ended_early = streams.iter().filter(|s| s.error.is_some()).count();
     println!(
         "recv: reading the stats of {} sources took {:.0} ms / {:.0} ms",
         streams.len(),
@@ -598,6 +612,12 @@ fn run_recv(o: &Opts) -> Result<(), String> {
         100.0 * cpu / window,
         100.0 * cpu / window / n
     );
+    if ended_early > 0 {
+        println!(
+            "recv: WARNING: {ended_early} streams ended or failed before the end of the window: \
+             the sender must run longer than start-up + warm-up + window"
+        );
+    }
     if behind.is_empty() {
         println!("recv: no stream fell behind");
     } else {
@@ -611,7 +631,7 @@ fn run_recv(o: &Opts) -> Result<(), String> {
     let end_deadline = Instant::now() + Duration::from_secs(o.end_timeout_s);
     while Instant::now() < end_deadline && streams.iter().any(|s| s.error.is_none()) {
         std::thread::sleep(Duration::from_millis(250));
-        poll_recv(&mut streams);
+        poll_recv(&mut streams, true);
     }
     let ended = streams.iter().filter(|s| s.error.is_some()).count();
     let total_frames: u64 = frames(&streams).iter().sum();
@@ -629,8 +649,8 @@ fn run_recv(o: &Opts) -> Result<(), String> {
     }
     println!("recv: video frames per stream: {}", per_stream.join(" "));
     println!(
-        "recv: {ended}/{} sessions ended; totals: {total_frames} video frames out of psdemux, {} PS frames, \
-         {} RTP packets, {} lost, {} incomplete frames dropped",
+        "recv: {ended}/{} sessions ended; totals: {total_frames} video frames out of psdemux; \
+         at the last stats read: {} PS frames, {} RTP packets, {} lost, {} incomplete frames dropped",
         streams.len(),
         total.ps_frames,
         total.packets,
@@ -641,7 +661,7 @@ fn run_recv(o: &Opts) -> Result<(), String> {
         "RESULT role=recv streams={} started={started} window_s={window:.1} window_frames={win_frames} \
          expected_window_frames={:.0} window_packets={win_packets} window_lost={win_lost} behind={} \
          cpu_s={cpu:.2} cpu_pct={:.1} cpu_pct_per_stream={:.2} total_frames={total_frames} \
-         total_ps_frames={} total_packets={} total_lost={} total_frames_dropped={} ended={ended}",
+         total_ps_frames={} total_packets={} total_lost={} total_frames_dropped={} ended={ended} ended_early={ended_early}",
         o.streams,
         expected * n,
         behind.len(),
