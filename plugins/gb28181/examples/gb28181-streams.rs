@@ -135,6 +135,18 @@ fn process_cpu_ticks() -> u64 {
 
 const TICKS_PER_S: f64 = 100.0;
 
+/// A numeric field of /proc/self/status (e.g. `VmHWM:` in KiB).
+fn proc_status(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn init() {
     gst::init().expect("gst init");
     gstmpegps::plugin_register_static().expect("mpegps plugin");
@@ -405,8 +417,13 @@ struct SrcStats {
     frames_dropped: u64,
 }
 
+/// Longest single read of a source's `stats` property so far, in microseconds.
+static MAX_STATS_READ_US: AtomicU64 = AtomicU64::new(0);
+
 fn src_stats(src: &gst::Element) -> Option<SrcStats> {
+    let t = Instant::now();
     let s = src.property::<gst::Structure>("stats");
+    MAX_STATS_READ_US.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
     if !s.get::<bool>("streaming").unwrap_or(false) {
         return None;
     }
@@ -575,10 +592,12 @@ fn run_recv(o: &Opts) -> Result<(), String> {
     poll_recv(&mut streams, true);
     let ended_early = streams.iter().filter(|s| s.error.is_some()).count();
     println!(
-        "recv: reading the stats of {} sources took {:.0} ms / {:.0} ms",
+        "recv: reading the stats of {} sources (4 per thread) took {:.0} ms at the window start, \
+         {:.0} ms at its end; longest single read {:.0} ms",
         streams.len(),
         poll_time.as_secs_f64() * 1e3,
-        p1.elapsed().as_secs_f64() * 1e3
+        p1.elapsed().as_secs_f64() * 1e3,
+        MAX_STATS_READ_US.load(Ordering::Relaxed) as f64 / 1e3
     );
     let cpu = (cpu1 - cpu0) as f64 / TICKS_PER_S;
     let expected = window * FPS as f64;
@@ -648,6 +667,13 @@ fn run_recv(o: &Opts) -> Result<(), String> {
         let _ = s.pipeline.set_state(gst::State::Null);
     }
     println!("recv: video frames per stream: {}", per_stream.join(" "));
+    println!(
+        "recv: whole process: CPU {:.2} s in {:.1} s, peak RSS {} KiB, {} threads at the end",
+        process_cpu_ticks() as f64 / TICKS_PER_S,
+        t0.elapsed().as_secs_f64(),
+        proc_status("VmHWM:"),
+        proc_status("Threads:")
+    );
     println!(
         "recv: {ended}/{} sessions ended; totals: {total_frames} video frames out of psdemux; \
          at the last stats read: {} PS frames, {} RTP packets, {} lost, {} incomplete frames dropped",
