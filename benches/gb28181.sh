@@ -54,17 +54,19 @@ for N in "${COUNTS[@]}"; do
     RECV_LOG="$OUT/recv-$N.txt"
     SEND_LOG="$OUT/send-$N.txt"
     START_TIMEOUT=$(( 30 + N / 2 ))
-    # The sender keeps sending for the receiver's start-up wait, warm-up and window, plus margin.
+    STOP="$OUT/stop-$N"
+    # The sender sends until the receiver has finished its window and created $STOP (or for
+    # at most DURATION + 120 s).
     "$BIN/gb28181-streams" --role recv --streams "$N" --sip-port "$PORT" --duration-s "$DURATION" \
-        --warmup-s 3 --start-timeout-s "$START_TIMEOUT" --end-timeout-s 30 >"$RECV_LOG" 2>&1 &
+        --warmup-s 3 --start-timeout-s "$START_TIMEOUT" --end-timeout-s 30 --stop-file "$STOP" >"$RECV_LOG" 2>&1 &
     RECV=$!
     PIDS+=("$RECV")
     sleep 1
     "$BIN/gb28181-streams" --role send --streams "$N" --server "127.0.0.1:$PORT" \
-        --duration-s $(( DURATION + 12 )) --start-timeout-s "$START_TIMEOUT" >"$SEND_LOG" 2>&1 &
+        --duration-s $(( DURATION + 120 )) --start-timeout-s "$START_TIMEOUT" --stop-file "$STOP" >"$SEND_LOG" 2>&1 &
     SEND=$!
     PIDS+=("$SEND")
-    LIMIT=$(( START_TIMEOUT + DURATION + 90 ))
+    LIMIT=$(( START_TIMEOUT + DURATION + 180 ))
     for _ in $(seq $(( LIMIT * 2 ))); do
         kill -0 "$RECV" 2>/dev/null || kill -0 "$SEND" 2>/dev/null || break
         sleep 0.5

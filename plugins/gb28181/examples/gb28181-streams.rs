@@ -28,6 +28,9 @@
 //!
 //! Both print one `RESULT role=... key=value ...` line for scripts.
 //!
+//! `--stop-file PATH` (both roles): the receiver creates PATH after its window; the sender stops
+//! sending when it appears (or after --duration-s), so the sender outlasts the window.
+//!
 //! Other options: --password PW (12345678), --sip-port P for the receiver (15060),
 //! --server IP:PORT for the sender (127.0.0.1:15060), --first-serial K (device ids are
 //! 3402000000132 + 7 digits, from K = 1).
@@ -56,6 +59,7 @@ struct Opts {
     bitrate: u32,
     seconds: u32,
     first_serial: usize,
+    stop_file: Option<std::path::PathBuf>,
 }
 
 fn parse_opts() -> Result<Opts, String> {
@@ -74,6 +78,7 @@ fn parse_opts() -> Result<Opts, String> {
         bitrate: 4000,
         seconds: 10,
         first_serial: 1,
+        stop_file: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -101,6 +106,7 @@ fn parse_opts() -> Result<Opts, String> {
             "--bitrate" => o.bitrate = num(&v)? as u32,
             "--seconds" => o.seconds = num(&v)?.max(1) as u32,
             "--first-serial" => o.first_serial = num(&v)? as usize,
+            "--stop-file" => o.stop_file = Some(v.into()),
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -352,6 +358,13 @@ fn run_send(o: &Opts) -> Result<(), String> {
         {
             break;
         }
+        if let Some(f) = &o.stop_file
+            && tick.is_multiple_of(FPS)
+            && f.exists()
+        {
+            println!("send: the receiver is done ({} exists)", f.display());
+            break;
+        }
         tick += 1;
     }
     let wall = t0.elapsed().as_secs_f64();
@@ -575,25 +588,33 @@ fn run_recv(o: &Opts) -> Result<(), String> {
         t0.elapsed().as_secs_f64()
     );
     std::thread::sleep(Duration::from_secs(o.warmup_s));
-    // Phase 2: the measurement window.
-    // Frame counts, time and CPU are taken together; the sources' stats right after (reading
-    // them waits for each source's lock, which its streaming thread holds while receiving).
+    // Phase 2: the measurement window. Frame counts, time and CPU are taken together at its
+    // edges; the sources' stats just before and just after it (reading them can take seconds:
+    // each read waits for the source's state lock, which its streaming thread holds while it
+    // receives), so packet counts and losses cover the window plus those reads.
+    let p0 = Instant::now();
+    poll_recv(&mut streams, true);
+    let poll_time = p0.elapsed();
+    let s0: Vec<Option<SrcStats>> = streams.iter().map(|s| s.last).collect();
     let f0 = frames(&streams);
     let w0 = Instant::now();
     let cpu0 = process_cpu_ticks();
-    poll_recv(&mut streams, true);
-    let poll_time = w0.elapsed();
-    let s0: Vec<Option<SrcStats>> = streams.iter().map(|s| s.last).collect();
-    std::thread::sleep(Duration::from_secs(o.duration_s).saturating_sub(poll_time));
+    std::thread::sleep(Duration::from_secs(o.duration_s));
     let f1 = frames(&streams);
     let window = w0.elapsed().as_secs_f64();
     let cpu1 = process_cpu_ticks();
     let p1 = Instant::now();
     poll_recv(&mut streams, true);
+    let stats_span = p0.elapsed().as_secs_f64();
     let ended_early = streams.iter().filter(|s| s.error.is_some()).count();
+    if let Some(f) = &o.stop_file
+        && let Err(e) = std::fs::write(f, b"done\n")
+    {
+        eprintln!("recv: cannot create {}: {e}", f.display());
+    }
     println!(
-        "recv: reading the stats of {} sources (4 per thread) took {:.0} ms at the window start, \
-         {:.0} ms at its end; longest single read {:.0} ms",
+        "recv: reading the stats of {} sources (4 per thread) took {:.0} ms before the window, \
+         {:.0} ms after it; longest single read {:.0} ms",
         streams.len(),
         poll_time.as_secs_f64() * 1e3,
         p1.elapsed().as_secs_f64() * 1e3,
@@ -623,7 +644,7 @@ fn run_recv(o: &Opts) -> Result<(), String> {
     let n = streams.len().max(1) as f64;
     println!(
         "recv: window {window:.1} s: {win_frames} video frames = {:.1} fps per stream (min {min_fps:.1}, expected {FPS}); \
-         {win_packets} RTP packets, {win_lost} lost",
+         between the stats reads around it ({stats_span:.1} s): {win_packets} RTP packets, {win_lost} lost",
         win_frames as f64 / window / n
     );
     println!(
