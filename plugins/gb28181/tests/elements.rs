@@ -167,6 +167,22 @@ fn live_view(transport: &str) {
         .unwrap()
         .property::<gst::Structure>("stats");
     assert!(stats.get::<u64>("frames").unwrap() >= 15, "{stats}");
+    // An application polling `stats` while media flows must not wait on the streaming
+    // thread's socket receive.
+    let el = src.by_name("src").unwrap();
+    let slowest = (0..100)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            let _ = el.property::<gst::Structure>("stats");
+            std::thread::sleep(Duration::from_millis(2));
+            t.elapsed()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        slowest < Duration::from_millis(100),
+        "{transport}: reading stats took {slowest:?}"
+    );
 
     // The camera hangs up (sink to NULL sends BYE): the source ends with EOS.
     sink.set_state(gst::State::Null).unwrap();

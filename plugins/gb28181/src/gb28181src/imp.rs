@@ -142,11 +142,39 @@ struct Session {
     kind: SessionKindMode,
     mansrtsp_cseq: u32,
     dest: SocketAddr,
-    receiver: MediaReceiver,
+    /// Taken out by the streaming thread while it waits on the socket, so that the state
+    /// lock is never held across a blocking receive (`stats` reads `media` instead).
+    receiver: Option<MediaReceiver>,
+    media: MediaSnapshot,
     bye_rx: mpsc::Receiver<Message>,
     last_data: Instant,
     frames: u64,
     bytes: u64,
+}
+
+/// The receiver's counters as of its last receive, for the `stats` property.
+#[derive(Debug, Clone, Copy, Default)]
+struct MediaSnapshot {
+    depay: gstmpegps::rtp::depacketizer::Stats,
+    foreign: u64,
+    reordered: u64,
+    local_port: u32,
+    sender: Option<(SocketAddr, u32)>,
+}
+
+impl MediaSnapshot {
+    fn of(receiver: &MediaReceiver) -> Self {
+        MediaSnapshot {
+            depay: receiver.depay_stats(),
+            foreign: receiver.dropped_foreign(),
+            reordered: receiver.reordered(),
+            local_port: receiver
+                .local_addr()
+                .map(|a| u32::from(a.port()))
+                .unwrap_or(0),
+            sender: receiver.sender(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -470,7 +498,8 @@ impl Gb28181Src {
             kind: s.session_kind,
             mansrtsp_cseq: 0,
             dest,
-            receiver,
+            media: MediaSnapshot::of(&receiver),
+            receiver: Some(receiver),
             bye_rx,
             last_data: Instant::now(),
             frames: 0,
@@ -498,23 +527,17 @@ impl Gb28181Src {
             .field("invites", st.invites)
             .field("streaming", st.session.is_some());
         if let Some(s) = &st.session {
-            let d = s.receiver.depay_stats();
+            let m = &s.media;
             b = b
                 .field("frames", s.frames)
                 .field("bytes", s.bytes)
-                .field("packets-received", d.packets)
-                .field("packets-lost", d.packets_lost)
-                .field("frames-dropped", d.frames_dropped)
-                .field("packets-foreign", s.receiver.dropped_foreign())
-                .field("packets-reordered", s.receiver.reordered())
-                .field(
-                    "media-port",
-                    s.receiver
-                        .local_addr()
-                        .map(|a| u32::from(a.port()))
-                        .unwrap_or(0),
-                );
-            if let Some((addr, ssrc)) = s.receiver.sender() {
+                .field("packets-received", m.depay.packets)
+                .field("packets-lost", m.depay.packets_lost)
+                .field("frames-dropped", m.depay.frames_dropped)
+                .field("packets-foreign", m.foreign)
+                .field("packets-reordered", m.reordered)
+                .field("media-port", m.local_port);
+            if let Some((addr, ssrc)) = m.sender {
                 b = b.field("sender", addr.to_string()).field("ssrc", ssrc);
             }
         }
@@ -1039,7 +1062,20 @@ impl PushSrcImpl for Gb28181Src {
                 );
                 return Err(gst::FlowError::Eos);
             }
-            let frame = match sess.receiver.next_frame(Duration::from_millis(50)) {
+            let Some(mut receiver) = sess.receiver.take() else {
+                return Err(gst::FlowError::Flushing);
+            };
+            drop(st);
+            let received = receiver.next_frame(Duration::from_millis(50));
+            let media = MediaSnapshot::of(&receiver);
+            let mut st = lock(&self.state);
+            // Stopped while we waited: the session (and with it the dialog) is gone.
+            let Some(sess) = st.session.as_mut() else {
+                return Err(gst::FlowError::Flushing);
+            };
+            sess.receiver = Some(receiver);
+            sess.media = media;
+            let frame = match received {
                 Ok(f) => f,
                 Err(e) => {
                     drop(st);
