@@ -11,7 +11,7 @@
 //! ```
 //! Options: --devices N (1000), --server ADDR (default: an in-process endpoint on
 //! 127.0.0.1), --password PW (12345678), --keepalive-ms MS (60000), --duration-s S (60:
-//! steady-state measurement after all devices registered), --sockets K (16), --window W (64:
+//! steady-state measurement after all devices registered), --sockets K (16), --window W (8:
 //! registrations in flight per socket).
 
 use gstgb28181::core::client::{ClientAction, RegisterClient, RegisterClientConfig};
@@ -42,7 +42,7 @@ fn parse_opts() -> Opts {
         keepalive_ms: 60_000,
         duration_s: 60,
         sockets: 16,
-        window: 64,
+        window: 8,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;

@@ -78,6 +78,20 @@ impl MediaReceiver {
         }
     }
 
+    /// Asks the kernel for a UDP receive buffer of `bytes` (it caps the request at
+    /// `net.core.rmem_max`) and returns the size it granted; `None` for TCP, where the
+    /// kernel tunes the window itself.
+    pub fn set_recv_buffer_size(&self, bytes: usize) -> io::Result<Option<usize>> {
+        match &self.io {
+            Io::Udp(s) => {
+                let sock = socket2::SockRef::from(s);
+                sock.set_recv_buffer_size(bytes)?;
+                sock.recv_buffer_size().map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Only accept this SSRC (from the SDP answer).
     pub fn set_expected_ssrc(&mut self, ssrc: Option<u32>) {
         self.lock = SenderLock::new(ssrc);
@@ -270,6 +284,29 @@ mod tests {
     use super::*;
     use crate::core::media::frame_rfc4571;
     use std::io::Write;
+
+    #[test]
+    fn udp_receive_buffer_is_raised_up_to_the_kernel_cap() {
+        let r = MediaReceiver::udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let before = socket2::SockRef::from(match &r.io {
+            Io::Udp(s) => s,
+            _ => unreachable!(),
+        })
+        .recv_buffer_size()
+        .unwrap();
+        let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(before);
+        let want = 2 * 1024 * 1024;
+        let granted = r.set_recv_buffer_size(want).unwrap().expect("UDP");
+        // Linux grants twice the request (bookkeeping), capped at twice rmem_max.
+        assert!(
+            granted >= want.min(rmem_max),
+            "granted {granted}, rmem_max {rmem_max}"
+        );
+        assert!(granted >= before, "granted {granted} < default {before}");
+    }
 
     fn packet(seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
         let mut p = vec![0x80, 96 | if marker { 0x80 } else { 0 }];
