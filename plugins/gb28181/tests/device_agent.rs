@@ -4,7 +4,7 @@
 //! the GOP cache replayed to a new viewer, BYE.
 
 use gstgb28181::core::sip::Message;
-use gstgb28181::device::{DeviceAgent, DeviceConfig, DeviceEvent};
+use gstgb28181::device::{DeviceAgent, DeviceConfig, DeviceEvent, SipTransport};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -79,6 +79,7 @@ fn invite_ack_media_gop_and_bye() {
             keepalive_interval_ms: 60_000,
             retry_ms: 1000,
             device_name: "test".into(),
+            transport: SipTransport::Udp,
         },
         move |e| {
             let _ = tx.send(e);

@@ -17,6 +17,7 @@ pub struct RegisterClientConfig {
     /// Our address as written into Via and Contact.
     pub local_host: String,
     pub local_port: u16,
+    /// `UDP` or `TCP` (Via; over TCP also `;transport=tcp` in Contact and no retransmissions).
     pub transport: String,
     pub password: String,
     pub expires: u32,
@@ -137,6 +138,10 @@ impl RegisterClient {
             % 10_000_000_000
     }
 
+    fn reliable(&self) -> bool {
+        self.config.transport.eq_ignore_ascii_case("TCP")
+    }
+
     fn server_uri(&self) -> String {
         format!("sip:{}@{}", self.config.server_id, self.config.domain)
     }
@@ -169,9 +174,13 @@ impl RegisterClient {
         let device_id = self.config.device_id.clone();
         let mut m = self.base_request("REGISTER", &call_id, &device_id);
         let c = &self.config;
+        let uri_params = if self.reliable() { ";transport=tcp" } else { "" };
         m.add_header(
             "Contact",
-            format!("<sip:{}@{}:{}>", c.device_id, c.local_host, c.local_port),
+            format!(
+                "<sip:{}@{}:{}{uri_params}>",
+                c.device_id, c.local_host, c.local_port
+            ),
         );
         if let Some(ch) = challenge {
             self.nc += 1;
@@ -203,7 +212,11 @@ impl RegisterClient {
         }
         self.pending.push(Pending {
             request: request.clone(),
-            tx: ClientTransaction::new(TransactionKind::NonInvite, now),
+            tx: if self.reliable() {
+                ClientTransaction::new_reliable(TransactionKind::NonInvite, now)
+            } else {
+                ClientTransaction::new(TransactionKind::NonInvite, now)
+            },
             is_register,
             authed,
         });
@@ -402,4 +415,66 @@ impl RegisterClient {
             )
             .min()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok_to(req: &Message) -> Message {
+        let mut ok = Message::response_to(req, 200, "OK", Some("t"));
+        ok.add_header("Expires", "3600");
+        ok
+    }
+
+    fn sent(acts: &[ClientAction]) -> Vec<Message> {
+        acts.iter()
+            .filter_map(|a| match a {
+                ClientAction::Send(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tcp_register_has_tcp_via_and_contact_and_no_retransmissions() {
+        let mut c = RegisterClient::new(RegisterClientConfig {
+            transport: "TCP".into(),
+            keepalive_interval_ms: 1000,
+            ..Default::default()
+        });
+        let reg = sent(&c.start(0)).remove(0);
+        assert!(reg.header("via").unwrap().starts_with("SIP/2.0/TCP "));
+        assert!(reg.header("contact").unwrap().contains(";transport=tcp>"));
+        // Nothing is re-sent over TCP; Timer F still fails the registration.
+        for now in (0..32_000).step_by(250) {
+            assert!(sent(&c.poll(now)).is_empty(), "re-sent at {now}");
+        }
+        let acts = c.poll(32_000);
+        assert!(acts.contains(&ClientAction::Failed { status: None }));
+
+        let mut c = RegisterClient::new(RegisterClientConfig {
+            transport: "TCP".into(),
+            keepalive_interval_ms: 1000,
+            ..Default::default()
+        });
+        let reg = sent(&c.start(0)).remove(0);
+        c.on_response(&ok_to(&reg), 10);
+        assert_eq!(c.state, ClientState::Registered);
+        let ka = sent(&c.poll(1010));
+        assert_eq!(ka.len(), 1);
+        assert_eq!(ka[0].method(), Some("MESSAGE"));
+        assert!(sent(&c.poll(1600)).is_empty(), "keepalive re-sent over TCP");
+    }
+
+    #[test]
+    fn udp_register_retransmits() {
+        let mut c = RegisterClient::new(RegisterClientConfig::default());
+        let reg = sent(&c.start(0)).remove(0);
+        assert!(reg.header("via").unwrap().starts_with("SIP/2.0/UDP "));
+        assert!(!reg.header("contact").unwrap().contains("transport="));
+        assert_eq!(sent(&c.poll(T1_FOR_TEST)).len(), 1);
+    }
+
+    const T1_FOR_TEST: u64 = super::super::transaction::T1_MS;
 }

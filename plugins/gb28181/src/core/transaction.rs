@@ -48,6 +48,9 @@ pub struct ClientTransaction {
     timeout_at: Option<u64>,
     /// Timer D / K deadline (Completed → Terminated).
     linger_until: Option<u64>,
+    /// Over a reliable transport (TCP) requests are never retransmitted (RFC 3261 §17.1.1.2,
+    /// §17.1.2.2: Timers A and E are not started); Timers B / F still end the transaction.
+    reliable: bool,
 }
 
 impl ClientTransaction {
@@ -60,6 +63,17 @@ impl ClientTransaction {
             interval: T1_MS,
             timeout_at: Some(now + 64 * T1_MS),
             linger_until: None,
+            reliable: false,
+        }
+    }
+
+    /// Like [`ClientTransaction::new`], for a request sent over a reliable transport (TCP):
+    /// no retransmissions, only the timeout.
+    pub fn new_reliable(kind: TransactionKind, now: u64) -> Self {
+        ClientTransaction {
+            retransmit_at: None,
+            reliable: true,
+            ..ClientTransaction::new(kind, now)
         }
     }
 
@@ -82,9 +96,9 @@ impl ClientTransaction {
                         // Timer A stops once a provisional response arrives.
                         self.retransmit_at = None;
                     } else {
-                        // Timer E continues at T2 in Proceeding.
+                        // Timer E continues at T2 in Proceeding (UDP only).
                         self.interval = T2_MS;
-                        self.retransmit_at = Some(now + T2_MS);
+                        self.retransmit_at = (!self.reliable).then_some(now + T2_MS);
                     }
                     return TxAction::Deliver;
                 }
@@ -95,10 +109,11 @@ impl ClientTransaction {
                     self.state = TxState::Terminated;
                 } else {
                     self.state = TxState::Completed;
-                    let linger = if kind == TransactionKind::Invite {
-                        32_000 // Timer D
-                    } else {
-                        T4_MS // Timer K
+                    // Timers D and K are zero over a reliable transport.
+                    let linger = match (kind, self.reliable) {
+                        (_, true) => 0,
+                        (TransactionKind::Invite, false) => 32_000,
+                        (TransactionKind::NonInvite, false) => T4_MS,
                     };
                     self.linger_until = Some(now + linger);
                 }
@@ -373,6 +388,24 @@ mod tests {
         assert_eq!(t.next_deadline(), Some(9_100));
         t.poll(9_100);
         assert!(t.is_terminated());
+    }
+
+    #[test]
+    fn reliable_never_retransmits() {
+        let mut t = ClientTransaction::new_reliable(TransactionKind::NonInvite, 0);
+        for now in (0..64 * T1_MS).step_by(100) {
+            assert_eq!(t.poll(now), TxAction::None, "at {now}");
+        }
+        assert_eq!(t.poll(64 * T1_MS), TxAction::Timeout);
+        let mut t = ClientTransaction::new_reliable(TransactionKind::NonInvite, 0);
+        assert_eq!(t.on_response(100, 10), TxAction::Deliver);
+        assert_eq!(t.poll(10 + T2_MS), TxAction::None);
+        assert_eq!(t.on_response(200, 20), TxAction::Deliver);
+        assert_eq!(t.poll(20), TxAction::None);
+        assert!(t.is_terminated());
+        let mut t = ClientTransaction::new_reliable(TransactionKind::Invite, 0);
+        assert_eq!(t.poll(T1_MS * 4), TxAction::None);
+        assert_eq!(t.poll(64 * T1_MS), TxAction::Timeout);
     }
 
     #[test]

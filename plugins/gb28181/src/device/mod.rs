@@ -1,5 +1,5 @@
-//! The device side of GB/T 28181 for gb28181sink: a SIP user agent on a UDP socket of its own
-//! that registers with digest ([`RegisterClient`]: refresh, keepalives, re-registration with
+//! The device side of GB/T 28181 for gb28181sink: a SIP user agent on a UDP socket or a TCP
+//! connection of its own that registers with digest ([`RegisterClient`]: refresh, keepalives, re-registration with
 //! backoff), answers Catalog / DeviceInfo / DeviceStatus queries and PTZ controls, and answers
 //! INVITE with an SDP (UDP, TCP active or TCP passive as the offer asks), starting a
 //! [`MediaSession`] at ACK and ending it at BYE (either side).
@@ -7,20 +7,31 @@
 //! GStreamer-free: one thread and std sockets; the sink feeds frames to
 //! [`DeviceAgent::send_frame`] from its streaming thread.
 //!
+//! SIP over TCP (GB/T 28181-2016): the agent connects to the server, sends everything
+//! (REGISTER, keepalives, answers, BYE) on that connection and reads requests and responses
+//! from it with [`StreamFramer`] (bounded by the framer's message size limit). Via says
+//! `SIP/2.0/TCP`, Contact `;transport=tcp`; nothing is retransmitted (reliable transport, also
+//! no 200-until-ACK resends). When the connection is refused or drops, the agent connects
+//! again after `retry_ms`, doubling per failure in a row (up to 32×, as the registration
+//! backoff), and registers again. The OS picks the local TCP port (`local_port` is for UDP).
+//!
 //! Limits: one media session at a time (a new INVITE replaces the old one); the GOP cache is
 //! bounded by [`MAX_GOP_BYTES`] and [`MAX_GOP_FRAMES`].
 
-use crate::core::client::{ClientAction, ClientState, RegisterClient, RegisterClientConfig};
+use crate::core::client::{
+    ClientAction, ClientState, MAX_BACKOFF_SHIFT, RegisterClient, RegisterClientConfig,
+};
 use crate::core::manscdp::{self, CatalogItem, Manscdp};
 use crate::core::media::{frame_rfc4571, has_psm, is_header_only, is_key_frame};
 use crate::core::sdp::{self, MediaTransport};
-use crate::core::sip::Message;
+use crate::core::sip::{Message, StreamFramer};
 use crate::core::subject::Subject;
+pub use crate::endpoint::SipTransport;
 use crate::endpoint::now_ms;
 use gstmpegps::rtp::packetizer;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -44,6 +55,8 @@ pub struct DeviceConfig {
     pub keepalive_interval_ms: u64,
     pub retry_ms: u64,
     pub device_name: String,
+    /// SIP over UDP (a socket bound to `local_ip:local_port`) or TCP (a connection to `server`).
+    pub transport: SipTransport,
 }
 
 /// What the sink is told.
@@ -56,6 +69,16 @@ pub enum DeviceEvent {
         status: Option<u16>,
     },
     Unregistered,
+    /// SIP over TCP: the connection to the server was refused, failed or closed; the agent
+    /// connects again (and registers) after `retry_in_ms`.
+    Disconnected {
+        reason: String,
+        retry_in_ms: u64,
+    },
+    /// SIP over TCP: connected to the server (from `local`), registering.
+    Connected {
+        local: String,
+    },
     SessionStarted {
         call_id: String,
         /// `Play`, `Playback` or `Download` (the offer's `s=`).
@@ -133,11 +156,24 @@ struct OkRetransmit {
     give_up_at: u64,
 }
 
+/// Where SIP goes: a UDP socket, or the current TCP connection to the server (its writing
+/// half; the agent's thread reads the other).
+enum SipSocket {
+    Udp(UdpSocket),
+    Tcp(Mutex<Option<TcpStream>>),
+}
+
+/// Longest a TCP connect to the server may block the agent's thread.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 pub struct DeviceAgent {
     ok_retransmit: Mutex<Option<OkRetransmit>>,
     config: DeviceConfig,
-    socket: UdpSocket,
-    local_addr: SocketAddr,
+    socket: SipSocket,
+    /// Our SIP address (Via, Contact, SDP); over TCP the current connection's local address.
+    local_addr: Mutex<SocketAddr>,
+    /// TCP connection failures in a row (for the reconnect backoff).
+    tcp_failures: AtomicU32,
     stop: AtomicBool,
     session: Mutex<Option<MediaSession>>,
     pending: Mutex<Option<(MediaSession, Dialog)>>,
@@ -165,17 +201,24 @@ impl DeviceAgent {
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| other("no local address"))?;
-        let socket = UdpSocket::bind(bind)?;
-        socket.set_read_timeout(Some(Duration::from_millis(20)))?;
-        let local_addr = socket.local_addr()?;
-        let seed = now_ms() ^ u64::from(local_addr.port()) << 40;
+        let (socket, local_addr) = match config.transport {
+            SipTransport::Udp => {
+                let socket = UdpSocket::bind(bind)?;
+                socket.set_read_timeout(Some(Duration::from_millis(20)))?;
+                let local_addr = socket.local_addr()?;
+                (SipSocket::Udp(socket), local_addr)
+            }
+            // Not connected yet: the port becomes the connection's.
+            SipTransport::Tcp => (SipSocket::Tcp(Mutex::new(None)), bind),
+        };
+        let seed = now_ms() ^ u64::from(local_addr.port()) << 40 ^ u64::from(std::process::id());
         let client = RegisterClient::new(RegisterClientConfig {
             device_id: config.device_id.clone(),
             domain: config.domain.clone(),
             server_id: config.server_id.clone(),
             local_host: local_addr.ip().to_string(),
             local_port: local_addr.port(),
-            transport: "UDP".into(),
+            transport: config.transport.as_str().into(),
             password: config.password.clone(),
             expires: config.expires,
             keepalive_interval_ms: config.keepalive_interval_ms,
@@ -188,7 +231,8 @@ impl DeviceAgent {
             ok_retransmit: Mutex::new(None),
             config,
             socket,
-            local_addr,
+            local_addr: Mutex::new(local_addr),
+            tcp_failures: AtomicU32::new(0),
             stop: AtomicBool::new(false),
             session: Mutex::new(None),
             pending: Mutex::new(None),
@@ -206,8 +250,40 @@ impl DeviceAgent {
         Ok(agent)
     }
 
+    /// Our SIP address (over TCP: of the current connection, port 0 before the first).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        *lock(&self.local_addr)
+    }
+
+    fn reliable(&self) -> bool {
+        self.config.transport == SipTransport::Tcp
+    }
+
+    /// Whether SIP can go out: always over UDP, over TCP while connected.
+    pub fn is_connected(&self) -> bool {
+        match &self.socket {
+            SipSocket::Udp(_) => true,
+            SipSocket::Tcp(w) => lock(w).is_some(),
+        }
+    }
+
+    /// `SIP/2.0/UDP <addr>;rport;branch=z9hG4bK<branch>` (TCP over TCP).
+    fn via(&self, branch: u64) -> String {
+        format!(
+            "SIP/2.0/{} {};rport;branch=z9hG4bK{branch}",
+            self.config.transport.as_str(),
+            self.local_addr()
+        )
+    }
+
+    /// Our Contact for `user`.
+    fn contact(&self, user: &str) -> String {
+        let params = if self.reliable() {
+            ";transport=tcp"
+        } else {
+            ""
+        };
+        format!("<sip:{user}@{}{params}>", self.local_addr())
     }
 
     pub fn is_registered(&self) -> bool {
@@ -224,28 +300,56 @@ impl DeviceAgent {
             d.cseq += 1;
             let bye = self.in_dialog_request(&d, "BYE");
             let _ = self.send(&bye);
-            let _ = self.send(&bye);
+            // Over UDP once more in case the first is lost (we don't wait for the 200).
+            if !self.reliable() {
+                let _ = self.send(&bye);
+            }
         }
         *lock(&self.session) = None;
-        let acts = lock(&self.client).unregister(now_ms());
-        self.do_actions(acts);
-        // Give the platform a moment to answer the unregister.
-        let deadline = std::time::Instant::now() + Duration::from_millis(300);
-        while std::time::Instant::now() < deadline
-            && !lock(&self.client).state.eq(&ClientState::Idle)
-        {
-            std::thread::sleep(Duration::from_millis(10));
+        if self.is_connected() {
+            let acts = lock(&self.client).unregister(now_ms());
+            self.do_actions(acts);
+            // Give the platform a moment to answer the unregister.
+            let deadline = std::time::Instant::now() + Duration::from_millis(300);
+            while std::time::Instant::now() < deadline
+                && !lock(&self.client).state.eq(&ClientState::Idle)
+                && self.is_connected()
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = lock(&self.thread).take() {
             let _ = t.join();
         }
+        // Over TCP: close the connection once unregistered.
+        if let SipSocket::Tcp(w) = &self.socket
+            && let Some(s) = lock(w).take()
+        {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
     }
 
+    /// Sends to the server (over TCP: on the connection, an error when there is none).
     fn send(&self, m: &Message) -> io::Result<()> {
-        self.socket
-            .send_to(&m.to_bytes(), self.config.server)
-            .map(|_| ())
+        self.send_bytes(&m.to_bytes(), self.config.server)
+    }
+
+    /// Over UDP to `dest`; over TCP on the connection (where every request came from).
+    fn send_bytes(&self, bytes: &[u8], dest: SocketAddr) -> io::Result<()> {
+        match &self.socket {
+            SipSocket::Udp(s) => s.send_to(bytes, dest).map(|_| ()),
+            SipSocket::Tcp(w) => {
+                let mut w = lock(w);
+                let s = w.as_mut().ok_or_else(|| other("not connected"))?;
+                let r = s.write_all(bytes);
+                if r.is_err() {
+                    // Let the reading side notice and reconnect.
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
+                r
+            }
+        }
     }
 
     fn do_actions(&self, acts: Vec<ClientAction>) {
@@ -255,6 +359,7 @@ impl DeviceAgent {
                     let _ = self.send(&m);
                 }
                 ClientAction::Registered { expires_s, .. } => {
+                    self.tcp_failures.store(0, Ordering::SeqCst);
                     (self.on_event)(DeviceEvent::Registered { expires_s })
                 }
                 ClientAction::Unregistered => (self.on_event)(DeviceEvent::Unregistered),
@@ -266,14 +371,131 @@ impl DeviceAgent {
     }
 
     fn run(self: Arc<Self>) {
+        match &self.socket {
+            SipSocket::Udp(socket) => self.run_udp(socket),
+            SipSocket::Tcp(_) => self.run_tcp(),
+        }
+    }
+
+    fn run_udp(&self, socket: &UdpSocket) {
         let acts = lock(&self.client).start(now_ms());
         self.do_actions(acts);
         let mut buf = vec![0u8; 65_536];
         while !self.stop.load(Ordering::SeqCst) {
-            if let Ok((n, from)) = self.socket.recv_from(&mut buf)
+            if let Ok((n, from)) = socket.recv_from(&mut buf)
                 && let Ok(m) = Message::parse(&buf[..n])
             {
                 self.handle(m, from);
+            }
+            let acts = lock(&self.client).poll(now_ms());
+            self.do_actions(acts);
+            self.retransmit_ok(now_ms());
+        }
+    }
+
+    /// Delay before the next connection attempt after `failures` in a row (1 = the first).
+    fn reconnect_delay(&self, failures: u32) -> u64 {
+        self.config.retry_ms << failures.saturating_sub(1).min(MAX_BACKOFF_SHIFT)
+    }
+
+    /// Connects to the server and starts registering on the new connection.
+    fn connect_tcp(&self) -> io::Result<TcpStream> {
+        let s = TcpStream::connect_timeout(&self.config.server, CONNECT_TIMEOUT)?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_millis(20)))?;
+        s.set_write_timeout(Some(Duration::from_secs(2)))?;
+        let local = s.local_addr()?;
+        let writer = s.try_clone()?;
+        *lock(&self.local_addr) = local;
+        let SipSocket::Tcp(w) = &self.socket else {
+            return Err(other("not TCP"));
+        };
+        *lock(w) = Some(writer);
+        (self.on_event)(DeviceEvent::Connected {
+            local: local.to_string(),
+        });
+        let acts = {
+            let mut c = lock(&self.client);
+            // A fresh registration (new Call-ID) from the new address.
+            let mut config = c.config.clone();
+            config.local_host = local.ip().to_string();
+            config.local_port = local.port();
+            config.seed = config.seed.wrapping_add(0x9E37_79B9_7F4A_7C15) ^ now_ms();
+            *c = RegisterClient::new(config);
+            c.start(now_ms())
+        };
+        self.do_actions(acts);
+        Ok(s)
+    }
+
+    /// The connection is gone: forget it and the registration made over it.
+    fn disconnected(&self, reason: String) -> u64 {
+        if let SipSocket::Tcp(w) = &self.socket
+            && let Some(s) = lock(w).take()
+        {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        {
+            let mut c = lock(&self.client);
+            let config = c.config.clone();
+            *c = RegisterClient::new(config);
+        }
+        let failures = self.tcp_failures.fetch_add(1, Ordering::SeqCst) + 1;
+        let retry_in_ms = self.reconnect_delay(failures);
+        (self.on_event)(DeviceEvent::Disconnected {
+            reason,
+            retry_in_ms,
+        });
+        retry_in_ms
+    }
+
+    fn run_tcp(&self) {
+        let mut conn: Option<(TcpStream, StreamFramer)> = None;
+        let mut connect_at = 0u64;
+        let mut buf = vec![0u8; 16 * 1024];
+        while !self.stop.load(Ordering::SeqCst) {
+            let now = now_ms();
+            let Some((stream, framer)) = conn.as_mut() else {
+                if now >= connect_at {
+                    match self.connect_tcp() {
+                        Ok(s) => conn = Some((s, StreamFramer::new())),
+                        Err(e) => {
+                            connect_at = now + self.disconnected(format!("connect: {e}"));
+                        }
+                    }
+                } else {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                self.retransmit_ok(now);
+                continue;
+            };
+            let closed = match stream.read(&mut buf) {
+                Ok(0) => Some("closed by the server".to_string()),
+                Ok(n) => {
+                    let peer = stream.peer_addr().unwrap_or(self.config.server);
+                    for m in framer.push(&buf[..n]).into_iter().flatten() {
+                        self.handle(m, peer);
+                    }
+                    None
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    None
+                }
+                Err(e) => Some(format!("read: {e}")),
+            };
+            // A write error shuts the connection down and empties the writer.
+            let closed = closed.or_else(|| (!self.is_connected()).then(|| "write failed".into()));
+            if let Some(reason) = closed {
+                conn = None;
+                connect_at = now_ms() + self.disconnected(reason);
+                continue;
             }
             let acts = lock(&self.client).poll(now_ms());
             self.do_actions(acts);
@@ -295,8 +517,9 @@ impl DeviceAgent {
             }
             return;
         }
-        if now >= r.next_at {
-            let _ = self.socket.send_to(&r.bytes, r.dest);
+        // Over TCP the 200 is not re-sent (reliable transport), only given up on.
+        if now >= r.next_at && !self.reliable() {
+            let _ = self.send_bytes(&r.bytes, r.dest);
             r.interval = (r.interval * 2).min(crate::core::transaction::T2_MS);
             r.next_at = now + r.interval;
         }
@@ -309,7 +532,7 @@ impl DeviceAgent {
             return;
         }
         let reply = |r: Message| {
-            let _ = self.socket.send_to(&r.to_bytes(), from);
+            let _ = self.send_bytes(&r.to_bytes(), from);
         };
         match m.method().unwrap_or_default().to_ascii_uppercase().as_str() {
             "MESSAGE" => {
@@ -393,18 +616,15 @@ impl DeviceAgent {
 
     fn new_message(&self, body: &str) -> Message {
         let c = &self.config;
-        let n = now_ms() ^ u64::from(self.local_addr.port());
+        let local = self.local_addr();
+        let n = now_ms() ^ u64::from(local.port());
         let mut m = Message::request("MESSAGE", &format!("sip:{}@{}", c.server_id, c.domain));
-        m.add_header(
-            "Via",
-            format!("SIP/2.0/UDP {};rport;branch=z9hG4bK{n}", self.local_addr),
-        )
-        .add_header(
+        m.add_header("Via", self.via(n)).add_header(
             "From",
             format!("<sip:{}@{}>;tag={n}", c.device_id, c.domain),
         )
         .add_header("To", format!("<sip:{}@{}>", c.server_id, c.domain))
-        .add_header("Call-ID", format!("{n}@{}", self.local_addr.ip()))
+        .add_header("Call-ID", format!("{n}@{}", local.ip()))
         .add_header("CSeq", "1 MESSAGE")
         .add_header("Max-Forwards", "70");
         m.set_body(
@@ -479,13 +699,13 @@ impl DeviceAgent {
 
     fn handle_invite(&self, m: &Message, from: SocketAddr) {
         let reply = |r: Message| {
-            let _ = self.socket.send_to(&r.to_bytes(), from);
+            let _ = self.send_bytes(&r.to_bytes(), from);
         };
         // A retransmitted INVITE: answer with the same 200 again.
         if let Some(r) = lock(&self.ok_retransmit).as_ref()
             && Some(r.call_id.as_str()) == m.call_id()
         {
-            let _ = self.socket.send_to(&r.bytes, from);
+            let _ = self.send_bytes(&r.bytes, from);
             return;
         }
         if lock(&self.session)
@@ -512,7 +732,7 @@ impl DeviceAgent {
             .connection_ip
             .clone()
             .unwrap_or_else(|| offer.origin_ip.clone());
-        let local_ip = self.local_addr.ip();
+        let local_ip = self.local_addr().ip();
         let dest: Option<SocketAddr> = format!("{ip}:{}", offer.port).parse().ok();
         let out = match (offer.transport(), dest) {
             (_, None) => None,
@@ -554,10 +774,7 @@ impl DeviceAgent {
         );
         let tag = format!("{}", now_ms() % 1_000_000_000);
         let mut ok = Message::response_to(m, 200, "OK", Some(&tag));
-        ok.add_header(
-            "Contact",
-            format!("<sip:{}@{}>", self.config.channel_id, self.local_addr),
-        );
+        ok.add_header("Contact", self.contact(&self.config.channel_id));
         ok.set_body("APPLICATION/SDP", answer.into_bytes());
         let call_id = m.call_id().unwrap_or_default().to_string();
         let dialog = Dialog {
@@ -616,15 +833,8 @@ impl DeviceAgent {
 
     fn in_dialog_request(&self, d: &Dialog, method: &str) -> Message {
         let mut m = Message::request(method, &d.remote_target);
-        m.add_header(
-            "Via",
-            format!(
-                "SIP/2.0/UDP {};rport;branch=z9hG4bK{}",
-                self.local_addr,
-                now_ms() % 1_000_000_000
-            ),
-        )
-        .add_header("From", d.local.clone())
+        m.add_header("Via", self.via(now_ms() % 1_000_000_000))
+            .add_header("From", d.local.clone())
         .add_header("To", d.remote.clone())
         .add_header("Call-ID", d.call_id.clone())
         .add_header("CSeq", format!("{} {method}", d.cseq))

@@ -7,7 +7,8 @@ use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use crate::core::sdp::MediaTransport;
-use crate::device::{DeviceAgent, DeviceConfig, DeviceEvent};
+use crate::device::{DeviceAgent, DeviceConfig, DeviceEvent, SipTransport};
+use crate::gb28181src::SipTransportMode;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -24,6 +25,7 @@ const DEFAULT_DEVICE_ID: &str = "34020000001320000001";
 struct Settings {
     server_ip: String,
     server_port: u32,
+    sip_transport: SipTransportMode,
     server_id: String,
     domain: String,
     device_id: String,
@@ -42,6 +44,7 @@ impl Default for Settings {
         Settings {
             server_ip: "127.0.0.1".into(),
             server_port: 5060,
+            sip_transport: SipTransportMode::Udp,
             server_id: DEFAULT_SERVER_ID.into(),
             domain: String::new(),
             device_id: DEFAULT_DEVICE_ID.into(),
@@ -111,6 +114,16 @@ fn event_structure(e: &DeviceEvent) -> gst::Structure {
                 .build()
         }
         DeviceEvent::Unregistered => gst::Structure::new_empty("gb28181-unregistered"),
+        DeviceEvent::Disconnected {
+            reason,
+            retry_in_ms,
+        } => gst::Structure::builder("gb28181-disconnected")
+            .field("reason", reason)
+            .field("retry-in-ms", *retry_in_ms)
+            .build(),
+        DeviceEvent::Connected { local } => gst::Structure::builder("gb28181-connected")
+            .field("local-address", local)
+            .build(),
         DeviceEvent::SessionStarted {
             call_id,
             kind,
@@ -163,10 +176,15 @@ impl ObjectImpl for Gb28181Sink {
                     .build(),
                 glib::ParamSpecUInt::builder("server-port")
                     .nick("Server port")
-                    .blurb("SIP port of the platform (UDP)")
+                    .blurb("SIP port of the platform (UDP or TCP, see sip-transport)")
                     .minimum(1)
                     .maximum(65_535)
                     .default_value(d.server_port)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("sip-transport", d.sip_transport)
+                    .nick("SIP transport")
+                    .blurb("SIP over UDP, or over one TCP connection to the platform (reconnected and registered again when it drops)")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("server-id")
@@ -203,7 +221,7 @@ impl ObjectImpl for Gb28181Sink {
                     .build(),
                 glib::ParamSpecUInt::builder("local-port")
                     .nick("Local port")
-                    .blurb("Local SIP port (0 = any)")
+                    .blurb("Local SIP port (0 = any; UDP only, over TCP the OS picks it)")
                     .maximum(65_535)
                     .default_value(d.local_port)
                     .mutable_ready()
@@ -257,6 +275,7 @@ impl ObjectImpl for Gb28181Sink {
         match pspec.name() {
             "server-ip" => s.server_ip = string(),
             "server-port" => s.server_port = value.get().unwrap_or(5060),
+            "sip-transport" => s.sip_transport = value.get().unwrap_or_default(),
             "server-id" => s.server_id = string(),
             "domain" => s.domain = string(),
             "device-id" => s.device_id = string(),
@@ -275,13 +294,14 @@ impl ObjectImpl for Gb28181Sink {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         if pspec.name() == "stats" {
             let st = lock(&self.state);
-            let (registered, session) = st
+            let (registered, session, connected) = st
                 .agent
                 .as_ref()
-                .map(|a| (a.is_registered(), a.has_session()))
-                .unwrap_or((false, false));
+                .map(|a| (a.is_registered(), a.has_session(), a.is_connected()))
+                .unwrap_or((false, false, false));
             return gst::Structure::builder("application/x-gb28181sink-stats")
                 .field("registered", registered)
+                .field("connected", connected)
                 .field("streaming", session)
                 .field("frames", st.frames)
                 .build()
@@ -291,6 +311,7 @@ impl ObjectImpl for Gb28181Sink {
         match pspec.name() {
             "server-ip" => s.server_ip.to_value(),
             "server-port" => s.server_port.to_value(),
+            "sip-transport" => s.sip_transport.to_value(),
             "server-id" => s.server_id.to_value(),
             "domain" => s.domain().to_value(),
             "device-id" => s.device_id.to_value(),
@@ -384,6 +405,10 @@ impl BaseSinkImpl for Gb28181Sink {
             keepalive_interval_ms: u64::from(s.keepalive_interval),
             retry_ms: u64::from(s.retry_interval),
             device_name: s.device_name.clone(),
+            transport: match s.sip_transport {
+                SipTransportMode::Udp => SipTransport::Udp,
+                SipTransportMode::Tcp => SipTransport::Tcp,
+            },
         };
         let weak = self.obj().downgrade();
         let agent = DeviceAgent::start(config, move |e| {
@@ -405,15 +430,16 @@ impl BaseSinkImpl for Gb28181Sink {
         .map_err(|e| {
             gst::error_msg!(
                 gst::ResourceError::OpenWrite,
-                ["Could not open the SIP socket: {e}"]
+                ["Could not start SIP ({:?}): {e}", s.sip_transport]
             )
         })?;
         gst::info!(
             CAT,
             imp = self,
-            "Device {} registering from {} to {server}",
+            "Device {} registering from {} to {server} over {:?}",
             s.device_id,
-            agent.local_addr()
+            agent.local_addr(),
+            s.sip_transport
         );
         let mut st = lock(&self.state);
         st.agent = Some(agent);
