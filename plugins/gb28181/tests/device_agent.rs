@@ -182,3 +182,296 @@ fn invite_ack_media_gop_and_bye() {
     assert!(!agent.has_session());
     agent.stop();
 }
+
+// ---- SIP over TCP ----
+
+use gstgb28181::core::sip::StreamFramer;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+fn tcp_config(server: SocketAddr, retry_ms: u64) -> DeviceConfig {
+    DeviceConfig {
+        server,
+        server_id: "34020000002000000001".into(),
+        domain: "3402000000".into(),
+        device_id: "34020000001320000001".into(),
+        channel_id: "34020000001320000001".into(),
+        password: "x".into(),
+        local_ip: "127.0.0.1".into(),
+        local_port: 0,
+        expires: 3600,
+        keepalive_interval_ms: 60_000,
+        retry_ms,
+        device_name: "test".into(),
+        transport: SipTransport::Tcp,
+    }
+}
+
+fn accept_within(l: &TcpListener, timeout: Duration) -> TcpStream {
+    l.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + timeout;
+    loop {
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                return s;
+            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("no connection: {e}"),
+        }
+    }
+}
+
+/// The platform's side of one TCP connection: messages framed by Content-Length.
+struct Conn {
+    s: TcpStream,
+    framer: StreamFramer,
+    queue: std::collections::VecDeque<Message>,
+    eof: bool,
+}
+
+impl Conn {
+    fn new(s: TcpStream) -> Self {
+        Conn {
+            s,
+            framer: StreamFramer::new(),
+            queue: Default::default(),
+            eof: false,
+        }
+    }
+
+    /// The next message within `timeout`, if any.
+    fn next_within(&mut self, timeout: Duration) -> Option<Message> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 8192];
+        while self.queue.is_empty() && !self.eof && Instant::now() < deadline {
+            match self.s.read(&mut buf) {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    for m in self.framer.push(&buf[..n]) {
+                        self.queue.push_back(m.expect("well-framed message from the device"));
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => self.eof = true,
+            }
+        }
+        self.queue.pop_front()
+    }
+
+    fn next(&mut self) -> Message {
+        self.next_within(Duration::from_secs(3))
+            .expect("a message from the device")
+    }
+
+    fn send(&mut self, m: &Message) {
+        self.s.write_all(&m.to_bytes()).unwrap();
+    }
+}
+
+fn wait_event(
+    events: &mpsc::Receiver<DeviceEvent>,
+    timeout: Duration,
+    mut pred: impl FnMut(&DeviceEvent) -> bool,
+) -> DeviceEvent {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let e = events
+            .recv_timeout(left)
+            .expect("the expected device event in time");
+        if pred(&e) {
+            return e;
+        }
+    }
+}
+
+fn register_ok(c: &mut Conn) -> Message {
+    let reg = c.next();
+    assert_eq!(reg.method(), Some("REGISTER"));
+    let mut ok = Message::response_to(&reg, 200, "OK", Some("r"));
+    ok.add_header("Expires", "3600");
+    c.send(&ok);
+    reg
+}
+
+fn catalog_query() -> Message {
+    let mut m = Message::request("MESSAGE", "sip:34020000001320000001@3402000000");
+    m.add_header("Via", "SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKq1")
+        .add_header("From", "<sip:34020000002000000001@3402000000>;tag=p9")
+        .add_header("To", "<sip:34020000001320000001@3402000000>")
+        .add_header("Call-ID", "q1")
+        .add_header("CSeq", "1 MESSAGE");
+    m.set_body(
+        "Application/MANSCDP+xml",
+        b"<?xml version=\"1.0\"?>\r\n<Query>\r\n<CmdType>Catalog</CmdType>\r\n<SN>77</SN>\r\n<DeviceID>34020000001320000001</DeviceID>\r\n</Query>\r\n".to_vec(),
+    );
+    m
+}
+
+#[test]
+fn tcp_register_requests_framing_reconnect_and_clean_stop() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    media
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let (tx, events) = mpsc::channel();
+    let agent = DeviceAgent::start(tcp_config(server, 100), move |e| {
+        let _ = tx.send(e);
+    })
+    .unwrap();
+    let mut c = Conn::new(accept_within(&listener, Duration::from_secs(3)));
+    let device_port = c.s.peer_addr().unwrap().port();
+
+    // REGISTER over TCP: Via TCP, Contact with transport=tcp and the connection's port.
+    let reg = register_ok(&mut c);
+    let via = reg.header("via").unwrap();
+    assert!(via.starts_with("SIP/2.0/TCP 127.0.0.1:"), "{via}");
+    let contact = reg.header("contact").unwrap();
+    assert!(
+        contact.contains(&format!(":{device_port};transport=tcp")),
+        "{contact}"
+    );
+    wait_event(&events, Duration::from_secs(2), |e| {
+        *e == DeviceEvent::Registered { expires_s: 3600 }
+    });
+    assert!(agent.is_registered() && agent.is_connected());
+
+    // Garbage, a Catalog query and an INVITE in one stream, cut mid-header: the framer
+    // skips the garbage and splits the messages.
+    let inv = invite(media.local_addr().unwrap().port(), "t1");
+    let mut stream = b"\r\nnot sip at all\r\n".to_vec();
+    stream.extend(catalog_query().to_bytes());
+    stream.extend(inv.to_bytes());
+    for chunk in stream.chunks(97) {
+        c.s.write_all(chunk).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(c.next());
+    }
+    let status_of = |method: &str, status: u16| {
+        got.iter().any(|m| {
+            m.status() == Some(status)
+                && m.cseq().is_some_and(|c| c.method.eq_ignore_ascii_case(method))
+        })
+    };
+    assert!(status_of("MESSAGE", 200), "{got:?}");
+    assert!(status_of("INVITE", 100), "{got:?}");
+    assert!(status_of("INVITE", 200), "{got:?}");
+    let catalog = got
+        .iter()
+        .find(|m| m.method() == Some("MESSAGE"))
+        .expect("catalog response");
+    assert!(catalog.header("via").unwrap().starts_with("SIP/2.0/TCP "));
+    assert!(String::from_utf8_lossy(&catalog.body).contains("<SN>77</SN>"));
+    let ok = got
+        .iter()
+        .find(|m| m.status() == Some(200) && m.cseq().is_some_and(|c| c.method == "INVITE"))
+        .unwrap()
+        .clone();
+    assert!(ok.header("contact").unwrap().contains(";transport=tcp>"));
+    // No ACK yet, but over TCP the 200 is not re-sent (over UDP it is after 500 ms).
+    assert!(c.next_within(Duration::from_millis(1200)).is_none());
+
+    let mut ack = Message::request("ACK", "sip:34020000001320000001@127.0.0.1");
+    for h in ["via", "from", "call-id"] {
+        ack.add_header(h, inv.header(h).unwrap());
+    }
+    ack.add_header("To", ok.header("to").unwrap())
+        .add_header("CSeq", "1 ACK");
+    c.send(&ack);
+    wait_event(&events, Duration::from_secs(2), |e| {
+        matches!(e, DeviceEvent::SessionStarted { ssrc: 200_000_042, .. })
+    });
+    agent.send_frame(&ps_frame(&[0x67, 0x42, 1, 2]), None, 1000);
+    let mut buf = [0u8; 2048];
+    let (n, _) = media.recv_from(&mut buf).expect("media over UDP");
+    assert_eq!(u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]), 200_000_042);
+    assert!(n > 12);
+
+    // The platform closes the connection: the device connects again and registers again.
+    drop(c);
+    let e = wait_event(&events, Duration::from_secs(2), |e| {
+        matches!(e, DeviceEvent::Disconnected { .. })
+    });
+    assert!(
+        matches!(&e, DeviceEvent::Disconnected { retry_in_ms: 100, .. }),
+        "{e:?}"
+    );
+    let t0 = Instant::now();
+    let mut c = Conn::new(accept_within(&listener, Duration::from_secs(3)));
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    let reg2 = register_ok(&mut c);
+    assert_ne!(reg2.call_id(), reg.call_id(), "a fresh registration");
+    assert!(
+        reg2.header("contact")
+            .unwrap()
+            .contains(&format!(":{};transport=tcp", c.s.peer_addr().unwrap().port()))
+    );
+    wait_event(&events, Duration::from_secs(2), |e| {
+        matches!(e, DeviceEvent::Registered { .. })
+    });
+
+    // Stop: BYE for the session, REGISTER Expires: 0, then the connection closes.
+    let a = agent.clone();
+    let stopper = std::thread::spawn(move || a.stop());
+    let bye = c.next();
+    assert_eq!(bye.method(), Some("BYE"));
+    assert_eq!(bye.call_id(), Some("t1"));
+    c.send(&Message::response_to(&bye, 200, "OK", None));
+    let unreg = c.next();
+    assert_eq!(unreg.method(), Some("REGISTER"));
+    assert_eq!(unreg.expires(), Some(0));
+    c.send(&Message::response_to(&unreg, 200, "OK", Some("r")));
+    stopper.join().unwrap();
+    assert!(c.next_within(Duration::from_secs(2)).is_none());
+    assert!(c.eof, "connection closed after the unregistration");
+}
+
+#[test]
+fn tcp_refused_backs_off_then_registers_when_the_server_comes_up() {
+    // A port nobody listens on (yet).
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (tx, events) = mpsc::channel();
+    let agent = DeviceAgent::start(tcp_config(server, 100), move |e| {
+        let _ = tx.send(e);
+    })
+    .unwrap();
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        if let DeviceEvent::Disconnected { retry_in_ms, .. } =
+            wait_event(&events, Duration::from_secs(3), |e| {
+                matches!(e, DeviceEvent::Disconnected { .. })
+            })
+        {
+            delays.push(retry_in_ms);
+        }
+    }
+    assert_eq!(delays, [100, 200, 400], "doubling backoff");
+    assert!(!agent.is_registered() && !agent.is_connected());
+    let listener = TcpListener::bind(server).unwrap();
+    let mut c = Conn::new(accept_within(&listener, Duration::from_secs(3)));
+    register_ok(&mut c);
+    wait_event(&events, Duration::from_secs(2), |e| {
+        matches!(e, DeviceEvent::Registered { .. })
+    });
+    assert!(agent.is_registered());
+    // Stop answers nothing here: the unregister gets no answer, stop still returns quickly.
+    let t0 = Instant::now();
+    agent.stop();
+    assert!(t0.elapsed() < Duration::from_secs(2));
+}
