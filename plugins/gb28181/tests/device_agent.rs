@@ -250,7 +250,8 @@ impl Conn {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
                     for m in self.framer.push(&buf[..n]) {
-                        self.queue.push_back(m.expect("well-framed message from the device"));
+                        self.queue
+                            .push_back(m.expect("well-framed message from the device"));
                     }
                 }
                 Err(e)
@@ -361,7 +362,8 @@ fn tcp_register_requests_framing_reconnect_and_clean_stop() {
     let status_of = |method: &str, status: u16| {
         got.iter().any(|m| {
             m.status() == Some(status)
-                && m.cseq().is_some_and(|c| c.method.eq_ignore_ascii_case(method))
+                && m.cseq()
+                    .is_some_and(|c| c.method.eq_ignore_ascii_case(method))
         })
     };
     assert!(status_of("MESSAGE", 200), "{got:?}");
@@ -390,12 +392,21 @@ fn tcp_register_requests_framing_reconnect_and_clean_stop() {
         .add_header("CSeq", "1 ACK");
     c.send(&ack);
     wait_event(&events, Duration::from_secs(2), |e| {
-        matches!(e, DeviceEvent::SessionStarted { ssrc: 200_000_042, .. })
+        matches!(
+            e,
+            DeviceEvent::SessionStarted {
+                ssrc: 200_000_042,
+                ..
+            }
+        )
     });
     agent.send_frame(&ps_frame(&[0x67, 0x42, 1, 2]), None, 1000);
     let mut buf = [0u8; 2048];
     let (n, _) = media.recv_from(&mut buf).expect("media over UDP");
-    assert_eq!(u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]), 200_000_042);
+    assert_eq!(
+        u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]),
+        200_000_042
+    );
     assert!(n > 12);
 
     // The platform closes the connection: the device connects again and registers again.
@@ -404,7 +415,13 @@ fn tcp_register_requests_framing_reconnect_and_clean_stop() {
         matches!(e, DeviceEvent::Disconnected { .. })
     });
     assert!(
-        matches!(&e, DeviceEvent::Disconnected { retry_in_ms: 100, .. }),
+        matches!(
+            &e,
+            DeviceEvent::Disconnected {
+                retry_in_ms: 100,
+                ..
+            }
+        ),
         "{e:?}"
     );
     let t0 = Instant::now();
@@ -412,11 +429,10 @@ fn tcp_register_requests_framing_reconnect_and_clean_stop() {
     assert!(t0.elapsed() < Duration::from_secs(2));
     let reg2 = register_ok(&mut c);
     assert_ne!(reg2.call_id(), reg.call_id(), "a fresh registration");
-    assert!(
-        reg2.header("contact")
-            .unwrap()
-            .contains(&format!(":{};transport=tcp", c.s.peer_addr().unwrap().port()))
-    );
+    assert!(reg2.header("contact").unwrap().contains(&format!(
+        ":{};transport=tcp",
+        c.s.peer_addr().unwrap().port()
+    )));
     wait_event(&events, Duration::from_secs(2), |e| {
         matches!(e, DeviceEvent::Registered { .. })
     });

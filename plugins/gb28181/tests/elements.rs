@@ -127,18 +127,29 @@ fn wait_frames(frames: &AtomicUsize, n: usize, timeout: Duration, bus: &gst::Bus
 }
 
 fn live_view(transport: &str) {
+    live_view_sip(transport, "udp");
+}
+
+/// Live view with media over `transport` and SIP over `sip` (`udp` or `tcp`) on both sides.
+fn live_view_sip(transport: &str, sip: &str) {
     init();
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let port = free_port();
-    let device = match transport {
-        "udp" => "34020000001320000111",
-        "tcp-passive" => "34020000001320000112",
+    let device = match (transport, sip) {
+        (_, "tcp") => "34020000001320000114",
+        ("udp", _) => "34020000001320000111",
+        ("tcp-passive", _) => "34020000001320000112",
         _ => "34020000001320000113",
     };
-    let (src, frames) = src_pipeline(port, device, transport, "");
+    let (src, frames) = src_pipeline(port, device, transport, &format!("sip-transport={sip}"));
     let src_bus = src.bus().unwrap();
     src.set_state(gst::State::Playing).unwrap();
-    let sink = sink_pipeline(port, device, "secret", "keepalive-interval=500");
+    let sink = sink_pipeline(
+        port,
+        device,
+        "secret",
+        &format!("keepalive-interval=500 sip-transport={sip}"),
+    );
     let sink_bus = sink.bus().unwrap();
     sink.set_state(gst::State::Playing).unwrap();
 
@@ -183,6 +194,15 @@ fn live_view(transport: &str) {
         slowest < Duration::from_millis(100),
         "{transport}: reading stats took {slowest:?}"
     );
+    let sink_stats = sink
+        .by_name("dev")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    assert!(
+        sink_stats.get::<bool>("registered").unwrap(),
+        "{sink_stats}"
+    );
+    assert!(sink_stats.get::<bool>("connected").unwrap(), "{sink_stats}");
 
     // The camera hangs up (sink to NULL sends BYE): the source ends with EOS.
     sink.set_state(gst::State::Null).unwrap();
@@ -206,6 +226,78 @@ fn live_view_tcp_passive() {
 #[test]
 fn live_view_tcp_active() {
     live_view("tcp-active");
+}
+
+/// SIP over TCP on both sides (the sink connects to the source's endpoint and registers on
+/// that connection; INVITE, ACK and the camera's BYE travel on it).
+#[test]
+fn live_view_sip_over_tcp_and_camera_bye_eos() {
+    live_view_sip("udp", "tcp");
+}
+
+/// SIP over TCP: the platform's endpoint goes away (its connections close) and comes back on
+/// the same port; the sink connects again, registers again and is watched again.
+#[test]
+fn sip_tcp_platform_restart_device_reconnects_and_registers_again() {
+    use gstgb28181::endpoint::{Endpoint, EndpointKey, SipTransport};
+    init();
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let port = free_port();
+    let device = "34020000001320000115";
+    let (src, frames) = src_pipeline(port, device, "udp", "sip-transport=tcp");
+    let src_bus = src.bus().unwrap();
+    src.set_state(gst::State::Playing).unwrap();
+    let sink = sink_pipeline(port, device, "secret", "sip-transport=tcp");
+    let sink_bus = sink.bus().unwrap();
+    sink.set_state(gst::State::Playing).unwrap();
+    wait_for(&src_bus, Duration::from_secs(10), |m| {
+        element_named(m, "gb28181-device-registered")
+    })
+    .expect("device registered over TCP");
+    let n = wait_frames(&frames, 5, Duration::from_secs(20), &src_bus);
+    assert!(n >= 5, "only {n} frames before the restart");
+    wait_for(&sink_bus, Duration::from_secs(2), |m| {
+        element_named(m, "gb28181-registered")
+    })
+    .expect("registered on the device's bus");
+
+    // The platform goes away: its pipeline stops and its SIP endpoint shuts down.
+    src.set_state(gst::State::Null).unwrap();
+    let key = EndpointKey {
+        address: "127.0.0.1".into(),
+        port,
+        transport: SipTransport::Tcp,
+    };
+    if let Some(ep) = Endpoint::find(&key) {
+        ep.shutdown();
+    }
+    let gone = wait_for(&sink_bus, Duration::from_secs(5), |m| {
+        element_named(m, "gb28181-disconnected")
+    })
+    .expect("the device noticed the closed connection");
+    let retry = gone.structure().unwrap().get::<u64>("retry-in-ms").unwrap();
+    assert!((300..=9600).contains(&retry), "{retry}");
+
+    // The platform comes back on the same port: the device registers again and streams.
+    let (src2, frames2) = src_pipeline(port, device, "udp", "sip-transport=tcp");
+    let src2_bus = src2.bus().unwrap();
+    src2.set_state(gst::State::Playing).unwrap();
+    wait_for(&src2_bus, Duration::from_secs(15), |m| {
+        element_named(m, "gb28181-device-registered")
+    })
+    .expect("device registered again after the platform came back");
+    wait_for(&sink_bus, Duration::from_secs(5), |m| {
+        element_named(m, "gb28181-registered")
+    })
+    .expect("registered again on the device's bus");
+    let n = wait_frames(&frames2, 5, Duration::from_secs(20), &src2_bus);
+    assert!(n >= 5, "only {n} frames after the restart");
+    sink.set_state(gst::State::Null).unwrap();
+    let eos = wait_for(&src2_bus, Duration::from_secs(5), |m| {
+        matches!(m.view(), gst::MessageView::Eos(_))
+    });
+    assert!(eos.is_some(), "no EOS after the camera's BYE over TCP");
+    src2.set_state(gst::State::Null).unwrap();
 }
 
 #[test]

@@ -174,7 +174,11 @@ impl RegisterClient {
         let device_id = self.config.device_id.clone();
         let mut m = self.base_request("REGISTER", &call_id, &device_id);
         let c = &self.config;
-        let uri_params = if self.reliable() { ";transport=tcp" } else { "" };
+        let uri_params = if self.reliable() {
+            ";transport=tcp"
+        } else {
+            ""
+        };
         m.add_header(
             "Contact",
             format!(

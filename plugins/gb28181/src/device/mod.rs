@@ -619,14 +619,15 @@ impl DeviceAgent {
         let local = self.local_addr();
         let n = now_ms() ^ u64::from(local.port());
         let mut m = Message::request("MESSAGE", &format!("sip:{}@{}", c.server_id, c.domain));
-        m.add_header("Via", self.via(n)).add_header(
-            "From",
-            format!("<sip:{}@{}>;tag={n}", c.device_id, c.domain),
-        )
-        .add_header("To", format!("<sip:{}@{}>", c.server_id, c.domain))
-        .add_header("Call-ID", format!("{n}@{}", local.ip()))
-        .add_header("CSeq", "1 MESSAGE")
-        .add_header("Max-Forwards", "70");
+        m.add_header("Via", self.via(n))
+            .add_header(
+                "From",
+                format!("<sip:{}@{}>;tag={n}", c.device_id, c.domain),
+            )
+            .add_header("To", format!("<sip:{}@{}>", c.server_id, c.domain))
+            .add_header("Call-ID", format!("{n}@{}", local.ip()))
+            .add_header("CSeq", "1 MESSAGE")
+            .add_header("Max-Forwards", "70");
         m.set_body(
             "Application/MANSCDP+xml",
             manscdp::encode_body(body, manscdp::Charset::Gb2312),
@@ -835,10 +836,10 @@ impl DeviceAgent {
         let mut m = Message::request(method, &d.remote_target);
         m.add_header("Via", self.via(now_ms() % 1_000_000_000))
             .add_header("From", d.local.clone())
-        .add_header("To", d.remote.clone())
-        .add_header("Call-ID", d.call_id.clone())
-        .add_header("CSeq", format!("{} {method}", d.cseq))
-        .add_header("Max-Forwards", "70");
+            .add_header("To", d.remote.clone())
+            .add_header("Call-ID", d.call_id.clone())
+            .add_header("CSeq", format!("{} {method}", d.cseq))
+            .add_header("Max-Forwards", "70");
         m
     }
 
