@@ -2,7 +2,8 @@
 //! keepalives, re-registration with backoff), answers Catalog / DeviceInfo / DeviceStatus and
 //! INVITE, and sends the incoming MPEG-PS frames as RTP (PT 96, marker on the last packet of
 //! each frame) over UDP, TCP active or TCP passive, as the platform's offer asks. A new viewer
-//! starts with the cached latest GOP.
+//! starts with the cached latest GOP. SIP runs over UDP or, with `sip-transport=tcp`, over one
+//! TCP connection to the platform (reconnected with backoff and registered again when it drops).
 //!
 //! ```text
 //! gst-launch-1.0 videotestsrc is-live=true ! x264enc tune=zerolatency key-int-max=25 \
