@@ -1,13 +1,25 @@
 //! GB/T 28181 signalling for IP cameras.
 //!
-//! The elements (gb28181src, gb28181sink) come later; this crate currently holds the
-//! GStreamer-free core in [`core`]: SIP parsing, digest authentication, the device registrar,
-//! MANSCDP (XML) messages, SDP offers/answers, SSRCs, transactions and dialogs.
+//! Elements: `gb28181src` (platform side: registrar on a process-wide SIP endpoint, INVITE,
+//! PS over RTP on UDP/TCP) and `gb28181sink` (device side: registration, query answers, media).
+//!
+//! GStreamer-free parts: [`core`] (SIP parsing, digest authentication, the device registrar,
+//! MANSCDP (XML) messages, SDP offers/answers, SSRCs, transactions and dialogs, TCP media
+//! framing), [`endpoint`] (the shared SIP endpoint and its Rust API: devices, events,
+//! queries), [`device`] (the device-side user agent) and [`receiver`] (media reception).
 use gst::glib;
 
 pub mod core;
+pub mod device;
+pub mod endpoint;
+mod gb28181sink;
+mod gb28181src;
+pub mod messages;
+pub mod receiver;
 
-fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    gb28181src::register(plugin)?;
+    gb28181sink::register(plugin)?;
     Ok(())
 }
 

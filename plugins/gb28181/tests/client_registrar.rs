@@ -189,6 +189,11 @@ fn wrong_password_backs_off_and_silence_times_out() {
             .map(|m| m.header("cseq"))
             .collect::<Vec<_>>()
     );
+    // Exponential backoff: the next retry comes 2 × retry_ms after the second refusal.
+    run(&mut r, &mut c, 10_200, 29_500, &mut log, &mut |_| false);
+    assert_eq!(log.client.len(), 2);
+    run(&mut r, &mut c, 29_500, 30_500, &mut log, &mut |_| false);
+    assert_eq!(log.client.len(), 3);
 
     // A platform that never answers: Timer F (32 s) → Failed { None }.
     let (mut r, mut c) = setup("12345678");

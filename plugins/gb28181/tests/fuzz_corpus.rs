@@ -1,4 +1,4 @@
-//! Replays fuzz/corpus/{sip,sdp,manscdp} through the fuzz targets' entry points, plus
+//! Replays fuzz/corpus/{sip,sdp,manscdp,gb28181_media} through the fuzz targets' entry points, plus
 //! truncated, bit-flipped and spliced variants of every file: nothing may panic.
 
 use gstgb28181::core::fuzz;
@@ -102,4 +102,9 @@ fn sdp_corpus() {
 #[test]
 fn manscdp_corpus() {
     replay("manscdp", fuzz::manscdp);
+}
+
+#[test]
+fn gb28181_media_corpus() {
+    replay("gb28181_media", fuzz::media);
 }

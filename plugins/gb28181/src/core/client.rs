@@ -23,7 +23,7 @@ pub struct RegisterClientConfig {
     pub keepalive_interval_ms: u64,
     /// Unanswered or refused keepalives before registering again.
     pub max_keepalive_failures: u32,
-    /// Wait before retrying after a failure.
+    /// Wait before retrying after a failure; doubles per failure in a row (up to 32×).
     pub retry_ms: u64,
     /// Seed for Call-ID, tags, branches and cnonces (the glue passes randomness in).
     pub seed: u64,
@@ -98,7 +98,12 @@ pub struct RegisterClient {
     retry_at: Option<u64>,
     keepalive_failures: u32,
     keepalive_sn: u32,
+    /// Failed registrations in a row (for the exponential backoff).
+    register_failures: u32,
 }
+
+/// The retry delay doubles per failure in a row up to `retry_ms << MAX_BACKOFF_SHIFT`.
+pub const MAX_BACKOFF_SHIFT: u32 = 5;
 
 const MAX_PENDING: usize = 8;
 
@@ -119,6 +124,7 @@ impl RegisterClient {
             retry_at: None,
             keepalive_failures: 0,
             keepalive_sn: 0,
+            register_failures: 0,
         }
     }
 
@@ -226,7 +232,9 @@ impl RegisterClient {
         self.state = ClientState::Backoff;
         self.refresh_at = None;
         self.keepalive_at = None;
-        self.retry_at = Some(now + self.config.retry_ms);
+        let shift = self.register_failures.min(MAX_BACKOFF_SHIFT);
+        self.register_failures = self.register_failures.saturating_add(1);
+        self.retry_at = Some(now + (self.config.retry_ms << shift));
         self.pending.clear();
         vec![ClientAction::Failed { status }]
     }
@@ -286,6 +294,7 @@ impl RegisterClient {
                     .max(1);
                 self.state = ClientState::Registered;
                 self.keepalive_failures = 0;
+                self.register_failures = 0;
                 // Refresh at 80 % of the lifetime (at least 1 s ahead).
                 self.refresh_at = Some(now + (u64::from(expires) * 800).max(1000));
                 if self.keepalive_at.is_none() {

@@ -1,4 +1,4 @@
-//! Entry points shared by the cargo-fuzz targets (fuzz/fuzz_targets/{sip,sdp,manscdp}.rs) and
+//! Entry points shared by the cargo-fuzz targets (fuzz/fuzz_targets/{sip,sdp,manscdp,gb28181_media}.rs) and
 //! the corpus-replay test: each runs one input through everything that parses untrusted bytes
 //! and checks a few properties (no panic is the main one).
 
@@ -96,5 +96,52 @@ pub fn manscdp(data: &[u8]) {
             );
         }
         _ => {}
+    }
+}
+
+/// Media over TCP: RFC 4571 / `$` deframing (seed corpus: generated streams around the first
+/// 600 PS bytes of shared/testdata/ps/hikvision-g711a-first-ps-bytes.bin, from the SRS project's
+/// unit tests, MIT licence) fed in uneven chunks (chunk sizes taken from the
+/// input), the PS frame classifiers used by the sink's GOP cache, and the sender lock.
+pub fn media(data: &[u8]) {
+    use super::media;
+    let mut d = media::TcpDeframer::new();
+    let step = usize::from(data.first().copied().unwrap_or(1)).max(1);
+    let mut total = 0;
+    for chunk in data.chunks(step) {
+        for p in d.push(chunk) {
+            assert!(p.len() >= 12 && p.len() <= media::MAX_RTP_PACKET);
+            assert_eq!(p[0] >> 6, 2);
+            total += p.len();
+            assert!(media::frame_rfc4571(&p).is_some());
+        }
+        assert!(d.buffered() <= media::MAX_STREAM_BUFFER);
+    }
+    assert!(total <= data.len());
+    let _ = (
+        media::is_key_frame(data),
+        media::has_psm(data),
+        media::is_header_only(data),
+    );
+    let mut reorder = media::ReorderBuffer::new(8);
+    let mut released = 0usize;
+    let mut pushed = 0usize;
+    for w in data.chunks(2) {
+        let seq = u16::from_be_bytes([w[0], w.get(1).copied().unwrap_or(0)]);
+        pushed += 1;
+        released += reorder.push(seq, seq).len();
+        assert!(reorder.held() <= 8);
+    }
+    released += reorder.flush().len();
+    // Duplicates of held packets are dropped; nothing else is.
+    assert!(released <= pushed);
+    let mut lock = media::SenderLock::new(data.get(1).map(|b| u32::from(*b)));
+    for (i, w) in data.chunks(5).enumerate() {
+        let port = u16::from(w.first().copied().unwrap_or(0) % 3);
+        let from = std::net::SocketAddr::from(([127, 0, 0, 1], 1000 + port));
+        let _ = lock.accept(from, u32::from(w.get(1).copied().unwrap_or(0) % 4));
+        if i > 1000 {
+            break;
+        }
     }
 }

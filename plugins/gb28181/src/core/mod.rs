@@ -5,6 +5,7 @@ pub mod client;
 pub mod digest;
 pub mod fuzz;
 pub mod manscdp;
+pub mod media;
 pub mod registrar;
 pub mod sdp;
 pub mod sip;

@@ -1,0 +1,449 @@
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::subclass::prelude::*;
+
+use crate::core::sdp::MediaTransport;
+use crate::device::{DeviceAgent, DeviceConfig, DeviceEvent};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "gb28181sink",
+        gst::DebugColorFlags::empty(),
+        Some("GB/T 28181 device-side sink"),
+    )
+});
+
+const DEFAULT_SERVER_ID: &str = "34020000002000000001";
+const DEFAULT_DEVICE_ID: &str = "34020000001320000001";
+
+#[derive(Debug, Clone)]
+struct Settings {
+    server_ip: String,
+    server_port: u32,
+    server_id: String,
+    domain: String,
+    device_id: String,
+    channel_id: String,
+    password: String,
+    local_ip: String,
+    local_port: u32,
+    expires: u32,
+    keepalive_interval: u32,
+    retry_interval: u32,
+    device_name: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            server_ip: "127.0.0.1".into(),
+            server_port: 5060,
+            server_id: DEFAULT_SERVER_ID.into(),
+            domain: String::new(),
+            device_id: DEFAULT_DEVICE_ID.into(),
+            channel_id: String::new(),
+            password: String::new(),
+            local_ip: String::new(),
+            local_port: 0,
+            expires: 3600,
+            keepalive_interval: 60_000,
+            retry_interval: 10_000,
+            device_name: "gst-ipcam".into(),
+        }
+    }
+}
+
+impl Settings {
+    fn domain(&self) -> String {
+        if self.domain.is_empty() {
+            self.server_id.chars().take(10).collect()
+        } else {
+            self.domain.clone()
+        }
+    }
+
+    fn channel(&self) -> String {
+        if self.channel_id.is_empty() {
+            self.device_id.clone()
+        } else {
+            self.channel_id.clone()
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    agent: Option<Arc<DeviceAgent>>,
+    frames: u64,
+    /// Upstream flags delta units (then its flags tell key frames).
+    saw_delta: bool,
+}
+
+#[derive(Default)]
+pub struct Gb28181Sink {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for Gb28181Sink {
+    const NAME: &'static str = "GstIpcamGb28181Sink";
+    type Type = super::Gb28181Sink;
+    type ParentType = gst_base::BaseSink;
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn event_structure(e: &DeviceEvent) -> gst::Structure {
+    match e {
+        DeviceEvent::Registered { expires_s } => gst::Structure::builder("gb28181-registered")
+            .field("expires", *expires_s)
+            .build(),
+        DeviceEvent::RegisterFailed { status } => {
+            gst::Structure::builder("gb28181-register-failed")
+                .field("status", status.map(u32::from).unwrap_or(0))
+                .build()
+        }
+        DeviceEvent::Unregistered => gst::Structure::new_empty("gb28181-unregistered"),
+        DeviceEvent::SessionStarted {
+            call_id,
+            transport,
+            dest,
+            ssrc,
+        } => gst::Structure::builder("gb28181-session-started")
+            .field("call-id", call_id)
+            .field(
+                "transport",
+                match transport {
+                    MediaTransport::Udp => "udp",
+                    MediaTransport::TcpPassive => "tcp-passive",
+                    MediaTransport::TcpActive => "tcp-active",
+                },
+            )
+            .field("destination", dest)
+            .field("ssrc", *ssrc)
+            .build(),
+        DeviceEvent::SessionStopped { call_id, reason } => {
+            gst::Structure::builder("gb28181-session-stopped")
+                .field("call-id", call_id)
+                .field("reason", reason)
+                .build()
+        }
+        DeviceEvent::Ptz { command } => gst::Structure::builder("gb28181-ptz")
+            .field("command", command)
+            .build(),
+    }
+}
+
+impl ObjectImpl for Gb28181Sink {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let d = Settings::default();
+            vec![
+                glib::ParamSpecString::builder("server-ip")
+                    .nick("Server IP")
+                    .blurb("Address of the platform's SIP server")
+                    .default_value(Some(d.server_ip.as_str()))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("server-port")
+                    .nick("Server port")
+                    .blurb("SIP port of the platform (UDP)")
+                    .minimum(1)
+                    .maximum(65_535)
+                    .default_value(d.server_port)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("server-id")
+                    .nick("Server ID")
+                    .blurb("The platform's 20-digit ID")
+                    .default_value(Some(DEFAULT_SERVER_ID))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("domain")
+                    .nick("Domain")
+                    .blurb("SIP domain (default: first 10 digits of server-id)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("device-id")
+                    .nick("Device ID")
+                    .blurb("Our 20-digit device ID")
+                    .default_value(Some(DEFAULT_DEVICE_ID))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("channel-id")
+                    .nick("Channel ID")
+                    .blurb("ID of our one video channel (default: device-id)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("password")
+                    .nick("Password")
+                    .blurb("Digest password for REGISTER")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("local-ip")
+                    .nick("Local IP")
+                    .blurb("Local address for SIP and media (default: the one facing the server)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("local-port")
+                    .nick("Local port")
+                    .blurb("Local SIP port (0 = any)")
+                    .maximum(65_535)
+                    .default_value(d.local_port)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("expires")
+                    .nick("Expires")
+                    .blurb("Registration lifetime in seconds (refreshed at 80 %)")
+                    .minimum(1)
+                    .default_value(d.expires)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("keepalive-interval")
+                    .nick("Keepalive interval")
+                    .blurb("Milliseconds between keepalive MESSAGEs")
+                    .minimum(10)
+                    .default_value(d.keepalive_interval)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("retry-interval")
+                    .nick("Retry interval")
+                    .blurb("Milliseconds to wait before registering again after a failure (doubling per failure in a row, up to 32x)")
+                    .minimum(10)
+                    .default_value(d.retry_interval)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("device-name")
+                    .nick("Device name")
+                    .blurb("Name reported in Catalog and DeviceInfo answers")
+                    .default_value(Some(d.device_name.as_str()))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("Registration and session state, frames received")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = lock(&self.settings);
+        let string = || {
+            value
+                .get::<Option<String>>()
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        match pspec.name() {
+            "server-ip" => s.server_ip = string(),
+            "server-port" => s.server_port = value.get().unwrap_or(5060),
+            "server-id" => s.server_id = string(),
+            "domain" => s.domain = string(),
+            "device-id" => s.device_id = string(),
+            "channel-id" => s.channel_id = string(),
+            "password" => s.password = string(),
+            "local-ip" => s.local_ip = string(),
+            "local-port" => s.local_port = value.get().unwrap_or(0),
+            "expires" => s.expires = value.get().unwrap_or(3600),
+            "keepalive-interval" => s.keepalive_interval = value.get().unwrap_or(60_000),
+            "retry-interval" => s.retry_interval = value.get().unwrap_or(10_000),
+            "device-name" => s.device_name = string(),
+            _ => {}
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        if pspec.name() == "stats" {
+            let st = lock(&self.state);
+            let (registered, session) = st
+                .agent
+                .as_ref()
+                .map(|a| (a.is_registered(), a.has_session()))
+                .unwrap_or((false, false));
+            return gst::Structure::builder("application/x-gb28181sink-stats")
+                .field("registered", registered)
+                .field("streaming", session)
+                .field("frames", st.frames)
+                .build()
+                .to_value();
+        }
+        let s = lock(&self.settings);
+        match pspec.name() {
+            "server-ip" => s.server_ip.to_value(),
+            "server-port" => s.server_port.to_value(),
+            "server-id" => s.server_id.to_value(),
+            "domain" => s.domain().to_value(),
+            "device-id" => s.device_id.to_value(),
+            "channel-id" => s.channel().to_value(),
+            "password" => None::<String>.to_value(),
+            "local-ip" => s.local_ip.to_value(),
+            "local-port" => s.local_port.to_value(),
+            "expires" => s.expires.to_value(),
+            "keepalive-interval" => s.keepalive_interval.to_value(),
+            "retry-interval" => s.retry_interval.to_value(),
+            "device-name" => s.device_name.to_value(),
+            _ => None::<String>.to_value(),
+        }
+    }
+}
+
+impl GstObjectImpl for Gb28181Sink {}
+
+impl ElementImpl for Gb28181Sink {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "GB/T 28181 device sink",
+                "Sink/Network",
+                "Device side of GB/T 28181: registers with a platform and sends the MPEG-PS \
+                 stream as RTP (UDP or TCP) when the platform INVITEs",
+                "gst-ipcam developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst::Caps::builder("video/mpeg")
+                .field("systemstream", true)
+                .build();
+            vec![
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("valid sink template"),
+            ]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+}
+
+/// The local address facing `server` (what the platform can reach us on).
+fn local_ip_towards(server: SocketAddr) -> String {
+    UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect(server)?;
+            s.local_addr()
+        })
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+impl BaseSinkImpl for Gb28181Sink {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let s = lock(&self.settings).clone();
+        let server = (s.server_ip.as_str(), s.server_port as u16)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                gst::error_msg!(
+                    gst::ResourceError::Settings,
+                    ["Bad server address {}:{}", s.server_ip, s.server_port]
+                )
+            })?;
+        let local_ip = if s.local_ip.is_empty() {
+            local_ip_towards(server)
+        } else {
+            s.local_ip.clone()
+        };
+        let config = DeviceConfig {
+            server,
+            server_id: s.server_id.clone(),
+            domain: s.domain(),
+            device_id: s.device_id.clone(),
+            channel_id: s.channel(),
+            password: s.password.clone(),
+            local_ip,
+            local_port: s.local_port as u16,
+            expires: s.expires,
+            keepalive_interval_ms: u64::from(s.keepalive_interval),
+            retry_ms: u64::from(s.retry_interval),
+            device_name: s.device_name.clone(),
+        };
+        let weak = self.obj().downgrade();
+        let agent = DeviceAgent::start(config, move |e| {
+            let Some(obj) = weak.upgrade() else { return };
+            gst::info!(CAT, obj = obj, "{e:?}");
+            if let DeviceEvent::RegisterFailed { status: Some(st) } = &e {
+                gst::element_warning!(
+                    obj,
+                    gst::ResourceError::OpenWrite,
+                    ("The platform refused the registration: {st}")
+                );
+            }
+            let _ = obj.post_message(
+                gst::message::Element::builder(event_structure(&e))
+                    .src(&obj)
+                    .build(),
+            );
+        })
+        .map_err(|e| {
+            gst::error_msg!(
+                gst::ResourceError::OpenWrite,
+                ["Could not open the SIP socket: {e}"]
+            )
+        })?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "Device {} registering from {} to {server}",
+            s.device_id,
+            agent.local_addr()
+        );
+        let mut st = lock(&self.state);
+        st.agent = Some(agent);
+        st.frames = 0;
+        st.saw_delta = false;
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        let agent = lock(&self.state).agent.take();
+        if let Some(a) = agent {
+            a.stop();
+        }
+        Ok(())
+    }
+
+    fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let delta = buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        let (agent, flags_meaningful) = {
+            let mut st = lock(&self.state);
+            st.frames += 1;
+            st.saw_delta |= delta;
+            (st.agent.clone(), st.saw_delta)
+        };
+        let Some(agent) = agent else {
+            return Err(gst::FlowError::Flushing);
+        };
+        let map = buffer.map_readable().map_err(|_| {
+            gst::element_imp_error!(self, gst::CoreError::Failed, ["Failed to map buffer"]);
+            gst::FlowError::Error
+        })?;
+        // mpegpsmux flags nothing: then the agent looks for key frames in the data.
+        let key = flags_meaningful.then_some(!delta);
+        let rtp_ts = buffer
+            .pts()
+            .or(buffer.dts())
+            .map(|t| t.nseconds().wrapping_mul(9) / 100_000)
+            .unwrap_or(0) as u32;
+        agent.send_frame(&map, key, rtp_ts);
+        Ok(gst::FlowSuccess::Ok)
+    }
+}

@@ -1,0 +1,915 @@
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::base_src::CreateSuccess;
+use gst_base::subclass::prelude::*;
+
+use super::{MediaTransportMode, SipTransportMode};
+use crate::core::manscdp::PtzCmd;
+use crate::core::registrar::RegistrarConfig;
+use crate::core::sdp::{self, MediaTransport, Offer, SessionKind};
+use crate::core::sip::Message;
+use crate::core::ssrc::{Ssrc, SsrcKind};
+use crate::core::subject::Subject;
+use crate::core::transaction::Dialog;
+use crate::endpoint::{Endpoint, EndpointKey, SipTransport};
+use crate::messages::event_structure;
+use crate::receiver::MediaReceiver;
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "gb28181src",
+        gst::DebugColorFlags::empty(),
+        Some("GB/T 28181 platform-side live source"),
+    )
+});
+
+static SSRC_SERIAL: AtomicU32 = AtomicU32::new(1);
+
+const DEFAULT_SERVER_ID: &str = "34020000002000000001";
+const MAX_FRAME_SIZE: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    sip_address: String,
+    sip_port: u32,
+    sip_transport: SipTransportMode,
+    server_id: String,
+    domain: String,
+    password: String,
+    device_passwords: String,
+    device_id: String,
+    channel_id: String,
+    transport: MediaTransportMode,
+    media_address: String,
+    media_port: u32,
+    wait_timeout: u32,
+    stream_timeout: u32,
+    keepalive_interval: u32,
+    keepalive_max_missed: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            sip_address: "0.0.0.0".into(),
+            sip_port: 5060,
+            sip_transport: SipTransportMode::Udp,
+            server_id: DEFAULT_SERVER_ID.into(),
+            domain: String::new(),
+            password: String::new(),
+            device_passwords: String::new(),
+            device_id: String::new(),
+            channel_id: String::new(),
+            transport: MediaTransportMode::Udp,
+            media_address: String::new(),
+            media_port: 0,
+            wait_timeout: 30,
+            stream_timeout: 10,
+            keepalive_interval: 60_000,
+            keepalive_max_missed: 3,
+        }
+    }
+}
+
+impl Settings {
+    fn domain(&self) -> String {
+        if self.domain.is_empty() {
+            self.server_id.chars().take(10).collect()
+        } else {
+            self.domain.clone()
+        }
+    }
+
+    fn channel(&self) -> String {
+        if self.channel_id.is_empty() {
+            self.device_id.clone()
+        } else {
+            self.channel_id.clone()
+        }
+    }
+
+    fn key(&self) -> EndpointKey {
+        EndpointKey {
+            address: self.sip_address.clone(),
+            port: self.sip_port as u16,
+            transport: match self.sip_transport {
+                SipTransportMode::Udp => SipTransport::Udp,
+                SipTransportMode::Tcp => SipTransport::Tcp,
+            },
+        }
+    }
+}
+
+/// `id=pw,id=pw` (also `;` separated).
+fn parse_device_passwords(s: &str) -> HashMap<String, String> {
+    s.split([',', ';'])
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            let k = k.trim();
+            (!k.is_empty()).then(|| (k.to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+struct Session {
+    dialog: Dialog,
+    dest: SocketAddr,
+    receiver: MediaReceiver,
+    bye_rx: mpsc::Receiver<Message>,
+    last_data: Instant,
+    frames: u64,
+    bytes: u64,
+}
+
+#[derive(Default)]
+struct State {
+    endpoint: Option<Arc<Endpoint>>,
+    subscription: Option<u64>,
+    session: Option<Session>,
+    /// The device hung up: EOS after the remaining frames.
+    ended: bool,
+    invites: u64,
+}
+
+#[derive(Default)]
+pub struct Gb28181Src {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    flushing: Arc<AtomicBool>,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for Gb28181Src {
+    const NAME: &'static str = "GstIpcamGb28181Src";
+    type Type = super::Gb28181Src;
+    type ParentType = gst_base::PushSrc;
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Gb28181Src {
+    fn endpoint(&self) -> Option<Arc<Endpoint>> {
+        lock(&self.state).endpoint.clone()
+    }
+
+    /// Starts (or joins) the shared SIP endpoint and forwards its events to the bus.
+    fn open_endpoint(&self) -> Result<(), gst::ErrorMessage> {
+        let s = lock(&self.settings).clone();
+        let config = RegistrarConfig {
+            server_id: s.server_id.clone(),
+            realm: s.domain(),
+            default_password: (!s.password.is_empty()).then(|| s.password.clone()),
+            passwords: parse_device_passwords(&s.device_passwords),
+            keepalive_interval_ms: u64::from(s.keepalive_interval.max(1)),
+            max_missed_keepalives: s.keepalive_max_missed.max(1),
+            ..RegistrarConfig::default()
+        };
+        let ep = Endpoint::obtain(&s.key(), config).map_err(|e| {
+            gst::error_msg!(
+                gst::ResourceError::OpenRead,
+                [
+                    "Could not open SIP endpoint {}:{}: {e}",
+                    s.sip_address,
+                    s.sip_port
+                ]
+            )
+        })?;
+        if s.keepalive_interval != Settings::default().keepalive_interval
+            || s.keepalive_max_missed != Settings::default().keepalive_max_missed
+        {
+            ep.set_keepalive(u64::from(s.keepalive_interval), s.keepalive_max_missed);
+        }
+        gst::info!(
+            CAT,
+            imp = self,
+            "Using SIP endpoint {} ({:?})",
+            ep.local_addr(),
+            s.sip_transport
+        );
+        let weak = self.obj().downgrade();
+        let sub = ep.subscribe(move |e| {
+            if let Some(obj) = weak.upgrade() {
+                let st = event_structure(e);
+                gst::debug!(CAT, obj = obj, "Endpoint event {st}");
+                let _ = obj.post_message(gst::message::Element::builder(st).src(&obj).build());
+            }
+        });
+        let mut state = lock(&self.state);
+        state.endpoint = Some(ep);
+        state.subscription = Some(sub);
+        Ok(())
+    }
+
+    fn close_endpoint(&self) {
+        let mut state = lock(&self.state);
+        let sub = state.subscription.take();
+        if let (Some(ep), Some(sub)) = (state.endpoint.take(), sub) {
+            ep.unsubscribe(sub);
+        }
+    }
+
+    fn sip_port(&self) -> u32 {
+        self.endpoint()
+            .map(|e| u32::from(e.local_addr().port()))
+            .unwrap_or_else(|| lock(&self.settings).sip_port)
+    }
+
+    fn flushing(&self) -> bool {
+        self.flushing.load(Ordering::SeqCst)
+    }
+
+    /// Waits for the device, opens the media receiver, INVITE / 200 / ACK.
+    fn start_session(&self) -> Result<Session, gst::FlowError> {
+        let s = lock(&self.settings).clone();
+        let ep = self.endpoint().ok_or(gst::FlowError::Flushing)?;
+        if s.device_id.is_empty() {
+            gst::element_imp_error!(self, gst::ResourceError::Settings, ["device-id is not set"]);
+            return Err(gst::FlowError::Error);
+        }
+        let channel = s.channel();
+        // Wait for the device to be registered.
+        let deadline = Instant::now() + Duration::from_secs(u64::from(s.wait_timeout));
+        let dest = loop {
+            if self.flushing() {
+                return Err(gst::FlowError::Flushing);
+            }
+            if let Some(a) = ep.device_addr(&s.device_id) {
+                break a;
+            }
+            if Instant::now() >= deadline {
+                gst::element_imp_error!(
+                    self,
+                    gst::ResourceError::NotFound,
+                    (
+                        "Device {} did not register within {} s",
+                        s.device_id,
+                        s.wait_timeout
+                    )
+                );
+                return Err(gst::FlowError::Error);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Media receiver.
+        let media_ip = if s.media_address.is_empty() {
+            ep.local_ip_for(dest)
+        } else {
+            s.media_address.clone()
+        };
+        let bind_ip: IpAddr = media_ip
+            .parse()
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let bind = SocketAddr::new(bind_ip, s.media_port as u16);
+        let (transport, receiver) = match s.transport {
+            MediaTransportMode::Udp => (
+                MediaTransport::Udp,
+                Some(MediaReceiver::udp(bind, MAX_FRAME_SIZE)),
+            ),
+            MediaTransportMode::TcpPassive => (
+                MediaTransport::TcpPassive,
+                Some(MediaReceiver::tcp_listen(bind, MAX_FRAME_SIZE)),
+            ),
+            MediaTransportMode::TcpActive => (MediaTransport::TcpActive, None),
+        };
+        let receiver = match receiver.transpose() {
+            Ok(r) => r,
+            Err(e) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::ResourceError::OpenRead,
+                    ["Could not open media socket {bind}: {e}"]
+                );
+                return Err(gst::FlowError::Error);
+            }
+        };
+        let media_port = receiver
+            .as_ref()
+            .and_then(|r| r.local_addr().ok())
+            .map(|a| a.port())
+            .unwrap_or(9);
+        let domain = s.domain();
+        let serial = SSRC_SERIAL.fetch_add(1, Ordering::Relaxed) % 9_999 + 1;
+        let ssrc = Ssrc::new(SsrcKind::Live, &domain, serial)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| format!("0{:09}", serial));
+        let offer = Offer {
+            kind: SessionKind::Play,
+            origin_id: s.server_id.clone(),
+            ip: media_ip.clone(),
+            port: media_port,
+            transport,
+            ssrc: ssrc.clone(),
+            channel_id: channel.clone(),
+            start: 0,
+            end: 0,
+            download_speed: None,
+            format: None,
+        };
+        let mut invite = ep.new_request("INVITE", &channel, dest);
+        invite.add_header(
+            "Subject",
+            Subject::new(&channel, &ssrc, &s.server_id).to_string(),
+        );
+        invite.set_body("APPLICATION/SDP", offer.to_sdp().into_bytes());
+        gst::info!(
+            CAT,
+            imp = self,
+            "INVITE {channel} at {dest}: media {media_ip}:{media_port} {transport:?}, ssrc {ssrc}"
+        );
+        lock(&self.state).invites += 1;
+        let flushing = self.flushing.clone();
+        let cancelled = move || flushing.load(Ordering::SeqCst);
+        let resp = match ep.request_sync(&invite, dest, Duration::from_secs(34), &cancelled) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                return Err(gst::FlowError::Flushing);
+            }
+            Err(e) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::ResourceError::OpenRead,
+                    ("Device {} did not answer the INVITE", s.device_id),
+                    ["{e}"]
+                );
+                return Err(gst::FlowError::Error);
+            }
+        };
+        let status = resp.status().unwrap_or(0);
+        if !(200..300).contains(&status) {
+            gst::element_imp_error!(
+                self,
+                gst::ResourceError::OpenRead,
+                ("Device {} refused the INVITE: {status}", s.device_id)
+            );
+            return Err(gst::FlowError::Error);
+        }
+        let Some(dialog) = Dialog::from_invite(&invite, &resp) else {
+            gst::element_imp_error!(self, gst::ResourceError::OpenRead, ["Bad 200 OK to INVITE"]);
+            return Err(gst::FlowError::Error);
+        };
+        let ack = dialog.ack();
+        let (bye_tx, bye_rx) = mpsc::channel();
+        ep.add_dialog(&dialog.call_id, bye_tx, Some((&ack, dest)));
+        let _ = ep.send_to(&ack, dest);
+        let answer = sdp::parse(&resp.body).ok();
+        let answer_ssrc = answer
+            .as_ref()
+            .and_then(|a| a.ssrc.as_deref())
+            .and_then(|y| y.trim().parse::<u32>().ok());
+        let mut receiver = match receiver {
+            Some(r) => r,
+            None => {
+                // TCP active: connect to the answer's address.
+                let addr = answer.as_ref().and_then(|a| {
+                    let ip = a
+                        .connection_ip
+                        .clone()
+                        .unwrap_or_else(|| a.origin_ip.clone());
+                    format!("{ip}:{}", a.port).parse::<SocketAddr>().ok()
+                });
+                let r = addr
+                    .ok_or_else(|| std::io::Error::other("no media address in the answer"))
+                    .and_then(|a| MediaReceiver::tcp_connect(a, MAX_FRAME_SIZE));
+                match r {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let mut d = dialog.clone();
+                        let _ = ep.request(&d.bye(), dest);
+                        ep.remove_dialog(&d.call_id);
+                        gst::element_imp_error!(
+                            self,
+                            gst::ResourceError::OpenRead,
+                            ["Could not connect to the device's media address: {e}"]
+                        );
+                        return Err(gst::FlowError::Error);
+                    }
+                }
+            }
+        };
+        receiver.set_expected_ssrc(answer_ssrc);
+        gst::info!(
+            CAT,
+            imp = self,
+            "Session {} established, answer SSRC {:?}",
+            dialog.call_id,
+            answer_ssrc
+        );
+        let _ = self.obj().post_message(
+            gst::message::Element::builder(
+                gst::Structure::builder("gb28181-stream-started")
+                    .field("device-id", &s.device_id)
+                    .field("channel-id", &channel)
+                    .field("call-id", &dialog.call_id)
+                    .field("ssrc", &ssrc)
+                    .build(),
+            )
+            .src(&*self.obj())
+            .build(),
+        );
+        Ok(Session {
+            dialog,
+            dest,
+            receiver,
+            bye_rx,
+            last_data: Instant::now(),
+            frames: 0,
+            bytes: 0,
+        })
+    }
+
+    fn end_session(&self) {
+        let (session, ep) = {
+            let mut st = lock(&self.state);
+            (st.session.take(), st.endpoint.clone())
+        };
+        if let (Some(mut sess), Some(ep)) = (session, ep) {
+            ep.remove_dialog(&sess.dialog.call_id);
+            let bye = sess.dialog.bye();
+            gst::info!(CAT, imp = self, "BYE {}", sess.dialog.call_id);
+            // The transaction retransmits by itself; nobody waits for its answer.
+            let _ = ep.request(&bye, sess.dest);
+        }
+    }
+
+    fn stats(&self) -> gst::Structure {
+        let st = lock(&self.state);
+        let mut b = gst::Structure::builder("application/x-gb28181src-stats")
+            .field("invites", st.invites)
+            .field("streaming", st.session.is_some());
+        if let Some(s) = &st.session {
+            let d = s.receiver.depay_stats();
+            b = b
+                .field("frames", s.frames)
+                .field("bytes", s.bytes)
+                .field("packets-received", d.packets)
+                .field("packets-lost", d.packets_lost)
+                .field("frames-dropped", d.frames_dropped)
+                .field("packets-foreign", s.receiver.dropped_foreign())
+                .field("packets-reordered", s.receiver.reordered());
+            if let Some((addr, ssrc)) = s.receiver.sender() {
+                b = b.field("sender", addr.to_string()).field("ssrc", ssrc);
+            }
+        }
+        if let Some(ep) = &st.endpoint {
+            let e = ep.stats();
+            b = b
+                .field("devices", e.devices as u32)
+                .field("devices-online", e.devices_online as u32)
+                .field("registers", e.registrar.registers)
+                .field("auth-failures", e.registrar.auth_failures)
+                .field("keepalives", e.registrar.keepalives);
+        }
+        b.build()
+    }
+
+    fn query(&self, cmd_type: &str) -> u32 {
+        let device = lock(&self.settings).device_id.clone();
+        match self.endpoint().map(|ep| ep.query(&device, cmd_type)) {
+            Some(Ok(sn)) => sn,
+            Some(Err(e)) => {
+                gst::warning!(CAT, imp = self, "{cmd_type} query to {device} failed: {e}");
+                0
+            }
+            None => {
+                gst::warning!(CAT, imp = self, "{cmd_type} query: element not started");
+                0
+            }
+        }
+    }
+
+    fn ptz(&self, command: &str, speed: u32) -> bool {
+        let speed = speed.min(255) as u8;
+        let cmd = match command {
+            "stop" => PtzCmd::stop(),
+            "right" => PtzCmd::motion(0x01, speed, speed, 0),
+            "left" => PtzCmd::motion(0x02, speed, speed, 0),
+            "down" => PtzCmd::motion(0x04, speed, speed, 0),
+            "up" => PtzCmd::motion(0x08, speed, speed, 0),
+            "up-left" => PtzCmd::motion(0x0A, speed, speed, 0),
+            "up-right" => PtzCmd::motion(0x09, speed, speed, 0),
+            "down-left" => PtzCmd::motion(0x06, speed, speed, 0),
+            "down-right" => PtzCmd::motion(0x05, speed, speed, 0),
+            "zoom-in" => PtzCmd::motion(0x10, 0, 0, speed.min(15)),
+            "zoom-out" => PtzCmd::motion(0x20, 0, 0, speed.min(15)),
+            "preset-set" => PtzCmd::preset(0x81, speed),
+            "preset-call" => PtzCmd::preset(0x82, speed),
+            "preset-delete" => PtzCmd::preset(0x83, speed),
+            _ => {
+                gst::warning!(CAT, imp = self, "Unknown PTZ command {command}");
+                return false;
+            }
+        };
+        let (device, channel) = {
+            let s = lock(&self.settings);
+            (s.device_id.clone(), s.channel())
+        };
+        matches!(
+            self.endpoint().map(|ep| ep.ptz(&device, &channel, cmd)),
+            Some(Ok(_))
+        )
+    }
+}
+
+impl ObjectImpl for Gb28181Src {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let d = Settings::default();
+            vec![
+                glib::ParamSpecString::builder("sip-address")
+                    .nick("SIP address")
+                    .blurb("Local address of the shared SIP endpoint")
+                    .default_value(Some(d.sip_address.as_str()))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("sip-port")
+                    .nick("SIP port")
+                    .blurb("Local port of the shared SIP endpoint (0 = any; read back the bound port)")
+                    .maximum(65_535)
+                    .default_value(d.sip_port)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("sip-transport", d.sip_transport)
+                    .nick("SIP transport")
+                    .blurb("Transport of the shared SIP endpoint")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("server-id")
+                    .nick("Server ID")
+                    .blurb("The platform's 20-digit GB/T 28181 ID")
+                    .default_value(Some(DEFAULT_SERVER_ID))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("domain")
+                    .nick("Domain")
+                    .blurb("SIP domain and digest realm (default: first 10 digits of server-id)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("password")
+                    .nick("Password")
+                    .blurb("Digest password for devices without their own entry (empty: such devices are refused)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("device-passwords")
+                    .nick("Device passwords")
+                    .blurb("Per-device passwords as \"id=password,id=password\"")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("device-id")
+                    .nick("Device ID")
+                    .blurb("20-digit ID of the device to play")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("channel-id")
+                    .nick("Channel ID")
+                    .blurb("20-digit ID of the channel to play (default: device-id)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("transport", d.transport)
+                    .nick("Media transport")
+                    .blurb("How the device sends media: UDP, TCP to us (tcp-passive), or TCP from us (tcp-active)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("media-address")
+                    .nick("Media address")
+                    .blurb("Address to receive media on, written into the SDP (default: the local address facing the device)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("media-port")
+                    .nick("Media port")
+                    .blurb("Port to receive media on (0 = any free port)")
+                    .maximum(65_535)
+                    .default_value(d.media_port)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("wait-timeout")
+                    .nick("Wait timeout")
+                    .blurb("Seconds to wait for the device to be registered before failing")
+                    .default_value(d.wait_timeout)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("stream-timeout")
+                    .nick("Stream timeout")
+                    .blurb("Seconds without media before the stream fails")
+                    .minimum(1)
+                    .default_value(d.stream_timeout)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("keepalive-interval")
+                    .nick("Keepalive interval")
+                    .blurb("Expected device keepalive interval in milliseconds (offline after keepalive-max-missed intervals)")
+                    .minimum(1)
+                    .default_value(d.keepalive_interval)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("keepalive-max-missed")
+                    .nick("Missed keepalives")
+                    .blurb("Missed keepalive intervals before a device is reported offline")
+                    .minimum(1)
+                    .default_value(d.keepalive_max_missed)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("Session and endpoint statistics")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
+            let query = |name: &'static str, cmd: &'static str| {
+                glib::subclass::Signal::builder(name)
+                    .action()
+                    .return_type::<u32>()
+                    .class_handler(move |args| {
+                        let obj = args[0].get::<super::Gb28181Src>().ok()?;
+                        Some(obj.imp().query(cmd).to_value())
+                    })
+                    .build()
+            };
+            vec![
+                query("query-catalog", "Catalog"),
+                query("query-device-info", "DeviceInfo"),
+                query("query-device-status", "DeviceStatus"),
+                glib::subclass::Signal::builder("ptz")
+                    .action()
+                    .param_types([String::static_type(), u32::static_type()])
+                    .return_type::<bool>()
+                    .class_handler(|args| {
+                        let obj = args[0].get::<super::Gb28181Src>().ok()?;
+                        let cmd = args[1].get::<String>().ok()?;
+                        let speed = args[2].get::<u32>().ok()?;
+                        Some(obj.imp().ptz(&cmd, speed).to_value())
+                    })
+                    .build(),
+            ]
+        });
+        SIGNALS.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = lock(&self.settings);
+        let string = || {
+            value
+                .get::<Option<String>>()
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        match pspec.name() {
+            "sip-address" => s.sip_address = string(),
+            "sip-port" => s.sip_port = value.get().unwrap_or(5060),
+            "sip-transport" => s.sip_transport = value.get().unwrap_or_default(),
+            "server-id" => s.server_id = string(),
+            "domain" => s.domain = string(),
+            "password" => s.password = string(),
+            "device-passwords" => s.device_passwords = string(),
+            "device-id" => s.device_id = string(),
+            "channel-id" => s.channel_id = string(),
+            "transport" => s.transport = value.get().unwrap_or_default(),
+            "media-address" => s.media_address = string(),
+            "media-port" => s.media_port = value.get().unwrap_or(0),
+            "wait-timeout" => s.wait_timeout = value.get().unwrap_or(30),
+            "stream-timeout" => s.stream_timeout = value.get().unwrap_or(10),
+            "keepalive-interval" => s.keepalive_interval = value.get().unwrap_or(60_000),
+            "keepalive-max-missed" => s.keepalive_max_missed = value.get().unwrap_or(3),
+            _ => {}
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        if pspec.name() == "stats" {
+            return self.stats().to_value();
+        }
+        if pspec.name() == "sip-port" {
+            return self.sip_port().to_value();
+        }
+        let s = lock(&self.settings);
+        match pspec.name() {
+            "sip-address" => s.sip_address.to_value(),
+            "sip-transport" => s.sip_transport.to_value(),
+            "server-id" => s.server_id.to_value(),
+            "domain" => s.domain().to_value(),
+            // Never read back the password.
+            "password" => None::<String>.to_value(),
+            "device-passwords" => None::<String>.to_value(),
+            "device-id" => s.device_id.to_value(),
+            "channel-id" => s.channel().to_value(),
+            "transport" => s.transport.to_value(),
+            "media-address" => s.media_address.to_value(),
+            "media-port" => s.media_port.to_value(),
+            "wait-timeout" => s.wait_timeout.to_value(),
+            "stream-timeout" => s.stream_timeout.to_value(),
+            "keepalive-interval" => s.keepalive_interval.to_value(),
+            "keepalive-max-missed" => s.keepalive_max_missed.to_value(),
+            _ => None::<String>.to_value(),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.set_live(true);
+        obj.set_format(gst::Format::Time);
+    }
+}
+
+impl GstObjectImpl for Gb28181Src {}
+
+impl ElementImpl for Gb28181Src {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "GB/T 28181 live source",
+                "Source/Network",
+                "Platform side of GB/T 28181: registrar for cameras on a shared SIP endpoint, \
+                 INVITEs a channel and outputs its MPEG-PS stream (RTP over UDP or TCP)",
+                "gst-ipcam developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst::Caps::builder("video/mpeg")
+                .field("systemstream", true)
+                .field("mpegversion", 2i32)
+                .field("alignment", "frame")
+                .build();
+            vec![
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("valid src template"),
+            ]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::NullToReady
+            && let Err(e) = self.open_endpoint()
+        {
+            self.post_error_message(e);
+            return Err(gst::StateChangeError);
+        }
+        let ret = self.parent_change_state(transition);
+        if transition == gst::StateChange::ReadyToNull {
+            self.close_endpoint();
+        }
+        ret
+    }
+}
+
+impl BaseSrcImpl for Gb28181Src {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let mut st = lock(&self.state);
+        st.ended = false;
+        st.session = None;
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        self.end_session();
+        Ok(())
+    }
+
+    fn is_seekable(&self) -> bool {
+        false
+    }
+
+    fn unlock(&self) -> Result<(), gst::ErrorMessage> {
+        gst::debug!(CAT, imp = self, "unlock");
+        self.flushing.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
+        gst::debug!(CAT, imp = self, "unlock_stop");
+        self.flushing.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl PushSrcImpl for Gb28181Src {
+    fn create(
+        &self,
+        _buffer: Option<&mut gst::BufferRef>,
+    ) -> Result<CreateSuccess, gst::FlowError> {
+        if lock(&self.state).ended {
+            return Err(gst::FlowError::Eos);
+        }
+        if lock(&self.state).session.is_none() {
+            let session = self.start_session()?;
+            lock(&self.state).session = Some(session);
+        }
+        let stream_timeout =
+            Duration::from_secs(u64::from(lock(&self.settings).stream_timeout.max(1)));
+        loop {
+            if self.flushing() {
+                return Err(gst::FlowError::Flushing);
+            }
+            let mut st = lock(&self.state);
+            let Some(sess) = st.session.as_mut() else {
+                return Err(gst::FlowError::Flushing);
+            };
+            if let Ok(bye) = sess.bye_rx.try_recv() {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "Device ended the session {} (BYE)",
+                    bye.call_id().unwrap_or_default()
+                );
+                st.session = None;
+                st.ended = true;
+                drop(st);
+                let _ = self.obj().post_message(
+                    gst::message::Element::builder(
+                        gst::Structure::builder("gb28181-stream-ended")
+                            .field("reason", "bye")
+                            .build(),
+                    )
+                    .src(&*self.obj())
+                    .build(),
+                );
+                return Err(gst::FlowError::Eos);
+            }
+            let frame = match sess.receiver.next_frame(Duration::from_millis(50)) {
+                Ok(f) => f,
+                Err(e) => {
+                    drop(st);
+                    gst::element_imp_error!(
+                        self,
+                        gst::ResourceError::Read,
+                        ["Media receive failed: {e}"]
+                    );
+                    return Err(gst::FlowError::Error);
+                }
+            };
+            let Some(frame) = frame else {
+                if sess.last_data.elapsed() > stream_timeout {
+                    drop(st);
+                    gst::element_imp_error!(
+                        self,
+                        gst::ResourceError::Read,
+                        (
+                            "No media from the device for {} s",
+                            stream_timeout.as_secs()
+                        )
+                    );
+                    return Err(gst::FlowError::Error);
+                }
+                continue;
+            };
+            sess.last_data = Instant::now();
+            sess.frames += 1;
+            sess.bytes += frame.data.len() as u64;
+            let first = sess.frames == 1;
+            drop(st);
+            let obj = self.obj();
+            let pts = match (obj.clock(), obj.base_time()) {
+                (Some(c), Some(b)) => c.time().checked_sub(b),
+                _ => None,
+            };
+            let mut buffer = gst::Buffer::from_mut_slice(frame.data);
+            {
+                let b = buffer.get_mut().expect("new buffer");
+                b.set_pts(pts);
+                b.set_dts(pts);
+                if frame.discont || first {
+                    b.set_flags(gst::BufferFlags::DISCONT);
+                }
+            }
+            gst::trace!(
+                CAT,
+                imp = self,
+                "Frame of {} bytes, RTP time {}, pts {:?}",
+                buffer.size(),
+                frame.rtp_timestamp,
+                pts
+            );
+            return Ok(CreateSuccess::NewBuffer(buffer));
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Endpoint events as the element messages applications see on the bus.
+//!
+//! Structure names: `gb28181-device-registered`, `gb28181-device-unregistered`,
+//! `gb28181-device-online`, `gb28181-device-offline`, `gb28181-keepalive-refused`,
+//! `gb28181-auth-failed`, `gb28181-catalog`, `gb28181-device-info`, `gb28181-device-status`.
+
+use crate::core::registrar::{Event, UnregisterReason};
+use crate::endpoint::EndpointEvent;
+
+pub fn event_structure(e: &EndpointEvent) -> gst::Structure {
+    match e {
+        EndpointEvent::Registrar(r) => match r {
+            Event::Registered {
+                device_id,
+                contact,
+                source,
+                expires_s,
+                refresh,
+            } => gst::Structure::builder("gb28181-device-registered")
+                .field("device-id", device_id)
+                .field("contact", contact)
+                .field("source", source)
+                .field("expires", *expires_s)
+                .field("refresh", *refresh)
+                .build(),
+            Event::Unregistered { device_id, reason } => {
+                gst::Structure::builder("gb28181-device-unregistered")
+                    .field("device-id", device_id)
+                    .field(
+                        "reason",
+                        match reason {
+                            UnregisterReason::Requested => "requested",
+                            UnregisterReason::Expired => "expired",
+                        },
+                    )
+                    .build()
+            }
+            Event::Online { device_id } => gst::Structure::builder("gb28181-device-online")
+                .field("device-id", device_id)
+                .build(),
+            Event::Offline { device_id } => gst::Structure::builder("gb28181-device-offline")
+                .field("device-id", device_id)
+                .build(),
+            Event::KeepaliveRefused { device_id, source } => {
+                gst::Structure::builder("gb28181-keepalive-refused")
+                    .field("device-id", device_id)
+                    .field("source", source)
+                    .build()
+            }
+            Event::AuthFailed { device_id, source } => {
+                gst::Structure::builder("gb28181-auth-failed")
+                    .field("device-id", device_id)
+                    .field("source", source)
+                    .build()
+            }
+        },
+        EndpointEvent::Catalog {
+            device_id,
+            sn,
+            sum_num,
+            items,
+        } => {
+            let ids: Vec<String> = items.iter().map(|i| i.device_id.clone()).collect();
+            let names: Vec<String> = items.iter().map(|i| i.name.clone()).collect();
+            let status: Vec<String> = items.iter().map(|i| i.status.clone()).collect();
+            gst::Structure::builder("gb28181-catalog")
+                .field("device-id", device_id)
+                .field("sn", *sn)
+                .field("sum-num", *sum_num)
+                .field("count", items.len() as u32)
+                .field("channel-ids", gst::Array::new(ids))
+                .field("names", gst::Array::new(names))
+                .field("status", gst::Array::new(status))
+                .build()
+        }
+        EndpointEvent::DeviceInfo { sn, info } => gst::Structure::builder("gb28181-device-info")
+            .field("device-id", &info.device_id)
+            .field("sn", *sn)
+            .field("result", &info.result)
+            .field("device-name", &info.device_name)
+            .field("manufacturer", &info.manufacturer)
+            .field("model", &info.model)
+            .field("firmware", &info.firmware)
+            .field("channel", info.channel.unwrap_or(0))
+            .build(),
+        EndpointEvent::DeviceStatus { sn, status } => {
+            gst::Structure::builder("gb28181-device-status")
+                .field("device-id", &status.device_id)
+                .field("sn", *sn)
+                .field("result", &status.result)
+                .field("online", &status.online)
+                .field("status", &status.status)
+                .field("encode", &status.encode)
+                .field("record", &status.record)
+                .field("device-time", &status.device_time)
+                .build()
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The platform's media receiver for one GB28181 session: PS over RTP on UDP, TCP passive
+//! (we listen, the device connects) or TCP active (we connect to the address of the answer),
+//! with RFC 4571 or `$` framing, a sender lock (SSRC of the answer or the first sender) and
+//! PS frame reassembly ([`gstmpegps::rtp::depacketizer`]). GStreamer-free.
+//!
+//! Limits: frames up to `max_frame_size` bytes; at most [`MAX_QUEUED_FRAMES`] complete frames
+//! waiting for the element (older ones are dropped); TCP buffering bounded by the deframer.
+
+use crate::core::media::{ReorderBuffer, SenderLock, TcpDeframer};
+use gstmpegps::rtp::depacketizer::{Depacketizer, Event, Stats};
+use gstmpegps::rtp::replay::parse_packet;
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+pub const MAX_QUEUED_FRAMES: usize = 64;
+/// UDP packets held to repair reordering.
+pub const REORDER_PACKETS: usize = 32;
+
+enum Io {
+    Udp(UdpSocket),
+    /// Waiting for the device to connect; then the stream and its peer.
+    Listen(TcpListener, Option<(TcpStream, SocketAddr)>),
+    Stream(TcpStream, SocketAddr),
+}
+
+/// One reassembled PS frame.
+#[derive(Debug)]
+pub struct ReceivedFrame {
+    pub data: Vec<u8>,
+    pub rtp_timestamp: u32,
+    pub discont: bool,
+}
+
+pub struct MediaReceiver {
+    io: Io,
+    deframer: TcpDeframer,
+    lock: SenderLock,
+    depay: Depacketizer<Vec<u8>>,
+    reorder: ReorderBuffer<Vec<u8>>,
+    queue: VecDeque<ReceivedFrame>,
+    /// The connection was closed by the peer (TCP).
+    pub closed: bool,
+    pub queue_dropped: u64,
+}
+
+impl MediaReceiver {
+    /// UDP socket bound to `bind`.
+    pub fn udp(bind: SocketAddr, max_frame_size: usize) -> io::Result<Self> {
+        let s = UdpSocket::bind(bind)?;
+        Ok(Self::new(Io::Udp(s), max_frame_size))
+    }
+
+    /// TCP listener bound to `bind` (TCP passive on our side).
+    pub fn tcp_listen(bind: SocketAddr, max_frame_size: usize) -> io::Result<Self> {
+        let l = TcpListener::bind(bind)?;
+        l.set_nonblocking(true)?;
+        Ok(Self::new(Io::Listen(l, None), max_frame_size))
+    }
+
+    /// TCP connection to `dest` (TCP active on our side).
+    pub fn tcp_connect(dest: SocketAddr, max_frame_size: usize) -> io::Result<Self> {
+        let s = TcpStream::connect_timeout(&dest, Duration::from_secs(3))?;
+        Ok(Self::new(Io::Stream(s, dest), max_frame_size))
+    }
+
+    fn new(io: Io, max_frame_size: usize) -> Self {
+        MediaReceiver {
+            io,
+            deframer: TcpDeframer::new(),
+            lock: SenderLock::new(None),
+            depay: Depacketizer::new(max_frame_size),
+            reorder: ReorderBuffer::new(REORDER_PACKETS),
+            queue: VecDeque::new(),
+            closed: false,
+            queue_dropped: 0,
+        }
+    }
+
+    /// Only accept this SSRC (from the SDP answer).
+    pub fn set_expected_ssrc(&mut self, ssrc: Option<u32>) {
+        self.lock = SenderLock::new(ssrc);
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match &self.io {
+            Io::Udp(s) => s.local_addr(),
+            Io::Listen(l, _) => l.local_addr(),
+            Io::Stream(s, _) => s.local_addr(),
+        }
+    }
+
+    pub fn depay_stats(&self) -> Stats {
+        self.depay.stats()
+    }
+
+    pub fn dropped_foreign(&self) -> u64 {
+        self.lock.dropped
+    }
+
+    pub fn sender(&self) -> Option<(SocketAddr, u32)> {
+        self.lock.locked()
+    }
+
+    /// Next complete frame, waiting at most `timeout` for data.
+    pub fn next_frame(&mut self, timeout: Duration) -> io::Result<Option<ReceivedFrame>> {
+        if let Some(f) = self.queue.pop_front() {
+            return Ok(Some(f));
+        }
+        self.receive(timeout)?;
+        Ok(self.queue.pop_front())
+    }
+
+    fn receive(&mut self, timeout: Duration) -> io::Result<()> {
+        let timeout = timeout.max(Duration::from_millis(1));
+        let mut buf = [0u8; 65_536];
+        let mut packets: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
+        match &mut self.io {
+            Io::Udp(s) => {
+                s.set_read_timeout(Some(timeout))?;
+                match s.recv_from(&mut buf) {
+                    Ok((n, from)) => packets.push((buf[..n].to_vec(), from)),
+                    Err(e) if is_timeout(&e) => {}
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+                    Err(e) => return Err(e),
+                }
+                // Drain what else is there without waiting.
+                s.set_nonblocking(true)?;
+                while packets.len() < 256 {
+                    match s.recv_from(&mut buf) {
+                        Ok((n, from)) => packets.push((buf[..n].to_vec(), from)),
+                        Err(_) => break,
+                    }
+                }
+                s.set_nonblocking(false)?;
+            }
+            Io::Listen(l, conn) => {
+                if conn.is_none() {
+                    match l.accept() {
+                        Ok((s, peer)) => {
+                            s.set_nonblocking(false)?;
+                            *conn = Some((s, peer));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(timeout.min(Duration::from_millis(20)));
+                            return Ok(());
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                if let Some((s, peer)) = conn {
+                    let peer = *peer;
+                    let n = read_stream(s, &mut buf, timeout, &mut self.closed)?;
+                    for p in self.deframer.push(&buf[..n]) {
+                        packets.push((p, peer));
+                    }
+                }
+            }
+            Io::Stream(s, peer) => {
+                let peer = *peer;
+                let n = read_stream(s, &mut buf, timeout, &mut self.closed)?;
+                for p in self.deframer.push(&buf[..n]) {
+                    packets.push((p, peer));
+                }
+            }
+        }
+        let idle = packets.is_empty();
+        for (p, from) in packets {
+            self.push_packet(&p, from);
+        }
+        if idle && self.reorder.held() > 0 {
+            // Nothing came for a receive timeout: the missing packets are lost.
+            for p in self.reorder.flush() {
+                self.depacketize(&p);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn reordered(&self) -> u64 {
+        self.reorder.reordered
+    }
+
+    /// Feeds one RTP packet from `from` (public for tests).
+    pub fn push_packet(&mut self, packet: &[u8], from: SocketAddr) {
+        let Some((meta, payload)) = parse_packet(packet) else {
+            return;
+        };
+        // RTCP on the RTP port (PT 200..204 with the marker bit folded in): ignore.
+        if (200..=204).contains(&packet.get(1).copied().unwrap_or(0)) {
+            return;
+        }
+        if !self.lock.accept(from, meta.ssrc) {
+            return;
+        }
+        // TCP keeps order; UDP may not.
+        if matches!(self.io, Io::Udp(_)) {
+            for p in self.reorder.push(meta.seq, packet.to_vec()) {
+                self.depacketize(&p);
+            }
+        } else {
+            let events = self.depay.push(meta, payload, payload.to_vec());
+            self.take_events(events);
+        }
+    }
+
+    fn depacketize(&mut self, packet: &[u8]) {
+        if let Some((meta, payload)) = parse_packet(packet) {
+            let events = self.depay.push(meta, payload, payload.to_vec());
+            self.take_events(events);
+        }
+    }
+
+    fn take_events(&mut self, events: Vec<Event<Vec<u8>>>) {
+        for e in events {
+            if let Event::Frame(f) = e {
+                if self.queue.len() >= MAX_QUEUED_FRAMES {
+                    self.queue.pop_front();
+                    self.queue_dropped += 1;
+                }
+                self.queue.push_back(ReceivedFrame {
+                    data: f.parts.concat(),
+                    rtp_timestamp: f.timestamp,
+                    discont: f.discont,
+                });
+            }
+        }
+    }
+
+    /// Outputs the frame in progress (end of stream).
+    pub fn flush(&mut self) -> Option<ReceivedFrame> {
+        let events = self.depay.flush();
+        self.take_events(events);
+        self.queue.pop_front()
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+fn read_stream(
+    s: &mut TcpStream,
+    buf: &mut [u8],
+    timeout: Duration,
+    closed: &mut bool,
+) -> io::Result<usize> {
+    if *closed {
+        std::thread::sleep(timeout.min(Duration::from_millis(20)));
+        return Ok(0);
+    }
+    s.set_read_timeout(Some(timeout))?;
+    match s.read(buf) {
+        Ok(0) => {
+            *closed = true;
+            Ok(0)
+        }
+        Ok(n) => Ok(n),
+        Err(e) if is_timeout(&e) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::media::frame_rfc4571;
+    use std::io::Write;
+
+    fn packet(seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, 96 | if marker { 0x80 } else { 0 }];
+        p.extend(seq.to_be_bytes());
+        p.extend(ts.to_be_bytes());
+        p.extend(ssrc.to_be_bytes());
+        p.extend(payload);
+        p
+    }
+
+    #[test]
+    fn udp_frames_and_foreign_sender() {
+        let mut rx = MediaReceiver::udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let to = rx.local_addr().unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        a.send_to(&packet(1, 100, 7, false, &[0, 0, 1, 0xBA, 1]), to)
+            .unwrap();
+        b.send_to(&packet(9, 100, 7, true, &[0, 0, 1, 0xBA, 9]), to)
+            .unwrap();
+        a.send_to(&packet(2, 100, 7, true, &[2, 3]), to).unwrap();
+        let mut got = None;
+        for _ in 0..50 {
+            if let Some(f) = rx.next_frame(Duration::from_millis(20)).unwrap() {
+                got = Some(f);
+                break;
+            }
+        }
+        let f = got.expect("frame");
+        assert_eq!(f.data, vec![0, 0, 1, 0xBA, 1, 2, 3]);
+        assert_eq!(f.rtp_timestamp, 100);
+        assert_eq!(rx.dropped_foreign(), 1);
+    }
+
+    #[test]
+    fn udp_reordering_repaired() {
+        let mut rx = MediaReceiver::udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        // Frame 1 = seq 1..3, frame 2 = seq 4..5; 2 and 3 swapped, 4 before 3.
+        let p = |seq: u16, ts: u32, m: bool| packet(seq, ts, 1, m, &[0, 0, 1, 0xBA, seq as u8]);
+        for pkt in [
+            p(1, 0, false),
+            p(3, 0, true),
+            p(4, 3600, false),
+            p(2, 0, false),
+            p(5, 3600, true),
+        ] {
+            rx.push_packet(&pkt, from);
+        }
+        let f1 = rx.next_frame(Duration::from_millis(1)).unwrap().unwrap();
+        assert_eq!(f1.data.len(), 15);
+        assert_eq!(f1.data[4], 1);
+        assert_eq!(f1.data[9], 2);
+        assert_eq!(f1.data[14], 3);
+        assert!(!f1.discont || f1.rtp_timestamp == 0);
+        let f2 = rx.next_frame(Duration::from_millis(1)).unwrap().unwrap();
+        assert_eq!(f2.rtp_timestamp, 3600);
+        assert_eq!(rx.depay_stats().packets_lost, 0);
+        assert!(rx.reordered() >= 2);
+    }
+
+    #[test]
+    fn tcp_passive_rfc4571() {
+        let mut rx = MediaReceiver::tcp_listen("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let mut c = TcpStream::connect(rx.local_addr().unwrap()).unwrap();
+        for (i, ts, m) in [(1u16, 0, false), (2, 0, true), (3, 3600, true)] {
+            let p = packet(i, ts, 5, m, &[0, 0, 1, 0xBA, i as u8]);
+            c.write_all(&frame_rfc4571(&p).unwrap()).unwrap();
+        }
+        let mut frames = Vec::new();
+        for _ in 0..100 {
+            if let Some(f) = rx.next_frame(Duration::from_millis(20)).unwrap() {
+                frames.push(f);
+            }
+            if frames.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(frames.len(), 2);
+        drop(c);
+        for _ in 0..50 {
+            let _ = rx.next_frame(Duration::from_millis(20)).unwrap();
+            if rx.closed {
+                break;
+            }
+        }
+        assert!(rx.closed);
+    }
+}
