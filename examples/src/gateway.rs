@@ -1,0 +1,761 @@
+//! The GB28181 → RTSP/HLS gateway: the shared GB28181 SIP endpoint (cameras register), an RTSP
+//! server mounting every registered device's channels (`rtsp://host:8554/<channel-id>`, one
+//! shared pipeline and one INVITE per channel, BYE after the last client), optional HLS and
+//! MP4 recording per channel, Prometheus metrics and a console summary, and built-in simulated
+//! cameras.
+
+use crate::config::Config;
+use crate::factory::{CAT, ChannelFactory, ChannelParams, OnMedia};
+use crate::http::{self, HttpServer};
+use crate::metrics::{self, DeviceStat, PathStat, SessionStat, Snapshot};
+use crate::outputs::{ChannelOutputs, OutputSettings};
+use crate::sim::{Clip, SimCamera, SimSettings};
+use gst::glib;
+use gst::glib::translate::ToGlibPtr;
+use gst::prelude::*;
+use gst_rtsp_server::prelude::*;
+use gstgb28181::core::registrar::{Event as RegEvent, RegistrarConfig};
+use gstgb28181::endpoint::{Endpoint, EndpointEvent, EndpointKey, SipTransport};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Registers every plugin the gateway uses (statically linked ones).
+pub fn init() -> Result<(), glib::Error> {
+    gst::init()?;
+    let _ = gstgb28181::plugin_register_static();
+    let _ = gstmpegps::plugin_register_static();
+    let _ = gstrtcpstats::plugin_register_static();
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A mounted channel.
+struct Channel {
+    device_id: String,
+    /// gb28181src elements of the channel's live media, with their media.
+    live: Vec<(glib::WeakRef<gst_rtsp_server::RTSPMedia>, gst::Element)>,
+    /// Figures of pipelines that are gone.
+    invites_done: u64,
+    bytes_done: u64,
+    packets_done: u64,
+    lost_done: u64,
+    frames_done: u64,
+    outputs: Option<ChannelOutputs>,
+}
+
+#[derive(Default)]
+struct Rates {
+    /// Previous (bytes, time) per key, for bitrates.
+    prev: HashMap<String, (u64, Instant)>,
+    /// Sender octets/packets at the time a session was first seen, per (session, stream).
+    baselines: HashMap<(String, u32), (u64, u64)>,
+}
+
+impl Rates {
+    fn rate(&mut self, key: &str, bytes: u64, now: Instant) -> u64 {
+        let r = match self.prev.get(key) {
+            Some((b, t)) if now > *t && bytes >= *b => {
+                ((bytes - b) as f64 * 8.0 / (now - *t).as_secs_f64()) as u64
+            }
+            _ => 0,
+        };
+        // Keep the window at least 1 s so rates don't jump with frame boundaries.
+        match self.prev.get(key) {
+            Some((_, t)) if now.duration_since(*t) < Duration::from_secs(1) => {}
+            _ => {
+                self.prev.insert(key.to_string(), (bytes, now));
+            }
+        }
+        r
+    }
+}
+
+struct Shared {
+    cfg: Config,
+    endpoint: Arc<Endpoint>,
+    server: gst_rtsp_server::RTSPServer,
+    rtsp_port: u16,
+    channels: Mutex<BTreeMap<String, Channel>>,
+    rates: Mutex<Rates>,
+    stopping: AtomicBool,
+}
+
+/// The running gateway.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    main_loop: glib::MainLoop,
+    loop_thread: Option<JoinHandle<()>>,
+    subscription: u64,
+    metrics_server: Option<HttpServer>,
+    hls_server: Option<HttpServer>,
+    summary_thread: Option<JoinHandle<()>>,
+    cameras: Vec<SimCamera>,
+    stopped: bool,
+}
+
+impl Gateway {
+    pub fn start(cfg: Config) -> Result<Gateway, String> {
+        init().map_err(|e| e.to_string())?;
+        let transport = if cfg.sip_transport == "tcp" {
+            SipTransport::Tcp
+        } else {
+            SipTransport::Udp
+        };
+        let key = EndpointKey {
+            address: cfg.sip_address.clone(),
+            port: cfg.sip_port,
+            transport,
+        };
+        let reg = RegistrarConfig {
+            server_id: cfg.server_id.clone(),
+            realm: cfg.server_id[..10].to_string(),
+            default_password: (!cfg.password.is_empty()).then(|| cfg.password.clone()),
+            passwords: cfg.device_password_map(),
+            ..RegistrarConfig::default()
+        };
+        let endpoint = Endpoint::obtain(&key, reg)
+            .map_err(|e| format!("SIP endpoint {}:{}: {e}", cfg.sip_address, cfg.sip_port))?;
+
+        let ctx = glib::MainContext::new();
+        let main_loop = glib::MainLoop::new(Some(&ctx), false);
+        let server = gst_rtsp_server::RTSPServer::new();
+        server.set_address(&cfg.listen_address);
+        server.set_service(&cfg.rtsp_port.to_string());
+        let _source = server
+            .attach(Some(&ctx))
+            .map_err(|e| format!("RTSP server on port {}: {e}", cfg.rtsp_port))?;
+        let rtsp_port = u16::try_from(server.bound_port()).unwrap_or(cfg.rtsp_port);
+        if let Some(pool) = server.session_pool() {
+            // Expired sessions (UDP clients that vanished) are removed, so their media ends.
+            let watch = pool.create_watch(Some("session-timeouts"), glib::Priority::DEFAULT, |p| {
+                p.cleanup();
+                glib::ControlFlow::Continue
+            });
+            watch.attach(Some(&ctx));
+        }
+        let ml = main_loop.clone();
+        let loop_thread = std::thread::Builder::new()
+            .name("rtsp-server".into())
+            .spawn(move || {
+                let _ = ctx.with_thread_default(|| ml.run());
+            })
+            .map_err(|e| e.to_string())?;
+
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            endpoint: endpoint.clone(),
+            server,
+            rtsp_port,
+            channels: Mutex::new(BTreeMap::new()),
+            rates: Mutex::new(Rates::default()),
+            stopping: AtomicBool::new(false),
+        });
+
+        // Devices come and go: mount and unmount as the endpoint tells.
+        let weak = Arc::downgrade(&shared);
+        let subscription = endpoint.subscribe(move |ev| {
+            if let Some(sh) = weak.upgrade() {
+                on_endpoint_event(&sh, ev);
+            }
+        });
+        for d in endpoint.devices() {
+            mount(&shared, &d.id, &d.id);
+        }
+
+        let weak = Arc::downgrade(&shared);
+        let metrics_server = HttpServer::start(
+            &cfg.listen_address,
+            cfg.metrics_port,
+            Arc::new(move |path| match (path, weak.upgrade()) {
+                ("/metrics", Some(sh)) => (
+                    200,
+                    "text/plain; version=0.0.4",
+                    metrics::render(&snapshot(&sh)).into_bytes(),
+                ),
+                _ => (404, "text/plain", b"not found\n".to_vec()),
+            }),
+        )
+        .map_err(|e| format!("metrics server on port {}: {e}", cfg.metrics_port))?;
+        let hls_server = if cfg.hls {
+            std::fs::create_dir_all(&cfg.hls_dir)
+                .map_err(|e| format!("{}: {e}", cfg.hls_dir.display()))?;
+            Some(
+                HttpServer::start(
+                    &cfg.listen_address,
+                    cfg.hls_port,
+                    http::file_handler(cfg.hls_dir.clone()),
+                )
+                .map_err(|e| format!("HLS server on port {}: {e}", cfg.hls_port))?,
+            )
+        } else {
+            None
+        };
+
+        // Collects often (per-session byte counts start at the first collection after PLAY),
+        // prints the summary every `summary_interval_s`.
+        let summary_thread = {
+            let weak = Arc::downgrade(&shared);
+            let every = Duration::from_secs(cfg.summary_interval_s.max(1));
+            let print = cfg.summary_interval_s > 0;
+            Some(std::thread::spawn(move || {
+                let mut next = Instant::now() + every;
+                loop {
+                    std::thread::sleep(Duration::from_millis(200));
+                    let Some(sh) = weak.upgrade() else { return };
+                    if sh.stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let snap = snapshot(&sh);
+                    if print && Instant::now() >= next {
+                        next += every;
+                        println!("[gateway] {}", snap.summary());
+                    }
+                }
+            }))
+        };
+
+        let mut gw = Gateway {
+            shared,
+            main_loop,
+            loop_thread: Some(loop_thread),
+            subscription,
+            metrics_server: Some(metrics_server),
+            hls_server,
+            summary_thread,
+            cameras: Vec::new(),
+            stopped: false,
+        };
+        if cfg.simulate > 0 {
+            let clip = Clip::encode(
+                &cfg.sim_codec,
+                cfg.sim_width,
+                cfg.sim_height,
+                cfg.sim_bitrate_kbps,
+                4,
+            )?;
+            gst::info!(CAT, "simulated clip: {} bit/s", clip.bitrate_bps());
+            let server_ip = match cfg.sip_address.as_str() {
+                "0.0.0.0" | "" => "127.0.0.1".to_string(),
+                a => a.to_string(),
+            };
+            for i in 0..cfg.simulate {
+                let id = cfg.sim_device_id(i);
+                let cam = SimCamera::start(
+                    &clip,
+                    &SimSettings {
+                        server_ip: server_ip.clone(),
+                        server_port: endpoint.local_addr().port(),
+                        server_id: cfg.server_id.clone(),
+                        password: cfg
+                            .device_password_map()
+                            .get(&id)
+                            .cloned()
+                            .unwrap_or_else(|| cfg.password.clone()),
+                        device_id: id,
+                        audio: true,
+                    },
+                )?;
+                gw.cameras.push(cam);
+            }
+        }
+        Ok(gw)
+    }
+
+    pub fn rtsp_port(&self) -> u16 {
+        self.shared.rtsp_port
+    }
+
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_server.as_ref().map(|s| s.local_addr())
+    }
+
+    pub fn hls_addr(&self) -> Option<std::net::SocketAddr> {
+        self.hls_server.as_ref().map(|s| s.local_addr())
+    }
+
+    pub fn url(&self, channel: &str) -> String {
+        format!(
+            "rtsp://{}:{}/{channel}",
+            self.shared.cfg.public_host, self.shared.rtsp_port
+        )
+    }
+
+    /// Channels mounted so far.
+    pub fn channels(&self) -> Vec<String> {
+        lock(&self.shared.channels).keys().cloned().collect()
+    }
+
+    pub fn cameras(&self) -> &[SimCamera] {
+        &self.cameras
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        snapshot(&self.shared)
+    }
+
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.shared.endpoint
+    }
+
+    /// Clean stop: finalizes HLS/recordings, disconnects RTSP clients, BYE to every camera
+    /// session, unregisters the simulated cameras.
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.endpoint.unsubscribe(self.subscription);
+        let outputs: Vec<ChannelOutputs> = lock(&self.shared.channels)
+            .values_mut()
+            .filter_map(|c| c.outputs.take())
+            .collect();
+        for o in &outputs {
+            o.stop();
+        }
+        drop(outputs);
+        // Disconnect every client: shared medias get unprepared (gb28181src stops: BYE).
+        let _ = self
+            .shared
+            .server
+            .client_filter(Some(&mut |_, _| gst_rtsp_server::RTSPFilterResult::Remove));
+        // Whatever is still running (e.g. a DESCRIBE-only media) is stopped directly.
+        let live: Vec<gst::Element> = lock(&self.shared.channels)
+            .values()
+            .flat_map(|c| c.live.iter().map(|(_, s)| s.clone()))
+            .collect();
+        for src in live {
+            let mut top: gst::Element = src.clone();
+            while let Some(p) = top.parent().and_then(|p| p.downcast::<gst::Element>().ok()) {
+                top = p;
+            }
+            let _ = top.set_state(gst::State::Null);
+        }
+        for cam in &self.cameras {
+            cam.stop();
+        }
+        // Let BYEs and un-REGISTERs leave before the sockets close.
+        std::thread::sleep(Duration::from_millis(200));
+        self.cameras.clear();
+        self.main_loop.quit();
+        if let Some(t) = self.loop_thread.take() {
+            let _ = t.join();
+        }
+        if let Some(mut s) = self.metrics_server.take() {
+            s.stop();
+        }
+        if let Some(mut s) = self.hls_server.take() {
+            s.stop();
+        }
+        if let Some(t) = self.summary_thread.take() {
+            let _ = t.join();
+        }
+        self.shared.endpoint.shutdown();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn on_endpoint_event(sh: &Arc<Shared>, ev: &EndpointEvent) {
+    match ev {
+        EndpointEvent::Registrar(RegEvent::Registered {
+            device_id,
+            refresh: false,
+            ..
+        }) => {
+            println!("[gateway] device {device_id} registered");
+            mount(sh, device_id, device_id);
+            // Catalog query off the endpoint's thread.
+            let weak = Arc::downgrade(sh);
+            let id = device_id.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                if let Some(sh) = weak.upgrade() {
+                    let _ = sh.endpoint.query(&id, "Catalog");
+                }
+            });
+        }
+        EndpointEvent::Registrar(RegEvent::Unregistered { device_id, .. }) => {
+            println!("[gateway] device {device_id} unregistered");
+            unmount_device(sh, device_id);
+        }
+        EndpointEvent::Catalog {
+            device_id, items, ..
+        } => {
+            for item in items {
+                if !item.device_id.is_empty() {
+                    mount(sh, device_id, &item.device_id);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn src_properties(cfg: &Config, device: &str, channel: &str) -> Vec<(String, String)> {
+    [
+        ("sip-address", cfg.sip_address.clone()),
+        ("sip-port", cfg.sip_port.to_string()),
+        ("sip-transport", cfg.sip_transport.clone()),
+        ("server-id", cfg.server_id.clone()),
+        ("password", cfg.password.clone()),
+        ("device-passwords", cfg.device_passwords.clone()),
+        ("device-id", device.to_string()),
+        ("channel-id", channel.to_string()),
+        ("transport", cfg.media_transport.clone()),
+        ("wait-timeout", cfg.wait_timeout_s.to_string()),
+        ("stream-timeout", cfg.stream_timeout_s.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn mount(sh: &Arc<Shared>, device: &str, channel: &str) {
+    if sh.stopping.load(Ordering::SeqCst) {
+        return;
+    }
+    {
+        let mut chans = lock(&sh.channels);
+        if chans.contains_key(channel) {
+            return;
+        }
+        chans.insert(
+            channel.to_string(),
+            Channel {
+                device_id: device.to_string(),
+                live: Vec::new(),
+                invites_done: 0,
+                bytes_done: 0,
+                packets_done: 0,
+                lost_done: 0,
+                frames_done: 0,
+                outputs: None,
+            },
+        );
+    }
+    let weak: Weak<Shared> = Arc::downgrade(sh);
+    let on_media: OnMedia = Arc::new(move |channel, media, src| {
+        let Some(sh) = weak.upgrade() else { return };
+        if let Some(c) = lock(&sh.channels).get_mut(channel) {
+            c.live.push((media.downgrade(), src.clone()));
+        }
+        let weak = Arc::downgrade(&sh);
+        let ch = channel.to_string();
+        let src_weak = src.downgrade();
+        media.connect_unprepared(move |_| {
+            let (Some(sh), Some(src)) = (weak.upgrade(), src_weak.upgrade()) else {
+                return;
+            };
+            retire(&sh, &ch, &src);
+        });
+    });
+    let factory = ChannelFactory::new(
+        ChannelParams {
+            device_id: device.to_string(),
+            channel_id: channel.to_string(),
+            src_properties: src_properties(&sh.cfg, device, channel),
+        },
+        Some(on_media),
+    );
+    if let Some(m) = sh.server.mount_points() {
+        m.add_factory(&format!("/{channel}"), factory);
+    }
+    let url = format!("rtsp://{}:{}/{channel}", sh.cfg.public_host, sh.rtsp_port);
+    println!("[gateway] channel {channel} of device {device}: {url}");
+    if sh.cfg.hls || sh.cfg.record_dir.is_some() {
+        let s = OutputSettings {
+            url: format!("rtsp://127.0.0.1:{}/{channel}", sh.rtsp_port),
+            channel: channel.to_string(),
+            hls_dir: sh.cfg.hls.then(|| sh.cfg.hls_dir.clone()),
+            record_dir: sh.cfg.record_dir.clone(),
+            segment_s: sh.cfg.record_segment_s,
+        };
+        match ChannelOutputs::start(s) {
+            Ok(o) => {
+                if sh.cfg.hls {
+                    println!(
+                        "[gateway]   HLS: http://{}:{}/{channel}/index.m3u8",
+                        sh.cfg.public_host, sh.cfg.hls_port
+                    );
+                }
+                if let Some(c) = lock(&sh.channels).get_mut(channel) {
+                    c.outputs = Some(o);
+                }
+            }
+            Err(e) => eprintln!("[gateway] channel {channel}: outputs: {e}"),
+        }
+    }
+}
+
+/// Moves a finished pipeline's figures into the channel's totals.
+fn retire(sh: &Shared, channel: &str, src: &gst::Element) {
+    let st = src.property::<Option<gst::Structure>>("stats");
+    let mut chans = lock(&sh.channels);
+    let Some(c) = chans.get_mut(channel) else {
+        return;
+    };
+    let before = c.live.len();
+    c.live.retain(|(_, s)| s != src);
+    if before == c.live.len() {
+        return;
+    }
+    if let Some(st) = st {
+        c.invites_done += st.get::<u64>("invites").unwrap_or(0);
+        c.bytes_done += st.get::<u64>("bytes").unwrap_or(0);
+        c.packets_done += st.get::<u64>("packets-received").unwrap_or(0);
+        c.lost_done += st.get::<u64>("packets-lost").unwrap_or(0);
+        c.frames_done += st.get::<u64>("frames").unwrap_or(0);
+    }
+}
+
+fn unmount_device(sh: &Shared, device: &str) {
+    let gone: Vec<(String, Option<ChannelOutputs>)> = {
+        let mut chans = lock(&sh.channels);
+        let ids: Vec<String> = chans
+            .iter()
+            .filter(|(_, c)| c.device_id == device)
+            .map(|(k, _)| k.clone())
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| chans.remove(&id).map(|c| (id, c.outputs)))
+            .collect()
+    };
+    for (id, outputs) in gone {
+        if let Some(o) = outputs {
+            o.stop();
+        }
+        if let Some(m) = sh.server.mount_points() {
+            m.remove_factory(&format!("/{id}"));
+        }
+    }
+}
+
+fn u64_field(s: &gst::StructureRef, name: &str) -> u64 {
+    s.get::<u64>(name)
+        .or_else(|_| s.get::<u32>(name).map(u64::from))
+        .unwrap_or(0)
+}
+
+/// Per-source statistics structures of an RTPSession object.
+fn source_stats(rtpsession: &glib::Object) -> Vec<gst::Structure> {
+    let Some(stats) = rtpsession
+        .find_property("stats")
+        .and_then(|_| rtpsession.property::<Option<gst::Structure>>("stats"))
+    else {
+        return Vec::new();
+    };
+    #[allow(deprecated)]
+    let arr = stats.get::<glib::ValueArray>("source-stats");
+    #[allow(deprecated)]
+    match arr {
+        Ok(a) => a
+            .iter()
+            .filter_map(|v| v.get::<gst::Structure>().ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Client address, transport and RTCP port of a stream transport (not in the bindings).
+fn transport_info(
+    client_ip: &str,
+    t: &gst_rtsp_server::RTSPStreamTransport,
+) -> (String, &'static str, Option<i32>) {
+    // SAFETY: the transport outlives the call; the returned struct is owned by it and only
+    // read here.
+    unsafe {
+        let tr = gst_rtsp_server::ffi::gst_rtsp_stream_transport_get_transport(t.to_glib_none().0);
+        if tr.is_null() {
+            return (client_ip.to_string(), "?", None);
+        }
+        let lower = (*tr).lower_transport;
+        if lower & gst_rtsp_server::gst_rtsp::ffi::GST_RTSP_LOWER_TRANS_TCP != 0 {
+            (client_ip.to_string(), "tcp", None)
+        } else if lower & gst_rtsp_server::gst_rtsp::ffi::GST_RTSP_LOWER_TRANS_UDP_MCAST != 0 {
+            (client_ip.to_string(), "udp-mcast", None)
+        } else {
+            let p = (*tr).client_port;
+            (format!("{client_ip}:{}", p.min), "udp", Some(p.max))
+        }
+    }
+}
+
+fn client_ip(c: &gst_rtsp_server::RTSPClient) -> String {
+    // SAFETY: the connection belongs to the client, which we hold a reference to; the IP
+    // string is owned by the connection and copied at once.
+    unsafe {
+        let conn = gst_rtsp_server::ffi::gst_rtsp_client_get_connection(c.to_glib_none().0);
+        if conn.is_null() {
+            return String::new();
+        }
+        let ip = gst_rtsp_server::gst_rtsp::ffi::gst_rtsp_connection_get_ip(conn);
+        if ip.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(ip).to_string_lossy().into_owned()
+    }
+}
+
+/// Collects every figure.
+fn snapshot(sh: &Shared) -> Snapshot {
+    let now = Instant::now();
+    let devices: Vec<DeviceStat> = sh
+        .endpoint
+        .devices()
+        .into_iter()
+        .map(|d| DeviceStat {
+            id: d.id,
+            online: d.online,
+        })
+        .collect();
+    // Which media serves which channel.
+    let mut media_channel: Vec<(gst_rtsp_server::RTSPMedia, String)> = Vec::new();
+    let mut paths: Vec<PathStat> = Vec::new();
+    let mut rates = lock(&sh.rates);
+    {
+        let chans = lock(&sh.channels);
+        for (id, c) in chans.iter() {
+            let mut p = PathStat {
+                name: id.clone(),
+                device_id: c.device_id.clone(),
+                invites: c.invites_done,
+                bytes_received: c.bytes_done,
+                packets_received: c.packets_done,
+                packets_lost: c.lost_done,
+                frames: c.frames_done,
+                hls: c
+                    .outputs
+                    .as_ref()
+                    .is_some_and(|o| o.settings.hls_dir.is_some()),
+                recording: c
+                    .outputs
+                    .as_ref()
+                    .is_some_and(|o| o.settings.record_dir.is_some()),
+                ..Default::default()
+            };
+            for (m, src) in &c.live {
+                if let Some(st) = src.property::<Option<gst::Structure>>("stats") {
+                    p.invites += u64_field(&st, "invites");
+                    p.bytes_received += u64_field(&st, "bytes");
+                    p.packets_received += u64_field(&st, "packets-received");
+                    p.packets_lost += u64_field(&st, "packets-lost");
+                    p.frames += u64_field(&st, "frames");
+                    p.ready |= st.get::<bool>("streaming").unwrap_or(false);
+                }
+                if let Some(m) = m.upgrade() {
+                    for i in 0..m.n_streams() {
+                        if let Some(rs) = m.stream(i).and_then(|s| s.rtpsession()) {
+                            for s in source_stats(&rs) {
+                                if s.get::<bool>("internal").unwrap_or(false)
+                                    && s.get::<bool>("is-sender").unwrap_or(false)
+                                {
+                                    p.bytes_sent += u64_field(&s, "octets-sent");
+                                }
+                            }
+                        }
+                    }
+                    media_channel.push((m, id.clone()));
+                }
+            }
+            p.bitrate_in_bps = rates.rate(&format!("in:{id}"), p.bytes_received, now);
+            p.bitrate_out_bps = rates.rate(&format!("out:{id}"), p.bytes_sent, now);
+            paths.push(p);
+        }
+    }
+
+    let mut sessions = Vec::new();
+    let clients = sh.server.client_filter(None);
+    for client in &clients {
+        let ip = client_ip(client);
+        for session in client.session_filter(None) {
+            let sid = session
+                .sessionid()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            for sm in session.filter(None) {
+                let Some(media) = sm.media() else { continue };
+                let path = media_channel
+                    .iter()
+                    .find(|(m, _)| *m == media)
+                    .map(|(_, c)| c.clone())
+                    .unwrap_or_default();
+                let mut x = SessionStat {
+                    id: sid.clone(),
+                    path: path.clone(),
+                    ..Default::default()
+                };
+                for i in 0..media.n_streams() {
+                    let Some(t) = sm.transport(i) else { continue };
+                    let (remote, kind, rtcp_port) = transport_info(&ip, &t);
+                    x.remote = remote;
+                    x.transport = kind.into();
+                    let Some(rs) = media.stream(i).and_then(|s| s.rtpsession()) else {
+                        continue;
+                    };
+                    for s in source_stats(&rs) {
+                        let internal = s.get::<bool>("internal").unwrap_or(false);
+                        if internal && s.get::<bool>("is-sender").unwrap_or(false) {
+                            let octets = u64_field(&s, "octets-sent");
+                            let packets = u64_field(&s, "packets-sent");
+                            let base = *rates
+                                .baselines
+                                .entry((sid.clone(), i))
+                                .or_insert((octets, packets));
+                            x.bytes_sent += octets.saturating_sub(base.0);
+                            x.packets_sent += packets.saturating_sub(base.1);
+                        } else if !internal
+                            && let Some(port) = rtcp_port
+                            && s.get::<String>("rtcp-from").ok().as_deref()
+                                == Some(format!("{ip}:{port}").as_str())
+                            && s.get::<bool>("have-rb").unwrap_or(false)
+                        {
+                            let clock = f64::from(
+                                media
+                                    .stream(i)
+                                    .and_then(|st| st.rtpinfo())
+                                    .map(|(_, _, clock, _)| clock)
+                                    .unwrap_or(90_000)
+                                    .max(1),
+                            );
+                            let lost = s.get::<i32>("rb-packetslost").unwrap_or(0);
+                            *x.packets_lost.get_or_insert(0) += i64::from(lost);
+                            let j = u64_field(&s, "rb-jitter") as f64 * 1000.0 / clock;
+                            x.jitter_ms = Some(x.jitter_ms.unwrap_or(0.0).max(j));
+                            let rtt = u64_field(&s, "rb-round-trip") as f64 * 1000.0 / 65536.0;
+                            x.round_trip_ms = Some(rtt);
+                        }
+                    }
+                }
+                x.bitrate_bps = rates.rate(&format!("sess:{sid}:{path}"), x.bytes_sent, now);
+                if let Some(p) = paths.iter_mut().find(|p| p.name == path) {
+                    p.readers += 1;
+                }
+                sessions.push(x);
+            }
+        }
+    }
+    // Forget baselines of sessions that are gone.
+    let live: std::collections::HashSet<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
+    rates
+        .baselines
+        .retain(|(sid, _), _| live.contains(sid.as_str()));
+    drop(rates);
+    let snap = Snapshot {
+        devices,
+        paths,
+        sessions,
+        rtsp_conns: clients.len() as u32,
+    };
+    snap
+}
