@@ -5,8 +5,9 @@
 //! cameras.
 
 use crate::config::Config;
-use crate::factory::{CAT, ChannelFactory, ChannelParams, OnMedia};
+use crate::factory::{CAT, ChannelFactory, ChannelHooks, MediaCounters};
 use crate::http::{self, HttpServer};
+use crate::ingest::Ingest;
 use crate::metrics::{self, DeviceStat, PathStat, SessionStat, Snapshot};
 use crate::outputs::{ChannelOutputs, OutputSettings};
 use crate::sim::{Clip, SimCamera, SimSettings};
@@ -38,8 +39,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// A mounted channel.
 struct Channel {
     device_id: String,
-    /// gb28181src elements of the channel's live media, with their media.
-    live: Vec<(glib::WeakRef<gst_rtsp_server::RTSPMedia>, gst::Element)>,
+    /// The camera session, while someone watches.
+    ingest: Option<Arc<Ingest>>,
+    /// RTSP medias of the channel (statistics).
+    medias: Vec<(
+        glib::WeakRef<gst_rtsp_server::RTSPMedia>,
+        Arc<MediaCounters>,
+    )>,
+    /// Payload bytes of medias that are gone.
+    sent_done: u64,
     /// Figures of pipelines that are gone.
     invites_done: u64,
     bytes_done: u64,
@@ -325,17 +333,17 @@ impl Gateway {
             .shared
             .server
             .client_filter(Some(&mut |_, _| gst_rtsp_server::RTSPFilterResult::Remove));
-        // Whatever is still running (e.g. a DESCRIBE-only media) is stopped directly.
-        let live: Vec<gst::Element> = lock(&self.shared.channels)
-            .values()
-            .flat_map(|c| c.live.iter().map(|(_, s)| s.clone()))
+        // Every camera session ends (BYE), whoever still used it.
+        let ingests: Vec<Arc<Ingest>> = lock(&self.shared.channels)
+            .values_mut()
+            .filter_map(|c| {
+                let i = c.ingest.take()?;
+                retire_stats(c, &i);
+                Some(i)
+            })
             .collect();
-        for src in live {
-            let mut top: gst::Element = src.clone();
-            while let Some(p) = top.parent().and_then(|p| p.downcast::<gst::Element>().ok()) {
-                top = p;
-            }
-            let _ = top.set_state(gst::State::Null);
+        for i in ingests {
+            i.stop();
         }
         for cam in &self.cameras {
             cam.stop();
@@ -434,7 +442,9 @@ fn mount(sh: &Arc<Shared>, device: &str, channel: &str) {
             channel.to_string(),
             Channel {
                 device_id: device.to_string(),
-                live: Vec::new(),
+                ingest: None,
+                medias: Vec::new(),
+                sent_done: 0,
                 invites_done: 0,
                 bytes_done: 0,
                 packets_done: 0,
@@ -444,29 +454,13 @@ fn mount(sh: &Arc<Shared>, device: &str, channel: &str) {
             },
         );
     }
-    let weak: Weak<Shared> = Arc::downgrade(sh);
-    let on_media: OnMedia = Arc::new(move |channel, media, src| {
-        let Some(sh) = weak.upgrade() else { return };
-        if let Some(c) = lock(&sh.channels).get_mut(channel) {
-            c.live.push((media.downgrade(), src.clone()));
-        }
-        let weak = Arc::downgrade(&sh);
-        let ch = channel.to_string();
-        let src_weak = src.downgrade();
-        media.connect_unprepared(move |_| {
-            let (Some(sh), Some(src)) = (weak.upgrade(), src_weak.upgrade()) else {
-                return;
-            };
-            retire(&sh, &ch, &src);
-        });
+    let hooks: Arc<dyn ChannelHooks> = Arc::new(Hooks {
+        shared: Arc::downgrade(sh),
     });
     let factory = ChannelFactory::new(
-        ChannelParams {
-            device_id: device.to_string(),
-            channel_id: channel.to_string(),
-            src_properties: src_properties(&sh.cfg, device, channel),
-        },
-        Some(on_media),
+        channel,
+        hooks,
+        Duration::from_secs(u64::from(sh.cfg.wait_timeout_s.max(1)) + 5),
     );
     if let Some(m) = sh.server.mount_points() {
         m.add_factory(&format!("/{channel}"), factory);
@@ -498,29 +492,97 @@ fn mount(sh: &Arc<Shared>, device: &str, channel: &str) {
     }
 }
 
-/// Moves a finished pipeline's figures into the channel's totals.
-fn retire(sh: &Shared, channel: &str, src: &gst::Element) {
-    let st = src.property::<Option<gst::Structure>>("stats");
-    let mut chans = lock(&sh.channels);
-    let Some(c) = chans.get_mut(channel) else {
-        return;
-    };
-    let before = c.live.len();
-    c.live.retain(|(_, s)| s != src);
-    if before == c.live.len() {
-        return;
+/// Moves a finished ingest's figures into the channel's totals.
+fn retire_stats(c: &mut Channel, ingest: &Ingest) {
+    if let Some(st) = ingest.src_stats() {
+        c.invites_done += u64_field(&st, "invites");
+        c.bytes_done += u64_field(&st, "bytes");
+        c.packets_done += u64_field(&st, "packets-received");
+        c.lost_done += u64_field(&st, "packets-lost");
+        c.frames_done += u64_field(&st, "frames");
     }
-    if let Some(st) = st {
-        c.invites_done += st.get::<u64>("invites").unwrap_or(0);
-        c.bytes_done += st.get::<u64>("bytes").unwrap_or(0);
-        c.packets_done += st.get::<u64>("packets-received").unwrap_or(0);
-        c.lost_done += st.get::<u64>("packets-lost").unwrap_or(0);
-        c.frames_done += st.get::<u64>("frames").unwrap_or(0);
+}
+
+/// The factories' view of the gateway.
+struct Hooks {
+    shared: Weak<Shared>,
+}
+
+impl ChannelHooks for Hooks {
+    fn ingest(&self, channel: &str) -> Result<Arc<Ingest>, String> {
+        let sh = self.shared.upgrade().ok_or("gateway stopped")?;
+        if sh.stopping.load(Ordering::SeqCst) {
+            return Err("gateway stopping".into());
+        }
+        let mut chans = lock(&sh.channels);
+        let c = chans.get_mut(channel).ok_or("channel not mounted")?;
+        if let Some(i) = &c.ingest {
+            if !i.is_failed() {
+                return Ok(i.clone());
+            }
+            let old = c.ingest.take();
+            if let Some(old) = old {
+                retire_stats(c, &old);
+                old.stop();
+            }
+        }
+        let i = Ingest::start(channel, &src_properties(&sh.cfg, &c.device_id, channel))?;
+        c.ingest = Some(i.clone());
+        Ok(i)
+    }
+
+    fn media_configured(
+        &self,
+        channel: &str,
+        media: &gst_rtsp_server::RTSPMedia,
+        counters: Arc<MediaCounters>,
+    ) {
+        let Some(sh) = self.shared.upgrade() else {
+            return;
+        };
+        if let Some(c) = lock(&sh.channels).get_mut(channel) {
+            let mut done = 0;
+            c.medias.retain(|(m, k)| {
+                let alive = m.upgrade().is_some();
+                if !alive {
+                    done += k.get().0;
+                }
+                alive
+            });
+            c.sent_done += done;
+            c.medias.push((media.downgrade(), counters));
+        }
+    }
+
+    fn maybe_stop(&self, channel: &str) {
+        let Some(sh) = self.shared.upgrade() else {
+            return;
+        };
+        let stop = {
+            let mut chans = lock(&sh.channels);
+            let Some(c) = chans.get_mut(channel) else {
+                return;
+            };
+            match &c.ingest {
+                Some(i) if i.is_unused() || i.is_failed() => {
+                    let i = c.ingest.take();
+                    if let Some(i) = &i {
+                        retire_stats(c, i);
+                    }
+                    i
+                }
+                _ => None,
+            }
+        };
+        if let Some(i) = stop {
+            i.stop();
+        }
     }
 }
 
 fn unmount_device(sh: &Shared, device: &str) {
-    let gone: Vec<(String, Option<ChannelOutputs>)> = {
+    type Gone = (String, Option<ChannelOutputs>, Option<Arc<Ingest>>);
+    let gone: Vec<Gone> = {
         let mut chans = lock(&sh.channels);
         let ids: Vec<String> = chans
             .iter()
@@ -528,12 +590,15 @@ fn unmount_device(sh: &Shared, device: &str) {
             .map(|(k, _)| k.clone())
             .collect();
         ids.into_iter()
-            .filter_map(|id| chans.remove(&id).map(|c| (id, c.outputs)))
+            .filter_map(|id| chans.remove(&id).map(|c| (id, c.outputs, c.ingest)))
             .collect()
     };
-    for (id, outputs) in gone {
+    for (id, outputs, ingest) in gone {
         if let Some(o) = outputs {
             o.stop();
+        }
+        if let Some(i) = ingest {
+            i.stop();
         }
         if let Some(m) = sh.server.mount_points() {
             m.remove_factory(&format!("/{id}"));
@@ -620,7 +685,8 @@ fn snapshot(sh: &Shared) -> Snapshot {
         })
         .collect();
     // Which media serves which channel.
-    let mut media_channel: Vec<(gst_rtsp_server::RTSPMedia, String)> = Vec::new();
+    let mut media_channel: Vec<(gst_rtsp_server::RTSPMedia, String, Arc<MediaCounters>)> =
+        Vec::new();
     let mut paths: Vec<PathStat> = Vec::new();
     let mut rates = lock(&sh.rates);
     {
@@ -644,28 +710,19 @@ fn snapshot(sh: &Shared) -> Snapshot {
                     .is_some_and(|o| o.settings.record_dir.is_some()),
                 ..Default::default()
             };
-            for (m, src) in &c.live {
-                if let Some(st) = src.property::<Option<gst::Structure>>("stats") {
-                    p.invites += u64_field(&st, "invites");
-                    p.bytes_received += u64_field(&st, "bytes");
-                    p.packets_received += u64_field(&st, "packets-received");
-                    p.packets_lost += u64_field(&st, "packets-lost");
-                    p.frames += u64_field(&st, "frames");
-                    p.ready |= st.get::<bool>("streaming").unwrap_or(false);
-                }
+            if let Some(st) = c.ingest.as_ref().and_then(|i| i.src_stats()) {
+                p.invites += u64_field(&st, "invites");
+                p.bytes_received += u64_field(&st, "bytes");
+                p.packets_received += u64_field(&st, "packets-received");
+                p.packets_lost += u64_field(&st, "packets-lost");
+                p.frames += u64_field(&st, "frames");
+                p.ready = st.get::<bool>("streaming").unwrap_or(false);
+            }
+            p.bytes_sent = c.sent_done;
+            for (m, k) in &c.medias {
+                p.bytes_sent += k.get().0;
                 if let Some(m) = m.upgrade() {
-                    for i in 0..m.n_streams() {
-                        if let Some(rs) = m.stream(i).and_then(|s| s.rtpsession()) {
-                            for s in source_stats(&rs) {
-                                if s.get::<bool>("internal").unwrap_or(false)
-                                    && s.get::<bool>("is-sender").unwrap_or(false)
-                                {
-                                    p.bytes_sent += u64_field(&s, "octets-sent");
-                                }
-                            }
-                        }
-                    }
-                    media_channel.push((m, id.clone()));
+                    media_channel.push((m, id.clone(), k.clone()));
                 }
             }
             p.bitrate_in_bps = rates.rate(&format!("in:{id}"), p.bytes_received, now);
@@ -685,12 +742,22 @@ fn snapshot(sh: &Shared) -> Snapshot {
                 .unwrap_or_default();
             for sm in session.filter(None) {
                 let Some(media) = sm.media() else { continue };
-                let path = media_channel
+                let Some((path, counters)) = media_channel
                     .iter()
-                    .find(|(m, _)| *m == media)
-                    .map(|(_, c)| c.clone())
-                    .unwrap_or_default();
+                    .find(|(m, _, _)| *m == media)
+                    .map(|(_, c, k)| (c.clone(), k.clone()))
+                else {
+                    continue;
+                };
+                // What the media sent since this session was first seen.
+                let (octets, packets) = counters.get();
+                let base = *rates
+                    .baselines
+                    .entry((sid.clone(), 0))
+                    .or_insert((octets, packets));
                 let mut x = SessionStat {
+                    bytes_sent: octets.saturating_sub(base.0),
+                    packets_sent: packets.saturating_sub(base.1),
                     id: sid.clone(),
                     path: path.clone(),
                     ..Default::default()
@@ -705,16 +772,7 @@ fn snapshot(sh: &Shared) -> Snapshot {
                     };
                     for s in source_stats(&rs) {
                         let internal = s.get::<bool>("internal").unwrap_or(false);
-                        if internal && s.get::<bool>("is-sender").unwrap_or(false) {
-                            let octets = u64_field(&s, "octets-sent");
-                            let packets = u64_field(&s, "packets-sent");
-                            let base = *rates
-                                .baselines
-                                .entry((sid.clone(), i))
-                                .or_insert((octets, packets));
-                            x.bytes_sent += octets.saturating_sub(base.0);
-                            x.packets_sent += packets.saturating_sub(base.1);
-                        } else if !internal
+                        if !internal
                             && let Some(port) = rtcp_port
                             && s.get::<String>("rtcp-from").ok().as_deref()
                                 == Some(format!("{ip}:{port}").as_str())

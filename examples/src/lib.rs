@@ -6,6 +6,7 @@ pub mod config;
 pub mod factory;
 pub mod gateway;
 pub mod http;
+pub mod ingest;
 pub mod metrics;
 pub mod outputs;
 pub mod sim;
