@@ -469,26 +469,47 @@ fn mount(sh: &Arc<Shared>, device: &str, channel: &str) {
     println!("[gateway] channel {channel} of device {device}: {url}");
     if sh.cfg.hls || sh.cfg.record_dir.is_some() {
         let s = OutputSettings {
-            url: format!("rtsp://127.0.0.1:{}/{channel}", sh.rtsp_port),
             channel: channel.to_string(),
             hls_dir: sh.cfg.hls.then(|| sh.cfg.hls_dir.clone()),
             record_dir: sh.cfg.record_dir.clone(),
             segment_s: sh.cfg.record_segment_s,
         };
-        match ChannelOutputs::start(s) {
-            Ok(o) => {
-                if sh.cfg.hls {
-                    println!(
-                        "[gateway]   HLS: http://{}:{}/{channel}/index.m3u8",
-                        sh.cfg.public_host, sh.cfg.hls_port
-                    );
-                }
-                if let Some(c) = lock(&sh.channels).get_mut(channel) {
-                    c.outputs = Some(o);
-                }
-            }
-            Err(e) => eprintln!("[gateway] channel {channel}: outputs: {e}"),
+        if sh.cfg.hls {
+            println!(
+                "[gateway]   HLS: http://{}:{}/{channel}/index.m3u8",
+                sh.cfg.public_host, sh.cfg.hls_port
+            );
         }
+        // HLS and recording keep the camera session up; started off the caller's thread
+        // (the endpoint's) as it waits for the streams.
+        let weak = Arc::downgrade(sh);
+        let channel = channel.to_string();
+        std::thread::spawn(move || {
+            let Some(sh) = weak.upgrade() else { return };
+            let hooks = Hooks {
+                shared: Arc::downgrade(&sh),
+            };
+            let ingest = match hooks.ingest(&channel) {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("[gateway] channel {channel}: outputs: {e}");
+                    return;
+                }
+            };
+            ingest.hold();
+            let r = ChannelOutputs::start(s, ingest.clone());
+            ingest.release();
+            match r {
+                Ok(o) => {
+                    if let Some(c) = lock(&sh.channels).get_mut(&channel) {
+                        c.outputs = Some(o);
+                        return;
+                    }
+                }
+                Err(e) => eprintln!("[gateway] channel {channel}: outputs: {e}"),
+            }
+            hooks.maybe_stop(&channel);
+        });
     }
 }
 
@@ -809,11 +830,10 @@ fn snapshot(sh: &Shared) -> Snapshot {
         .baselines
         .retain(|(sid, _), _| live.contains(sid.as_str()));
     drop(rates);
-    let snap = Snapshot {
+    Snapshot {
         devices,
         paths,
         sessions,
         rtsp_conns: clients.len() as u32,
-    };
-    snap
+    }
 }

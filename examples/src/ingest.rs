@@ -36,6 +36,8 @@ struct Subscriber {
     src: gst_app::AppSrc,
     /// Video subscribers start at a key frame.
     started: bool,
+    /// Keep the camera's timing (clock time) instead of appsrc's do-timestamp.
+    keep_timing: bool,
 }
 
 #[derive(Default)]
@@ -200,7 +202,7 @@ impl Ingest {
         let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps_owned()) else {
             return;
         };
-        let targets: Vec<gst_app::AppSrc> = {
+        let targets: Vec<(gst_app::AppSrc, bool)> = {
             let mut st = lock(&self.state);
             st.first_data.get_or_insert_with(Instant::now);
             let changed = match kind {
@@ -228,17 +230,30 @@ impl Ingest {
                         }
                         s.started = true;
                     }
-                    Some(s.src.clone())
+                    Some((s.src.clone(), s.keep_timing))
                 })
                 .collect()
         };
-        for src in targets {
-            // appsrc re-timestamps (do-timestamp) in its own pipeline's running time.
+        // The buffer's time on the (shared, system) clock.
+        let abs = buffer
+            .pts()
+            .zip(self.pipeline.base_time())
+            .map(|(p, b)| p + b);
+        for (src, keep_timing) in targets {
             let mut b = buffer.clone();
             {
                 let b = b.make_mut();
-                b.set_pts(gst::ClockTime::NONE);
                 b.set_dts(gst::ClockTime::NONE);
+                if keep_timing {
+                    // Same instant, in the subscriber pipeline's running time.
+                    match abs.zip(src.base_time()) {
+                        Some((a, base)) if a >= base => b.set_pts(a - base),
+                        _ => continue,
+                    }
+                } else {
+                    // appsrc re-timestamps (do-timestamp) at arrival.
+                    b.set_pts(gst::ClockTime::NONE);
+                }
             }
             let _ = src.push_buffer(b);
         }
@@ -292,6 +307,17 @@ impl Ingest {
 
     /// Feeds `src` with the stream of `kind`; returns an id for [`unsubscribe`](Self::unsubscribe).
     pub fn subscribe(&self, kind: Kind, src: &gst_app::AppSrc) -> Option<u64> {
+        self.subscribe_with(kind, src, false)
+    }
+
+    /// Like [`subscribe`](Self::subscribe); `keep_timing` keeps the camera's timestamps
+    /// (for muxers) instead of re-timestamping at arrival.
+    pub fn subscribe_with(
+        &self,
+        kind: Kind,
+        src: &gst_app::AppSrc,
+        keep_timing: bool,
+    ) -> Option<u64> {
         src.set_max_bytes(SUBSCRIBER_MAX_BYTES);
         src.set_leaky_type(gst_app::AppLeakyType::Downstream);
         let mut st = lock(&self.state);
@@ -305,6 +331,7 @@ impl Ingest {
             kind,
             src: src.clone(),
             started: false,
+            keep_timing,
         });
         Some(id)
     }

@@ -150,7 +150,13 @@ pub fn render(s: &Snapshot) -> String {
             state(p)
         );
     }
-    let per_path: [(&str, &str, &str, fn(&PathStat) -> u64); 9] = [
+    type PathMetric = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&PathStat) -> u64,
+    );
+    let per_path: [PathMetric; 9] = [
         (
             "paths_bytes_received",
             "counter",

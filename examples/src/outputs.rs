@@ -1,16 +1,17 @@
-//! HLS and MP4 recording of a channel. They read the gateway's own RTSP output over loopback
-//! TCP (so they share the channel's single camera session with the RTSP clients), depayload,
-//! pass H.264/H.265 through, transcode G.711 to AAC (HLS and MP4 need it; AAC passes through)
-//! and write `hlssink2` playlists/segments and `splitmuxsink` MP4 segments named by date and
-//! time (UTC).
+//! HLS and MP4 recording of a channel, fed from the channel's [`Ingest`] (so they share the
+//! single camera session with the RTSP clients, keeping the camera's timing): H.264/H.265 pass
+//! through, G.711 is transcoded to AAC (HLS and MP4 need it; AAC passes through), written by
+//! `hlssink2` (playlist + segments) and `splitmuxsink` (MP4 segments named by UTC date and time).
 
+use crate::ingest::{Ingest, Kind};
 use gst::prelude::*;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Settings of one channel's outputs.
 #[derive(Debug, Clone)]
 pub struct OutputSettings {
-    pub url: String,
     pub channel: String,
     /// HLS into `<dir>/<channel>/index.m3u8`.
     pub hls_dir: Option<PathBuf>,
@@ -48,29 +49,32 @@ fn now_s() -> u64 {
         .unwrap_or(0)
 }
 
-/// The element chain (as a launch fragment) turning RTP of `encoding` into what MP4/HLS take;
-/// and whether it is video.
-pub fn depay_chain(encoding: &str) -> Option<(&'static str, bool)> {
-    Some(match encoding {
-        "H264" => ("rtph264depay ! h264parse", true),
-        "H265" => ("rtph265depay ! h265parse", true),
-        "PCMA" => (
-            "rtppcmadepay ! alawdec ! audioconvert ! audioresample ! avenc_aac ! aacparse",
+/// The branch after the tee, per output, for a stream's caps: video passes through (parsed
+/// for the muxer), G.711 becomes AAC.
+pub fn branch_for(caps: &gst::CapsRef) -> Option<(&'static str, bool)> {
+    let s = caps.structure(0)?;
+    Some(match s.name().as_str() {
+        "video/x-h264" => ("h264parse", true),
+        "video/x-h265" => ("h265parse", true),
+        "audio/x-alaw" => (
+            "alawdec ! audioconvert ! audioresample ! avenc_aac ! aacparse",
             false,
         ),
-        "PCMU" => (
-            "rtppcmudepay ! mulawdec ! audioconvert ! audioresample ! avenc_aac ! aacparse",
+        "audio/x-mulaw" => (
+            "mulawdec ! audioconvert ! audioresample ! avenc_aac ! aacparse",
             false,
         ),
-        "MPEG4-GENERIC" => ("rtpmp4gdepay ! aacparse", false),
+        "audio/mpeg" => ("aacparse", false),
         _ => return None,
     })
 }
 
-/// A running output pipeline.
+/// A running output pipeline, fed from the channel's ingest.
 pub struct ChannelOutputs {
     pub settings: OutputSettings,
     pipeline: gst::Pipeline,
+    ingest: Arc<Ingest>,
+    subscriptions: Vec<u64>,
 }
 
 fn ensure_dir(d: &Path) -> Result<(), String> {
@@ -78,131 +82,108 @@ fn ensure_dir(d: &Path) -> Result<(), String> {
 }
 
 impl ChannelOutputs {
-    pub fn start(s: OutputSettings) -> Result<ChannelOutputs, String> {
+    /// Builds HLS and/or recording for the streams the ingest has (it waits for them).
+    pub fn start(s: OutputSettings, ingest: Arc<Ingest>) -> Result<ChannelOutputs, String> {
+        let (video, audio) = ingest.wait_streams(Duration::from_secs(20))?;
         let pipeline = gst::Pipeline::with_name(&format!("outputs-{}", s.channel));
-        let src = gst::ElementFactory::make("rtspsrc")
-            .property("location", &s.url)
-            .property("latency", 200u32)
-            .build()
-            .map_err(|e| format!("rtspsrc: {e}"))?;
-        src.set_property_from_str("protocols", "tcp");
-        pipeline.add(&src).map_err(|e| e.to_string())?;
-        let hls = match &s.hls_dir {
-            Some(d) => {
-                let dir = d.join(&s.channel);
-                ensure_dir(&dir)?;
-                let h = gst::ElementFactory::make("hlssink2")
-                    .property(
-                        "location",
-                        dir.join("segment%05d.ts").to_string_lossy().as_ref(),
-                    )
-                    .property(
-                        "playlist-location",
-                        dir.join("index.m3u8").to_string_lossy().as_ref(),
-                    )
-                    .property("target-duration", 2u32)
-                    .property("playlist-length", 6u32)
-                    .property("max-files", 12u32)
-                    .build()
-                    .map_err(|e| format!("hlssink2: {e}"))?;
-                pipeline.add(&h).map_err(|e| e.to_string())?;
-                Some(h)
-            }
-            None => None,
-        };
-        let rec = match &s.record_dir {
-            Some(d) => {
-                let dir = d.join(&s.channel);
-                ensure_dir(&dir)?;
-                let r = gst::ElementFactory::make("splitmuxsink")
-                    .property("max-size-time", s.segment_s.max(1) * 1_000_000_000)
-                    .property("async-finalize", false)
-                    .build()
-                    .map_err(|e| format!("splitmuxsink: {e}"))?;
-                r.connect("format-location", false, move |_| {
-                    let stamp = utc_stamp(now_s());
-                    let mut path = dir.join(format!("{stamp}.mp4"));
-                    let mut n = 1;
-                    // Two segments within one second: keep names unique.
-                    while path.exists() && n < 1000 {
-                        path = dir.join(format!("{stamp}-{n}.mp4"));
-                        n += 1;
-                    }
-                    Some(path.to_string_lossy().to_value())
-                });
-                pipeline.add(&r).map_err(|e| e.to_string())?;
-                Some(r)
-            }
-            None => None,
-        };
-        let pipe_weak = pipeline.downgrade();
-        let channel = s.channel.clone();
-        src.connect_pad_added(move |_, pad| {
-            let Some(pipeline) = pipe_weak.upgrade() else {
-                return;
-            };
-            let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
-            let enc = caps
-                .structure(0)
-                .and_then(|st| st.get::<String>("encoding-name").ok())
-                .unwrap_or_default()
-                .to_uppercase();
-            let Some((desc, video)) = depay_chain(&enc) else {
-                eprintln!("[{channel}] outputs: ignoring RTP {enc}");
-                return;
-            };
-            let targets = [hls.clone(), rec.clone()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>();
-            let chain = match gst::parse::bin_from_description(
-                &format!("{desc} ! tee name=t allow-not-linked=true"),
-                true,
-            ) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("[{channel}] outputs: {e}");
-                    return;
+        let mut sinks: Vec<(gst::Element, bool)> = Vec::new();
+        if let Some(d) = &s.hls_dir {
+            let dir = d.join(&s.channel);
+            ensure_dir(&dir)?;
+            let h = gst::ElementFactory::make("hlssink2")
+                .property(
+                    "location",
+                    dir.join("segment%05d.ts").to_string_lossy().as_ref(),
+                )
+                .property(
+                    "playlist-location",
+                    dir.join("index.m3u8").to_string_lossy().as_ref(),
+                )
+                .property("target-duration", 2u32)
+                .property("playlist-length", 6u32)
+                .property("max-files", 12u32)
+                .build()
+                .map_err(|e| format!("hlssink2: {e}"))?;
+            pipeline.add(&h).map_err(|e| e.to_string())?;
+            sinks.push((h, true));
+        }
+        if let Some(d) = &s.record_dir {
+            let dir = d.join(&s.channel);
+            ensure_dir(&dir)?;
+            let r = gst::ElementFactory::make("splitmuxsink")
+                .property("max-size-time", s.segment_s.max(1) * 1_000_000_000)
+                .build()
+                .map_err(|e| format!("splitmuxsink: {e}"))?;
+            r.connect("format-location", false, move |_| {
+                let stamp = utc_stamp(now_s());
+                let mut path = dir.join(format!("{stamp}.mp4"));
+                let mut n = 1;
+                // Two segments within one second: keep names unique.
+                while path.exists() && n < 1000 {
+                    path = dir.join(format!("{stamp}-{n}.mp4"));
+                    n += 1;
                 }
+                Some(path.to_string_lossy().to_value())
+            });
+            pipeline.add(&r).map_err(|e| e.to_string())?;
+            sinks.push((r, false));
+        }
+        let mut plan = Vec::new();
+        for (kind, caps) in [(Kind::Video, video), (Kind::Audio, audio)] {
+            let Some(caps) = caps else { continue };
+            let Some((branch, is_video)) = branch_for(&caps) else {
+                continue;
             };
-            let _ = pipeline.add(&chain);
-            let Some(tee) = chain.by_name("t") else {
-                return;
-            };
-            for t in targets {
-                let Ok(q) = gst::ElementFactory::make("queue").build() else {
-                    continue;
-                };
-                let _ = chain.add(&q);
-                let _ = tee.link(&q);
-                let Some(g) = q
-                    .static_pad("src")
-                    .and_then(|p| gst::GhostPad::with_target(&p).ok())
-                else {
-                    continue;
-                };
-                let _ = chain.add_pad(&g);
-                let is_hls = t.factory().map(|f| f.name() == "hlssink2").unwrap_or(false);
-                let pad_name = match (is_hls, video) {
+            let src = gst_app::AppSrc::builder()
+                .caps(&caps)
+                .format(gst::Format::Time)
+                .is_live(true)
+                .do_timestamp(false)
+                .build();
+            let tee = gst::ElementFactory::make("tee")
+                .property("allow-not-linked", true)
+                .build()
+                .map_err(|e| e.to_string())?;
+            pipeline
+                .add_many([src.upcast_ref(), &tee])
+                .map_err(|e| e.to_string())?;
+            src.link(&tee).map_err(|e| e.to_string())?;
+            for (sink, is_hls) in &sinks {
+                let chain = gst::parse::bin_from_description(&format!("queue ! {branch}"), true)
+                    .map_err(|e| e.to_string())?;
+                pipeline.add(&chain).map_err(|e| e.to_string())?;
+                tee.link(&chain).map_err(|e| e.to_string())?;
+                let pad_name = match (is_hls, is_video) {
                     (_, true) => "video",
                     (true, false) => "audio",
                     (false, false) => "audio_%u",
                 };
-                if let Some(sinkpad) = t.request_pad_simple(pad_name) {
-                    let _ = g.link(&sinkpad);
-                }
+                let sinkpad = sink
+                    .request_pad_simple(pad_name)
+                    .ok_or_else(|| format!("no {pad_name} pad"))?;
+                chain
+                    .static_pad("src")
+                    .ok_or("no src pad")?
+                    .link(&sinkpad)
+                    .map_err(|e| e.to_string())?;
             }
-            let _ = chain.sync_state_with_parent();
-            if let Some(sink) = chain.static_pad("sink") {
-                let _ = pad.link(&sink);
-            }
-        });
+            plan.push((kind, src));
+        }
+        if plan.is_empty() {
+            return Err("no stream to write".into());
+        }
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| format!("outputs {}: {e}", s.channel))?;
+        let subscriptions = plan
+            .iter()
+            .filter_map(|(kind, src)| ingest.subscribe_with(*kind, src, true))
+            .collect();
         Ok(ChannelOutputs {
             settings: s,
             pipeline,
+            ingest,
+            subscriptions,
         })
     }
 
@@ -210,9 +191,16 @@ impl ChannelOutputs {
         &self.pipeline
     }
 
-    /// EOS so the files are finalized (MP4 moov, last HLS segment), then stop.
+    /// Unsubscribes, then EOS so the files are finalized (MP4 moov, last HLS segment).
     pub fn stop(&self) {
-        self.pipeline.send_event(gst::event::Eos::new());
+        for id in &self.subscriptions {
+            self.ingest.unsubscribe(*id);
+        }
+        for src in self.pipeline.iterate_sources().into_iter().flatten() {
+            if let Ok(a) = src.downcast::<gst_app::AppSrc>() {
+                let _ = a.end_of_stream();
+            }
+        }
         if let Some(bus) = self.pipeline.bus() {
             let _ = bus.timed_pop_filtered(
                 gst::ClockTime::from_seconds(5),
@@ -241,9 +229,16 @@ mod tests {
     }
 
     #[test]
-    fn chains() {
-        assert!(depay_chain("H264").unwrap().1);
-        assert!(depay_chain("PCMA").unwrap().0.contains("avenc_aac"));
-        assert!(depay_chain("JPEG").is_none());
+    fn branches() {
+        gst::init().unwrap();
+        let c = |s: &str| gst::Caps::new_empty_simple(s);
+        assert!(branch_for(&c("video/x-h264")).unwrap().1);
+        assert!(
+            branch_for(&c("audio/x-alaw"))
+                .unwrap()
+                .0
+                .contains("avenc_aac")
+        );
+        assert!(branch_for(&c("video/x-jpeg")).is_none());
     }
 }

@@ -152,22 +152,18 @@ impl Client {
             sink.sync_state_with_parent().unwrap();
             let pb = pb.clone();
             pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-                if let Some(b) = info.buffer() {
-                    if let Ok(m) = b.map_readable() {
-                        if m.len() >= 12 {
-                            let cc = usize::from(m[0] & 0x0f);
-                            let ext = if m[0] & 0x10 != 0 && m.len() >= 16 + cc * 4 {
-                                4 + 4 * usize::from(u16::from_be_bytes([
-                                    m[14 + cc * 4],
-                                    m[15 + cc * 4],
-                                ]))
-                            } else {
-                                0
-                            };
-                            let hdr = 12 + cc * 4 + ext;
-                            pb.fetch_add(m.len().saturating_sub(hdr) as u64, Ordering::Relaxed);
-                        }
-                    }
+                if let Some(b) = info.buffer()
+                    && let Ok(m) = b.map_readable()
+                    && m.len() >= 12
+                {
+                    let cc = usize::from(m[0] & 0x0f);
+                    let ext = if m[0] & 0x10 != 0 && m.len() >= 16 + cc * 4 {
+                        4 + 4 * usize::from(u16::from_be_bytes([m[14 + cc * 4], m[15 + cc * 4]]))
+                    } else {
+                        0
+                    };
+                    let hdr = 12 + cc * 4 + ext;
+                    pb.fetch_add(m.len().saturating_sub(hdr) as u64, Ordering::Relaxed);
                 }
                 gst::PadProbeReturn::Ok
             });
