@@ -2,7 +2,8 @@
 //!
 //! Structure names: `gb28181-device-registered`, `gb28181-device-unregistered`,
 //! `gb28181-device-online`, `gb28181-device-offline`, `gb28181-keepalive-refused`,
-//! `gb28181-auth-failed`, `gb28181-catalog`, `gb28181-device-info`, `gb28181-device-status`.
+//! `gb28181-auth-failed`, `gb28181-catalog`, `gb28181-device-info`, `gb28181-device-status`,
+//! `gb28181-record-info`, `gb28181-media-status`.
 
 use crate::core::registrar::{Event, UnregisterReason};
 use crate::endpoint::EndpointEvent;
@@ -82,6 +83,33 @@ pub fn event_structure(e: &EndpointEvent) -> gst::Structure {
             .field("model", &info.model)
             .field("firmware", &info.firmware)
             .field("channel", info.channel.unwrap_or(0))
+            .build(),
+        EndpointEvent::RecordInfo {
+            device_id,
+            sn,
+            sum_num,
+            items,
+        } => {
+            let col = |f: fn(&crate::core::manscdp::RecordItem) -> &String| {
+                gst::Array::new(items.iter().map(|i| f(i).clone()))
+            };
+            gst::Structure::builder("gb28181-record-info")
+                .field("device-id", device_id)
+                .field("sn", *sn)
+                .field("sum-num", *sum_num)
+                .field("count", items.len() as u32)
+                .field("names", col(|i| &i.name))
+                .field("start-times", col(|i| &i.start_time))
+                .field("end-times", col(|i| &i.end_time))
+                .field("types", col(|i| &i.record_type))
+                .build()
+        }
+        EndpointEvent::MediaStatus {
+            device_id,
+            notify_type,
+        } => gst::Structure::builder("gb28181-media-status")
+            .field("device-id", device_id)
+            .field("notify-type", *notify_type)
             .build(),
         EndpointEvent::DeviceStatus { sn, status } => {
             gst::Structure::builder("gb28181-device-status")

@@ -250,6 +250,14 @@ fn queries_and_restart_reinvites_registered_camera() {
 
     // Restart the platform pipeline: the camera is still registered and is INVITEd again.
     src.set_state(gst::State::Null).unwrap();
+    // The endpoint outlives the element: applications still see the device.
+    let ep = gstgb28181::endpoint::Endpoint::find(&gstgb28181::endpoint::EndpointKey {
+        address: "127.0.0.1".into(),
+        port,
+        transport: gstgb28181::endpoint::SipTransport::Udp,
+    })
+    .expect("endpoint still up");
+    assert!(ep.device(device).is_some_and(|d| d.online));
     let (src2, frames2) = src_pipeline(port, device, "udp", "");
     let bus2 = src2.bus().unwrap();
     src2.set_state(gst::State::Playing).unwrap();
@@ -370,6 +378,60 @@ fn silent_camera_goes_offline() {
     );
     // 2 missed intervals of 200 ms.
     assert!(t0.elapsed() < Duration::from_millis(1500));
+    src.set_state(gst::State::Null).unwrap();
+}
+
+/// Registers `device` with `password` using the core client over UDP; returns the final
+/// status (200, 403, ...).
+fn register_status(port: u16, device: &str, password: &str) -> Option<u16> {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut client = RegisterClient::new(RegisterClientConfig {
+        device_id: device.into(),
+        local_port: sock.local_addr().unwrap().port(),
+        password: password.into(),
+        seed: u64::from(port) * 31 + password.len() as u64,
+        ..Default::default()
+    });
+    let mut actions = client.start(0);
+    for _ in 0..10 {
+        for a in actions.drain(..) {
+            match a {
+                ClientAction::Send(m) => {
+                    sock.send_to(&m.to_bytes(), ("127.0.0.1", port)).unwrap();
+                }
+                ClientAction::Registered { .. } => return Some(200),
+                ClientAction::Failed { status } => return status,
+                ClientAction::Unregistered => {}
+            }
+        }
+        let mut buf = [0u8; 4096];
+        let (n, _) = sock.recv_from(&mut buf).ok()?;
+        actions = client.on_response(&Message::parse(&buf[..n]).unwrap(), 0);
+    }
+    None
+}
+
+#[test]
+fn per_device_passwords() {
+    init();
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let port = free_port();
+    let special = "34020000001320000181";
+    let other = "34020000001320000182";
+    let (src, _) = src_pipeline(
+        port,
+        special,
+        "udp",
+        &format!("device-passwords=\"{special}=devpw,34020000001320000999=x\""),
+    );
+    src.set_state(gst::State::Ready).unwrap();
+    assert_eq!(register_status(port, special, "devpw"), Some(200));
+    assert_eq!(register_status(port, special, "secret"), Some(403));
+    // Devices without an entry use the element's password.
+    assert_eq!(register_status(port, other, "secret"), Some(200));
+    assert_eq!(register_status(port, other, "devpw"), Some(403));
     src.set_state(gst::State::Null).unwrap();
 }
 
@@ -534,6 +596,107 @@ fn wait_timeout_and_stream_timeout_are_errors() {
         unreachable!()
     };
     assert!(e.error().to_string().contains("No media"), "{}", e.error());
+    src.set_state(gst::State::Null).unwrap();
+    sink.set_state(gst::State::Null).unwrap();
+}
+
+/// Playback: s=Playback INVITE with the time range and a history SSRC, MANSRTSP PAUSE/PLAY
+/// INFO reaching the device, a RecordInfo query answered, and the device's MediaStatus 121
+/// (sent by gb28181sink when its input ends) ending the stream with EOS.
+#[test]
+fn playback_control_record_info_and_end_of_file() {
+    init();
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let port = free_port();
+    let device = "34020000001320000171";
+    let (src, frames) = src_pipeline(
+        port,
+        device,
+        "udp",
+        "session-kind=playback start-time=1600000000 end-time=1600003600 media-port-range=20000-20100",
+    );
+    let bus = src.bus().unwrap();
+    src.set_state(gst::State::Playing).unwrap();
+    let sink = gst::parse::launch(&format!(
+        "videotestsrc is-live=true num-buffers=100 ! video/x-raw,width=320,height=240,framerate=25/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 bitrate=300 ! h264parse \
+         ! mpegpsmux ! gb28181sink name=dev server-ip=127.0.0.1 server-port={port} \
+         device-id={device} password=secret"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink_bus = sink.bus().unwrap();
+    sink.set_state(gst::State::Playing).unwrap();
+    assert!(wait_frames(&frames, 10, Duration::from_secs(20), &bus) >= 10);
+    let started = wait_for(&sink_bus, Duration::from_secs(2), |m| {
+        element_named(m, "gb28181-session-started")
+    })
+    .unwrap();
+    assert_eq!(
+        started.structure().unwrap().get::<String>("kind").unwrap(),
+        "Playback"
+    );
+    // History SSRC: first digit 1.
+    let stats = src
+        .by_name("src")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    let ssrc = stats.get::<u32>("ssrc").unwrap();
+    assert_eq!(format!("{ssrc:010}").chars().next(), Some('1'), "{stats}");
+    let media_port = stats.get::<u32>("media-port").unwrap();
+    assert!((20000..=20100).contains(&media_port), "{stats}");
+
+    let el = src.by_name("src").unwrap();
+    assert!(el.emit_by_name::<bool>("playback-pause", &[]));
+    let c = wait_for(&sink_bus, Duration::from_secs(3), |m| {
+        element_named(m, "gb28181-playback-control")
+    })
+    .expect("PAUSE reached the device");
+    assert_eq!(
+        c.structure().unwrap().get::<String>("method").unwrap(),
+        "PAUSE"
+    );
+    assert!(el.emit_by_name::<bool>("playback-play", &[&2.0f64, &-1.0f64]));
+    let c = wait_for(&sink_bus, Duration::from_secs(3), |m| {
+        element_named(m, "gb28181-playback-control")
+    })
+    .expect("PLAY reached the device");
+    let s = c.structure().unwrap();
+    assert_eq!(s.get::<String>("method").unwrap(), "PLAY");
+    assert_eq!(s.get::<f64>("scale").unwrap(), 2.0);
+
+    let sn = el.emit_by_name::<u32>(
+        "query-record-info",
+        &[&"2020-09-13T20:26:40", &"2020-09-13T21:26:40"],
+    );
+    let r = wait_for(&bus, Duration::from_secs(3), |m| {
+        element_named(m, "gb28181-record-info")
+    })
+    .expect("RecordInfo answer");
+    assert_eq!(r.structure().unwrap().get::<u32>("sn").unwrap(), sn);
+    assert_eq!(r.structure().unwrap().get::<u32>("count").unwrap(), 0);
+
+    // The device's input ends (num-buffers): MediaStatus 121, then EOS on the platform side.
+    let status = wait_for(&bus, Duration::from_secs(10), |m| {
+        element_named(m, "gb28181-media-status")
+    })
+    .expect("MediaStatus");
+    assert_eq!(
+        status
+            .structure()
+            .unwrap()
+            .get::<u32>("notify-type")
+            .unwrap(),
+        121
+    );
+    assert!(
+        wait_for(&bus, Duration::from_secs(3), |m| matches!(
+            m.view(),
+            gst::MessageView::Eos(_)
+        ))
+        .is_some()
+    );
     src.set_state(gst::State::Null).unwrap();
     sink.set_state(gst::State::Null).unwrap();
 }

@@ -518,10 +518,15 @@ fn ps_frame(pts: u64, es: &[u8]) -> Vec<u8> {
     v
 }
 
-#[test]
-fn frame_aligned_live_input_has_no_latency() {
-    init();
+/// A psdemux harness fed frame-aligned PS (as from rtppsdepay), its video pad linked to a
+/// collector whose buffers arrive on the returned channel (keep the pad alive).
+fn frame_aligned_harness(
+    max_frame_size: Option<u32>,
+) -> (gst_check::Harness, mpsc::Receiver<gst::Buffer>, gst::Pad) {
     let mut h = gst_check::Harness::with_padnames("psdemux", Some("sink"), None);
+    if let Some(max) = max_frame_size {
+        h.element().unwrap().set_property("max-frame-size", max);
+    }
     h.set_src_caps_str(
         "video/mpeg, systemstream=(boolean)true, mpegversion=(int)2, alignment=(string)frame",
     );
@@ -548,6 +553,13 @@ fn frame_aligned_live_input_has_no_latency() {
             pad.link(&c2).unwrap();
         }
     });
+    (h, rx, collector)
+}
+
+#[test]
+fn frame_aligned_live_input_has_no_latency() {
+    init();
+    let (mut h, rx, _collector) = frame_aligned_harness(None);
     let idr: &[u8] = &[
         0, 0, 0, 1, 0x67, 0x42, 0, 0x1E, 0, 0, 0, 1, 0x68, 0xCE, 0x38, 0x80, 0, 0, 0, 1, 0x65,
         0x88, 0x84, 0x21, 0xA0,
@@ -608,34 +620,7 @@ fn psm(video_type: u8) -> Vec<u8> {
 #[test]
 fn live_discont_psm_change_and_frame_limit() {
     init();
-    let mut h = gst_check::Harness::with_padnames("psdemux", Some("sink"), None);
-    h.element().unwrap().set_property("max-frame-size", 2048u32);
-    h.set_src_caps_str(
-        "video/mpeg, systemstream=(boolean)true, mpegversion=(int)2, alignment=(string)frame",
-    );
-    let (tx, rx) = mpsc::channel::<gst::Buffer>();
-    let collector = gst::Pad::builder(gst::PadDirection::Sink)
-        .name("collector")
-        .chain_function(move |_, _, buf| {
-            let _ = tx.send(buf);
-            Ok(gst::FlowSuccess::Ok)
-        })
-        .event_function(|_, _, _| true)
-        .query_function(|_, _, q| match q.view_mut() {
-            gst::QueryViewMut::AcceptCaps(q) => {
-                q.set_result(true);
-                true
-            }
-            _ => false,
-        })
-        .build();
-    collector.set_active(true).unwrap();
-    let c2 = collector.clone();
-    h.element().unwrap().connect_pad_added(move |_, pad| {
-        if pad.name().starts_with("video_") {
-            pad.link(&c2).unwrap();
-        }
-    });
+    let (mut h, rx, _collector) = frame_aligned_harness(Some(2048));
     let h264_idr: &[u8] = &[
         0, 0, 0, 1, 0x67, 0x42, 0, 0x1E, 0, 0, 0, 1, 0x68, 0xCE, 0x38, 0x80, 0, 0, 0, 1, 0x65,
         0x88, 0x84, 0x21, 0xA0,

@@ -435,6 +435,12 @@ pub enum Manscdp {
         device_id: String,
         ptz: Option<PtzCmd>,
     },
+    /// Device notification during playback/download; `notify_type` 121 = end of file.
+    MediaStatus {
+        sn: u32,
+        device_id: String,
+        notify_type: u32,
+    },
     Other(Document),
 }
 
@@ -525,6 +531,12 @@ impl Manscdp {
                 record_type: i.string("Type"),
                 file_size: i.number("FileSize"),
             }))
+        } else if doc.is(Root::Notify, "MediaStatus") {
+            Manscdp::MediaStatus {
+                sn,
+                device_id,
+                notify_type: e.number("NotifyType").unwrap_or(0),
+            }
         } else if doc.is(Root::Control, "DeviceControl") {
             Manscdp::DeviceControl {
                 sn,
@@ -761,6 +773,14 @@ pub fn build_ptz_control(sn: u32, device_id: &str, cmd: PtzCmd) -> String {
     let mut s = head(Root::Control, "DeviceControl", sn, device_id);
     push_el(&mut s, "PTZCmd", &cmd.to_hex());
     s.push_str("<Info>\r\n<ControlPriority>5</ControlPriority>\r\n</Info>\r\n</Control>\r\n");
+    s
+}
+
+/// `MediaStatus` notification (device side): 121 = the file being played back has ended.
+pub fn build_media_status(sn: u32, device_id: &str, notify_type: u32) -> String {
+    let mut s = head(Root::Notify, "MediaStatus", sn, device_id);
+    push_el(&mut s, "NotifyType", &notify_type.to_string());
+    s.push_str("</Notify>\r\n");
     s
 }
 
@@ -1034,5 +1054,21 @@ mod tests {
         assert_eq!(m.pending(), 1);
         assert_eq!(m.expire(20_000).len(), 1);
         assert_eq!(m.pending(), 0);
+    }
+
+    #[test]
+    fn media_status_round_trip() {
+        let body = encode_body(
+            &build_media_status(7, "34020000001320000001", 121),
+            Charset::Gb2312,
+        );
+        assert_eq!(
+            Manscdp::parse(&body).unwrap(),
+            Manscdp::MediaStatus {
+                sn: 7,
+                device_id: "34020000001320000001".into(),
+                notify_type: 121
+            }
+        );
     }
 }

@@ -58,6 +58,8 @@ pub enum DeviceEvent {
     Unregistered,
     SessionStarted {
         call_id: String,
+        /// `Play`, `Playback` or `Download` (the offer's `s=`).
+        kind: String,
         transport: MediaTransport,
         dest: String,
         ssrc: u32,
@@ -68,6 +70,12 @@ pub enum DeviceEvent {
     },
     Ptz {
         command: String,
+    },
+    /// MANSRTSP INFO during playback: `PLAY` (with scale / npt) or `PAUSE`.
+    PlaybackControl {
+        method: String,
+        scale: Option<f64>,
+        npt: Option<f64>,
     },
 }
 
@@ -80,6 +88,7 @@ enum MediaOut {
 
 pub struct MediaSession {
     call_id: String,
+    kind: String,
     out: MediaOut,
     ssrc: u32,
     seq: u16,
@@ -114,7 +123,18 @@ struct Dialog {
     cseq: u32,
 }
 
+/// Our 200 OK to an INVITE, re-sent until the ACK comes (RFC 3261 §13.3.1.4).
+struct OkRetransmit {
+    call_id: String,
+    bytes: Vec<u8>,
+    dest: SocketAddr,
+    next_at: u64,
+    interval: u64,
+    give_up_at: u64,
+}
+
 pub struct DeviceAgent {
+    ok_retransmit: Mutex<Option<OkRetransmit>>,
     config: DeviceConfig,
     socket: UdpSocket,
     local_addr: SocketAddr,
@@ -165,6 +185,7 @@ impl DeviceAgent {
             charset: manscdp::Charset::Gb2312,
         });
         let agent = Arc::new(DeviceAgent {
+            ok_retransmit: Mutex::new(None),
             config,
             socket,
             local_addr,
@@ -256,6 +277,28 @@ impl DeviceAgent {
             }
             let acts = lock(&self.client).poll(now_ms());
             self.do_actions(acts);
+            self.retransmit_ok(now_ms());
+        }
+    }
+
+    fn retransmit_ok(&self, now: u64) {
+        let mut guard = lock(&self.ok_retransmit);
+        let Some(r) = guard.as_mut() else { return };
+        if now >= r.give_up_at {
+            // No ACK: the platform is gone; forget the session it asked for.
+            let cid = r.call_id.clone();
+            *guard = None;
+            drop(guard);
+            let mut pending = lock(&self.pending);
+            if pending.as_ref().is_some_and(|(s, _)| s.call_id == cid) {
+                *pending = None;
+            }
+            return;
+        }
+        if now >= r.next_at {
+            let _ = self.socket.send_to(&r.bytes, r.dest);
+            r.interval = (r.interval * 2).min(crate::core::transaction::T2_MS);
+            r.next_at = now + r.interval;
         }
     }
 
@@ -275,11 +318,18 @@ impl DeviceAgent {
             }
             "INVITE" => self.handle_invite(&m, from),
             "ACK" => {
+                {
+                    let mut r = lock(&self.ok_retransmit);
+                    if r.as_ref().map(|r| r.call_id.as_str()) == m.call_id() {
+                        *r = None;
+                    }
+                }
                 let p = lock(&self.pending).take();
                 if let Some((s, d)) = p {
                     if Some(s.call_id.as_str()) == m.call_id() {
                         let ev = DeviceEvent::SessionStarted {
                             call_id: s.call_id.clone(),
+                            kind: s.kind.clone(),
                             transport: match s.out {
                                 MediaOut::Udp(..) => MediaTransport::Udp,
                                 MediaOut::Tcp(_) => MediaTransport::TcpPassive,
@@ -302,6 +352,16 @@ impl DeviceAgent {
                     } else {
                         *lock(&self.pending) = Some((s, d));
                     }
+                }
+            }
+            "INFO" => {
+                reply(Message::response_to(&m, 200, "OK", None));
+                if let Some(c) = crate::core::transaction::parse_mansrtsp(&m.body) {
+                    (self.on_event)(DeviceEvent::PlaybackControl {
+                        method: c.method,
+                        scale: c.scale,
+                        npt: c.npt_start,
+                    });
                 }
             }
             "BYE" => {
@@ -402,6 +462,10 @@ impl DeviceAgent {
                         .collect::<String>()
                 )
             }
+            // No recordings here: an empty list.
+            Ok(Manscdp::RecordInfoQuery(q)) => {
+                manscdp::build_record_info_response(q.sn, 0, &q.device_id, &[])
+            }
             Ok(Manscdp::DeviceControl { ptz: Some(p), .. }) => {
                 (self.on_event)(DeviceEvent::Ptz {
                     command: p.to_hex(),
@@ -417,6 +481,19 @@ impl DeviceAgent {
         let reply = |r: Message| {
             let _ = self.socket.send_to(&r.to_bytes(), from);
         };
+        // A retransmitted INVITE: answer with the same 200 again.
+        if let Some(r) = lock(&self.ok_retransmit).as_ref()
+            && Some(r.call_id.as_str()) == m.call_id()
+        {
+            let _ = self.socket.send_to(&r.bytes, from);
+            return;
+        }
+        if lock(&self.session)
+            .as_ref()
+            .is_some_and(|s| Some(s.call_id.as_str()) == m.call_id())
+        {
+            return;
+        }
         let offer = match sdp::parse(&m.body) {
             Ok(o) => o,
             Err(_) => {
@@ -503,6 +580,7 @@ impl DeviceAgent {
         *lock(&self.pending) = Some((
             MediaSession {
                 call_id,
+                kind: offer.session_name.clone(),
                 out,
                 ssrc,
                 seq: (now_ms() & 0xffff) as u16,
@@ -513,7 +591,27 @@ impl DeviceAgent {
             },
             dialog,
         ));
+        let now = now_ms();
+        *lock(&self.ok_retransmit) = Some(OkRetransmit {
+            call_id: m.call_id().unwrap_or_default().to_string(),
+            bytes: ok.to_bytes(),
+            dest: from,
+            next_at: now + crate::core::transaction::T1_MS,
+            interval: crate::core::transaction::T1_MS,
+            give_up_at: now + 64 * crate::core::transaction::T1_MS,
+        });
         reply(ok);
+    }
+
+    /// The input ended: for a Playback / Download session, tell the platform the "file"
+    /// ended (MediaStatus 121), as devices do at the end of a recording.
+    pub fn end_of_media(&self) {
+        let kind = lock(&self.session).as_ref().map(|s| s.kind.clone());
+        if kind.is_some_and(|k| !k.eq_ignore_ascii_case("Play")) {
+            let sn = (now_ms() % 100_000) as u32;
+            let body = manscdp::build_media_status(sn, &self.config.device_id, 121);
+            let _ = self.send(&self.new_message(&body));
+        }
     }
 
     fn in_dialog_request(&self, d: &Dialog, method: &str) -> Message {

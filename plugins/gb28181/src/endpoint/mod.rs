@@ -16,7 +16,9 @@
 //! [`MAX_TRANSACTIONS`] client transactions, [`MAX_DIALOGS`] dialogs and [`MAX_TCP_CONNECTIONS`]
 //! TCP connections at once; failed authentication is rate-limited by the registrar.
 
-use crate::core::manscdp::{self, CatalogItem, DeviceInfo, DeviceStatus, ListMerger, Manscdp};
+use crate::core::manscdp::{
+    self, CatalogItem, DeviceInfo, DeviceStatus, ListMerger, Manscdp, RecordInfoQuery, RecordItem,
+};
 use crate::core::registrar::{self, Device, Registrar, RegistrarConfig, RegistrarStats};
 use crate::core::sip::{Message, StreamFramer};
 use crate::core::transaction::{ClientTransaction, TransactionKind, TxAction};
@@ -83,6 +85,18 @@ pub enum EndpointEvent {
         sn: u32,
         status: DeviceStatus,
     },
+    /// RecordInfo answer, merged over its messages.
+    RecordInfo {
+        device_id: String,
+        sn: u32,
+        sum_num: u32,
+        items: Vec<RecordItem>,
+    },
+    /// MediaStatus notification (121 = end of the file played back / downloaded).
+    MediaStatus {
+        device_id: String,
+        notify_type: u32,
+    },
 }
 
 impl EndpointEvent {
@@ -100,6 +114,8 @@ impl EndpointEvent {
             EndpointEvent::Catalog { device_id, .. } => device_id,
             EndpointEvent::DeviceInfo { info, .. } => &info.device_id,
             EndpointEvent::DeviceStatus { status, .. } => &status.device_id,
+            EndpointEvent::RecordInfo { device_id, .. } => device_id,
+            EndpointEvent::MediaStatus { device_id, .. } => device_id,
         }
     }
 }
@@ -133,6 +149,7 @@ struct Inner {
     transactions: HashMap<(String, u32, String), PendingTx>,
     dialogs: HashMap<String, DialogEntry>,
     catalogs: ListMerger<CatalogItem>,
+    records: ListMerger<RecordItem>,
     sn: u32,
     next_poll_ms: u64,
 }
@@ -258,6 +275,7 @@ impl Endpoint {
                 transactions: HashMap::new(),
                 dialogs: HashMap::new(),
                 catalogs: ListMerger::new(10_000),
+                records: ListMerger::new(10_000),
                 sn: 0,
                 next_poll_ms: 0,
             }),
@@ -501,7 +519,10 @@ impl Endpoint {
         let handle = std::thread::Builder::new()
             .name("gb28181-sip-conn".into())
             .spawn(move || tcp_conn_loop(weak, s, peer))?;
-        lock(&self.threads).push(handle);
+        let mut threads = lock(&self.threads);
+        // Forget the threads of closed connections.
+        threads.retain(|t| !t.is_finished());
+        threads.push(handle);
         Ok(())
     }
 
@@ -602,6 +623,27 @@ impl Endpoint {
         let sn = self.next_sn();
         let body = manscdp::build_query(cmd_type, sn, device_id);
         self.send_manscdp(device_id, device_id, &body)?;
+        Ok(sn)
+    }
+
+    /// Sends a RecordInfo query for `channel_id` of `device_id` (times
+    /// `yyyy-MM-ddTHH:mm:ss`); the merged answer comes as [`EndpointEvent::RecordInfo`].
+    pub fn query_record_info(
+        &self,
+        device_id: &str,
+        channel_id: &str,
+        start_time: &str,
+        end_time: &str,
+    ) -> io::Result<u32> {
+        let sn = self.next_sn();
+        let body = manscdp::build_record_info_query(&RecordInfoQuery {
+            sn,
+            device_id: channel_id.to_string(),
+            start_time: start_time.to_string(),
+            end_time: end_time.to_string(),
+            record_type: "all".into(),
+        });
+        self.send_manscdp(device_id, channel_id, &body)?;
         Ok(sn)
     }
 
@@ -722,6 +764,30 @@ impl Endpoint {
                     .collect();
                 (Some(ok), ev)
             }
+            Manscdp::RecordInfo(list) => {
+                let done = lock(&self.inner).records.add(list, now);
+                let ev = done
+                    .map(|l| EndpointEvent::RecordInfo {
+                        device_id: l.device_id,
+                        sn: l.sn,
+                        sum_num: l.sum_num,
+                        items: l.items,
+                    })
+                    .into_iter()
+                    .collect();
+                (Some(ok), ev)
+            }
+            Manscdp::MediaStatus {
+                device_id,
+                notify_type,
+                ..
+            } => (
+                Some(ok),
+                vec![EndpointEvent::MediaStatus {
+                    device_id,
+                    notify_type,
+                }],
+            ),
             Manscdp::DeviceInfo { sn, info } => {
                 (Some(ok), vec![EndpointEvent::DeviceInfo { sn, info }])
             }
@@ -783,6 +849,14 @@ impl Endpoint {
                 events.extend(wrap(inner.registrar.poll(now)));
                 for l in inner.catalogs.expire(now) {
                     events.push(EndpointEvent::Catalog {
+                        device_id: l.device_id,
+                        sn: l.sn,
+                        sum_num: l.sum_num,
+                        items: l.items,
+                    });
+                }
+                for l in inner.records.expire(now) {
+                    events.push(EndpointEvent::RecordInfo {
                         device_id: l.device_id,
                         sn: l.sn,
                         sum_num: l.sum_num,

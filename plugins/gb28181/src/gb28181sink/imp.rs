@@ -113,11 +113,13 @@ fn event_structure(e: &DeviceEvent) -> gst::Structure {
         DeviceEvent::Unregistered => gst::Structure::new_empty("gb28181-unregistered"),
         DeviceEvent::SessionStarted {
             call_id,
+            kind,
             transport,
             dest,
             ssrc,
         } => gst::Structure::builder("gb28181-session-started")
             .field("call-id", call_id)
+            .field("kind", kind)
             .field(
                 "transport",
                 match transport {
@@ -138,6 +140,13 @@ fn event_structure(e: &DeviceEvent) -> gst::Structure {
         DeviceEvent::Ptz { command } => gst::Structure::builder("gb28181-ptz")
             .field("command", command)
             .build(),
+        DeviceEvent::PlaybackControl { method, scale, npt } => {
+            gst::Structure::builder("gb28181-playback-control")
+                .field("method", method)
+                .field("scale", scale.unwrap_or(1.0))
+                .field("npt", npt.unwrap_or(-1.0))
+                .build()
+        }
     }
 }
 
@@ -419,6 +428,15 @@ impl BaseSinkImpl for Gb28181Sink {
             a.stop();
         }
         Ok(())
+    }
+
+    fn event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::Eos(_) = event.view()
+            && let Some(a) = lock(&self.state).agent.clone()
+        {
+            a.end_of_media();
+        }
+        self.parent_event(event)
     }
 
     fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {

@@ -12,7 +12,7 @@ use gst_base::prelude::*;
 use gst_base::subclass::base_src::CreateSuccess;
 use gst_base::subclass::prelude::*;
 
-use super::{MediaTransportMode, SipTransportMode};
+use super::{MediaTransportMode, SessionKindMode, SipTransportMode};
 use crate::core::manscdp::PtzCmd;
 use crate::core::registrar::RegistrarConfig;
 use crate::core::sdp::{self, MediaTransport, Offer, SessionKind};
@@ -20,7 +20,7 @@ use crate::core::sip::Message;
 use crate::core::ssrc::{Ssrc, SsrcKind};
 use crate::core::subject::Subject;
 use crate::core::transaction::Dialog;
-use crate::endpoint::{Endpoint, EndpointKey, SipTransport};
+use crate::endpoint::{Endpoint, EndpointEvent, EndpointKey, SipTransport};
 use crate::messages::event_structure;
 use crate::receiver::MediaReceiver;
 
@@ -55,6 +55,11 @@ struct Settings {
     stream_timeout: u32,
     keepalive_interval: u32,
     keepalive_max_missed: u32,
+    media_port_range: String,
+    session_kind: SessionKindMode,
+    start_time: u64,
+    end_time: u64,
+    download_speed: u32,
 }
 
 impl Default for Settings {
@@ -76,8 +81,20 @@ impl Default for Settings {
             stream_timeout: 10,
             keepalive_interval: 60_000,
             keepalive_max_missed: 3,
+            media_port_range: String::new(),
+            session_kind: SessionKindMode::Play,
+            start_time: 0,
+            end_time: 0,
+            download_speed: 1,
         }
     }
+}
+
+/// `min-max` → the ports to try.
+fn parse_port_range(s: &str) -> Option<std::ops::RangeInclusive<u16>> {
+    let (a, b) = s.split_once('-')?;
+    let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
+    (a > 0 && a <= b).then_some(a..=b)
 }
 
 impl Settings {
@@ -122,6 +139,8 @@ fn parse_device_passwords(s: &str) -> HashMap<String, String> {
 
 struct Session {
     dialog: Dialog,
+    kind: SessionKindMode,
+    mansrtsp_cseq: u32,
     dest: SocketAddr,
     receiver: MediaReceiver,
     bye_rx: mpsc::Receiver<Message>,
@@ -145,6 +164,8 @@ pub struct Gb28181Src {
     settings: Mutex<Settings>,
     state: Mutex<State>,
     flushing: Arc<AtomicBool>,
+    /// The device reported the end of the file (MediaStatus 121) during playback/download.
+    media_ended: Arc<AtomicBool>,
 }
 
 #[glib::object_subclass]
@@ -198,7 +219,17 @@ impl Gb28181Src {
             s.sip_transport
         );
         let weak = self.obj().downgrade();
+        let media_ended = self.media_ended.clone();
+        let device = s.device_id.clone();
         let sub = ep.subscribe(move |e| {
+            if let EndpointEvent::MediaStatus {
+                device_id,
+                notify_type: 121,
+            } = e
+                && *device_id == device
+            {
+                media_ended.store(true, Ordering::SeqCst);
+            }
             if let Some(obj) = weak.upgrade() {
                 let st = event_structure(e);
                 gst::debug!(CAT, obj = obj, "Endpoint event {st}");
@@ -270,15 +301,26 @@ impl Gb28181Src {
         let bind_ip: IpAddr = media_ip
             .parse()
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        let bind = SocketAddr::new(bind_ip, s.media_port as u16);
+        let ports: Vec<u16> = match (s.media_port, parse_port_range(&s.media_port_range)) {
+            (0, Some(r)) => r.collect(),
+            (p, _) => vec![p as u16],
+        };
+        let open = |f: fn(SocketAddr, usize) -> std::io::Result<MediaReceiver>| {
+            let mut last = Err(std::io::Error::other("empty media-port-range"));
+            for p in &ports {
+                last = f(SocketAddr::new(bind_ip, *p), MAX_FRAME_SIZE);
+                if last.is_ok() {
+                    break;
+                }
+            }
+            last
+        };
+        let bind = SocketAddr::new(bind_ip, ports.first().copied().unwrap_or(0));
         let (transport, receiver) = match s.transport {
-            MediaTransportMode::Udp => (
-                MediaTransport::Udp,
-                Some(MediaReceiver::udp(bind, MAX_FRAME_SIZE)),
-            ),
+            MediaTransportMode::Udp => (MediaTransport::Udp, Some(open(MediaReceiver::udp))),
             MediaTransportMode::TcpPassive => (
                 MediaTransport::TcpPassive,
-                Some(MediaReceiver::tcp_listen(bind, MAX_FRAME_SIZE)),
+                Some(open(MediaReceiver::tcp_listen)),
             ),
             MediaTransportMode::TcpActive => (MediaTransport::TcpActive, None),
         };
@@ -300,20 +342,26 @@ impl Gb28181Src {
             .unwrap_or(9);
         let domain = s.domain();
         let serial = SSRC_SERIAL.fetch_add(1, Ordering::Relaxed) % 9_999 + 1;
-        let ssrc = Ssrc::new(SsrcKind::Live, &domain, serial)
+        let (kind, ssrc_kind) = match s.session_kind {
+            SessionKindMode::Play => (SessionKind::Play, SsrcKind::Live),
+            SessionKindMode::Playback => (SessionKind::Playback, SsrcKind::History),
+            SessionKindMode::Download => (SessionKind::Download, SsrcKind::History),
+        };
+        let ssrc = Ssrc::new(ssrc_kind, &domain, serial)
             .map(|s| s.to_string())
             .unwrap_or_else(|| format!("0{:09}", serial));
+        self.media_ended.store(false, Ordering::SeqCst);
         let offer = Offer {
-            kind: SessionKind::Play,
+            kind,
             origin_id: s.server_id.clone(),
             ip: media_ip.clone(),
             port: media_port,
             transport,
             ssrc: ssrc.clone(),
             channel_id: channel.clone(),
-            start: 0,
-            end: 0,
-            download_speed: None,
+            start: s.start_time,
+            end: s.end_time,
+            download_speed: Some(s.download_speed),
             format: None,
         };
         let mut invite = ep.new_request("INVITE", &channel, dest);
@@ -419,6 +467,8 @@ impl Gb28181Src {
         );
         Ok(Session {
             dialog,
+            kind: s.session_kind,
+            mansrtsp_cseq: 0,
             dest,
             receiver,
             bye_rx,
@@ -456,7 +506,14 @@ impl Gb28181Src {
                 .field("packets-lost", d.packets_lost)
                 .field("frames-dropped", d.frames_dropped)
                 .field("packets-foreign", s.receiver.dropped_foreign())
-                .field("packets-reordered", s.receiver.reordered());
+                .field("packets-reordered", s.receiver.reordered())
+                .field(
+                    "media-port",
+                    s.receiver
+                        .local_addr()
+                        .map(|a| u32::from(a.port()))
+                        .unwrap_or(0),
+                );
             if let Some((addr, ssrc)) = s.receiver.sender() {
                 b = b.field("sender", addr.to_string()).field("ssrc", ssrc);
             }
@@ -486,6 +543,53 @@ impl Gb28181Src {
                 0
             }
         }
+    }
+
+    fn query_record_info(&self, start: &str, end: &str) -> u32 {
+        let (device, channel) = {
+            let s = lock(&self.settings);
+            (s.device_id.clone(), s.channel())
+        };
+        match self
+            .endpoint()
+            .map(|ep| ep.query_record_info(&device, &channel, start, end))
+        {
+            Some(Ok(sn)) => sn,
+            _ => {
+                gst::warning!(CAT, imp = self, "RecordInfo query to {device} failed");
+                0
+            }
+        }
+    }
+
+    /// MANSRTSP INFO in the playback dialog: PAUSE, or PLAY with scale and start (npt < 0 =
+    /// from where it is).
+    fn playback_control(&self, pause: bool, scale: f64, npt: f64) -> bool {
+        let Some(ep) = self.endpoint() else {
+            return false;
+        };
+        let mut st = lock(&self.state);
+        let Some(sess) = st.session.as_mut() else {
+            return false;
+        };
+        if sess.kind == SessionKindMode::Play {
+            gst::warning!(CAT, imp = self, "Playback control in a live session");
+            return false;
+        }
+        sess.mansrtsp_cseq += 1;
+        let body = if pause {
+            crate::core::transaction::mansrtsp_pause(sess.mansrtsp_cseq)
+        } else {
+            crate::core::transaction::mansrtsp_play(
+                sess.mansrtsp_cseq,
+                (npt >= 0.0).then_some(npt),
+                (scale > 0.0).then_some(scale),
+            )
+        };
+        let info = sess.dialog.info(&body);
+        let dest = sess.dest;
+        drop(st);
+        ep.request(&info, dest).is_ok()
     }
 
     fn ptz(&self, command: &str, speed: u32) -> bool {
@@ -619,6 +723,34 @@ impl ObjectImpl for Gb28181Src {
                     .default_value(d.keepalive_max_missed)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("media-port-range")
+                    .nick("Media port range")
+                    .blurb("Ports to receive media on as \"min-max\" (first free one), when media-port is 0")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("session-kind", d.session_kind)
+                    .nick("Session kind")
+                    .blurb("Live view, or playback / download of the recording from start-time to end-time")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("start-time")
+                    .nick("Start time")
+                    .blurb("Playback/download start, Unix seconds")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("end-time")
+                    .nick("End time")
+                    .blurb("Playback/download end, Unix seconds")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("download-speed")
+                    .nick("Download speed")
+                    .blurb("Download speed factor asked for (a=downloadspeed)")
+                    .minimum(1)
+                    .maximum(64)
+                    .default_value(d.download_speed)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb("Session and endpoint statistics")
@@ -642,6 +774,36 @@ impl ObjectImpl for Gb28181Src {
                     .build()
             };
             vec![
+                glib::subclass::Signal::builder("query-record-info")
+                    .action()
+                    .param_types([String::static_type(), String::static_type()])
+                    .return_type::<u32>()
+                    .class_handler(|args| {
+                        let obj = args[0].get::<super::Gb28181Src>().ok()?;
+                        let start = args[1].get::<String>().ok()?;
+                        let end = args[2].get::<String>().ok()?;
+                        Some(obj.imp().query_record_info(&start, &end).to_value())
+                    })
+                    .build(),
+                glib::subclass::Signal::builder("playback-pause")
+                    .action()
+                    .return_type::<bool>()
+                    .class_handler(|args| {
+                        let obj = args[0].get::<super::Gb28181Src>().ok()?;
+                        Some(obj.imp().playback_control(true, 0.0, -1.0).to_value())
+                    })
+                    .build(),
+                glib::subclass::Signal::builder("playback-play")
+                    .action()
+                    .param_types([f64::static_type(), f64::static_type()])
+                    .return_type::<bool>()
+                    .class_handler(|args| {
+                        let obj = args[0].get::<super::Gb28181Src>().ok()?;
+                        let scale = args[1].get::<f64>().ok()?;
+                        let npt = args[2].get::<f64>().ok()?;
+                        Some(obj.imp().playback_control(false, scale, npt).to_value())
+                    })
+                    .build(),
                 query("query-catalog", "Catalog"),
                 query("query-device-info", "DeviceInfo"),
                 query("query-device-status", "DeviceStatus"),
@@ -687,6 +849,11 @@ impl ObjectImpl for Gb28181Src {
             "stream-timeout" => s.stream_timeout = value.get().unwrap_or(10),
             "keepalive-interval" => s.keepalive_interval = value.get().unwrap_or(60_000),
             "keepalive-max-missed" => s.keepalive_max_missed = value.get().unwrap_or(3),
+            "media-port-range" => s.media_port_range = string(),
+            "session-kind" => s.session_kind = value.get().unwrap_or_default(),
+            "start-time" => s.start_time = value.get().unwrap_or(0),
+            "end-time" => s.end_time = value.get().unwrap_or(0),
+            "download-speed" => s.download_speed = value.get().unwrap_or(1),
             _ => {}
         }
     }
@@ -716,6 +883,11 @@ impl ObjectImpl for Gb28181Src {
             "stream-timeout" => s.stream_timeout.to_value(),
             "keepalive-interval" => s.keepalive_interval.to_value(),
             "keepalive-max-missed" => s.keepalive_max_missed.to_value(),
+            "media-port-range" => s.media_port_range.to_value(),
+            "session-kind" => s.session_kind.to_value(),
+            "start-time" => s.start_time.to_value(),
+            "end-time" => s.end_time.to_value(),
+            "download-speed" => s.download_speed.to_value(),
             _ => None::<String>.to_value(),
         }
     }
@@ -834,6 +1006,18 @@ impl PushSrcImpl for Gb28181Src {
             let Some(sess) = st.session.as_mut() else {
                 return Err(gst::FlowError::Flushing);
             };
+            if sess.kind != SessionKindMode::Play && self.media_ended.load(Ordering::SeqCst) {
+                gst::info!(CAT, imp = self, "Device reported the end of the recording");
+                let mut sess = st.session.take().expect("checked above");
+                st.ended = true;
+                drop(st);
+                // Hang up and end the stream.
+                if let Some(ep) = self.endpoint() {
+                    ep.remove_dialog(&sess.dialog.call_id);
+                    let _ = ep.request(&sess.dialog.bye(), sess.dest);
+                }
+                return Err(gst::FlowError::Eos);
+            }
             if let Ok(bye) = sess.bye_rx.try_recv() {
                 gst::info!(
                     CAT,

@@ -37,6 +37,25 @@ pub enum SipTransportMode {
     Tcp = 1,
 }
 
+#[derive(Debug, Eq, PartialEq, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstIpcamGb28181SessionKind")]
+pub enum SessionKindMode {
+    #[default]
+    #[enum_value(name = "Live view", nick = "play")]
+    Play = 0,
+    #[enum_value(
+        name = "Playback of a recording (start-time..end-time)",
+        nick = "playback"
+    )]
+    Playback = 1,
+    #[enum_value(
+        name = "Download of a recording (start-time..end-time)",
+        nick = "download"
+    )]
+    Download = 2,
+}
+
 glib::wrapper! {
     pub struct Gb28181Src(ObjectSubclass<imp::Gb28181Src>)
         @extends gst_base::PushSrc, gst_base::BaseSrc, gst::Element, gst::Object;
@@ -45,6 +64,7 @@ glib::wrapper! {
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     MediaTransportMode::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     SipTransportMode::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    SessionKindMode::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "gb28181src",
