@@ -163,7 +163,7 @@ fn main() {
     let mut next = start + Duration::from_millis(interval_ms.max(100));
     let mut failed = false;
     signals::wait(|| {
-        while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Eos]) {
+        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Eos]) {
             match msg.view() {
                 gst::MessageView::Error(e) => {
                     eprintln!("rtsp-client: error: {} ({:?})", e.error(), e.debug());
