@@ -155,7 +155,7 @@ mod imp {
                 Ok(i) => i,
                 Err(e) => {
                     gst::warning!(CAT, "channel {channel}: {e}");
-                    return None;
+                    return Some(gst::Bin::new().upcast());
                 }
             };
             ingest.hold();
@@ -173,7 +173,8 @@ mod imp {
                 Err(e) => {
                     gst::warning!(CAT, "channel {channel}: {e}");
                     hooks.maybe_stop(&channel);
-                    None
+                    // An empty bin (no payloader) makes the media fail cleanly: 503.
+                    Some(gst::Bin::new().upcast())
                 }
             }
         }

@@ -135,6 +135,11 @@ impl Gateway {
         let server = gst_rtsp_server::RTSPServer::new();
         server.set_address(&cfg.listen_address);
         server.set_service(&cfg.rtsp_port.to_string());
+        // Clients are served by a pool of threads: building a media waits for the camera's
+        // streams, which must not hold up other clients.
+        if let Some(pool) = server.thread_pool() {
+            pool.set_max_threads(64);
+        }
         let _source = server
             .attach(Some(&ctx))
             .map_err(|e| format!("RTSP server on port {}: {e}", cfg.rtsp_port))?;
