@@ -92,6 +92,9 @@ struct Shared {
     channels: Mutex<BTreeMap<String, Channel>>,
     rates: Mutex<Rates>,
     stopping: AtomicBool,
+    /// Latest ingest latency per channel (refreshed every second by the collector).
+    latency: Mutex<HashMap<String, (f64, f64)>>,
+    latency_at: Mutex<Option<Instant>>,
 }
 
 /// The running gateway.
@@ -168,6 +171,8 @@ impl Gateway {
             channels: Mutex::new(BTreeMap::new()),
             rates: Mutex::new(Rates::default()),
             stopping: AtomicBool::new(false),
+            latency: Mutex::new(HashMap::new()),
+            latency_at: Mutex::new(None),
         });
 
         // Devices come and go: mount and unmount as the endpoint tells.
@@ -715,8 +720,26 @@ fn snapshot(sh: &Shared) -> Snapshot {
         Vec::new();
     let mut paths: Vec<PathStat> = Vec::new();
     let mut rates = lock(&sh.rates);
+    let refresh_latency = {
+        let mut at = lock(&sh.latency_at);
+        let due = at.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        if due {
+            *at = Some(now);
+        }
+        due
+    };
     {
         let chans = lock(&sh.channels);
+        if refresh_latency {
+            let mut lat = lock(&sh.latency);
+            lat.clear();
+            for (id, c) in chans.iter() {
+                if let Some(l) = c.ingest.as_ref().and_then(|i| i.take_latency()) {
+                    lat.insert(id.clone(), l);
+                }
+            }
+        }
+        let lat = lock(&sh.latency).clone();
         for (id, c) in chans.iter() {
             let mut p = PathStat {
                 name: id.clone(),
@@ -743,6 +766,10 @@ fn snapshot(sh: &Shared) -> Snapshot {
                 p.packets_lost += u64_field(&st, "packets-lost");
                 p.frames += u64_field(&st, "frames");
                 p.ready = st.get::<bool>("streaming").unwrap_or(false);
+            }
+            if let Some((avg, max)) = lat.get(id) {
+                p.latency_avg_ms = *avg;
+                p.latency_max_ms = *max;
             }
             p.bytes_sent = c.sent_done;
             for (m, k) in &c.medias {

@@ -52,6 +52,10 @@ struct State {
     holds: u32,
     failed: Option<String>,
     stopped: bool,
+    /// Arrival (gb28181src timestamp) to fan-out, since the last [`Ingest::take_latency`].
+    lat_sum_ns: u64,
+    lat_count: u64,
+    lat_max_ns: u64,
 }
 
 /// A running ingest.
@@ -202,8 +206,18 @@ impl Ingest {
         let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps_owned()) else {
             return;
         };
+        let lat = buffer
+            .pts()
+            .zip(self.pipeline.base_time())
+            .zip(self.pipeline.clock().map(|c| c.time()))
+            .map(|((p, b), now)| now.saturating_sub(p + b).nseconds());
         let targets: Vec<(gst_app::AppSrc, bool)> = {
             let mut st = lock(&self.state);
+            if let Some(l) = lat {
+                st.lat_sum_ns += l;
+                st.lat_count += 1;
+                st.lat_max_ns = st.lat_max_ns.max(l);
+            }
             st.first_data.get_or_insert_with(Instant::now);
             let changed = match kind {
                 Kind::Video => st.video_caps.as_ref() != Some(&caps),
@@ -351,6 +365,23 @@ impl Ingest {
     pub fn is_failed(&self) -> bool {
         let st = lock(&self.state);
         st.failed.is_some() || st.stopped
+    }
+
+    /// (average, maximum) time in ms from a frame's arrival in gb28181src to its hand-over to
+    /// the subscribers since the last call.
+    pub fn take_latency(&self) -> Option<(f64, f64)> {
+        let mut st = lock(&self.state);
+        if st.lat_count == 0 {
+            return None;
+        }
+        let r = (
+            st.lat_sum_ns as f64 / st.lat_count as f64 / 1e6,
+            st.lat_max_ns as f64 / 1e6,
+        );
+        st.lat_sum_ns = 0;
+        st.lat_count = 0;
+        st.lat_max_ns = 0;
+        Some(r)
     }
 
     /// gb28181src's statistics.

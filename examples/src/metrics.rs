@@ -32,6 +32,9 @@ pub struct PathStat {
     pub bitrate_out_bps: u64,
     pub hls: bool,
     pub recording: bool,
+    /// Frame arrival in gb28181src → hand-over to the RTSP medias (ms), over the last second.
+    pub latency_avg_ms: f64,
+    pub latency_max_ms: f64,
 }
 
 /// One RTSP session (one client watching one path).
@@ -221,6 +224,34 @@ pub fn render(s: &Snapshot) -> String {
                 f(p)
             );
         }
+    }
+    help(
+        &mut o,
+        "paths_ingest_latency_ms",
+        "gauge",
+        "Frame arrival to hand-over to clients, average over the last second",
+    );
+    for p in s.paths.iter().filter(|p| p.ready) {
+        let _ = writeln!(
+            o,
+            "paths_ingest_latency_ms{{name=\"{}\"}} {:.3}",
+            esc(&p.name),
+            p.latency_avg_ms
+        );
+    }
+    help(
+        &mut o,
+        "paths_ingest_latency_max_ms",
+        "gauge",
+        "Frame arrival to hand-over to clients, maximum over the last second",
+    );
+    for p in s.paths.iter().filter(|p| p.ready) {
+        let _ = writeln!(
+            o,
+            "paths_ingest_latency_max_ms{{name=\"{}\"}} {:.3}",
+            esc(&p.name),
+            p.latency_max_ms
+        );
     }
     help(&mut o, "hls_muxers", "gauge", "HLS muxers");
     for p in s.paths.iter().filter(|p| p.hls) {

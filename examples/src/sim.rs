@@ -57,6 +57,11 @@ impl Clip {
         seconds: u32,
     ) -> Result<Clip, String> {
         let frames = seconds.max(1) * FPS;
+        // GW_SIM_PATTERN=snow makes the encoder use its whole bitrate (benchmarks).
+        let pattern = std::env::var("GW_SIM_PATTERN")
+            .ok()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+            .unwrap_or_else(|| "ball".into());
         let enc = match codec {
             "h265" => format!(
                 "x265enc tune=zerolatency speed-preset=ultrafast key-int-max={FPS} bitrate={bitrate_kbps} \
@@ -69,12 +74,12 @@ impl Clip {
             ),
         };
         let desc = format!(
-            "videotestsrc num-buffers={frames} pattern=ball \
+            "videotestsrc num-buffers={frames} pattern={pattern} \
              ! video/x-raw,width={width},height={height},framerate={FPS}/1 ! {enc} \
              ! appsink name=v sync=false \
              audiotestsrc num-buffers={frames} samplesperbuffer={spb} wave=sine freq=440 \
              ! audio/x-raw,rate=8000,channels=1 ! alawenc ! appsink name=a sync=false",
-            spb = 8000 / FPS
+            spb = 8000 / FPS,
         );
         let pipeline = gst::parse::launch(&desc)
             .map_err(|e| format!("encoder pipeline: {e}"))?
