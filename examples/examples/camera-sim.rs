@@ -9,7 +9,7 @@
 use gst_ipcam_examples::config::sim_device_id;
 use gst_ipcam_examples::gateway::init;
 use gst_ipcam_examples::signals;
-use gst_ipcam_examples::sim::{Clip, SimCamera, SimSettings};
+use gst_ipcam_examples::sim::{Clip, SimCamera, SimSettings, stop_all};
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -92,8 +92,6 @@ fn main() {
         }
         seconds > 0 && start.elapsed() >= Duration::from_secs(seconds)
     });
-    for c in &cams {
-        c.stop();
-    }
+    stop_all(&cams);
     println!("camera-sim: stopped");
 }

@@ -249,7 +249,11 @@ impl Config {
 
 /// `first` with its last 6 digits (the serial) advanced by `i`, wrapping inside 6 digits.
 pub fn sim_device_id(first: &str, i: u32) -> String {
-    let (head, serial) = first.split_at(first.len().saturating_sub(6));
+    let at = first.len().saturating_sub(6);
+    if !first.is_char_boundary(at) {
+        return format!("{first}{i}");
+    }
+    let (head, serial) = first.split_at(at);
     let n = serial.parse::<u32>().unwrap_or(0);
     format!("{head}{:06}", (n + i) % 1_000_000)
 }
@@ -295,6 +299,31 @@ mod tests {
         assert!(Config::from_args(&args(&["--server-id", "123"])).is_err());
         assert!(Config::from_args(&args(&["--simulate"])).is_err());
         assert!(Config::from_args(&args(&["stray"])).is_err());
+    }
+
+    /// Garbage settings and files are refused, never a panic.
+    #[test]
+    fn garbage_never_panics() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = b"=\"'[]{}.,-_ \n#0123456789abcdefsimulateportsip\xff";
+        for _ in 0..2000 {
+            let len = (next() % 64) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let text = String::from_utf8_lossy(&bytes);
+            let mut c = Config::default();
+            let _ = c.apply_toml(&text);
+            let _ = c.set(&text, &text);
+            let _ = c.set("sip-port", &text);
+            let _ = sim_device_id(&text, next() as u32);
+        }
     }
 
     #[test]

@@ -175,6 +175,16 @@ impl Gateway {
             latency_at: Mutex::new(None),
         });
 
+        // Per-client byte counts start when the client's PLAY is answered.
+        let weak = Arc::downgrade(&shared);
+        shared.server.connect_client_connected(move |_, client| {
+            let weak = weak.clone();
+            client.connect_play_request(move |_, ctx| {
+                if let (Some(sh), Some(session)) = (weak.upgrade(), ctx.session()) {
+                    record_baselines(&sh, session);
+                }
+            });
+        });
         // Devices come and go: mount and unmount as the endpoint tells.
         let weak = Arc::downgrade(&shared);
         let subscription = endpoint.subscribe(move |ev| {
@@ -215,6 +225,20 @@ impl Gateway {
             None
         };
 
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("ingest-stats".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_millis(250));
+                    let Some(sh) = weak.upgrade() else { return };
+                    if sh.stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    refresh_ingest_stats(&sh);
+                }
+            })
+            .map_err(|e| e.to_string())?;
         // Collects often (per-session byte counts start at the first collection after PLAY),
         // prints the summary every `summary_interval_s`.
         let summary_thread = {
@@ -355,9 +379,7 @@ impl Gateway {
         for i in ingests {
             i.stop();
         }
-        for cam in &self.cameras {
-            cam.stop();
-        }
+        crate::sim::stop_all(&self.cameras);
         // Let BYEs and un-REGISTERs leave before the sockets close.
         std::thread::sleep(Duration::from_millis(200));
         self.cameras.clear();
@@ -704,6 +726,45 @@ fn client_ip(c: &gst_rtsp_server::RTSPClient) -> String {
 }
 
 /// Collects every figure.
+/// Remembers what the session's medias had sent when it started playing.
+fn record_baselines(sh: &Shared, session: &gst_rtsp_server::RTSPSession) {
+    let Some(sid) = session.sessionid().map(|s| s.to_string()) else {
+        return;
+    };
+    let medias: Vec<gst_rtsp_server::RTSPMedia> = session
+        .filter(None)
+        .iter()
+        .filter_map(|sm| sm.media())
+        .collect();
+    let counters: Vec<Arc<MediaCounters>> = {
+        let chans = lock(&sh.channels);
+        chans
+            .values()
+            .flat_map(|c| c.medias.iter())
+            .filter(|(m, _)| m.upgrade().is_some_and(|m| medias.contains(&m)))
+            .map(|(_, k)| k.clone())
+            .collect()
+    };
+    if let Some(k) = counters.first() {
+        lock(&sh.rates)
+            .baselines
+            .entry((sid, 0))
+            .or_insert_with(|| k.get());
+    }
+}
+
+/// Refreshes the ingests' element statistics, with no gateway lock held (reading them can
+/// block while gb28181src is busy, so this runs on a thread of its own).
+fn refresh_ingest_stats(sh: &Shared) {
+    let ingests: Vec<Arc<Ingest>> = lock(&sh.channels)
+        .values()
+        .filter_map(|c| c.ingest.clone())
+        .collect();
+    for i in &ingests {
+        i.refresh_stats();
+    }
+}
+
 fn snapshot(sh: &Shared) -> Snapshot {
     let now = Instant::now();
     let devices: Vec<DeviceStat> = sh

@@ -65,6 +65,10 @@ pub struct Ingest {
     src: gst::Element,
     state: Mutex<State>,
     cond: Condvar,
+    /// gb28181src's stats as last read by [`refresh_stats`](Self::refresh_stats): reading
+    /// the property can block while the element is busy, so it is never read with gateway
+    /// locks held.
+    stats: Mutex<Option<gst::Structure>>,
 }
 
 /// The launch fragment after the demuxer for a stream's caps; None = not used.
@@ -127,6 +131,7 @@ impl Ingest {
             src,
             state: Mutex::new(State::default()),
             cond: Condvar::new(),
+            stats: Mutex::new(None),
         });
         let weak = Arc::downgrade(&ingest);
         demux.connect_pad_added(move |_, pad| {
@@ -384,9 +389,18 @@ impl Ingest {
         Some(r)
     }
 
-    /// gb28181src's statistics.
+    /// gb28181src's statistics as last refreshed (never blocks).
     pub fn src_stats(&self) -> Option<gst::Structure> {
-        self.src.property::<Option<gst::Structure>>("stats")
+        lock(&self.stats).clone()
+    }
+
+    /// Reads gb28181src's `stats` property (may block while the element is busy: call it
+    /// without holding other locks).
+    pub fn refresh_stats(&self) {
+        let s = self.src.property::<Option<gst::Structure>>("stats");
+        if s.is_some() {
+            *lock(&self.stats) = s;
+        }
     }
 
     /// Stops the pipeline (gb28181src sends BYE) and ends every subscriber's stream.

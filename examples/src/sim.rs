@@ -299,6 +299,27 @@ impl SimCamera {
     }
 }
 
+/// Stops many cameras at once: EOS to all (each sink sends BYE and unregisters), then waits
+/// (bounded) and tears them down.
+pub fn stop_all(cams: &[SimCamera]) {
+    for c in cams {
+        c.pipeline.send_event(gst::event::Eos::new());
+    }
+    let end = std::time::Instant::now() + Duration::from_millis(1500);
+    for c in cams {
+        if let Some(bus) = c.pipeline.bus() {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            let _ = bus.timed_pop_filtered(
+                gst::ClockTime::from_nseconds(left.as_nanos() as u64),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            );
+        }
+    }
+    for c in cams {
+        let _ = c.pipeline.set_state(gst::State::Null);
+    }
+}
+
 impl Drop for SimCamera {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
