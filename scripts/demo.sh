@@ -1,43 +1,40 @@
 #!/usr/bin/env bash
-# make demo, until the GB28181 gateway lands: a simulated camera streaming H.264 + G.711 A-law
-# as MPEG-PS over RTP (psmux ! rtppspay) to a receiver on loopback (rtppsdepay ! psdemux) that
-# decodes it. Runs DEMO_SECONDS (default 20) seconds; Ctrl-C stops both sides cleanly.
+# make demo: the GB28181 -> RTSP/HLS gateway with its defaults and one built-in simulated camera
+# (no camera needed). It prints the URLs to open, checks the stream with ffprobe once it is up,
+# and runs until Ctrl-C (which sends BYE to the cameras and finalizes files) or DEMO_SECONDS.
+#   DEMO_ARGS="--simulate 4 --hls true" make demo     more cameras, HLS on :8888
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export GST_PLUGIN_PATH="$PWD/target/release${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
-seconds=${DEMO_SECONDS:-20}
-port=${DEMO_PORT:-15060}
+target=${CARGO_TARGET_DIR:-$PWD/target}
+gateway="$target/release/examples/gateway"
+[ -x "$gateway" ] || cargo build --release -p gst-ipcam-examples --example gateway
+seconds=${DEMO_SECONDS:-0}
+channel=34020000001320000001
 
-sink="fakesink sync=true"
-[ -n "${DISPLAY:-}" ] && sink="autovideosink"
-
-echo "== receiver: udpsrc 127.0.0.1:$port ! rtppsdepay ! psdemux ! decode"
-gst-launch-1.0 -e \
-    udpsrc address=127.0.0.1 port="$port" \
-        caps="application/x-rtp,media=video,clock-rate=90000,encoding-name=MP2P,payload=96" \
-    ! rtpjitterbuffer latency=200 ! rtppsdepay ! psdemux name=d \
-    d. ! queue ! h264parse ! avdec_h264 ! videoconvert \
-       ! fpsdisplaysink text-overlay=false video-sink="$sink" signal-fps-measurements=false -v \
-    d. ! queue ! alawdec ! fakesink sync=true \
-    2>&1 | grep --line-buffered -E "fpsdisplaysink.*last-message|ERROR|WARN|Setting pipeline" &
-receiver=$!
-sleep 1
-
-echo "== camera: videotestsrc + audiotestsrc ! x264enc/alawenc ! psmux ! rtppspay ! udpsink 127.0.0.1:$port"
-frames=$((seconds * 25))
-gst-launch-1.0 -e \
-    videotestsrc is-live=true num-buffers="$frames" pattern=ball \
-    ! video/x-raw,width=640,height=360,framerate=25/1 \
-    ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=50 bitrate=1500 \
-    ! video/x-h264,profile=baseline ! h264parse ! psmux name=m \
-    audiotestsrc is-live=true samplesperbuffer=320 ! audio/x-raw,rate=8000,channels=1 ! alawenc ! m. \
-    m. ! rtppspay ! udpsink host=127.0.0.1 port="$port" >/dev/null &
-camera=$!
-
-stop() { kill -INT "$camera" 2>/dev/null || true; sleep 1; kill -INT "$receiver" 2>/dev/null || true; }
+# shellcheck disable=SC2086
+"$gateway" ${DEMO_ARGS:-} &
+gw=$!
+stop() { kill -INT "$gw" 2>/dev/null || true; }
 trap stop INT TERM
-wait "$camera" || true
-sleep 1
-kill -INT "$receiver" 2>/dev/null || true
-wait "$receiver" 2>/dev/null || true
-echo "== demo finished"
+
+# Wait for the camera to register, then show what a real RTSP client sees.
+for _ in $(seq 1 50); do
+    curl -fs http://127.0.0.1:9998/metrics 2>/dev/null | grep -q "^paths{name=\"$channel\"" && break
+    sleep 0.2
+done
+if command -v ffprobe >/dev/null; then
+    echo "== ffprobe rtsp://127.0.0.1:8554/$channel (3 s)"
+    ffprobe -v error -rtsp_transport tcp -read_intervals %+3 -count_frames \
+        -show_entries stream=codec_name,width,height,nb_read_frames -of compact \
+        "rtsp://127.0.0.1:8554/$channel" || true
+fi
+echo "== open rtsp://127.0.0.1:8554/$channel (e.g. ffplay, VLC); metrics: curl http://127.0.0.1:9998/metrics; Ctrl-C stops"
+if [ "$seconds" -gt 0 ]; then
+    ( sleep "$seconds"; kill -INT "$gw" 2>/dev/null || true ) &
+fi
+status=0
+wait "$gw" || status=$?
+# `wait` returns early when our trap runs: wait for the gateway's own clean exit.
+while kill -0 "$gw" 2>/dev/null; do sleep 0.2; done
+wait "$gw" 2>/dev/null || status=$?
+echo "== demo finished (gateway exit $status)"

@@ -1,0 +1,932 @@
+//! The GB28181 → RTSP/HLS gateway: the shared GB28181 SIP endpoint (cameras register), an RTSP
+//! server mounting every registered device's channels (`rtsp://host:8554/<channel-id>`, one
+//! shared pipeline and one INVITE per channel, BYE after the last client), optional HLS and
+//! MP4 recording per channel, Prometheus metrics and a console summary, and built-in simulated
+//! cameras.
+
+use crate::config::Config;
+use crate::factory::{CAT, ChannelFactory, ChannelHooks, MediaCounters};
+use crate::http::{self, HttpServer};
+use crate::ingest::Ingest;
+use crate::metrics::{self, DeviceStat, PathStat, SessionStat, Snapshot};
+use crate::outputs::{ChannelOutputs, OutputSettings};
+use crate::sim::{Clip, SimCamera, SimSettings};
+use gst::glib;
+use gst::glib::translate::ToGlibPtr;
+use gst::prelude::*;
+use gst_rtsp_server::prelude::*;
+use gstgb28181::core::registrar::{Event as RegEvent, RegistrarConfig};
+use gstgb28181::endpoint::{Endpoint, EndpointEvent, EndpointKey, SipTransport};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Registers every plugin the gateway uses (statically linked ones).
+pub fn init() -> Result<(), glib::Error> {
+    gst::init()?;
+    let _ = gstgb28181::plugin_register_static();
+    let _ = gstmpegps::plugin_register_static();
+    let _ = gstrtcpstats::plugin_register_static();
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A mounted channel.
+struct Channel {
+    device_id: String,
+    /// The camera session, while someone watches.
+    ingest: Option<Arc<Ingest>>,
+    /// RTSP medias of the channel (statistics).
+    medias: Vec<(
+        glib::WeakRef<gst_rtsp_server::RTSPMedia>,
+        Arc<MediaCounters>,
+    )>,
+    /// Payload bytes of medias that are gone.
+    sent_done: u64,
+    /// Figures of pipelines that are gone.
+    invites_done: u64,
+    bytes_done: u64,
+    packets_done: u64,
+    lost_done: u64,
+    frames_done: u64,
+    outputs: Option<ChannelOutputs>,
+}
+
+#[derive(Default)]
+struct Rates {
+    /// Previous (bytes, time) per key, for bitrates.
+    prev: HashMap<String, (u64, Instant)>,
+    /// Sender octets/packets at the time a session was first seen, per (session, stream).
+    baselines: HashMap<(String, u32), (u64, u64)>,
+}
+
+impl Rates {
+    fn rate(&mut self, key: &str, bytes: u64, now: Instant) -> u64 {
+        let r = match self.prev.get(key) {
+            Some((b, t)) if now > *t && bytes >= *b => {
+                ((bytes - b) as f64 * 8.0 / (now - *t).as_secs_f64()) as u64
+            }
+            _ => 0,
+        };
+        // Keep the window at least 1 s so rates don't jump with frame boundaries.
+        match self.prev.get(key) {
+            Some((_, t)) if now.duration_since(*t) < Duration::from_secs(1) => {}
+            _ => {
+                self.prev.insert(key.to_string(), (bytes, now));
+            }
+        }
+        r
+    }
+}
+
+struct Shared {
+    cfg: Config,
+    endpoint: Arc<Endpoint>,
+    server: gst_rtsp_server::RTSPServer,
+    rtsp_port: u16,
+    channels: Mutex<BTreeMap<String, Channel>>,
+    rates: Mutex<Rates>,
+    stopping: AtomicBool,
+    /// Latest ingest latency per channel (refreshed every second by the collector).
+    latency: Mutex<HashMap<String, (f64, f64)>>,
+    latency_at: Mutex<Option<Instant>>,
+}
+
+/// The running gateway.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    main_loop: glib::MainLoop,
+    loop_thread: Option<JoinHandle<()>>,
+    subscription: u64,
+    metrics_server: Option<HttpServer>,
+    hls_server: Option<HttpServer>,
+    summary_thread: Option<JoinHandle<()>>,
+    cameras: Vec<SimCamera>,
+    stopped: bool,
+}
+
+impl Gateway {
+    pub fn start(cfg: Config) -> Result<Gateway, String> {
+        init().map_err(|e| e.to_string())?;
+        let transport = if cfg.sip_transport == "tcp" {
+            SipTransport::Tcp
+        } else {
+            SipTransport::Udp
+        };
+        let key = EndpointKey {
+            address: cfg.sip_address.clone(),
+            port: cfg.sip_port,
+            transport,
+        };
+        let reg = RegistrarConfig {
+            server_id: cfg.server_id.clone(),
+            realm: cfg.server_id[..10].to_string(),
+            default_password: (!cfg.password.is_empty()).then(|| cfg.password.clone()),
+            passwords: cfg.device_password_map(),
+            ..RegistrarConfig::default()
+        };
+        let endpoint = Endpoint::obtain(&key, reg)
+            .map_err(|e| format!("SIP endpoint {}:{}: {e}", cfg.sip_address, cfg.sip_port))?;
+
+        let ctx = glib::MainContext::new();
+        let main_loop = glib::MainLoop::new(Some(&ctx), false);
+        let server = gst_rtsp_server::RTSPServer::new();
+        server.set_address(&cfg.listen_address);
+        server.set_service(&cfg.rtsp_port.to_string());
+        // Clients are served by a pool of threads: building a media waits for the camera's
+        // streams, which must not hold up other clients.
+        if let Some(pool) = server.thread_pool() {
+            pool.set_max_threads(64);
+        }
+        let _source = server
+            .attach(Some(&ctx))
+            .map_err(|e| format!("RTSP server on port {}: {e}", cfg.rtsp_port))?;
+        let rtsp_port = u16::try_from(server.bound_port()).unwrap_or(cfg.rtsp_port);
+        if let Some(pool) = server.session_pool() {
+            // Expired sessions (UDP clients that vanished) are removed, so their media ends.
+            let watch = pool.create_watch(Some("session-timeouts"), glib::Priority::DEFAULT, |p| {
+                p.cleanup();
+                glib::ControlFlow::Continue
+            });
+            watch.attach(Some(&ctx));
+        }
+        let ml = main_loop.clone();
+        let loop_thread = std::thread::Builder::new()
+            .name("rtsp-server".into())
+            .spawn(move || {
+                let _ = ctx.with_thread_default(|| ml.run());
+            })
+            .map_err(|e| e.to_string())?;
+
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            endpoint: endpoint.clone(),
+            server,
+            rtsp_port,
+            channels: Mutex::new(BTreeMap::new()),
+            rates: Mutex::new(Rates::default()),
+            stopping: AtomicBool::new(false),
+            latency: Mutex::new(HashMap::new()),
+            latency_at: Mutex::new(None),
+        });
+
+        // Per-client byte counts start when the client's PLAY is answered.
+        let weak = Arc::downgrade(&shared);
+        shared.server.connect_client_connected(move |_, client| {
+            let weak = weak.clone();
+            client.connect_play_request(move |_, ctx| {
+                if let (Some(sh), Some(session)) = (weak.upgrade(), ctx.session()) {
+                    record_baselines(&sh, session);
+                }
+            });
+        });
+        // Devices come and go: mount and unmount as the endpoint tells.
+        let weak = Arc::downgrade(&shared);
+        let subscription = endpoint.subscribe(move |ev| {
+            if let Some(sh) = weak.upgrade() {
+                on_endpoint_event(&sh, ev);
+            }
+        });
+        for d in endpoint.devices() {
+            mount(&shared, &d.id, &d.id);
+        }
+
+        let weak = Arc::downgrade(&shared);
+        let metrics_server = HttpServer::start(
+            &cfg.listen_address,
+            cfg.metrics_port,
+            Arc::new(move |path| match (path, weak.upgrade()) {
+                ("/metrics", Some(sh)) => (
+                    200,
+                    "text/plain; version=0.0.4",
+                    metrics::render(&snapshot(&sh)).into_bytes(),
+                ),
+                _ => (404, "text/plain", b"not found\n".to_vec()),
+            }),
+        )
+        .map_err(|e| format!("metrics server on port {}: {e}", cfg.metrics_port))?;
+        let hls_server = if cfg.hls {
+            std::fs::create_dir_all(&cfg.hls_dir)
+                .map_err(|e| format!("{}: {e}", cfg.hls_dir.display()))?;
+            Some(
+                HttpServer::start(
+                    &cfg.listen_address,
+                    cfg.hls_port,
+                    http::file_handler(cfg.hls_dir.clone()),
+                )
+                .map_err(|e| format!("HLS server on port {}: {e}", cfg.hls_port))?,
+            )
+        } else {
+            None
+        };
+
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("ingest-stats".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_millis(250));
+                    let Some(sh) = weak.upgrade() else { return };
+                    if sh.stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    refresh_ingest_stats(&sh);
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        // Collects often (per-session byte counts start at the first collection after PLAY),
+        // prints the summary every `summary_interval_s`.
+        let summary_thread = {
+            let weak = Arc::downgrade(&shared);
+            let every = Duration::from_secs(cfg.summary_interval_s.max(1));
+            let print = cfg.summary_interval_s > 0;
+            Some(std::thread::spawn(move || {
+                let mut next = Instant::now() + every;
+                loop {
+                    std::thread::sleep(Duration::from_millis(200));
+                    let Some(sh) = weak.upgrade() else { return };
+                    if sh.stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let snap = snapshot(&sh);
+                    if print && Instant::now() >= next {
+                        next += every;
+                        println!("[gateway] {}", snap.summary());
+                    }
+                }
+            }))
+        };
+
+        let mut gw = Gateway {
+            shared,
+            main_loop,
+            loop_thread: Some(loop_thread),
+            subscription,
+            metrics_server: Some(metrics_server),
+            hls_server,
+            summary_thread,
+            cameras: Vec::new(),
+            stopped: false,
+        };
+        if cfg.simulate > 0 {
+            let clip = Clip::encode(
+                &cfg.sim_codec,
+                cfg.sim_width,
+                cfg.sim_height,
+                cfg.sim_bitrate_kbps,
+                4,
+            )?;
+            gst::info!(CAT, "simulated clip: {} bit/s", clip.bitrate_bps());
+            let server_ip = match cfg.sip_address.as_str() {
+                "0.0.0.0" | "" => "127.0.0.1".to_string(),
+                a => a.to_string(),
+            };
+            for i in 0..cfg.simulate {
+                let id = cfg.sim_device_id(i);
+                let cam = SimCamera::start(
+                    &clip,
+                    &SimSettings {
+                        server_ip: server_ip.clone(),
+                        server_port: endpoint.local_addr().port(),
+                        server_id: cfg.server_id.clone(),
+                        password: cfg
+                            .device_password_map()
+                            .get(&id)
+                            .cloned()
+                            .unwrap_or_else(|| cfg.password.clone()),
+                        device_id: id,
+                        audio: true,
+                    },
+                )?;
+                gw.cameras.push(cam);
+            }
+        }
+        Ok(gw)
+    }
+
+    pub fn rtsp_port(&self) -> u16 {
+        self.shared.rtsp_port
+    }
+
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_server.as_ref().map(|s| s.local_addr())
+    }
+
+    pub fn hls_addr(&self) -> Option<std::net::SocketAddr> {
+        self.hls_server.as_ref().map(|s| s.local_addr())
+    }
+
+    pub fn url(&self, channel: &str) -> String {
+        format!(
+            "rtsp://{}:{}/{channel}",
+            self.shared.cfg.public_host, self.shared.rtsp_port
+        )
+    }
+
+    /// Channels mounted so far.
+    pub fn channels(&self) -> Vec<String> {
+        lock(&self.shared.channels).keys().cloned().collect()
+    }
+
+    pub fn cameras(&self) -> &[SimCamera] {
+        &self.cameras
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        snapshot(&self.shared)
+    }
+
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.shared.endpoint
+    }
+
+    /// Clean stop: finalizes HLS/recordings, disconnects RTSP clients, BYE to every camera
+    /// session, unregisters the simulated cameras.
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.endpoint.unsubscribe(self.subscription);
+        let outputs: Vec<ChannelOutputs> = lock(&self.shared.channels)
+            .values_mut()
+            .filter_map(|c| c.outputs.take())
+            .collect();
+        for o in &outputs {
+            o.stop();
+        }
+        drop(outputs);
+        // Disconnect every client: shared medias get unprepared (gb28181src stops: BYE).
+        let _ = self
+            .shared
+            .server
+            .client_filter(Some(&mut |_, _| gst_rtsp_server::RTSPFilterResult::Remove));
+        // Every camera session ends (BYE), whoever still used it.
+        let ingests: Vec<Arc<Ingest>> = lock(&self.shared.channels)
+            .values_mut()
+            .filter_map(|c| {
+                let i = c.ingest.take()?;
+                retire_stats(c, &i);
+                Some(i)
+            })
+            .collect();
+        for i in ingests {
+            i.stop();
+        }
+        crate::sim::stop_all(&self.cameras);
+        // Let BYEs and un-REGISTERs leave before the sockets close.
+        std::thread::sleep(Duration::from_millis(200));
+        self.cameras.clear();
+        self.main_loop.quit();
+        if let Some(t) = self.loop_thread.take() {
+            let _ = t.join();
+        }
+        if let Some(mut s) = self.metrics_server.take() {
+            s.stop();
+        }
+        if let Some(mut s) = self.hls_server.take() {
+            s.stop();
+        }
+        if let Some(t) = self.summary_thread.take() {
+            let _ = t.join();
+        }
+        self.shared.endpoint.shutdown();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn on_endpoint_event(sh: &Arc<Shared>, ev: &EndpointEvent) {
+    match ev {
+        EndpointEvent::Registrar(RegEvent::Registered {
+            device_id,
+            refresh: false,
+            ..
+        }) => {
+            println!("[gateway] device {device_id} registered");
+            mount(sh, device_id, device_id);
+            // Catalog query off the endpoint's thread.
+            let weak = Arc::downgrade(sh);
+            let id = device_id.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                if let Some(sh) = weak.upgrade() {
+                    let _ = sh.endpoint.query(&id, "Catalog");
+                }
+            });
+        }
+        EndpointEvent::Registrar(RegEvent::Unregistered { device_id, .. }) => {
+            println!("[gateway] device {device_id} unregistered");
+            unmount_device(sh, device_id);
+        }
+        EndpointEvent::Catalog {
+            device_id, items, ..
+        } => {
+            for item in items {
+                if !item.device_id.is_empty() {
+                    mount(sh, device_id, &item.device_id);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn src_properties(cfg: &Config, device: &str, channel: &str) -> Vec<(String, String)> {
+    [
+        ("sip-address", cfg.sip_address.clone()),
+        ("sip-port", cfg.sip_port.to_string()),
+        ("sip-transport", cfg.sip_transport.clone()),
+        ("server-id", cfg.server_id.clone()),
+        ("password", cfg.password.clone()),
+        ("device-passwords", cfg.device_passwords.clone()),
+        ("device-id", device.to_string()),
+        ("channel-id", channel.to_string()),
+        ("transport", cfg.media_transport.clone()),
+        ("wait-timeout", cfg.wait_timeout_s.to_string()),
+        ("stream-timeout", cfg.stream_timeout_s.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn mount(sh: &Arc<Shared>, device: &str, channel: &str) {
+    if sh.stopping.load(Ordering::SeqCst) {
+        return;
+    }
+    {
+        let mut chans = lock(&sh.channels);
+        if chans.contains_key(channel) {
+            return;
+        }
+        chans.insert(
+            channel.to_string(),
+            Channel {
+                device_id: device.to_string(),
+                ingest: None,
+                medias: Vec::new(),
+                sent_done: 0,
+                invites_done: 0,
+                bytes_done: 0,
+                packets_done: 0,
+                lost_done: 0,
+                frames_done: 0,
+                outputs: None,
+            },
+        );
+    }
+    let hooks: Arc<dyn ChannelHooks> = Arc::new(Hooks {
+        shared: Arc::downgrade(sh),
+    });
+    let factory = ChannelFactory::new(
+        channel,
+        hooks,
+        Duration::from_secs(u64::from(sh.cfg.wait_timeout_s.max(1)) + 5),
+    );
+    if let Some(m) = sh.server.mount_points() {
+        m.add_factory(&format!("/{channel}"), factory);
+    }
+    let url = format!("rtsp://{}:{}/{channel}", sh.cfg.public_host, sh.rtsp_port);
+    println!("[gateway] channel {channel} of device {device}: {url}");
+    if sh.cfg.hls || sh.cfg.record_dir.is_some() {
+        let s = OutputSettings {
+            channel: channel.to_string(),
+            hls_dir: sh.cfg.hls.then(|| sh.cfg.hls_dir.clone()),
+            record_dir: sh.cfg.record_dir.clone(),
+            segment_s: sh.cfg.record_segment_s,
+        };
+        if sh.cfg.hls {
+            println!(
+                "[gateway]   HLS: http://{}:{}/{channel}/index.m3u8",
+                sh.cfg.public_host, sh.cfg.hls_port
+            );
+        }
+        // HLS and recording keep the camera session up; started off the caller's thread
+        // (the endpoint's) as it waits for the streams.
+        let weak = Arc::downgrade(sh);
+        let channel = channel.to_string();
+        std::thread::spawn(move || {
+            let Some(sh) = weak.upgrade() else { return };
+            let hooks = Hooks {
+                shared: Arc::downgrade(&sh),
+            };
+            let ingest = match hooks.ingest(&channel) {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("[gateway] channel {channel}: outputs: {e}");
+                    return;
+                }
+            };
+            ingest.hold();
+            let r = ChannelOutputs::start(s, ingest.clone());
+            ingest.release();
+            match r {
+                Ok(o) => {
+                    if let Some(c) = lock(&sh.channels).get_mut(&channel) {
+                        c.outputs = Some(o);
+                        return;
+                    }
+                }
+                Err(e) => eprintln!("[gateway] channel {channel}: outputs: {e}"),
+            }
+            hooks.maybe_stop(&channel);
+        });
+    }
+}
+
+/// Moves a finished ingest's figures into the channel's totals.
+fn retire_stats(c: &mut Channel, ingest: &Ingest) {
+    if let Some(st) = ingest.src_stats() {
+        c.invites_done += u64_field(&st, "invites");
+        c.bytes_done += u64_field(&st, "bytes");
+        c.packets_done += u64_field(&st, "packets-received");
+        c.lost_done += u64_field(&st, "packets-lost");
+        c.frames_done += u64_field(&st, "frames");
+    }
+}
+
+/// The factories' view of the gateway.
+struct Hooks {
+    shared: Weak<Shared>,
+}
+
+impl ChannelHooks for Hooks {
+    fn ingest(&self, channel: &str) -> Result<Arc<Ingest>, String> {
+        let sh = self.shared.upgrade().ok_or("gateway stopped")?;
+        if sh.stopping.load(Ordering::SeqCst) {
+            return Err("gateway stopping".into());
+        }
+        let mut chans = lock(&sh.channels);
+        let c = chans.get_mut(channel).ok_or("channel not mounted")?;
+        if let Some(i) = &c.ingest {
+            if !i.is_failed() {
+                return Ok(i.clone());
+            }
+            let old = c.ingest.take();
+            if let Some(old) = old {
+                retire_stats(c, &old);
+                old.stop();
+            }
+        }
+        let i = Ingest::start(channel, &src_properties(&sh.cfg, &c.device_id, channel))?;
+        c.ingest = Some(i.clone());
+        Ok(i)
+    }
+
+    fn media_configured(
+        &self,
+        channel: &str,
+        media: &gst_rtsp_server::RTSPMedia,
+        counters: Arc<MediaCounters>,
+    ) {
+        let Some(sh) = self.shared.upgrade() else {
+            return;
+        };
+        if let Some(c) = lock(&sh.channels).get_mut(channel) {
+            let mut done = 0;
+            c.medias.retain(|(m, k)| {
+                let alive = m.upgrade().is_some();
+                if !alive {
+                    done += k.get().0;
+                }
+                alive
+            });
+            c.sent_done += done;
+            c.medias.push((media.downgrade(), counters));
+        }
+    }
+
+    fn maybe_stop(&self, channel: &str) {
+        let Some(sh) = self.shared.upgrade() else {
+            return;
+        };
+        let stop = {
+            let mut chans = lock(&sh.channels);
+            let Some(c) = chans.get_mut(channel) else {
+                return;
+            };
+            match &c.ingest {
+                Some(i) if i.is_unused() || i.is_failed() => {
+                    let i = c.ingest.take();
+                    if let Some(i) = &i {
+                        retire_stats(c, i);
+                    }
+                    i
+                }
+                _ => None,
+            }
+        };
+        if let Some(i) = stop {
+            i.stop();
+        }
+    }
+}
+
+fn unmount_device(sh: &Shared, device: &str) {
+    type Gone = (String, Option<ChannelOutputs>, Option<Arc<Ingest>>);
+    let gone: Vec<Gone> = {
+        let mut chans = lock(&sh.channels);
+        let ids: Vec<String> = chans
+            .iter()
+            .filter(|(_, c)| c.device_id == device)
+            .map(|(k, _)| k.clone())
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| chans.remove(&id).map(|c| (id, c.outputs, c.ingest)))
+            .collect()
+    };
+    for (id, outputs, ingest) in gone {
+        if let Some(o) = outputs {
+            o.stop();
+        }
+        if let Some(i) = ingest {
+            i.stop();
+        }
+        if let Some(m) = sh.server.mount_points() {
+            m.remove_factory(&format!("/{id}"));
+        }
+    }
+}
+
+fn u64_field(s: &gst::StructureRef, name: &str) -> u64 {
+    s.get::<u64>(name)
+        .or_else(|_| s.get::<u32>(name).map(u64::from))
+        .unwrap_or(0)
+}
+
+/// Per-source statistics structures of an RTPSession object.
+fn source_stats(rtpsession: &glib::Object) -> Vec<gst::Structure> {
+    let Some(stats) = rtpsession
+        .find_property("stats")
+        .and_then(|_| rtpsession.property::<Option<gst::Structure>>("stats"))
+    else {
+        return Vec::new();
+    };
+    #[allow(deprecated)]
+    let arr = stats.get::<glib::ValueArray>("source-stats");
+    #[allow(deprecated)]
+    match arr {
+        Ok(a) => a
+            .iter()
+            .filter_map(|v| v.get::<gst::Structure>().ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Client address, transport and RTCP port of a stream transport (not in the bindings).
+fn transport_info(
+    client_ip: &str,
+    t: &gst_rtsp_server::RTSPStreamTransport,
+) -> (String, &'static str, Option<i32>) {
+    // SAFETY: the transport outlives the call; the returned struct is owned by it and only
+    // read here.
+    unsafe {
+        let tr = gst_rtsp_server::ffi::gst_rtsp_stream_transport_get_transport(t.to_glib_none().0);
+        if tr.is_null() {
+            return (client_ip.to_string(), "?", None);
+        }
+        let lower = (*tr).lower_transport;
+        if lower & gst_rtsp_server::gst_rtsp::ffi::GST_RTSP_LOWER_TRANS_TCP != 0 {
+            (client_ip.to_string(), "tcp", None)
+        } else if lower & gst_rtsp_server::gst_rtsp::ffi::GST_RTSP_LOWER_TRANS_UDP_MCAST != 0 {
+            (client_ip.to_string(), "udp-mcast", None)
+        } else {
+            let p = (*tr).client_port;
+            (format!("{client_ip}:{}", p.min), "udp", Some(p.max))
+        }
+    }
+}
+
+fn client_ip(c: &gst_rtsp_server::RTSPClient) -> String {
+    // SAFETY: the connection belongs to the client, which we hold a reference to; the IP
+    // string is owned by the connection and copied at once.
+    unsafe {
+        let conn = gst_rtsp_server::ffi::gst_rtsp_client_get_connection(c.to_glib_none().0);
+        if conn.is_null() {
+            return String::new();
+        }
+        let ip = gst_rtsp_server::gst_rtsp::ffi::gst_rtsp_connection_get_ip(conn);
+        if ip.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(ip).to_string_lossy().into_owned()
+    }
+}
+
+/// Collects every figure.
+/// Remembers what the session's medias had sent when it started playing.
+fn record_baselines(sh: &Shared, session: &gst_rtsp_server::RTSPSession) {
+    let Some(sid) = session.sessionid().map(|s| s.to_string()) else {
+        return;
+    };
+    let medias: Vec<gst_rtsp_server::RTSPMedia> = session
+        .filter(None)
+        .iter()
+        .filter_map(|sm| sm.media())
+        .collect();
+    let counters: Vec<Arc<MediaCounters>> = {
+        let chans = lock(&sh.channels);
+        chans
+            .values()
+            .flat_map(|c| c.medias.iter())
+            .filter(|(m, _)| m.upgrade().is_some_and(|m| medias.contains(&m)))
+            .map(|(_, k)| k.clone())
+            .collect()
+    };
+    if let Some(k) = counters.first() {
+        lock(&sh.rates)
+            .baselines
+            .entry((sid, 0))
+            .or_insert_with(|| k.get());
+    }
+}
+
+/// Refreshes the ingests' element statistics, with no gateway lock held (reading them can
+/// block while gb28181src is busy, so this runs on a thread of its own).
+fn refresh_ingest_stats(sh: &Shared) {
+    let ingests: Vec<Arc<Ingest>> = lock(&sh.channels)
+        .values()
+        .filter_map(|c| c.ingest.clone())
+        .collect();
+    for i in &ingests {
+        i.refresh_stats();
+    }
+}
+
+fn snapshot(sh: &Shared) -> Snapshot {
+    let now = Instant::now();
+    let devices: Vec<DeviceStat> = sh
+        .endpoint
+        .devices()
+        .into_iter()
+        .map(|d| DeviceStat {
+            id: d.id,
+            online: d.online,
+        })
+        .collect();
+    // Which media serves which channel.
+    let mut media_channel: Vec<(gst_rtsp_server::RTSPMedia, String, Arc<MediaCounters>)> =
+        Vec::new();
+    let mut paths: Vec<PathStat> = Vec::new();
+    let mut rates = lock(&sh.rates);
+    let refresh_latency = {
+        let mut at = lock(&sh.latency_at);
+        let due = at.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        if due {
+            *at = Some(now);
+        }
+        due
+    };
+    {
+        let chans = lock(&sh.channels);
+        if refresh_latency {
+            let mut lat = lock(&sh.latency);
+            lat.clear();
+            for (id, c) in chans.iter() {
+                if let Some(l) = c.ingest.as_ref().and_then(|i| i.take_latency()) {
+                    lat.insert(id.clone(), l);
+                }
+            }
+        }
+        let lat = lock(&sh.latency).clone();
+        for (id, c) in chans.iter() {
+            let mut p = PathStat {
+                name: id.clone(),
+                device_id: c.device_id.clone(),
+                invites: c.invites_done,
+                bytes_received: c.bytes_done,
+                packets_received: c.packets_done,
+                packets_lost: c.lost_done,
+                frames: c.frames_done,
+                hls: c
+                    .outputs
+                    .as_ref()
+                    .is_some_and(|o| o.settings.hls_dir.is_some()),
+                recording: c
+                    .outputs
+                    .as_ref()
+                    .is_some_and(|o| o.settings.record_dir.is_some()),
+                ..Default::default()
+            };
+            if let Some(st) = c.ingest.as_ref().and_then(|i| i.src_stats()) {
+                p.invites += u64_field(&st, "invites");
+                p.bytes_received += u64_field(&st, "bytes");
+                p.packets_received += u64_field(&st, "packets-received");
+                p.packets_lost += u64_field(&st, "packets-lost");
+                p.frames += u64_field(&st, "frames");
+                p.ready = st.get::<bool>("streaming").unwrap_or(false);
+            }
+            if let Some((avg, max)) = lat.get(id) {
+                p.latency_avg_ms = *avg;
+                p.latency_max_ms = *max;
+            }
+            p.bytes_sent = c.sent_done;
+            for (m, k) in &c.medias {
+                p.bytes_sent += k.get().0;
+                if let Some(m) = m.upgrade() {
+                    media_channel.push((m, id.clone(), k.clone()));
+                }
+            }
+            p.bitrate_in_bps = rates.rate(&format!("in:{id}"), p.bytes_received, now);
+            p.bitrate_out_bps = rates.rate(&format!("out:{id}"), p.bytes_sent, now);
+            paths.push(p);
+        }
+    }
+
+    let mut sessions = Vec::new();
+    let clients = sh.server.client_filter(None);
+    for client in &clients {
+        let ip = client_ip(client);
+        for session in client.session_filter(None) {
+            let sid = session
+                .sessionid()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            for sm in session.filter(None) {
+                let Some(media) = sm.media() else { continue };
+                let Some((path, counters)) = media_channel
+                    .iter()
+                    .find(|(m, _, _)| *m == media)
+                    .map(|(_, c, k)| (c.clone(), k.clone()))
+                else {
+                    continue;
+                };
+                // What the media sent since this session was first seen.
+                let (octets, packets) = counters.get();
+                let base = *rates
+                    .baselines
+                    .entry((sid.clone(), 0))
+                    .or_insert((octets, packets));
+                let mut x = SessionStat {
+                    bytes_sent: octets.saturating_sub(base.0),
+                    packets_sent: packets.saturating_sub(base.1),
+                    id: sid.clone(),
+                    path: path.clone(),
+                    ..Default::default()
+                };
+                for i in 0..media.n_streams() {
+                    let Some(t) = sm.transport(i) else { continue };
+                    let (remote, kind, rtcp_port) = transport_info(&ip, &t);
+                    x.remote = remote;
+                    x.transport = kind.into();
+                    let Some(rs) = media.stream(i).and_then(|s| s.rtpsession()) else {
+                        continue;
+                    };
+                    for s in source_stats(&rs) {
+                        let internal = s.get::<bool>("internal").unwrap_or(false);
+                        if !internal
+                            && let Some(port) = rtcp_port
+                            && s.get::<String>("rtcp-from").ok().as_deref()
+                                == Some(format!("{ip}:{port}").as_str())
+                            && s.get::<bool>("have-rb").unwrap_or(false)
+                        {
+                            let clock = f64::from(
+                                media
+                                    .stream(i)
+                                    .and_then(|st| st.rtpinfo())
+                                    .map(|(_, _, clock, _)| clock)
+                                    .unwrap_or(90_000)
+                                    .max(1),
+                            );
+                            let lost = s.get::<i32>("rb-packetslost").unwrap_or(0);
+                            *x.packets_lost.get_or_insert(0) += i64::from(lost);
+                            let j = u64_field(&s, "rb-jitter") as f64 * 1000.0 / clock;
+                            x.jitter_ms = Some(x.jitter_ms.unwrap_or(0.0).max(j));
+                            let rtt = u64_field(&s, "rb-round-trip") as f64 * 1000.0 / 65536.0;
+                            x.round_trip_ms = Some(rtt);
+                        }
+                    }
+                }
+                x.bitrate_bps = rates.rate(&format!("sess:{sid}:{path}"), x.bytes_sent, now);
+                if let Some(p) = paths.iter_mut().find(|p| p.name == path) {
+                    p.readers += 1;
+                }
+                sessions.push(x);
+            }
+        }
+    }
+    // Forget baselines of sessions that are gone.
+    let live: std::collections::HashSet<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
+    rates
+        .baselines
+        .retain(|(sid, _), _| live.contains(sid.as_str()));
+    drop(rates);
+    Snapshot {
+        devices,
+        paths,
+        sessions,
+        rtsp_conns: clients.len() as u32,
+    }
+}

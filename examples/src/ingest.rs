@@ -1,0 +1,459 @@
+//! The camera side of one channel: `gb28181src ! psdemux`, each elementary stream parsed
+//! (`h264parse`/`h265parse`/`aacparse`, G.711 as is) into an appsink, and fanned out to any
+//! number of subscribers (`appsrc`s of RTSP medias, HLS/recording). One ingest = one INVITE;
+//! it stops (BYE) when its last subscriber leaves.
+//!
+//! Decoupling the camera from gst-rtsp-server this way keeps the RTSP media static
+//! (`appsrc ! rtph264pay name=pay0 ...`, built once the streams are known) instead of relying
+//! on dynamic payloaders, and lets HLS/recording share the session.
+//!
+//! Limits: subscribers are appsrcs with bounded queues ([`SUBSCRIBER_MAX_BYTES`], oldest data
+//! dropped when a subscriber is slow); at most [`MAX_SUBSCRIBERS`] per channel.
+
+use crate::factory::CAT;
+use gst::prelude::*;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+pub const SUBSCRIBER_MAX_BYTES: u64 = 8 * 1024 * 1024;
+pub const MAX_SUBSCRIBERS: usize = 1024;
+/// After video is known, how long to wait for audio before declaring the streams.
+pub const AUDIO_WAIT: Duration = Duration::from_millis(1500);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Video,
+    Audio,
+}
+
+struct Subscriber {
+    id: u64,
+    kind: Kind,
+    src: gst_app::AppSrc,
+    /// Video subscribers start at a key frame.
+    started: bool,
+    /// Keep the camera's timing (clock time) instead of appsrc's do-timestamp.
+    keep_timing: bool,
+}
+
+#[derive(Default)]
+struct State {
+    video_caps: Option<gst::Caps>,
+    audio_caps: Option<gst::Caps>,
+    video_since: Option<Instant>,
+    first_data: Option<Instant>,
+    subscribers: Vec<Subscriber>,
+    next_id: u64,
+    /// Users that are not subscribers yet (a media being built).
+    holds: u32,
+    failed: Option<String>,
+    stopped: bool,
+    /// Arrival (gb28181src timestamp) to fan-out, since the last [`Ingest::take_latency`].
+    lat_sum_ns: u64,
+    lat_count: u64,
+    lat_max_ns: u64,
+}
+
+/// A running ingest.
+pub struct Ingest {
+    pub channel: String,
+    pipeline: gst::Pipeline,
+    src: gst::Element,
+    state: Mutex<State>,
+    cond: Condvar,
+    /// gb28181src's stats as last read by [`refresh_stats`](Self::refresh_stats): reading
+    /// the property can block while the element is busy, so it is never read with gateway
+    /// locks held.
+    stats: Mutex<Option<gst::Structure>>,
+}
+
+/// The launch fragment after the demuxer for a stream's caps; None = not used.
+fn parser_for(caps: &gst::CapsRef) -> Option<(Kind, &'static str)> {
+    let s = caps.structure(0)?;
+    Some(match s.name().as_str() {
+        "video/x-h264" => (
+            Kind::Video,
+            "h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au",
+        ),
+        "video/x-h265" => (
+            Kind::Video,
+            "h265parse config-interval=-1 ! video/x-h265,stream-format=byte-stream,alignment=au",
+        ),
+        "audio/x-alaw" | "audio/x-mulaw" => (Kind::Audio, "identity"),
+        "audio/mpeg" if s.get::<i32>("mpegversion").ok() != Some(1) => (Kind::Audio, "aacparse"),
+        _ => return None,
+    })
+}
+
+/// The payloader for the caps an ingest publishes.
+pub fn payloader_for(caps: &gst::CapsRef, pt: u32) -> Option<String> {
+    let s = caps.structure(0)?;
+    Some(match s.name().as_str() {
+        "video/x-h264" => format!("rtph264pay config-interval=-1 pt={pt}"),
+        "video/x-h265" => format!("rtph265pay config-interval=-1 pt={pt}"),
+        "audio/x-alaw" => "rtppcmapay pt=8".into(),
+        "audio/x-mulaw" => "rtppcmupay pt=0".into(),
+        "audio/mpeg" => format!("rtpmp4gpay pt={pt}"),
+        _ => return None,
+    })
+}
+
+impl Ingest {
+    /// Starts the camera session (INVITE happens as the pipeline starts).
+    pub fn start(
+        channel: &str,
+        src_properties: &[(String, String)],
+    ) -> Result<Arc<Ingest>, String> {
+        let pipeline = gst::Pipeline::with_name(&format!("ingest-{channel}"));
+        let src = gst::ElementFactory::make("gb28181src")
+            .name("src")
+            .build()
+            .map_err(|e| format!("gb28181src: {e}"))?;
+        for (k, v) in src_properties {
+            if src.find_property(k).is_some() {
+                src.set_property_from_str(k, v);
+            }
+        }
+        let demux = gst::ElementFactory::make("psdemux")
+            .build()
+            .map_err(|e| format!("psdemux: {e}"))?;
+        pipeline
+            .add_many([&src, &demux])
+            .map_err(|e| e.to_string())?;
+        src.link(&demux).map_err(|e| e.to_string())?;
+        let ingest = Arc::new(Ingest {
+            channel: channel.to_string(),
+            pipeline: pipeline.clone(),
+            src,
+            state: Mutex::new(State::default()),
+            cond: Condvar::new(),
+            stats: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&ingest);
+        demux.connect_pad_added(move |_, pad| {
+            if let Some(i) = weak.upgrade() {
+                i.on_pad(pad);
+            }
+        });
+        // Errors (camera gone, refused INVITE, stream timeout) end the ingest.
+        let weak = Arc::downgrade(&ingest);
+        let bus = pipeline.bus().ok_or("no bus")?;
+        std::thread::Builder::new()
+            .name(format!("ingest-bus-{channel}"))
+            .spawn(move || watch_bus(bus, weak))
+            .map_err(|e| e.to_string())?;
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| format!("ingest {channel}: {e}"))?;
+        Ok(ingest)
+    }
+
+    fn on_pad(self: &Arc<Self>, pad: &gst::Pad) {
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let Some((kind, parse)) = parser_for(&caps) else {
+            gst::info!(
+                CAT,
+                "{}: ignoring stream {} ({caps})",
+                self.channel,
+                pad.name()
+            );
+            return;
+        };
+        {
+            let st = lock(&self.state);
+            let known = match kind {
+                Kind::Video => st.video_caps.is_some(),
+                Kind::Audio => st.audio_caps.is_some(),
+            };
+            if known {
+                return;
+            }
+        }
+        let desc = format!(
+            "queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! {parse} ! appsink name=sink sync=false emit-signals=false max-buffers=0"
+        );
+        let Ok(chain) = gst::parse::bin_from_description(&desc, true) else {
+            return;
+        };
+        let Some(sink) = chain
+            .by_name("sink")
+            .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
+        else {
+            return;
+        };
+        let weak: Weak<Ingest> = Arc::downgrade(self);
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    if let Some(i) = weak.upgrade() {
+                        i.on_sample(kind, &sample);
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        if self.pipeline.add(&chain).is_err() {
+            return;
+        }
+        let _ = chain.sync_state_with_parent();
+        if let Some(sinkpad) = chain.static_pad("sink") {
+            let _ = pad.link(&sinkpad);
+        }
+        gst::info!(CAT, "{}: stream {} ({caps})", self.channel, pad.name());
+    }
+
+    fn on_sample(&self, kind: Kind, sample: &gst::Sample) {
+        let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps_owned()) else {
+            return;
+        };
+        let lat = buffer
+            .pts()
+            .zip(self.pipeline.base_time())
+            .zip(self.pipeline.clock().map(|c| c.time()))
+            .map(|((p, b), now)| now.saturating_sub(p + b).nseconds());
+        let targets: Vec<(gst_app::AppSrc, bool)> = {
+            let mut st = lock(&self.state);
+            if let Some(l) = lat {
+                st.lat_sum_ns += l;
+                st.lat_count += 1;
+                st.lat_max_ns = st.lat_max_ns.max(l);
+            }
+            st.first_data.get_or_insert_with(Instant::now);
+            let changed = match kind {
+                Kind::Video => st.video_caps.as_ref() != Some(&caps),
+                Kind::Audio => st.audio_caps.as_ref() != Some(&caps),
+            };
+            if changed {
+                match kind {
+                    Kind::Video => {
+                        st.video_caps = Some(caps.clone());
+                        st.video_since.get_or_insert_with(Instant::now);
+                    }
+                    Kind::Audio => st.audio_caps = Some(caps.clone()),
+                }
+                self.cond.notify_all();
+            }
+            let key = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+            st.subscribers
+                .iter_mut()
+                .filter(|s| s.kind == kind)
+                .filter_map(|s| {
+                    if kind == Kind::Video && !s.started {
+                        if !key {
+                            return None;
+                        }
+                        s.started = true;
+                    }
+                    Some((s.src.clone(), s.keep_timing))
+                })
+                .collect()
+        };
+        // The buffer's time on the (shared, system) clock.
+        let abs = buffer
+            .pts()
+            .zip(self.pipeline.base_time())
+            .map(|(p, b)| p + b);
+        for (src, keep_timing) in targets {
+            let mut b = buffer.clone();
+            {
+                let b = b.make_mut();
+                b.set_dts(gst::ClockTime::NONE);
+                if keep_timing {
+                    // Same instant, in the subscriber pipeline's running time.
+                    match abs.zip(src.base_time()) {
+                        Some((a, base)) if a >= base => b.set_pts(a - base),
+                        _ => continue,
+                    }
+                } else {
+                    // appsrc re-timestamps (do-timestamp) at arrival.
+                    b.set_pts(gst::ClockTime::NONE);
+                }
+            }
+            let _ = src.push_buffer(b);
+        }
+    }
+
+    /// Waits (bounded) until the streams are known: video, plus audio if it comes within
+    /// [`AUDIO_WAIT`]; or audio alone after a few seconds of data.
+    pub fn wait_streams(
+        &self,
+        timeout: Duration,
+    ) -> Result<(Option<gst::Caps>, Option<gst::Caps>), String> {
+        let end = Instant::now() + timeout;
+        let mut st = lock(&self.state);
+        loop {
+            if let Some(e) = &st.failed {
+                return Err(e.clone());
+            }
+            let now = Instant::now();
+            let video_done = st
+                .video_since
+                .is_some_and(|t| st.audio_caps.is_some() || now.duration_since(t) >= AUDIO_WAIT);
+            let audio_only = st.video_caps.is_none()
+                && st.audio_caps.is_some()
+                && st
+                    .first_data
+                    .is_some_and(|t| now.duration_since(t) >= Duration::from_secs(4));
+            if video_done || audio_only {
+                return Ok((st.video_caps.clone(), st.audio_caps.clone()));
+            }
+            if now >= end {
+                return Err(format!("{}: no media within {timeout:?}", self.channel));
+            }
+            let wait = (end - now).min(Duration::from_millis(100));
+            st = self
+                .cond
+                .wait_timeout(st, wait)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
+    /// Keeps the ingest alive while a user is being set up.
+    pub fn hold(&self) {
+        lock(&self.state).holds += 1;
+    }
+
+    pub fn release(&self) {
+        let mut st = lock(&self.state);
+        st.holds = st.holds.saturating_sub(1);
+    }
+
+    /// Feeds `src` with the stream of `kind`; returns an id for [`unsubscribe`](Self::unsubscribe).
+    pub fn subscribe(&self, kind: Kind, src: &gst_app::AppSrc) -> Option<u64> {
+        self.subscribe_with(kind, src, false)
+    }
+
+    /// Like [`subscribe`](Self::subscribe); `keep_timing` keeps the camera's timestamps
+    /// (for muxers) instead of re-timestamping at arrival.
+    pub fn subscribe_with(
+        &self,
+        kind: Kind,
+        src: &gst_app::AppSrc,
+        keep_timing: bool,
+    ) -> Option<u64> {
+        src.set_max_bytes(SUBSCRIBER_MAX_BYTES);
+        src.set_leaky_type(gst_app::AppLeakyType::Downstream);
+        let mut st = lock(&self.state);
+        if st.subscribers.len() >= MAX_SUBSCRIBERS || st.stopped {
+            return None;
+        }
+        st.next_id += 1;
+        let id = st.next_id;
+        st.subscribers.push(Subscriber {
+            id,
+            kind,
+            src: src.clone(),
+            started: false,
+            keep_timing,
+        });
+        Some(id)
+    }
+
+    /// Removes a subscriber; true when nobody uses the ingest any more.
+    pub fn unsubscribe(&self, id: u64) -> bool {
+        let mut st = lock(&self.state);
+        st.subscribers.retain(|s| s.id != id);
+        st.subscribers.is_empty() && st.holds == 0
+    }
+
+    pub fn is_unused(&self) -> bool {
+        let st = lock(&self.state);
+        st.subscribers.is_empty() && st.holds == 0
+    }
+
+    pub fn is_failed(&self) -> bool {
+        let st = lock(&self.state);
+        st.failed.is_some() || st.stopped
+    }
+
+    /// (average, maximum) time in ms from a frame's arrival in gb28181src to its hand-over to
+    /// the subscribers since the last call.
+    pub fn take_latency(&self) -> Option<(f64, f64)> {
+        let mut st = lock(&self.state);
+        if st.lat_count == 0 {
+            return None;
+        }
+        let r = (
+            st.lat_sum_ns as f64 / st.lat_count as f64 / 1e6,
+            st.lat_max_ns as f64 / 1e6,
+        );
+        st.lat_sum_ns = 0;
+        st.lat_count = 0;
+        st.lat_max_ns = 0;
+        Some(r)
+    }
+
+    /// gb28181src's statistics as last refreshed (never blocks).
+    pub fn src_stats(&self) -> Option<gst::Structure> {
+        lock(&self.stats).clone()
+    }
+
+    /// Reads gb28181src's `stats` property (may block while the element is busy: call it
+    /// without holding other locks).
+    pub fn refresh_stats(&self) {
+        let s = self.src.property::<Option<gst::Structure>>("stats");
+        if s.is_some() {
+            *lock(&self.stats) = s;
+        }
+    }
+
+    /// Stops the pipeline (gb28181src sends BYE) and ends every subscriber's stream.
+    pub fn stop(&self) {
+        let subs = {
+            let mut st = lock(&self.state);
+            st.stopped = true;
+            self.cond.notify_all();
+            std::mem::take(&mut st.subscribers)
+        };
+        let _ = self.pipeline.set_state(gst::State::Null);
+        for s in subs {
+            let _ = s.src.end_of_stream();
+        }
+        gst::info!(CAT, "{}: ingest stopped", self.channel);
+    }
+
+    fn fail(&self, why: String) {
+        let subs = {
+            let mut st = lock(&self.state);
+            st.failed = Some(why);
+            self.cond.notify_all();
+            std::mem::take(&mut st.subscribers)
+        };
+        for s in subs {
+            let _ = s.src.end_of_stream();
+        }
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn watch_bus(bus: gst::Bus, weak: Weak<Ingest>) {
+    loop {
+        let msg = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(200),
+            &[gst::MessageType::Error, gst::MessageType::Eos],
+        );
+        let Some(ingest) = weak.upgrade() else { return };
+        if lock(&ingest.state).stopped {
+            return;
+        }
+        let Some(msg) = msg else { continue };
+        let why = match msg.view() {
+            gst::MessageView::Error(e) => format!("{}", e.error()),
+            _ => "end of stream (BYE)".to_string(),
+        };
+        eprintln!("[gateway] channel {}: {why}", ingest.channel);
+        ingest.fail(why);
+        return;
+    }
+}

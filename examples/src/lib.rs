@@ -1,0 +1,44 @@
+//! gst-ipcam's runnable programs, shared code: the GB28181 → RTSP/HLS gateway ([`gateway`]),
+//! simulated cameras ([`sim`]), settings ([`config`]), metrics ([`metrics`]), a small HTTP
+//! server ([`http`]) and the HLS/recording outputs ([`outputs`]).
+
+pub mod config;
+pub mod factory;
+pub mod gateway;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod outputs;
+pub mod sim;
+
+/// Ctrl-C / SIGTERM, as a flag the programs poll (async-signal-safe: the handler only stores).
+pub mod signals {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static STOP: AtomicBool = AtomicBool::new(false);
+
+    extern "C" fn on_signal(_: libc::c_int) {
+        STOP.store(true, Ordering::SeqCst);
+    }
+
+    /// Installs the handler for SIGINT and SIGTERM.
+    pub fn install() {
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: the handler only stores to an atomic.
+        unsafe {
+            libc::signal(libc::SIGINT, handler);
+            libc::signal(libc::SIGTERM, handler);
+        }
+    }
+
+    pub fn stop_requested() -> bool {
+        STOP.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps until a signal arrives or `f` returns true.
+    pub fn wait(mut f: impl FnMut() -> bool) {
+        while !stop_requested() && !f() {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}

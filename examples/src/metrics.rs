@@ -1,0 +1,433 @@
+//! A snapshot of the gateway's figures and its Prometheus text rendering, with
+//! MediaMTX-style names (`paths`, `paths_bytes_received`, `paths_bytes_sent`, `rtsp_conns`,
+//! `rtsp_sessions`, `rtsp_sessions_bytes_sent`, `hls_muxers`) plus `gb28181_*` figures of
+//! the GB28181 side. GStreamer-free.
+
+use std::fmt::Write;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceStat {
+    pub id: String,
+    pub online: bool,
+}
+
+/// One channel (RTSP path).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PathStat {
+    pub name: String,
+    pub device_id: String,
+    /// A camera session is up and media flows.
+    pub ready: bool,
+    /// RTSP sessions playing this path.
+    pub readers: u32,
+    /// INVITEs sent for this path since start.
+    pub invites: u64,
+    pub bytes_received: u64,
+    pub packets_received: u64,
+    pub packets_lost: u64,
+    pub frames: u64,
+    pub bitrate_in_bps: u64,
+    /// RTP bytes the path's payloaders sent (one copy per client).
+    pub bytes_sent: u64,
+    pub bitrate_out_bps: u64,
+    pub hls: bool,
+    pub recording: bool,
+    /// Frame arrival in gb28181src → hand-over to the RTSP medias (ms), over the last second.
+    pub latency_avg_ms: f64,
+    pub latency_max_ms: f64,
+}
+
+/// One RTSP session (one client watching one path).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionStat {
+    pub id: String,
+    pub path: String,
+    pub remote: String,
+    /// `tcp`, `udp` or `udp-mcast`.
+    pub transport: String,
+    pub bytes_sent: u64,
+    pub packets_sent: u64,
+    pub bitrate_bps: u64,
+    /// From the client's RTCP receiver reports (UDP clients), when it sent any.
+    pub packets_lost: Option<i64>,
+    pub jitter_ms: Option<f64>,
+    pub round_trip_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub devices: Vec<DeviceStat>,
+    pub paths: Vec<PathStat>,
+    pub sessions: Vec<SessionStat>,
+    /// RTSP connections (clients), playing or not.
+    pub rtsp_conns: u32,
+}
+
+impl Snapshot {
+    pub fn devices_online(&self) -> usize {
+        self.devices.iter().filter(|d| d.online).count()
+    }
+    pub fn streams_active(&self) -> usize {
+        self.paths.iter().filter(|p| p.ready).count()
+    }
+    pub fn bitrate_in_bps(&self) -> u64 {
+        self.paths.iter().map(|p| p.bitrate_in_bps).sum()
+    }
+    pub fn bitrate_out_bps(&self) -> u64 {
+        self.sessions.iter().map(|s| s.bitrate_bps).sum()
+    }
+
+    /// The console's one-line summary.
+    pub fn summary(&self) -> String {
+        format!(
+            "devices {} (online {}) | streams {}/{} | rtsp clients {} (sessions {}) | in {:.2} Mbit/s | out {:.2} Mbit/s | lost {}",
+            self.devices.len(),
+            self.devices_online(),
+            self.streams_active(),
+            self.paths.len(),
+            self.rtsp_conns,
+            self.sessions.len(),
+            self.bitrate_in_bps() as f64 / 1e6,
+            self.bitrate_out_bps() as f64 / 1e6,
+            self.paths.iter().map(|p| p.packets_lost).sum::<u64>(),
+        )
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Prometheus text exposition format (version 0.0.4).
+pub fn render(s: &Snapshot) -> String {
+    let mut o = String::new();
+    let help = |o: &mut String, name: &str, kind: &str, text: &str| {
+        let _ = writeln!(o, "# HELP {name} {text}\n# TYPE {name} {kind}");
+    };
+    help(
+        &mut o,
+        "gb28181_devices",
+        "gauge",
+        "Registered GB28181 devices",
+    );
+    let _ = writeln!(o, "gb28181_devices {}", s.devices.len());
+    help(
+        &mut o,
+        "gb28181_devices_online",
+        "gauge",
+        "Registered devices that are online",
+    );
+    let _ = writeln!(o, "gb28181_devices_online {}", s.devices_online());
+    help(
+        &mut o,
+        "gb28181_device_online",
+        "gauge",
+        "1 if the device is online",
+    );
+    for d in &s.devices {
+        let _ = writeln!(
+            o,
+            "gb28181_device_online{{id=\"{}\"}} {}",
+            esc(&d.id),
+            u8::from(d.online)
+        );
+    }
+    help(
+        &mut o,
+        "gb28181_streams_active",
+        "gauge",
+        "Channels with a camera session",
+    );
+    let _ = writeln!(o, "gb28181_streams_active {}", s.streams_active());
+
+    let state = |p: &PathStat| if p.ready { "ready" } else { "notReady" };
+    help(&mut o, "paths", "gauge", "Paths (one per channel)");
+    for p in &s.paths {
+        let _ = writeln!(
+            o,
+            "paths{{name=\"{}\",state=\"{}\"}} 1",
+            esc(&p.name),
+            state(p)
+        );
+    }
+    type PathMetric = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&PathStat) -> u64,
+    );
+    let per_path: [PathMetric; 9] = [
+        (
+            "paths_bytes_received",
+            "counter",
+            "PS bytes received from the camera",
+            |p| p.bytes_received,
+        ),
+        (
+            "paths_bytes_sent",
+            "counter",
+            "RTP bytes sent to RTSP clients",
+            |p| p.bytes_sent,
+        ),
+        (
+            "paths_readers",
+            "gauge",
+            "RTSP sessions playing the path",
+            |p| u64::from(p.readers),
+        ),
+        (
+            "paths_rtp_packets_received",
+            "counter",
+            "RTP packets received from the camera",
+            |p| p.packets_received,
+        ),
+        (
+            "paths_rtp_packets_lost",
+            "counter",
+            "RTP packets lost between camera and gateway",
+            |p| p.packets_lost,
+        ),
+        (
+            "paths_frames_received",
+            "counter",
+            "PS frames received",
+            |p| p.frames,
+        ),
+        (
+            "paths_bitrate_received",
+            "gauge",
+            "Bits per second received",
+            |p| p.bitrate_in_bps,
+        ),
+        ("paths_bitrate_sent", "gauge", "Bits per second sent", |p| {
+            p.bitrate_out_bps
+        }),
+        (
+            "gb28181_invites",
+            "counter",
+            "INVITEs sent for the path",
+            |p| p.invites,
+        ),
+    ];
+    for (name, kind, text, f) in per_path {
+        help(&mut o, name, kind, text);
+        for p in &s.paths {
+            let _ = writeln!(
+                o,
+                "{name}{{name=\"{}\",state=\"{}\",device=\"{}\"}} {}",
+                esc(&p.name),
+                state(p),
+                esc(&p.device_id),
+                f(p)
+            );
+        }
+    }
+    help(
+        &mut o,
+        "paths_ingest_latency_ms",
+        "gauge",
+        "Frame arrival to hand-over to clients, average over the last second",
+    );
+    for p in s.paths.iter().filter(|p| p.ready) {
+        let _ = writeln!(
+            o,
+            "paths_ingest_latency_ms{{name=\"{}\"}} {:.3}",
+            esc(&p.name),
+            p.latency_avg_ms
+        );
+    }
+    help(
+        &mut o,
+        "paths_ingest_latency_max_ms",
+        "gauge",
+        "Frame arrival to hand-over to clients, maximum over the last second",
+    );
+    for p in s.paths.iter().filter(|p| p.ready) {
+        let _ = writeln!(
+            o,
+            "paths_ingest_latency_max_ms{{name=\"{}\"}} {:.3}",
+            esc(&p.name),
+            p.latency_max_ms
+        );
+    }
+    help(&mut o, "hls_muxers", "gauge", "HLS muxers");
+    for p in s.paths.iter().filter(|p| p.hls) {
+        let _ = writeln!(o, "hls_muxers{{name=\"{}\"}} 1", esc(&p.name));
+    }
+    help(&mut o, "recorders", "gauge", "Channels being recorded");
+    for p in s.paths.iter().filter(|p| p.recording) {
+        let _ = writeln!(o, "recorders{{name=\"{}\"}} 1", esc(&p.name));
+    }
+    help(&mut o, "rtsp_conns_total", "gauge", "RTSP connections");
+    let _ = writeln!(o, "rtsp_conns_total {}", s.rtsp_conns);
+    help(&mut o, "rtsp_sessions", "gauge", "RTSP sessions");
+    let lbl = |x: &SessionStat| {
+        format!(
+            "id=\"{}\",state=\"read\",path=\"{}\",remote=\"{}\",transport=\"{}\"",
+            esc(&x.id),
+            esc(&x.path),
+            esc(&x.remote),
+            esc(&x.transport)
+        )
+    };
+    for x in &s.sessions {
+        let _ = writeln!(o, "rtsp_sessions{{{}}} 1", lbl(x));
+    }
+    help(
+        &mut o,
+        "rtsp_sessions_bytes_sent",
+        "counter",
+        "RTP bytes sent to the session",
+    );
+    for x in &s.sessions {
+        let _ = writeln!(o, "rtsp_sessions_bytes_sent{{{}}} {}", lbl(x), x.bytes_sent);
+    }
+    help(
+        &mut o,
+        "rtsp_sessions_rtp_packets_sent",
+        "counter",
+        "RTP packets sent to the session",
+    );
+    for x in &s.sessions {
+        let _ = writeln!(
+            o,
+            "rtsp_sessions_rtp_packets_sent{{{}}} {}",
+            lbl(x),
+            x.packets_sent
+        );
+    }
+    help(
+        &mut o,
+        "rtsp_sessions_bitrate_sent",
+        "gauge",
+        "Bits per second sent to the session",
+    );
+    for x in &s.sessions {
+        let _ = writeln!(
+            o,
+            "rtsp_sessions_bitrate_sent{{{}}} {}",
+            lbl(x),
+            x.bitrate_bps
+        );
+    }
+    help(
+        &mut o,
+        "rtsp_sessions_rtp_packets_lost",
+        "gauge",
+        "Packets lost as the client reports (RTCP)",
+    );
+    for x in &s.sessions {
+        if let Some(v) = x.packets_lost {
+            let _ = writeln!(o, "rtsp_sessions_rtp_packets_lost{{{}}} {v}", lbl(x));
+        }
+    }
+    help(
+        &mut o,
+        "rtsp_sessions_rtp_jitter_ms",
+        "gauge",
+        "Interarrival jitter as the client reports (RTCP)",
+    );
+    for x in &s.sessions {
+        if let Some(v) = x.jitter_ms {
+            let _ = writeln!(o, "rtsp_sessions_rtp_jitter_ms{{{}}} {v:.3}", lbl(x));
+        }
+    }
+    help(
+        &mut o,
+        "rtsp_sessions_round_trip_ms",
+        "gauge",
+        "Round trip from the client's RTCP",
+    );
+    for x in &s.sessions {
+        if let Some(v) = x.round_trip_ms {
+            let _ = writeln!(o, "rtsp_sessions_round_trip_ms{{{}}} {v:.3}", lbl(x));
+        }
+    }
+    o
+}
+
+/// Reads one sample `name{...labels containing label_part...} value` out of Prometheus text
+/// (for tests and tools).
+pub fn find_samples(text: &str, name: &str, label_part: &str) -> Vec<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (lhs, v) = l.rsplit_once(' ')?;
+            let metric = lhs.split('{').next()?;
+            (metric == name && lhs.contains(label_part)).then(|| v.parse::<f64>().ok())?
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_and_reads_back() {
+        let s = Snapshot {
+            devices: vec![
+                DeviceStat {
+                    id: "a".into(),
+                    online: true,
+                },
+                DeviceStat {
+                    id: "b\"x".into(),
+                    online: false,
+                },
+            ],
+            paths: vec![PathStat {
+                name: "a".into(),
+                device_id: "a".into(),
+                ready: true,
+                readers: 2,
+                invites: 1,
+                bytes_received: 1000,
+                ..Default::default()
+            }],
+            sessions: vec![SessionStat {
+                id: "s1".into(),
+                path: "a".into(),
+                transport: "tcp".into(),
+                bytes_sent: 777,
+                jitter_ms: Some(1.5),
+                ..Default::default()
+            }],
+            rtsp_conns: 1,
+        };
+        let t = render(&s);
+        assert_eq!(find_samples(&t, "gb28181_devices", ""), vec![2.0]);
+        assert_eq!(find_samples(&t, "gb28181_devices_online", ""), vec![1.0]);
+        assert_eq!(
+            find_samples(&t, "paths", "name=\"a\",state=\"ready\""),
+            vec![1.0]
+        );
+        assert_eq!(
+            find_samples(&t, "paths_bytes_received", "name=\"a\""),
+            vec![1000.0]
+        );
+        assert_eq!(find_samples(&t, "gb28181_invites", "name=\"a\""), vec![1.0]);
+        assert_eq!(
+            find_samples(&t, "rtsp_sessions_bytes_sent", "id=\"s1\""),
+            vec![777.0]
+        );
+        assert_eq!(
+            find_samples(&t, "rtsp_sessions_rtp_jitter_ms", "s1"),
+            vec![1.5]
+        );
+        assert!(t.contains("id=\"b\\\"x\""));
+        // Every sample line has a value that parses.
+        for l in t.lines().filter(|l| !l.starts_with('#')) {
+            assert!(
+                l.rsplit_once(' ')
+                    .and_then(|(_, v)| v.parse::<f64>().ok())
+                    .is_some(),
+                "{l}"
+            );
+        }
+        assert!(s.summary().contains("devices 2 (online 1)"));
+    }
+}

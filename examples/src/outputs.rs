@@ -1,0 +1,244 @@
+//! HLS and MP4 recording of a channel, fed from the channel's [`Ingest`] (so they share the
+//! single camera session with the RTSP clients, keeping the camera's timing): H.264/H.265 pass
+//! through, G.711 is transcoded to AAC (HLS and MP4 need it; AAC passes through), written by
+//! `hlssink2` (playlist + segments) and `splitmuxsink` (MP4 segments named by UTC date and time).
+
+use crate::ingest::{Ingest, Kind};
+use gst::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings of one channel's outputs.
+#[derive(Debug, Clone)]
+pub struct OutputSettings {
+    pub channel: String,
+    /// HLS into `<dir>/<channel>/index.m3u8`.
+    pub hls_dir: Option<PathBuf>,
+    /// MP4 segments into `<dir>/<channel>/<date>-<time>.mp4`.
+    pub record_dir: Option<PathBuf>,
+    pub segment_s: u64,
+}
+
+/// `yyyymmdd-hhmmss` (UTC) of Unix seconds.
+pub fn utc_stamp(unix_s: u64) -> String {
+    let days = (unix_s / 86_400) as i64;
+    let secs = unix_s % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The branch after the tee, per output, for a stream's caps: video passes through (parsed
+/// for the muxer), G.711 becomes AAC.
+pub fn branch_for(caps: &gst::CapsRef) -> Option<(&'static str, bool)> {
+    let s = caps.structure(0)?;
+    Some(match s.name().as_str() {
+        "video/x-h264" => ("h264parse", true),
+        "video/x-h265" => ("h265parse", true),
+        "audio/x-alaw" => (
+            "alawdec ! audioconvert ! audioresample ! avenc_aac ! aacparse",
+            false,
+        ),
+        "audio/x-mulaw" => (
+            "mulawdec ! audioconvert ! audioresample ! avenc_aac ! aacparse",
+            false,
+        ),
+        "audio/mpeg" => ("aacparse", false),
+        _ => return None,
+    })
+}
+
+/// A running output pipeline, fed from the channel's ingest.
+pub struct ChannelOutputs {
+    pub settings: OutputSettings,
+    pipeline: gst::Pipeline,
+    ingest: Arc<Ingest>,
+    subscriptions: Vec<u64>,
+}
+
+fn ensure_dir(d: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))
+}
+
+impl ChannelOutputs {
+    /// Builds HLS and/or recording for the streams the ingest has (it waits for them).
+    pub fn start(s: OutputSettings, ingest: Arc<Ingest>) -> Result<ChannelOutputs, String> {
+        let (video, audio) = ingest.wait_streams(Duration::from_secs(20))?;
+        let pipeline = gst::Pipeline::with_name(&format!("outputs-{}", s.channel));
+        let mut sinks: Vec<(gst::Element, bool)> = Vec::new();
+        if let Some(d) = &s.hls_dir {
+            let dir = d.join(&s.channel);
+            ensure_dir(&dir)?;
+            let h = gst::ElementFactory::make("hlssink2")
+                .property(
+                    "location",
+                    dir.join("segment%05d.ts").to_string_lossy().as_ref(),
+                )
+                .property(
+                    "playlist-location",
+                    dir.join("index.m3u8").to_string_lossy().as_ref(),
+                )
+                .property("target-duration", 2u32)
+                .property("playlist-length", 6u32)
+                .property("max-files", 12u32)
+                .build()
+                .map_err(|e| format!("hlssink2: {e}"))?;
+            pipeline.add(&h).map_err(|e| e.to_string())?;
+            sinks.push((h, true));
+        }
+        if let Some(d) = &s.record_dir {
+            let dir = d.join(&s.channel);
+            ensure_dir(&dir)?;
+            let r = gst::ElementFactory::make("splitmuxsink")
+                .property("max-size-time", s.segment_s.max(1) * 1_000_000_000)
+                .build()
+                .map_err(|e| format!("splitmuxsink: {e}"))?;
+            r.connect("format-location", false, move |_| {
+                let stamp = utc_stamp(now_s());
+                let mut path = dir.join(format!("{stamp}.mp4"));
+                let mut n = 1;
+                // Two segments within one second: keep names unique.
+                while path.exists() && n < 1000 {
+                    path = dir.join(format!("{stamp}-{n}.mp4"));
+                    n += 1;
+                }
+                Some(path.to_string_lossy().to_value())
+            });
+            pipeline.add(&r).map_err(|e| e.to_string())?;
+            sinks.push((r, false));
+        }
+        let mut plan = Vec::new();
+        for (kind, caps) in [(Kind::Video, video), (Kind::Audio, audio)] {
+            let Some(caps) = caps else { continue };
+            let Some((branch, is_video)) = branch_for(&caps) else {
+                continue;
+            };
+            let src = gst_app::AppSrc::builder()
+                .caps(&caps)
+                .format(gst::Format::Time)
+                .is_live(true)
+                .do_timestamp(false)
+                .build();
+            let tee = gst::ElementFactory::make("tee")
+                .property("allow-not-linked", true)
+                .build()
+                .map_err(|e| e.to_string())?;
+            pipeline
+                .add_many([src.upcast_ref(), &tee])
+                .map_err(|e| e.to_string())?;
+            src.link(&tee).map_err(|e| e.to_string())?;
+            for (sink, is_hls) in &sinks {
+                let chain = gst::parse::bin_from_description(&format!("queue ! {branch}"), true)
+                    .map_err(|e| e.to_string())?;
+                pipeline.add(&chain).map_err(|e| e.to_string())?;
+                tee.link(&chain).map_err(|e| e.to_string())?;
+                let pad_name = match (is_hls, is_video) {
+                    (_, true) => "video",
+                    (true, false) => "audio",
+                    (false, false) => "audio_%u",
+                };
+                let sinkpad = sink
+                    .request_pad_simple(pad_name)
+                    .ok_or_else(|| format!("no {pad_name} pad"))?;
+                chain
+                    .static_pad("src")
+                    .ok_or("no src pad")?
+                    .link(&sinkpad)
+                    .map_err(|e| e.to_string())?;
+            }
+            plan.push((kind, src));
+        }
+        if plan.is_empty() {
+            return Err("no stream to write".into());
+        }
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| format!("outputs {}: {e}", s.channel))?;
+        let subscriptions = plan
+            .iter()
+            .filter_map(|(kind, src)| ingest.subscribe_with(*kind, src, true))
+            .collect();
+        Ok(ChannelOutputs {
+            settings: s,
+            pipeline,
+            ingest,
+            subscriptions,
+        })
+    }
+
+    pub fn pipeline(&self) -> &gst::Pipeline {
+        &self.pipeline
+    }
+
+    /// Unsubscribes, then EOS so the files are finalized (MP4 moov, last HLS segment).
+    pub fn stop(&self) {
+        for id in &self.subscriptions {
+            self.ingest.unsubscribe(*id);
+        }
+        for src in self.pipeline.iterate_sources().into_iter().flatten() {
+            if let Ok(a) = src.downcast::<gst_app::AppSrc>() {
+                let _ = a.end_of_stream();
+            }
+        }
+        if let Some(bus) = self.pipeline.bus() {
+            let _ = bus.timed_pop_filtered(
+                gst::ClockTime::from_seconds(5),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            );
+        }
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+impl Drop for ChannelOutputs {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps() {
+        assert_eq!(utc_stamp(0), "19700101-000000");
+        assert_eq!(utc_stamp(951_782_400), "20000229-000000");
+        assert_eq!(utc_stamp(1_700_000_000), "20231114-221320");
+    }
+
+    #[test]
+    fn branches() {
+        gst::init().unwrap();
+        let c = |s: &str| gst::Caps::new_empty_simple(s);
+        assert!(branch_for(&c("video/x-h264")).unwrap().1);
+        assert!(
+            branch_for(&c("audio/x-alaw"))
+                .unwrap()
+                .0
+                .contains("avenc_aac")
+        );
+        assert!(branch_for(&c("video/x-jpeg")).is_none());
+    }
+}
