@@ -14,9 +14,8 @@ counts=${GW_BENCH_COUNTS:-"10 25 50"}
 kbps=${GW_BENCH_KBPS:-2000}
 secs=${GW_BENCH_SECONDS:-20}
 size=${GW_BENCH_SIZE:-640x360}
-# Camera media transport: tcp-passive by default (UDP bursts overflow gb28181src's socket
-# buffer at these rates, see the report), udp to measure that.
-media=${GW_BENCH_MEDIA:-tcp-passive}
+# Camera media transport: udp (the GB28181 default) or tcp-passive / tcp-active.
+media=${GW_BENCH_MEDIA:-udp}
 export GW_SIM_PATTERN=${GW_SIM_PATTERN:-snow}   # noise: the encoder spends its whole bitrate
 hz=$(getconf CLK_TCK)
 base=$((20000 + RANDOM % 20000))
