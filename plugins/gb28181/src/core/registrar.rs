@@ -164,14 +164,11 @@ pub struct Registrar {
     pub stats: RegistrarStats,
 }
 
-/// `yyyy-MM-ddTHH:mm:ss.SSS` for Unix ms shifted by `offset_minutes`.
-pub fn format_gb_date(unix_ms: u64, offset_minutes: i32) -> String {
-    let ms = unix_ms as i64 + offset_minutes as i64 * 60_000;
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
+/// Calendar date and time of day `(year, month, day, hour, minute, second)` of signed Unix
+/// seconds (proleptic Gregorian, no leap seconds; Howard Hinnant's civil_from_days).
+pub fn civil_from_unix(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -181,12 +178,15 @@ pub fn format_gb_date(unix_ms: u64, offset_minutes: i32) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
+    (y, m, d, sod / 3600, (sod / 60) % 60, sod % 60)
+}
+
+/// `yyyy-MM-ddTHH:mm:ss.SSS` for Unix ms shifted by `offset_minutes`.
+pub fn format_gb_date(unix_ms: u64, offset_minutes: i32) -> String {
+    let ms = unix_ms as i64 + offset_minutes as i64 * 60_000;
+    let millis = ms.rem_euclid(1000);
+    let (y, m, d, h, mi, s) = civil_from_unix(ms.div_euclid(1000));
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}")
 }
 
 /// The user part of a From/To header, i.e. the GB device ID.
