@@ -65,9 +65,8 @@ pub struct Ingest {
     src: gst::Element,
     state: Mutex<State>,
     cond: Condvar,
-    /// gb28181src's stats as last read by [`refresh_stats`](Self::refresh_stats): reading
-    /// the property can block while the element is busy, so it is never read with gateway
-    /// locks held.
+    /// gb28181src's stats as last read by [`refresh_stats`](Self::refresh_stats): the
+    /// property takes the element's own lock, so it is never read with gateway locks held.
     stats: Mutex<Option<gst::Structure>>,
 }
 
