@@ -157,6 +157,19 @@ fn following<'b>(avail: &[u8], peek: &[u8], at: usize, buf: &'b mut [u8; LOOKAHE
 
 /// Whether `f` starts like a frame (version-2 payload or zero length) or RTSP text; None
 /// when too short to tell.
+/// Whether the RTCP packets' length fields (RFC 3550 §6.4: 32-bit words minus one) add up
+/// to exactly `payload`.
+fn rtcp_lengths_tile(payload: &[u8]) -> bool {
+    let mut off = 0;
+    while off < payload.len() {
+        let Some(l) = payload.get(off + 2..off + 4) else {
+            return false;
+        };
+        off += (usize::from(u16::from_be_bytes([l[0], l[1]])) + 1) * 4;
+    }
+    off == payload.len()
+}
+
 fn next_item_plausible(f: &[u8]) -> Option<bool> {
     match f.first()? {
         b'$' => {
@@ -528,6 +541,14 @@ impl Framer {
             None if self.wait_for_lookahead() => return Step::Need(Some(total + LOOKAHEAD)),
             // Not followed by a frame or RTSP text: either garbage follows a good frame, or
             // this frame is a truncated one whose header swallowed the start of the next.
+            // An RTCP compound packet's length fields tile it exactly: one that doesn't is
+            // a truncated frame that swallowed part of the next, even when garbage follows.
+            Some(false)
+                if avail.get(5).is_some_and(|b| (192..=223).contains(b))
+                    && !rtcp_lengths_tile(&avail[4..total]) =>
+            {
+                return self.garbage(avail);
+            }
             Some(false) => match self.frame_starts_inside(avail, peek, total) {
                 Inside::Yes => return self.garbage(avail),
                 Inside::NeedMore(n) => return Step::Need(Some(n)),

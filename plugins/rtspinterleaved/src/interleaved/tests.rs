@@ -261,6 +261,41 @@ fn truncated_frame_does_not_swallow_the_next_ones() {
     }
 }
 
+/// SR + SDES (CNAME), as servers send them: the length fields tile the compound packet.
+fn rtcp_compound(tag: u8) -> Vec<u8> {
+    let mut p = rtcp_sr();
+    p.extend_from_slice(&[0x81, 202, 0x00, 0x04]);
+    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    p.extend_from_slice(&[1, 8, b'c', b'a', b'm', b'e', b'r', b'a', b'-', tag, 0, 0]);
+    p
+}
+
+#[test]
+fn truncated_rtcp_copy_before_garbage_is_not_merged() {
+    // A truncated copy of an RTCP frame, the real frame, then garbage: the truncated
+    // header's length ends inside the real frame, and what follows the real frame is no
+    // frame either, so only the RTCP length fields show the merged frame is not genuine.
+    let (r1, r2, r3) = (
+        rtcp_compound(b'1'),
+        rtcp_compound(b'2'),
+        rtcp_compound(b'3'),
+    );
+    let mut s = frame(1, &r1);
+    s.extend_from_slice(&frame(1, &r2)[..30]);
+    s.extend(frame(1, &r2));
+    s.extend_from_slice(&[0x11; 40]);
+    s.extend(frame(1, &r3));
+    for sizes in [&[s.len()][..], &[1], &[17]] {
+        let (c, _) = run_split(&s, sizes);
+        let got: Vec<_> = c.packets.iter().map(|p| p.2.clone()).collect();
+        assert_eq!(
+            got,
+            vec![r1.clone(), r2.clone(), r3.clone()],
+            "chunking {sizes:?}"
+        );
+    }
+}
+
 #[test]
 fn rtsp_text_split_across_buffers() {
     let text = session_text((0, 1), (2, 3));
