@@ -4,6 +4,7 @@
 pub mod client;
 pub mod digest;
 pub mod fuzz;
+pub mod id;
 pub mod manscdp;
 pub mod media;
 pub mod registrar;
