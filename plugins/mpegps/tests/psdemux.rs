@@ -757,3 +757,87 @@ fn announced_but_silent_stream_gets_gaps_and_prerolls() {
         "GAP events on the silent audio pad"
     );
 }
+
+/// A live G.711 PS frame (pack + audio PES with PTS), as a camera's first packs before its
+/// first video frame.
+fn ps_audio_frame(pts: u64) -> Vec<u8> {
+    let mut v = ps_frame(pts, &[]);
+    // Turn the empty video PES into an audio one carrying 160 A-law bytes.
+    v[17] = 0xC0;
+    let len = 3 + 5 + 160;
+    v[18] = (len >> 8) as u8;
+    v[19] = len as u8;
+    v.extend_from_slice(&[0xD5; 160]);
+    v
+}
+
+/// A camera whose audio comes before its video (an encoder with latency; G.711 is sent at
+/// once), read live one PS frame per buffer as gb28181src delivers it, with only the video pad
+/// linked (`... ! psdemux name=d d.video_e0 ! ...`): the audio pad is created first and is not
+/// linked; its NOT_LINKED must not stop the element before the video pad exists (stock
+/// mpegpsdemux plays such a line). Old behaviour: the first push returned not-linked.
+#[test]
+fn only_video_linked_plays_when_audio_comes_first() {
+    init();
+    let (mut h, rx, _collector) = frame_aligned_harness(None);
+    for i in 0..10u64 {
+        let mut buf = gst::Buffer::from_mut_slice(ps_audio_frame(90_000 + i * 1800));
+        buf.get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_mseconds(i * 20));
+        assert_eq!(
+            h.push(buf),
+            Ok(gst::FlowSuccess::Ok),
+            "audio frame {i} before any video"
+        );
+    }
+    assert!(h.element().unwrap().static_pad("audio_c0").is_some());
+    let idr: &[u8] = &[
+        0, 0, 0, 1, 0x67, 0x42, 0, 0x1E, 0, 0, 0, 1, 0x68, 0xCE, 0x38, 0x80, 0, 0, 0, 1, 0x65,
+        0x88, 0x84, 0x21, 0xA0,
+    ];
+    let mut first = psm(0x1B);
+    first.extend_from_slice(&ps_frame(90_000 + 18_000, idr));
+    let mut frames = vec![first];
+    for i in 1..100u64 {
+        let mut f = ps_frame(
+            90_000 + 18_000 + i * 3600,
+            &[0, 0, 0, 1, 0x41, 0x9A, i as u8],
+        );
+        f.extend_from_slice(&ps_audio_frame(90_000 + 18_000 + i * 3600)[14..]);
+        frames.push(f);
+    }
+    for (i, f) in frames.into_iter().enumerate() {
+        assert_eq!(
+            h.push(gst::Buffer::from_mut_slice(f)),
+            Ok(gst::FlowSuccess::Ok),
+            "frame {i} with the video linked"
+        );
+    }
+    // Every video frame reached the only linked branch (4 s of stream time: past discovery).
+    assert_eq!(rx.try_iter().count(), 100);
+}
+
+/// Nothing linked at all still stops the element with not-linked once the streams are
+/// known, as with every demuxer (the pipeline does not run forever for nobody).
+#[test]
+fn nothing_linked_still_stops() {
+    let path = mpegpsmux_file("nothing-linked.ps", "key-int-max=30", 150);
+    let p = gst::parse::launch(&format!(
+        "filesrc location={} ! queue ! psdemux name=d",
+        path.display()
+    ))
+    .unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let msg = p.bus().unwrap().timed_pop_filtered(
+        gst::ClockTime::from_seconds(30),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    p.set_state(gst::State::Null).unwrap();
+    match msg.as_ref().map(|m| m.view()) {
+        Some(gst::MessageView::Error(e)) => {
+            assert!(format!("{:?}", e.debug()).contains("not-linked"), "{e:?}")
+        }
+        other => panic!("expected a not-linked error, got {other:?}"),
+    }
+}

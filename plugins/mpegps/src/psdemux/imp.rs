@@ -51,6 +51,9 @@ struct OutStream {
 /// a PSM-announced stream that never carries data (cameras list audio they don't send)
 /// still preroll and downstream aggregators don't wait for it.
 const SPARSE_GAP: gst::ClockTime = gst::ClockTime::from_seconds(1);
+/// The streams seen in this much stream time are taken as all there are (for flow
+/// combining: until then, no linked pad yet is not an error).
+const DISCOVERY: gst::ClockTime = gst::ClockTime::from_seconds(2);
 
 /// Facts about the file in pull mode.
 #[derive(Debug, Clone, Copy, Default)]
@@ -82,6 +85,12 @@ struct State {
     skip_until: u64,
     /// Highest PTS pushed since the last segment, for POSITION queries.
     position: Option<gst::ClockTime>,
+    /// PTS of the first frame, while the set of streams is still being discovered.
+    first_pts: Option<gst::ClockTime>,
+    /// The set of streams is known ([`DISCOVERY`] of stream time went by; a PSM is not
+    /// enough: encoders send audio-only PSMs before their first video frame): from then on,
+    /// all pads NOT_LINKED stops the element, as with every demuxer.
+    streams_known: bool,
     events: Vec<Event>,
 }
 
@@ -101,6 +110,8 @@ impl Default for State {
             pull: None,
             skip_until: 0,
             position: None,
+            first_pts: None,
+            streams_known: false,
             events: Vec::new(),
         }
     }
@@ -299,6 +310,12 @@ impl PsDemux {
         {
             state.position = Some(p);
         }
+        if let Some(p) = pts
+            && !state.streams_known
+        {
+            let first = *state.first_pts.get_or_insert(p);
+            state.streams_known = p.saturating_sub(first) >= DISCOVERY;
+        }
         let s = &mut state.streams[idx];
         {
             let b = buffer.make_mut();
@@ -381,11 +398,21 @@ impl PsDemux {
         }
     }
 
-    fn run_actions(&self, actions: Vec<Action>) -> Result<gst::FlowSuccess, gst::FlowError> {
+    /// Runs pad actions; `streams_known` tells whether all pads NOT_LINKED may stop the
+    /// element yet (before that, a stream that is not linked must not stop the one that will
+    /// be: a camera's audio often comes before the first PSM and the video pad).
+    fn run_actions(
+        &self,
+        actions: Vec<Action>,
+        streams_known: bool,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let mut ret = Ok(gst::FlowSuccess::Ok);
+        // A pad added after the last push has not failed yet: it may be linked.
+        let mut added_since_push = false;
         for a in actions {
             match a {
                 Action::AddPad(pad, sticky) => {
+                    added_since_push = true;
                     pad.set_active(true).ok();
                     for ev in sticky {
                         pad.push_event(ev);
@@ -399,12 +426,17 @@ impl PsDemux {
                     pad.push_event(ev);
                 }
                 Action::Push(pad, buffer) => {
+                    added_since_push = false;
                     let res = pad.push(buffer);
                     ret = self
                         .flow_combiner
                         .lock()
                         .unwrap()
                         .update_pad_flow(&pad, res);
+                    if ret == Err(gst::FlowError::NotLinked) && !streams_known {
+                        gst::debug!(CAT, imp = self, "no pad linked yet, still discovering");
+                        ret = Ok(gst::FlowSuccess::Ok);
+                    }
                     if let Err(e) = ret
                         && e != gst::FlowError::NotLinked
                     {
@@ -413,13 +445,16 @@ impl PsDemux {
                 }
             }
         }
+        if ret == Err(gst::FlowError::NotLinked) && added_since_push {
+            ret = Ok(gst::FlowSuccess::Ok);
+        }
         ret
     }
 
     /// Feeds one input buffer through the core and pushes what comes out.
     fn process_buffer(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
         let mut actions = Vec::new();
-        {
+        let streams_known = {
             let mut state = self.state.lock().unwrap();
             let state = &mut *state;
             let mut events = std::mem::take(&mut state.events);
@@ -468,8 +503,9 @@ impl PsDemux {
                     break;
                 }
             }
-        }
-        self.run_actions(actions)
+            state.streams_known
+        };
+        self.run_actions(actions, streams_known)
     }
 
     fn drain(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
@@ -483,7 +519,7 @@ impl PsDemux {
             self.handle_events(state, &mut actions);
             state.inputs.clear();
         }
-        self.run_actions(actions)
+        self.run_actions(actions, true)
     }
 
     fn push_to_all(&self, event: gst::Event) -> bool {
