@@ -72,6 +72,11 @@ impl Demuxer {
                 && !(c == Codec::Mpeg2Video && s.psm_codec == Some(Codec::Mpeg1Video))
             {
                 s.payload_codec = Some(c);
+            } else if s.payload_codec.is_none()
+                && s.psm_codec.is_none()
+                && s.guessed_codec.is_none()
+            {
+                s.guessed_codec = probe::guess_video(first);
             }
         } else {
             match probe::probe_audio(first) {

@@ -173,6 +173,8 @@ struct Stream {
     id: u8,
     psm_codec: Option<Codec>,
     payload_codec: Option<Codec>,
+    /// A likely codec from the NAL syntax, when neither the PSM nor a confident probe said.
+    guessed_codec: Option<Codec>,
     announced: Option<(Codec, AudioInfo)>,
     /// Scan every payload for AU starts (muxers that do not align PES to AUs, and every new
     /// stream until [`ALIGNED_RUN`] PES with a PTS in a row started exactly at an AU).
@@ -205,6 +207,7 @@ impl Stream {
             id,
             psm_codec: None,
             payload_codec: None,
+            guessed_codec: None,
             announced: None,
             unaligned: ps::is_video_stream_id(id),
             aligned_run: 0,
@@ -233,6 +236,7 @@ impl Stream {
     fn codec(&self) -> Codec {
         self.payload_codec
             .or(self.psm_codec)
+            .or(self.guessed_codec)
             .unwrap_or(if self.is_video() {
                 Codec::H264
             } else {

@@ -79,6 +79,43 @@ pub fn probe_video(payload: &[u8]) -> Option<Codec> {
     None
 }
 
+/// A likely video codec from the NAL header syntax of the first NAL unit, for payloads that
+/// [`probe_video`] cannot tell with confidence (a stream joined mid-GOP starts with a
+/// P-slice). Used only when neither a PSM nor a confident probe named the codec.
+///
+/// H.265 NAL headers are two bytes (forbidden bit 0, type, layer id 0, temporal id + 1 != 0):
+/// slice and parameter-set types with `00..07` as second byte. Read as H.264, those first
+/// bytes are types H.264 encoders do not write (data partitions, SEI with nal_ref_idc != 0,
+/// type 0), and an H.264 slice that starts a picture has first_mb_in_slice 0, so its second
+/// byte has the top bit set. MPEG-4 part 2 pictures and headers start with B0, B5 or B6.
+pub fn guess_video(payload: &[u8]) -> Option<Codec> {
+    let data = &payload[..payload.len().min(PROBE_LIMIT)];
+    for (_, p) in start_codes(data) {
+        let (Some(&b0), Some(&b1)) = (data.get(p), data.get(p + 1)) else {
+            break;
+        };
+        if h265_header_valid(b0, b1) && matches!((b0 >> 1) & 0x3F, 0..=21 | 32..=40) {
+            return Some(Codec::H265);
+        }
+        if b0 & 0x80 == 0 && matches!(b0 & 0x1F, 1 | 5 | 6..=9) {
+            let ty = b0 & 0x1F;
+            // SEI, AUD, SPS/PPS (nal_ref_idc as the spec requires), or a slice starting a picture.
+            let plausible = match ty {
+                6 | 9 => b0 & 0x60 == 0,
+                7 | 8 => b0 & 0x60 != 0,
+                _ => b1 & 0x80 != 0,
+            };
+            if plausible {
+                return Some(Codec::H264);
+            }
+        }
+        if matches!(b0, 0xB0 | 0xB5 | 0xB6) {
+            return Some(Codec::Mpeg4Video);
+        }
+    }
+    None
+}
+
 /// ADTS header facts (sync, layer 0, valid sampling index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdtsInfo {

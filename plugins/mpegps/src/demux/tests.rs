@@ -224,6 +224,37 @@ fn no_psm_guesses_codecs() {
     assert_eq!(aac.unwrap().channels, Some(2));
 }
 
+/// Streams joined mid-GOP without a PSM start with a P-slice, which no probe tells with
+/// confidence: the NAL header syntax still tells H.265 from H.264 from MPEG-4 (H.265 was
+/// announced as H.264 before, and changed at the next key frame).
+#[test]
+fn no_psm_mid_gop_guesses_codec_from_nal_syntax() {
+    // H.265 TRAIL_R (type 1, tid 1), H.265 TRAIL_N after an AUD-less start, H.264 P-slice
+    // (nal_ref_idc 2, first_mb 0), H.264 non-reference P-slice, MPEG-4 P-VOP.
+    let cases: [(&[u8], Codec); 5] = [
+        (&[0, 0, 0, 1, 0x02, 0x01, 0xD0, 0x1A, 0x22], Codec::H265),
+        (&[0, 0, 1, 0x00, 0x01, 0xE0, 0x44, 0x10], Codec::H265),
+        (&[0, 0, 0, 1, 0x41, 0x9A, 0x02, 0x03], Codec::H264),
+        (&[0, 0, 0, 1, 0x01, 0x9E, 0x04, 0x05], Codec::H264),
+        (&[0, 0, 1, 0xB6, 0x50, 0x12, 0x34], Codec::Mpeg4Video),
+    ];
+    for (payload, want) in cases {
+        let mut data = Vec::new();
+        data.extend(pack(&[]));
+        data.extend(pes(0xE0, Some(0), payload, false));
+        data.extend(pack(&[]));
+        let a = added(&run(&data));
+        assert_eq!(a, vec![(0xE0, want)], "{payload:02x?}");
+    }
+    // A PSM still wins over a guess (cameras that label correctly but send odd NALs).
+    let mut data = Vec::new();
+    data.extend(pack(&[]));
+    data.extend(psm(&[(0x1B, 0xE0, &[])]));
+    data.extend(pes(0xE0, Some(0), &[0, 0, 0, 1, 0x02, 0x01, 0xD0], false));
+    data.extend(pack(&[]));
+    assert_eq!(added(&run(&data)), vec![(0xE0, Codec::H264)]);
+}
+
 #[test]
 fn psm_change_changes_codec() {
     let mut data = camera_stream(2);
