@@ -279,7 +279,65 @@ fn live_sources_mux_every_frame() {
     let streams = ffprobe_streams(&path);
     let video = streams.iter().find(|(_, t, _)| t == "video").unwrap();
     assert_eq!(video.2, "25", "{streams:?}");
-    assert_eq!(audio_bytes(&path, 0xC0), 25 * 320);
+    // Audio before the first video key frame is not written (receivers start there); the
+    // rest is, whole.
+    let audio = audio_bytes(&path, 0xC0);
+    assert!(audio % 320 == 0 && audio >= 20 * 320, "{audio} audio bytes");
+    let data = std::fs::read(&path).unwrap();
+    assert_eq!(first_pes_stream(&data), Some(0xE0), "starts with video");
+    assert_eq!(first_psm_streams(&data), vec![0xC0, 0xE0]);
+    std::fs::remove_file(path).ok();
+}
+
+/// The stream id of the first PES packet in `data`.
+fn first_pes_stream(data: &[u8]) -> Option<u8> {
+    data.windows(4)
+        .find(|w| w[..3] == [0, 0, 1] && (0xC0..=0xEF).contains(&w[3]))
+        .map(|w| w[3])
+}
+
+/// The elementary stream ids the first PSM in `data` lists, sorted.
+fn first_psm_streams(data: &[u8]) -> Vec<u8> {
+    let Some(at) = data.windows(4).position(|w| w == [0, 0, 1, 0xBC]) else {
+        return Vec::new();
+    };
+    let psm = &data[at + 6..];
+    let info_len = u16::from_be_bytes([psm[2], psm[3]]) as usize;
+    let map = &psm[4 + info_len..];
+    let map_len = u16::from_be_bytes([map[0], map[1]]) as usize;
+    let mut entries = &map[2..2 + map_len];
+    let mut ids = Vec::new();
+    while entries.len() >= 4 {
+        ids.push(entries[1]);
+        let n = u16::from_be_bytes([entries[2], entries[3]]) as usize;
+        entries = &entries[(4 + n).min(entries.len())..];
+    }
+    ids.sort_unstable();
+    ids
+}
+
+/// An encoder with latency (x264enc's default lookahead) against live G.711: before, psmux
+/// wrote ~1 s of audio-only packs whose PSM listed only the audio, so receivers guessed the
+/// video codec or dropped that audio; now the stream starts at the first video key frame and
+/// its first PSM lists both streams.
+#[test]
+fn live_stream_starts_at_the_first_video_key_frame() {
+    init();
+    let path = scratch("live-latency");
+    run(&format!(
+        "videotestsrc is-live=true num-buffers=50 ! video/x-raw,width=320,height=240,framerate=25/1 \
+         ! x264enc speed-preset=ultrafast rc-lookahead=20 ! h264parse ! psmux name=m latency=100000000 \
+         ! filesink location={} \
+         audiotestsrc is-live=true num-buffers=50 samplesperbuffer=320 ! audio/x-raw,rate=8000,channels=1 \
+         ! alawenc ! m.",
+        path.display()
+    ));
+    let data = std::fs::read(&path).unwrap();
+    assert_eq!(first_pes_stream(&data), Some(0xE0), "starts with video");
+    assert_eq!(first_psm_streams(&data), vec![0xC0, 0xE0]);
+    let streams = ffprobe_streams(&path);
+    let video = streams.iter().find(|(_, t, _)| t == "video").unwrap();
+    assert_eq!(video.2, "50", "{streams:?}");
     std::fs::remove_file(path).ok();
 }
 

@@ -487,3 +487,39 @@ fn pay_output_parses_in_tshark() {
     assert_eq!(rows.last().unwrap()[2], 1, "last packet ends a frame");
     assert_eq!(markers as usize, frames);
 }
+
+/// With B-frames the presentation order is not the decode order: RTP timestamps taken from
+/// the PTS went backwards (39 times in 300 frames); receivers such as ZLMediaKit expect them
+/// to follow the order frames are sent in, as its own sender does. They follow the DTS now.
+#[test]
+fn pay_timestamps_follow_decode_order_with_b_frames() {
+    init();
+    let pipeline = launch(
+        "videotestsrc num-buffers=150 ! video/x-raw,width=320,height=240,framerate=25/1 \
+         ! x264enc speed-preset=ultrafast bframes=2 b-adapt=false key-int-max=50 ! h264parse \
+         ! psmux ! rtppspay name=pay ! fakesink name=out signal-handoffs=true",
+    );
+    let stamps = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let s = stamps.clone();
+    by_name(&pipeline, "out").connect("handoff", false, move |args| {
+        let buffer = args[1].get::<gst::Buffer>().unwrap();
+        let rtp = gst_rtp::RTPBuffer::from_buffer_readable(&buffer).unwrap();
+        if rtp.is_marker() {
+            s.lock().unwrap().push(rtp.timestamp());
+        }
+        None
+    });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    wait_eos(&pipeline, Duration::from_secs(60));
+    pipeline.set_state(gst::State::Null).unwrap();
+    let stamps = stamps.lock().unwrap();
+    assert_eq!(stamps.len(), 150, "one marker per frame");
+    let backwards = stamps
+        .windows(2)
+        .filter(|w| (w[1].wrapping_sub(w[0]) as i32) < 0)
+        .count();
+    assert_eq!(
+        backwards, 0,
+        "RTP timestamps went backwards {backwards} times"
+    );
+}

@@ -15,7 +15,7 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use crate::mux::{Frame, Packet, Piece, PsWriter, WriterConfig, headers, ns_to_90k};
+use crate::mux::{Frame, Packet, Piece, PsWriter, StartGate, WriterConfig, headers, ns_to_90k};
 use crate::ps::Codec;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -82,6 +82,8 @@ struct PadStream {
 #[derive(Debug)]
 struct State {
     writer: PsWriter,
+    /// With a video stream, the output starts at its first key frame.
+    gate: StartGate,
     /// Keyed by sink pad name.
     pads: HashMap<String, PadStream>,
     buffers_out: u64,
@@ -98,6 +100,7 @@ impl Default for State {
     fn default() -> Self {
         State {
             writer: PsWriter::new(Settings::default().writer_config()),
+            gate: StartGate::new(),
             pads: HashMap::new(),
             buffers_out: 0,
             bytes_out: 0,
@@ -224,6 +227,7 @@ impl PsMux {
             .field("bytes", state.bytes_out)
             .field("psm-count", state.psm_count)
             .field("copied-frames", state.copied_frames)
+            .field("dropped-before-start", state.gate.dropped)
             .field("streams", streams)
             .build()
     }
@@ -373,7 +377,7 @@ impl ObjectImpl for PsMux {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("Output buffers and bytes, PSMs written, frames that needed a copy, and per stream: pad, stream id, codec, buffers, bytes")
+                    .blurb("Output buffers and bytes, PSMs written, frames that needed a copy, frames dropped before the first video key frame, and per stream: pad, stream id, codec, buffers, bytes")
                     .read_only()
                     .build(),
             ]
@@ -517,6 +521,7 @@ impl AggregatorImpl for PsMux {
         let raised = {
             let mut state = lock(&self.state);
             state.writer.reset();
+            state.gate.reset();
             state.mode_checked = false;
             std::mem::take(&mut state.raised_latency)
         };
@@ -527,7 +532,11 @@ impl AggregatorImpl for PsMux {
     }
 
     fn flush(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
-        lock(&self.state).writer.reset();
+        {
+            let mut state = lock(&self.state);
+            state.writer.reset();
+            state.gate.reset();
+        }
         self.parent_flush()
     }
 
@@ -586,6 +595,27 @@ impl AggregatorImpl for PsMux {
 }
 
 impl PsMux {
+    /// Whether a video stream exists or is coming: a pad with video caps, or a pad without
+    /// caps yet whose upstream offers video (an encoder that has not output its first frame).
+    fn video_expected(&self) -> bool {
+        let known: Vec<String> = {
+            let state = lock(&self.state);
+            if state.pads.values().any(|p| p.codec.is_video()) {
+                return true;
+            }
+            state.pads.keys().cloned().collect()
+        };
+        self.obj()
+            .sink_pads()
+            .iter()
+            .filter(|p| !known.iter().any(|k| k.as_str() == p.name().as_str()))
+            .any(|p| {
+                p.peer_query_caps(None)
+                    .iter()
+                    .any(|s| s.name().starts_with("video/"))
+            })
+    }
+
     /// Muxes one input buffer of `pad` into one output buffer (`None` for empty GAP buffers).
     fn mux_buffer(
         &self,
@@ -603,6 +633,7 @@ impl PsMux {
         let dts_rt = running_time_ns(segment.as_ref(), buffer.dts());
         let pts_rt = running_time_ns(segment.as_ref(), buffer.pts()).or(dts_rt);
         let settings = *lock(&self.settings);
+        let video_expected = !lock(&self.state).gate.is_started() && self.video_expected();
 
         let (packet, codec) = {
             let mut state = lock(&self.state);
@@ -626,6 +657,21 @@ impl PsMux {
                 dts: dts_rt.map(|t| ns_to_90k(t, settings.timestamp_offset)),
                 key: codec.is_video() && !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
             };
+            if !state.gate.admit(
+                codec.is_video(),
+                frame.key,
+                video_expected,
+                frame.dts.or(frame.pts),
+            ) {
+                gst::log!(
+                    CAT,
+                    imp = self,
+                    "{} frame on {} before the first video key frame: dropped",
+                    codec.name(),
+                    pad.name()
+                );
+                return Ok(None);
+            }
             let packet = state.writer.write_frame(&frame).map_err(|err| {
                 gst::error!(CAT, imp = self, "{err}");
                 gst::FlowError::Error

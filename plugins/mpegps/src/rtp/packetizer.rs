@@ -68,8 +68,45 @@ impl Iterator for Fragments {
     }
 }
 
+/// One tick of the 90 kHz RTP clock, in nanoseconds (rounded up).
+pub const TICK_NS: u64 = 11_112;
+
+/// The time (ns) a PS frame's RTP timestamp is taken from: its DTS (frames are sent in decode
+/// order, so with B-frames the PTS would go backwards), else its PTS; never at or before the
+/// previous frame's (`last_ns`), since a DTS that was negative in running time arrives clamped
+/// or missing and two frames must not share a timestamp.
+pub fn frame_send_time(
+    last_ns: Option<u64>,
+    dts_ns: Option<u64>,
+    pts_ns: Option<u64>,
+) -> Option<u64> {
+    let t = dts_ns.or(pts_ns)?;
+    Some(match last_ns {
+        Some(last) if t <= last => last + TICK_NS,
+        _ => t,
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn send_times_follow_decode_order_and_never_repeat() {
+        use super::frame_send_time as f;
+        // I P B B with B-frame reordering: DTS wins over PTS.
+        assert_eq!(f(None, Some(0), Some(80)), Some(0));
+        assert_eq!(
+            f(Some(0), Some(40_000_000), Some(200_000_000)),
+            Some(40_000_000)
+        );
+        // Negative DTS clamped away upstream: the PTS of the first frames, then monotonic.
+        assert_eq!(f(None, None, Some(0)), Some(0));
+        assert_eq!(
+            f(Some(120_000_000), Some(0), Some(40_000_000)),
+            Some(120_011_112)
+        );
+        assert_eq!(f(Some(5), None, None), None);
+    }
+
     use super::*;
 
     #[test]

@@ -1,7 +1,7 @@
 //! Thin glue around [`crate::rtp::packetizer`]: one input buffer is one PS frame, cut into
 //! MTU-sized packets that share the input's memory (no payload copy), pushed as one list.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex};
 
 use gst::glib;
 use gst::subclass::prelude::*;
@@ -19,7 +19,10 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 #[derive(Default)]
-pub struct RtpPsPay {}
+pub struct RtpPsPay {
+    /// Send time (ns) of the previous frame, for monotonic RTP timestamps.
+    last_send_ns: Mutex<Option<u64>>,
+}
 
 #[glib::object_subclass]
 impl ObjectSubclass for RtpPsPay {
@@ -94,6 +97,9 @@ impl RTPBasePayloadImpl for RtpPsPay {
     }
 
     fn sink_event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::FlushStop(_) = event.view() {
+            *self.last_send_ns.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
         // Stock mpegpsmux sends a BYTES segment; the base class needs TIME to turn PTS into
         // RTP time. Buffers keep their PTS, so a plain TIME segment from 0 is equivalent.
         if let gst::EventView::Segment(segment) = event.view()
@@ -134,8 +140,22 @@ impl RTPBasePayloadImpl for RtpPsPay {
             return Ok(gst::FlowSuccess::Ok);
         }
 
-        // The RTP timestamp follows the frame's PTS, or its DTS when it has no PTS.
-        let pts = buffer.pts().or(buffer.dts());
+        // The RTP timestamp (from the output PTS) follows the frame's DTS: one PS frame per
+        // access unit in decode order, so with B-frames a PTS would go backwards; receivers
+        // (ZLMediaKit, NVRs) expect it to follow sending order. The PS headers inside keep the
+        // real PTS/DTS. Without a DTS, the PTS.
+        let pts = {
+            let mut last = self.last_send_ns.lock().unwrap_or_else(|e| e.into_inner());
+            let t = packetizer::frame_send_time(
+                *last,
+                buffer.dts().map(gst::ClockTime::nseconds),
+                buffer.pts().map(gst::ClockTime::nseconds),
+            );
+            if t.is_some() {
+                *last = t;
+            }
+            t.map(gst::ClockTime::from_nseconds)
+        };
         let dts = buffer.dts();
         let fragments = packetizer::fragments(frame_len, capacity);
         gst::log!(
