@@ -15,7 +15,7 @@ APT_PACKAGES := \
 	libgstreamer-plugins-bad1.0-dev libgstrtspserver-1.0-dev \
 	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp \
-	ffmpeg tshark meson ninja-build python3 curl
+	ffmpeg tshark meson ninja-build python3 python3-gi gir1.2-gst-rtsp-server-1.0 curl
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -282,7 +282,10 @@ fn live_sources_mux_every_frame() {
     // Audio before the first video key frame is not written (receivers start there); the
     // rest is, whole.
     let audio = audio_bytes(&path, 0xC0);
-    assert!(audio.is_multiple_of(320) && audio >= 20 * 320, "{audio} audio bytes");
+    assert!(
+        audio.is_multiple_of(320) && audio >= 20 * 320,
+        "{audio} audio bytes"
+    );
     let data = std::fs::read(&path).unwrap();
     assert_eq!(first_pes_stream(&data), Some(0xE0), "starts with video");
     assert_eq!(first_psm_streams(&data), vec![0xC0, 0xE0]);

@@ -367,7 +367,16 @@ impl PsDemux {
             if i == current {
                 continue;
             }
-            let from = state.streams[i].covered_until.unwrap_or(start).max(start);
+            // A stream is silent from the first moment it is looked at, not from the segment
+            // start: a live source's first data comes at a running time well past 0 (the
+            // camera was INVITEd), and a GAP before the first data of a stream that is about
+            // to carry it reaches the payloader before its caps (an RTSP media then prerolls
+            // without caps and cannot make its SDP).
+            let Some(covered) = state.streams[i].covered_until else {
+                state.streams[i].covered_until = Some(now.max(start));
+                continue;
+            };
+            let from = covered.max(start);
             if now <= from + SPARSE_GAP {
                 continue;
             }
