@@ -1,9 +1,9 @@
 //! The RTSP media factory of one GB28181 channel. A media is
 //! `appsrc name=vsrc ! rtph264pay name=pay0` (or H.265) and `appsrc name=asrc ! rtppcmapay
 //! name=pay1` (or PCMU, AAC), fed from the channel's [`Ingest`]: video and audio pass through
-//! without transcoding. The factory is shared: one media (and one ingest, one INVITE) per
-//! channel however many clients watch; gst-rtsp-server unprepares it when the last client
-//! leaves, and the ingest stops (BYE) when nobody else (HLS, recording) uses it.
+//! without transcoding. One media per viewer, all fed from one ingest (one INVITE) per
+//! channel: each viewer starts with the channel's cached GOP (a clean first picture); the
+//! ingest stops (BYE) when nobody else (viewers, HLS, recording) uses it.
 
 use crate::ingest::{Ingest, Kind, payloader_for};
 use gst::glib;
@@ -93,7 +93,7 @@ pub fn build_media_bin(
             continue;
         };
         parts.push(format!(
-            "appsrc name={name} is-live=true format=time do-timestamp=true min-latency=0 ! {pay} name=pay{n}"
+            "appsrc name={name} is-live=true format=time min-latency=0 ! {pay} name=pay{n}"
         ));
         n += 1;
     }
@@ -151,27 +151,41 @@ mod imp {
         ) -> Option<gst::Element> {
             let (channel, hooks, timeout) = self.parts();
             let hooks = hooks?;
-            let ingest = match hooks.ingest(&channel) {
-                Ok(i) => i,
-                Err(e) => {
-                    gst::warning!(CAT, "channel {channel}: {e}");
-                    return Some(gst::Bin::new().upcast());
+            // Held (never unused, so never stopped by another media leaving) until
+            // configure() subscribes the appsrcs. One that stopped just before the hold (its
+            // last viewer left at that moment) is replaced by a new one.
+            let mut ingest = None;
+            for _ in 0..2 {
+                match hooks.ingest(&channel) {
+                    Ok(i) => {
+                        i.hold();
+                        if !i.is_failed() {
+                            ingest = Some(i);
+                            break;
+                        }
+                        i.release();
+                    }
+                    Err(e) => {
+                        gst::warning!(CAT, "channel {channel}: {e}");
+                        return Some(gst::Bin::new().upcast());
+                    }
                 }
+            }
+            let Some(ingest) = ingest else {
+                gst::warning!(CAT, "channel {channel}: camera session keeps ending");
+                return Some(gst::Bin::new().upcast());
             };
-            ingest.hold();
             let streams = ingest.wait_streams(timeout);
-            ingest.release();
             let bin = streams.and_then(|(v, a)| build_media_bin(v.as_ref(), a.as_ref()));
             match bin {
                 Ok(bin) => {
                     gst::info!(CAT, "new media for channel {channel}");
-                    // Held until configure() subscribes the appsrcs.
-                    ingest.hold();
                     *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(ingest);
                     Some(bin.upcast())
                 }
                 Err(e) => {
                     gst::warning!(CAT, "channel {channel}: {e}");
+                    ingest.release();
                     hooks.maybe_stop(&channel);
                     // An empty bin (no payloader) makes the media fail cleanly: 503.
                     Some(gst::Bin::new().upcast())
@@ -191,16 +205,14 @@ mod imp {
                 .take();
             let Some(ingest) = ingest else { return };
             let bin = element.downcast_ref::<gst::Bin>();
-            let mut ids = Vec::new();
-            for (name, kind) in [("vsrc", Kind::Video), ("asrc", Kind::Audio)] {
-                if let Some(src) = bin
-                    .and_then(|b| b.by_name(name))
-                    .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-                    && let Some(id) = ingest.subscribe(kind, &src)
-                {
-                    ids.push(id);
-                }
-            }
+            let srcs: Vec<(Kind, gst_app::AppSrc)> = [("vsrc", Kind::Video), ("asrc", Kind::Audio)]
+                .into_iter()
+                .filter_map(|(name, kind)| {
+                    let src = bin?.by_name(name)?.downcast::<gst_app::AppSrc>().ok()?;
+                    Some((kind, src))
+                })
+                .collect();
+            let ids = ingest.subscribe_viewer(&srcs);
             ingest.release();
             let counters = Arc::new(MediaCounters::default());
             for n in 0..2 {
@@ -236,7 +248,9 @@ impl ChannelFactory {
         *f.imp().channel.lock().unwrap_or_else(|e| e.into_inner()) = channel.to_string();
         *f.imp().hooks.lock().unwrap_or_else(|e| e.into_inner()) = Some(hooks);
         *f.imp().timeout.lock().unwrap_or_else(|e| e.into_inner()) = timeout;
-        f.set_shared(true);
+        // One media per viewer (one ingest, one INVITE, for all of them): each viewer starts
+        // with the channel's cached GOP instead of joining a shared media mid-GOP.
+        f.set_shared(false);
         f
     }
 }

@@ -7,8 +7,17 @@
 //! (`appsrc ! rtph264pay name=pay0 ...`, built once the streams are known) instead of relying
 //! on dynamic payloaders, and lets HLS/recording share the session.
 //!
+//! New viewers start clean: the ingest keeps the latest GOP (the frames since the last video
+//! key frame, audio included) and a viewer's appsrcs get it first, then the live frames, with
+//! the camera's timestamps shifted so that the cached key frame is at the start of the
+//! viewer's pipeline: the first picture decodes at once and timestamps stay continuous (no
+//! P-frames without their key frame, no DTS going back). The viewer runs behind live by at
+//! most the age of the cached GOP.
+//!
 //! Limits: subscribers are appsrcs with bounded queues ([`SUBSCRIBER_MAX_BYTES`], oldest data
-//! dropped when a subscriber is slow); at most [`MAX_SUBSCRIBERS`] per channel.
+//! dropped when a subscriber is slow); at most [`MAX_SUBSCRIBERS`] per channel; the GOP cache
+//! holds at most [`GOP_MAX_BYTES`] and [`GOP_MAX_FRAMES`] (a longer GOP is not cached: viewers
+//! then start at the next key frame).
 
 use crate::factory::CAT;
 use gst::prelude::*;
@@ -19,6 +28,9 @@ pub const SUBSCRIBER_MAX_BYTES: u64 = 8 * 1024 * 1024;
 pub const MAX_SUBSCRIBERS: usize = 1024;
 /// After video is known, how long to wait for audio before declaring the streams.
 pub const AUDIO_WAIT: Duration = Duration::from_millis(1500);
+pub const GOP_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Video and audio frames (10 s of 25 fps video with 50 audio frames a second).
+pub const GOP_MAX_FRAMES: usize = 750;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -30,14 +42,29 @@ pub enum Kind {
     Audio,
 }
 
+/// How a subscriber's buffers are timed.
+enum Timing {
+    /// The camera's timing on the clock (HLS, recording): starts at a video key frame.
+    Camera,
+    /// A viewer: starts with the cached GOP, timestamps shifted by the group's offset.
+    Viewer(Arc<ViewerGroup>),
+}
+
+/// The appsrcs of one viewer's media share one time offset (audio and video stay in sync).
+#[derive(Default)]
+pub struct ViewerGroup {
+    /// Added to a frame's clock time to get the viewer pipeline's running time (ns).
+    offset_ns: Mutex<Option<i64>>,
+    has_video: bool,
+}
+
 struct Subscriber {
     id: u64,
     kind: Kind,
     src: gst_app::AppSrc,
-    /// Video subscribers start at a key frame.
+    /// Receiving data (video subscribers start at a key frame).
     started: bool,
-    /// Keep the camera's timing (clock time) instead of appsrc's do-timestamp.
-    keep_timing: bool,
+    timing: Timing,
 }
 
 #[derive(Default)]
@@ -52,6 +79,10 @@ struct State {
     holds: u32,
     failed: Option<String>,
     stopped: bool,
+    /// Frames since the last video key frame (that key frame first), with their clock
+    /// times; empty when there is no key frame yet or the GOP outgrew the limits.
+    gop: Vec<(Kind, gst::Buffer, u64)>,
+    gop_bytes: usize,
     /// Arrival (gb28181src timestamp) to fan-out, since the last [`Ingest::take_latency`].
     lat_sum_ns: u64,
     lat_count: u64,
@@ -92,7 +123,7 @@ fn parser_for(caps: &gst::CapsRef) -> Option<(Kind, &'static str)> {
 pub fn payloader_for(caps: &gst::CapsRef, pt: u32) -> Option<String> {
     let s = caps.structure(0)?;
     Some(match s.name().as_str() {
-        "video/x-h264" => format!("rtph264pay config-interval=-1 pt={pt}"),
+        "video/x-h264" => format!("rtph264pay pt={pt}"),
         "video/x-h265" => format!("rtph265pay config-interval=-1 pt={pt}"),
         "audio/x-alaw" => "rtppcmapay pt=8".into(),
         "audio/x-mulaw" => "rtppcmupay pt=0".into(),
@@ -215,65 +246,94 @@ impl Ingest {
             .zip(self.pipeline.base_time())
             .zip(self.pipeline.clock().map(|c| c.time()))
             .map(|((p, b), now)| now.saturating_sub(p + b).nseconds());
-        let targets: Vec<(gst_app::AppSrc, bool)> = {
-            let mut st = lock(&self.state);
-            if let Some(l) = lat {
-                st.lat_sum_ns += l;
-                st.lat_count += 1;
-                st.lat_max_ns = st.lat_max_ns.max(l);
-            }
-            st.first_data.get_or_insert_with(Instant::now);
-            let changed = match kind {
-                Kind::Video => st.video_caps.as_ref() != Some(&caps),
-                Kind::Audio => st.audio_caps.as_ref() != Some(&caps),
-            };
-            if changed {
-                match kind {
-                    Kind::Video => {
-                        st.video_caps = Some(caps.clone());
-                        st.video_since.get_or_insert_with(Instant::now);
-                    }
-                    Kind::Audio => st.audio_caps = Some(caps.clone()),
-                }
-                self.cond.notify_all();
-            }
-            let key = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
-            st.subscribers
-                .iter_mut()
-                .filter(|s| s.kind == kind)
-                .filter_map(|s| {
-                    if kind == Kind::Video && !s.started {
-                        if !key {
-                            return None;
-                        }
-                        s.started = true;
-                    }
-                    Some((s.src.clone(), s.keep_timing))
-                })
-                .collect()
-        };
         // The buffer's time on the (shared, system) clock.
-        let abs = buffer
+        let Some(abs) = buffer
             .pts()
             .zip(self.pipeline.base_time())
-            .map(|(p, b)| p + b);
-        for (src, keep_timing) in targets {
-            let mut b = buffer.clone();
-            {
-                let b = b.make_mut();
-                b.set_dts(gst::ClockTime::NONE);
-                if keep_timing {
-                    // Same instant, in the subscriber pipeline's running time.
-                    match abs.zip(src.base_time()) {
-                        Some((a, base)) if a >= base => b.set_pts(a - base),
-                        _ => continue,
+            .map(|(p, b)| (p + b).nseconds())
+        else {
+            return;
+        };
+        let key = kind == Kind::Video && !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        let mut st = lock(&self.state);
+        if let Some(l) = lat {
+            st.lat_sum_ns += l;
+            st.lat_count += 1;
+            st.lat_max_ns = st.lat_max_ns.max(l);
+        }
+        st.first_data.get_or_insert_with(Instant::now);
+        let changed = match kind {
+            Kind::Video => st.video_caps.as_ref() != Some(&caps),
+            Kind::Audio => st.audio_caps.as_ref() != Some(&caps),
+        };
+        if changed {
+            match kind {
+                Kind::Video => {
+                    st.video_caps = Some(caps.clone());
+                    st.video_since.get_or_insert_with(Instant::now);
+                }
+                Kind::Audio => st.audio_caps = Some(caps.clone()),
+            }
+            self.cond.notify_all();
+        }
+        cache_frame(&mut st, kind, &buffer, abs, key);
+        let State {
+            subscribers, gop, ..
+        } = &mut *st;
+        for s in subscribers.iter_mut().filter(|s| s.kind == kind) {
+            match &s.timing {
+                Timing::Camera => {
+                    if kind == Kind::Video && !s.started && !key {
+                        continue;
                     }
-                } else {
-                    // appsrc re-timestamps (do-timestamp) at arrival.
-                    b.set_pts(gst::ClockTime::NONE);
+                    s.started = true;
+                    push_at(&s.src, &buffer, abs, None);
+                }
+                Timing::Viewer(group) => {
+                    if s.started {
+                        let offset = *lock(&group.offset_ns);
+                        push_at(&s.src, &buffer, abs, offset);
+                        continue;
+                    }
+                    // Not started: begin with the cached GOP (which ends with this frame)
+                    // once the viewer's appsrc accepts data; audio waits for the video.
+                    if s.src.current_state() < gst::State::Paused {
+                        continue;
+                    }
+                    let mut offset = lock(&group.offset_ns);
+                    if offset.is_none() {
+                        if group.has_video && kind == Kind::Audio {
+                            continue;
+                        }
+                        let first = match gop.first() {
+                            Some((Kind::Video, _, t)) => *t,
+                            _ if group.has_video => continue,
+                            _ => abs,
+                        };
+                        // The cached key frame is at running time 0: the viewer's pipeline
+                        // starts running right after it prerolled on that frame.
+                        *offset = Some(-(first as i64));
+                    }
+                    let off = *offset;
+                    drop(offset);
+                    let cached: Vec<_> = gop.iter().filter(|(k, _, _)| *k == kind).collect();
+                    gst::debug!(
+                        CAT,
+                        "{}: viewer {} starts with {} cached {kind:?} frames",
+                        self.channel,
+                        s.id,
+                        cached.len()
+                    );
+                    if cached.is_empty() {
+                        push_at(&s.src, &buffer, abs, off);
+                    } else {
+                        for (_, b, t) in cached {
+                            push_at(&s.src, b, *t, off);
+                        }
+                    }
+                    s.started = true;
                 }
             }
-            let _ = src.push_buffer(b);
         }
     }
 
@@ -323,19 +383,34 @@ impl Ingest {
         st.holds = st.holds.saturating_sub(1);
     }
 
-    /// Feeds `src` with the stream of `kind`; returns an id for [`unsubscribe`](Self::unsubscribe).
-    pub fn subscribe(&self, kind: Kind, src: &gst_app::AppSrc) -> Option<u64> {
-        self.subscribe_with(kind, src, false)
+    /// Feeds a viewer's appsrcs (one per kind, one media): they start with the cached GOP,
+    /// in sync. Returns the subscription ids for [`unsubscribe`](Self::unsubscribe).
+    pub fn subscribe_viewer(&self, srcs: &[(Kind, gst_app::AppSrc)]) -> Vec<u64> {
+        let group = Arc::new(ViewerGroup {
+            offset_ns: Mutex::new(None),
+            has_video: srcs.iter().any(|(k, _)| *k == Kind::Video),
+        });
+        srcs.iter()
+            .filter_map(|(kind, src)| self.add(*kind, src, Timing::Viewer(group.clone())))
+            .collect()
     }
 
-    /// Like [`subscribe`](Self::subscribe); `keep_timing` keeps the camera's timestamps
-    /// (for muxers) instead of re-timestamping at arrival.
+    /// Feeds `src` with the stream of `kind` in the camera's timing (HLS, recording), from
+    /// the next video key frame; `keep_timing == false` makes it a viewer of its own.
     pub fn subscribe_with(
         &self,
         kind: Kind,
         src: &gst_app::AppSrc,
         keep_timing: bool,
     ) -> Option<u64> {
+        if keep_timing {
+            self.add(kind, src, Timing::Camera)
+        } else {
+            self.subscribe_viewer(&[(kind, src.clone())]).pop()
+        }
+    }
+
+    fn add(&self, kind: Kind, src: &gst_app::AppSrc, timing: Timing) -> Option<u64> {
         src.set_max_bytes(SUBSCRIBER_MAX_BYTES);
         src.set_leaky_type(gst_app::AppLeakyType::Downstream);
         let mut st = lock(&self.state);
@@ -344,12 +419,13 @@ impl Ingest {
         }
         st.next_id += 1;
         let id = st.next_id;
+        gst::debug!(CAT, "{}: subscriber {id} ({kind:?})", self.channel);
         st.subscribers.push(Subscriber {
             id,
             kind,
             src: src.clone(),
             started: false,
-            keep_timing,
+            timing,
         });
         Some(id)
     }
@@ -428,6 +504,44 @@ impl Ingest {
             let _ = s.src.end_of_stream();
         }
     }
+}
+
+/// Adds a frame to the GOP cache: a video key frame starts it again; frames before the
+/// first key frame, or past the limits, are not cached (the cache is dropped).
+fn cache_frame(st: &mut State, kind: Kind, buffer: &gst::Buffer, abs: u64, key: bool) {
+    if key {
+        st.gop.clear();
+        st.gop_bytes = 0;
+    } else if st.gop.is_empty() {
+        return;
+    }
+    if st.gop.len() >= GOP_MAX_FRAMES || st.gop_bytes + buffer.size() > GOP_MAX_BYTES {
+        st.gop.clear();
+        st.gop_bytes = 0;
+        return;
+    }
+    st.gop_bytes += buffer.size();
+    st.gop.push((kind, buffer.clone(), abs));
+}
+
+/// Pushes `buffer` (clock time `abs`) into `src`: shifted by `offset` for viewers, or at the
+/// same instant in `src`'s running time (camera timing). Frames that would fall before the
+/// pipeline's start are not pushed.
+fn push_at(src: &gst_app::AppSrc, buffer: &gst::Buffer, abs: u64, offset: Option<i64>) {
+    let pts = match offset {
+        Some(off) => u64::try_from(abs as i64 + off).ok(),
+        None => src
+            .base_time()
+            .and_then(|base| abs.checked_sub(base.nseconds())),
+    };
+    let Some(pts) = pts else { return };
+    let mut b = buffer.clone();
+    {
+        let b = b.make_mut();
+        b.set_dts(gst::ClockTime::NONE);
+        b.set_pts(gst::ClockTime::from_nseconds(pts));
+    }
+    let _ = src.push_buffer(b);
 }
 
 impl Drop for Ingest {

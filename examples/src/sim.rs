@@ -231,10 +231,13 @@ impl SimCamera {
             .build()
             .map_err(|e| format!("gb28181sink: {e}"))?;
         let vq = mk("queue")?;
+        // Paced like a real camera: one frame when its time comes (the appsrc is not live and
+        // runs ahead; psmux would then send a second of frames in one burst).
+        let vsync = mk("clocksync")?;
         pipeline
-            .add_many([vsrc.upcast_ref(), &vq, &mux, &sink])
+            .add_many([vsrc.upcast_ref(), &vq, &vsync, &mux, &sink])
             .map_err(|e| e.to_string())?;
-        gst::Element::link_many([vsrc.upcast_ref(), &vq, &mux, &sink])
+        gst::Element::link_many([vsrc.upcast_ref(), &vq, &vsync, &mux, &sink])
             .map_err(|e| e.to_string())?;
         feed(&vsrc, clip.video.clone(), clip.length);
         if s.audio && !clip.audio.is_empty() {
@@ -249,10 +252,12 @@ impl SimCamera {
                 .max_bytes(256 * 1024)
                 .build();
             let aq = mk("queue")?;
+            let async_ = mk("clocksync")?;
             pipeline
-                .add_many([asrc.upcast_ref(), &aq])
+                .add_many([asrc.upcast_ref(), &aq, &async_])
                 .map_err(|e| e.to_string())?;
-            gst::Element::link_many([asrc.upcast_ref(), &aq, &mux]).map_err(|e| e.to_string())?;
+            gst::Element::link_many([asrc.upcast_ref(), &aq, &async_, &mux])
+                .map_err(|e| e.to_string())?;
             feed(&asrc, clip.audio.clone(), clip.length);
         }
         pipeline
