@@ -47,6 +47,12 @@ pub struct Config {
     /// Seconds gb28181src waits for a device / for media.
     pub wait_timeout_s: u32,
     pub stream_timeout_s: u32,
+    /// Regular expression device and channel IDs must match (checked when set).
+    pub id_pattern: String,
+    /// Catalog channels mounted per device at most.
+    pub max_channels_per_device: u32,
+    /// Registrations accepted at once.
+    pub max_devices: u32,
 }
 
 impl Default for Config {
@@ -77,6 +83,9 @@ impl Default for Config {
             summary_interval_s: 5,
             wait_timeout_s: 10,
             stream_timeout_s: 10,
+            id_pattern: gstgb28181::core::id::DEFAULT_PATTERN.into(),
+            max_channels_per_device: 1024,
+            max_devices: 100_000,
         }
     }
 }
@@ -104,7 +113,10 @@ Options (also keys of the TOML file given with --config FILE; flags win):
   --sim-width/--sim-height/--sim-bitrate-kbps  simulated camera video (640x360, 1000)
   --sim-first-id ID      first simulated device id (34020000001320000001)
   --summary-interval-s N console summary period, 0 = off (5)
-  --wait-timeout-s N / --stream-timeout-s N  gb28181src timeouts (10 / 10)";
+  --wait-timeout-s N / --stream-timeout-s N  gb28181src timeouts (10 / 10)
+  --id-pattern RE        device/channel IDs accepted, a regular expression ([0-9]{20})
+  --max-channels-per-device N  channels mounted per device at most (1024)
+  --max-devices N        registrations at once (100000)";
 
 impl Config {
     /// Applies one setting. Keys use `-` or `_`.
@@ -179,6 +191,15 @@ impl Config {
             "summary-interval-s" => self.summary_interval_s = num(value)?,
             "wait-timeout-s" => self.wait_timeout_s = num(value)?.min(3600) as u32,
             "stream-timeout-s" => self.stream_timeout_s = num(value)?.clamp(1, 3600) as u32,
+            "id-pattern" => {
+                gstgb28181::core::id::IdPolicy::with_pattern(value)
+                    .map_err(|e| format!("id-pattern: {e}"))?;
+                self.id_pattern = v
+            }
+            "max-channels-per-device" => {
+                self.max_channels_per_device = num(value)?.clamp(1, 100_000) as u32
+            }
+            "max-devices" => self.max_devices = num(value)?.clamp(1, 1_000_000) as u32,
             _ => return Err(format!("unknown setting {key}")),
         }
         Ok(())
@@ -229,6 +250,12 @@ impl Config {
             }
         }
         Ok(c)
+    }
+
+    /// The ID policy of `id_pattern`.
+    pub fn id_policy(&self) -> Result<gstgb28181::core::id::IdPolicy, String> {
+        gstgb28181::core::id::IdPolicy::with_pattern(&self.id_pattern)
+            .map_err(|e| format!("id-pattern: {e}"))
     }
 
     /// Per-device passwords as a map.
@@ -299,6 +326,10 @@ mod tests {
         assert!(Config::from_args(&args(&["--server-id", "123"])).is_err());
         assert!(Config::from_args(&args(&["--simulate"])).is_err());
         assert!(Config::from_args(&args(&["stray"])).is_err());
+        assert!(Config::from_args(&args(&["--id-pattern", "("])).is_err());
+        let c = Config::from_args(&args(&["--id-pattern", "cam-[0-9]+"])).unwrap();
+        assert!(c.id_policy().unwrap().is_valid("cam-12"));
+        assert!(!c.id_policy().unwrap().is_valid("34020000001320000001"));
     }
 
     /// Garbage settings and files are refused, never a panic.

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::factory::{CAT, ChannelFactory, ChannelHooks, MediaCounters};
 use crate::http::{self, HttpServer};
 use crate::ingest::Ingest;
-use crate::metrics::{self, DeviceStat, PathStat, SessionStat, Snapshot};
+use crate::metrics::{self, DeviceStat, PathStat, SessionStat, SipCounters, Snapshot};
 use crate::outputs::{ChannelOutputs, OutputSettings};
 use crate::sim::{Clip, SimCamera, SimSettings};
 use gst::glib;
@@ -128,6 +128,9 @@ impl Gateway {
             realm: cfg.server_id[..10].to_string(),
             default_password: (!cfg.password.is_empty()).then(|| cfg.password.clone()),
             passwords: cfg.device_password_map(),
+            id_policy: cfg.id_policy()?,
+            max_channels_per_device: cfg.max_channels_per_device as usize,
+            max_devices: cfg.max_devices as usize,
             ..RegistrarConfig::default()
         };
         let endpoint = Endpoint::obtain(&key, reg)
@@ -437,6 +440,10 @@ fn on_endpoint_event(sh: &Arc<Shared>, ev: &EndpointEvent) {
                     mount(sh, device_id, &item.device_id);
                 }
             }
+        }
+        // Refused or suspicious requests: IDs and sources (printable, never trusted text).
+        e if gstgb28181::messages::is_security_event(e) => {
+            eprintln!("[gateway] warning: {}", gstgb28181::messages::describe(e));
         }
         _ => {}
     }
@@ -767,6 +774,15 @@ fn refresh_ingest_stats(sh: &Shared) {
 
 fn snapshot(sh: &Shared) -> Snapshot {
     let now = Instant::now();
+    let ep_stats = sh.endpoint.stats();
+    let sip = SipCounters {
+        auth_failures: ep_stats.registrar.auth_failures,
+        auth_rate_limited: ep_stats.registrar.rate_limited,
+        forged_requests: ep_stats.registrar.forged_requests,
+        invalid_ids: ep_stats.registrar.invalid_ids,
+        catalog_items_dropped: ep_stats.catalog_items_dropped,
+        events_dropped: ep_stats.events_dropped,
+    };
     let devices: Vec<DeviceStat> = sh
         .endpoint
         .devices()
@@ -928,5 +944,6 @@ fn snapshot(sh: &Shared) -> Snapshot {
         paths,
         sessions,
         rtsp_conns: clients.len() as u32,
+        sip,
     }
 }

@@ -54,6 +54,23 @@ pub struct SessionStat {
     pub round_trip_ms: Option<f64>,
 }
 
+/// The SIP endpoint's counters of refused and suspicious requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SipCounters {
+    /// Digest checks that failed.
+    pub auth_failures: u64,
+    /// REGISTERs refused unchecked because their IP was blocked after failed authentications.
+    pub auth_rate_limited: u64,
+    /// Requests claiming to be a device they did not come from (403 / 481).
+    pub forged_requests: u64,
+    /// Device IDs refused by the ID pattern.
+    pub invalid_ids: u64,
+    /// Catalog items dropped (invalid IDs, beyond max-channels-per-device).
+    pub catalog_items_dropped: u64,
+    /// Endpoint events the gateway did not keep up with.
+    pub events_dropped: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     pub devices: Vec<DeviceStat>,
@@ -61,6 +78,7 @@ pub struct Snapshot {
     pub sessions: Vec<SessionStat>,
     /// RTSP connections (clients), playing or not.
     pub rtsp_conns: u32,
+    pub sip: SipCounters,
 }
 
 impl Snapshot {
@@ -134,6 +152,42 @@ pub fn render(s: &Snapshot) -> String {
             esc(&d.id),
             u8::from(d.online)
         );
+    }
+    let sip: [(&str, &str, u64); 6] = [
+        (
+            "gb28181_auth_failures_total",
+            "Failed digest authentications (REGISTER)",
+            s.sip.auth_failures,
+        ),
+        (
+            "gb28181_auth_rate_limited_total",
+            "REGISTERs refused because their source IP was blocked after failed authentications",
+            s.sip.auth_rate_limited,
+        ),
+        (
+            "gb28181_forged_requests_total",
+            "Requests refused for claiming to be a device they did not come from",
+            s.sip.forged_requests,
+        ),
+        (
+            "gb28181_invalid_ids_total",
+            "Device IDs refused by the ID pattern",
+            s.sip.invalid_ids,
+        ),
+        (
+            "gb28181_catalog_items_dropped_total",
+            "Catalog items dropped (invalid IDs, beyond max-channels-per-device)",
+            s.sip.catalog_items_dropped,
+        ),
+        (
+            "gb28181_events_dropped_total",
+            "SIP endpoint events dropped because subscribers fell behind",
+            s.sip.events_dropped,
+        ),
+    ];
+    for (name, text, v) in sip {
+        help(&mut o, name, "counter", text);
+        let _ = writeln!(o, "{name} {v}");
     }
     help(
         &mut o,
@@ -397,8 +451,25 @@ mod tests {
                 ..Default::default()
             }],
             rtsp_conns: 1,
+            sip: SipCounters {
+                auth_failures: 6,
+                forged_requests: 2,
+                ..Default::default()
+            },
         };
         let t = render(&s);
+        assert_eq!(
+            find_samples(&t, "gb28181_auth_failures_total", ""),
+            vec![6.0]
+        );
+        assert_eq!(
+            find_samples(&t, "gb28181_forged_requests_total", ""),
+            vec![2.0]
+        );
+        assert_eq!(
+            find_samples(&t, "gb28181_auth_rate_limited_total", ""),
+            vec![0.0]
+        );
         assert_eq!(find_samples(&t, "gb28181_devices", ""), vec![2.0]);
         assert_eq!(find_samples(&t, "gb28181_devices_online", ""), vec![1.0]);
         assert_eq!(

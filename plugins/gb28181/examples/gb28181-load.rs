@@ -121,7 +121,6 @@ fn worker(
     opts: Arc<Opts>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
-    seed_base: u64,
 ) {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     sock.set_read_timeout(Some(Duration::from_millis(5)))
@@ -129,15 +128,13 @@ fn worker(
     let port = sock.local_addr().unwrap().port();
     let mut clients: Vec<RegisterClient> = ids
         .iter()
-        .enumerate()
-        .map(|(i, id)| {
+        .map(|id| {
             RegisterClient::new(RegisterClientConfig {
                 device_id: id.clone(),
                 local_port: port,
                 password: opts.password.clone(),
                 keepalive_interval_ms: opts.keepalive_ms,
                 retry_ms: 2000,
-                seed: seed_base + i as u64 * 7919 + 1,
                 ..Default::default()
             })
         })
@@ -269,7 +266,7 @@ fn main() {
         handles.push(
             std::thread::Builder::new()
                 .name(format!("load-{w}"))
-                .spawn(move || worker(ids, server, o, c, s, (w as u64) << 32))
+                .spawn(move || worker(ids, server, o, c, s))
                 .unwrap(),
         );
     }

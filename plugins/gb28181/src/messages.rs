@@ -3,10 +3,61 @@
 //! Structure names: `gb28181-device-registered`, `gb28181-device-unregistered`,
 //! `gb28181-device-online`, `gb28181-device-offline`, `gb28181-keepalive-refused`,
 //! `gb28181-auth-failed`, `gb28181-catalog`, `gb28181-device-info`, `gb28181-device-status`,
-//! `gb28181-record-info`, `gb28181-media-status`.
+//! `gb28181-record-info`, `gb28181-media-status`, and the security events
+//! `gb28181-source-blocked`, `gb28181-forged-request`, `gb28181-invalid-id`,
+//! `gb28181-catalog-items-dropped` (see [`is_security_event`]).
 
 use crate::core::registrar::{Event, UnregisterReason};
 use crate::endpoint::EndpointEvent;
+
+/// Events about refused or suspicious requests, which elements log at warning level.
+pub fn is_security_event(e: &EndpointEvent) -> bool {
+    matches!(
+        e,
+        EndpointEvent::Registrar(
+            Event::AuthFailed { .. }
+                | Event::SourceBlocked { .. }
+                | Event::ForgedRequest { .. }
+                | Event::InvalidId { .. }
+        ) | EndpointEvent::CatalogItemsDropped { .. }
+    )
+}
+
+/// A one-line description of a security event for logs (IDs are already printable).
+pub fn describe(e: &EndpointEvent) -> String {
+    match e {
+        EndpointEvent::Registrar(Event::AuthFailed { device_id, source }) => {
+            format!("failed authentication of device {device_id} from {source}")
+        }
+        EndpointEvent::Registrar(Event::SourceBlocked {
+            ip,
+            device_id,
+            blocked_ms,
+        }) => format!(
+            "source {ip} blocked for {blocked_ms} ms after failed authentications (last as {device_id})"
+        ),
+        EndpointEvent::Registrar(Event::ForgedRequest {
+            device_id,
+            source,
+            method,
+            reason,
+        }) => format!("refused {method} claiming to be device {device_id} from {source}: {reason}"),
+        EndpointEvent::Registrar(Event::InvalidId {
+            id,
+            source,
+            context,
+        }) => format!("refused {context} with invalid ID {id:?} from {source}"),
+        EndpointEvent::CatalogItemsDropped {
+            device_id,
+            invalid,
+            over_limit,
+            example,
+        } => format!(
+            "dropped Catalog items of device {device_id}: {invalid} with invalid IDs (e.g. {example:?}), {over_limit} beyond the channel limit"
+        ),
+        other => format!("{other:?}"),
+    }
+}
 
 pub fn event_structure(e: &EndpointEvent) -> gst::Structure {
     match e {
@@ -54,7 +105,47 @@ pub fn event_structure(e: &EndpointEvent) -> gst::Structure {
                     .field("source", source)
                     .build()
             }
+            Event::SourceBlocked {
+                ip,
+                device_id,
+                blocked_ms,
+            } => gst::Structure::builder("gb28181-source-blocked")
+                .field("ip", ip)
+                .field("device-id", device_id)
+                .field("blocked-ms", *blocked_ms)
+                .build(),
+            Event::ForgedRequest {
+                device_id,
+                source,
+                method,
+                reason,
+            } => gst::Structure::builder("gb28181-forged-request")
+                .field("device-id", device_id)
+                .field("source", source)
+                .field("method", method)
+                .field("reason", *reason)
+                .build(),
+            Event::InvalidId {
+                id,
+                source,
+                context,
+            } => gst::Structure::builder("gb28181-invalid-id")
+                .field("id", id)
+                .field("source", source)
+                .field("context", *context)
+                .build(),
         },
+        EndpointEvent::CatalogItemsDropped {
+            device_id,
+            invalid,
+            over_limit,
+            example,
+        } => gst::Structure::builder("gb28181-catalog-items-dropped")
+            .field("device-id", device_id)
+            .field("invalid", *invalid)
+            .field("over-limit", *over_limit)
+            .field("example", example)
+            .build(),
         EndpointEvent::Catalog {
             device_id,
             sn,

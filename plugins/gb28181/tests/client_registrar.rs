@@ -78,7 +78,6 @@ fn setup(password: &str) -> (Registrar, RegisterClient) {
         password: password.into(),
         expires: 600,
         local_port: 5070,
-        seed: 42,
         ..Default::default()
     });
     (r, c)

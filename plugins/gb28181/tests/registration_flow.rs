@@ -4,6 +4,7 @@
 
 use gstgb28181::core::digest::{Challenge, answer_challenge};
 use gstgb28181::core::manscdp::{self, Manscdp};
+use gstgb28181::core::ratelimit::LimiterConfig;
 use gstgb28181::core::registrar::{Event, Registrar, RegistrarConfig, UnregisterReason};
 use gstgb28181::core::sip::Message;
 
@@ -201,8 +202,11 @@ fn contact_expires_zero_and_expiry() {
 fn per_device_passwords_stale_nonces_and_rate_limit() {
     let mut cfg = RegistrarConfig {
         default_password: None,
-        auth_fail_limit: 3,
-        auth_fail_window_ms: 60_000,
+        auth_limiter: LimiterConfig {
+            free_failures: 2,
+            base_block_ms: 60_000,
+            ..LimiterConfig::default()
+        },
         nonce_max_age_ms: 30_000,
         ..Default::default()
     };
@@ -233,17 +237,28 @@ fn per_device_passwords_stale_nonces_and_rate_limit() {
     let out = r.handle_register(&cam.register(3600, Some(&ch)), SRC, 40_010);
     assert_eq!(out.response.status(), Some(200));
 
-    // Wrong password three times from one address: refused even with the right one.
+    // Wrong password three times from one address: the third blocks the IP, which is then
+    // refused even with the right password, from any port.
     let mut bad = camera("wrong");
     let src = "10.0.0.66:5060";
     for i in 0..3 {
         let out = r.handle_register(&bad.register(3600, Some(&ch)), src, 40_020 + i);
         assert_eq!(out.response.status(), Some(403));
-        assert!(matches!(out.events[..], [Event::AuthFailed { .. }]));
+        assert!(matches!(out.events[0], Event::AuthFailed { .. }));
+        assert_eq!(
+            matches!(out.events[..], [_, Event::SourceBlocked { .. }]),
+            i == 2,
+            "{:?}",
+            out.events
+        );
     }
     let out = r.handle_register(&cam.register(3600, Some(&ch)), src, 40_100);
     assert_eq!(out.response.status(), Some(403), "rate limited");
-    assert_eq!(r.stats.rate_limited, 1);
+    assert!(out.response.header("retry-after").is_some());
+    let out = r.handle_register(&cam.register(3600, Some(&ch)), "10.0.0.66:5999", 40_100);
+    assert_eq!(out.response.status(), Some(403), "any port of the IP");
+    assert_eq!(r.stats.rate_limited, 2);
+    assert_eq!(r.stats.auth_failures, 4);
     // Other addresses are unaffected, and the block lifts after the window.
     assert_eq!(
         r.handle_register(&cam.register(3600, Some(&ch)), SRC, 40_200)
@@ -259,4 +274,54 @@ fn per_device_passwords_stale_nonces_and_rate_limit() {
             .status(),
         Some(200)
     );
+}
+
+#[test]
+fn blocked_ip_lets_only_the_bound_device_refresh_a_few_times() {
+    let mut r = Registrar::new(RegistrarConfig {
+        auth_limiter: LimiterConfig {
+            free_failures: 2,
+            base_block_ms: 60_000,
+            ..LimiterConfig::default()
+        },
+        ..Default::default()
+    });
+    let mut cam = camera("12345678");
+    let (resp, _) = register(&mut r, &mut cam, 3600, 0);
+    assert_eq!(resp.status(), Some(200));
+    // Someone else on the camera's IP (another port) guesses until the IP is blocked.
+    let other_port = "10.0.0.9:7000";
+    let first = r.handle_register(&cam.register(3600, None), other_port, 100);
+    let ch = Challenge::parse(first.response.header("www-authenticate").unwrap()).unwrap();
+    let mut bad = camera("wrong");
+    for i in 0..3 {
+        let out = r.handle_register(&bad.register(3600, Some(&ch)), other_port, 200 + i);
+        assert_eq!(out.response.status(), Some(403));
+    }
+    assert_eq!(r.stats.sources_blocked, 1);
+    // The camera bound to exactly 10.0.0.9:5060 still refreshes.
+    let (resp, _) = register(&mut r, &mut cam, 3600, 1000);
+    assert_eq!(resp.status(), Some(200));
+    // Nobody else from the IP: refused unchecked.
+    let out = r.handle_register(&cam.register(3600, Some(&ch)), "10.0.0.9:7001", 1100);
+    assert_eq!(out.response.status(), Some(403));
+    assert!(out.events.is_empty());
+    // A keepalive from another port does not move the binding.
+    let (m, ka) = cam.keepalive(1);
+    let out = r.handle_keepalive(&m, &ka, other_port, 1200);
+    assert_eq!(out.response.status(), Some(403));
+    assert!(matches!(out.events[..], [Event::ForgedRequest { .. }]));
+    assert_eq!(r.device(DEV).unwrap().source, SRC);
+    assert_eq!(r.stats.forged_requests, 1);
+    // Failures on the bound path are checked only `free_failures` times in a row...
+    let failures = r.stats.auth_failures;
+    for i in 0..4 {
+        r.handle_register(&bad.register(3600, Some(&ch)), SRC, 1300 + i);
+    }
+    assert_eq!(r.stats.auth_failures, failures + 2);
+    // ... then even that binding waits for the block to end.
+    let out = r.handle_register(&cam.register(3600, None), SRC, 1400);
+    assert_eq!(out.response.status(), Some(403));
+    let (resp, _) = register(&mut r, &mut cam, 3600, 10_000_000);
+    assert_eq!(resp.status(), Some(200));
 }

@@ -1,10 +1,13 @@
 //! Device side of registration (for gb28181sink): REGISTER → 401 → REGISTER with digest →
 //! 200 (with the platform's `Date`), refresh before expiry, periodic MANSCDP keepalives, and
-//! re-registration when keepalives are refused or go unanswered. A pure state machine: the
-//! glue sends what [`ClientAction::Send`] carries and feeds responses and `now` (Unix ms).
+//! re-registration when keepalives are refused or go unanswered. A state machine without I/O:
+//! the glue sends what [`ClientAction::Send`] carries and feeds responses and `now` (Unix ms).
+//! Call-IDs, the From tag, Via branches and cnonces are drawn from OS randomness
+//! ([`super::random`]), so an off-path attacker cannot guess them.
 
 use super::digest::{Challenge, answer_challenge};
 use super::manscdp;
+use super::random;
 use super::sip::Message;
 use super::transaction::{ClientTransaction, TransactionKind, TxAction};
 
@@ -26,8 +29,6 @@ pub struct RegisterClientConfig {
     pub max_keepalive_failures: u32,
     /// Wait before retrying after a failure; doubles per failure in a row (up to 32×).
     pub retry_ms: u64,
-    /// Seed for Call-ID, tags, branches and cnonces (the glue passes randomness in).
-    pub seed: u64,
     pub charset: manscdp::Charset,
 }
 
@@ -45,7 +46,6 @@ impl Default for RegisterClientConfig {
             keepalive_interval_ms: 60_000,
             max_keepalive_failures: 3,
             retry_ms: 10_000,
-            seed: 1,
             charset: manscdp::Charset::Gb2312,
         }
     }
@@ -88,7 +88,6 @@ struct Pending {
 pub struct RegisterClient {
     pub config: RegisterClientConfig,
     pub state: ClientState,
-    counter: u64,
     call_id: String,
     from_tag: String,
     cseq: u32,
@@ -110,13 +109,11 @@ const MAX_PENDING: usize = 8;
 
 impl RegisterClient {
     pub fn new(config: RegisterClientConfig) -> Self {
-        let seed = config.seed;
         RegisterClient {
-            call_id: format!("{}", seed % 1_000_000_000_000),
-            from_tag: format!("{}", seed.wrapping_mul(0x9E37_79B9) % 1_000_000_000),
+            call_id: random::call_id(),
+            from_tag: random::tag(),
             config,
             state: ClientState::Idle,
-            counter: 0,
             cseq: 0,
             nc: 0,
             pending: Vec::new(),
@@ -129,15 +126,6 @@ impl RegisterClient {
         }
     }
 
-    fn unique(&mut self) -> u64 {
-        self.counter += 1;
-        self.config
-            .seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(self.counter.wrapping_mul(1_442_695_040_888_963_407))
-            % 10_000_000_000
-    }
-
     fn reliable(&self) -> bool {
         self.config.transport.eq_ignore_ascii_case("TCP")
     }
@@ -148,13 +136,13 @@ impl RegisterClient {
 
     fn base_request(&mut self, method: &str, call_id: &str, to: &str) -> Message {
         self.cseq += 1;
-        let branch = self.unique();
+        let branch = random::branch();
         let c = &self.config;
         let mut m = Message::request(method, &self.server_uri());
         m.add_header(
             "Via",
             format!(
-                "SIP/2.0/{} {}:{};rport;branch=z9hG4bK{branch}",
+                "SIP/2.0/{} {}:{};rport;branch={branch}",
                 c.transport, c.local_host, c.local_port
             ),
         )
@@ -188,7 +176,7 @@ impl RegisterClient {
         );
         if let Some(ch) = challenge {
             self.nc += 1;
-            let cnonce = format!("{:08x}", self.unique() as u32);
+            let cnonce = random::tag();
             let creds = answer_challenge(
                 ch,
                 &self.config.device_id,
@@ -346,7 +334,7 @@ impl RegisterClient {
 
     fn keepalive_request(&mut self) -> Message {
         self.keepalive_sn = self.keepalive_sn.wrapping_add(1);
-        let call_id = format!("{}", self.unique());
+        let call_id = random::call_id();
         let server_id = self.config.server_id.clone();
         let mut m = self.base_request("MESSAGE", &call_id, &server_id);
         let body = manscdp::encode_body(

@@ -464,6 +464,24 @@ fn list_items<T>(doc: &Document, list: &str, f: fn(&Element) -> T) -> ListRespon
 }
 
 impl Manscdp {
+    /// The document's `<DeviceID>` (whom it is about).
+    pub fn device_id(&self) -> &str {
+        match self {
+            Manscdp::Keepalive(k) => &k.device_id,
+            Manscdp::CatalogQuery { device_id, .. }
+            | Manscdp::DeviceInfoQuery { device_id, .. }
+            | Manscdp::DeviceStatusQuery { device_id, .. }
+            | Manscdp::DeviceControl { device_id, .. }
+            | Manscdp::MediaStatus { device_id, .. } => device_id,
+            Manscdp::Catalog(l) => &l.device_id,
+            Manscdp::RecordInfo(l) => &l.device_id,
+            Manscdp::DeviceInfo { info, .. } => &info.device_id,
+            Manscdp::DeviceStatus { status, .. } => &status.device_id,
+            Manscdp::RecordInfoQuery(q) => &q.device_id,
+            Manscdp::Other(doc) => &doc.device_id,
+        }
+    }
+
     pub fn parse(body: &[u8]) -> Result<Manscdp, Error> {
         let doc = Document::parse(body)?;
         let e = &doc.element;
@@ -550,20 +568,32 @@ impl Manscdp {
 }
 
 /// Merges list responses split over several MESSAGEs (same DeviceID and SN) until SumNum
-/// items arrived. Bounded: at most [`MAX_PENDING_LISTS`] lists, [`MAX_LIST_ITEMS`] items
-/// each; lists idle for longer than `timeout_ms` are dropped (returned incomplete by
-/// [`ListMerger::expire`]).
+/// items arrived. Bounded: at most [`MAX_PENDING_LISTS`] lists and `max_items` kept items each
+/// (at most [`MAX_LIST_ITEMS`]; further items are counted in [`ListMerger::dropped`] and the
+/// list still completes when SumNum items arrived); lists idle for longer than `timeout_ms`
+/// are dropped (returned incomplete by [`ListMerger::expire`]).
 #[derive(Debug)]
 pub struct ListMerger<T> {
-    pending: HashMap<(String, u32), (u64, ListResponse<T>)>,
+    /// (last part's time, items arrived (kept, dropped or skipped by the caller), the list).
+    pending: HashMap<(String, u32), (u64, usize, ListResponse<T>)>,
     pub timeout_ms: u64,
+    max_items: usize,
+    /// Items dropped because a list had `max_items` already.
+    pub dropped: u64,
 }
 
 impl<T> ListMerger<T> {
     pub fn new(timeout_ms: u64) -> Self {
+        Self::with_max_items(timeout_ms, MAX_LIST_ITEMS)
+    }
+
+    /// A merger keeping at most `max_items` items per list (capped at [`MAX_LIST_ITEMS`]).
+    pub fn with_max_items(timeout_ms: u64, max_items: usize) -> Self {
         ListMerger {
             pending: HashMap::new(),
             timeout_ms,
+            max_items: max_items.min(MAX_LIST_ITEMS),
+            dropped: 0,
         }
     }
 
@@ -573,13 +603,24 @@ impl<T> ListMerger<T> {
 
     /// Adds a part; returns the whole list when complete.
     pub fn add(&mut self, part: ListResponse<T>, now_ms: u64) -> Option<ListResponse<T>> {
+        self.add_part(part, 0, now_ms)
+    }
+
+    /// Adds a part of which the caller already dropped `skipped` items (they still count
+    /// towards SumNum); returns the whole list when complete.
+    pub fn add_part(
+        &mut self,
+        part: ListResponse<T>,
+        skipped: usize,
+        now_ms: u64,
+    ) -> Option<ListResponse<T>> {
         let key = (part.device_id.clone(), part.sn);
         if !self.pending.contains_key(&key) && self.pending.len() >= MAX_PENDING_LISTS {
             // Drop the oldest to stay bounded.
             if let Some(oldest) = self
                 .pending
                 .iter()
-                .min_by_key(|(_, (t, _))| *t)
+                .min_by_key(|(_, (t, _, _))| *t)
                 .map(|(k, _)| k.clone())
             {
                 self.pending.remove(&oldest);
@@ -588,6 +629,7 @@ impl<T> ListMerger<T> {
         let entry = self.pending.entry(key.clone()).or_insert_with(|| {
             (
                 now_ms,
+                0,
                 ListResponse {
                     sn: part.sn,
                     device_id: part.device_id.clone(),
@@ -597,13 +639,18 @@ impl<T> ListMerger<T> {
             )
         });
         entry.0 = now_ms;
-        entry.1.sum_num = entry.1.sum_num.max(part.sum_num);
-        let room = MAX_LIST_ITEMS.saturating_sub(entry.1.items.len());
-        entry.1.items.extend(part.items.into_iter().take(room));
-        let done = entry.1.items.len() >= entry.1.sum_num as usize
-            || entry.1.items.len() >= MAX_LIST_ITEMS;
+        entry.1 = entry
+            .1
+            .saturating_add(part.items.len())
+            .saturating_add(skipped);
+        entry.2.sum_num = entry.2.sum_num.max(part.sum_num);
+        let room = self.max_items.saturating_sub(entry.2.items.len());
+        let n = part.items.len();
+        entry.2.items.extend(part.items.into_iter().take(room));
+        self.dropped += n.saturating_sub(room) as u64;
+        let done = entry.1 >= entry.2.sum_num as usize || entry.1 >= MAX_LIST_ITEMS;
         if done {
-            self.pending.remove(&key).map(|(_, l)| l)
+            self.pending.remove(&key).map(|(_, _, l)| l)
         } else {
             None
         }
@@ -614,11 +661,11 @@ impl<T> ListMerger<T> {
         let old: Vec<_> = self
             .pending
             .iter()
-            .filter(|(_, (t, _))| now_ms.saturating_sub(*t) > self.timeout_ms)
+            .filter(|(_, (t, _, _))| now_ms.saturating_sub(*t) > self.timeout_ms)
             .map(|(k, _)| k.clone())
             .collect();
         old.into_iter()
-            .filter_map(|k| self.pending.remove(&k).map(|(_, l)| l))
+            .filter_map(|k| self.pending.remove(&k).map(|(_, _, l)| l))
             .collect()
     }
 }
@@ -1053,6 +1100,28 @@ mod tests {
         assert_eq!(all.items[2].device_id, "c");
         assert_eq!(m.pending(), 1);
         assert_eq!(m.expire(20_000).len(), 1);
+        assert_eq!(m.pending(), 0);
+    }
+
+    #[test]
+    fn merge_caps_kept_items_but_completes_at_sum_num() {
+        let item = |i: usize| CatalogItem {
+            device_id: format!("c{i}"),
+            ..Default::default()
+        };
+        let mut m = ListMerger::with_max_items(10_000, 5);
+        let part = |range: std::ops::Range<usize>| ListResponse {
+            sn: 1,
+            device_id: "dev".into(),
+            sum_num: 10,
+            items: range.map(item).collect(),
+        };
+        assert!(m.add(part(0..4), 0).is_none());
+        // Two items the caller dropped still count towards SumNum.
+        assert!(m.add_part(part(4..6), 2, 0).is_none());
+        let all = m.add(part(8..10), 0).unwrap();
+        assert_eq!(all.items.len(), 5);
+        assert_eq!(m.dropped, 3);
         assert_eq!(m.pending(), 0);
     }
 

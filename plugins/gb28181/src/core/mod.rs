@@ -7,6 +7,7 @@ pub mod fuzz;
 pub mod id;
 pub mod manscdp;
 pub mod media;
+pub mod random;
 pub mod ratelimit;
 pub mod registrar;
 pub mod sdp;

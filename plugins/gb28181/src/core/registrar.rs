@@ -1,20 +1,56 @@
 //! The platform's device registry: REGISTER with digest authentication, refresh and
-//! unregister, keepalive tracking (offline after N missed), failed-auth rate limiting per
-//! source address, and events for the glue to turn into bus messages.
+//! unregister, keepalive tracking (offline after N missed), failed-auth limiting per source IP,
+//! and events for the glue to turn into bus messages.
 //!
 //! Time is passed in as Unix milliseconds. Nothing here does I/O: each `handle_*` call returns
 //! the response to send and the events that happened; [`Registrar::poll`] advances timers.
 //!
+//! Trust: only an authenticated REGISTER creates a binding or moves it (its source ip:port).
+//! Keepalives (and, in the endpoint, every other MESSAGE/NOTIFY) claiming to be a registered
+//! device are accepted only from that address ([`Registrar::check_sender`]); otherwise they
+//! are refused with 403, counted (`forged_requests`) and reported ([`Event::ForgedRequest`]),
+//! and the binding stays. Device IDs (REGISTER From/To user, MESSAGE From user) are checked
+//! with the configured [`IdPolicy`] before any use (400 for IDs that are not `[A-Za-z0-9_-]`,
+//! 403 for IDs outside the pattern; [`Event::InvalidId`]).
+//!
+//! Password guessing: failed digest checks are limited per source IP (never IP:port; IPv6 per
+//! /64) by a [`FailureLimiter`]: `free_failures` failures, then the IP is blocked with a
+//! growing back-off and its REGISTERs are answered 403 with `Retry-After` without checking
+//! anything. A legitimate device on the same IP as the attacker (same host or NAT): a device
+//! whose current, unexpired binding is exactly the request's ip:port may still authenticate
+//! (refresh, unregister) while the IP is blocked, with up to `free_failures` failures in a row
+//! on that path; any other REGISTER from the IP (a new device, or a known one from a new port)
+//! waits for the block to end. A success does not clear the IP's record (otherwise every
+//! refresh of a device behind the attacker's NAT would hand the attacker fresh tries); the
+//! record is forgotten after `forget_after_ms` without failures.
+//!
 //! Limits: at most `max_devices` registrations (then 503), and at most
-//! [`MAX_TRACKED_SOURCES`] source addresses tracked for rate limiting.
+//! `auth_limiter.max_tracked` source IPs tracked for failed authentication.
 
 use super::digest::{Challenge, Credentials, NonceIssuer, NonceStatus, verify_response};
+use super::id::{IdError, IdPolicy, printable};
 use super::manscdp::Keepalive;
+use super::ratelimit::{FailureLimiter, LimiterConfig, Verdict};
 use super::sip::{Message, SipUri};
 use md5::{Digest, Md5};
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::LazyLock;
 
-pub const MAX_TRACKED_SOURCES: usize = 16_384;
+/// Default number of channels remembered per device (Catalog items beyond it are dropped).
+pub const DEFAULT_MAX_CHANNELS_PER_DEVICE: usize = 1024;
+
+/// The nonce secret of this process: 32 random bytes drawn once, so nonces of one run are not
+/// predictable from the source and do not survive a restart (devices are challenged again).
+static PROCESS_SECRET: LazyLock<[u8; 32]> = LazyLock::new(super::random::bytes::<32>);
+
+/// The default (strict) ID policy, compiled once.
+static DEFAULT_ID_POLICY: LazyLock<IdPolicy> = LazyLock::new(IdPolicy::default);
+
+/// This process's random nonce secret (the default of [`RegistrarConfig::nonce_secret`]).
+pub fn process_secret() -> Vec<u8> {
+    PROCESS_SECRET.to_vec()
+}
 
 /// How repeated `nc` values are treated for one nonce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +70,7 @@ pub struct RegistrarConfig {
     /// Password for devices without their own entry; None = such devices are refused.
     pub default_password: Option<String>,
     pub passwords: HashMap<String, String>,
-    /// Secret keying the stateless nonces.
+    /// Secret keying the stateless nonces (default: random per process).
     pub nonce_secret: Vec<u8>,
     pub nonce_max_age_ms: u64,
     /// Accept nonces this registrar did not issue (e.g. issued by a previous instance with
@@ -46,9 +82,12 @@ pub struct RegistrarConfig {
     pub default_expires: u32,
     pub min_expires: u32,
     pub max_expires: u32,
-    /// Failed authentications per source before it is refused for `auth_fail_window_ms`.
-    pub auth_fail_limit: u32,
-    pub auth_fail_window_ms: u64,
+    /// Failed-authentication limiting per source IP (see the module docs).
+    pub auth_limiter: LimiterConfig,
+    /// Which device and channel IDs are accepted (default: 20 digits).
+    pub id_policy: IdPolicy,
+    /// Channels remembered per device; further Catalog items are dropped (and counted).
+    pub max_channels_per_device: usize,
     /// Offset of the `Date` header's local time from UTC (GB platforms: +8 h).
     pub utc_offset_minutes: i32,
     pub max_devices: usize,
@@ -62,7 +101,7 @@ impl Default for RegistrarConfig {
             realm: "3402000000".into(),
             default_password: Some("12345678".into()),
             passwords: HashMap::new(),
-            nonce_secret: b"gst-ipcam".to_vec(),
+            nonce_secret: process_secret(),
             nonce_max_age_ms: 300_000,
             accept_foreign_nonces: false,
             nc_policy: NcPolicy::Tolerant,
@@ -71,8 +110,9 @@ impl Default for RegistrarConfig {
             default_expires: 3600,
             min_expires: 60,
             max_expires: 86_400,
-            auth_fail_limit: 5,
-            auth_fail_window_ms: 60_000,
+            auth_limiter: LimiterConfig::default(),
+            id_policy: DEFAULT_ID_POLICY.clone(),
+            max_channels_per_device: DEFAULT_MAX_CHANNELS_PER_DEVICE,
             utc_offset_minutes: 8 * 60,
             max_devices: 100_000,
             user_agent: "gst-ipcam".into(),
@@ -93,6 +133,8 @@ pub struct Device {
     pub last_seen_ms: u64,
     pub online: bool,
     last_nonce_nc: Option<(String, u32)>,
+    /// Failed authentications in a row from this binding while its IP was blocked.
+    blocked_failures: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,16 +173,66 @@ pub enum Event {
         device_id: String,
         source: String,
     },
+    /// `ip` failed authentication too often: its REGISTERs are refused for `blocked_ms`
+    /// (the back-off grows with further failures).
+    SourceBlocked {
+        ip: String,
+        device_id: String,
+        blocked_ms: u64,
+    },
+    /// A request claiming to be `device_id` (in [`printable`] form) that was refused with 403:
+    /// not from the device's registration, or naming another device in its body.
+    ForgedRequest {
+        device_id: String,
+        source: String,
+        method: String,
+        reason: &'static str,
+    },
+    /// An ID refused by the ID policy (in [`printable`] form); `context` says where it was.
+    InvalidId {
+        id: String,
+        source: String,
+        context: &'static str,
+    },
+}
+
+/// Whether a request claiming to be a device comes from its registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderCheck {
+    /// From the registered (unexpired) binding's ip:port.
+    Registered,
+    NotRegistered,
+    /// The device is registered from another address.
+    WrongSource,
+}
+
+/// Reasons of [`Event::ForgedRequest`].
+pub mod reason {
+    pub const NOT_REGISTERED: &str = "device not registered";
+    pub const WRONG_SOURCE: &str = "not from the device's registered address";
+    pub const WRONG_CONNECTION: &str = "not on the device's registered connection";
+    pub const BODY_ID_MISMATCH: &str =
+        "body DeviceID is neither the sender nor one of its channels";
+    pub const DIALOG_MISMATCH: &str = "in-dialog request with wrong tags or from another address";
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegistrarStats {
     pub registers: u64,
     pub challenges: u64,
+    /// Digest checks that failed.
     pub auth_failures: u64,
+    /// REGISTERs refused without any check because their IP was blocked.
     pub rate_limited: u64,
+    /// Times a source IP became blocked.
+    pub sources_blocked: u64,
     pub keepalives: u64,
     pub keepalives_refused: u64,
+    /// Requests refused because they claimed to be a device they did not come from.
+    pub forged_requests: u64,
+    /// IDs refused by the ID policy (REGISTER and MESSAGE senders; Catalog items are counted
+    /// by the endpoint).
+    pub invalid_ids: u64,
 }
 
 #[derive(Debug)]
@@ -149,19 +241,23 @@ pub struct Outcome {
     pub events: Vec<Event>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Failures {
-    window_start_ms: u64,
-    count: u32,
-}
-
 #[derive(Debug)]
 pub struct Registrar {
     pub config: RegistrarConfig,
     issuer: NonceIssuer,
     devices: HashMap<String, Device>,
-    failures: HashMap<String, Failures>,
+    limiter: FailureLimiter,
+    next_prune_ms: u64,
     pub stats: RegistrarStats,
+}
+
+/// The IP of an `ip:port` source string (unspecified if it is not one).
+fn ip_of(source: &str) -> IpAddr {
+    source
+        .parse::<SocketAddr>()
+        .map(|a| a.ip())
+        .or_else(|_| source.parse::<IpAddr>())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
 /// Calendar date and time of day `(year, month, day, hour, minute, second)` of signed Unix
@@ -189,21 +285,74 @@ pub fn format_gb_date(unix_ms: u64, offset_minutes: i32) -> String {
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}")
 }
 
-/// The user part of a From/To header, i.e. the GB device ID.
-fn user_of(na: Option<super::sip::NameAddr>) -> Option<String> {
+/// The user part of a From/To header, i.e. the GB device ID (unchecked).
+pub fn user_of(na: Option<super::sip::NameAddr>) -> Option<String> {
     na?.sip_uri()?.user.filter(|u| !u.is_empty())
 }
 
 impl Registrar {
     pub fn new(config: RegistrarConfig) -> Self {
         let issuer = NonceIssuer::new(&config.nonce_secret, config.nonce_max_age_ms);
+        let limiter = FailureLimiter::new(config.auth_limiter.clone());
         Registrar {
             config,
             issuer,
             devices: HashMap::new(),
-            failures: HashMap::new(),
+            limiter,
+            next_prune_ms: 0,
             stats: RegistrarStats::default(),
         }
+    }
+
+    /// Whether a request claiming to be `device_id` comes from its registration's `source`.
+    pub fn check_sender(&self, device_id: &str, source: &str, now_ms: u64) -> SenderCheck {
+        match self.devices.get(device_id) {
+            Some(d) if d.expires_at_ms > now_ms => {
+                if d.source == source {
+                    SenderCheck::Registered
+                } else {
+                    SenderCheck::WrongSource
+                }
+            }
+            _ => SenderCheck::NotRegistered,
+        }
+    }
+
+    /// Counts a forged request and returns its event (the ID in printable form).
+    pub fn forged(
+        &mut self,
+        device_id: &str,
+        source: &str,
+        method: &str,
+        reason: &'static str,
+    ) -> Event {
+        self.stats.forged_requests += 1;
+        Event::ForgedRequest {
+            device_id: printable(device_id),
+            source: source.to_string(),
+            method: printable(method),
+            reason,
+        }
+    }
+
+    /// Checks `id` with the ID policy; counts and returns the event when it is refused.
+    pub fn check_id(
+        &mut self,
+        id: &str,
+        source: &str,
+        context: &'static str,
+    ) -> Result<(), (IdError, Event)> {
+        self.config.id_policy.check(id).map_err(|e| {
+            self.stats.invalid_ids += 1;
+            (
+                e,
+                Event::InvalidId {
+                    id: printable(id),
+                    source: source.to_string(),
+                    context,
+                },
+            )
+        })
     }
 
     pub fn device(&self, id: &str) -> Option<&Device> {
@@ -257,40 +406,6 @@ impl Registrar {
         r
     }
 
-    fn is_rate_limited(&self, source: &str, now_ms: u64) -> bool {
-        self.failures.get(source).is_some_and(|f| {
-            f.count >= self.config.auth_fail_limit
-                && now_ms.saturating_sub(f.window_start_ms) < self.config.auth_fail_window_ms
-        })
-    }
-
-    fn record_failure(&mut self, source: &str, now_ms: u64) {
-        if !self.failures.contains_key(source) && self.failures.len() >= MAX_TRACKED_SOURCES {
-            self.prune_failures(now_ms);
-            if self.failures.len() >= MAX_TRACKED_SOURCES {
-                return;
-            }
-        }
-        let window = self.config.auth_fail_window_ms;
-        let f = self.failures.entry(source.to_string()).or_insert(Failures {
-            window_start_ms: now_ms,
-            count: 0,
-        });
-        if now_ms.saturating_sub(f.window_start_ms) >= window {
-            *f = Failures {
-                window_start_ms: now_ms,
-                count: 0,
-            };
-        }
-        f.count = f.count.saturating_add(1);
-    }
-
-    fn prune_failures(&mut self, now_ms: u64) {
-        let window = self.config.auth_fail_window_ms;
-        self.failures
-            .retain(|_, f| now_ms.saturating_sub(f.window_start_ms) < window);
-    }
-
     /// Checks a REGISTER's credentials against `password`, taking the nonce as given
     /// (freshness is a separate matter, see [`NonceIssuer::check`]).
     pub fn verify_register(req: &Message, password: &str) -> bool {
@@ -303,19 +418,47 @@ impl Registrar {
     pub fn handle_register(&mut self, req: &Message, source: &str, now_ms: u64) -> Outcome {
         self.stats.registers += 1;
         let mut events = Vec::new();
-        let Some(device_id) = user_of(req.from()).or_else(|| user_of(req.to())) else {
+        let from_user = user_of(req.from());
+        let to_user = user_of(req.to());
+        let Some(device_id) = from_user.clone().or_else(|| to_user.clone()) else {
             return Outcome {
                 response: self.respond(req, 400, "Bad Request"),
                 events,
             };
         };
-        if self.is_rate_limited(source, now_ms) {
-            self.stats.rate_limited += 1;
-            return Outcome {
-                response: self.respond(req, 403, "Forbidden"),
-                events,
-            };
+        // Every ID of the request is checked before it is used for anything.
+        for id in [from_user, to_user].into_iter().flatten() {
+            if let Err((e, ev)) = self.check_id(&id, source, "REGISTER") {
+                events.push(ev);
+                let response = match e {
+                    IdError::PatternMismatch => self.respond(req, 403, "Forbidden"),
+                    _ => self.respond(req, 400, "Bad Request"),
+                };
+                return Outcome { response, events };
+            }
         }
+        let ip = ip_of(source);
+        // Blocked IP: only the device bound to exactly this ip:port is still checked.
+        let blocked = match self.limiter.peek(ip, now_ms) {
+            Verdict::Allowed => false,
+            Verdict::Blocked(ms) => {
+                let free = self.config.auth_limiter.free_failures.max(1);
+                let bound_here = self.devices.get(&device_id).is_some_and(|d| {
+                    d.source == source && d.expires_at_ms > now_ms && d.blocked_failures < free
+                });
+                if !bound_here {
+                    self.limiter.check(ip, now_ms);
+                    self.stats.rate_limited += 1;
+                    let mut r = self.respond(req, 403, "Forbidden");
+                    r.add_header("Retry-After", ms.div_ceil(1000).max(1).to_string());
+                    return Outcome {
+                        response: r,
+                        events,
+                    };
+                }
+                true
+            }
+        };
         let Some(creds) = req.header("authorization").and_then(Credentials::parse) else {
             return Outcome {
                 response: self.challenge(req, now_ms, false),
@@ -349,17 +492,33 @@ impl Registrar {
             .is_some_and(|pw| verify_response(&creds, "REGISTER", pw));
         if !ok {
             self.stats.auth_failures += 1;
-            self.record_failure(source, now_ms);
+            let verdict = self.limiter.record_failure(ip, now_ms);
+            if blocked && let Some(d) = self.devices.get_mut(&device_id) {
+                d.blocked_failures = d.blocked_failures.saturating_add(1);
+            }
             events.push(Event::AuthFailed {
-                device_id,
+                device_id: device_id.clone(),
                 source: source.to_string(),
             });
+            if let Verdict::Blocked(ms) = verdict
+                && !blocked
+            {
+                self.stats.sources_blocked += 1;
+                events.push(Event::SourceBlocked {
+                    ip: ip.to_string(),
+                    device_id,
+                    blocked_ms: ms,
+                });
+            }
             return Outcome {
                 response: self.respond(req, 403, "Forbidden"),
                 events,
             };
         }
-        self.failures.remove(source);
+        // No `record_success`: see the module docs.
+        if let Some(d) = self.devices.get_mut(&device_id) {
+            d.blocked_failures = 0;
+        }
         let nc = creds.nc_value();
         if self.config.nc_policy == NcPolicy::Strict
             && let (Some(nc), Some(dev)) = (nc, self.devices.get(&device_id))
@@ -422,6 +581,7 @@ impl Registrar {
                 last_seen_ms: now_ms,
                 online: true,
                 last_nonce_nc: None,
+                blocked_failures: 0,
             });
         dev.contact = contact_uri.clone();
         dev.source = source.to_string();
@@ -451,7 +611,10 @@ impl Registrar {
         }
     }
 
-    /// Handles a MESSAGE carrying a Keepalive (already parsed from its body).
+    /// Handles a MESSAGE carrying a Keepalive (already parsed from its body) from `source`.
+    /// The sender is the From user; the body's DeviceID must be the same. Accepted only from
+    /// the device's registered address (403 otherwise, the binding stays); a device that is
+    /// not registered gets 404 so that it registers again.
     pub fn handle_keepalive(
         &mut self,
         req: &Message,
@@ -462,24 +625,43 @@ impl Registrar {
         self.stats.keepalives += 1;
         let device_id = user_of(req.from()).unwrap_or_else(|| keepalive.device_id.clone());
         let mut events = Vec::new();
-        let known = self
-            .devices
-            .get(&device_id)
-            .is_some_and(|d| d.expires_at_ms > now_ms);
-        if !known {
-            self.stats.keepalives_refused += 1;
-            events.push(Event::KeepaliveRefused {
-                device_id,
-                source: source.to_string(),
-            });
+        if let Err((_, ev)) = self.check_id(&device_id, source, "MESSAGE") {
+            events.push(ev);
             return Outcome {
-                response: self.respond(req, 404, "Not Found"),
+                response: self.respond(req, 403, "Forbidden"),
                 events,
             };
         }
+        if keepalive.device_id != device_id {
+            events.push(self.forged(&device_id, source, "MESSAGE", reason::BODY_ID_MISMATCH));
+            return Outcome {
+                response: self.respond(req, 403, "Forbidden"),
+                events,
+            };
+        }
+        match self.check_sender(&device_id, source, now_ms) {
+            SenderCheck::NotRegistered => {
+                self.stats.keepalives_refused += 1;
+                events.push(Event::KeepaliveRefused {
+                    device_id,
+                    source: source.to_string(),
+                });
+                return Outcome {
+                    response: self.respond(req, 404, "Not Found"),
+                    events,
+                };
+            }
+            SenderCheck::WrongSource => {
+                events.push(self.forged(&device_id, source, "MESSAGE", reason::WRONG_SOURCE));
+                return Outcome {
+                    response: self.respond(req, 403, "Forbidden"),
+                    events,
+                };
+            }
+            SenderCheck::Registered => {}
+        }
         if let Some(dev) = self.devices.get_mut(&device_id) {
             dev.last_seen_ms = now_ms;
-            dev.source = source.to_string();
             if !dev.online {
                 dev.online = true;
                 events.push(Event::Online { device_id });
@@ -513,7 +695,10 @@ impl Registrar {
             }
             true
         });
-        self.prune_failures(now_ms);
+        if now_ms >= self.next_prune_ms {
+            self.next_prune_ms = now_ms + 10_000;
+            self.limiter.prune(now_ms);
+        }
         events
     }
 

@@ -183,15 +183,6 @@ pub struct Dialog {
     pub contact: Option<String>,
 }
 
-fn branch(seed: &str, cseq: u32, method: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in seed.bytes().chain(method.bytes()).chain(cseq.to_le_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x1000_0000_01b3);
-    }
-    format!("z9hG4bK{}", h % 10_000_000_000)
-}
-
 /// The Via with its branch parameter replaced.
 fn via_with_branch(via: &str, branch: &str) -> String {
     let kept: Vec<&str> = via
@@ -229,7 +220,8 @@ impl Dialog {
         let mut m = Message::request(method, &self.remote_target);
         m.add_header(
             "Via",
-            via_with_branch(&self.via_base, &branch(&self.call_id, cseq, method)),
+            // Every request is a new transaction: a new random branch.
+            via_with_branch(&self.via_base, &super::random::branch()),
         );
         m.add_header("From", self.local.clone());
         m.add_header("To", self.remote.clone());

@@ -15,6 +15,10 @@
 //! again after `retry_ms`, doubling per failure in a row (up to 32×, as the registration
 //! backoff), and registers again. The OS picks the local TCP port (`local_port` is for UDP).
 //!
+//! In-dialog requests from the platform (BYE, INFO) are believed only with the dialog's
+//! Call-ID and both its tags, from the address the INVITE came from; anything else gets 481
+//! and the session goes on. Call-IDs, tags and branches are random (OS randomness).
+//!
 //! Limits: one media session at a time (a new INVITE replaces the old one); the GOP cache is
 //! bounded by [`MAX_GOP_BYTES`] and [`MAX_GOP_FRAMES`].
 
@@ -23,8 +27,9 @@ use crate::core::client::{
 };
 use crate::core::manscdp::{self, CatalogItem, Manscdp};
 use crate::core::media::{frame_rfc4571, has_psm, is_header_only, is_key_frame};
+use crate::core::random;
 use crate::core::sdp::{self, MediaTransport};
-use crate::core::sip::{Message, StreamFramer};
+use crate::core::sip::{Message, NameAddr, StreamFramer};
 use crate::core::subject::Subject;
 pub use crate::endpoint::SipTransport;
 use crate::endpoint::now_ms;
@@ -142,8 +147,24 @@ struct Dialog {
     /// Our From (the INVITE's To with our tag) and their To (the INVITE's From).
     local: String,
     remote: String,
+    /// Our tag (To of our 200) and the platform's (From of its INVITE).
+    local_tag: String,
+    remote_tag: String,
+    /// Where the INVITE came from: in-dialog requests must come from there too.
+    peer: SocketAddr,
     remote_target: String,
     cseq: u32,
+}
+
+impl Dialog {
+    /// Whether `m` (from `from`) belongs to this dialog: Call-ID, both tags, peer address.
+    fn matches(&self, m: &Message, from: SocketAddr) -> bool {
+        let tag = |na: Option<NameAddr>| na.and_then(|n| n.tag().map(str::to_string));
+        m.call_id() == Some(self.call_id.as_str())
+            && tag(m.from()).as_deref() == Some(self.remote_tag.as_str())
+            && tag(m.to()).as_deref() == Some(self.local_tag.as_str())
+            && from == self.peer
+    }
 }
 
 /// Our 200 OK to an INVITE, re-sent until the ACK comes (RFC 3261 §13.3.1.4).
@@ -211,7 +232,6 @@ impl DeviceAgent {
             // Not connected yet: the port becomes the connection's.
             SipTransport::Tcp => (SipSocket::Tcp(Mutex::new(None)), bind),
         };
-        let seed = now_ms() ^ u64::from(local_addr.port()) << 40 ^ u64::from(std::process::id());
         let client = RegisterClient::new(RegisterClientConfig {
             device_id: config.device_id.clone(),
             domain: config.domain.clone(),
@@ -224,7 +244,6 @@ impl DeviceAgent {
             keepalive_interval_ms: config.keepalive_interval_ms,
             max_keepalive_failures: 3,
             retry_ms: config.retry_ms,
-            seed,
             charset: manscdp::Charset::Gb2312,
         });
         let agent = Arc::new(DeviceAgent {
@@ -267,12 +286,13 @@ impl DeviceAgent {
         }
     }
 
-    /// `SIP/2.0/UDP <addr>;rport;branch=z9hG4bK<branch>` (TCP over TCP).
-    fn via(&self, branch: u64) -> String {
+    /// `SIP/2.0/UDP <addr>;rport;branch=z9hG4bK<random>` (TCP over TCP).
+    fn via(&self) -> String {
         format!(
-            "SIP/2.0/{} {};rport;branch=z9hG4bK{branch}",
+            "SIP/2.0/{} {};rport;branch={}",
             self.config.transport.as_str(),
-            self.local_addr()
+            self.local_addr(),
+            random::branch()
         )
     }
 
@@ -420,7 +440,6 @@ impl DeviceAgent {
             let mut config = c.config.clone();
             config.local_host = local.ip().to_string();
             config.local_port = local.port();
-            config.seed = config.seed.wrapping_add(0x9E37_79B9_7F4A_7C15) ^ now_ms();
             *c = RegisterClient::new(config);
             c.start(now_ms())
         };
@@ -536,7 +555,7 @@ impl DeviceAgent {
         };
         match m.method().unwrap_or_default().to_ascii_uppercase().as_str() {
             "MESSAGE" => {
-                reply(Message::response_to(&m, 200, "OK", Some("dev")));
+                reply(Message::response_to(&m, 200, "OK", Some(&random::tag())));
                 self.handle_manscdp(&m);
             }
             "INVITE" => self.handle_invite(&m, from),
@@ -578,6 +597,10 @@ impl DeviceAgent {
                 }
             }
             "INFO" => {
+                if !self.in_dialog(&m, from) {
+                    reply(no_dialog(&m));
+                    return;
+                }
                 reply(Message::response_to(&m, 200, "OK", None));
                 if let Some(c) = crate::core::transaction::parse_mansrtsp(&m.body) {
                     (self.on_event)(DeviceEvent::PlaybackControl {
@@ -588,8 +611,23 @@ impl DeviceAgent {
                 }
             }
             "BYE" => {
+                if !self.in_dialog(&m, from) {
+                    reply(no_dialog(&m));
+                    return;
+                }
                 reply(Message::response_to(&m, 200, "OK", None));
                 let cid = m.call_id().unwrap_or_default().to_string();
+                {
+                    // Hung up before its ACK: forget the session and our 200.
+                    let mut p = lock(&self.pending);
+                    if p.as_ref().is_some_and(|(s, _)| s.call_id == cid) {
+                        *p = None;
+                    }
+                    let mut r = lock(&self.ok_retransmit);
+                    if r.as_ref().is_some_and(|r| r.call_id == cid) {
+                        *r = None;
+                    }
+                }
                 let mut ended = false;
                 {
                     let mut s = lock(&self.session);
@@ -614,18 +652,29 @@ impl DeviceAgent {
         }
     }
 
+    /// Whether an in-dialog request belongs to the current (or the pending, not yet
+    /// acknowledged) session's dialog.
+    fn in_dialog(&self, m: &Message, from: SocketAddr) -> bool {
+        let current = lock(&self.dialog)
+            .as_ref()
+            .is_some_and(|d| d.matches(m, from));
+        current
+            || lock(&self.pending)
+                .as_ref()
+                .is_some_and(|(_, d)| d.matches(m, from))
+    }
+
     fn new_message(&self, body: &str) -> Message {
         let c = &self.config;
         let local = self.local_addr();
-        let n = now_ms() ^ u64::from(local.port());
         let mut m = Message::request("MESSAGE", &format!("sip:{}@{}", c.server_id, c.domain));
-        m.add_header("Via", self.via(n))
+        m.add_header("Via", self.via())
             .add_header(
                 "From",
-                format!("<sip:{}@{}>;tag={n}", c.device_id, c.domain),
+                format!("<sip:{}@{}>;tag={}", c.device_id, c.domain, random::tag()),
             )
             .add_header("To", format!("<sip:{}@{}>", c.server_id, c.domain))
-            .add_header("Call-ID", format!("{n}@{}", local.ip()))
+            .add_header("Call-ID", format!("{}@{}", random::call_id(), local.ip()))
             .add_header("CSeq", "1 MESSAGE")
             .add_header("Max-Forwards", "70");
         m.set_body(
@@ -773,7 +822,7 @@ impl DeviceAgent {
             media_port,
             &ssrc_str,
         );
-        let tag = format!("{}", now_ms() % 1_000_000_000);
+        let tag = random::tag();
         let mut ok = Message::response_to(m, 200, "OK", Some(&tag));
         ok.add_header("Contact", self.contact(&self.config.channel_id));
         ok.set_body("APPLICATION/SDP", answer.into_bytes());
@@ -782,6 +831,12 @@ impl DeviceAgent {
             call_id: call_id.clone(),
             local: ok.header("to").unwrap_or_default().to_string(),
             remote: m.header("from").unwrap_or_default().to_string(),
+            local_tag: tag,
+            remote_tag: m
+                .from()
+                .and_then(|f| f.tag().map(str::to_string))
+                .unwrap_or_default(),
+            peer: from,
             remote_target: m
                 .contact()
                 .map(|c| c.uri)
@@ -801,7 +856,7 @@ impl DeviceAgent {
                 kind: offer.session_name.clone(),
                 out,
                 ssrc,
-                seq: (now_ms() & 0xffff) as u16,
+                seq: random::u64() as u16,
                 need_gop: true,
                 active: true,
                 packets: 0,
@@ -834,7 +889,7 @@ impl DeviceAgent {
 
     fn in_dialog_request(&self, d: &Dialog, method: &str) -> Message {
         let mut m = Message::request(method, &d.remote_target);
-        m.add_header("Via", self.via(now_ms() % 1_000_000_000))
+        m.add_header("Via", self.via())
             .add_header("From", d.local.clone())
             .add_header("To", d.remote.clone())
             .add_header("Call-ID", d.call_id.clone())
@@ -916,6 +971,10 @@ impl DeviceAgent {
             });
         }
     }
+}
+
+fn no_dialog(m: &Message) -> Message {
+    Message::response_to(m, 481, "Call/Transaction Does Not Exist", None)
 }
 
 fn send_rtp(s: &mut MediaSession, frame: &[u8], ts: u32) -> io::Result<()> {

@@ -10,19 +10,43 @@
 //!
 //! GStreamer-free: plain threads and std sockets. UDP: one receive thread; TCP: an accept
 //! thread and one reader thread per connection (framed by Content-Length with
-//! [`StreamFramer`]); plus one timer thread. [`Endpoint::shutdown`] stops all of them.
+//! [`StreamFramer`]); one timer thread; one dispatcher thread that calls the subscribers.
+//! [`Endpoint::shutdown`] stops all of them. The receive threads only parse, answer and
+//! enqueue events, so a slow subscriber never delays signalling.
+//!
+//! Whom it believes: only an authenticated REGISTER binds a device to an address (and, over
+//! TCP, to the connection it came on). A MESSAGE or NOTIFY is from device D when its From user
+//! is D; it is accepted only from D's registered address (over TCP: D's registered
+//! connection) and only if its MANSCDP `<DeviceID>` is D or one of D's channels (from its
+//! Catalogs, or addressed by us with [`Endpoint::note_channel`], queries and PTZ); otherwise it
+//! gets 403, is counted in `forged_requests` and reported as
+//! [`registrar::Event::ForgedRequest`], and the binding stays. In-dialog requests (BYE, INFO)
+//! must carry the dialog's Call-ID and both tags and come from the dialog's peer address, or
+//! they get 481 (counted and reported the same way) and the dialog goes on. Device IDs and
+//! Catalog channel IDs are checked with the configured [`crate::core::id::IdPolicy`] before
+//! any use; Catalog items with invalid IDs are dropped ([`EndpointEvent::CatalogItemsDropped`]).
+//! Call-IDs, tags and branches are random (OS randomness).
 //!
 //! Limits: message/header/body size are bounded by the SIP parser; at most
 //! [`MAX_TRANSACTIONS`] client transactions, [`MAX_DIALOGS`] dialogs and [`MAX_TCP_CONNECTIONS`]
-//! TCP connections at once; failed authentication is rate-limited by the registrar.
+//! TCP connections at once; `max_devices` registrations and `max_channels_per_device` channels
+//! per device (further Catalog items are dropped and counted); at most [`EVENT_QUEUE`] events
+//! waiting for the subscribers (further events are dropped and counted in `events_dropped`),
+//! and events about unauthenticated requests at [`REFUSAL_EVENTS_PER_S`] (the rest counted in
+//! `events_suppressed`); failed authentication is limited per source IP by the registrar.
 
+use crate::core::id::printable;
 use crate::core::manscdp::{
-    self, CatalogItem, DeviceInfo, DeviceStatus, ListMerger, Manscdp, RecordInfoQuery, RecordItem,
+    self, CatalogItem, DeviceInfo, DeviceStatus, ListMerger, ListResponse, Manscdp,
+    RecordInfoQuery, RecordItem,
 };
-use crate::core::registrar::{self, Device, Registrar, RegistrarConfig, RegistrarStats};
-use crate::core::sip::{Message, StreamFramer};
-use crate::core::transaction::{ClientTransaction, TransactionKind, TxAction};
-use std::collections::HashMap;
+use crate::core::random;
+use crate::core::registrar::{
+    self, Device, Registrar, RegistrarConfig, RegistrarStats, SenderCheck, reason,
+};
+use crate::core::sip::{Message, NameAddr, StreamFramer};
+use crate::core::transaction::{ClientTransaction, Dialog, TransactionKind, TxAction};
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,7 +58,31 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const MAX_TRANSACTIONS: usize = 4096;
 pub const MAX_DIALOGS: usize = 4096;
 pub const MAX_TCP_CONNECTIONS: usize = 4096;
+/// Events waiting for the dispatcher thread; further events are dropped (and counted).
+pub const EVENT_QUEUE: usize = 4096;
+/// Events caused by unauthenticated requests (failed or refused authentication, forged
+/// requests, invalid IDs, refused keepalives) published at most at this rate (per second,
+/// bursts of [`REFUSAL_EVENT_BURST`]); the others are only counted, so a flood of forged
+/// datagrams cannot flood the applications' buses.
+pub const REFUSAL_EVENTS_PER_S: f64 = 20.0;
+pub const REFUSAL_EVENT_BURST: f64 = 100.0;
 const TICK: Duration = Duration::from_millis(20);
+
+/// Where a request came from: the source address and, over TCP, the connection's number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Peer {
+    addr: SocketAddr,
+    connection: Option<u64>,
+}
+
+impl Peer {
+    fn udp(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            connection: None,
+        }
+    }
+}
 
 /// Wall clock in Unix milliseconds (what the core's timers use).
 pub fn now_ms() -> u64 {
@@ -97,6 +145,14 @@ pub enum EndpointEvent {
         device_id: String,
         notify_type: u32,
     },
+    /// Catalog items of `device_id` that were dropped: `invalid` IDs refused by the ID policy
+    /// (`example`: the first, printable), `over_limit` beyond `max_channels_per_device`.
+    CatalogItemsDropped {
+        device_id: String,
+        invalid: u32,
+        over_limit: u32,
+        example: String,
+    },
 }
 
 impl EndpointEvent {
@@ -109,13 +165,17 @@ impl EndpointEvent {
                 | registrar::Event::Online { device_id }
                 | registrar::Event::Offline { device_id }
                 | registrar::Event::KeepaliveRefused { device_id, .. }
-                | registrar::Event::AuthFailed { device_id, .. } => device_id,
+                | registrar::Event::AuthFailed { device_id, .. }
+                | registrar::Event::SourceBlocked { device_id, .. }
+                | registrar::Event::ForgedRequest { device_id, .. } => device_id,
+                registrar::Event::InvalidId { id, .. } => id,
             },
             EndpointEvent::Catalog { device_id, .. } => device_id,
             EndpointEvent::DeviceInfo { info, .. } => &info.device_id,
             EndpointEvent::DeviceStatus { status, .. } => &status.device_id,
             EndpointEvent::RecordInfo { device_id, .. } => device_id,
             EndpointEvent::MediaStatus { device_id, .. } => device_id,
+            EndpointEvent::CatalogItemsDropped { device_id, .. } => device_id,
         }
     }
 }
@@ -142,6 +202,11 @@ struct DialogEntry {
     owner: mpsc::Sender<Message>,
     /// ACK to re-send when the 2xx is retransmitted.
     ack: Option<(Vec<u8>, SocketAddr)>,
+    /// Our tag (From of our INVITE) and the device's (To of its 2xx).
+    local_tag: String,
+    remote_tag: String,
+    /// The device's address: in-dialog requests must come from it.
+    peer: SocketAddr,
 }
 
 struct Inner {
@@ -150,8 +215,99 @@ struct Inner {
     dialogs: HashMap<String, DialogEntry>,
     catalogs: ListMerger<CatalogItem>,
     records: ListMerger<RecordItem>,
+    /// Channels per registered device (from its Catalogs and the ones we addressed), at most
+    /// `max_channels_per_device` each.
+    channels: HashMap<String, HashSet<String>>,
+    /// Over TCP: the connection each device registered on.
+    device_conns: HashMap<String, u64>,
+    catalog_items_dropped: u64,
     sn: u32,
     next_poll_ms: u64,
+}
+
+impl Inner {
+    /// Keeps the per-device tables in step with registrations.
+    fn track_bindings(&mut self, events: &[EndpointEvent], connection: Option<u64>) {
+        for e in events {
+            match e {
+                EndpointEvent::Registrar(registrar::Event::Registered { device_id, .. }) => {
+                    match connection {
+                        Some(c) => self.device_conns.insert(device_id.clone(), c),
+                        None => self.device_conns.remove(device_id),
+                    };
+                }
+                EndpointEvent::Registrar(registrar::Event::Unregistered { device_id, .. }) => {
+                    self.device_conns.remove(device_id);
+                    self.channels.remove(device_id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Remembers `channel` of registered `device` (bounded). Whether it is known now.
+    fn note_channel(&mut self, device: &str, channel: &str) -> bool {
+        if self.registrar.device(device).is_none() {
+            return false;
+        }
+        let max = self.registrar.config.max_channels_per_device;
+        let set = self.channels.entry(device.to_string()).or_default();
+        if set.contains(channel) {
+            return true;
+        }
+        if set.len() >= max {
+            return false;
+        }
+        set.insert(channel.to_string());
+        true
+    }
+
+    /// Keeps the items of a complete Catalog that fit the device's channel budget (known
+    /// channels first come, first served); returns how many were dropped.
+    fn accept_channels(&mut self, list: &mut ListResponse<CatalogItem>) -> usize {
+        let max = self.registrar.config.max_channels_per_device;
+        if self.registrar.device(&list.device_id).is_none() {
+            // Unregistered meanwhile: publish within the budget, remember nothing.
+            let over = list.items.len().saturating_sub(max);
+            list.items.truncate(max);
+            return over;
+        }
+        let set = self.channels.entry(list.device_id.clone()).or_default();
+        let mut over = 0;
+        list.items.retain(|i| {
+            if set.contains(&i.device_id) {
+                true
+            } else if set.len() < max {
+                set.insert(i.device_id.clone());
+                true
+            } else {
+                over += 1;
+                false
+            }
+        });
+        over
+    }
+
+    fn catalog_event(&mut self, mut l: ListResponse<CatalogItem>) -> Vec<EndpointEvent> {
+        let over = self.accept_channels(&mut l);
+        let mut events = Vec::new();
+        if over > 0 {
+            self.catalog_items_dropped += over as u64;
+            events.push(EndpointEvent::CatalogItemsDropped {
+                device_id: l.device_id.clone(),
+                invalid: 0,
+                over_limit: over as u32,
+                example: String::new(),
+            });
+        }
+        events.push(EndpointEvent::Catalog {
+            device_id: l.device_id,
+            sn: l.sn,
+            sum_num: l.sum_num,
+            items: l.items,
+        });
+        events
+    }
 }
 
 enum Socket {
@@ -164,6 +320,8 @@ enum Socket {
 /// Endpoint statistics (for `stats` properties and the load tool).
 #[derive(Debug, Clone, Default)]
 pub struct EndpointStats {
+    /// Registrations, challenges, auth failures, rate-limited REGISTERs, blocked sources,
+    /// keepalives, forged requests, invalid IDs.
     pub registrar: RegistrarStats,
     pub messages_in: u64,
     pub messages_out: u64,
@@ -171,6 +329,13 @@ pub struct EndpointStats {
     pub retransmissions: u64,
     pub devices: usize,
     pub devices_online: usize,
+    /// Catalog items dropped: invalid channel IDs and items beyond `max_channels_per_device`.
+    pub catalog_items_dropped: u64,
+    /// Events not delivered because the subscribers were [`EVENT_QUEUE`] events behind.
+    pub events_dropped: u64,
+    /// Events about unauthenticated requests not published (beyond
+    /// [`REFUSAL_EVENTS_PER_S`]); the requests are still counted in `registrar`.
+    pub events_suppressed: u64,
 }
 
 pub struct Endpoint {
@@ -179,9 +344,16 @@ pub struct Endpoint {
     local_addr: SocketAddr,
     socket: Socket,
     inner: Mutex<Inner>,
-    subscribers: Mutex<Vec<(u64, Subscriber)>>,
+    subscribers: Arc<Mutex<Vec<(u64, Subscriber)>>>,
+    /// To the dispatcher thread.
+    events: mpsc::SyncSender<EndpointEvent>,
+    events_dropped: AtomicU64,
+    /// Token bucket for events about unauthenticated requests: (tokens, last refill).
+    refusal_tokens: Mutex<(f64, std::time::Instant)>,
+    events_suppressed: AtomicU64,
     next_id: AtomicU64,
-    stop: AtomicBool,
+    next_connection: AtomicU64,
+    stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     messages_in: AtomicU64,
     messages_out: AtomicU64,
@@ -264,6 +436,20 @@ impl Endpoint {
                 )
             }
         };
+        let max_channels = config.max_channels_per_device;
+        let (events, events_rx) = mpsc::sync_channel(EVENT_QUEUE);
+        let subscribers: Arc<Mutex<Vec<(u64, Subscriber)>>> = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        {
+            let subscribers = subscribers.clone();
+            let stop = stop.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("gb28181-sip-events".into())
+                    .spawn(move || dispatch_loop(events_rx, subscribers, stop))?,
+            );
+        }
         // Keep `key.port` meaningful when an ephemeral port was asked for.
         let ep = Arc::new_cyclic(|me| Endpoint {
             me: me.clone(),
@@ -274,21 +460,28 @@ impl Endpoint {
                 registrar: Registrar::new(config),
                 transactions: HashMap::new(),
                 dialogs: HashMap::new(),
-                catalogs: ListMerger::new(10_000),
+                catalogs: ListMerger::with_max_items(10_000, max_channels),
                 records: ListMerger::new(10_000),
+                channels: HashMap::new(),
+                device_conns: HashMap::new(),
+                catalog_items_dropped: 0,
                 sn: 0,
                 next_poll_ms: 0,
             }),
-            subscribers: Mutex::new(Vec::new()),
+            subscribers,
+            events,
+            events_dropped: AtomicU64::new(0),
+            refusal_tokens: Mutex::new((REFUSAL_EVENT_BURST, std::time::Instant::now())),
+            events_suppressed: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
-            stop: AtomicBool::new(false),
+            next_connection: AtomicU64::new(1),
+            stop,
             threads: Mutex::new(Vec::new()),
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
             parse_errors: AtomicU64::new(0),
             retransmissions: AtomicU64::new(0),
         });
-        let mut threads = Vec::new();
         let weak = Arc::downgrade(&ep);
         threads.push(
             std::thread::Builder::new()
@@ -381,11 +574,16 @@ impl Endpoint {
             retransmissions: self.retransmissions.load(Ordering::Relaxed),
             devices: inner.registrar.devices().count(),
             devices_online: inner.registrar.devices().filter(|d| d.online).count(),
+            catalog_items_dropped: inner.catalog_items_dropped,
+            events_dropped: self.events_dropped.load(Ordering::Relaxed),
+            events_suppressed: self.events_suppressed.load(Ordering::Relaxed),
         }
     }
 
-    /// Calls `f` (on an endpoint thread) for every event; returns an id for
-    /// [`Endpoint::unsubscribe`]. `f` must not block.
+    /// Calls `f` for every event, in order, on the endpoint's dispatcher thread (never on a
+    /// receive thread: a slow `f` delays other subscribers' events, not signalling; beyond
+    /// [`EVENT_QUEUE`] waiting events further ones are dropped). Returns an id for
+    /// [`Endpoint::unsubscribe`].
     pub fn subscribe(&self, f: impl Fn(&EndpointEvent) + Send + Sync + 'static) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.subscribers).push((id, Arc::new(f)));
@@ -396,26 +594,17 @@ impl Endpoint {
         lock(&self.subscribers).retain(|(i, _)| *i != id);
     }
 
+    /// Hands events to the dispatcher thread, never waiting for it.
     fn publish(&self, events: Vec<EndpointEvent>) {
-        if events.is_empty() {
-            return;
-        }
-        let subs: Vec<Subscriber> = lock(&self.subscribers)
-            .iter()
-            .map(|(_, s)| s.clone())
-            .collect();
-        for e in &events {
-            for s in &subs {
-                s(e);
+        for e in events {
+            if is_refusal(&e) && !self.take_refusal_token() {
+                self.events_suppressed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if let Err(mpsc::TrySendError::Full(_)) = self.events.try_send(e) {
+                self.events_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
-    }
-
-    /// A unique number (Call-IDs, tags, branches).
-    pub fn unique(&self) -> u64 {
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let t = now_ms();
-        (t.wrapping_mul(1_000_003) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) % 10_000_000_000
     }
 
     /// Next MANSCDP serial number.
@@ -444,6 +633,19 @@ impl Endpoint {
             .unwrap_or_else(|_| "127.0.0.1".into())
     }
 
+    fn take_refusal_token(&self) -> bool {
+        let mut b = lock(&self.refusal_tokens);
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(b.1).as_secs_f64() * REFUSAL_EVENTS_PER_S;
+        *b = ((b.0 + refill).min(REFUSAL_EVENT_BURST), now);
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Builds a request from the platform to `device_id` (Request-URI `target_id`).
     pub fn new_request(&self, method: &str, target_id: &str, dest: SocketAddr) -> Message {
         let (server_id, realm) = {
@@ -459,17 +661,17 @@ impl Endpoint {
         m.add_header(
             "Via",
             format!(
-                "SIP/2.0/{} {ip}:{port};rport;branch=z9hG4bK{}",
+                "SIP/2.0/{} {ip}:{port};rport;branch={}",
                 self.key.transport.as_str(),
-                self.unique()
+                random::branch()
             ),
         )
         .add_header(
             "From",
-            format!("<sip:{server_id}@{realm}>;tag={}", self.unique()),
+            format!("<sip:{server_id}@{realm}>;tag={}", random::tag()),
         )
         .add_header("To", format!("<sip:{target_id}@{realm}>"))
-        .add_header("Call-ID", format!("{}@{ip}", self.unique()))
+        .add_header("Call-ID", format!("{}@{ip}", random::call_id()))
         .add_header("CSeq", format!("1 {method}"))
         .add_header("Contact", format!("<sip:{server_id}@{ip}:{port}>"))
         .add_header("Max-Forwards", "70")
@@ -507,6 +709,8 @@ impl Endpoint {
         let Socket::Tcp { conns } = &self.socket else {
             return Ok(());
         };
+        // A peer that stops reading must not hold up whoever writes to it.
+        s.set_write_timeout(Some(Duration::from_secs(2)))?;
         {
             let mut conns = lock(conns);
             if conns.len() >= MAX_TCP_CONNECTIONS {
@@ -516,9 +720,10 @@ impl Endpoint {
         }
         s.set_read_timeout(Some(Duration::from_millis(100)))?;
         let weak = self.me.clone();
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let handle = std::thread::Builder::new()
             .name("gb28181-sip-conn".into())
-            .spawn(move || tcp_conn_loop(weak, s, peer))?;
+            .spawn(move || tcp_conn_loop(weak, s, peer, id))?;
         let mut threads = lock(&self.threads);
         // Forget the threads of closed connections.
         threads.retain(|t| !t.is_finished());
@@ -592,25 +797,37 @@ impl Endpoint {
         }
     }
 
-    /// Registers a dialog (by Call-ID): in-dialog requests go to `owner`; `ack` is re-sent
-    /// when the 2xx comes again.
+    /// Registers a dialog with the device at `peer`: a BYE with its Call-ID and both its tags,
+    /// from `peer`, goes to `owner` (anything else in the dialog gets 481); `ack` (sent to
+    /// `peer`) is re-sent when the 2xx comes again.
     pub fn add_dialog(
         &self,
-        call_id: &str,
+        dialog: &Dialog,
+        peer: SocketAddr,
         owner: mpsc::Sender<Message>,
-        ack: Option<(&Message, SocketAddr)>,
+        ack: Option<&Message>,
     ) {
         let mut inner = lock(&self.inner);
         if inner.dialogs.len() >= MAX_DIALOGS {
             return;
         }
         inner.dialogs.insert(
-            call_id.to_string(),
+            dialog.call_id.clone(),
             DialogEntry {
                 owner,
-                ack: ack.map(|(m, a)| (m.to_bytes(), a)),
+                ack: ack.map(|m| (m.to_bytes(), peer)),
+                local_tag: dialog.local_tag.clone(),
+                remote_tag: dialog.remote_tag.clone(),
+                peer,
             },
         );
+    }
+
+    /// Tells the endpoint that `channel_id` belongs to registered `device_id` (a channel we
+    /// address, e.g. INVITE or RecordInfo), so that the device's messages about it are
+    /// accepted. Bounded by `max_channels_per_device`.
+    pub fn note_channel(&self, device_id: &str, channel_id: &str) {
+        lock(&self.inner).note_channel(device_id, channel_id);
     }
 
     pub fn remove_dialog(&self, call_id: &str) {
@@ -635,6 +852,7 @@ impl Endpoint {
         start_time: &str,
         end_time: &str,
     ) -> io::Result<u32> {
+        self.note_channel(device_id, channel_id);
         let sn = self.next_sn();
         let body = manscdp::build_record_info_query(&RecordInfoQuery {
             sn,
@@ -649,6 +867,7 @@ impl Endpoint {
 
     /// Sends a PTZ command to `channel_id` of `device_id`. Returns the SN.
     pub fn ptz(&self, device_id: &str, channel_id: &str, cmd: manscdp::PtzCmd) -> io::Result<u32> {
+        self.note_channel(device_id, channel_id);
         let sn = self.next_sn();
         let body = manscdp::build_ptz_control(sn, channel_id, cmd);
         self.send_manscdp(device_id, channel_id, &body)?;
@@ -669,52 +888,37 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Handles one incoming message (public for tests and the fuzz-like vector tests).
+    /// Handles one incoming datagram from `source` (public for tests and the fuzz-like
+    /// vector tests).
     pub fn handle_datagram(&self, data: &[u8], source: SocketAddr) {
         self.messages_in.fetch_add(1, Ordering::Relaxed);
         match Message::parse(data) {
-            Ok(m) => self.handle_message(m, source),
+            Ok(m) => self.handle_message(m, Peer::udp(source)),
             Err(_) => {
                 self.parse_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
-    fn handle_message(&self, msg: Message, source: SocketAddr) {
+    fn handle_message(&self, msg: Message, peer: Peer) {
         let now = now_ms();
         if !msg.is_request() {
             self.handle_response(msg, now);
             return;
         }
         let method = msg.method().unwrap_or_default().to_ascii_uppercase();
-        let src = source.to_string();
         let (response, events) = match method.as_str() {
             "REGISTER" => {
-                let out = lock(&self.inner).registrar.handle_register(&msg, &src, now);
-                (Some(out.response), wrap(out.events))
+                let mut inner = lock(&self.inner);
+                let out = inner
+                    .registrar
+                    .handle_register(&msg, &peer.addr.to_string(), now);
+                let events = wrap(out.events);
+                inner.track_bindings(&events, peer.connection);
+                (Some(out.response), events)
             }
-            "MESSAGE" => self.handle_manscdp(&msg, &src, now),
-            "BYE" => {
-                let owner = lock(&self.inner)
-                    .dialogs
-                    .remove(msg.call_id().unwrap_or_default())
-                    .map(|d| d.owner);
-                match owner {
-                    Some(o) => {
-                        let _ = o.send(msg.clone());
-                        (Some(Message::response_to(&msg, 200, "OK", None)), vec![])
-                    }
-                    None => (
-                        Some(Message::response_to(
-                            &msg,
-                            481,
-                            "Call/Transaction Does Not Exist",
-                            None,
-                        )),
-                        vec![],
-                    ),
-                }
-            }
+            "MESSAGE" | "NOTIFY" => self.handle_manscdp(&msg, &method, peer, now),
+            "BYE" | "INFO" => self.handle_in_dialog(&msg, &method, peer),
             "ACK" => (None, vec![]),
             "OPTIONS" => (Some(Message::response_to(&msg, 200, "OK", None)), vec![]),
             _ => (
@@ -723,15 +927,60 @@ impl Endpoint {
             ),
         };
         if let Some(r) = response {
-            let _ = self.send_to(&r, reply_addr(&msg, source, self.key.transport));
+            let _ = self.send_to(&r, reply_addr(&msg, peer.addr, self.key.transport));
         }
         self.publish(events);
     }
 
+    /// BYE / INFO: only with the dialog's Call-ID, both its tags, from its peer.
+    fn handle_in_dialog(
+        &self,
+        msg: &Message,
+        method: &str,
+        peer: Peer,
+    ) -> (Option<Message>, Vec<EndpointEvent>) {
+        let no_dialog = || {
+            Some(Message::response_to(
+                msg,
+                481,
+                "Call/Transaction Does Not Exist",
+                None,
+            ))
+        };
+        let call_id = msg.call_id().unwrap_or_default();
+        let mut inner = lock(&self.inner);
+        let Some(d) = inner.dialogs.get(call_id) else {
+            return (no_dialog(), vec![]);
+        };
+        let tag = |na: Option<NameAddr>| na.and_then(|n| n.tag().map(str::to_string));
+        let matches = tag(msg.from()).as_deref() == Some(d.remote_tag.as_str())
+            && tag(msg.to()).as_deref() == Some(d.local_tag.as_str())
+            && peer.addr == d.peer;
+        if !matches {
+            let who = registrar::user_of(msg.from()).unwrap_or_default();
+            let ev = inner.registrar.forged(
+                &who,
+                &peer.addr.to_string(),
+                method,
+                reason::DIALOG_MISMATCH,
+            );
+            return (no_dialog(), wrap(vec![ev]));
+        }
+        if method == "BYE"
+            && let Some(d) = inner.dialogs.remove(call_id)
+        {
+            let _ = d.owner.send(msg.clone());
+        }
+        (Some(Message::response_to(msg, 200, "OK", None)), vec![])
+    }
+
+    /// MESSAGE / NOTIFY with a MANSCDP body, from device D = the From user: see the module
+    /// docs for when it is believed.
     fn handle_manscdp(
         &self,
         msg: &Message,
-        src: &str,
+        method: &str,
+        peer: Peer,
         now: u64,
     ) -> (Option<Message>, Vec<EndpointEvent>) {
         let parsed = match Manscdp::parse(&msg.body) {
@@ -743,29 +992,95 @@ impl Endpoint {
                 );
             }
         };
-        let ok = Message::response_to(msg, 200, "OK", None);
+        let src = peer.addr.to_string();
+        let forbidden = || Some(Message::response_to(msg, 403, "Forbidden", None));
+        let ok = Some(Message::response_to(msg, 200, "OK", None));
+        let mut inner = lock(&self.inner);
+        let sender = registrar::user_of(msg.from()).unwrap_or_default();
+        if let Err((_, ev)) = inner.registrar.check_id(&sender, &src, "MESSAGE") {
+            return (forbidden(), wrap(vec![ev]));
+        }
+        let body_id = parsed.device_id();
+        if body_id != sender
+            && !inner
+                .channels
+                .get(&sender)
+                .is_some_and(|c| c.contains(body_id))
+        {
+            let ev = inner
+                .registrar
+                .forged(&sender, &src, method, reason::BODY_ID_MISMATCH);
+            return (forbidden(), wrap(vec![ev]));
+        }
+        let keepalive = matches!(parsed, Manscdp::Keepalive(_));
+        match inner.registrar.check_sender(&sender, &src, now) {
+            SenderCheck::Registered => {
+                if let Some(c) = peer.connection
+                    && inner.device_conns.get(&sender) != Some(&c)
+                {
+                    let ev =
+                        inner
+                            .registrar
+                            .forged(&sender, &src, method, reason::WRONG_CONNECTION);
+                    return (forbidden(), wrap(vec![ev]));
+                }
+            }
+            // The registrar refuses keepalives itself (404 so that the device registers).
+            _ if keepalive => {}
+            SenderCheck::NotRegistered => {
+                let ev = inner
+                    .registrar
+                    .forged(&sender, &src, method, reason::NOT_REGISTERED);
+                return (forbidden(), wrap(vec![ev]));
+            }
+            SenderCheck::WrongSource => {
+                let ev = inner
+                    .registrar
+                    .forged(&sender, &src, method, reason::WRONG_SOURCE);
+                return (forbidden(), wrap(vec![ev]));
+            }
+        }
         match parsed {
             Manscdp::Keepalive(k) => {
-                let out = lock(&self.inner)
-                    .registrar
-                    .handle_keepalive(msg, &k, src, now);
+                let out = inner.registrar.handle_keepalive(msg, &k, &src, now);
                 (Some(out.response), wrap(out.events))
             }
-            Manscdp::Catalog(list) => {
-                let done = lock(&self.inner).catalogs.add(list, now);
-                let ev = done
-                    .map(|l| EndpointEvent::Catalog {
-                        device_id: l.device_id,
-                        sn: l.sn,
-                        sum_num: l.sum_num,
-                        items: l.items,
-                    })
-                    .into_iter()
-                    .collect();
-                (Some(ok), ev)
+            Manscdp::Catalog(mut list) => {
+                // The list is the sender's (its body may name one of its channels).
+                list.device_id = sender.clone();
+                let mut invalid = 0usize;
+                let mut example = String::new();
+                let policy = inner.registrar.config.id_policy.clone();
+                list.items.retain(|i| {
+                    let valid = policy.is_valid(&i.device_id);
+                    if !valid {
+                        if invalid == 0 {
+                            example = printable(&i.device_id);
+                        }
+                        invalid += 1;
+                    }
+                    valid
+                });
+                let before = inner.catalogs.dropped;
+                let done = inner.catalogs.add_part(list, invalid, now);
+                let over = (inner.catalogs.dropped - before) as usize;
+                let mut events = Vec::new();
+                if invalid + over > 0 {
+                    inner.catalog_items_dropped += (invalid + over) as u64;
+                    events.push(EndpointEvent::CatalogItemsDropped {
+                        device_id: sender.clone(),
+                        invalid: invalid as u32,
+                        over_limit: over as u32,
+                        example,
+                    });
+                }
+                if let Some(l) = done {
+                    events.extend(inner.catalog_event(l));
+                }
+                (ok, events)
             }
             Manscdp::RecordInfo(list) => {
-                let done = lock(&self.inner).records.add(list, now);
+                let done = inner.records.add(list, now);
                 let ev = done
                     .map(|l| EndpointEvent::RecordInfo {
                         device_id: l.device_id,
@@ -775,26 +1090,24 @@ impl Endpoint {
                     })
                     .into_iter()
                     .collect();
-                (Some(ok), ev)
+                (ok, ev)
             }
             Manscdp::MediaStatus {
                 device_id,
                 notify_type,
                 ..
             } => (
-                Some(ok),
+                ok,
                 vec![EndpointEvent::MediaStatus {
                     device_id,
                     notify_type,
                 }],
             ),
-            Manscdp::DeviceInfo { sn, info } => {
-                (Some(ok), vec![EndpointEvent::DeviceInfo { sn, info }])
-            }
+            Manscdp::DeviceInfo { sn, info } => (ok, vec![EndpointEvent::DeviceInfo { sn, info }]),
             Manscdp::DeviceStatus { sn, status } => {
-                (Some(ok), vec![EndpointEvent::DeviceStatus { sn, status }])
+                (ok, vec![EndpointEvent::DeviceStatus { sn, status }])
             }
-            _ => (Some(ok), vec![]),
+            _ => (ok, vec![]),
         }
     }
 
@@ -846,14 +1159,11 @@ impl Endpoint {
             });
             if now >= inner.next_poll_ms {
                 inner.next_poll_ms = now + 100;
-                events.extend(wrap(inner.registrar.poll(now)));
+                let reg = wrap(inner.registrar.poll(now));
+                inner.track_bindings(&reg, None);
+                events.extend(reg);
                 for l in inner.catalogs.expire(now) {
-                    events.push(EndpointEvent::Catalog {
-                        device_id: l.device_id,
-                        sn: l.sn,
-                        sum_num: l.sum_num,
-                        items: l.items,
-                    });
+                    events.extend(inner.catalog_event(l));
                 }
                 for l in inner.records.expire(now) {
                     events.push(EndpointEvent::RecordInfo {
@@ -873,6 +1183,20 @@ impl Endpoint {
     }
 }
 
+/// Whether an event is about a request nobody authenticated (see [`REFUSAL_EVENTS_PER_S`]).
+fn is_refusal(e: &EndpointEvent) -> bool {
+    matches!(
+        e,
+        EndpointEvent::Registrar(
+            registrar::Event::AuthFailed { .. }
+                | registrar::Event::SourceBlocked { .. }
+                | registrar::Event::ForgedRequest { .. }
+                | registrar::Event::InvalidId { .. }
+                | registrar::Event::KeepaliveRefused { .. }
+        )
+    )
+}
+
 fn wrap(events: Vec<registrar::Event>) -> Vec<EndpointEvent> {
     events.into_iter().map(EndpointEvent::Registrar).collect()
 }
@@ -890,6 +1214,30 @@ fn tx_key(msg: &Message) -> Option<(String, u32, String)> {
 /// address (symmetric response routing, what cameras behind NAT need: `rport`).
 fn reply_addr(_req: &Message, source: SocketAddr, _t: SipTransport) -> SocketAddr {
     source
+}
+
+/// Calls the subscribers for every queued event (the only thread that does).
+fn dispatch_loop(
+    rx: mpsc::Receiver<EndpointEvent>,
+    subscribers: Arc<Mutex<Vec<(u64, Subscriber)>>>,
+    stop: Arc<AtomicBool>,
+) {
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(e) => {
+                let subs: Vec<Subscriber> =
+                    lock(&subscribers).iter().map(|(_, s)| s.clone()).collect();
+                for s in &subs {
+                    s(&e);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+    }
 }
 
 fn udp_loop(weak: Weak<Endpoint>) {
@@ -949,7 +1297,7 @@ fn accept_loop(weak: Weak<Endpoint>, listener: TcpListener) {
     }
 }
 
-fn tcp_conn_loop(weak: Weak<Endpoint>, mut s: TcpStream, peer: SocketAddr) {
+fn tcp_conn_loop(weak: Weak<Endpoint>, mut s: TcpStream, peer: SocketAddr, id: u64) {
     let mut framer = StreamFramer::new();
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -973,7 +1321,13 @@ fn tcp_conn_loop(weak: Weak<Endpoint>, mut s: TcpStream, peer: SocketAddr) {
         for m in framer.push(&buf[..n]) {
             ep.messages_in.fetch_add(1, Ordering::Relaxed);
             match m {
-                Ok(m) => ep.handle_message(m, peer),
+                Ok(m) => ep.handle_message(
+                    m,
+                    Peer {
+                        addr: peer,
+                        connection: Some(id),
+                    },
+                ),
                 Err(_) => {
                     ep.parse_errors.fetch_add(1, Ordering::Relaxed);
                 }

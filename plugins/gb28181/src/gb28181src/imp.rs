@@ -13,15 +13,16 @@ use gst_base::subclass::base_src::CreateSuccess;
 use gst_base::subclass::prelude::*;
 
 use super::{MediaTransportMode, SessionKindMode, SipTransportMode};
+use crate::core::id::{self, IdPolicy};
 use crate::core::manscdp::PtzCmd;
-use crate::core::registrar::RegistrarConfig;
+use crate::core::registrar::{self, RegistrarConfig};
 use crate::core::sdp::{self, MediaTransport, Offer, SessionKind};
 use crate::core::sip::Message;
 use crate::core::ssrc::{Ssrc, SsrcKind};
 use crate::core::subject::Subject;
 use crate::core::transaction::Dialog;
 use crate::endpoint::{Endpoint, EndpointEvent, EndpointKey, SipTransport};
-use crate::messages::event_structure;
+use crate::messages::{describe, event_structure, is_security_event};
 use crate::receiver::MediaReceiver;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -61,6 +62,9 @@ struct Settings {
     start_time: u64,
     end_time: u64,
     download_speed: u32,
+    id_pattern: String,
+    max_channels_per_device: u32,
+    max_devices: u32,
 }
 
 impl Default for Settings {
@@ -88,6 +92,9 @@ impl Default for Settings {
             start_time: 0,
             end_time: 0,
             download_speed: 1,
+            id_pattern: id::DEFAULT_PATTERN.into(),
+            max_channels_per_device: registrar::DEFAULT_MAX_CHANNELS_PER_DEVICE as u32,
+            max_devices: RegistrarConfig::default().max_devices as u32,
         }
     }
 }
@@ -220,6 +227,8 @@ impl Gb28181Src {
     /// Starts (or joins) the shared SIP endpoint and forwards its events to the bus.
     fn open_endpoint(&self) -> Result<(), gst::ErrorMessage> {
         let s = lock(&self.settings).clone();
+        let id_policy = IdPolicy::with_pattern(&s.id_pattern)
+            .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["id-pattern: {e}"]))?;
         let config = RegistrarConfig {
             server_id: s.server_id.clone(),
             realm: s.domain(),
@@ -227,6 +236,9 @@ impl Gb28181Src {
             passwords: parse_device_passwords(&s.device_passwords),
             keepalive_interval_ms: u64::from(s.keepalive_interval.max(1)),
             max_missed_keepalives: s.keepalive_max_missed.max(1),
+            id_policy,
+            max_channels_per_device: s.max_channels_per_device.max(1) as usize,
+            max_devices: s.max_devices.max(1) as usize,
             ..RegistrarConfig::default()
         };
         let ep = Endpoint::obtain(&s.key(), config).map_err(|e| {
@@ -265,7 +277,11 @@ impl Gb28181Src {
             }
             if let Some(obj) = weak.upgrade() {
                 let st = event_structure(e);
-                gst::debug!(CAT, obj = obj, "Endpoint event {st}");
+                if is_security_event(e) {
+                    gst::warning!(CAT, obj = obj, "{}", describe(e));
+                } else {
+                    gst::debug!(CAT, obj = obj, "Endpoint event {st}");
+                }
                 let _ = obj.post_message(gst::message::Element::builder(st).src(&obj).build());
             }
         });
@@ -309,6 +325,8 @@ impl Gb28181Src {
                 return Err(gst::FlowError::Flushing);
             }
             if let Some(a) = ep.device_addr(&s.device_id) {
+                // The device's messages about the channel (MediaStatus...) are believed.
+                ep.note_channel(&s.device_id, &channel);
                 break a;
             }
             if Instant::now() >= deadline {
@@ -441,7 +459,7 @@ impl Gb28181Src {
         };
         let ack = dialog.ack();
         let (bye_tx, bye_rx) = mpsc::channel();
-        ep.add_dialog(&dialog.call_id, bye_tx, Some((&ack, dest)));
+        ep.add_dialog(&dialog, dest, bye_tx, Some(&ack));
         let _ = ep.send_to(&ack, dest);
         let answer = sdp::parse(&resp.body).ok();
         let answer_ssrc = answer
@@ -565,7 +583,13 @@ impl Gb28181Src {
                 .field("devices-online", e.devices_online as u32)
                 .field("registers", e.registrar.registers)
                 .field("auth-failures", e.registrar.auth_failures)
-                .field("keepalives", e.registrar.keepalives);
+                .field("auth-rate-limited", e.registrar.rate_limited)
+                .field("keepalives", e.registrar.keepalives)
+                .field("forged-requests", e.registrar.forged_requests)
+                .field("invalid-ids", e.registrar.invalid_ids)
+                .field("catalog-items-dropped", e.catalog_items_dropped)
+                .field("events-dropped", e.events_dropped)
+                .field("events-suppressed", e.events_suppressed);
         }
         b.build()
     }
@@ -798,6 +822,30 @@ impl ObjectImpl for Gb28181Src {
                     .default_value(d.download_speed)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("id-pattern")
+                    .nick("ID pattern")
+                    .blurb("Regular expression device and channel IDs from the network must match \
+                            as a whole (always at most 64 of A-Z a-z 0-9 - _); shared endpoint: \
+                            the first element's setting applies")
+                    .default_value(Some(id::DEFAULT_PATTERN))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-channels-per-device")
+                    .nick("Channels per device")
+                    .blurb("Catalog channels remembered per device; further items are dropped \
+                            (shared endpoint: the first element's setting applies)")
+                    .minimum(1)
+                    .default_value(d.max_channels_per_device)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-devices")
+                    .nick("Devices")
+                    .blurb("Registrations accepted at once, then 503 (shared endpoint: the first \
+                            element's setting applies)")
+                    .minimum(1)
+                    .default_value(d.max_devices)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb("Session and endpoint statistics")
@@ -902,6 +950,20 @@ impl ObjectImpl for Gb28181Src {
             "start-time" => s.start_time = value.get().unwrap_or(0),
             "end-time" => s.end_time = value.get().unwrap_or(0),
             "download-speed" => s.download_speed = value.get().unwrap_or(1),
+            "id-pattern" => {
+                let p = string();
+                s.id_pattern = if p.is_empty() {
+                    id::DEFAULT_PATTERN.into()
+                } else {
+                    p
+                };
+            }
+            "max-channels-per-device" => {
+                s.max_channels_per_device = value
+                    .get()
+                    .unwrap_or(registrar::DEFAULT_MAX_CHANNELS_PER_DEVICE as u32)
+            }
+            "max-devices" => s.max_devices = value.get().unwrap_or(Settings::default().max_devices),
             _ => {}
         }
     }
@@ -937,6 +999,9 @@ impl ObjectImpl for Gb28181Src {
             "start-time" => s.start_time.to_value(),
             "end-time" => s.end_time.to_value(),
             "download-speed" => s.download_speed.to_value(),
+            "id-pattern" => s.id_pattern.to_value(),
+            "max-channels-per-device" => s.max_channels_per_device.to_value(),
+            "max-devices" => s.max_devices.to_value(),
             _ => None::<String>.to_value(),
         }
     }
