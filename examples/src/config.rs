@@ -26,10 +26,21 @@ pub struct Config {
     pub public_host: String,
     pub rtsp_port: u16,
     pub metrics_port: u16,
+    /// Address the metrics server listens on (loopback unless told).
+    pub metrics_address: String,
     pub hls_port: u16,
     /// HLS per channel (needs an always-on session with the camera).
     pub hls: bool,
+    /// Empty: a private directory (`$XDG_RUNTIME_DIR/gst-ipcam-hls` or a fresh one in the
+    /// temp dir); a given one is created 0700, and refused if it is a symlink or shared.
     pub hls_dir: PathBuf,
+    /// HTTP limits: the whole request head within this time (also the keep-alive idle time).
+    pub http_header_timeout_s: u64,
+    /// HTTP limits: handler and response each within this time.
+    pub http_request_timeout_s: u64,
+    /// HTTP limits: open connections per source address (IPv6: per /64) and in all.
+    pub http_max_connections_per_ip: u32,
+    pub http_max_connections: u32,
     /// Record each channel to MP4 segments there (empty: no recording).
     pub record_dir: Option<PathBuf>,
     pub record_segment_s: u64,
@@ -63,9 +74,14 @@ impl Default for Config {
             public_host: "127.0.0.1".into(),
             rtsp_port: 8554,
             metrics_port: 9998,
+            metrics_address: "127.0.0.1".into(),
             hls_port: 8888,
             hls: false,
-            hls_dir: std::env::temp_dir().join("gst-ipcam-hls"),
+            hls_dir: PathBuf::new(),
+            http_header_timeout_s: 10,
+            http_request_timeout_s: 30,
+            http_max_connections_per_ip: 32,
+            http_max_connections: 1024,
             record_dir: None,
             record_segment_s: 60,
             simulate: 1,
@@ -90,13 +106,16 @@ Options (also keys of the TOML file given with --config FILE; flags win):
   --password PW          default device password (12345678)
   --device-passwords L   per-device passwords id=pw,id=pw
   --media-transport T    udp | tcp-passive | tcp-active (udp)
-  --listen-address A     address of the RTSP/HTTP servers (0.0.0.0)
+  --listen-address A     address of the RTSP and HLS servers (0.0.0.0)
   --public-host H        host printed in URLs (127.0.0.1)
   --rtsp-port N          RTSP port (8554)
   --metrics-port N       Prometheus /metrics port (9998)
+  --metrics-address A    address of the metrics server (127.0.0.1)
   --hls-port N           HLS HTTP port (8888)
   --hls true|false       HLS for every channel (false)
-  --hls-dir DIR          where playlists and segments go
+  --hls-dir DIR          where playlists and segments go (a private 0700 directory)
+  --http-header-timeout-s N / --http-request-timeout-s N  HTTP deadlines (10 / 30)
+  --http-max-connections-per-ip N / --http-max-connections N  HTTP caps (32 / 1024)
   --record-dir DIR       record every channel to MP4 segments there
   --record-segment-s N   segment length (60)
   --simulate N           built-in simulated cameras (1)
@@ -155,9 +174,18 @@ impl Config {
             "public-host" => self.public_host = v,
             "rtsp-port" => self.rtsp_port = port(value)?,
             "metrics-port" => self.metrics_port = port(value)?,
+            "metrics-address" => self.metrics_address = v,
             "hls-port" => self.hls_port = port(value)?,
             "hls" => self.hls = boolean(value)?,
             "hls-dir" => self.hls_dir = PathBuf::from(value),
+            "http-header-timeout-s" => self.http_header_timeout_s = num(value)?.clamp(1, 600),
+            "http-request-timeout-s" => self.http_request_timeout_s = num(value)?.clamp(1, 3600),
+            "http-max-connections-per-ip" => {
+                self.http_max_connections_per_ip = num(value)?.clamp(1, 100_000) as u32
+            }
+            "http-max-connections" => {
+                self.http_max_connections = num(value)?.clamp(1, 1_000_000) as u32
+            }
             "record-dir" => {
                 self.record_dir = (!value.is_empty()).then(|| PathBuf::from(value));
             }

@@ -6,7 +6,7 @@
 
 use crate::config::Config;
 use crate::factory::{CAT, ChannelFactory, ChannelHooks, MediaCounters};
-use crate::http::{self, HttpServer};
+use crate::http::{self, Authorize, HttpRuntime, HttpServer, Limits};
 use crate::ingest::Ingest;
 use crate::metrics::{self, DeviceStat, PathStat, SessionStat, Snapshot};
 use crate::outputs::{ChannelOutputs, OutputSettings};
@@ -105,14 +105,23 @@ pub struct Gateway {
     subscription: u64,
     metrics_server: Option<HttpServer>,
     hls_server: Option<HttpServer>,
+    http_runtime: Option<HttpRuntime>,
+    /// The HLS directory made for this run (removed at stop).
+    hls_temp_dir: Option<std::path::PathBuf>,
     summary_thread: Option<JoinHandle<()>>,
     cameras: Vec<SimCamera>,
     stopped: bool,
 }
 
 impl Gateway {
-    pub fn start(cfg: Config) -> Result<Gateway, String> {
+    pub fn start(mut cfg: Config) -> Result<Gateway, String> {
         init().map_err(|e| e.to_string())?;
+        let mut hls_temp_dir = None;
+        if cfg.hls {
+            let (dir, fresh) = http::files::private_dir(&cfg.hls_dir)?;
+            hls_temp_dir = fresh.then(|| dir.clone());
+            cfg.hls_dir = dir;
+        }
         let transport = if cfg.sip_transport == "tcp" {
             SipTransport::Tcp
         } else {
@@ -196,28 +205,30 @@ impl Gateway {
             mount(&shared, &d.id, &d.id);
         }
 
+        let http_runtime = HttpRuntime::new(2).map_err(|e| format!("HTTP runtime: {e}"))?;
+        let limits = http_limits(&cfg);
+        let auth = http_authorize(&cfg);
         let weak = Arc::downgrade(&shared);
+        let render: http::routes::Render =
+            Arc::new(move || weak.upgrade().map(|sh| metrics::render(&snapshot(&sh))));
         let metrics_server = HttpServer::start(
-            &cfg.listen_address,
+            &http_runtime,
+            &cfg.metrics_address,
             cfg.metrics_port,
-            Arc::new(move |path| match (path, weak.upgrade()) {
-                ("/metrics", Some(sh)) => (
-                    200,
-                    "text/plain; version=0.0.4",
-                    metrics::render(&snapshot(&sh)).into_bytes(),
-                ),
-                _ => (404, "text/plain", b"not found\n".to_vec()),
-            }),
+            http::routes::metrics_router(render, auth.clone()),
+            limits.clone(),
         )
         .map_err(|e| format!("metrics server on port {}: {e}", cfg.metrics_port))?;
         let hls_server = if cfg.hls {
-            std::fs::create_dir_all(&cfg.hls_dir)
+            let dir = http::files::ServedDir::new(&cfg.hls_dir)
                 .map_err(|e| format!("{}: {e}", cfg.hls_dir.display()))?;
             Some(
                 HttpServer::start(
+                    &http_runtime,
                     &cfg.listen_address,
                     cfg.hls_port,
-                    http::file_handler(cfg.hls_dir.clone()),
+                    http::routes::hls_router(dir, auth),
+                    limits,
                 )
                 .map_err(|e| format!("HLS server on port {}: {e}", cfg.hls_port))?,
             )
@@ -269,6 +280,8 @@ impl Gateway {
             subscription,
             metrics_server: Some(metrics_server),
             hls_server,
+            http_runtime: Some(http_runtime),
+            hls_temp_dir,
             summary_thread,
             cameras: Vec::new(),
             stopped: false,
@@ -315,6 +328,14 @@ impl Gateway {
 
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
         self.metrics_server.as_ref().map(|s| s.local_addr())
+    }
+
+    pub fn metrics_server(&self) -> Option<&HttpServer> {
+        self.metrics_server.as_ref()
+    }
+
+    pub fn hls_server(&self) -> Option<&HttpServer> {
+        self.hls_server.as_ref()
     }
 
     pub fn hls_addr(&self) -> Option<std::net::SocketAddr> {
@@ -393,6 +414,10 @@ impl Gateway {
         if let Some(mut s) = self.hls_server.take() {
             s.stop();
         }
+        drop(self.http_runtime.take());
+        if let Some(d) = self.hls_temp_dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
         if let Some(t) = self.summary_thread.take() {
             let _ = t.join();
         }
@@ -404,6 +429,21 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn http_limits(cfg: &Config) -> Limits {
+    Limits {
+        header_timeout: Duration::from_secs(cfg.http_header_timeout_s),
+        request_timeout: Duration::from_secs(cfg.http_request_timeout_s),
+        max_per_ip: cfg.http_max_connections_per_ip as usize,
+        max_connections: cfg.http_max_connections as usize,
+        ..Limits::default()
+    }
+}
+
+/// Who may read HLS and metrics. Until users exist, everyone.
+fn http_authorize(_cfg: &Config) -> Authorize {
+    Arc::new(|_, _, _, _| Ok(()))
 }
 
 fn on_endpoint_event(sh: &Arc<Shared>, ev: &EndpointEvent) {
