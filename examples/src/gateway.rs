@@ -4,9 +4,10 @@
 //! MP4 recording per channel, Prometheus metrics and a console summary, and built-in simulated
 //! cameras.
 
+use crate::auth::{Attempt, Protocol, Users};
 use crate::config::Config;
 use crate::factory::{CAT, ChannelFactory, ChannelHooks, MediaCounters};
-use crate::http::{self, Authorize, HttpRuntime, HttpServer, Limits};
+use crate::http::{self, Authorize, Denied, HttpRuntime, HttpServer, Limits};
 use crate::ingest::Ingest;
 use crate::metrics::{self, DeviceStat, PathStat, SessionStat, Snapshot};
 use crate::outputs::{ChannelOutputs, OutputSettings};
@@ -207,7 +208,8 @@ impl Gateway {
 
         let http_runtime = HttpRuntime::new(2).map_err(|e| format!("HTTP runtime: {e}"))?;
         let limits = http_limits(&cfg);
-        let auth = http_authorize(&cfg);
+        let users = Arc::new(Users::from_config(&cfg.users, HTTP_REALM)?);
+        let auth = http_authorize(users);
         let weak = Arc::downgrade(&shared);
         let render: http::routes::Render =
             Arc::new(move || weak.upgrade().map(|sh| metrics::render(&snapshot(&sh))));
@@ -431,6 +433,9 @@ impl Drop for Gateway {
     }
 }
 
+/// The realm of HTTP Basic challenges.
+const HTTP_REALM: &str = "gst-ipcam";
+
 fn http_limits(cfg: &Config) -> Limits {
     Limits {
         header_timeout: Duration::from_secs(cfg.http_header_timeout_s),
@@ -441,9 +446,26 @@ fn http_limits(cfg: &Config) -> Limits {
     }
 }
 
-/// Who may read HLS and metrics. Until users exist, everyone.
-fn http_authorize(_cfg: &Config) -> Authorize {
-    Arc::new(|_, _, _, _| Ok(()))
+/// Who may read HLS (action read on the channel) and metrics: HTTP Basic or Bearer
+/// credentials of a configured user (or the explicit anonymous user `any`).
+fn http_authorize(users: Arc<Users>) -> Authorize {
+    Arc::new(move |headers, ip, action, path| {
+        let challenge = || Denied::unauthorized(users.basic_challenge());
+        let authorization = match headers.get(axum::http::header::AUTHORIZATION) {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| challenge())?),
+        };
+        let attempt = Attempt {
+            protocol: Protocol::Http,
+            method: "GET",
+            ip,
+        };
+        match users.authenticate(authorization, &attempt) {
+            Ok(id) if id.allows(action, path) => Ok(()),
+            Ok(_) => Err(Denied::forbidden()),
+            Err(_) => Err(challenge()),
+        }
+    })
 }
 
 fn on_endpoint_event(sh: &Arc<Shared>, ev: &EndpointEvent) {

@@ -3,6 +3,7 @@
 //! (password checks, file reads, the metrics snapshot) goes to tokio's blocking pool.
 
 use super::files::{ServedDir, hls_target};
+use crate::auth::Action;
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -10,9 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-
-/// The realm of HTTP Basic challenges.
-pub const REALM: &str = "gst-ipcam";
 
 /// A refusal: 401 with a challenge (no or bad credentials) or 403 (no permission).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,10 +20,11 @@ pub struct Denied {
 }
 
 impl Denied {
-    pub fn unauthorized() -> Denied {
+    /// 401 with `challenge` as `WWW-Authenticate`.
+    pub fn unauthorized(challenge: String) -> Denied {
         Denied {
             status: StatusCode::UNAUTHORIZED,
-            challenge: Some(format!("Basic realm=\"{REALM}\"")),
+            challenge: Some(challenge),
         }
     }
 
@@ -37,11 +36,10 @@ impl Denied {
     }
 }
 
-/// The access decision: request headers, source address, action (`read`, `metrics`, ...)
-/// and path (a channel; empty for actions without one). Blocking is fine (run off the
-/// async workers).
+/// The access decision: request headers, source address, action and path (a channel; empty
+/// for actions without one). Blocking is fine (run off the async workers).
 pub type Authorize =
-    Arc<dyn Fn(&HeaderMap, IpAddr, &str, &str) -> Result<(), Denied> + Send + Sync>;
+    Arc<dyn Fn(&HeaderMap, IpAddr, Action, &str) -> Result<(), Denied> + Send + Sync>;
 
 fn text(status: StatusCode, body: &'static str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
@@ -64,7 +62,7 @@ async fn check(
     auth: &Authorize,
     headers: HeaderMap,
     peer: SocketAddr,
-    action: &'static str,
+    action: Action,
     path: String,
 ) -> Result<(), Response> {
     let auth = auth.clone();
@@ -108,7 +106,7 @@ async fn metrics(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = check(&st.auth, headers, peer, "metrics", String::new()).await {
+    if let Err(r) = check(&st.auth, headers, peer, Action::Metrics, String::new()).await {
         return r;
     }
     let render = st.render.clone();
@@ -146,7 +144,7 @@ async fn hls(
         return not_found();
     };
     let channel = target.channel.to_string();
-    if let Err(r) = check(&st.auth, headers, peer, "read", channel).await {
+    if let Err(r) = check(&st.auth, headers, peer, Action::Read, channel).await {
         return r;
     }
     let dir = st.dir.clone();
