@@ -3,6 +3,7 @@
 //! once, counting what they receive). Ports are picked free; every wait is bounded.
 
 use gst::prelude::*;
+use gst_ipcam_examples::auth::{Action, PermissionConfig, UserConfig, basic_value, hash_sha256};
 use gst_ipcam_examples::config::Config;
 use gst_ipcam_examples::gateway::Gateway;
 use gst_ipcam_examples::http;
@@ -48,8 +49,33 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// The tests' user: reads every path and the metrics.
+const USER: (&str, &str) = ("test", "test-pw");
+
+fn test_user() -> UserConfig {
+    UserConfig {
+        user: USER.0.into(),
+        pass: hash_sha256(USER.1).unwrap(),
+        permissions: [Action::Read, Action::Metrics]
+            .into_iter()
+            .map(|action| PermissionConfig {
+                action,
+                path: String::new(),
+            })
+            .collect(),
+        ..UserConfig::default()
+    }
+}
+
+/// An authenticated GET: status and body.
+fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    let auth = basic_value(USER.0, USER.1);
+    http::request(None, addr, path, &[("Authorization", &auth)]).map(|r| (r.status, r.body))
+}
+
 fn test_config(simulate: u32) -> Config {
     Config {
+        users: vec![test_user()],
         sip_address: "127.0.0.1".into(),
         sip_port: free_port(),
         listen_address: "127.0.0.1".into(),
@@ -80,7 +106,7 @@ fn start(cfg: Config) -> Gateway {
 }
 
 fn metrics(gw: &Gateway) -> String {
-    let (status, body) = http::get(gw.metrics_addr().unwrap(), "/metrics").unwrap();
+    let (status, body) = get(gw.metrics_addr().unwrap(), "/metrics").unwrap();
     assert_eq!(status, 200);
     String::from_utf8(body).unwrap()
 }
@@ -300,7 +326,7 @@ fn hls_and_recording() {
     let mut text = String::new();
     assert!(
         wait_until(Duration::from_secs(20), || {
-            text = http::get(hls, &playlist)
+            text = get(hls, &playlist)
                 .ok()
                 .filter(|(s, _)| *s == 200)
                 .map(|(_, b)| String::from_utf8_lossy(&b).to_string())
@@ -315,7 +341,7 @@ fn hls_and_recording() {
         .find(|l| l.ends_with(".ts"))
         .unwrap()
         .to_string();
-    let v = ffprobe_file_frames(&format!("http://{hls}/{ch}/{seg}"));
+    let v = ffprobe_file_frames(&format!("http://{}:{}@{hls}/{ch}/{seg}", USER.0, USER.1));
     assert!(frames_of(&v, "h264") >= 10, "HLS segment: {v:?}");
     assert!(frames_of(&v, "aac") >= 5, "HLS segment audio is AAC: {v:?}");
     let m = metrics(&gw);

@@ -3,6 +3,7 @@
 //! symlink escapes from the HLS directory, and requests without the right credentials.
 //! Every wait is bounded; attack pacing is the only sleeping.
 
+use gst_ipcam_examples::auth::{Action, PermissionConfig, UserConfig, basic_value, hash_sha256};
 use gst_ipcam_examples::config::Config;
 use gst_ipcam_examples::gateway::Gateway;
 use gst_ipcam_examples::http::{self, Reply};
@@ -38,10 +39,54 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
+const CH: &str = "34020000001320000001";
+
+fn user(name: &str, pass: &str, perms: &[(Action, &str)]) -> UserConfig {
+    UserConfig {
+        user: name.into(),
+        pass: hash_sha256(pass).unwrap(),
+        permissions: perms
+            .iter()
+            .map(|(action, path)| PermissionConfig {
+                action: *action,
+                path: path.to_string(),
+            })
+            .collect(),
+        ..UserConfig::default()
+    }
+}
+
+/// `admin` reads everything and the metrics; `viewer` reads channel [`CH`] only; `bot` has a
+/// bearer token for the metrics.
+fn test_users() -> Vec<UserConfig> {
+    vec![
+        user(
+            "admin",
+            "admin-pw",
+            &[(Action::Read, ""), (Action::Metrics, "")],
+        ),
+        user("viewer", "viewer-pw", &[(Action::Read, CH)]),
+        UserConfig {
+            user: "bot".into(),
+            tokens: vec![hash_sha256("tok-123").unwrap()],
+            permissions: vec![PermissionConfig {
+                action: Action::Metrics,
+                path: String::new(),
+            }],
+            ..UserConfig::default()
+        },
+    ]
+}
+
+fn admin() -> String {
+    basic_value("admin", "admin-pw")
+}
+
 /// A gateway without cameras: only its HTTP servers matter here. Every port is picked by
 /// the OS.
 fn test_config() -> Config {
     Config {
+        users: test_users(),
         sip_address: "127.0.0.1".into(),
         sip_port: 0,
         listen_address: "127.0.0.1".into(),
@@ -54,8 +99,14 @@ fn test_config() -> Config {
     }
 }
 
+/// A GET as `admin`.
 fn get(from: Option<IpAddr>, addr: SocketAddr, path: &str) -> Reply {
-    http::request(from, addr, path, &[]).unwrap()
+    get_as(from, addr, path, Some(&admin()))
+}
+
+fn get_as(from: Option<IpAddr>, addr: SocketAddr, path: &str, auth: Option<&str>) -> Reply {
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+    http::request(from, addr, path, &headers).unwrap()
 }
 
 /// Whether the server closed `s` (EOF or reset); `s` is non-blocking.
@@ -375,4 +426,79 @@ fn hls_directory_is_private() {
     );
     drop(gw);
     std::fs::remove_dir_all(&base).ok();
+}
+
+/// HLS and metrics need credentials: none or wrong ones get 401 with a Basic challenge, a
+/// user without the permission 403; Bearer tokens work; metrics listens on 127.0.0.1 whatever
+/// `listen-address` says; without users nobody is let in.
+#[test]
+fn http_requires_credentials() {
+    let _g = serial();
+    let dir = scratch("auth");
+    for ch in [CH, "34020000001320000002"] {
+        std::fs::create_dir(dir.join(ch)).unwrap();
+        std::fs::write(dir.join(ch).join("index.m3u8"), b"#EXTM3U\n").unwrap();
+    }
+    let mut cfg = test_config();
+    cfg.hls = true;
+    cfg.hls_dir = dir.clone();
+    cfg.listen_address = "127.0.0.3".into();
+    let gw = Gateway::start(cfg.clone()).unwrap();
+    let (m, hls) = (gw.metrics_addr().unwrap(), gw.hls_addr().unwrap());
+    assert_eq!(m.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    assert_eq!(hls.ip(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)));
+    let a = format!("/{CH}/index.m3u8");
+    let b = "/34020000001320000002/index.m3u8";
+    let viewer = basic_value("viewer", "viewer-pw");
+    let wrong = basic_value("viewer", "nope");
+
+    // Failed attempts come from their own address: 6 of them block it for a while.
+    let failer = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5)));
+    for (addr, path) in [(m, "/metrics"), (hls, a.as_str())] {
+        let r = get_as(None, addr, path, None);
+        assert_eq!(r.status, 401, "{path}");
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Basic realm=\"gst-ipcam\"")
+        );
+        assert_eq!(get_as(failer, addr, path, Some(&wrong)).status, 401);
+        assert_eq!(get_as(failer, addr, path, Some("Bearer nope")).status, 401);
+        assert_eq!(get_as(failer, addr, path, Some("Basic !!!")).status, 401);
+    }
+    assert_eq!(get_as(None, hls, &a, Some(&viewer)).status, 200);
+    assert_eq!(get_as(None, hls, b, Some(&viewer)).status, 403);
+    assert_eq!(get_as(None, m, "/metrics", Some(&viewer)).status, 403);
+    assert_eq!(get_as(None, hls, b, Some(&admin())).status, 200);
+    let r = get_as(None, m, "/metrics", Some("Bearer tok-123"));
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("# TYPE"));
+    assert_eq!(get_as(None, hls, &a, Some("Bearer tok-123")).status, 403);
+    drop(gw);
+
+    // No users configured: nobody, whatever the credentials.
+    cfg.users.clear();
+    let gw = Gateway::start(cfg).unwrap();
+    assert_eq!(
+        get(None, gw.metrics_addr().unwrap(), "/metrics").status,
+        401
+    );
+    assert_eq!(get(None, gw.hls_addr().unwrap(), &a).status, 401);
+    drop(gw);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Password guessing over HTTP: after a few failures the source is blocked (even the right
+/// password is refused from there for a while), other sources are served.
+#[test]
+fn password_guessing_is_blocked_per_source() {
+    let _g = serial();
+    let gw = Gateway::start(test_config()).unwrap();
+    let m = gw.metrics_addr().unwrap();
+    let guesser = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4)));
+    for i in 0..8 {
+        let guess = basic_value("admin", &format!("guess-{i}"));
+        assert_eq!(get_as(guesser, m, "/metrics", Some(&guess)).status, 401);
+    }
+    assert_eq!(get(guesser, m, "/metrics").status, 401, "blocked source");
+    assert_eq!(get(Some(OTHER), m, "/metrics").status, 200);
 }
