@@ -502,3 +502,49 @@ fn password_guessing_is_blocked_per_source() {
     assert_eq!(get(guesser, m, "/metrics").status, 401, "blocked source");
     assert_eq!(get(Some(OTHER), m, "/metrics").status, 200);
 }
+
+/// The server type's own limits, with a router of its own: a handler slower than the request
+/// deadline is answered 408, and the total connection cap closes connections from any source
+/// once reached.
+#[test]
+fn request_deadline_and_total_cap() {
+    use axum::routing::get as route_get;
+    use gst_ipcam_examples::http::{HttpRuntime, HttpServer, Limits};
+    let _g = serial();
+    let rt = HttpRuntime::new(1).unwrap();
+    let router = axum::Router::new()
+        .route(
+            "/slow",
+            route_get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "late"
+            }),
+        )
+        .route("/fast", route_get(|| async { "ok" }));
+    let limits = Limits {
+        request_timeout: Duration::from_secs(1),
+        max_connections: 4,
+        ..Limits::default()
+    };
+    let mut srv = HttpServer::start(&rt, "127.0.0.1", 0, router, limits).unwrap();
+    let addr = srv.local_addr();
+    let t = Instant::now();
+    assert_eq!(get_as(None, addr, "/slow", None).status, 408);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+
+    let held: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    assert!(wait_until(Duration::from_secs(2), || srv
+        .open_connections()
+        == 4));
+    let mut extra = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    extra.set_nonblocking(true).unwrap();
+    assert!(wait_until(Duration::from_secs(2), || closed(&mut extra)));
+    assert_eq!(srv.refused_connections(), 1);
+    drop(held);
+    assert!(wait_until(Duration::from_secs(2), || srv
+        .open_connections()
+        == 0));
+    assert_eq!(get_as(Some(OTHER), addr, "/fast", None).status, 200);
+    srv.stop();
+    assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err());
+}
