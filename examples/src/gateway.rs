@@ -340,6 +340,14 @@ impl Gateway {
         self.hls_server.as_ref()
     }
 
+    /// The directory HLS is written to and served from (when HLS is on).
+    pub fn hls_dir(&self) -> Option<&std::path::Path> {
+        self.shared
+            .cfg
+            .hls
+            .then_some(self.shared.cfg.hls_dir.as_path())
+    }
+
     pub fn hls_addr(&self) -> Option<std::net::SocketAddr> {
         self.hls_server.as_ref().map(|s| s.local_addr())
     }

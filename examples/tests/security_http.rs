@@ -385,28 +385,23 @@ fn hls_directory_is_private() {
     let mut cfg = test_config();
     cfg.hls = true;
     let gw = Gateway::start(cfg.clone()).unwrap();
+    let dir = gw.hls_dir().unwrap().to_path_buf();
+    let name = dir.file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        name.starts_with("gst-ipcam-hls-") && name.len() > 20,
+        "{dir:?}"
+    );
+    assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+    std::fs::create_dir(dir.join(CH)).unwrap();
+    std::fs::write(dir.join(CH).join("index.m3u8"), b"#EXTM3U\n").unwrap();
     let hls = gw.hls_addr().unwrap();
-    assert_eq!(get(None, hls, "/ch/index.m3u8").status, 404);
+    assert_eq!(get(None, hls, &format!("/{CH}/index.m3u8")).status, 200);
     drop(gw);
-    let fresh: Vec<PathBuf> = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("gst-ipcam-hls-"))
-        })
-        .collect();
-    for p in &fresh {
-        // Other runs' directories may exist; whatever exists is private.
-        assert_eq!(std::fs::metadata(p).unwrap().mode() & 0o077, 0, "{p:?}");
-    }
+    assert!(!dir.exists(), "{dir:?} removed at stop");
     let (d, temp) = http::files::private_dir(Path::new("")).unwrap();
-    assert_eq!(std::fs::metadata(&d).unwrap().mode() & 0o777, 0o700);
-    assert_ne!(d, std::env::temp_dir().join("gst-ipcam-hls"));
-    if temp {
-        std::fs::remove_dir_all(&d).unwrap();
-    }
+    assert!(temp);
+    assert_ne!(d, dir);
+    std::fs::remove_dir_all(&d).unwrap();
 
     let base = scratch("hlsdir");
     let target = base.join("real");

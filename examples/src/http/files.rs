@@ -108,23 +108,22 @@ impl ServedDir {
     }
 }
 
-/// A private directory, ready for HLS output: `configured` when given, else
-/// `$XDG_RUNTIME_DIR/gst-ipcam-hls` or a fresh `gst-ipcam-hls-<random>` in the temp dir.
-/// Returns the directory and whether it is a fresh temporary one (to remove at exit).
+/// A private directory, ready for HLS output: `configured` when given, else a fresh
+/// `gst-ipcam-hls-<random>` in `$XDG_RUNTIME_DIR` (when it is private) or the temp dir, so
+/// two gateways never share one and no earlier run's files are served. Returns the directory
+/// and whether it is such a fresh one (to remove at exit).
 pub fn private_dir(configured: &Path) -> Result<(PathBuf, bool), String> {
     if !configured.as_os_str().is_empty() {
         return ensure_private(configured).map(|d| (d, false));
     }
-    if let Some(run) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
-        && run.is_absolute()
-        && ensure_private(&run).is_ok()
-    {
-        return ensure_private(&run.join("gst-ipcam-hls")).map(|d| (d, false));
-    }
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|run| run.is_absolute() && ensure_private(run).is_ok())
+        .unwrap_or_else(std::env::temp_dir);
     let mut rnd = [0u8; 8];
     getrandom::fill(&mut rnd).map_err(|e| format!("random HLS directory name: {e}"))?;
     let name: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
-    let dir = std::env::temp_dir().join(format!("gst-ipcam-hls-{name}"));
+    let dir = base.join(format!("gst-ipcam-hls-{name}"));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&dir)
@@ -222,11 +221,12 @@ mod tests {
     #[test]
     fn private_dirs_and_symlinks() {
         let (d, fresh) = private_dir(Path::new("")).unwrap();
-        assert!(fresh || d.ends_with("gst-ipcam-hls"));
+        assert!(fresh);
         assert_eq!(std::fs::metadata(&d).unwrap().mode() & 0o777, 0o700);
-        if fresh {
-            std::fs::remove_dir_all(&d).unwrap();
-        }
+        let (d2, _) = private_dir(Path::new("")).unwrap();
+        assert_ne!(d, d2);
+        std::fs::remove_dir_all(&d).unwrap();
+        std::fs::remove_dir_all(&d2).unwrap();
 
         let base = scratch("priv");
         let made = ensure_private(&base.join("a/hls")).unwrap();
