@@ -4,12 +4,14 @@
 //! MP4 recording per channel, Prometheus metrics and a console summary, and built-in simulated
 //! cameras.
 
+use crate::auth::{Protocol, Users};
 use crate::config::Config;
 use crate::factory::{CAT, ChannelFactory, ChannelHooks, MediaCounters};
 use crate::http::{self, HttpServer};
 use crate::ingest::Ingest;
 use crate::metrics::{self, DeviceStat, PathStat, SessionStat, Snapshot};
 use crate::outputs::{ChannelOutputs, OutputSettings};
+use crate::rtsp_auth::{self, RtspGuard, RtspLimits, client_ip};
 use crate::sim::{Clip, SimCamera, SimSettings};
 use gst::glib;
 use gst::glib::translate::ToGlibPtr;
@@ -89,6 +91,8 @@ struct Shared {
     endpoint: Arc<Endpoint>,
     server: gst_rtsp_server::RTSPServer,
     rtsp_port: u16,
+    /// Users, session owners and connection limits of the RTSP server.
+    rtsp_guard: Arc<RtspGuard>,
     channels: Mutex<BTreeMap<String, Channel>>,
     rates: Mutex<Rates>,
     stopping: AtomicBool,
@@ -113,6 +117,12 @@ pub struct Gateway {
 impl Gateway {
     pub fn start(cfg: Config) -> Result<Gateway, String> {
         init().map_err(|e| e.to_string())?;
+        let users = Arc::new(Users::from_config(&cfg.users, crate::auth::REALM)?);
+        if users.is_empty() {
+            eprintln!(
+                "[gateway] no [[users]] in the configuration: every RTSP request will be refused"
+            );
+        }
         let transport = if cfg.sip_transport == "tcp" {
             SipTransport::Tcp
         } else {
@@ -138,6 +148,7 @@ impl Gateway {
         let server = gst_rtsp_server::RTSPServer::new();
         server.set_address(&cfg.listen_address);
         server.set_service(&cfg.rtsp_port.to_string());
+        let rtsp_guard = rtsp_auth::install(&server, users, RtspLimits::new(cfg.max_rtsp_clients));
         // Clients are served by a pool of threads: building a media waits for the camera's
         // streams, which must not hold up other clients.
         if let Some(pool) = server.thread_pool() {
@@ -168,6 +179,7 @@ impl Gateway {
             endpoint: endpoint.clone(),
             server,
             rtsp_port,
+            rtsp_guard,
             channels: Mutex::new(BTreeMap::new()),
             rates: Mutex::new(Rates::default()),
             stopping: AtomicBool::new(false),
@@ -198,7 +210,7 @@ impl Gateway {
 
         let weak = Arc::downgrade(&shared);
         let metrics_server = HttpServer::start(
-            &cfg.listen_address,
+            &cfg.metrics_address,
             cfg.metrics_port,
             Arc::new(move |path| match (path, weak.upgrade()) {
                 ("/metrics", Some(sh)) => (
@@ -321,6 +333,39 @@ impl Gateway {
         self.hls_server.as_ref().map(|s| s.local_addr())
     }
 
+    /// The user table (shared by the RTSP and HTTP servers).
+    pub fn users(&self) -> &Arc<Users> {
+        self.shared.rtsp_guard.users()
+    }
+
+    /// The RTSP server's access-control state (refusal counts, tracked sessions).
+    pub fn rtsp_guard(&self) -> &Arc<RtspGuard> {
+        &self.shared.rtsp_guard
+    }
+
+    /// The URL of a channel with `user:pass@` in it (percent-encoded), as clients take it.
+    pub fn url_with_credentials(&self, channel: &str, user: &str, pass: &str) -> String {
+        fn enc(s: &str) -> String {
+            s.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect()
+        }
+        format!(
+            "rtsp://{}:{}@{}:{}/{channel}",
+            enc(user),
+            enc(pass),
+            self.shared.cfg.public_host,
+            self.shared.rtsp_port
+        )
+    }
+
+    /// The URL of a channel (without credentials).
     pub fn url(&self, channel: &str) -> String {
         format!(
             "rtsp://{}:{}/{channel}",
@@ -709,22 +754,6 @@ fn transport_info(
     }
 }
 
-fn client_ip(c: &gst_rtsp_server::RTSPClient) -> String {
-    // SAFETY: the connection belongs to the client, which we hold a reference to; the IP
-    // string is owned by the connection and copied at once.
-    unsafe {
-        let conn = gst_rtsp_server::ffi::gst_rtsp_client_get_connection(c.to_glib_none().0);
-        if conn.is_null() {
-            return String::new();
-        }
-        let ip = gst_rtsp_server::gst_rtsp::ffi::gst_rtsp_connection_get_ip(conn);
-        if ip.is_null() {
-            return String::new();
-        }
-        std::ffi::CStr::from_ptr(ip).to_string_lossy().into_owned()
-    }
-}
-
 /// Collects every figure.
 /// Remembers what the session's medias had sent when it started playing.
 fn record_baselines(sh: &Shared, session: &gst_rtsp_server::RTSPSession) {
@@ -846,6 +875,7 @@ fn snapshot(sh: &Shared) -> Snapshot {
     }
 
     let mut sessions = Vec::new();
+    let mut live: std::collections::HashSet<String> = std::collections::HashSet::new();
     let clients = sh.server.client_filter(None);
     for client in &clients {
         let ip = client_ip(client);
@@ -872,7 +902,12 @@ fn snapshot(sh: &Shared) -> Snapshot {
                 let mut x = SessionStat {
                     bytes_sent: octets.saturating_sub(base.0),
                     packets_sent: packets.saturating_sub(base.1),
-                    id: sid.clone(),
+                    // Never the session ID itself: whoever reads metrics could take it over.
+                    id: sh
+                        .rtsp_guard
+                        .session_number(&sid)
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     path: path.clone(),
                     ..Default::default()
                 };
@@ -914,19 +949,28 @@ fn snapshot(sh: &Shared) -> Snapshot {
                     p.readers += 1;
                 }
                 sessions.push(x);
+                live.insert(sid.clone());
             }
         }
     }
     // Forget baselines of sessions that are gone.
-    let live: std::collections::HashSet<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
     rates
         .baselines
         .retain(|(sid, _), _| live.contains(sid.as_str()));
+    rates.prev.retain(|k, _| {
+        k.strip_prefix("sess:")
+            .and_then(|r| r.rsplit_once(':'))
+            .is_none_or(|(sid, _)| live.contains(sid))
+    });
     drop(rates);
     Snapshot {
         devices,
         paths,
         sessions,
         rtsp_conns: clients.len() as u32,
+        auth_failures: [Protocol::Rtsp, Protocol::Http]
+            .iter()
+            .map(|p| (p.as_str().to_string(), sh.rtsp_guard.users().failures(*p)))
+            .collect(),
     }
 }

@@ -3,6 +3,7 @@
 //! once, counting what they receive). Ports are picked free; every wait is bounded.
 
 use gst::prelude::*;
+use gst_ipcam_examples::auth::{Action, UserConfig};
 use gst_ipcam_examples::config::Config;
 use gst_ipcam_examples::gateway::Gateway;
 use gst_ipcam_examples::http;
@@ -48,8 +49,16 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// The reader every test plays as.
+const READER: (&str, &str) = ("reader", "reader-pw");
+
+fn url(gw: &Gateway, channel: &str) -> String {
+    gw.url_with_credentials(channel, READER.0, READER.1)
+}
+
 fn test_config(simulate: u32) -> Config {
     Config {
+        users: vec![UserConfig::with_password(READER.0, READER.1, &[(Action::Read, "")]).unwrap()],
         sip_address: "127.0.0.1".into(),
         sip_port: free_port(),
         listen_address: "127.0.0.1".into(),
@@ -199,7 +208,7 @@ fn two_cameras_shared_media_invite_bye_and_metrics() {
     for (ch, transport) in [(&ch0, "tcp"), (&ch1, "udp")] {
         let v = ffprobe_frames(
             &["-rtsp_transport", transport, "-read_intervals", "%+3"],
-            &gw.url(ch),
+            &url(&gw, ch),
         );
         assert!(frames_of(&v, "h264") >= 15, "{ch} over {transport}: {v:?}");
         assert!(
@@ -218,7 +227,7 @@ fn two_cameras_shared_media_invite_bye_and_metrics() {
     assert!(invites_before >= 1.0);
 
     // Four clients on one channel: one camera session.
-    let url = gw.url(&ch0);
+    let url = url(&gw, &ch0);
     let clients: Vec<Client> = (0..4).map(|i| Client::start(&url, i % 2 == 0)).collect();
     assert!(
         wait_until(Duration::from_secs(15), || clients
@@ -331,7 +340,7 @@ fn hls_and_recording() {
     let invites = metric(&gw, "gb28181_invites", &format!("name=\"{ch}\""));
     let v = ffprobe_frames(
         &["-rtsp_transport", "tcp", "-read_intervals", "%+3"],
-        &gw.url(&ch),
+        &url(&gw, &ch),
     );
     assert!(frames_of(&v, "h264") >= 10, "{v:?}");
     assert_eq!(
