@@ -11,6 +11,7 @@ use crate::http::{self, Authorize, Denied, HttpRuntime, HttpServer, Limits};
 use crate::ingest::Ingest;
 use crate::metrics::{self, DeviceStat, PathStat, SessionStat, Snapshot};
 use crate::outputs::{ChannelOutputs, OutputSettings};
+use crate::rtsp_auth::{self, RtspGuard, RtspLimits, client_ip};
 use crate::sim::{Clip, SimCamera, SimSettings};
 use gst::glib;
 use gst::glib::translate::ToGlibPtr;
@@ -90,6 +91,8 @@ struct Shared {
     endpoint: Arc<Endpoint>,
     server: gst_rtsp_server::RTSPServer,
     rtsp_port: u16,
+    /// Users, session owners and connection limits of the RTSP server.
+    rtsp_guard: Arc<RtspGuard>,
     channels: Mutex<BTreeMap<String, Channel>>,
     rates: Mutex<Rates>,
     stopping: AtomicBool,
@@ -117,6 +120,12 @@ pub struct Gateway {
 impl Gateway {
     pub fn start(mut cfg: Config) -> Result<Gateway, String> {
         init().map_err(|e| e.to_string())?;
+        let users = Arc::new(Users::from_config(&cfg.users, crate::auth::REALM)?);
+        if users.is_empty() {
+            eprintln!(
+                "[gateway] no [[users]] in the configuration: every RTSP and HTTP request will be refused"
+            );
+        }
         let mut hls_temp_dir = None;
         if cfg.hls {
             let (dir, fresh) = http::files::private_dir(&cfg.hls_dir)?;
@@ -148,6 +157,7 @@ impl Gateway {
         let server = gst_rtsp_server::RTSPServer::new();
         server.set_address(&cfg.listen_address);
         server.set_service(&cfg.rtsp_port.to_string());
+        let rtsp_guard = rtsp_auth::install(&server, users, RtspLimits::new(cfg.max_rtsp_clients));
         // Clients are served by a pool of threads: building a media waits for the camera's
         // streams, which must not hold up other clients.
         if let Some(pool) = server.thread_pool() {
@@ -178,6 +188,7 @@ impl Gateway {
             endpoint: endpoint.clone(),
             server,
             rtsp_port,
+            rtsp_guard,
             channels: Mutex::new(BTreeMap::new()),
             rates: Mutex::new(Rates::default()),
             stopping: AtomicBool::new(false),
@@ -208,8 +219,8 @@ impl Gateway {
 
         let http_runtime = HttpRuntime::new(2).map_err(|e| format!("HTTP runtime: {e}"))?;
         let limits = http_limits(&cfg);
-        let users = Arc::new(Users::from_config(&cfg.users, HTTP_REALM)?);
-        let auth = http_authorize(users);
+        // One user table (and one failed-attempt limiter) for RTSP and HTTP.
+        let auth = http_authorize(shared.rtsp_guard.users().clone());
         let weak = Arc::downgrade(&shared);
         let render: http::routes::Render =
             Arc::new(move || weak.upgrade().map(|sh| metrics::render(&snapshot(&sh))));
@@ -352,6 +363,39 @@ impl Gateway {
         self.hls_server.as_ref().map(|s| s.local_addr())
     }
 
+    /// The user table (shared by the RTSP and HTTP servers).
+    pub fn users(&self) -> &Arc<Users> {
+        self.shared.rtsp_guard.users()
+    }
+
+    /// The RTSP server's access-control state (refusal counts, tracked sessions).
+    pub fn rtsp_guard(&self) -> &Arc<RtspGuard> {
+        &self.shared.rtsp_guard
+    }
+
+    /// The URL of a channel with `user:pass@` in it (percent-encoded), as clients take it.
+    pub fn url_with_credentials(&self, channel: &str, user: &str, pass: &str) -> String {
+        fn enc(s: &str) -> String {
+            s.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect()
+        }
+        format!(
+            "rtsp://{}:{}@{}:{}/{channel}",
+            enc(user),
+            enc(pass),
+            self.shared.cfg.public_host,
+            self.shared.rtsp_port
+        )
+    }
+
+    /// The URL of a channel (without credentials).
     pub fn url(&self, channel: &str) -> String {
         format!(
             "rtsp://{}:{}/{channel}",
@@ -440,9 +484,6 @@ impl Drop for Gateway {
         self.stop();
     }
 }
-
-/// The realm of HTTP Basic challenges.
-const HTTP_REALM: &str = "gst-ipcam";
 
 fn http_limits(cfg: &Config) -> Limits {
     Limits {
@@ -779,22 +820,6 @@ fn transport_info(
     }
 }
 
-fn client_ip(c: &gst_rtsp_server::RTSPClient) -> String {
-    // SAFETY: the connection belongs to the client, which we hold a reference to; the IP
-    // string is owned by the connection and copied at once.
-    unsafe {
-        let conn = gst_rtsp_server::ffi::gst_rtsp_client_get_connection(c.to_glib_none().0);
-        if conn.is_null() {
-            return String::new();
-        }
-        let ip = gst_rtsp_server::gst_rtsp::ffi::gst_rtsp_connection_get_ip(conn);
-        if ip.is_null() {
-            return String::new();
-        }
-        std::ffi::CStr::from_ptr(ip).to_string_lossy().into_owned()
-    }
-}
-
 /// Collects every figure.
 /// Remembers what the session's medias had sent when it started playing.
 fn record_baselines(sh: &Shared, session: &gst_rtsp_server::RTSPSession) {
@@ -916,6 +941,7 @@ fn snapshot(sh: &Shared) -> Snapshot {
     }
 
     let mut sessions = Vec::new();
+    let mut live: std::collections::HashSet<String> = std::collections::HashSet::new();
     let clients = sh.server.client_filter(None);
     for client in &clients {
         let ip = client_ip(client);
@@ -942,7 +968,12 @@ fn snapshot(sh: &Shared) -> Snapshot {
                 let mut x = SessionStat {
                     bytes_sent: octets.saturating_sub(base.0),
                     packets_sent: packets.saturating_sub(base.1),
-                    id: sid.clone(),
+                    // Never the session ID itself: whoever reads metrics could take it over.
+                    id: sh
+                        .rtsp_guard
+                        .session_number(&sid)
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     path: path.clone(),
                     ..Default::default()
                 };
@@ -984,19 +1015,28 @@ fn snapshot(sh: &Shared) -> Snapshot {
                     p.readers += 1;
                 }
                 sessions.push(x);
+                live.insert(sid.clone());
             }
         }
     }
     // Forget baselines of sessions that are gone.
-    let live: std::collections::HashSet<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
     rates
         .baselines
         .retain(|(sid, _), _| live.contains(sid.as_str()));
+    rates.prev.retain(|k, _| {
+        k.strip_prefix("sess:")
+            .and_then(|r| r.rsplit_once(':'))
+            .is_none_or(|(sid, _)| live.contains(sid))
+    });
     drop(rates);
     Snapshot {
         devices,
         paths,
         sessions,
         rtsp_conns: clients.len() as u32,
+        auth_failures: [Protocol::Rtsp, Protocol::Http]
+            .iter()
+            .map(|p| (p.as_str().to_string(), sh.rtsp_guard.users().failures(*p)))
+            .collect(),
     }
 }

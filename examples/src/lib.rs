@@ -10,6 +10,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod outputs;
+pub mod rtsp_auth;
 pub mod sim;
 
 /// Ctrl-C / SIGTERM, as a flag the programs poll (async-signal-safe: the handler only stores).

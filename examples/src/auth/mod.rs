@@ -14,6 +14,9 @@
 //! - [`Users::basic_challenge`] / [`Users::digest_challenge`] are the `WWW-Authenticate`
 //!   values of a 401.
 
+/// The realm of RTSP/HTTP challenges; `digest_ha1` values are made with it.
+pub const REALM: &str = "gst-ipcam";
+
 pub mod hash;
 pub mod header;
 mod users;

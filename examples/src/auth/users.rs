@@ -74,6 +74,29 @@ pub struct UserConfig {
     pub permissions: Vec<PermissionConfig>,
 }
 
+impl UserConfig {
+    /// A user with `pass` stored as salted SHA-256 (fast to verify: tests, tools, demo) and
+    /// these permissions.
+    pub fn with_password(
+        user: &str,
+        pass: &str,
+        permissions: &[(Action, &str)],
+    ) -> Result<UserConfig, String> {
+        Ok(UserConfig {
+            user: user.to_string(),
+            pass: super::hash::hash_sha256(pass)?,
+            permissions: permissions
+                .iter()
+                .map(|(action, path)| PermissionConfig {
+                    action: *action,
+                    path: path.to_string(),
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+}
+
 #[derive(Debug)]
 enum PathPattern {
     All,
