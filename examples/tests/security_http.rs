@@ -348,6 +348,16 @@ fn hls_serves_nothing_outside_its_directory() {
         r.header("content-type"),
         Some("application/vnd.apple.mpegurl")
     );
+    let head = raw(
+        hls,
+        format!(
+            "HEAD /34020000001320000001/index.m3u8 HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+            admin()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(status_of(&head), 200, "{head:?}");
+    assert!(head.ends_with("\r\n\r\n"), "HEAD without a body: {head:?}");
     for path in [
         "/34020000001320000001/passwd.ts",
         "/etc/passwd",

@@ -211,6 +211,31 @@ mod tests {
         assert_eq!(hls_target(&long_ch), Err(PathRefusal::Channel));
     }
 
+    /// Random paths never panic, and whatever is accepted stays one plain name below one
+    /// channel directory.
+    #[test]
+    fn garbage_paths() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = b"/./%2e%2f\\\0abc019_-.m3u8ts~ \n";
+        for _ in 0..20_000 {
+            let len = (next() % 40) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let path = String::from_utf8_lossy(&bytes);
+            if let Ok(t) = hls_target(&path) {
+                assert!(!t.file.starts_with('.') && !t.file.contains(['/', '%', '\\']));
+                assert!(!t.channel.is_empty() && !t.channel.contains(['/', '.', '%']));
+            }
+        }
+    }
+
     fn scratch(name: &str) -> PathBuf {
         let mut r = [0u8; 6];
         getrandom::fill(&mut r).unwrap();
