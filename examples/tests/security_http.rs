@@ -550,6 +550,23 @@ fn request_deadline_and_total_cap() {
         .open_connections()
         == 0));
     assert_eq!(get_as(Some(OTHER), addr, "/fast", None).status, 200);
+    // Stopping with idle connections and a request in progress is bounded.
+    let mut idle: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let slow = std::thread::spawn(move || http::request(None, addr, "/slow", &[]));
+    assert!(wait_until(Duration::from_secs(2), || srv
+        .open_connections()
+        == 4));
+    let t = Instant::now();
     srv.stop();
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    for s in &mut idle {
+        s.set_nonblocking(true).unwrap();
+        assert!(wait_until(Duration::from_secs(1), || closed(s)));
+    }
+    let _ = slow.join().unwrap();
     assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err());
 }
