@@ -19,14 +19,22 @@ media=${GW_BENCH_MEDIA:-udp}
 export GW_SIM_PATTERN=${GW_SIM_PATTERN:-snow}   # noise: the encoder spends its whole bitrate
 hz=$(getconf CLK_TCK)
 base=$((20000 + RANDOM % 20000))
+# The clients read as a user of their own (random password, hashed in the config).
+pw=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+conf=$(mktemp "${TMPDIR:-/tmp}/gw-bench-XXXXXX.toml")
+{
+    echo '[[users]]'
+    printf '%s\n' "$pw" | "$target/release/examples/gateway" --hash-password --user bench
+    echo 'permissions = [{action = "read"}, {action = "metrics"}]'
+} >"$conf"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 metric_sum() { # name [label filter]
-    curl -fs "http://127.0.0.1:$metrics/metrics" | grep -v '^#' | grep "^$1[{ ]" | grep -- "${2:-}" \
+    curl -fs -u "bench:$pw" "http://127.0.0.1:$metrics/metrics" | grep -v '^#' | grep "^$1[{ ]" | grep -- "${2:-}" \
         | awk '{s += $NF} END {printf "%.0f", s}' || true
 }
 metric_max() {
-    curl -fs "http://127.0.0.1:$metrics/metrics" | grep -v '^#' | grep "^$1[{ ]" \
+    curl -fs -u "bench:$pw" "http://127.0.0.1:$metrics/metrics" | grep -v '^#' | grep "^$1[{ ]" \
         | awk 'BEGIN {m = 0} {if ($NF > m) m = $NF} END {printf "%.3f", m}' || true
 }
 cleanup() {
@@ -38,6 +46,7 @@ cleanup() {
         sleep 0.2
     done
     for p in ${clients:-} ${cams:-} ${gw:-}; do kill -KILL "$p" 2>/dev/null || true; done
+    rm -f "$conf"
 }
 trap cleanup EXIT
 
@@ -46,7 +55,7 @@ printf "%-6s %-8s %-9s %-9s %-10s %-10s %-8s %-9s %-10s %-10s %s\n" \
     streams active sessions "gw cpu%" "cpu%/strm" "in Mbit/s" "lost" "frames/s" "lat avg" "lat max" "sim+clients cpu%"
 for n in $counts; do
     sip=$base rtsp=$((base + 1)) metrics=$((base + 2)); base=$((base + 10))
-    "$target/release/examples/gateway" --sip-address 127.0.0.1 --listen-address 127.0.0.1 \
+    "$target/release/examples/gateway" --config "$conf" --sip-address 127.0.0.1 --listen-address 127.0.0.1 \
         --sip-port "$sip" --rtsp-port "$rtsp" --metrics-port "$metrics" --simulate 0 \
         --summary-interval-s 0 --wait-timeout-s 30 --media-transport "$media" >"$target/gw-bench-gateway.log" 2>&1 &
     gw=$!
@@ -63,7 +72,7 @@ for n in $counts; do
     clients=""
     for i in $(seq 0 $((n - 1))); do
         id=$(printf "3402000000132%07d" $((i + 1)))
-        gst-launch-1.0 -q rtspsrc location="rtsp://127.0.0.1:$rtsp/$id" protocols=tcp latency=0 name=c \
+        gst-launch-1.0 -q rtspsrc location="rtsp://bench:$pw@127.0.0.1:$rtsp/$id" protocols=tcp latency=0 name=c \
             c. ! fakesink sync=false c. ! fakesink sync=false >>"$target/gw-bench-clients.log" 2>&1 &
         clients="$clients $!"
         sleep 0.2

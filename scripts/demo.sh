@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make demo: the GB28181 -> RTSP/HLS gateway with its defaults and one built-in simulated camera
-# (no camera needed). It prints the URLs to open, checks the stream with ffprobe once it is up,
-# and runs until Ctrl-C (which sends BYE to the cameras and finalizes files) or DEMO_SECONDS.
+# (no camera needed). Nobody reads without credentials: the demo creates a user `demo` with a
+# random password (stored hashed in a config file of its own) and prints the URL with the
+# credentials in it. It checks the stream with ffprobe once it is up, and runs until Ctrl-C
+# (which sends BYE to the cameras and finalizes files) or DEMO_SECONDS.
 #   DEMO_ARGS="--simulate 4 --hls true" make demo     more cameras, HLS on :8888
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,24 +13,34 @@ gateway="$target/release/examples/gateway"
 seconds=${DEMO_SECONDS:-0}
 channel=34020000001320000001
 
+# The demo user: random password; the gateway gets its argon2 hash (and Digest HA1) only.
+pw=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+conf=$(mktemp "${TMPDIR:-/tmp}/gst-ipcam-demo-XXXXXX.toml")
+{
+    echo '[[users]]'
+    printf '%s\n' "$pw" | "$gateway" --hash-password --user demo
+    echo 'permissions = [{action = "read"}, {action = "playback"}, {action = "metrics"}]'
+} >"$conf"
+url="rtsp://demo:$pw@127.0.0.1:8554/$channel"
+
 # shellcheck disable=SC2086
-"$gateway" ${DEMO_ARGS:-} &
+"$gateway" --config "$conf" ${DEMO_ARGS:-} &
 gw=$!
 stop() { kill -INT "$gw" 2>/dev/null || true; }
 trap stop INT TERM
 
 # Wait for the camera to register, then show what a real RTSP client sees.
 for _ in $(seq 1 50); do
-    curl -fs http://127.0.0.1:9998/metrics 2>/dev/null | grep -q "^paths{name=\"$channel\"" && break
+    curl -fs -u "demo:$pw" http://127.0.0.1:9998/metrics 2>/dev/null | grep -q "^paths{name=\"$channel\"" && break
     sleep 0.2
 done
 if command -v ffprobe >/dev/null; then
-    echo "== ffprobe rtsp://127.0.0.1:8554/$channel (3 s)"
+    echo "== ffprobe $url (3 s)"
     ffprobe -v error -rtsp_transport tcp -read_intervals %+3 -count_frames \
         -show_entries stream=codec_name,width,height,nb_read_frames -of compact \
-        "rtsp://127.0.0.1:8554/$channel" || true
+        "$url" || true
 fi
-echo "== open rtsp://127.0.0.1:8554/$channel (e.g. ffplay, VLC); metrics: curl http://127.0.0.1:9998/metrics; Ctrl-C stops"
+echo "== open $url (e.g. ffplay, VLC); metrics: curl -u demo:$pw http://127.0.0.1:9998/metrics; Ctrl-C stops"
 if [ "$seconds" -gt 0 ]; then
     ( sleep "$seconds"; kill -INT "$gw" 2>/dev/null || true ) &
 fi
@@ -37,4 +49,5 @@ wait "$gw" || status=$?
 # `wait` returns early when our trap runs: wait for the gateway's own clean exit.
 while kill -0 "$gw" 2>/dev/null; do sleep 0.2; done
 wait "$gw" 2>/dev/null || status=$?
+rm -f "$conf"
 echo "== demo finished (gateway exit $status)"

@@ -2,6 +2,7 @@
 //! (`--key value` or `--key=value`, the same keys as the file with `-` or `_`). Flags win over
 //! the file. GStreamer-free.
 
+use crate::auth::UserConfig;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -20,8 +21,14 @@ pub struct Config {
     pub device_passwords: String,
     /// Media transport asked of cameras: `udp`, `tcp-passive`, `tcp-active`.
     pub media_transport: String,
-    /// Address the RTSP, metrics and HLS servers listen on.
+    /// Address the RTSP and HLS servers listen on.
     pub listen_address: String,
+    /// Address the metrics server listens on (loopback unless told).
+    pub metrics_address: String,
+    /// RTSP connections served at once; further ones are closed at once.
+    pub max_rtsp_clients: u32,
+    /// Readers and publishers (`[[users]]` tables of the config file; none: nobody is let in).
+    pub users: Vec<UserConfig>,
     /// Host printed in URLs.
     pub public_host: String,
     pub rtsp_port: u16,
@@ -29,7 +36,16 @@ pub struct Config {
     pub hls_port: u16,
     /// HLS per channel (needs an always-on session with the camera).
     pub hls: bool,
+    /// Empty: a private directory (`$XDG_RUNTIME_DIR/gst-ipcam-hls` or a fresh one in the
+    /// temp dir); a given one is created 0700, and refused if it is a symlink or shared.
     pub hls_dir: PathBuf,
+    /// HTTP limits: the whole request head within this time (also the keep-alive idle time).
+    pub http_header_timeout_s: u64,
+    /// HTTP limits: handler and response each within this time.
+    pub http_request_timeout_s: u64,
+    /// HTTP limits: open connections per source address (IPv6: per /64) and in all.
+    pub http_max_connections_per_ip: u32,
+    pub http_max_connections: u32,
     /// Record each channel to MP4 segments there (empty: no recording).
     pub record_dir: Option<PathBuf>,
     pub record_segment_s: u64,
@@ -66,12 +82,19 @@ impl Default for Config {
             device_passwords: String::new(),
             media_transport: "udp".into(),
             listen_address: "0.0.0.0".into(),
+            metrics_address: "127.0.0.1".into(),
+            max_rtsp_clients: 256,
+            users: Vec::new(),
             public_host: "127.0.0.1".into(),
             rtsp_port: 8554,
             metrics_port: 9998,
             hls_port: 8888,
             hls: false,
-            hls_dir: std::env::temp_dir().join("gst-ipcam-hls"),
+            hls_dir: PathBuf::new(),
+            http_header_timeout_s: 10,
+            http_request_timeout_s: 30,
+            http_max_connections_per_ip: 32,
+            http_max_connections: 1024,
             record_dir: None,
             record_segment_s: 60,
             simulate: 1,
@@ -99,13 +122,17 @@ Options (also keys of the TOML file given with --config FILE; flags win):
   --password PW          default device password (12345678)
   --device-passwords L   per-device passwords id=pw,id=pw
   --media-transport T    udp | tcp-passive | tcp-active (udp)
-  --listen-address A     address of the RTSP/HTTP servers (0.0.0.0)
+  --listen-address A     address of the RTSP/HLS servers (0.0.0.0)
+  --metrics-address A    address of the /metrics server (127.0.0.1)
+  --max-rtsp-clients N   RTSP connections at once, more are closed (256)
   --public-host H        host printed in URLs (127.0.0.1)
   --rtsp-port N          RTSP port (8554)
   --metrics-port N       Prometheus /metrics port (9998)
   --hls-port N           HLS HTTP port (8888)
   --hls true|false       HLS for every channel (false)
-  --hls-dir DIR          where playlists and segments go
+  --hls-dir DIR          where playlists and segments go (a private 0700 directory)
+  --http-header-timeout-s N / --http-request-timeout-s N  HTTP deadlines (10 / 30)
+  --http-max-connections-per-ip N / --http-max-connections N  HTTP caps (32 / 1024)
   --record-dir DIR       record every channel to MP4 segments there
   --record-segment-s N   segment length (60)
   --simulate N           built-in simulated cameras (1)
@@ -116,7 +143,12 @@ Options (also keys of the TOML file given with --config FILE; flags win):
   --wait-timeout-s N / --stream-timeout-s N  gb28181src timeouts (10 / 10)
   --id-pattern RE        device/channel IDs accepted, a regular expression ([0-9]{20})
   --max-channels-per-device N  channels mounted per device at most (1024)
-  --max-devices N        registrations at once (100000)";
+  --max-devices N        registrations at once (100000)
+Users (config file only; without any, nobody may read):
+  [[users]]  user = \"demo\"  pass = \"argon2:...\"  (from --hash-password)  digest_ha1 = \"...\"
+             tokens = [\"sha256:...\"]  ips = [\"10.0.0.0/8\"]
+             permissions = [{action = \"read\", path = \"\"}]  (read publish playback api metrics;
+             path empty = all, exact name, or ~regex; user \"any\" without pass = anonymous)";
 
 impl Config {
     /// Applies one setting. Keys use `-` or `_`.
@@ -164,12 +196,23 @@ impl Config {
                 }
             },
             "listen-address" => self.listen_address = v,
+            "metrics-address" => self.metrics_address = v,
+            "max-rtsp-clients" => self.max_rtsp_clients = num(value)?.clamp(1, 100_000) as u32,
+            "users" => return Err("users: only as [[users]] tables in the config file".into()),
             "public-host" => self.public_host = v,
             "rtsp-port" => self.rtsp_port = port(value)?,
             "metrics-port" => self.metrics_port = port(value)?,
             "hls-port" => self.hls_port = port(value)?,
             "hls" => self.hls = boolean(value)?,
             "hls-dir" => self.hls_dir = PathBuf::from(value),
+            "http-header-timeout-s" => self.http_header_timeout_s = num(value)?.clamp(1, 600),
+            "http-request-timeout-s" => self.http_request_timeout_s = num(value)?.clamp(1, 3600),
+            "http-max-connections-per-ip" => {
+                self.http_max_connections_per_ip = num(value)?.clamp(1, 100_000) as u32
+            }
+            "http-max-connections" => {
+                self.http_max_connections = num(value)?.clamp(1, 1_000_000) as u32
+            }
             "record-dir" => {
                 self.record_dir = (!value.is_empty()).then(|| PathBuf::from(value));
             }
@@ -205,10 +248,19 @@ impl Config {
         Ok(())
     }
 
-    /// Applies a TOML document (flat keys; strings, integers and booleans).
+    /// Applies a TOML document (flat keys; strings, integers and booleans; `[[users]]`).
     pub fn apply_toml(&mut self, text: &str) -> Result<(), String> {
         let table: toml::Table = text.parse().map_err(|e| format!("config: {e}"))?;
         for (k, v) in table {
+            if k == "users" {
+                self.users = v
+                    .try_into::<Vec<UserConfig>>()
+                    .map_err(|e| format!("config: users: {e}"))?;
+                if self.users.len() > crate::auth::MAX_USERS {
+                    return Err(format!("config: users: at most {}", crate::auth::MAX_USERS));
+                }
+                continue;
+            }
             let s = match v {
                 toml::Value::String(s) => s,
                 toml::Value::Integer(i) => i.to_string(),
@@ -317,6 +369,46 @@ mod tests {
         assert_eq!(c.password, "secret");
         assert_eq!(c.simulate, 3);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn users_tables() {
+        let mut c = Config::default();
+        c.apply_toml(
+            r#"
+rtsp-port = 8555
+[[users]]
+user = "demo"
+pass = "sha256:0123456789abcdef:0000000000000000000000000000000000000000000000000000000000000000"
+ips = ["127.0.0.1", "::1/128"]
+permissions = [{action = "read", path = ""}, {action = "metrics"}]
+[[users]]
+user = "any"
+permissions = [{action = "read", path = "~^3402"}]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.rtsp_port, 8555);
+        assert_eq!(c.users.len(), 2);
+        assert_eq!(c.users[0].user, "demo");
+        assert_eq!(
+            c.users[0].permissions[1].action,
+            crate::auth::Action::Metrics
+        );
+        assert!(crate::auth::Users::from_config(&c.users, "gst-ipcam").is_ok());
+        // Unknown keys and actions are errors.
+        assert!(
+            Config::default()
+                .apply_toml("[[users]]\nuser = \"a\"\npassword = \"x\"\n")
+                .is_err()
+        );
+        assert!(
+            Config::default()
+                .apply_toml("[[users]]\nuser = \"a\"\npermissions = [{action = \"write\"}]\n")
+                .is_err()
+        );
+        assert!(Config::default().set("users", "x").is_err());
+        assert_eq!(Config::default().metrics_address, "127.0.0.1");
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //! MP4 recording per channel, Prometheus metrics and a console summary, and built-in simulated
 //! cameras.
 
+use crate::auth::{Attempt, Protocol, Users};
 use crate::config::Config;
 use crate::factory::{CAT, ChannelFactory, ChannelHooks, MediaCounters};
-use crate::http::{self, HttpServer};
+use crate::http::{self, Authorize, Denied, HttpRuntime, HttpServer, Limits};
 use crate::ingest::Ingest;
 use crate::metrics::{self, DeviceStat, PathStat, SessionStat, SipCounters, Snapshot};
 use crate::outputs::{ChannelOutputs, OutputSettings};
+use crate::rtsp_auth::{self, RtspGuard, RtspLimits, client_ip};
 use crate::sim::{Clip, SimCamera, SimSettings};
 use gst::glib;
 use gst::glib::translate::ToGlibPtr;
@@ -89,6 +91,8 @@ struct Shared {
     endpoint: Arc<Endpoint>,
     server: gst_rtsp_server::RTSPServer,
     rtsp_port: u16,
+    /// Users, session owners and connection limits of the RTSP server.
+    rtsp_guard: Arc<RtspGuard>,
     channels: Mutex<BTreeMap<String, Channel>>,
     rates: Mutex<Rates>,
     stopping: AtomicBool,
@@ -105,14 +109,29 @@ pub struct Gateway {
     subscription: u64,
     metrics_server: Option<HttpServer>,
     hls_server: Option<HttpServer>,
+    http_runtime: Option<HttpRuntime>,
+    /// The HLS directory made for this run (removed at stop).
+    hls_temp_dir: Option<std::path::PathBuf>,
     summary_thread: Option<JoinHandle<()>>,
     cameras: Vec<SimCamera>,
     stopped: bool,
 }
 
 impl Gateway {
-    pub fn start(cfg: Config) -> Result<Gateway, String> {
+    pub fn start(mut cfg: Config) -> Result<Gateway, String> {
         init().map_err(|e| e.to_string())?;
+        let users = Arc::new(Users::from_config(&cfg.users, crate::auth::REALM)?);
+        if users.is_empty() {
+            eprintln!(
+                "[gateway] no [[users]] in the configuration: every RTSP and HTTP request will be refused"
+            );
+        }
+        let mut hls_temp_dir = None;
+        if cfg.hls {
+            let (dir, fresh) = http::files::private_dir(&cfg.hls_dir)?;
+            hls_temp_dir = fresh.then(|| dir.clone());
+            cfg.hls_dir = dir;
+        }
         let transport = if cfg.sip_transport == "tcp" {
             SipTransport::Tcp
         } else {
@@ -141,6 +160,7 @@ impl Gateway {
         let server = gst_rtsp_server::RTSPServer::new();
         server.set_address(&cfg.listen_address);
         server.set_service(&cfg.rtsp_port.to_string());
+        let rtsp_guard = rtsp_auth::install(&server, users, RtspLimits::new(cfg.max_rtsp_clients));
         // Clients are served by a pool of threads: building a media waits for the camera's
         // streams, which must not hold up other clients.
         if let Some(pool) = server.thread_pool() {
@@ -171,6 +191,7 @@ impl Gateway {
             endpoint: endpoint.clone(),
             server,
             rtsp_port,
+            rtsp_guard,
             channels: Mutex::new(BTreeMap::new()),
             rates: Mutex::new(Rates::default()),
             stopping: AtomicBool::new(false),
@@ -199,28 +220,31 @@ impl Gateway {
             mount(&shared, &d.id, &d.id);
         }
 
+        let http_runtime = HttpRuntime::new(2).map_err(|e| format!("HTTP runtime: {e}"))?;
+        let limits = http_limits(&cfg);
+        // One user table (and one failed-attempt limiter) for RTSP and HTTP.
+        let auth = http_authorize(shared.rtsp_guard.users().clone());
         let weak = Arc::downgrade(&shared);
+        let render: http::routes::Render =
+            Arc::new(move || weak.upgrade().map(|sh| metrics::render(&snapshot(&sh))));
         let metrics_server = HttpServer::start(
-            &cfg.listen_address,
+            &http_runtime,
+            &cfg.metrics_address,
             cfg.metrics_port,
-            Arc::new(move |path| match (path, weak.upgrade()) {
-                ("/metrics", Some(sh)) => (
-                    200,
-                    "text/plain; version=0.0.4",
-                    metrics::render(&snapshot(&sh)).into_bytes(),
-                ),
-                _ => (404, "text/plain", b"not found\n".to_vec()),
-            }),
+            http::routes::metrics_router(render, auth.clone()),
+            limits.clone(),
         )
         .map_err(|e| format!("metrics server on port {}: {e}", cfg.metrics_port))?;
         let hls_server = if cfg.hls {
-            std::fs::create_dir_all(&cfg.hls_dir)
+            let dir = http::files::ServedDir::new(&cfg.hls_dir)
                 .map_err(|e| format!("{}: {e}", cfg.hls_dir.display()))?;
             Some(
                 HttpServer::start(
+                    &http_runtime,
                     &cfg.listen_address,
                     cfg.hls_port,
-                    http::file_handler(cfg.hls_dir.clone()),
+                    http::routes::hls_router(dir, auth),
+                    limits,
                 )
                 .map_err(|e| format!("HLS server on port {}: {e}", cfg.hls_port))?,
             )
@@ -272,6 +296,8 @@ impl Gateway {
             subscription,
             metrics_server: Some(metrics_server),
             hls_server,
+            http_runtime: Some(http_runtime),
+            hls_temp_dir,
             summary_thread,
             cameras: Vec::new(),
             stopped: false,
@@ -320,10 +346,59 @@ impl Gateway {
         self.metrics_server.as_ref().map(|s| s.local_addr())
     }
 
+    pub fn metrics_server(&self) -> Option<&HttpServer> {
+        self.metrics_server.as_ref()
+    }
+
+    pub fn hls_server(&self) -> Option<&HttpServer> {
+        self.hls_server.as_ref()
+    }
+
+    /// The directory HLS is written to and served from (when HLS is on).
+    pub fn hls_dir(&self) -> Option<&std::path::Path> {
+        self.shared
+            .cfg
+            .hls
+            .then_some(self.shared.cfg.hls_dir.as_path())
+    }
+
     pub fn hls_addr(&self) -> Option<std::net::SocketAddr> {
         self.hls_server.as_ref().map(|s| s.local_addr())
     }
 
+    /// The user table (shared by the RTSP and HTTP servers).
+    pub fn users(&self) -> &Arc<Users> {
+        self.shared.rtsp_guard.users()
+    }
+
+    /// The RTSP server's access-control state (refusal counts, tracked sessions).
+    pub fn rtsp_guard(&self) -> &Arc<RtspGuard> {
+        &self.shared.rtsp_guard
+    }
+
+    /// The URL of a channel with `user:pass@` in it (percent-encoded), as clients take it.
+    pub fn url_with_credentials(&self, channel: &str, user: &str, pass: &str) -> String {
+        fn enc(s: &str) -> String {
+            s.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect()
+        }
+        format!(
+            "rtsp://{}:{}@{}:{}/{channel}",
+            enc(user),
+            enc(pass),
+            self.shared.cfg.public_host,
+            self.shared.rtsp_port
+        )
+    }
+
+    /// The URL of a channel (without credentials).
     pub fn url(&self, channel: &str) -> String {
         format!(
             "rtsp://{}:{}/{channel}",
@@ -396,6 +471,10 @@ impl Gateway {
         if let Some(mut s) = self.hls_server.take() {
             s.stop();
         }
+        drop(self.http_runtime.take());
+        if let Some(d) = self.hls_temp_dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
         if let Some(t) = self.summary_thread.take() {
             let _ = t.join();
         }
@@ -407,6 +486,38 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn http_limits(cfg: &Config) -> Limits {
+    Limits {
+        header_timeout: Duration::from_secs(cfg.http_header_timeout_s),
+        request_timeout: Duration::from_secs(cfg.http_request_timeout_s),
+        max_per_ip: cfg.http_max_connections_per_ip as usize,
+        max_connections: cfg.http_max_connections as usize,
+        ..Limits::default()
+    }
+}
+
+/// Who may read HLS (action read on the channel) and metrics: HTTP Basic or Bearer
+/// credentials of a configured user (or the explicit anonymous user `any`).
+fn http_authorize(users: Arc<Users>) -> Authorize {
+    Arc::new(move |headers, ip, action, path| {
+        let challenge = || Denied::unauthorized(users.basic_challenge());
+        let authorization = match headers.get(axum::http::header::AUTHORIZATION) {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| challenge())?),
+        };
+        let attempt = Attempt {
+            protocol: Protocol::Http,
+            method: "GET",
+            ip,
+        };
+        match users.authenticate(authorization, &attempt) {
+            Ok(id) if id.allows(action, path) => Ok(()),
+            Ok(_) => Err(Denied::forbidden()),
+            Err(_) => Err(challenge()),
+        }
+    })
 }
 
 fn on_endpoint_event(sh: &Arc<Shared>, ev: &EndpointEvent) {
@@ -716,22 +827,6 @@ fn transport_info(
     }
 }
 
-fn client_ip(c: &gst_rtsp_server::RTSPClient) -> String {
-    // SAFETY: the connection belongs to the client, which we hold a reference to; the IP
-    // string is owned by the connection and copied at once.
-    unsafe {
-        let conn = gst_rtsp_server::ffi::gst_rtsp_client_get_connection(c.to_glib_none().0);
-        if conn.is_null() {
-            return String::new();
-        }
-        let ip = gst_rtsp_server::gst_rtsp::ffi::gst_rtsp_connection_get_ip(conn);
-        if ip.is_null() {
-            return String::new();
-        }
-        std::ffi::CStr::from_ptr(ip).to_string_lossy().into_owned()
-    }
-}
-
 /// Collects every figure.
 /// Remembers what the session's medias had sent when it started playing.
 fn record_baselines(sh: &Shared, session: &gst_rtsp_server::RTSPSession) {
@@ -862,6 +957,7 @@ fn snapshot(sh: &Shared) -> Snapshot {
     }
 
     let mut sessions = Vec::new();
+    let mut live: std::collections::HashSet<String> = std::collections::HashSet::new();
     let clients = sh.server.client_filter(None);
     for client in &clients {
         let ip = client_ip(client);
@@ -888,7 +984,12 @@ fn snapshot(sh: &Shared) -> Snapshot {
                 let mut x = SessionStat {
                     bytes_sent: octets.saturating_sub(base.0),
                     packets_sent: packets.saturating_sub(base.1),
-                    id: sid.clone(),
+                    // Never the session ID itself: whoever reads metrics could take it over.
+                    id: sh
+                        .rtsp_guard
+                        .session_number(&sid)
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     path: path.clone(),
                     ..Default::default()
                 };
@@ -930,14 +1031,19 @@ fn snapshot(sh: &Shared) -> Snapshot {
                     p.readers += 1;
                 }
                 sessions.push(x);
+                live.insert(sid.clone());
             }
         }
     }
     // Forget baselines of sessions that are gone.
-    let live: std::collections::HashSet<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
     rates
         .baselines
         .retain(|(sid, _), _| live.contains(sid.as_str()));
+    rates.prev.retain(|k, _| {
+        k.strip_prefix("sess:")
+            .and_then(|r| r.rsplit_once(':'))
+            .is_none_or(|(sid, _)| live.contains(sid))
+    });
     drop(rates);
     Snapshot {
         devices,
@@ -945,5 +1051,9 @@ fn snapshot(sh: &Shared) -> Snapshot {
         sessions,
         rtsp_conns: clients.len() as u32,
         sip,
+        auth_failures: [Protocol::Rtsp, Protocol::Http]
+            .iter()
+            .map(|p| (p.as_str().to_string(), sh.rtsp_guard.users().failures(*p)))
+            .collect(),
     }
 }

@@ -2,6 +2,7 @@
 //! simulated cameras ([`sim`]), settings ([`config`]), metrics ([`metrics`]), a small HTTP
 //! server ([`http`]) and the HLS/recording outputs ([`outputs`]).
 
+pub mod auth;
 pub mod config;
 pub mod factory;
 pub mod gateway;
@@ -9,6 +10,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod outputs;
+pub mod rtsp_auth;
 pub mod sim;
 
 /// Ctrl-C / SIGTERM, as a flag the programs poll (async-signal-safe: the handler only stores).

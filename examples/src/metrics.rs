@@ -79,6 +79,8 @@ pub struct Snapshot {
     /// RTSP connections (clients), playing or not.
     pub rtsp_conns: u32,
     pub sip: SipCounters,
+    /// Failed authentications per protocol (`rtsp`, `http`).
+    pub auth_failures: Vec<(String, u64)>,
 }
 
 impl Snapshot {
@@ -317,6 +319,19 @@ pub fn render(s: &Snapshot) -> String {
     }
     help(&mut o, "rtsp_conns_total", "gauge", "RTSP connections");
     let _ = writeln!(o, "rtsp_conns_total {}", s.rtsp_conns);
+    help(
+        &mut o,
+        "auth_failures_total",
+        "counter",
+        "Failed authentications (wrong or unknown credentials, refused source addresses)",
+    );
+    for (protocol, n) in &s.auth_failures {
+        let _ = writeln!(
+            o,
+            "auth_failures_total{{protocol=\"{}\"}} {n}",
+            esc(protocol)
+        );
+    }
     help(&mut o, "rtsp_sessions", "gauge", "RTSP sessions");
     let lbl = |x: &SessionStat| {
         format!(
@@ -456,6 +471,7 @@ mod tests {
                 forged_requests: 2,
                 ..Default::default()
             },
+            auth_failures: vec![("rtsp".into(), 3)],
         };
         let t = render(&s);
         assert_eq!(
@@ -471,6 +487,10 @@ mod tests {
             vec![0.0]
         );
         assert_eq!(find_samples(&t, "gb28181_devices", ""), vec![2.0]);
+        assert_eq!(
+            find_samples(&t, "auth_failures_total", "protocol=\"rtsp\""),
+            vec![3.0]
+        );
         assert_eq!(find_samples(&t, "gb28181_devices_online", ""), vec![1.0]);
         assert_eq!(
             find_samples(&t, "paths", "name=\"a\",state=\"ready\""),

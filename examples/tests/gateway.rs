@@ -3,6 +3,7 @@
 //! once, counting what they receive). Ports are picked free; every wait is bounded.
 
 use gst::prelude::*;
+use gst_ipcam_examples::auth::{Action, UserConfig, basic_value};
 use gst_ipcam_examples::config::Config;
 use gst_ipcam_examples::gateway::Gateway;
 use gst_ipcam_examples::http;
@@ -48,8 +49,29 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// The reader every test plays as (also reads HLS and the metrics).
+const READER: (&str, &str) = ("reader", "reader-pw");
+
+fn url(gw: &Gateway, channel: &str) -> String {
+    gw.url_with_credentials(channel, READER.0, READER.1)
+}
+
+/// An authenticated GET: status and body.
+fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    let auth = basic_value(READER.0, READER.1);
+    http::request(None, addr, path, &[("Authorization", &auth)]).map(|r| (r.status, r.body))
+}
+
 fn test_config(simulate: u32) -> Config {
     Config {
+        users: vec![
+            UserConfig::with_password(
+                READER.0,
+                READER.1,
+                &[(Action::Read, ""), (Action::Metrics, "")],
+            )
+            .unwrap(),
+        ],
         sip_address: "127.0.0.1".into(),
         sip_port: free_port(),
         listen_address: "127.0.0.1".into(),
@@ -80,7 +102,7 @@ fn start(cfg: Config) -> Gateway {
 }
 
 fn metrics(gw: &Gateway) -> String {
-    let (status, body) = http::get(gw.metrics_addr().unwrap(), "/metrics").unwrap();
+    let (status, body) = get(gw.metrics_addr().unwrap(), "/metrics").unwrap();
     assert_eq!(status, 200);
     String::from_utf8(body).unwrap()
 }
@@ -199,7 +221,7 @@ fn two_cameras_shared_media_invite_bye_and_metrics() {
     for (ch, transport) in [(&ch0, "tcp"), (&ch1, "udp")] {
         let v = ffprobe_frames(
             &["-rtsp_transport", transport, "-read_intervals", "%+3"],
-            &gw.url(ch),
+            &url(&gw, ch),
         );
         assert!(frames_of(&v, "h264") >= 15, "{ch} over {transport}: {v:?}");
         assert!(
@@ -218,7 +240,7 @@ fn two_cameras_shared_media_invite_bye_and_metrics() {
     assert!(invites_before >= 1.0);
 
     // Four clients on one channel: one camera session.
-    let url = gw.url(&ch0);
+    let url = url(&gw, &ch0);
     let clients: Vec<Client> = (0..4).map(|i| Client::start(&url, i % 2 == 0)).collect();
     assert!(
         wait_until(Duration::from_secs(15), || clients
@@ -300,7 +322,7 @@ fn hls_and_recording() {
     let mut text = String::new();
     assert!(
         wait_until(Duration::from_secs(20), || {
-            text = http::get(hls, &playlist)
+            text = get(hls, &playlist)
                 .ok()
                 .filter(|(s, _)| *s == 200)
                 .map(|(_, b)| String::from_utf8_lossy(&b).to_string())
@@ -315,7 +337,10 @@ fn hls_and_recording() {
         .find(|l| l.ends_with(".ts"))
         .unwrap()
         .to_string();
-    let v = ffprobe_file_frames(&format!("http://{hls}/{ch}/{seg}"));
+    let v = ffprobe_file_frames(&format!(
+        "http://{}:{}@{hls}/{ch}/{seg}",
+        READER.0, READER.1
+    ));
     assert!(frames_of(&v, "h264") >= 10, "HLS segment: {v:?}");
     assert!(frames_of(&v, "aac") >= 5, "HLS segment audio is AAC: {v:?}");
     let m = metrics(&gw);
@@ -331,7 +356,7 @@ fn hls_and_recording() {
     let invites = metric(&gw, "gb28181_invites", &format!("name=\"{ch}\""));
     let v = ffprobe_frames(
         &["-rtsp_transport", "tcp", "-read_intervals", "%+3"],
-        &gw.url(&ch),
+        &url(&gw, &ch),
     );
     assert!(frames_of(&v, "h264") >= 10, "{v:?}");
     assert_eq!(

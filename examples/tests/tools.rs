@@ -2,6 +2,7 @@
 //! finalized), and rtsp-to-gb28181 republishes the gateway's own RTSP output as a new GB28181
 //! device that decodes again. Loopback only, free ports, bounded waits.
 
+use gst_ipcam_examples::auth::{Action, UserConfig};
 use gst_ipcam_examples::config::Config;
 use gst_ipcam_examples::gateway::Gateway;
 use gst_ipcam_examples::sim::wait_until;
@@ -87,7 +88,19 @@ fn gateway_stops_cleanly_on_sigint() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rec = std::env::temp_dir().join(format!("gw-sigint-{}", std::process::id()));
     let (sip, rtsp, metrics) = (free_port(), free_port(), free_port());
+    // The reader, as an operator writes it: a [[users]] table with a hashed password.
+    let reader = UserConfig::with_password("reader", "reader-pw", &[]).unwrap();
+    let conf = std::env::temp_dir().join(format!("gw-sigint-{}.toml", std::process::id()));
+    std::fs::write(
+        &conf,
+        format!(
+            "[[users]]\nuser = \"reader\"\npass = \"{}\"\npermissions = [{{action = \"read\"}}]\n",
+            reader.pass
+        ),
+    )
+    .unwrap();
     let child = Command::new(example("gateway"))
+        .args(["--config", conf.to_str().unwrap()])
         .args([
             "--sip-address",
             "127.0.0.1",
@@ -142,7 +155,7 @@ fn gateway_stops_cleanly_on_sigint() {
         "the recording keeps a session up"
     );
     // A client while we stop.
-    let url = format!("rtsp://127.0.0.1:{rtsp}/34020000001320000001");
+    let url = format!("rtsp://reader:reader-pw@127.0.0.1:{rtsp}/34020000001320000001");
     let v = frames(&url, &["-rtsp_transport", "tcp", "-read_intervals", "%+2"]);
     assert!(count(&v, "h264") >= 10, "{v:?}");
     std::thread::sleep(Duration::from_secs(2));
@@ -172,6 +185,7 @@ fn gateway_stops_cleanly_on_sigint() {
     assert!(count(&v, "h264") >= 25, "{v:?}");
     assert!(count(&v, "aac") >= 5, "{v:?}");
     std::fs::remove_dir_all(&rec).ok();
+    std::fs::remove_file(&conf).ok();
 }
 
 #[test]
@@ -189,6 +203,9 @@ fn rtsp_to_gb28181_republishes_the_gateway_output() {
         sim_height: 240,
         sim_bitrate_kbps: 500,
         summary_interval_s: 0,
+        users: vec![
+            UserConfig::with_password("reader", "reader-pw", &[(Action::Read, "")]).unwrap(),
+        ],
         ..Config::default()
     };
     let gw = Gateway::start(cfg.clone()).unwrap();
@@ -198,7 +215,7 @@ fn rtsp_to_gb28181_republishes_the_gateway_output() {
         .contains(&cam)));
     let bridge_id = "34020000001320000099";
     let child = Command::new(example("rtsp-to-gb28181"))
-        .arg(gw.url(&cam))
+        .arg(gw.url_with_credentials(&cam, "reader", "reader-pw"))
         .args(["--server", &format!("127.0.0.1:{}", cfg.sip_port)])
         .args(["--device-id", bridge_id, "--seconds", "60"])
         .stdout(
@@ -219,7 +236,7 @@ fn rtsp_to_gb28181_republishes_the_gateway_output() {
     );
     // The republished stream: gateway → RTSP → bridge → GB28181 → gateway → RTSP → ffprobe.
     let v = frames(
-        &gw.url(bridge_id),
+        &gw.url_with_credentials(bridge_id, "reader", "reader-pw"),
         &["-rtsp_transport", "tcp", "-read_intervals", "%+3"],
     );
     assert!(count(&v, "h264") >= 10, "{v:?}");

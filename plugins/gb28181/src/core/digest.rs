@@ -204,14 +204,19 @@ impl Challenge {
     }
 }
 
+/// `HA1 = MD5(username:realm:password)`, what htdigest files store.
+pub fn ha1(username: &str, realm: &str, password: &str) -> String {
+    md5_hex(&[username.as_bytes(), realm.as_bytes(), password.as_bytes()])
+}
+
 /// The expected `response` value for these credentials (client side: compute it; server side:
 /// compare). RFC 2069 form when `qop` is absent.
 pub fn compute_response(c: &Credentials, method: &str, password: &str) -> String {
-    let ha1 = md5_hex(&[
-        c.username.as_bytes(),
-        c.realm.as_bytes(),
-        password.as_bytes(),
-    ]);
+    compute_response_ha1(c, method, &ha1(&c.username, &c.realm, password))
+}
+
+/// [`compute_response`] from a stored HA1 instead of the password.
+pub fn compute_response_ha1(c: &Credentials, method: &str, ha1: &str) -> String {
     let ha2 = md5_hex(&[method.as_bytes(), c.uri.as_bytes()]);
     match (&c.qop, &c.cnonce, &c.nc) {
         (Some(qop), Some(cnonce), Some(nc)) if qop.eq_ignore_ascii_case("auth") => md5_hex(&[
@@ -229,6 +234,11 @@ pub fn compute_response(c: &Credentials, method: &str, password: &str) -> String
 /// Whether the response in `c` matches `password` for `method`, with the nonce taken as
 /// given. Refuses non-MD5 algorithms, `auth-int`, and qop=auth without cnonce/nc.
 pub fn verify_response(c: &Credentials, method: &str, password: &str) -> bool {
+    verify_response_ha1(c, method, &ha1(&c.username, &c.realm, password))
+}
+
+/// [`verify_response`] against a stored HA1 (lower-case hex) instead of the password.
+pub fn verify_response_ha1(c: &Credentials, method: &str, ha1: &str) -> bool {
     if let Some(alg) = &c.algorithm
         && !alg.eq_ignore_ascii_case("MD5")
     {
@@ -239,7 +249,7 @@ pub fn verify_response(c: &Credentials, method: &str, password: &str) -> bool {
     {
         return false;
     }
-    digest_eq(&compute_response(c, method, password), &c.response)
+    digest_eq(&compute_response_ha1(c, method, ha1), &c.response)
 }
 
 /// Client side: credentials answering `challenge`.

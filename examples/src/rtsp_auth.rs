@@ -1,0 +1,530 @@
+//! Access control of the gateway's RTSP server: an `RTSPAuth` subclass that authenticates every
+//! request against the [`Users`] table (Basic, and Digest for users with a `digest_ha1`) and
+//! checks the path permission (401 without or with wrong credentials, 403 for a known user
+//! without the path), session ownership (a session is driven only by the connection that
+//! created it: anything else naming it gets 454), and the connection limits (clients at
+//! once, request body size, listen backlog).
+//!
+//! Ownership is checked in the URL check, which gst-rtsp-server runs for every request after
+//! it has looked the session up and before any method handler or `pre-*-request` signal: so
+//! OPTIONS, DESCRIBE, GET_PARAMETER, PLAY, PAUSE and TEARDOWN with a stolen session ID are all
+//! refused. gst-rtsp-server has by then added the stolen session to the requesting
+//! connection's list (and would stop its TCP media when that connection closes), so it is
+//! taken out of that list again.
+
+use crate::auth::{Action, Attempt, AuthError, Protocol, Users};
+use gst::glib;
+use gst::glib::translate::ToGlibPtr;
+use gst_rtsp_server::gst_rtsp::{self, RTSPHeaderField, RTSPStatusCode};
+use gst_rtsp_server::prelude::*;
+use gst_rtsp_server::subclass::prelude::*;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Limits on RTSP connections.
+#[derive(Debug, Clone, Copy)]
+pub struct RtspLimits {
+    /// Connections at once; a connection beyond is closed when accepted.
+    pub max_clients: u32,
+    /// Largest request body (`Content-Length`) a connection may send.
+    pub content_length_limit: u32,
+    /// Listen backlog (the kernel caps it at `net.core.somaxconn`).
+    pub backlog: i32,
+    /// RTSP sessions at once (SETUP beyond gets 503).
+    pub max_sessions: u32,
+}
+
+impl RtspLimits {
+    pub fn new(max_clients: u32) -> RtspLimits {
+        RtspLimits {
+            max_clients,
+            content_length_limit: 64 * 1024,
+            backlog: 1024,
+            max_sessions: max_clients.saturating_mul(4),
+        }
+    }
+}
+
+/// Which connection created each live RTSP session, and the gateway-side opaque number shown
+/// for it in metrics instead of its ID. GStreamer-free; bounded by `max` entries.
+#[derive(Debug)]
+pub struct SessionTable {
+    owners: HashMap<String, (u64, u64)>,
+    next_number: u64,
+    max: usize,
+}
+
+impl SessionTable {
+    pub fn new(max: usize) -> SessionTable {
+        SessionTable {
+            owners: HashMap::new(),
+            next_number: 1,
+            max,
+        }
+    }
+
+    /// Records that connection `client` created session `sid`; returns its opaque number
+    /// (None when the table is full: the session then belongs to nobody and is refused).
+    pub fn insert(&mut self, sid: &str, client: u64) -> Option<u64> {
+        if self.owners.len() >= self.max && !self.owners.contains_key(sid) {
+            return None;
+        }
+        let n = self.next_number;
+        self.next_number += 1;
+        self.owners.insert(sid.to_string(), (client, n));
+        Some(n)
+    }
+
+    /// Whether connection `client` may use session `sid`.
+    pub fn owned_by(&self, sid: &str, client: u64) -> bool {
+        self.owners.get(sid).is_some_and(|(c, _)| *c == client)
+    }
+
+    pub fn number(&self, sid: &str) -> Option<u64> {
+        self.owners.get(sid).map(|(_, n)| *n)
+    }
+
+    pub fn remove(&mut self, sid: &str) {
+        self.owners.remove(sid);
+    }
+
+    pub fn len(&self) -> usize {
+        self.owners.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+}
+
+/// The server-side state shared by the auth object and the signal handlers.
+#[derive(Debug)]
+pub struct RtspGuard {
+    users: Arc<Users>,
+    limits: RtspLimits,
+    sessions: Mutex<SessionTable>,
+    /// Opaque number of each live connection, by client object address (removed on close).
+    clients: Mutex<HashMap<usize, u64>>,
+    next_client: AtomicU64,
+    refused_connections: AtomicU64,
+    refused_takeovers: AtomicU64,
+    server: glib::WeakRef<gst_rtsp_server::RTSPServer>,
+}
+
+impl RtspGuard {
+    pub fn users(&self) -> &Arc<Users> {
+        &self.users
+    }
+
+    /// The opaque number shown in metrics for session `sid`.
+    pub fn session_number(&self, sid: &str) -> Option<u64> {
+        lock(&self.sessions).number(sid)
+    }
+
+    /// Sessions whose owner is tracked now.
+    pub fn tracked_sessions(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    /// Connections closed because `max_clients` were connected.
+    pub fn refused_connections(&self) -> u64 {
+        self.refused_connections.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused with 454 because they named another connection's session.
+    pub fn refused_takeovers(&self) -> u64 {
+        self.refused_takeovers.load(Ordering::Relaxed)
+    }
+
+    fn client_number(&self, client: &gst_rtsp_server::RTSPClient) -> Option<u64> {
+        lock(&self.clients)
+            .get(&(client.as_ptr() as usize))
+            .copied()
+    }
+}
+
+/// Sets auth, limits and session ownership on `server` (before it is attached).
+pub fn install(
+    server: &gst_rtsp_server::RTSPServer,
+    users: Arc<Users>,
+    limits: RtspLimits,
+) -> Arc<RtspGuard> {
+    let guard = Arc::new(RtspGuard {
+        users,
+        limits,
+        sessions: Mutex::new(SessionTable::new(limits.max_sessions.max(1) as usize)),
+        clients: Mutex::new(HashMap::new()),
+        next_client: AtomicU64::new(1),
+        refused_connections: AtomicU64::new(0),
+        refused_takeovers: AtomicU64::new(0),
+        server: server.downgrade(),
+    });
+    server.set_backlog(limits.backlog);
+    server.set_content_length_limit(limits.content_length_limit);
+    if let Some(pool) = server.session_pool() {
+        pool.set_max_sessions(limits.max_sessions);
+        let weak = Arc::downgrade(&guard);
+        pool.connect_session_removed(move |_, s| {
+            if let (Some(g), Some(sid)) = (weak.upgrade(), s.sessionid()) {
+                lock(&g.sessions).remove(&sid);
+            }
+        });
+    }
+    let auth = GatewayAuth::new(guard.clone());
+    server.set_auth(Some(&auth));
+
+    let weak = Arc::downgrade(&guard);
+    server.connect_client_connected(move |_, client| {
+        let Some(g) = weak.upgrade() else { return };
+        client.set_content_length_limit(g.limits.content_length_limit);
+        let n = g.next_client.fetch_add(1, Ordering::Relaxed);
+        let key = client.as_ptr() as usize;
+        lock(&g.clients).insert(key, n);
+        let w = Arc::downgrade(&g);
+        client.connect_closed(move |_| {
+            if let Some(g) = w.upgrade() {
+                lock(&g.clients).remove(&key);
+            }
+        });
+        let w = Arc::downgrade(&g);
+        client.connect_new_session(move |_, s| {
+            let (Some(g), Some(sid)) = (w.upgrade(), s.sessionid()) else {
+                return;
+            };
+            if lock(&g.sessions).insert(&sid, n).is_none() {
+                eprintln!("[rtsp] session table full: a new session belongs to nobody");
+            }
+        });
+    });
+    guard
+}
+
+/// The peer address of an RTSP connection (empty when unknown).
+///
+/// # Safety
+/// `conn` is null or a live connection (of the current request or of a client we hold).
+unsafe fn connection_ip(conn: *mut gst_rtsp::ffi::GstRTSPConnection) -> String {
+    if conn.is_null() {
+        return String::new();
+    }
+    // SAFETY: see above; the IP string is owned by the connection and copied at once.
+    unsafe {
+        let ip = gst_rtsp::ffi::gst_rtsp_connection_get_ip(conn);
+        if ip.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(ip).to_string_lossy().into_owned()
+    }
+}
+
+/// The peer address of a client's connection (empty when unknown).
+pub fn client_ip(c: &gst_rtsp_server::RTSPClient) -> String {
+    // SAFETY: the connection belongs to the client, which we hold a reference to.
+    unsafe {
+        let conn = gst_rtsp_server::ffi::gst_rtsp_client_get_connection(c.to_glib_none().0);
+        connection_ip(conn)
+    }
+}
+
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    // A link-local IPv6 peer may carry a `%scope`.
+    s.split('%').next()?.parse().ok()
+}
+
+/// The first path segment of the request URL: the mount (channel) it names, or "".
+fn request_path(ctx: &gst_rtsp_server::RTSPContext) -> String {
+    ctx.uri()
+        .map(|u| u.decode_path_components())
+        .and_then(|c| c.into_iter().find(|s| !s.is_empty()))
+        .map(|s| s.to_string())
+        .unwrap_or_default()
+}
+
+fn authorization(msg: &gst_rtsp::rtsp_message::RTSPMessage) -> Option<String> {
+    let mut value: *mut std::ffi::c_char = std::ptr::null_mut();
+    // SAFETY: the message is the request being handled; the value is owned by it and copied
+    // at once.
+    unsafe {
+        let r = gst_rtsp::ffi::gst_rtsp_message_get_header(
+            msg.to_glib_none().0,
+            gst_rtsp::ffi::GST_RTSP_HDR_AUTHORIZATION,
+            &mut value,
+            0,
+        );
+        if r != gst_rtsp::ffi::GST_RTSP_OK || value.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr(value)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}
+
+fn method_name(method: gst_rtsp::ffi::GstRTSPMethod) -> String {
+    // SAFETY: returns a static string (or NULL).
+    unsafe {
+        let p = gst_rtsp::ffi::gst_rtsp_method_as_text(method);
+        if p.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+    }
+}
+
+glib::wrapper! {
+    pub struct GatewayAuth(ObjectSubclass<imp::GatewayAuth>)
+        @extends gst_rtsp_server::RTSPAuth;
+}
+
+impl GatewayAuth {
+    fn new(guard: Arc<RtspGuard>) -> GatewayAuth {
+        let a: GatewayAuth = glib::Object::new();
+        let _ = a.imp().guard.set(guard);
+        a
+    }
+}
+
+mod imp {
+    use super::*;
+
+    #[derive(Default)]
+    pub struct GatewayAuth {
+        pub(super) guard: OnceLock<Arc<RtspGuard>>,
+    }
+
+    #[glib::object_subclass]
+    impl ObjectSubclass for GatewayAuth {
+        const NAME: &'static str = "GstIpcamGatewayAuth";
+        type Type = super::GatewayAuth;
+        type ParentType = gst_rtsp_server::RTSPAuth;
+    }
+
+    impl ObjectImpl for GatewayAuth {}
+
+    impl RTSPAuthImpl for GatewayAuth {
+        fn authenticate(&self, ctx: &gst_rtsp_server::RTSPContext) -> bool {
+            self.identify(ctx).is_ok()
+        }
+
+        fn check(&self, ctx: &gst_rtsp_server::RTSPContext, check: &glib::GString) -> bool {
+            let Some(g) = self.guard.get() else {
+                return false;
+            };
+            match check.as_str() {
+                "auth.check.connect" => self.check_connect(g),
+                "auth.check.url" => self.check_ownership(g, ctx) && self.check_request(g, ctx),
+                c if c.starts_with("auth.check.media.factory.") => self.check_request(g, ctx),
+                // Client-chosen multicast destinations and the like: never.
+                "auth.check.transport.client-settings" => false,
+                _ => false,
+            }
+        }
+
+        fn generate_authenticate_header(&self, ctx: &gst_rtsp_server::RTSPContext) {
+            if let (Some(g), Some(resp)) = (self.guard.get(), ctx.response()) {
+                add_challenges(&g.users, resp, false);
+            }
+        }
+    }
+
+    fn add_challenges(users: &Users, resp: &gst_rtsp::rtsp_message::RTSPMessage, stale: bool) {
+        resp.add_header(RTSPHeaderField::WwwAuthenticate, &users.basic_challenge());
+        if users.has_digest() {
+            resp.add_header(
+                RTSPHeaderField::WwwAuthenticate,
+                &users.digest_challenge(stale),
+            );
+        }
+    }
+
+    fn raw(ctx: &gst_rtsp_server::RTSPContext) -> *mut gst_rtsp_server::ffi::GstRTSPContext {
+        ctx.to_glib_none().0
+    }
+
+    impl GatewayAuth {
+        /// A new connection: refused (closed at once) when `max_clients` are connected.
+        fn check_connect(&self, g: &RtspGuard) -> bool {
+            let Some(server) = g.server.upgrade() else {
+                return false;
+            };
+            let n = server.client_filter(None).len();
+            if n >= g.limits.max_clients as usize {
+                let c = g.refused_connections.fetch_add(1, Ordering::Relaxed);
+                // One line per 100 refusals is enough to tell a flood.
+                if c.is_multiple_of(100) {
+                    eprintln!(
+                        "[rtsp] {n} connections (max-rtsp-clients {}): closing new ones ({} so far)",
+                        g.limits.max_clients,
+                        c + 1
+                    );
+                }
+                return false;
+            }
+            true
+        }
+
+        /// A request naming a session: only from the connection that created it.
+        fn check_ownership(&self, g: &RtspGuard, ctx: &gst_rtsp_server::RTSPContext) -> bool {
+            let (Some(session), Some(client)) = (ctx.session(), ctx.client()) else {
+                return true;
+            };
+            let Some(sid) = session.sessionid() else {
+                return true;
+            };
+            let me = g.client_number(client);
+            if me.is_some_and(|n| lock(&g.sessions).owned_by(&sid, n)) {
+                return true;
+            }
+            g.refused_takeovers.fetch_add(1, Ordering::Relaxed);
+            eprintln!(
+                "[rtsp] {} from {}: names a session of another connection: 454",
+                method_name(unsafe { (*raw(ctx)).method }),
+                client_ip(client)
+            );
+            // gst-rtsp-server already added it to this connection's sessions; take it out
+            // so that closing this connection cannot end the owner's media.
+            let _ = client.session_filter(Some(&mut |_, s| {
+                if s == session {
+                    gst_rtsp_server::RTSPFilterResult::Remove
+                } else {
+                    gst_rtsp_server::RTSPFilterResult::Keep
+                }
+            }));
+            self.respond(g, ctx, RTSPStatusCode::SessionNotFound, false, false);
+            false
+        }
+
+        fn ip(&self, ctx: &gst_rtsp_server::RTSPContext) -> Option<IpAddr> {
+            // SAFETY: the context is the current request's; its connection outlives it.
+            let conn = unsafe { (*raw(ctx)).conn };
+            let s = if conn.is_null() {
+                ctx.client().map(client_ip).unwrap_or_default()
+            } else {
+                // SAFETY: as above.
+                unsafe { connection_ip(conn) }
+            };
+            parse_ip(&s)
+        }
+
+        fn identify(
+            &self,
+            ctx: &gst_rtsp_server::RTSPContext,
+        ) -> Result<crate::auth::Identity, AuthError> {
+            let g = self.guard.get().ok_or(AuthError::NoCredentials)?;
+            let ip = self.ip(ctx).ok_or(AuthError::NoCredentials)?;
+            // SAFETY: the context is the current request's.
+            let method = method_name(unsafe { (*raw(ctx)).method });
+            let header = ctx.request().and_then(authorization);
+            g.users.authenticate(
+                header.as_deref(),
+                &Attempt {
+                    protocol: Protocol::Rtsp,
+                    method: &method,
+                    ip,
+                },
+            )
+        }
+
+        /// Authentication and the path permission.
+        fn check_request(&self, g: &RtspGuard, ctx: &gst_rtsp_server::RTSPContext) -> bool {
+            // SAFETY: the context is the current request's.
+            let method = unsafe { (*raw(ctx)).method };
+            // OPTIONS tells nothing about any path: clients may ask before they authenticate.
+            if method == gst_rtsp::ffi::GST_RTSP_OPTIONS {
+                return true;
+            }
+            let id = match self.identify(ctx) {
+                Ok(id) => id,
+                Err(e) => {
+                    self.respond(
+                        g,
+                        ctx,
+                        RTSPStatusCode::Unauthorized,
+                        true,
+                        e == AuthError::StaleNonce,
+                    );
+                    return false;
+                }
+            };
+            let action = if method
+                & (gst_rtsp::ffi::GST_RTSP_ANNOUNCE | gst_rtsp::ffi::GST_RTSP_RECORD)
+                != 0
+            {
+                Action::Publish
+            } else {
+                Action::Read
+            };
+            let path = request_path(ctx);
+            if path.is_empty() || id.allows(action, &path) {
+                return true;
+            }
+            if id.is_anonymous() {
+                // Anonymous may not: a user might.
+                self.respond(g, ctx, RTSPStatusCode::Unauthorized, true, false);
+            } else {
+                eprintln!(
+                    "[rtsp] user {} may not {action:?} {}: 403",
+                    id.user(),
+                    gstgb28181::core::id::printable(&path)
+                );
+                self.respond(g, ctx, RTSPStatusCode::Forbidden, false, false);
+            }
+            false
+        }
+
+        fn respond(
+            &self,
+            g: &RtspGuard,
+            ctx: &gst_rtsp_server::RTSPContext,
+            code: RTSPStatusCode,
+            challenge: bool,
+            stale: bool,
+        ) {
+            let (Some(resp), Some(client)) = (ctx.response(), ctx.client()) else {
+                return;
+            };
+            resp.init_response(code, ctx.request());
+            if challenge {
+                add_challenges(&g.users, resp, stale);
+            }
+            let _ = client.send_message(resp, ctx.session());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_table() {
+        let mut t = SessionTable::new(2);
+        let a = t.insert("s1", 1).unwrap();
+        let b = t.insert("s2", 2).unwrap();
+        assert_ne!(a, b);
+        assert!(t.owned_by("s1", 1));
+        assert!(!t.owned_by("s1", 2));
+        assert!(!t.owned_by("nope", 1));
+        assert_eq!(t.insert("s3", 1), None, "bounded");
+        assert_eq!(t.number("s2"), Some(b));
+        t.remove("s1");
+        assert!(!t.owned_by("s1", 1));
+        assert!(t.insert("s3", 1).is_some());
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn ip_forms() {
+        assert_eq!(parse_ip("127.0.0.1"), Some(IpAddr::from([127, 0, 0, 1])));
+        assert_eq!(parse_ip("fe80::1%eth0"), "fe80::1".parse().ok());
+        assert_eq!(parse_ip(""), None);
+    }
+}
