@@ -123,6 +123,14 @@ impl Gateway {
                 "[gateway] no [[users]] in the configuration: every RTSP request will be refused"
             );
         }
+        let no_digest = users.without_digest();
+        if !no_digest.is_empty() {
+            eprintln!(
+                "[gateway] users without digest_ha1 ({}): RTSP clients that prefer Digest \
+                 (ffmpeg, VLC) cannot log in as them; add one (gateway --hash-password --user NAME)",
+                no_digest.join(", ")
+            );
+        }
         let transport = if cfg.sip_transport == "tcp" {
             SipTransport::Tcp
         } else {

@@ -75,8 +75,8 @@ pub struct UserConfig {
 }
 
 impl UserConfig {
-    /// A user with `pass` stored as salted SHA-256 (fast to verify: tests, tools, demo) and
-    /// these permissions.
+    /// A user with `pass` stored as salted SHA-256 (fast to verify: tests, tools) and its
+    /// Digest HA1 for [`super::REALM`], with these permissions.
     pub fn with_password(
         user: &str,
         pass: &str,
@@ -85,6 +85,7 @@ impl UserConfig {
         Ok(UserConfig {
             user: user.to_string(),
             pass: super::hash::hash_sha256(pass)?,
+            digest_ha1: super::hash::digest_ha1(user, super::REALM, pass),
             permissions: permissions
                 .iter()
                 .map(|(action, path)| PermissionConfig {
@@ -440,6 +441,19 @@ impl Users {
     /// Whether any user has a `digest_ha1` (then a 401 offers Digest too).
     pub fn has_digest(&self) -> bool {
         self.users.iter().any(|u| u.digest_ha1.is_some())
+    }
+
+    /// Users with a password but no `digest_ha1` while others have one: clients that prefer
+    /// Digest when it is offered (ffmpeg, VLC) cannot log in as them.
+    pub fn without_digest(&self) -> Vec<&str> {
+        if !self.has_digest() {
+            return Vec::new();
+        }
+        self.users
+            .iter()
+            .filter(|u| u.pass.is_some() && u.digest_ha1.is_none())
+            .map(|u| u.identity.user())
+            .collect()
     }
 
     /// Failed attempts so far (for `auth_failures_total{protocol}`).
