@@ -5,7 +5,7 @@
 //! attack is refused or bounded and that the gateway keeps serving. Raw requests go over
 //! `TcpStream` (responses and `$` frames framed by rtsp-types); ffprobe is the real reader.
 
-use gst_ipcam_examples::auth::{Action, UserConfig, basic_value, digest_ha1};
+use gst_ipcam_examples::auth::{Action, UserConfig, basic_value, digest_ha1, hash_password};
 use gst_ipcam_examples::config::Config;
 use gst_ipcam_examples::gateway::Gateway;
 use gst_ipcam_examples::metrics;
@@ -40,6 +40,7 @@ const READER: (&str, &str) = ("reader", "reader-pw");
 const OTHER: (&str, &str) = ("other", "other-pw");
 const REMOTE_ONLY: (&str, &str) = ("remote", "remote-pw");
 const DIGEST: (&str, &str) = ("digester", "digest-pw");
+const GUARDED: (&str, &str) = ("guarded", "argon2-pw");
 
 fn users() -> Vec<UserConfig> {
     let mut remote =
@@ -52,7 +53,14 @@ fn users() -> Vec<UserConfig> {
         digester.digest_ha1,
         digest_ha1(DIGEST.0, gst_ipcam_examples::auth::REALM, DIGEST.1)
     );
+    // As an operator stores it: argon2 (tens of ms per verification).
+    let guarded = UserConfig {
+        pass: hash_password(GUARDED.1).unwrap(),
+        digest_ha1: digest_ha1(GUARDED.0, gst_ipcam_examples::auth::REALM, GUARDED.1),
+        ..UserConfig::with_password(GUARDED.0, "-", &[(Action::Read, "")]).unwrap()
+    };
     vec![
+        guarded,
         UserConfig::with_password(READER.0, READER.1, &[(Action::Read, "")]).unwrap(),
         UserConfig::with_password(OTHER.0, OTHER.1, &[(Action::Read, "some-other-path")]).unwrap(),
         remote,
@@ -479,6 +487,39 @@ fn huge_request_bodies_are_refused() {
             s == 200
         }),
         "still serving: {last:?}"
+    );
+}
+
+/// Password guessing against an argon2 user: after the free failures the source is blocked
+/// and further guesses are refused without being verified (no CPU burnt), each counted; the
+/// user's own cached login keeps working.
+#[test]
+fn password_guessing_is_rate_limited() {
+    let _s = serial();
+    let (gw, ch) = start(64);
+    let port = gw.rtsp_port();
+    assert_eq!(describe(port, &ch, Some(GUARDED)).status, 200);
+    let t = Instant::now();
+    for i in 0..30 {
+        let r = describe(port, &ch, Some((GUARDED.0, &format!("guess-{i}"))));
+        assert_eq!(r.status, 401, "{r:?}");
+    }
+    let took = t.elapsed();
+    let blocked = gw.users().blocked();
+    assert!(
+        blocked >= 20,
+        "only {blocked} of 30 guesses refused unverified"
+    );
+    eprintln!("30 guesses in {took:?}, {blocked} refused unverified");
+    let text = metrics::render(&gw.snapshot());
+    assert_eq!(
+        metrics::find_samples(&text, "auth_failures_total", "protocol=\"rtsp\""),
+        vec![30.0]
+    );
+    assert_eq!(
+        describe(port, &ch, Some(GUARDED)).status,
+        200,
+        "cached login"
     );
 }
 

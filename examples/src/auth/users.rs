@@ -461,6 +461,11 @@ impl Users {
         self.failures[protocol as usize].load(Ordering::Relaxed)
     }
 
+    /// Attempts refused unverified because their source was blocked after failures.
+    pub fn blocked(&self) -> u64 {
+        self.lock().limiter.refused
+    }
+
     /// Successful verifications remembered now (bounded by [`CACHE_MAX`]).
     pub fn cached(&self) -> usize {
         self.lock().cache.len()
