@@ -156,7 +156,14 @@ impl Gateway {
         let server = gst_rtsp_server::RTSPServer::new();
         server.set_address(&cfg.listen_address);
         server.set_service(&cfg.rtsp_port.to_string());
-        let rtsp_guard = rtsp_auth::install(&server, users, RtspLimits::new(cfg.max_rtsp_clients));
+        let rtsp_guard = rtsp_auth::install(
+            &server,
+            users,
+            RtspLimits::new(
+                cfg.max_rtsp_clients,
+                Duration::from_secs(cfg.rtsp_idle_timeout_s),
+            ),
+        );
         // Clients are served by a pool of threads: building a media waits for the camera's
         // streams, which must not hold up other clients.
         if let Some(pool) = server.thread_pool() {
@@ -256,6 +263,7 @@ impl Gateway {
                         return;
                     }
                     refresh_ingest_stats(&sh);
+                    sh.rtsp_guard.close_idle();
                 }
             })
             .map_err(|e| e.to_string())?;

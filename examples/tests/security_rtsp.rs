@@ -69,7 +69,12 @@ fn users() -> Vec<UserConfig> {
 }
 
 fn start(max_clients: u32) -> (Gateway, String) {
+    start_with(max_clients, 30)
+}
+
+fn start_with(max_clients: u32, idle_timeout_s: u64) -> (Gateway, String) {
     let cfg = Config {
+        rtsp_idle_timeout_s: idle_timeout_s,
         sip_address: "127.0.0.1".into(),
         sip_port: free_port(),
         listen_address: "127.0.0.1".into(),
@@ -557,6 +562,71 @@ fn connections_beyond_max_rtsp_clients_are_closed() {
     );
     let mut again = Conn::open(port);
     assert_eq!(again.request("OPTIONS", &url, &[]).status, 200);
+}
+
+/// Connections that never get a session (here: 2 idle ones filling max-rtsp-clients 2) are
+/// closed after the idle timeout, so they cannot keep readers out; a playing connection stays.
+#[test]
+fn idle_connections_do_not_hold_the_slots() {
+    let _s = serial();
+    let (gw, ch) = start_with(2, 2);
+    let port = gw.rtsp_port();
+    let url = format!("rtsp://127.0.0.1:{port}/{ch}");
+    let mut idle: Vec<Conn> = (0..2).map(|_| Conn::open(port)).collect();
+    for c in &mut idle {
+        assert_eq!(c.request("OPTIONS", &url, &[]).status, 200);
+    }
+    assert!(
+        Conn::open(port).closed_by_server(Duration::from_secs(5)),
+        "slots full"
+    );
+    for c in &mut idle {
+        assert!(
+            c.closed_by_server(Duration::from_secs(10)),
+            "idle connection kept"
+        );
+    }
+    assert_eq!(gw.rtsp_guard().closed_idle(), 2);
+    let mut a = Conn::open(port);
+    assert_eq!(a.request("DESCRIBE", &url, &[basic(READER)]).status, 200);
+    let r = a.request(
+        "SETUP",
+        &format!("{url}/stream=0"),
+        &[
+            basic(READER),
+            ("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1".into()),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let session = (
+        "Session",
+        r.headers("Session")[0]
+            .split(';')
+            .next()
+            .unwrap()
+            .trim()
+            .to_string(),
+    );
+    let r = a.request(
+        "PLAY",
+        &format!("{url}/"),
+        &[basic(READER), session.clone()],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    // Well past the idle timeout, the playing connection is still served.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        assert!(
+            a.receive_frames(10, Duration::from_secs(5)),
+            "A keeps receiving"
+        );
+    }
+    let r = a.request(
+        "GET_PARAMETER",
+        &format!("{url}/"),
+        &[basic(READER), session],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
 }
 
 /// 500 connections opened at once (10 threads) all complete their handshake without a SYN
