@@ -509,6 +509,10 @@ impl Users {
             && e.is_failure()
         {
             self.failures[attempt.protocol as usize].fetch_add(1, Ordering::Relaxed);
+            // A blocked source is counted, not logged line by line (no log flooding).
+            if matches!(e, AuthError::Blocked(_)) {
+                return r;
+            }
             let user = authorization
                 .and_then(|v| Authorization::parse(v).ok())
                 .and_then(|a| a.user().map(printable))
