@@ -481,6 +481,7 @@ fn huge_request_bodies_are_refused() {
     }
     peak = peak.max(rss_bytes());
     let grown = peak.saturating_sub(before);
+    eprintln!("RSS grew by {} MB under the attack", grown >> 20);
     assert!(grown < 50 << 20, "RSS grew by {} MB", grown >> 20);
     // (A DESCRIBE right after another connection's DESCRIBE-and-close can get 503 while the
     // shared media unprepares: gst-rtsp-server "can not reuse media". Hence the retries.)
@@ -655,6 +656,7 @@ fn connection_burst_is_accepted_without_syn_retries() {
         .collect();
     let slowest = conns.iter().map(|(_, d)| *d).max().unwrap();
     assert_eq!(conns.len(), 500);
+    eprintln!("slowest of 500 connects: {slowest:?}");
     assert!(
         slowest < Duration::from_millis(900),
         "a connect took {slowest:?}"
