@@ -260,6 +260,21 @@ fn ffprobe_frames(url: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Raises the soft limit on open files towards `want` (never above the hard limit).
+fn raise_fd_limit(want: u64) {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < want as libc::rlim_t {
+            l.rlim_cur = (want as libc::rlim_t).min(l.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap()
@@ -635,6 +650,8 @@ fn idle_connections_do_not_hold_the_slots() {
 #[test]
 fn connection_burst_is_accepted_without_syn_retries() {
     let _s = serial();
+    // Both ends live in this process: about 1000 descriptors (CI default soft limit: 1024).
+    raise_fd_limit(4096);
     let (gw, ch) = start(1000);
     let port = gw.rtsp_port();
     let threads: Vec<std::thread::JoinHandle<Vec<(TcpStream, Duration)>>> = (0..10)
