@@ -534,10 +534,10 @@ impl Users {
         now_ms: u64,
     ) -> Result<Identity, AuthError> {
         let Some(value) = authorization else {
+            // Anonymous access from outside `any`'s ranges is just a request for credentials.
             return match self.anonymous.map(|i| &self.users[i]) {
                 Some(u) if u.allows_ip(attempt.ip) => Ok(u.identity.clone()),
-                Some(_) => Err(AuthError::IpNotAllowed),
-                None => Err(AuthError::NoCredentials),
+                _ => Err(AuthError::NoCredentials),
             };
         };
         let parsed = match Authorization::parse(value) {
@@ -818,6 +818,14 @@ mod tests {
         let users = Users::from_config(std::slice::from_ref(&any), "r").unwrap();
         let id = users.authenticate(None, &attempt(LOCAL)).unwrap();
         assert!(id.is_anonymous());
+        let mut ranged = any.clone();
+        ranged.ips = vec!["10.0.0.0/8".into()];
+        let ranged = Users::from_config(&[ranged], "r").unwrap();
+        assert_eq!(
+            ranged.authenticate(None, &attempt(LOCAL)).unwrap_err(),
+            AuthError::NoCredentials
+        );
+        assert_eq!(ranged.failures(Protocol::Rtsp), 0);
         assert!(id.allows(Action::Read, "public"));
         assert!(!id.allows(Action::Read, "private"));
         let mut bad = any;
