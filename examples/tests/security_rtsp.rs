@@ -73,6 +73,10 @@ fn start(max_clients: u32) -> (Gateway, String) {
 }
 
 fn start_with(max_clients: u32, idle_timeout_s: u64) -> (Gateway, String) {
+    start_users(max_clients, idle_timeout_s, users())
+}
+
+fn start_users(max_clients: u32, idle_timeout_s: u64, users: Vec<UserConfig>) -> (Gateway, String) {
     let cfg = Config {
         rtsp_idle_timeout_s: idle_timeout_s,
         sip_address: "127.0.0.1".into(),
@@ -86,7 +90,7 @@ fn start_with(max_clients: u32, idle_timeout_s: u64) -> (Gateway, String) {
         sim_bitrate_kbps: 300,
         summary_interval_s: 0,
         max_rtsp_clients: max_clients,
-        users: users(),
+        users,
         ..Config::default()
     };
     let gw = Gateway::start(cfg.clone()).expect("gateway starts");
@@ -318,6 +322,34 @@ fn unauthenticated_and_unauthorized_readers_are_refused() {
     assert!(h264.unwrap_or(0) >= 10, "{v:?}");
     // Without: nothing.
     assert!(ffprobe_frames(&gw.url(&ch)).is_empty());
+}
+
+/// Anonymous reading exists only through an explicit user `any`, and only for its paths.
+#[test]
+fn anonymous_reads_only_when_configured() {
+    let _s = serial();
+    let any = |path: &str| UserConfig {
+        user: "any".into(),
+        permissions: vec![gst_ipcam_examples::auth::PermissionConfig {
+            action: Action::Read,
+            path: path.into(),
+        }],
+        ..Default::default()
+    };
+    let mut u = users();
+    u.push(any("~^3402"));
+    let (gw, ch) = start_users(64, 30, u);
+    assert_eq!(describe(gw.rtsp_port(), &ch, None).status, 200);
+    drop(gw);
+    let mut u = users();
+    u.push(any("public-only"));
+    let (gw, ch) = start_users(64, 30, u);
+    let r = describe(gw.rtsp_port(), &ch, None);
+    assert_eq!(
+        r.status, 401,
+        "anonymous without the path is asked for credentials"
+    );
+    assert_eq!(describe(gw.rtsp_port(), &ch, Some(READER)).status, 200);
 }
 
 /// RTSP Digest (RFC 2617, qop=auth) for a user with a `digest_ha1`: right response 200, wrong
