@@ -3,7 +3,7 @@
 //! date and time, like `ffmpeg -f segment -segment_time 60 -strftime 1` (G.711 is transcoded
 //! to AAC for MP4; H.264/H.265/AAC pass through).
 //!
-//! `cargo run --release --example rtsp-client -- rtsp://127.0.0.1:8554/34020000001320000001
+//! `cargo run --release --example rtsp-client -- rtsp://user:pass@127.0.0.1:8554/34020000001320000001
 //!  [--transport tcp|udp] [--record DIR] [--segment-s 60] [--seconds N] [--interval-ms 2000]`
 
 use gst::prelude::*;

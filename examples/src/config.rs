@@ -27,6 +27,8 @@ pub struct Config {
     pub metrics_address: String,
     /// RTSP connections served at once; further ones are closed at once.
     pub max_rtsp_clients: u32,
+    /// An RTSP connection without a session is closed after this many seconds.
+    pub rtsp_idle_timeout_s: u64,
     /// Readers and publishers (`[[users]]` tables of the config file; none: nobody is let in).
     pub users: Vec<UserConfig>,
     /// Host printed in URLs.
@@ -84,6 +86,7 @@ impl Default for Config {
             listen_address: "0.0.0.0".into(),
             metrics_address: "127.0.0.1".into(),
             max_rtsp_clients: 256,
+            rtsp_idle_timeout_s: 30,
             users: Vec::new(),
             public_host: "127.0.0.1".into(),
             rtsp_port: 8554,
@@ -125,6 +128,7 @@ Options (also keys of the TOML file given with --config FILE; flags win):
   --listen-address A     address of the RTSP/HLS servers (0.0.0.0)
   --metrics-address A    address of the /metrics server (127.0.0.1)
   --max-rtsp-clients N   RTSP connections at once, more are closed (256)
+  --rtsp-idle-timeout-s N  close RTSP connections without a session after N s (30)
   --public-host H        host printed in URLs (127.0.0.1)
   --rtsp-port N          RTSP port (8554)
   --metrics-port N       Prometheus /metrics port (9998)
@@ -198,6 +202,7 @@ impl Config {
             "listen-address" => self.listen_address = v,
             "metrics-address" => self.metrics_address = v,
             "max-rtsp-clients" => self.max_rtsp_clients = num(value)?.clamp(1, 100_000) as u32,
+            "rtsp-idle-timeout-s" => self.rtsp_idle_timeout_s = num(value)?.clamp(1, 86_400),
             "users" => return Err("users: only as [[users]] tables in the config file".into()),
             "public-host" => self.public_host = v,
             "rtsp-port" => self.rtsp_port = port(value)?,

@@ -126,6 +126,14 @@ impl Gateway {
                 "[gateway] no [[users]] in the configuration: every RTSP and HTTP request will be refused"
             );
         }
+        let no_digest = users.without_digest();
+        if !no_digest.is_empty() {
+            eprintln!(
+                "[gateway] users without digest_ha1 ({}): RTSP clients that prefer Digest \
+                 (ffmpeg, VLC) cannot log in as them; add one (gateway --hash-password --user NAME)",
+                no_digest.join(", ")
+            );
+        }
         let mut hls_temp_dir = None;
         if cfg.hls {
             let (dir, fresh) = http::files::private_dir(&cfg.hls_dir)?;
@@ -160,7 +168,14 @@ impl Gateway {
         let server = gst_rtsp_server::RTSPServer::new();
         server.set_address(&cfg.listen_address);
         server.set_service(&cfg.rtsp_port.to_string());
-        let rtsp_guard = rtsp_auth::install(&server, users, RtspLimits::new(cfg.max_rtsp_clients));
+        let rtsp_guard = rtsp_auth::install(
+            &server,
+            users,
+            RtspLimits::new(
+                cfg.max_rtsp_clients,
+                Duration::from_secs(cfg.rtsp_idle_timeout_s),
+            ),
+        );
         // Clients are served by a pool of threads: building a media waits for the camera's
         // streams, which must not hold up other clients.
         if let Some(pool) = server.thread_pool() {
@@ -263,6 +278,7 @@ impl Gateway {
                         return;
                     }
                     refresh_ingest_stats(&sh);
+                    sh.rtsp_guard.close_idle();
                 }
             })
             .map_err(|e| e.to_string())?;

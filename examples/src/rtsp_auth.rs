@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -38,15 +39,20 @@ pub struct RtspLimits {
     pub backlog: i32,
     /// RTSP sessions at once (SETUP beyond gets 503).
     pub max_sessions: u32,
+    /// A connection without any session and without a request in progress is closed after
+    /// this long without a request or response (so idle connections cannot hold the
+    /// `max_clients` slots).
+    pub idle_timeout: Duration,
 }
 
 impl RtspLimits {
-    pub fn new(max_clients: u32) -> RtspLimits {
+    pub fn new(max_clients: u32, idle_timeout: Duration) -> RtspLimits {
         RtspLimits {
             max_clients,
             content_length_limit: 64 * 1024,
             backlog: 1024,
             max_sessions: max_clients.saturating_mul(4),
+            idle_timeout,
         }
     }
 }
@@ -103,17 +109,28 @@ impl SessionTable {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+struct ClientState {
+    /// Opaque connection number (session ownership).
+    number: u64,
+    /// Last request or response.
+    active_at: Instant,
+    /// A request is being handled (between its URL check and a response).
+    busy: bool,
+}
+
 /// The server-side state shared by the auth object and the signal handlers.
 #[derive(Debug)]
 pub struct RtspGuard {
     users: Arc<Users>,
     limits: RtspLimits,
     sessions: Mutex<SessionTable>,
-    /// Opaque number of each live connection, by client object address (removed on close).
-    clients: Mutex<HashMap<usize, u64>>,
+    /// Each live connection by client object address (removed on close).
+    clients: Mutex<HashMap<usize, ClientState>>,
     next_client: AtomicU64,
     refused_connections: AtomicU64,
     refused_takeovers: AtomicU64,
+    closed_idle: AtomicU64,
     server: glib::WeakRef<gst_rtsp_server::RTSPServer>,
 }
 
@@ -142,10 +159,42 @@ impl RtspGuard {
         self.refused_takeovers.load(Ordering::Relaxed)
     }
 
+    /// Connections closed because they stayed without a session for `idle_timeout`.
+    pub fn closed_idle(&self) -> u64 {
+        self.closed_idle.load(Ordering::Relaxed)
+    }
+
     fn client_number(&self, client: &gst_rtsp_server::RTSPClient) -> Option<u64> {
         lock(&self.clients)
             .get(&(client.as_ptr() as usize))
-            .copied()
+            .map(|c| c.number)
+    }
+
+    fn touch(&self, client: &gst_rtsp_server::RTSPClient, busy: bool) {
+        if let Some(c) = lock(&self.clients).get_mut(&(client.as_ptr() as usize)) {
+            c.active_at = Instant::now();
+            c.busy = busy;
+        }
+    }
+
+    /// Closes the connections without a session that have been quiet (no request, no
+    /// response) for `idle_timeout`. Called periodically by the gateway.
+    pub fn close_idle(&self) {
+        let Some(server) = self.server.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        for c in server.client_filter(None) {
+            let old = lock(&self.clients)
+                .get(&(c.as_ptr() as usize))
+                .is_some_and(|s| {
+                    !s.busy && now.duration_since(s.active_at) >= self.limits.idle_timeout
+                });
+            if old && c.session_filter(None).is_empty() {
+                self.closed_idle.fetch_add(1, Ordering::Relaxed);
+                c.close();
+            }
+        }
     }
 }
 
@@ -163,6 +212,7 @@ pub fn install(
         next_client: AtomicU64::new(1),
         refused_connections: AtomicU64::new(0),
         refused_takeovers: AtomicU64::new(0),
+        closed_idle: AtomicU64::new(0),
         server: server.downgrade(),
     });
     server.set_backlog(limits.backlog);
@@ -185,7 +235,24 @@ pub fn install(
         client.set_content_length_limit(g.limits.content_length_limit);
         let n = g.next_client.fetch_add(1, Ordering::Relaxed);
         let key = client.as_ptr() as usize;
-        lock(&g.clients).insert(key, n);
+        lock(&g.clients).insert(
+            key,
+            ClientState {
+                number: n,
+                active_at: Instant::now(),
+                busy: false,
+            },
+        );
+        let w = Arc::downgrade(&g);
+        client.connect("send-message", false, move |args| {
+            if let (Some(g), Some(Ok(c))) = (
+                w.upgrade(),
+                args.first().map(|v| v.get::<gst_rtsp_server::RTSPClient>()),
+            ) {
+                g.touch(&c, false);
+            }
+            None
+        });
         let w = Arc::downgrade(&g);
         client.connect_closed(move |_| {
             if let Some(g) = w.upgrade() {
@@ -320,7 +387,12 @@ mod imp {
             };
             match check.as_str() {
                 "auth.check.connect" => self.check_connect(g),
-                "auth.check.url" => self.check_ownership(g, ctx) && self.check_request(g, ctx),
+                "auth.check.url" => {
+                    if let Some(c) = ctx.client() {
+                        g.touch(c, true);
+                    }
+                    self.check_ownership(g, ctx) && self.check_request(g, ctx)
+                }
                 c if c.starts_with("auth.check.media.factory.") => self.check_request(g, ctx),
                 // Client-chosen multicast destinations and the like: never.
                 "auth.check.transport.client-settings" => false,

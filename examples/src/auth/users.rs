@@ -75,8 +75,8 @@ pub struct UserConfig {
 }
 
 impl UserConfig {
-    /// A user with `pass` stored as salted SHA-256 (fast to verify: tests, tools, demo) and
-    /// these permissions.
+    /// A user with `pass` stored as salted SHA-256 (fast to verify: tests, tools) and its
+    /// Digest HA1 for [`super::REALM`], with these permissions.
     pub fn with_password(
         user: &str,
         pass: &str,
@@ -85,6 +85,7 @@ impl UserConfig {
         Ok(UserConfig {
             user: user.to_string(),
             pass: super::hash::hash_sha256(pass)?,
+            digest_ha1: super::hash::digest_ha1(user, super::REALM, pass),
             permissions: permissions
                 .iter()
                 .map(|(action, path)| PermissionConfig {
@@ -442,9 +443,27 @@ impl Users {
         self.users.iter().any(|u| u.digest_ha1.is_some())
     }
 
+    /// Users with a password but no `digest_ha1` while others have one: clients that prefer
+    /// Digest when it is offered (ffmpeg, VLC) cannot log in as them.
+    pub fn without_digest(&self) -> Vec<&str> {
+        if !self.has_digest() {
+            return Vec::new();
+        }
+        self.users
+            .iter()
+            .filter(|u| u.pass.is_some() && u.digest_ha1.is_none())
+            .map(|u| u.identity.user())
+            .collect()
+    }
+
     /// Failed attempts so far (for `auth_failures_total{protocol}`).
     pub fn failures(&self, protocol: Protocol) -> u64 {
         self.failures[protocol as usize].load(Ordering::Relaxed)
+    }
+
+    /// Attempts refused unverified because their source was blocked after failures.
+    pub fn blocked(&self) -> u64 {
+        self.lock().limiter.refused
     }
 
     /// Successful verifications remembered now (bounded by [`CACHE_MAX`]).
@@ -490,6 +509,10 @@ impl Users {
             && e.is_failure()
         {
             self.failures[attempt.protocol as usize].fetch_add(1, Ordering::Relaxed);
+            // A blocked source is counted, not logged line by line (no log flooding).
+            if matches!(e, AuthError::Blocked(_)) {
+                return r;
+            }
             let user = authorization
                 .and_then(|v| Authorization::parse(v).ok())
                 .and_then(|a| a.user().map(printable))
@@ -511,10 +534,10 @@ impl Users {
         now_ms: u64,
     ) -> Result<Identity, AuthError> {
         let Some(value) = authorization else {
+            // Anonymous access from outside `any`'s ranges is just a request for credentials.
             return match self.anonymous.map(|i| &self.users[i]) {
                 Some(u) if u.allows_ip(attempt.ip) => Ok(u.identity.clone()),
-                Some(_) => Err(AuthError::IpNotAllowed),
-                None => Err(AuthError::NoCredentials),
+                _ => Err(AuthError::NoCredentials),
             };
         };
         let parsed = match Authorization::parse(value) {
@@ -795,6 +818,14 @@ mod tests {
         let users = Users::from_config(std::slice::from_ref(&any), "r").unwrap();
         let id = users.authenticate(None, &attempt(LOCAL)).unwrap();
         assert!(id.is_anonymous());
+        let mut ranged = any.clone();
+        ranged.ips = vec!["10.0.0.0/8".into()];
+        let ranged = Users::from_config(&[ranged], "r").unwrap();
+        assert_eq!(
+            ranged.authenticate(None, &attempt(LOCAL)).unwrap_err(),
+            AuthError::NoCredentials
+        );
+        assert_eq!(ranged.failures(Protocol::Rtsp), 0);
         assert!(id.allows(Action::Read, "public"));
         assert!(!id.allows(Action::Read, "private"));
         let mut bad = any;
