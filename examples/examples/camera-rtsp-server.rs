@@ -25,6 +25,7 @@ use std::collections::HashSet;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
+    name = "camera-rtsp-server",
     version,
     about = "GB28181 cameras as RTSP mounts on stock gst-rtsp-server"
 )]

@@ -34,34 +34,51 @@ fn chain_for(encoding: &str) -> Option<(&'static str, &'static str, bool)> {
     })
 }
 
-fn usage() -> ! {
-    eprintln!(
-        "usage: rtsp-client URL [--transport tcp|udp] [--record DIR] [--segment-s 60] [--seconds N] [--interval-ms 2000]"
-    );
-    std::process::exit(2)
+/// Plays or records an RTSP URL, printing rtcpstats figures as it goes.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "rtsp-client",
+    version,
+    about = "Plays or records an RTSP URL over TCP or UDP, printing rtcpstats figures (loss, jitter, bitrate) as it goes"
+)]
+struct Args {
+    /// rtsp:// URL (credentials as rtsp://user:pass@host/...).
+    #[arg(value_parser = rtsp_url)]
+    url: String,
+    /// RTP transport.
+    #[arg(long, value_parser = ["tcp", "udp"], default_value = "tcp")]
+    transport: String,
+    /// Record MP4 segments into this directory.
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Segment length in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    segment_s: u64,
+    /// Stop after this many seconds (0: until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    seconds: u64,
+    /// Statistics period in milliseconds.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..))]
+    interval_ms: u64,
+}
+
+fn rtsp_url(s: &str) -> Result<String, String> {
+    if s.starts_with("rtsp://") || s.starts_with("rtsps://") {
+        Ok(s.to_string())
+    } else {
+        Err("an rtsp:// or rtsps:// URL".into())
+    }
 }
 
 fn main() {
-    let mut url = None;
-    let mut transport = "tcp".to_string();
-    let mut record: Option<PathBuf> = None;
-    let mut segment_s = 60u64;
-    let mut seconds = 0u64;
-    let mut interval_ms = 2000u64;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut val = || args.next().unwrap_or_else(|| usage());
-        match a.as_str() {
-            "--transport" => transport = val(),
-            "--record" => record = Some(PathBuf::from(val())),
-            "--segment-s" => segment_s = val().parse().unwrap_or_else(|_| usage()),
-            "--seconds" => seconds = val().parse().unwrap_or_else(|_| usage()),
-            "--interval-ms" => interval_ms = val().parse().unwrap_or_else(|_| usage()),
-            u if u.starts_with("rtsp://") || u.starts_with("rtsps://") => url = Some(u.to_string()),
-            _ => usage(),
-        }
-    }
-    let Some(url) = url else { usage() };
+    let Args {
+        url,
+        transport,
+        record,
+        segment_s,
+        seconds,
+        interval_ms,
+    } = <Args as clap::Parser>::parse();
     init().expect("GStreamer");
     signals::install();
 

@@ -32,42 +32,75 @@ fn chain_for(encoding: &str) -> Option<(&'static str, bool)> {
     })
 }
 
-fn usage() -> ! {
-    eprintln!(
-        "usage: rtsp-to-gb28181 URL --server IP:PORT [--device-id ID] [--server-id ID] [--password PW] [--transport tcp|udp] [--seconds N]"
-    );
-    std::process::exit(2)
+/// Republishes an RTSP camera as a GB28181 device.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "rtsp-to-gb28181",
+    version,
+    about = "Republishes an RTSP camera as a GB28181 device"
+)]
+struct Args {
+    /// rtsp:// URL of the camera (credentials as rtsp://user:pass@host/...).
+    #[arg(value_parser = rtsp_url)]
+    url: String,
+    /// The GB28181 platform, IP:PORT.
+    #[arg(long, default_value = "127.0.0.1:5060", value_parser = server_addr)]
+    server: (String, u32),
+    /// The 20-digit ID this device registers as.
+    #[arg(long, default_value = "34020000001320000099", value_parser = gb_id)]
+    device_id: String,
+    /// The platform's 20-digit ID.
+    #[arg(long, default_value = "34020000002000000001", value_parser = gb_id)]
+    server_id: String,
+    /// Password the device registers with.
+    #[arg(long, default_value = "12345678")]
+    password: String,
+    /// RTP transport from the camera.
+    #[arg(long, value_parser = ["tcp", "udp"], default_value = "tcp")]
+    transport: String,
+    /// Stop after this many seconds (0: until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    seconds: u64,
+}
+
+fn rtsp_url(s: &str) -> Result<String, String> {
+    if s.starts_with("rtsp://") || s.starts_with("rtsps://") {
+        Ok(s.to_string())
+    } else {
+        Err("an rtsp:// or rtsps:// URL".into())
+    }
+}
+
+fn gb_id(s: &str) -> Result<String, String> {
+    if gstgb28181::core::id::is_gb_id(s) {
+        Ok(s.to_string())
+    } else {
+        Err("20 decimal digits".into())
+    }
+}
+
+fn server_addr(s: &str) -> Result<(String, u32), String> {
+    s.rsplit_once(':')
+        .and_then(|(h, p)| {
+            Some((
+                h.trim_matches(['[', ']']).to_string(),
+                p.parse::<u16>().ok()?,
+            ))
+        })
+        .map(|(h, p)| (h, u32::from(p)))
+        .ok_or_else(|| "IP:PORT".into())
 }
 
 fn main() {
-    let mut url = None;
-    let mut server = "127.0.0.1:5060".to_string();
-    let mut device_id = "34020000001320000099".to_string();
-    let mut server_id = "34020000002000000001".to_string();
-    let mut password = "12345678".to_string();
-    let mut transport = "tcp".to_string();
-    let mut seconds = 0u64;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut val = || args.next().unwrap_or_else(|| usage());
-        match a.as_str() {
-            "--server" => server = val(),
-            "--device-id" => device_id = val(),
-            "--server-id" => server_id = val(),
-            "--password" => password = val(),
-            "--transport" => transport = val(),
-            "--seconds" => seconds = val().parse().unwrap_or_else(|_| usage()),
-            u if u.starts_with("rtsp://") || u.starts_with("rtsps://") => url = Some(u.to_string()),
-            _ => usage(),
-        }
-    }
-    let Some(url) = url else { usage() };
-    let Some((ip, port)) = server
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u32>().ok()?)))
-    else {
-        usage()
-    };
+    let Args {
+        url,
+        server: (ip, port),
+        device_id,
+        server_id,
+        password,
+        transport,
+        seconds,
+    } = <Args as clap::Parser>::parse();
     init().expect("GStreamer");
     signals::install();
 
@@ -128,7 +161,7 @@ fn main() {
         eprintln!("rtsp-to-gb28181: cannot start");
         std::process::exit(1);
     }
-    println!("rtsp-to-gb28181: {url} as device {device_id} on {server}");
+    println!("rtsp-to-gb28181: {url} as device {device_id} on {ip}:{port}");
     let bus = pipeline.bus().expect("bus");
     let start = Instant::now();
     let mut failed = false;
