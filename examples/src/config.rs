@@ -47,6 +47,13 @@ pub struct Config {
     /// Seconds gb28181src waits for a device / for media.
     pub wait_timeout_s: u32,
     pub stream_timeout_s: u32,
+    /// Device and channel IDs the gateway accepts (a regular expression over the whole ID,
+    /// see `gstgb28181::core::id`); checked when set.
+    pub id_pattern: String,
+    /// Channels mounted per device at most (a Catalog beyond it is cut, with a warning).
+    pub max_channels_per_device: usize,
+    /// Devices with mounted channels at most.
+    pub max_devices: usize,
 }
 
 impl Default for Config {
@@ -77,6 +84,9 @@ impl Default for Config {
             summary_interval_s: 5,
             wait_timeout_s: 10,
             stream_timeout_s: 10,
+            id_pattern: gstgb28181::core::id::DEFAULT_PATTERN.into(),
+            max_channels_per_device: 1024,
+            max_devices: 1024,
         }
     }
 }
@@ -104,7 +114,10 @@ Options (also keys of the TOML file given with --config FILE; flags win):
   --sim-width/--sim-height/--sim-bitrate-kbps  simulated camera video (640x360, 1000)
   --sim-first-id ID      first simulated device id (34020000001320000001)
   --summary-interval-s N console summary period, 0 = off (5)
-  --wait-timeout-s N / --stream-timeout-s N  gb28181src timeouts (10 / 10)";
+  --wait-timeout-s N / --stream-timeout-s N  gb28181src timeouts (10 / 10)
+  --id-pattern RE        accepted device/channel IDs, a regex over the whole ID ([0-9]{20})
+  --max-channels-per-device N  channels mounted per device at most (1024)
+  --max-devices N        devices with mounted channels at most (1024)";
 
 impl Config {
     /// Applies one setting. Keys use `-` or `_`.
@@ -179,6 +192,14 @@ impl Config {
             "summary-interval-s" => self.summary_interval_s = num(value)?,
             "wait-timeout-s" => self.wait_timeout_s = num(value)?.min(3600) as u32,
             "stream-timeout-s" => self.stream_timeout_s = num(value)?.clamp(1, 3600) as u32,
+            "id-pattern" => {
+                gstgb28181::core::id::IdPolicy::with_pattern(value)?;
+                self.id_pattern = v
+            }
+            "max-channels-per-device" => {
+                self.max_channels_per_device = num(value)?.clamp(1, 1_000_000) as usize
+            }
+            "max-devices" => self.max_devices = num(value)?.clamp(1, 1_000_000) as usize,
             _ => return Err(format!("unknown setting {key}")),
         }
         Ok(())
@@ -299,6 +320,12 @@ mod tests {
         assert!(Config::from_args(&args(&["--server-id", "123"])).is_err());
         assert!(Config::from_args(&args(&["--simulate"])).is_err());
         assert!(Config::from_args(&args(&["stray"])).is_err());
+        assert!(Config::from_args(&args(&["--id-pattern", "[0-9"])).is_err());
+        let c = Config::from_args(&args(&["--id-pattern", "[0-9]{18}", "--max-devices=3"]));
+        assert_eq!(
+            c.map(|c| (c.id_pattern, c.max_devices)).ok(),
+            Some(("[0-9]{18}".into(), 3))
+        );
     }
 
     /// Garbage settings and files are refused, never a panic.

@@ -61,6 +61,8 @@ pub struct Snapshot {
     pub sessions: Vec<SessionStat>,
     /// RTSP connections (clients), playing or not.
     pub rtsp_conns: u32,
+    /// Channels the gateway refused to mount (bad ID, taken by another device, over a cap).
+    pub mounts_refused: u64,
 }
 
 impl Snapshot {
@@ -114,6 +116,13 @@ pub fn render(s: &Snapshot) -> String {
         "Registered GB28181 devices",
     );
     let _ = writeln!(o, "gb28181_devices {}", s.devices.len());
+    help(
+        &mut o,
+        "gateway_mounts_refused",
+        "counter",
+        "Channels refused (bad ID, mounted for another device, over a cap)",
+    );
+    let _ = writeln!(o, "gateway_mounts_refused {}", s.mounts_refused);
     help(
         &mut o,
         "gb28181_devices_online",
@@ -397,8 +406,10 @@ mod tests {
                 ..Default::default()
             }],
             rtsp_conns: 1,
+            mounts_refused: 3,
         };
         let t = render(&s);
+        assert_eq!(find_samples(&t, "gateway_mounts_refused", ""), vec![3.0]);
         assert_eq!(find_samples(&t, "gb28181_devices", ""), vec![2.0]);
         assert_eq!(find_samples(&t, "gb28181_devices_online", ""), vec![1.0]);
         assert_eq!(
