@@ -494,11 +494,12 @@ impl ChildGateway {
         false
     }
 
-    fn rss_kb(&self) -> u64 {
+    /// A field of the child's /proc status (`VmRSS` in kB, `Threads`).
+    fn status(&self, field: &str) -> u64 {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.guard.0.id()))
             .unwrap_or_default();
         s.lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
@@ -702,8 +703,13 @@ fn client_rounds(extra: &[&str]) {
             "round {round}: the clients are gone: {}",
             metrics_at(gw.metrics)
         );
-        rss.push(gw.rss_kb());
-        eprintln!("round {}: gateway RSS {} kB", round + 1, rss[round]);
+        rss.push(gw.status("VmRSS"));
+        eprintln!(
+            "round {}: gateway RSS {} kB, {} threads",
+            round + 1,
+            rss[round],
+            gw.status("Threads")
+        );
     }
     let grown = rss[ROUNDS - 1] as i64 - rss[1] as i64;
     assert!(
