@@ -289,6 +289,11 @@ impl Ingest {
             if let Some(e) = &st.failed {
                 return Err(e.clone());
             }
+            // Stopped while the caller got it (its last user left meanwhile): its streams
+            // would never flow again.
+            if st.stopped {
+                return Err(format!("{}: ingest stopped", self.channel));
+            }
             let now = Instant::now();
             let video_done = st
                 .video_since
