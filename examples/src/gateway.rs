@@ -1152,3 +1152,28 @@ fn snapshot(sh: &Shared) -> Snapshot {
         mounts_refused: sh.mounts_refused.load(Ordering::Relaxed),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One snapshot per second with 20 new sessions each: the bitrate memory holds only the
+    /// keys of the last snapshot, not one per session ever seen.
+    #[test]
+    fn rates_forget_ended_sessions() {
+        let mut r = Rates::default();
+        let t0 = Instant::now();
+        for round in 0..100u64 {
+            let now = t0 + Duration::from_secs(round);
+            r.rate("in:34020000001320000001", round * 1000, now);
+            for c in 0..20 {
+                r.rate(&format!("sess:{round}-{c}:34020000001320000001"), 0, now);
+            }
+            r.forget_unseen();
+            assert_eq!(r.prev.len(), 21, "round {round}");
+        }
+        // The path's rate survives the sweeps: 1000 bytes a second = 8000 bit/s.
+        let now = t0 + Duration::from_secs(100);
+        assert_eq!(r.rate("in:34020000001320000001", 100_000, now), 8000);
+    }
+}
