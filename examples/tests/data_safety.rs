@@ -363,7 +363,8 @@ fn forged_catalog_flood_is_capped_and_never_escapes() {
     );
 
     // Every item is accounted for: mounted (the device's own mount takes one slot of the
-    // cap of 20) or refused (path IDs, the takeover, beyond the cap).
+    // cap of 20) or refused (path IDs, the takeover, beyond the cap). The endpoint may drop
+    // the 3 path IDs itself before the gateway sees them: 697 at least.
     let of_attacker = |chans: &[String]| {
         chans
             .iter()
@@ -374,12 +375,13 @@ fn forged_catalog_flood_is_capped_and_never_escapes() {
     assert!(
         wait_until(Duration::from_secs(30), || refused()
             + of_attacker(&gw.channels())
-            == 700),
+            >= 697),
         "refusals counted: {}",
         refused()
     );
     let chans = gw.channels();
-    assert!(refused() >= 700 - 19);
+    assert!(refused() + of_attacker(&gw.channels()) <= 700);
+    assert!(refused() >= 697 - 19);
     assert!(chans.iter().any(|c| c == attacker_id));
     assert!(
         of_attacker(&chans) < 20,
