@@ -698,6 +698,7 @@ fn run_outputs(weak: Weak<Shared>, s: OutputSettings, generation: u64) {
         });
         match started {
             Ok(o) => {
+                let watch = o.watch();
                 let stored = {
                     let mut chans = lock(&sh.channels);
                     match chans.get_mut(&channel) {
@@ -718,9 +719,10 @@ fn run_outputs(weak: Weak<Shared>, s: OutputSettings, generation: u64) {
                 }
                 backoff = OUTPUTS_BACKOFF_MIN;
                 drop(sh);
-                // Watch until they stop writing or the channel goes.
+                // Until they stop writing (woken when the ingest fails) or the channel goes
+                // (seen within a second).
                 loop {
-                    std::thread::sleep(Duration::from_millis(250));
+                    watch.wait_broken(Duration::from_secs(1));
                     let Some(sh) = weak.upgrade() else { return };
                     let failed = {
                         let mut chans = lock(&sh.channels);

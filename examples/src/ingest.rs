@@ -376,6 +376,16 @@ impl Ingest {
         st.failed.is_some() || st.stopped
     }
 
+    /// Blocks until the ingest fails or stops (true) or `timeout` passes (false).
+    pub fn wait_failed(&self, timeout: Duration) -> bool {
+        let st = lock(&self.state);
+        let (st, _) = self
+            .cond
+            .wait_timeout_while(st, timeout, |st| st.failed.is_none() && !st.stopped)
+            .unwrap_or_else(|e| e.into_inner());
+        st.failed.is_some() || st.stopped
+    }
+
     /// (average, maximum) time in ms from a frame's arrival in gb28181src to its hand-over to
     /// the subscribers since the last call.
     pub fn take_latency(&self) -> Option<(f64, f64)> {

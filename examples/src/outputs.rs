@@ -60,7 +60,45 @@ pub struct ChannelOutputs {
     pipeline: gst::Pipeline,
     ingest: Arc<Ingest>,
     subscriptions: Vec<u64>,
-    broken: AtomicBool,
+    watch: OutputsWatch,
+}
+
+/// Tells whether a channel's outputs still write; usable without holding the outputs.
+#[derive(Clone)]
+pub struct OutputsWatch {
+    bus: Option<gst::Bus>,
+    ingest: Arc<Ingest>,
+    broken: Arc<AtomicBool>,
+}
+
+impl OutputsWatch {
+    /// False once their ingest has failed or stopped, or their pipeline posted an error
+    /// (the error message is consumed: once broken, always broken). EOS is left on the bus
+    /// for [`ChannelOutputs::stop`].
+    pub fn is_running(&self) -> bool {
+        if self.broken.load(Ordering::SeqCst) {
+            return false;
+        }
+        let error = self
+            .bus
+            .as_ref()
+            .is_some_and(|b| b.pop_filtered(&[gst::MessageType::Error]).is_some());
+        if error || self.ingest.is_failed() {
+            self.broken.store(true, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Blocks until the outputs stop writing (true: woken at once when the ingest fails) or
+    /// `timeout` passes (false).
+    pub fn wait_broken(&self, timeout: Duration) -> bool {
+        if !self.is_running() {
+            return true;
+        }
+        self.ingest.wait_failed(timeout);
+        !self.is_running()
+    }
 }
 
 fn ensure_dir(d: &Path) -> Result<(), String> {
@@ -206,12 +244,17 @@ impl ChannelOutputs {
             .iter()
             .filter_map(|(kind, src)| ingest.subscribe_with(*kind, src, true))
             .collect();
+        let watch = OutputsWatch {
+            bus: pipeline.bus(),
+            ingest: ingest.clone(),
+            broken: Arc::new(AtomicBool::new(false)),
+        };
         Ok(ChannelOutputs {
             settings: s,
             pipeline,
             ingest,
             subscriptions,
-            broken: AtomicBool::new(false),
+            watch,
         })
     }
 
@@ -219,21 +262,13 @@ impl ChannelOutputs {
         &self.pipeline
     }
 
-    /// Whether the outputs still write: their ingest has not failed or stopped, and the
-    /// pipeline posted no error (an error message is consumed: once broken, always broken).
+    /// Whether the outputs still write (see [`OutputsWatch::is_running`]).
     pub fn is_running(&self) -> bool {
-        if self.broken.load(Ordering::SeqCst) {
-            return false;
-        }
-        let error = self.pipeline.bus().is_some_and(|b| {
-            b.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Eos])
-                .is_some()
-        });
-        if error || self.ingest.is_failed() {
-            self.broken.store(true, Ordering::SeqCst);
-            return false;
-        }
-        true
+        self.watch.is_running()
+    }
+
+    pub fn watch(&self) -> OutputsWatch {
+        self.watch.clone()
     }
 
     /// Unsubscribes, then EOS so the files are finalized (MP4 moov, last HLS segment).
@@ -246,11 +281,8 @@ impl ChannelOutputs {
                 let _ = a.end_of_stream();
             }
         }
-        if let Some(bus) = self
-            .pipeline
-            .bus()
-            .filter(|_| !self.broken.load(Ordering::SeqCst))
-        {
+        // Nobody else takes EOS off the bus; after an error it never comes (bounded wait).
+        if let Some(bus) = self.pipeline.bus() {
             let _ = bus.timed_pop_filtered(
                 gst::ClockTime::from_seconds(5),
                 &[gst::MessageType::Eos, gst::MessageType::Error],
