@@ -417,6 +417,34 @@ fn forged_catalog_flood_is_capped_and_never_escapes() {
     std::fs::remove_dir_all(&root).ok();
 }
 
+/// Item 3, devices: beyond `max-devices`, a newly registered device mounts nothing (refused,
+/// counted) and the mounted camera keeps serving.
+#[test]
+fn devices_beyond_the_cap_mount_nothing() {
+    let _g = serial();
+    let mut cfg = test_config(1);
+    cfg.max_devices = 1;
+    let gw = start(&cfg);
+    let cam = cfg.sim_device_id(0);
+    let maddr = gw.metrics_addr().unwrap();
+    let server = SocketAddr::from(([127, 0, 0, 1], cfg.sip_port));
+    let _dev = FakeDevice::register(server, "34020000001320000778");
+    assert!(
+        wait_until(Duration::from_secs(10), || metric_at(
+            maddr,
+            "gateway_mounts_refused",
+            ""
+        ) == 1.0),
+        "the second device is refused"
+    );
+    assert_eq!(gw.channels(), vec![cam.clone()]);
+    let (frames, _) = ffprobe(
+        &["-rtsp_transport", "tcp", "-read_intervals", "%+3"],
+        &rtsp_url(cfg.rtsp_port, &cam),
+    );
+    assert!(frames_of(&frames, "h264") >= 10, "{frames:?}");
+}
+
 /// The `gateway` example binary, built by `cargo test` next to this test's directory.
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
