@@ -65,12 +65,13 @@ pub struct Config {
     /// Seconds gb28181src waits for a device / for media.
     pub wait_timeout_s: u32,
     pub stream_timeout_s: u32,
-    /// Regular expression device and channel IDs must match (checked when set).
+    /// Device and channel IDs accepted (a regular expression over the whole ID, see
+    /// `gstgb28181::core::id`); checked when set.
     pub id_pattern: String,
-    /// Catalog channels mounted per device at most.
-    pub max_channels_per_device: u32,
-    /// Registrations accepted at once.
-    pub max_devices: u32,
+    /// Catalog channels mounted per device at most (a Catalog beyond it is cut, with a warning).
+    pub max_channels_per_device: usize,
+    /// Registrations accepted at once, and devices with mounted channels at most.
+    pub max_devices: usize,
 }
 
 impl Default for Config {
@@ -111,7 +112,7 @@ impl Default for Config {
             stream_timeout_s: 10,
             id_pattern: gstgb28181::core::id::DEFAULT_PATTERN.into(),
             max_channels_per_device: 1024,
-            max_devices: 100_000,
+            max_devices: 10_000,
         }
     }
 }
@@ -147,7 +148,7 @@ Options (also keys of the TOML file given with --config FILE; flags win):
   --wait-timeout-s N / --stream-timeout-s N  gb28181src timeouts (10 / 10)
   --id-pattern RE        device/channel IDs accepted, a regular expression ([0-9]{20})
   --max-channels-per-device N  channels mounted per device at most (1024)
-  --max-devices N        registrations at once (100000)
+  --max-devices N        registrations and mounted devices at most (10000)
 Users (config file only; without any, nobody may read):
   [[users]]  user = \"demo\"  pass = \"argon2:...\"  (from --hash-password)  digest_ha1 = \"...\"
              tokens = [\"sha256:...\"]  ips = [\"10.0.0.0/8\"]
@@ -245,9 +246,9 @@ impl Config {
                 self.id_pattern = v
             }
             "max-channels-per-device" => {
-                self.max_channels_per_device = num(value)?.clamp(1, 100_000) as u32
+                self.max_channels_per_device = num(value)?.clamp(1, 1_000_000) as usize
             }
-            "max-devices" => self.max_devices = num(value)?.clamp(1, 1_000_000) as u32,
+            "max-devices" => self.max_devices = num(value)?.clamp(1, 1_000_000) as usize,
             _ => return Err(format!("unknown setting {key}")),
         }
         Ok(())
@@ -427,6 +428,12 @@ permissions = [{action = "read", path = "~^3402"}]
         let c = Config::from_args(&args(&["--id-pattern", "cam-[0-9]+"])).unwrap();
         assert!(c.id_policy().unwrap().is_valid("cam-12"));
         assert!(!c.id_policy().unwrap().is_valid("34020000001320000001"));
+        assert!(Config::from_args(&args(&["--id-pattern", "[0-9"])).is_err());
+        let c = Config::from_args(&args(&["--id-pattern", "[0-9]{18}", "--max-devices=3"]));
+        assert_eq!(
+            c.map(|c| (c.id_pattern, c.max_devices)).ok(),
+            Some(("[0-9]{18}".into(), 3))
+        );
     }
 
     /// Garbage settings and files are refused, never a panic.

@@ -17,10 +17,12 @@ use gst::glib;
 use gst::glib::translate::ToGlibPtr;
 use gst::prelude::*;
 use gst_rtsp_server::prelude::*;
+use gstgb28181::core::id::{IdPolicy, printable};
 use gstgb28181::core::registrar::{Event as RegEvent, RegistrarConfig};
 use gstgb28181::endpoint::{Endpoint, EndpointEvent, EndpointKey, SipTransport};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -41,6 +43,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// A mounted channel.
 struct Channel {
     device_id: String,
+    /// Which mount of the channel this is (an unmounted then remounted channel gets a new one).
+    generation: u64,
     /// The camera session, while someone watches.
     ingest: Option<Arc<Ingest>>,
     /// RTSP medias of the channel (statistics).
@@ -65,6 +69,8 @@ struct Rates {
     prev: HashMap<String, (u64, Instant)>,
     /// Sender octets/packets at the time a session was first seen, per (session, stream).
     baselines: HashMap<(String, u32), (u64, u64)>,
+    /// Keys asked for since the last [`Rates::forget_unseen`].
+    seen: HashSet<String>,
 }
 
 impl Rates {
@@ -82,7 +88,14 @@ impl Rates {
                 self.prev.insert(key.to_string(), (bytes, now));
             }
         }
+        self.seen.insert(key.to_string());
         r
+    }
+
+    /// Forgets the keys (ended sessions, unmounted paths) not asked for since the last call.
+    fn forget_unseen(&mut self) {
+        let seen = std::mem::take(&mut self.seen);
+        self.prev.retain(|k, _| seen.contains(k));
     }
 }
 
@@ -94,6 +107,13 @@ struct Shared {
     /// Users, session owners and connection limits of the RTSP server.
     rtsp_guard: Arc<RtspGuard>,
     channels: Mutex<BTreeMap<String, Channel>>,
+    /// Channels mounted per device (locked only inside `channels`' lock).
+    device_channels: Mutex<HashMap<String, usize>>,
+    /// Next [`Channel::generation`].
+    generations: AtomicU64,
+    /// Which device and channel IDs may be mounted (defence in depth: the endpoint checks too).
+    ids: IdPolicy,
+    mounts_refused: AtomicU64,
     rates: Mutex<Rates>,
     stopping: AtomicBool,
     /// Latest ingest latency per channel (refreshed every second by the collector).
@@ -107,6 +127,7 @@ pub struct Gateway {
     main_loop: glib::MainLoop,
     loop_thread: Option<JoinHandle<()>>,
     subscription: u64,
+    mount_thread: Option<JoinHandle<()>>,
     metrics_server: Option<HttpServer>,
     hls_server: Option<HttpServer>,
     http_runtime: Option<HttpRuntime>,
@@ -156,10 +177,11 @@ impl Gateway {
             default_password: (!cfg.password.is_empty()).then(|| cfg.password.clone()),
             passwords: cfg.device_password_map(),
             id_policy: cfg.id_policy()?,
-            max_channels_per_device: cfg.max_channels_per_device as usize,
-            max_devices: cfg.max_devices as usize,
+            max_channels_per_device: cfg.max_channels_per_device,
+            max_devices: cfg.max_devices,
             ..RegistrarConfig::default()
         };
+        let ids = IdPolicy::with_pattern(&cfg.id_pattern)?;
         let endpoint = Endpoint::obtain(&key, reg)
             .map_err(|e| format!("SIP endpoint {}:{}: {e}", cfg.sip_address, cfg.sip_port))?;
 
@@ -208,6 +230,10 @@ impl Gateway {
             rtsp_port,
             rtsp_guard,
             channels: Mutex::new(BTreeMap::new()),
+            device_channels: Mutex::new(HashMap::new()),
+            generations: AtomicU64::new(0),
+            ids,
+            mounts_refused: AtomicU64::new(0),
             rates: Mutex::new(Rates::default()),
             stopping: AtomicBool::new(false),
             latency: Mutex::new(HashMap::new()),
@@ -224,16 +250,23 @@ impl Gateway {
                 }
             });
         });
-        // Devices come and go: mount and unmount as the endpoint tells.
+        // Devices come and go: mount and unmount as the endpoint tells, on a worker fed by a
+        // bounded queue (the endpoint's thread only queues).
+        let (tx, rx) = std::sync::mpsc::sync_channel(MOUNT_QUEUE);
+        let weak = Arc::downgrade(&shared);
+        let mount_thread = std::thread::Builder::new()
+            .name("gateway-mounts".into())
+            .spawn(move || mount_worker(weak, rx))
+            .map_err(|e| e.to_string())?;
+        for d in endpoint.devices() {
+            let _ = tx.try_send(MountJob::Registered(d.id));
+        }
         let weak = Arc::downgrade(&shared);
         let subscription = endpoint.subscribe(move |ev| {
             if let Some(sh) = weak.upgrade() {
-                on_endpoint_event(&sh, ev);
+                on_endpoint_event(&sh, &tx, ev);
             }
         });
-        for d in endpoint.devices() {
-            mount(&shared, &d.id, &d.id);
-        }
 
         let http_runtime = HttpRuntime::new(2).map_err(|e| format!("HTTP runtime: {e}"))?;
         let limits = http_limits(&cfg);
@@ -310,6 +343,7 @@ impl Gateway {
             main_loop,
             loop_thread: Some(loop_thread),
             subscription,
+            mount_thread: Some(mount_thread),
             metrics_server: Some(metrics_server),
             hls_server,
             http_runtime: Some(http_runtime),
@@ -448,6 +482,10 @@ impl Gateway {
         self.stopped = true;
         self.shared.stopping.store(true, Ordering::SeqCst);
         self.shared.endpoint.unsubscribe(self.subscription);
+        // The queue's sender went with the subscription: the worker ends after its current job.
+        if let Some(t) = self.mount_thread.take() {
+            let _ = t.join();
+        }
         let outputs: Vec<ChannelOutputs> = lock(&self.shared.channels)
             .values_mut()
             .filter_map(|c| c.outputs.take())
@@ -536,43 +574,114 @@ fn http_authorize(users: Arc<Users>) -> Authorize {
     })
 }
 
-fn on_endpoint_event(sh: &Arc<Shared>, ev: &EndpointEvent) {
-    match ev {
+/// What the endpoint reported, applied by the mount worker (never on the endpoint's thread).
+enum MountJob {
+    Registered(String),
+    Unregistered(String),
+    Catalog {
+        device: String,
+        channels: Vec<String>,
+        /// Items beyond the per-device cap, not queued.
+        cut: usize,
+    },
+}
+
+/// Jobs waiting for the mount worker at most; beyond, events are dropped with a warning.
+const MOUNT_QUEUE: usize = 1024;
+
+/// The endpoint's subscriber: hands the event to the mount worker and returns at once.
+fn on_endpoint_event(sh: &Shared, tx: &SyncSender<MountJob>, ev: &EndpointEvent) {
+    let job = match ev {
         EndpointEvent::Registrar(RegEvent::Registered {
             device_id,
             refresh: false,
             ..
-        }) => {
-            println!("[gateway] device {device_id} registered");
-            mount(sh, device_id, device_id);
-            // Catalog query off the endpoint's thread.
-            let weak = Arc::downgrade(sh);
-            let id = device_id.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(100));
-                if let Some(sh) = weak.upgrade() {
-                    let _ = sh.endpoint.query(&id, "Catalog");
-                }
-            });
-        }
+        }) => MountJob::Registered(device_id.clone()),
         EndpointEvent::Registrar(RegEvent::Unregistered { device_id, .. }) => {
-            println!("[gateway] device {device_id} unregistered");
-            unmount_device(sh, device_id);
+            MountJob::Unregistered(device_id.clone())
         }
         EndpointEvent::Catalog {
             device_id, items, ..
         } => {
-            for item in items {
-                if !item.device_id.is_empty() {
-                    mount(sh, device_id, &item.device_id);
-                }
+            // More than the cap can never mount: don't queue it.
+            let cap = sh.cfg.max_channels_per_device;
+            let named = items.iter().filter(|i| !i.device_id.is_empty());
+            MountJob::Catalog {
+                device: device_id.clone(),
+                channels: named
+                    .clone()
+                    .take(cap)
+                    .map(|i| i.device_id.clone())
+                    .collect(),
+                cut: named.count().saturating_sub(cap),
             }
         }
         // Refused or suspicious requests: IDs and sources (printable, never trusted text).
         e if gstgb28181::messages::is_security_event(e) => {
-            eprintln!("[gateway] warning: {}", gstgb28181::messages::describe(e));
+            warn(&gstgb28181::messages::describe(e));
+            return;
         }
-        _ => {}
+        _ => return,
+    };
+    if let Err(TrySendError::Full(_)) = tx.try_send(job) {
+        warn(&format!(
+            "mount queue full ({MOUNT_QUEUE}): dropped an event of device {}",
+            printable(ev.device_id())
+        ));
+    }
+}
+
+fn warn(msg: &str) {
+    gst::warning!(CAT, "{msg}");
+    eprintln!("[gateway] warning: {msg}");
+}
+
+/// The mount worker: mounts, catalog queries and unmounts, in the order the endpoint told.
+fn mount_worker(weak: Weak<Shared>, rx: Receiver<MountJob>) {
+    while let Ok(job) = rx.recv() {
+        let Some(sh) = weak.upgrade() else { return };
+        if sh.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        match job {
+            MountJob::Registered(device) => {
+                println!("[gateway] device {} registered", printable(&device));
+                if let Err(e) = mount(&sh, &device, &device) {
+                    sh.mounts_refused.fetch_add(1, Ordering::Relaxed);
+                    warn(&e);
+                    continue;
+                }
+                let _ = sh.endpoint.query(&device, "Catalog");
+            }
+            MountJob::Unregistered(device) => {
+                println!("[gateway] device {} unregistered", printable(&device));
+                unmount_device(&sh, &device);
+            }
+            MountJob::Catalog {
+                device,
+                channels,
+                cut,
+            } => {
+                let mut refused = cut;
+                let mut first = (cut > 0)
+                    .then(|| format!("{cut} items beyond max-channels-per-device not even queued"));
+                sh.mounts_refused.fetch_add(cut as u64, Ordering::Relaxed);
+                for ch in &channels {
+                    if let Err(e) = mount(&sh, &device, ch) {
+                        sh.mounts_refused.fetch_add(1, Ordering::Relaxed);
+                        refused += 1;
+                        first.get_or_insert(e);
+                    }
+                }
+                if let Some(e) = first {
+                    warn(&format!(
+                        "catalog of device {}: {refused} of {} channels refused, first: {e}",
+                        printable(&device),
+                        channels.len() + cut
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -595,19 +704,51 @@ fn src_properties(cfg: &Config, device: &str, channel: &str) -> Vec<(String, Str
     .collect()
 }
 
-fn mount(sh: &Arc<Shared>, device: &str, channel: &str) {
+/// Mounts `channel` of `device` (RTSP, and HLS/recording if configured). Refused, with the
+/// reason: an ID the gateway's policy refuses, a channel already mounted for another device
+/// (it keeps its session), a device at its channel cap, a new device beyond the device cap.
+/// Ok(false): already mounted for this device.
+fn mount(sh: &Arc<Shared>, device: &str, channel: &str) -> Result<bool, String> {
     if sh.stopping.load(Ordering::SeqCst) {
-        return;
+        return Ok(false);
     }
-    {
+    sh.ids
+        .check(device)
+        .map_err(|e| format!("device {}: {e}", printable(device)))?;
+    sh.ids
+        .check(channel)
+        .map_err(|e| format!("channel {}: {e}", printable(channel)))?;
+    let generation = {
         let mut chans = lock(&sh.channels);
-        if chans.contains_key(channel) {
-            return;
+        if let Some(c) = chans.get(channel) {
+            if c.device_id != device {
+                return Err(format!(
+                    "channel {channel} of device {} is already mounted for device {}",
+                    device, c.device_id
+                ));
+            }
+            return Ok(false);
         }
+        let mut per_device = lock(&sh.device_channels);
+        let n = per_device.get(device).copied().unwrap_or(0);
+        if n >= sh.cfg.max_channels_per_device {
+            return Err(format!(
+                "device {device} has {n} channels mounted (max-channels-per-device)"
+            ));
+        }
+        if n == 0 && per_device.len() >= sh.cfg.max_devices {
+            return Err(format!(
+                "{} devices mounted (max-devices): device {device} not mounted",
+                per_device.len()
+            ));
+        }
+        *per_device.entry(device.to_string()).or_insert(0) += 1;
+        let generation = sh.generations.fetch_add(1, Ordering::Relaxed);
         chans.insert(
             channel.to_string(),
             Channel {
                 device_id: device.to_string(),
+                generation,
                 ingest: None,
                 medias: Vec::new(),
                 sent_done: 0,
@@ -619,7 +760,8 @@ fn mount(sh: &Arc<Shared>, device: &str, channel: &str) {
                 outputs: None,
             },
         );
-    }
+        generation
+    };
     let hooks: Arc<dyn ChannelHooks> = Arc::new(Hooks {
         shared: Arc::downgrade(sh),
     });
@@ -646,36 +788,116 @@ fn mount(sh: &Arc<Shared>, device: &str, channel: &str) {
                 sh.cfg.public_host, sh.cfg.hls_port
             );
         }
-        // HLS and recording keep the camera session up; started off the caller's thread
-        // (the endpoint's) as it waits for the streams.
+        // HLS and recording keep the camera session up, restarted with it.
         let weak = Arc::downgrade(sh);
-        let channel = channel.to_string();
-        std::thread::spawn(move || {
-            let Some(sh) = weak.upgrade() else { return };
-            let hooks = Hooks {
-                shared: Arc::downgrade(&sh),
-            };
-            let ingest = match hooks.ingest(&channel) {
-                Ok(i) => i,
-                Err(e) => {
-                    eprintln!("[gateway] channel {channel}: outputs: {e}");
+        let r = std::thread::Builder::new()
+            .name(format!("outputs-{channel}"))
+            .spawn(move || run_outputs(weak, s, generation));
+        if let Err(e) = r {
+            warn(&format!("channel {channel}: outputs thread: {e}"));
+        }
+    }
+    Ok(true)
+}
+
+/// First and longest wait before HLS/recording start again after their session failed.
+const OUTPUTS_BACKOFF_MIN: Duration = Duration::from_secs(1);
+const OUTPUTS_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Keeps a channel's HLS/recording running for as long as the channel (this mount of it,
+/// `generation`) exists: starts them on the channel's ingest, and when that ingest fails
+/// (camera gone, stream timeout) or the outputs fail, finalizes them and starts again after
+/// a growing back-off. The channel's `outputs` is set only while they run.
+fn run_outputs(weak: Weak<Shared>, s: OutputSettings, generation: u64) {
+    let channel = s.channel.clone();
+    let mounted = |sh: &Shared| {
+        !sh.stopping.load(Ordering::SeqCst)
+            && lock(&sh.channels)
+                .get(&channel)
+                .is_some_and(|c| c.generation == generation)
+    };
+    let mut backoff = OUTPUTS_BACKOFF_MIN;
+    loop {
+        let Some(sh) = weak.upgrade() else { return };
+        if !mounted(&sh) {
+            return;
+        }
+        let hooks = Hooks {
+            shared: Arc::downgrade(&sh),
+        };
+        let started = hooks.ingest(&channel).and_then(|ingest| {
+            ingest.hold();
+            let r = ChannelOutputs::start(s.clone(), ingest.clone());
+            ingest.release();
+            r
+        });
+        match started {
+            Ok(o) => {
+                let watch = o.watch();
+                let stored = {
+                    let mut chans = lock(&sh.channels);
+                    match chans.get_mut(&channel) {
+                        Some(c)
+                            if c.generation == generation
+                                && !sh.stopping.load(Ordering::SeqCst) =>
+                        {
+                            c.outputs = Some(o);
+                            None
+                        }
+                        _ => Some(o),
+                    }
+                };
+                if let Some(o) = stored {
+                    o.stop();
+                    hooks.maybe_stop(&channel);
                     return;
                 }
-            };
-            ingest.hold();
-            let r = ChannelOutputs::start(s, ingest.clone());
-            ingest.release();
-            match r {
-                Ok(o) => {
-                    if let Some(c) = lock(&sh.channels).get_mut(&channel) {
-                        c.outputs = Some(o);
-                        return;
+                backoff = OUTPUTS_BACKOFF_MIN;
+                drop(sh);
+                // Until they stop writing (woken when the ingest fails) or the channel goes
+                // (seen within a second).
+                loop {
+                    watch.wait_broken(Duration::from_secs(1));
+                    let Some(sh) = weak.upgrade() else { return };
+                    let failed = {
+                        let mut chans = lock(&sh.channels);
+                        match chans.get_mut(&channel) {
+                            Some(c) if c.generation == generation => match &c.outputs {
+                                Some(o) if o.is_running() => None,
+                                Some(_) => c.outputs.take(),
+                                // Taken by stop() or unmount.
+                                None => return,
+                            },
+                            _ => return,
+                        }
+                    };
+                    if let Some(o) = failed {
+                        eprintln!(
+                            "[gateway] channel {channel}: HLS/recording stopped with the camera session; restarting"
+                        );
+                        o.stop();
+                        break;
                     }
                 }
-                Err(e) => eprintln!("[gateway] channel {channel}: outputs: {e}"),
             }
-            hooks.maybe_stop(&channel);
-        });
+            Err(e) => eprintln!("[gateway] channel {channel}: outputs: {e}"),
+        }
+        if let Some(sh) = weak.upgrade() {
+            Hooks {
+                shared: Arc::downgrade(&sh),
+            }
+            .maybe_stop(&channel);
+        }
+        // Back off, waking early if the channel goes.
+        let until = Instant::now() + backoff;
+        while Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(100));
+            match weak.upgrade() {
+                Some(sh) if mounted(&sh) => {}
+                _ => return,
+            }
+        }
+        backoff = (backoff * 2).min(OUTPUTS_BACKOFF_MAX);
     }
 }
 
@@ -776,6 +998,7 @@ fn unmount_device(sh: &Shared, device: &str) {
             .filter(|(_, c)| c.device_id == device)
             .map(|(k, _)| k.clone())
             .collect();
+        lock(&sh.device_channels).remove(device);
         ids.into_iter()
             .filter_map(|id| chans.remove(&id).map(|c| (id, c.outputs, c.ingest)))
             .collect()
@@ -940,11 +1163,11 @@ fn snapshot(sh: &Shared) -> Snapshot {
                 hls: c
                     .outputs
                     .as_ref()
-                    .is_some_and(|o| o.settings.hls_dir.is_some()),
+                    .is_some_and(|o| o.settings.hls_dir.is_some() && o.is_running()),
                 recording: c
                     .outputs
                     .as_ref()
-                    .is_some_and(|o| o.settings.record_dir.is_some()),
+                    .is_some_and(|o| o.settings.record_dir.is_some() && o.is_running()),
                 ..Default::default()
             };
             if let Some(st) = c.ingest.as_ref().and_then(|i| i.src_stats()) {
@@ -1055,11 +1278,7 @@ fn snapshot(sh: &Shared) -> Snapshot {
     rates
         .baselines
         .retain(|(sid, _), _| live.contains(sid.as_str()));
-    rates.prev.retain(|k, _| {
-        k.strip_prefix("sess:")
-            .and_then(|r| r.rsplit_once(':'))
-            .is_none_or(|(sid, _)| live.contains(sid))
-    });
+    rates.forget_unseen();
     drop(rates);
     Snapshot {
         devices,
@@ -1071,5 +1290,31 @@ fn snapshot(sh: &Shared) -> Snapshot {
             .iter()
             .map(|p| (p.as_str().to_string(), sh.rtsp_guard.users().failures(*p)))
             .collect(),
+        mounts_refused: sh.mounts_refused.load(Ordering::Relaxed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One snapshot per second with 20 new sessions each: the bitrate memory holds only the
+    /// keys of the last snapshot, not one per session ever seen.
+    #[test]
+    fn rates_forget_ended_sessions() {
+        let mut r = Rates::default();
+        let t0 = Instant::now();
+        for round in 0..100u64 {
+            let now = t0 + Duration::from_secs(round);
+            r.rate("in:34020000001320000001", round * 1000, now);
+            for c in 0..20 {
+                r.rate(&format!("sess:{round}-{c}:34020000001320000001"), 0, now);
+            }
+            r.forget_unseen();
+            assert_eq!(r.prev.len(), 21, "round {round}");
+        }
+        // The path's rate survives the sweeps: 1000 bytes a second = 8000 bit/s.
+        let now = t0 + Duration::from_secs(100);
+        assert_eq!(r.rate("in:34020000001320000001", 100_000, now), 8000);
     }
 }

@@ -349,6 +349,11 @@ impl Ingest {
             if let Some(e) = &st.failed {
                 return Err(e.clone());
             }
+            // Stopped while the caller got it (its last user left meanwhile): its streams
+            // would never flow again.
+            if st.stopped {
+                return Err(format!("{}: ingest stopped", self.channel));
+            }
             let now = Instant::now();
             let video_done = st
                 .video_since
@@ -444,6 +449,16 @@ impl Ingest {
 
     pub fn is_failed(&self) -> bool {
         let st = lock(&self.state);
+        st.failed.is_some() || st.stopped
+    }
+
+    /// Blocks until the ingest fails or stops (true) or `timeout` passes (false).
+    pub fn wait_failed(&self, timeout: Duration) -> bool {
+        let st = lock(&self.state);
+        let (st, _) = self
+            .cond
+            .wait_timeout_while(st, timeout, |st| st.failed.is_none() && !st.stopped)
+            .unwrap_or_else(|e| e.into_inner());
         st.failed.is_some() || st.stopped
     }
 

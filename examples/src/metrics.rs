@@ -81,6 +81,8 @@ pub struct Snapshot {
     pub sip: SipCounters,
     /// Failed authentications per protocol (`rtsp`, `http`).
     pub auth_failures: Vec<(String, u64)>,
+    /// Channels the gateway refused to mount (bad ID, taken by another device, over a cap).
+    pub mounts_refused: u64,
 }
 
 impl Snapshot {
@@ -134,6 +136,13 @@ pub fn render(s: &Snapshot) -> String {
         "Registered GB28181 devices",
     );
     let _ = writeln!(o, "gb28181_devices {}", s.devices.len());
+    help(
+        &mut o,
+        "gateway_mounts_refused",
+        "counter",
+        "Channels refused (bad ID, mounted for another device, over a cap)",
+    );
+    let _ = writeln!(o, "gateway_mounts_refused {}", s.mounts_refused);
     help(
         &mut o,
         "gb28181_devices_online",
@@ -472,8 +481,10 @@ mod tests {
                 ..Default::default()
             },
             auth_failures: vec![("rtsp".into(), 3)],
+            mounts_refused: 3,
         };
         let t = render(&s);
+        assert_eq!(find_samples(&t, "gateway_mounts_refused", ""), vec![3.0]);
         assert_eq!(
             find_samples(&t, "gb28181_auth_failures_total", ""),
             vec![6.0]

@@ -7,6 +7,7 @@ use crate::ingest::{Ingest, Kind};
 use gst::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Settings of one channel's outputs.
@@ -59,11 +60,79 @@ pub struct ChannelOutputs {
     pipeline: gst::Pipeline,
     ingest: Arc<Ingest>,
     subscriptions: Vec<u64>,
+    watch: OutputsWatch,
+}
+
+/// Tells whether a channel's outputs still write; usable without holding the outputs.
+#[derive(Clone)]
+pub struct OutputsWatch {
+    bus: Option<gst::Bus>,
+    ingest: Arc<Ingest>,
+    broken: Arc<AtomicBool>,
+}
+
+impl OutputsWatch {
+    /// False once their ingest has failed or stopped, or their pipeline posted an error
+    /// (the error message is consumed: once broken, always broken). EOS is left on the bus
+    /// for [`ChannelOutputs::stop`].
+    pub fn is_running(&self) -> bool {
+        if self.broken.load(Ordering::SeqCst) {
+            return false;
+        }
+        let error = self
+            .bus
+            .as_ref()
+            .is_some_and(|b| b.pop_filtered(&[gst::MessageType::Error]).is_some());
+        if error || self.ingest.is_failed() {
+            self.broken.store(true, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Blocks until the outputs stop writing (true: woken at once when the ingest fails) or
+    /// `timeout` passes (false).
+    pub fn wait_broken(&self, timeout: Duration) -> bool {
+        if !self.is_running() {
+            return true;
+        }
+        self.ingest.wait_failed(timeout);
+        !self.is_running()
+    }
 }
 
 fn ensure_dir(d: &Path) -> Result<(), String> {
     std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))
 }
+
+/// `dir/name` for a name from the network (a channel ID): the name must pass
+/// [`check_shape`](gstgb28181::core::id::check_shape) and the joined path must be a direct
+/// child of `dir` (no `..`, no absolute path, no separator), so nothing is written outside
+/// `dir`. The one place output paths are built from IDs.
+pub fn path_inside(dir: &Path, name: &str) -> Result<PathBuf, String> {
+    let refuse = |why: String| {
+        format!(
+            "refusing {:?} under {}: {why}",
+            gstgb28181::core::id::printable(name),
+            dir.display()
+        )
+    };
+    gstgb28181::core::id::check_shape(name).map_err(|e| refuse(e.to_string()))?;
+    let joined = dir.join(name);
+    let mut comps = joined
+        .strip_prefix(dir)
+        .map_err(|e| refuse(e.to_string()))?
+        .components();
+    match (comps.next(), comps.next()) {
+        (Some(std::path::Component::Normal(c)), None) if c == name => Ok(joined),
+        _ => Err(refuse("not a single path component".into())),
+    }
+}
+
+/// Recordings are fragmented MP4 (a `moof` every this many ms) written unbuffered, so a file
+/// cut by a crash (no final `moov`) still plays up to its last complete fragment: a crash
+/// loses the fragment being muxed and the GOP splitmuxsink holds (about 2 s at 1 key frame/s).
+pub const RECORD_FRAGMENT_MS: u32 = 1000;
 
 impl ChannelOutputs {
     /// Builds HLS and/or recording for the streams the ingest has (it waits for them).
@@ -72,7 +141,7 @@ impl ChannelOutputs {
         let pipeline = gst::Pipeline::with_name(&format!("outputs-{}", s.channel));
         let mut sinks: Vec<(gst::Element, bool)> = Vec::new();
         if let Some(d) = &s.hls_dir {
-            let dir = d.join(&s.channel);
+            let dir = path_inside(d, &s.channel)?;
             ensure_dir(&dir)?;
             let h = gst::ElementFactory::make("hlssink2")
                 .property(
@@ -92,10 +161,22 @@ impl ChannelOutputs {
             sinks.push((h, true));
         }
         if let Some(d) = &s.record_dir {
-            let dir = d.join(&s.channel);
+            let dir = path_inside(d, &s.channel)?;
             ensure_dir(&dir)?;
+            let muxer = gst::ElementFactory::make("mp4mux")
+                .property("fragment-duration", RECORD_FRAGMENT_MS)
+                .build()
+                .map_err(|e| format!("mp4mux: {e}"))?;
+            // Unbuffered: each fragment reaches the file when muxed, not when 64 KiB of
+            // stdio buffer fill up (many seconds at a camera's bitrate).
+            let file = gst::ElementFactory::make("filesink")
+                .property_from_str("buffer-mode", "unbuffered")
+                .build()
+                .map_err(|e| format!("filesink: {e}"))?;
             let r = gst::ElementFactory::make("splitmuxsink")
                 .property("max-size-time", s.segment_s.max(1) * 1_000_000_000)
+                .property("muxer", &muxer)
+                .property("sink", &file)
                 .build()
                 .map_err(|e| format!("splitmuxsink: {e}"))?;
             r.connect("format-location", false, move |_| {
@@ -163,16 +244,31 @@ impl ChannelOutputs {
             .iter()
             .filter_map(|(kind, src)| ingest.subscribe_with(*kind, src, true))
             .collect();
+        let watch = OutputsWatch {
+            bus: pipeline.bus(),
+            ingest: ingest.clone(),
+            broken: Arc::new(AtomicBool::new(false)),
+        };
         Ok(ChannelOutputs {
             settings: s,
             pipeline,
             ingest,
             subscriptions,
+            watch,
         })
     }
 
     pub fn pipeline(&self) -> &gst::Pipeline {
         &self.pipeline
+    }
+
+    /// Whether the outputs still write (see [`OutputsWatch::is_running`]).
+    pub fn is_running(&self) -> bool {
+        self.watch.is_running()
+    }
+
+    pub fn watch(&self) -> OutputsWatch {
+        self.watch.clone()
     }
 
     /// Unsubscribes, then EOS so the files are finalized (MP4 moov, last HLS segment).
@@ -185,6 +281,7 @@ impl ChannelOutputs {
                 let _ = a.end_of_stream();
             }
         }
+        // Nobody else takes EOS off the bus; after an error it never comes (bounded wait).
         if let Some(bus) = self.pipeline.bus() {
             let _ = bus.timed_pop_filtered(
                 gst::ClockTime::from_seconds(5),
@@ -210,6 +307,28 @@ mod tests {
         assert_eq!(utc_stamp(0), "19700101-000000");
         assert_eq!(utc_stamp(951_782_400), "20000229-000000");
         assert_eq!(utc_stamp(1_700_000_000), "20231114-221320");
+    }
+
+    #[test]
+    fn paths_stay_inside() {
+        let d = Path::new("/srv/hls");
+        assert_eq!(
+            path_inside(d, "34020000001320000001").unwrap(),
+            d.join("34020000001320000001")
+        );
+        for bad in [
+            "../escape",
+            "/tmp/elsewhere",
+            "..",
+            ".",
+            "",
+            "a/b",
+            "a\\b",
+            "a\0b",
+        ] {
+            assert!(path_inside(d, bad).is_err(), "{bad:?}");
+        }
+        assert!(path_inside(d, &"1".repeat(65)).is_err());
     }
 
     #[test]
