@@ -6,6 +6,7 @@
 //! every wait is bounded.
 
 use gst::prelude::*;
+use gst_ipcam_examples::auth::{Action, UserConfig, basic_value};
 use gst_ipcam_examples::config::Config;
 use gst_ipcam_examples::gateway::Gateway;
 use gst_ipcam_examples::http;
@@ -57,8 +58,21 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// The user every test reads as: live paths (RTSP, HLS) and /metrics.
+const READER: (&str, &str) = ("reader", "reader-pw");
+
+fn reader() -> UserConfig {
+    UserConfig::with_password(
+        READER.0,
+        READER.1,
+        &[(Action::Read, ""), (Action::Metrics, "")],
+    )
+    .unwrap()
+}
+
 fn test_config(simulate: u32) -> Config {
     Config {
+        users: vec![reader()],
         sip_address: "127.0.0.1".into(),
         sip_port: free_port(),
         listen_address: "127.0.0.1".into(),
@@ -88,8 +102,14 @@ fn start(cfg: &Config) -> Gateway {
     gw
 }
 
+/// An authenticated GET as [`READER`]: status and body.
+fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    let auth = basic_value(READER.0, READER.1);
+    http::request(None, addr, path, &[("Authorization", &auth)]).map(|r| (r.status, r.body))
+}
+
 fn metrics_at(addr: SocketAddr) -> String {
-    match http::get(addr, "/metrics") {
+    match get(addr, "/metrics") {
         Ok((200, body)) => String::from_utf8_lossy(&body).into_owned(),
         _ => String::new(),
     }
@@ -99,9 +119,12 @@ fn metric_at(addr: SocketAddr, name: &str, labels: &str) -> f64 {
     find_samples(&metrics_at(addr), name, labels).iter().sum()
 }
 
-/// The RTSP URL of a channel (one place to change if readers need credentials).
+/// The RTSP URL of a channel, with [`READER`]'s credentials.
 fn rtsp_url(port: u16, channel: &str) -> String {
-    format!("rtsp://127.0.0.1:{port}/{channel}")
+    format!(
+        "rtsp://{}:{}@127.0.0.1:{port}/{channel}",
+        READER.0, READER.1
+    )
 }
 
 /// Decoded frames per codec and the container duration, by ffprobe.
@@ -145,14 +168,17 @@ fn frames_of(v: &[(String, u64)], codec: &str) -> u64 {
 /// The frames of the newest segment of a channel's playlist, read over the gateway's HTTP.
 fn hls_segment(gw: &Gateway, channel: &str) -> Vec<(String, u64)> {
     let hls = gw.hls_addr().unwrap();
-    let (status, body) = http::get(hls, &format!("/{channel}/index.m3u8")).unwrap();
+    let (status, body) = get(hls, &format!("/{channel}/index.m3u8")).unwrap();
     assert_eq!(status, 200);
     let text = String::from_utf8_lossy(&body);
     let seg = text
         .lines()
         .rfind(|l| l.ends_with(".ts"))
         .expect("a segment");
-    let (frames, _) = ffprobe(&[], &format!("http://{hls}/{channel}/{seg}"));
+    let (frames, _) = ffprobe(
+        &[],
+        &format!("http://{}:{}@{hls}/{channel}/{seg}", READER.0, READER.1),
+    );
     frames
 }
 
@@ -184,6 +210,14 @@ struct FakeDevice {
 
 impl FakeDevice {
     fn register(server: SocketAddr, id: &str) -> FakeDevice {
+        match FakeDevice::try_register(server, id) {
+            Ok(d) => d,
+            Err(status) => panic!("registering {id}: refused with {status:?}"),
+        }
+    }
+
+    /// Registers once: the device, or the status that refused it (None: no answer in 10 s).
+    fn try_register(server: SocketAddr, id: &str) -> Result<FakeDevice, Option<u16>> {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
@@ -208,13 +242,14 @@ impl FakeDevice {
                         sock.send_to(&m.to_bytes(), server).unwrap();
                     }
                     ClientAction::Registered { .. } => {
-                        return FakeDevice {
+                        return Ok(FakeDevice {
                             sock,
                             id: id.into(),
                             server,
                             n: 1,
-                        };
+                        });
                     }
+                    ClientAction::Failed { status } => return Err(status),
                     other => panic!("registering {id}: {other:?}"),
                 }
             }
@@ -225,7 +260,7 @@ impl FakeDevice {
                 actions.extend(client.on_response(&m, now()));
             }
         }
-        panic!("{id} not registered");
+        Err(None)
     }
 
     /// Waits for the gateway's Catalog query (answering every request with 200); its SN.
@@ -361,26 +396,39 @@ fn forged_catalog_flood_is_capped_and_never_escapes() {
         "SIP answered the 700-item Catalog in {answered:?}"
     );
 
-    // Every item is accounted for: mounted (the device's own mount takes one slot of the
-    // cap of 20) or refused (path IDs, the takeover, beyond the cap). The endpoint may drop
-    // the 3 path IDs itself before the gateway sees them: 697 at least.
+    // Every item is accounted for, exactly once: mounted (the device's own mount takes one
+    // slot of the cap of 20), dropped by the SIP endpoint (path IDs, beyond the cap) or
+    // refused by the gateway (the takeover, beyond the cap).
     let of_attacker = |chans: &[String]| {
         chans
             .iter()
             .filter(|c| c.starts_with("3402000000131"))
             .count()
     };
-    let refused = || metric_at(maddr, "gateway_mounts_refused", "") as usize;
+    let counts = || {
+        let text = metrics_at(maddr);
+        let sum = |name: &str| find_samples(&text, name, "").iter().sum::<f64>() as usize;
+        (
+            sum("gb28181_catalog_items_dropped_total"),
+            sum("gateway_mounts_refused"),
+            of_attacker(&gw.channels()),
+        )
+    };
     assert!(
-        wait_until(Duration::from_secs(30), || refused()
-            + of_attacker(&gw.channels())
-            >= 697),
-        "refusals counted: {}",
-        refused()
+        wait_until(Duration::from_secs(30), || {
+            let (dropped, refused, mounted) = counts();
+            dropped + refused + mounted >= 700
+        }),
+        "items accounted for (dropped, refused, mounted): {:?}",
+        counts()
     );
     let chans = gw.channels();
-    assert!(refused() + of_attacker(&gw.channels()) <= 700);
-    assert!(refused() >= 697 - 19);
+    let (dropped, refused, mounted) = counts();
+    eprintln!(
+        "700 items: {dropped} dropped by SIP, {refused} refused by the gateway, {mounted} mounted"
+    );
+    assert_eq!(dropped + refused + mounted, 700, "each item counted once");
+    assert!(dropped + refused >= 700 - 19);
     assert!(chans.iter().any(|c| c == attacker_id));
     assert!(
         of_attacker(&chans) < 20,
@@ -416,8 +464,9 @@ fn forged_catalog_flood_is_capped_and_never_escapes() {
     std::fs::remove_dir_all(&root).ok();
 }
 
-/// Item 3, devices: beyond `max-devices`, a newly registered device mounts nothing (refused,
-/// counted) and the mounted camera keeps serving.
+/// Item 3, devices: beyond `max-devices` (one setting for the registrar and the mounts), a
+/// new device's REGISTER is refused with 503, it mounts nothing, and the mounted camera
+/// keeps its registration and keeps serving.
 #[test]
 fn devices_beyond_the_cap_mount_nothing() {
     let _g = serial();
@@ -427,14 +476,18 @@ fn devices_beyond_the_cap_mount_nothing() {
     let cam = cfg.sim_device_id(0);
     let maddr = gw.metrics_addr().unwrap();
     let server = SocketAddr::from(([127, 0, 0, 1], cfg.sip_port));
-    let _dev = FakeDevice::register(server, "34020000001320000778");
-    assert!(
-        wait_until(Duration::from_secs(10), || metric_at(
-            maddr,
-            "gateway_mounts_refused",
-            ""
-        ) == 1.0),
-        "the second device is refused"
+    let refused = FakeDevice::try_register(server, "34020000001320000778").err();
+    assert_eq!(refused, Some(Some(503)), "the second device's REGISTER");
+    let text = metrics_at(maddr);
+    assert_eq!(find_samples(&text, "gb28181_devices", ""), vec![1.0]);
+    assert_eq!(
+        find_samples(&text, "gateway_mounts_refused", ""),
+        vec![0.0],
+        "refused at the registrar, before any mount"
+    );
+    assert_eq!(
+        find_samples(&text, "gb28181_device_online", &format!("id=\"{cam}\"")),
+        vec![1.0]
     );
     assert_eq!(gw.channels(), vec![cam.clone()]);
     let (frames, _) = ffprobe(
@@ -453,13 +506,15 @@ fn example(name: &str) -> PathBuf {
     p
 }
 
-/// Kills the child on drop (a failing test must not leave it running).
-struct Guard(Child);
+/// Kills the child on drop (a failing test must not leave it running) and removes its
+/// config directory.
+struct Guard(Child, PathBuf);
 
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
@@ -472,7 +527,20 @@ struct ChildGateway {
 
 fn spawn_gateway(extra: &[&str]) -> ChildGateway {
     let (sip, rtsp, metrics) = (free_port(), free_port(), free_port());
+    // The reader as an operator writes it: a [[users]] table with a hashed password.
+    let conf_dir = scratch("conf");
+    let conf = conf_dir.join("gateway.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[users]]\nuser = \"{}\"\npass = \"{}\"\npermissions = [{{action = \"read\"}}, {{action = \"metrics\"}}]\n",
+            READER.0,
+            reader().pass
+        ),
+    )
+    .unwrap();
     let mut child = Command::new(example("gateway"))
+        .args(["--config", conf.to_str().unwrap()])
         .args([
             "--sip-address",
             "127.0.0.1",
@@ -503,7 +571,7 @@ fn spawn_gateway(extra: &[&str]) -> ChildGateway {
         }
     });
     ChildGateway {
-        guard: Guard(child),
+        guard: Guard(child, conf_dir),
         rtsp,
         metrics: SocketAddr::from(([127, 0, 0, 1], metrics)),
         lines: rx,
