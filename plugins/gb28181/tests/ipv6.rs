@@ -99,11 +99,12 @@ fn src_pipeline(
     device: &str,
     transport: &str,
     sip: &str,
+    extra: &str,
 ) -> (gst::Pipeline, Arc<AtomicUsize>) {
     let desc = format!(
         "gb28181src name=src sip-address={sip_address} sip-port={port} sip-transport={sip} \
          device-id={device} password=secret transport={transport} wait-timeout=15 \
-         stream-timeout=5 ! mpegpsdemux ! h264parse ! avdec_h264 \
+         stream-timeout=5 {extra} ! mpegpsdemux ! h264parse ! avdec_h264 \
          ! appsink name=out sync=false emit-signals=false"
     );
     let p = gst::parse::launch(&desc)
@@ -146,13 +147,25 @@ fn sink_pipeline(server_ip: &str, port: u16, device: &str, extra: &str) -> gst::
 /// ::1 and the source decodes its frames. `sip_address` / `server_ip` spell ::1 with or
 /// without brackets.
 fn live_view_v6(transport: &str, sip: &str, sip_address: &str, server_ip: &str, device: &str) {
+    live_view(transport, sip, sip_address, server_ip, device, "");
+}
+
+/// [`live_view_v6`] with `src_extra` gb28181src properties; SIP on `server_ip`'s family.
+fn live_view(
+    transport: &str,
+    sip: &str,
+    sip_address: &str,
+    server_ip: &str,
+    device: &str,
+    src_extra: &str,
+) {
     if !has_ipv6() {
         return;
     }
     init();
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let port = free_port_v6();
-    let (src, frames) = src_pipeline(sip_address, port, device, transport, sip);
+    let (src, frames) = src_pipeline(sip_address, port, device, transport, sip, src_extra);
     let src_bus = src.bus().unwrap();
     src.set_state(gst::State::Playing).unwrap();
     let sink = sink_pipeline(server_ip, port, device, &format!("sip-transport={sip}"));
@@ -166,9 +179,13 @@ fn live_view_v6(transport: &str, sip: &str, sip_address: &str, server_ip: &str, 
     let s = reg.structure().unwrap();
     assert_eq!(s.get::<String>("device-id").unwrap(), device);
     let source = s.get::<String>("source").unwrap();
-    assert!(source.starts_with("[::1]:"), "source {source}");
     let contact = s.get::<String>("contact").unwrap();
-    assert!(contact.contains("@[::1]:"), "contact {contact}");
+    if server_ip.contains(':') {
+        assert!(source.starts_with("[::1]:"), "source {source}");
+        assert!(contact.contains("@[::1]:"), "contact {contact}");
+    } else {
+        assert!(source.starts_with("127.0.0.1:"), "source {source}");
+    }
 
     let n = wait_frames(&frames, 15, Duration::from_secs(20), &src_bus);
     assert!(
@@ -230,6 +247,52 @@ fn ipv6_sip_tcp_media_udp() {
 #[test]
 fn ipv6_sip_tcp_media_tcp_active() {
     live_view_v6("tcp-active", "tcp", "::1", "::1", "34020000001320000605");
+}
+
+/// SIP over IPv4, media over IPv6 (`media-address=[::1]`: `c=IN IP6 ::1` in the offer): the
+/// device sends from an address of the media's family, not of its SIP socket's.
+#[test]
+fn sip_ipv4_media_ipv6_udp_and_tcp_passive() {
+    for (transport, device) in [
+        ("udp", "34020000001320000609"),
+        ("tcp-passive", "34020000001320000610"),
+    ] {
+        live_view(
+            transport,
+            "udp",
+            "127.0.0.1",
+            "127.0.0.1",
+            device,
+            "media-address=[::1]",
+        );
+    }
+}
+
+/// A media-address that is no IP literal is an error when the element starts (it used to
+/// become 0.0.0.0 silently).
+#[test]
+fn bad_media_address_is_an_element_error() {
+    init();
+    let (src, _) = src_pipeline(
+        "127.0.0.1",
+        0,
+        "34020000001320000611",
+        "udp",
+        "udp",
+        "media-address=not-an-address",
+    );
+    let bus = src.bus().unwrap();
+    assert!(src.set_state(gst::State::Playing).is_err());
+    let err = wait_for(&bus, Duration::from_secs(2), |m| {
+        matches!(m.view(), gst::MessageView::Error(_))
+    })
+    .expect("error for a bad media-address");
+    let gst::MessageView::Error(e) = err.view() else {
+        unreachable!()
+    };
+    let text = format!("{} {:?}", e.error(), e.debug());
+    assert!(text.contains("media-address"), "{text}");
+    src.set_state(gst::State::Null).unwrap();
 }
 
 /// Before: the sink bound an IPv4 socket and sent nothing, with no warning. Now a local

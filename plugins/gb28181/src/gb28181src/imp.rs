@@ -231,6 +231,15 @@ impl Gb28181Src {
     /// Starts (or joins) the shared SIP endpoint and forwards its events to the bus.
     fn open_endpoint(&self) -> Result<(), gst::ErrorMessage> {
         let s = lock(&self.settings).clone();
+        if !s.media_address.is_empty() && addr::parse_ip(&s.media_address).is_none() {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                [
+                    "media-address {:?} is not an IPv4 or IPv6 address",
+                    s.media_address
+                ]
+            ));
+        }
         let id_policy = IdPolicy::with_pattern(&s.id_pattern)
             .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["id-pattern: {e}"]))?;
         let config = RegistrarConfig {
@@ -353,20 +362,8 @@ impl Gb28181Src {
                 .parse()
                 .unwrap_or(addr::Family::of(dest.ip()).unspecified())
         } else {
-            match addr::parse_ip(&s.media_address) {
-                Some(ip) => ip,
-                None => {
-                    gst::element_imp_error!(
-                        self,
-                        gst::ResourceError::Settings,
-                        [
-                            "media-address {:?} is not an IPv4 or IPv6 address",
-                            s.media_address
-                        ]
-                    );
-                    return Err(gst::FlowError::Error);
-                }
-            }
+            // Checked when the endpoint was opened.
+            addr::parse_ip(&s.media_address).unwrap_or(addr::Family::of(dest.ip()).unspecified())
         };
         let media_ip = bind_ip.to_string();
         let ports: Vec<u16> = match (s.media_port, parse_port_range(&s.media_port_range)) {
