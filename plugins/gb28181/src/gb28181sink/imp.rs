@@ -423,12 +423,19 @@ impl BaseSinkImpl for Gb28181Sink {
         let agent = DeviceAgent::start(config, move |e| {
             let Some(obj) = weak.upgrade() else { return };
             gst::info!(CAT, obj = obj, "{e:?}");
-            if let DeviceEvent::RegisterFailed { status: Some(st) } = &e {
-                gst::element_warning!(
+            match &e {
+                DeviceEvent::RegisterFailed { status: Some(st) } => gst::element_warning!(
                     obj,
                     gst::ResourceError::OpenWrite,
                     ("The platform refused the registration: {st}")
-                );
+                ),
+                // Nothing listening there (or the wrong address family of a name): say so.
+                DeviceEvent::RegisterFailed { status: None } => gst::element_warning!(
+                    obj,
+                    gst::ResourceError::OpenWrite,
+                    ("No answer to the registration from {server}; retrying")
+                ),
+                _ => {}
             }
             let _ = obj.post_message(
                 gst::message::Element::builder(event_structure(&e))
