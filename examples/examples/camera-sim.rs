@@ -3,6 +3,7 @@
 //! Catalog answers, live view on INVITE over UDP/TCP).
 //!
 //! `cargo run --release --example camera-sim -- --server 127.0.0.1:5060 --count 10
+//!  (IPv6: `--server [::1]:5060`)
 //!  [--server-id 34020000002000000001] [--password 12345678] [--first-id 34020000001320000001]
 //!  [--codec h264|h265] [--size 640x360] [--bitrate-kbps 1000] [--seconds N]`
 
@@ -29,11 +30,19 @@ fn main() {
     }
     let get = |k: &str, d: &str| opt.get(k).cloned().unwrap_or_else(|| d.to_string());
     let server = get("server", "127.0.0.1:5060");
+    // `host:port`, IPv6 as `[addr]:port` (an unbracketed v6 literal is ambiguous).
     let (ip, port) = server
         .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .and_then(|(h, p)| {
+            let h = match h.strip_prefix('[') {
+                Some(v6) => v6.strip_suffix(']')?,
+                None if h.contains(':') => return None,
+                None => h,
+            };
+            Some((h.to_string(), p.parse::<u16>().ok()?))
+        })
         .unwrap_or_else(|| {
-            eprintln!("camera-sim: --server ip:port");
+            eprintln!("camera-sim: --server ip:port or [ipv6]:port");
             std::process::exit(2)
         });
     let count: u32 = get("count", "1").parse().unwrap_or(1);

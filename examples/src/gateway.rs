@@ -141,6 +141,17 @@ pub struct Gateway {
 impl Gateway {
     pub fn start(mut cfg: Config) -> Result<Gateway, String> {
         init().map_err(|e| e.to_string())?;
+        // IPv6: sockets take bare literals (`::` also written `[::]`), URLs bracketed ones.
+        for a in [
+            &mut cfg.sip_address,
+            &mut cfg.listen_address,
+            &mut cfg.metrics_address,
+        ] {
+            if let Some(ip) = gstgb28181::core::addr::parse_ip(a) {
+                *a = ip.to_string();
+            }
+        }
+        cfg.public_host = gstgb28181::core::addr::bracketed(&cfg.public_host);
         let users = Arc::new(Users::from_config(&cfg.users, crate::auth::REALM)?);
         if users.is_empty() {
             eprintln!(
@@ -363,6 +374,7 @@ impl Gateway {
             gst::info!(CAT, "simulated clip: {} bit/s", clip.bitrate_bps());
             let server_ip = match cfg.sip_address.as_str() {
                 "0.0.0.0" | "" => "127.0.0.1".to_string(),
+                "::" => "::1".to_string(),
                 a => a.to_string(),
             };
             for i in 0..cfg.simulate {

@@ -181,7 +181,8 @@ impl MediaReceiver {
         }
         let idle = packets.is_empty();
         for (p, from) in packets {
-            self.push_packet(&p, from);
+            // One form for the sender lock and stats, whatever the socket's family.
+            self.push_packet(&p, crate::core::addr::canonical(from));
         }
         if idle && self.reorder.held() > 0 {
             // Nothing came for a receive timeout: the missing packets are lost.

@@ -7,19 +7,21 @@
 use gst::prelude::*;
 use gstgb28181::core::client::{ClientAction, RegisterClient, RegisterClientConfig};
 use gstgb28181::core::digest::{Challenge, answer_challenge};
-use gstgb28181::core::manscdp::{self, Charset, Manscdp};
+use gstgb28181::core::manscdp::{self, Manscdp};
 use gstgb28181::core::random;
 use gstgb28181::core::ratelimit::LimiterConfig;
 use gstgb28181::core::registrar::{Event, RegistrarConfig, process_secret, reason};
-use gstgb28181::core::sip::{Message, StreamFramer};
+use gstgb28181::core::sip::Message;
 use gstgb28181::core::transaction::Dialog;
 use gstgb28181::endpoint::{Endpoint, EndpointEvent, EndpointKey, SipTransport};
-use std::collections::{HashSet, VecDeque};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::collections::HashSet;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{Conn, keepalive, manscdp_message, request_to_server};
 
 /// The tests measure latencies and send thousands of requests: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -79,175 +81,6 @@ fn wait_event(
         std::thread::sleep(Duration::from_millis(10));
     }
     None
-}
-
-/// A SIP peer over UDP (a socket of its own) or TCP (a connection of its own).
-enum Conn {
-    Udp {
-        sock: UdpSocket,
-        server: SocketAddr,
-    },
-    Tcp {
-        stream: TcpStream,
-        framer: StreamFramer,
-        queue: VecDeque<Message>,
-    },
-}
-
-impl Conn {
-    fn open(t: SipTransport, server: SocketAddr) -> Conn {
-        match t {
-            SipTransport::Udp => Conn::Udp {
-                sock: UdpSocket::bind("127.0.0.1:0").unwrap(),
-                server,
-            },
-            SipTransport::Tcp => {
-                let stream = TcpStream::connect(server).unwrap();
-                stream.set_nodelay(true).unwrap();
-                Conn::Tcp {
-                    stream,
-                    framer: StreamFramer::new(),
-                    queue: VecDeque::new(),
-                }
-            }
-        }
-    }
-
-    fn transport(&self) -> SipTransport {
-        match self {
-            Conn::Udp { .. } => SipTransport::Udp,
-            Conn::Tcp { .. } => SipTransport::Tcp,
-        }
-    }
-
-    fn local(&self) -> SocketAddr {
-        match self {
-            Conn::Udp { sock, .. } => sock.local_addr().unwrap(),
-            Conn::Tcp { stream, .. } => stream.local_addr().unwrap(),
-        }
-    }
-
-    fn send(&mut self, m: &Message) {
-        match self {
-            Conn::Udp { sock, server } => {
-                sock.send_to(&m.to_bytes(), *server).unwrap();
-            }
-            Conn::Tcp { stream, .. } => stream.write_all(&m.to_bytes()).unwrap(),
-        }
-    }
-
-    /// The next message within `timeout`.
-    fn recv(&mut self, timeout: Duration) -> Option<Message> {
-        let deadline = Instant::now() + timeout;
-        let mut buf = vec![0u8; 65_536];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            match self {
-                Conn::Udp { sock, .. } => {
-                    sock.set_read_timeout(Some(left)).unwrap();
-                    if let Ok((n, _)) = sock.recv_from(&mut buf) {
-                        return Message::parse(&buf[..n]).ok();
-                    }
-                }
-                Conn::Tcp {
-                    stream,
-                    framer,
-                    queue,
-                } => {
-                    if let Some(m) = queue.pop_front() {
-                        return Some(m);
-                    }
-                    stream.set_read_timeout(Some(left)).unwrap();
-                    match stream.read(&mut buf) {
-                        Ok(0) => return None,
-                        Ok(n) => queue.extend(framer.push(&buf[..n]).into_iter().flatten()),
-                        Err(_) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// Sends `req` and returns the status of its final response.
-    fn request(&mut self, req: &Message, timeout: Duration) -> Option<u16> {
-        self.send(req);
-        let deadline = Instant::now() + timeout;
-        while let Some(m) = self.recv(deadline.saturating_duration_since(Instant::now())) {
-            if !m.is_request()
-                && m.call_id() == req.call_id()
-                && m.status().is_some_and(|s| s >= 200)
-            {
-                return m.status();
-            }
-        }
-        None
-    }
-
-    /// Registers `device` with the core client; the final status.
-    fn register(&mut self, device: &str, password: &str) -> Option<u16> {
-        let local = self.local();
-        let mut client = RegisterClient::new(RegisterClientConfig {
-            device_id: device.into(),
-            local_port: local.port(),
-            transport: self.transport().as_str().into(),
-            password: password.into(),
-            ..Default::default()
-        });
-        let mut actions = client.start(0);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            for a in actions.drain(..) {
-                match a {
-                    ClientAction::Send(m) => self.send(&m),
-                    ClientAction::Registered { .. } => return Some(200),
-                    ClientAction::Failed { status } => return status,
-                    ClientAction::Unregistered => {}
-                }
-            }
-            if let Some(m) = self.recv(Duration::from_millis(500))
-                && !m.is_request()
-            {
-                actions = client.on_response(&m, 0);
-            }
-        }
-        None
-    }
-}
-
-fn request_to_server(method: &str, from_id: &str) -> Message {
-    let mut m = Message::request(method, &format!("sip:{SERVER}@3402000000"));
-    m.add_header(
-        "Via",
-        format!(
-            "SIP/2.0/UDP 127.0.0.1:5060;rport;branch={}",
-            random::branch()
-        ),
-    )
-    .add_header(
-        "From",
-        format!("<sip:{from_id}@3402000000>;tag={}", random::tag()),
-    )
-    .add_header("To", format!("<sip:{SERVER}@3402000000>"))
-    .add_header("Call-ID", random::call_id())
-    .add_header("CSeq", format!("20 {method}"))
-    .add_header("Max-Forwards", "70");
-    m
-}
-
-fn manscdp_message(from_id: &str, body: &str) -> Message {
-    let mut m = request_to_server("MESSAGE", from_id);
-    m.set_body(
-        "Application/MANSCDP+xml",
-        manscdp::encode_body(body, Charset::Gb2312),
-    );
-    m
-}
-
-fn keepalive(from_id: &str, body_id: &str) -> Message {
-    manscdp_message(from_id, &manscdp::build_keepalive(1, body_id))
 }
 
 /// A compact Catalog response (DeviceID and Status per item, as small as devices make them).

@@ -5,6 +5,7 @@
 //! Call-IDs, the From tag, Via branches and cnonces are drawn from OS randomness
 //! ([`super::random`]), so an off-path attacker cannot guess them.
 
+use super::addr::host_port;
 use super::digest::{Challenge, answer_challenge};
 use super::manscdp;
 use super::random;
@@ -142,8 +143,9 @@ impl RegisterClient {
         m.add_header(
             "Via",
             format!(
-                "SIP/2.0/{} {}:{};rport;branch={branch}",
-                c.transport, c.local_host, c.local_port
+                "SIP/2.0/{} {};rport;branch={branch}",
+                c.transport,
+                host_port(&c.local_host, c.local_port)
             ),
         )
         .add_header(
@@ -170,8 +172,9 @@ impl RegisterClient {
         m.add_header(
             "Contact",
             format!(
-                "<sip:{}@{}:{}{uri_params}>",
-                c.device_id, c.local_host, c.local_port
+                "<sip:{}@{}{uri_params}>",
+                c.device_id,
+                host_port(&c.local_host, c.local_port)
             ),
         );
         if let Some(ch) = challenge {
@@ -426,6 +429,30 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn ipv6_register_brackets_via_and_contact() {
+        let mut c = RegisterClient::new(RegisterClientConfig {
+            local_host: "::1".into(),
+            local_port: 5062,
+            ..Default::default()
+        });
+        let reg = sent(&c.start(0)).remove(0);
+        let back = Message::parse(&reg.to_bytes()).unwrap();
+        assert!(
+            back.header("via")
+                .unwrap()
+                .starts_with("SIP/2.0/UDP [::1]:5062;")
+        );
+        let via = back.via().unwrap();
+        assert_eq!((via.host.as_str(), via.port), ("::1", Some(5062)));
+        let contact = back.contact().unwrap().sip_uri().unwrap();
+        assert_eq!((contact.host.as_str(), contact.port), ("::1", Some(5062)));
+        assert_eq!(
+            back.header("contact"),
+            Some("<sip:34020000001320000001@[::1]:5062>")
+        );
     }
 
     #[test]

@@ -19,6 +19,14 @@ pub fn sip(data: &[u8]) {
         if let Some(c) = m.from().and_then(|f| f.sip_uri()) {
             let _ = c.to_string();
         }
+        // IP hosts (IPv6 bracketed when written) read back the same.
+        for u in [m.contact(), m.to()].into_iter().flatten() {
+            if let Some(u) = u.sip_uri()
+                && u.host.parse::<std::net::IpAddr>().is_ok()
+            {
+                assert_eq!(sip::SipUri::parse(&u.to_string()), Some(u));
+            }
+        }
         for v in m.headers_named("authorization") {
             if let Some(c) = digest::Credentials::parse(v) {
                 let _ = digest::verify_response(&c, "REGISTER", "12345678");
@@ -71,10 +79,14 @@ pub fn sip(data: &[u8]) {
 /// SDP: offer/answer parse, and an answer built from whatever parsed.
 pub fn sdp(data: &[u8]) {
     if let Ok(d) = sdp::parse(data) {
-        let _ = (d.transport(), d.ps_payload_type());
+        let _ = (d.transport(), d.ps_payload_type(), d.media_addr());
         let answer =
             sdp::build_answer(&d, "34020000001320000001", "127.0.0.1", 15060, "0200000001");
         let _ = sdp::parse(answer.as_bytes());
+        let v6 = sdp::build_answer(&d, "34020000001320000001", "::1", 15060, "0200000001");
+        if let Ok(a) = sdp::parse(v6.as_bytes()) {
+            assert_eq!(a.media_addr(), Some("[::1]:15060".parse().unwrap()));
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The GStreamer-free GB/T 28181 core: pure functions and state machines over byte slices,
 //! with time passed in as a parameter.
 
+pub mod addr;
 pub mod client;
 pub mod digest;
 pub mod fuzz;

@@ -7,6 +7,9 @@
 //! fixed by the standard and cameras are picky about line order).
 
 use std::fmt::Write;
+use std::net::SocketAddr;
+
+use super::addr::{parse_ip, sdp_addrtype};
 
 /// Largest SDP body accepted.
 pub const MAX_SDP: usize = 16 * 1024;
@@ -96,15 +99,16 @@ impl Offer {
         let mut s = String::with_capacity(320);
         let _ = write!(
             s,
-            "v=0\r\no={} 0 0 IN IP4 {}\r\ns={}\r\n",
+            "v=0\r\no={} 0 0 IN {} {}\r\ns={}\r\n",
             self.origin_id,
+            sdp_addrtype(&self.ip),
             self.ip,
             self.kind.as_str()
         );
         if self.kind != SessionKind::Play {
             let _ = write!(s, "u={}:0\r\n", self.channel_id);
         }
-        let _ = write!(s, "c=IN IP4 {}\r\n", self.ip);
+        let _ = write!(s, "c=IN {} {}\r\n", sdp_addrtype(&self.ip), self.ip);
         let (start, end) = match self.kind {
             SessionKind::Play => (0, 0),
             _ => (self.start, self.end),
@@ -177,6 +181,13 @@ impl SessionDescription {
             Some(s) if s.eq_ignore_ascii_case("active") => MediaTransport::TcpActive,
             _ => MediaTransport::TcpPassive,
         }
+    }
+
+    /// The media address: media-level `c=`, else session-level, else `o=`; IPv4 or IPv6
+    /// (`IN IP6`, brackets tolerated). None when it is not an IP literal.
+    pub fn media_addr(&self) -> Option<SocketAddr> {
+        let ip = self.connection_ip.as_deref().unwrap_or(&self.origin_ip);
+        Some(SocketAddr::new(parse_ip(ip)?, self.port))
     }
 
     /// Payload type mapped to PS/90000, if any.
@@ -295,8 +306,12 @@ pub fn build_answer(
     let pt = offer.ps_payload_type().unwrap_or(96);
     let _ = write!(
         s,
-        "v=0\r\no={device_id} 0 0 IN IP4 {ip}\r\ns={}\r\nc=IN IP4 {ip}\r\nt={} {}\r\nm=video {port} {} {pt}\r\na=sendonly\r\na=rtpmap:{pt} PS/90000\r\n",
-        offer.session_name, offer.start, offer.end, offer.proto
+        "v=0\r\no={device_id} 0 0 IN {at} {ip}\r\ns={}\r\nc=IN {at} {ip}\r\nt={} {}\r\nm=video {port} {} {pt}\r\na=sendonly\r\na=rtpmap:{pt} PS/90000\r\n",
+        offer.session_name,
+        offer.start,
+        offer.end,
+        offer.proto,
+        at = sdp_addrtype(ip)
     );
     if offer.is_tcp() {
         let role = match offer.transport() {
@@ -374,6 +389,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn ipv6_offers_and_answers_round_trip() {
+        for t in [
+            MediaTransport::Udp,
+            MediaTransport::TcpPassive,
+            MediaTransport::TcpActive,
+        ] {
+            let mut o = offer(SessionKind::Play, t);
+            o.ip = "::1".into();
+            let text = o.to_sdp();
+            assert!(text.contains("\r\nc=IN IP6 ::1\r\n"), "{text}");
+            assert!(text.contains("\r\no=34020000002000000001 0 0 IN IP6 ::1\r\n"));
+            let p = parse(text.as_bytes()).unwrap();
+            assert_eq!(p.connection_ip.as_deref(), Some("::1"));
+            assert_eq!(p.media_addr(), Some("[::1]:30000".parse().unwrap()));
+            let a = build_answer(&p, "dev", "fd00::5", 15060, "0200000001");
+            assert!(a.contains("\r\nc=IN IP6 fd00::5\r\n"), "{a}");
+            assert!(a.contains("IN IP6 fd00::5\r\ns=Play"), "{a}");
+            let pa = parse(a.as_bytes()).unwrap();
+            assert_eq!(pa.media_addr(), Some("[fd00::5]:15060".parse().unwrap()));
+        }
+        // What devices send: session-level c= only, o= IP4 with media c= IP6, brackets.
+        let answer = b"v=0\r\no=dev 0 0 IN IP4 10.0.0.1\r\ns=Play\r\nt=0 0\r\nm=video 9000 RTP/AVP 96\r\nc=IN IP6 [2001:db8::7]\r\na=sendonly\r\ny=0100000001\r\n";
+        let p = parse(answer).unwrap();
+        assert_eq!(p.media_addr(), Some("[2001:db8::7]:9000".parse().unwrap()));
+        let origin_only = b"v=0\r\no=dev 0 0 IN IP6 2001:db8::8\r\ns=Play\r\nt=0 0\r\nm=video 9002 RTP/AVP 96\r\n";
+        let p = parse(origin_only).unwrap();
+        assert_eq!(p.media_addr(), Some("[2001:db8::8]:9002".parse().unwrap()));
+        let v4 = parse(
+            offer(SessionKind::Play, MediaTransport::Udp)
+                .to_sdp()
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(v4.media_addr(), Some("192.168.1.2:30000".parse().unwrap()));
+        let name = b"v=0\r\no=dev 0 0 IN IP4 cam.local\r\ns=Play\r\nc=IN IP4 cam.local\r\nt=0 0\r\nm=video 9 RTP/AVP 96\r\n";
+        assert_eq!(parse(name).unwrap().media_addr(), None);
     }
 
     #[test]

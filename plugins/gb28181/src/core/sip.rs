@@ -578,6 +578,10 @@ impl SipUri {
                 None => None,
             };
             (h.to_string(), port)
+        } else if hostport.matches(':').count() > 1 {
+            // An unbracketed IPv6 literal (not RFC 3261, but devices write it): no port.
+            hostport.parse::<std::net::Ipv6Addr>().ok()?;
+            (hostport.to_string(), None)
         } else {
             match hostport.split_once(':') {
                 Some((h, p)) => (h.to_string(), Some(p.parse().ok()?)),
@@ -854,6 +858,46 @@ mod tests {
         let r = f.push(&head);
         assert!(r.iter().any(|r| r.is_err()));
         assert!(f.buffered() <= MAX_MESSAGE_SIZE);
+    }
+
+    #[test]
+    fn ipv6_via_contact_and_uris() {
+        let text = "REGISTER sip:34020000002000000001@3402000000 SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::1]:5062;rport=5062;received=2001:db8::1;branch=z9hG4bK6\r\nFrom: <sip:34020000001320000001@3402000000>;tag=1\r\nTo: <sip:34020000001320000001@3402000000>\r\nCall-ID: 6@2001:db8::1\r\nCSeq: 1 REGISTER\r\nContact: <sip:34020000001320000001@[2001:db8::1]:5062;transport=tcp>;expires=60\r\nContent-Length: 0\r\n\r\n";
+        let m = Message::parse(text.as_bytes()).unwrap();
+        let via = m.via().unwrap();
+        assert_eq!(via.host, "2001:db8::1");
+        assert_eq!(via.port, Some(5062));
+        assert_eq!(via.param("received"), Some("2001:db8::1"));
+        assert_eq!(via.param("rport"), Some("5062"));
+        let contact = m.contact().unwrap();
+        assert_eq!(contact.param("expires"), Some("60"));
+        let uri = contact.sip_uri().unwrap();
+        assert_eq!(uri.host, "2001:db8::1");
+        assert_eq!(uri.port, Some(5062));
+        assert_eq!(
+            uri.to_string(),
+            "sip:34020000001320000001@[2001:db8::1]:5062"
+        );
+        assert_eq!(SipUri::parse(&uri.to_string()), Some(uri));
+        // A response copies the v6 Via unchanged and parses back.
+        let r = Message::response_to(&m, 200, "OK", Some("t"));
+        let back = Message::parse(&r.to_bytes()).unwrap();
+        assert_eq!(back.via().unwrap(), via);
+        // Tolerated forms: no port, unbracketed literal; refused: garbage in brackets.
+        let no_port = Via::parse("SIP/2.0/TCP [::1];branch=z9hG4bK1").unwrap();
+        assert_eq!((no_port.host.as_str(), no_port.port), ("::1", None));
+        let bare = Via::parse("SIP/2.0/UDP fe80::2;branch=z9hG4bK1").unwrap();
+        assert_eq!((bare.host.as_str(), bare.port), ("fe80::2", None));
+        assert!(SipUri::parse("sip:a@[::1]:x").is_none());
+        assert!(SipUri::parse("sip:a@[::1").is_none());
+        assert!(SipUri::parse("sip:a@1:2:zz").is_none());
+        // Built with the shared helper, read back the same.
+        let built = format!(
+            "SIP/2.0/UDP {};rport;branch=z9hG4bK2",
+            crate::core::addr::host_port("::1", 5060)
+        );
+        let v = Via::parse(&built).unwrap();
+        assert_eq!((v.host.as_str(), v.port), ("::1", Some(5060)));
     }
 
     #[test]

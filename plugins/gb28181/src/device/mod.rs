@@ -22,6 +22,7 @@
 //! Limits: one media session at a time (a new INVITE replaces the old one); the GOP cache is
 //! bounded by [`MAX_GOP_BYTES`] and [`MAX_GOP_FRAMES`].
 
+use crate::core::addr;
 use crate::core::client::{
     ClientAction, ClientState, MAX_BACKOFF_SHIFT, RegisterClient, RegisterClientConfig,
 };
@@ -218,10 +219,17 @@ impl DeviceAgent {
         config: DeviceConfig,
         on_event: impl Fn(DeviceEvent) + Send + Sync + 'static,
     ) -> io::Result<Arc<DeviceAgent>> {
-        let bind = (config.local_ip.as_str(), config.local_port)
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| other("no local address"))?;
+        let bind = match addr::parse_ip(&config.local_ip) {
+            Some(ip) => SocketAddr::new(ip, config.local_port),
+            None => (config.local_ip.as_str(), config.local_port)
+                .to_socket_addrs()?
+                .next()
+                .ok_or_else(|| other("no local address"))?,
+        };
+        // A socket of the wrong family would send nothing, silently: refuse it here.
+        if let Some(e) = addr::family_mismatch("local address", bind.ip(), config.server) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
+        }
         let (socket, local_addr) = match config.transport {
             SipTransport::Udp => {
                 let socket = UdpSocket::bind(bind)?;
@@ -358,7 +366,9 @@ impl DeviceAgent {
     /// Over UDP to `dest`; over TCP on the connection (where every request came from).
     fn send_bytes(&self, bytes: &[u8], dest: SocketAddr) -> io::Result<()> {
         match &self.socket {
-            SipSocket::Udp(s) => s.send_to(bytes, dest).map(|_| ()),
+            SipSocket::Udp(s) => s
+                .send_to(bytes, addr::wire_addr(self.local_addr(), dest))
+                .map(|_| ()),
             SipSocket::Tcp(w) => {
                 let mut w = lock(w);
                 let s = w.as_mut().ok_or_else(|| other("not connected"))?;
@@ -405,7 +415,7 @@ impl DeviceAgent {
             if let Ok((n, from)) = socket.recv_from(&mut buf)
                 && let Ok(m) = Message::parse(&buf[..n])
             {
-                self.handle(m, from);
+                self.handle(m, addr::canonical(from));
             }
             let acts = lock(&self.client).poll(now_ms());
             self.do_actions(acts);
@@ -778,18 +788,23 @@ impl DeviceAgent {
             .or_else(|| m.header("subject").and_then(Subject::parse).map(|s| s.ssrc))
             .unwrap_or_else(|| "0000000001".into());
         let ssrc: u32 = ssrc_str.parse().unwrap_or(1);
-        let ip = offer
-            .connection_ip
-            .clone()
-            .unwrap_or_else(|| offer.origin_ip.clone());
-        let local_ip = self.local_addr().ip();
-        let dest: Option<SocketAddr> = format!("{ip}:{}", offer.port).parse().ok();
-        let out = match (offer.transport(), dest) {
-            (_, None) => None,
-            (MediaTransport::Udp, Some(d)) => UdpSocket::bind((local_ip, 0))
+        let dest = offer.media_addr();
+        // Media from our SIP address, or (another family, or a wildcard) from the address
+        // facing the platform's media address.
+        let sip_ip = self.local_addr().ip();
+        let local_ip = dest.and_then(|d| {
+            if !sip_ip.is_unspecified() && addr::can_reach(sip_ip, d.ip()) {
+                Some(sip_ip)
+            } else {
+                addr::local_ip_towards(d).ok()
+            }
+        });
+        let out = match (offer.transport(), dest, local_ip) {
+            (_, None, _) | (_, _, None) => None,
+            (MediaTransport::Udp, Some(d), Some(local_ip)) => UdpSocket::bind((local_ip, 0))
                 .ok()
                 .map(|s| MediaOut::Udp(s, d)),
-            (MediaTransport::TcpPassive, Some(d)) => {
+            (MediaTransport::TcpPassive, Some(d), _) => {
                 TcpStream::connect_timeout(&d, Duration::from_secs(3))
                     .ok()
                     .map(|s| {
@@ -798,28 +813,34 @@ impl DeviceAgent {
                         MediaOut::Tcp(s)
                     })
             }
-            (MediaTransport::TcpActive, Some(_)) => TcpListener::bind((local_ip, 0))
-                .and_then(|l| {
-                    l.set_nonblocking(true)?;
-                    Ok(l)
-                })
-                .ok()
-                .map(MediaOut::Listening),
+            (MediaTransport::TcpActive, Some(_), Some(local_ip)) => {
+                TcpListener::bind((local_ip, 0))
+                    .and_then(|l| {
+                        l.set_nonblocking(true)?;
+                        Ok(l)
+                    })
+                    .ok()
+                    .map(MediaOut::Listening)
+            }
         };
         let Some(out) = out else {
             reply(Message::response_to(m, 488, "Not Acceptable Here", None));
             return;
         };
-        let media_port = match &out {
-            MediaOut::Udp(s, _) => s.local_addr().map(|a| a.port()).unwrap_or(0),
-            MediaOut::Tcp(s) => s.local_addr().map(|a| a.port()).unwrap_or(0),
-            MediaOut::Listening(l) => l.local_addr().map(|a| a.port()).unwrap_or(0),
+        let media_addr = match &out {
+            MediaOut::Udp(s, _) => s.local_addr(),
+            MediaOut::Tcp(s) => s.local_addr(),
+            MediaOut::Listening(l) => l.local_addr(),
+        };
+        let Ok(media_addr) = media_addr else {
+            reply(Message::response_to(m, 488, "Not Acceptable Here", None));
+            return;
         };
         let answer = sdp::build_answer(
             &offer,
             &self.config.channel_id,
-            &local_ip.to_string(),
-            media_port,
+            &addr::canonical(media_addr).ip().to_string(),
+            media_addr.port(),
             &ssrc_str,
         );
         let tag = random::tag();

@@ -35,6 +35,7 @@
 //! and events about unauthenticated requests at [`REFUSAL_EVENTS_PER_S`] (the rest counted in
 //! `events_suppressed`); failed authentication is limited per source IP by the registrar.
 
+use crate::core::addr;
 use crate::core::id::printable;
 use crate::core::manscdp::{
     self, CatalogItem, DeviceInfo, DeviceStatus, ListMerger, ListResponse, Manscdp,
@@ -412,10 +413,14 @@ impl Endpoint {
     }
 
     fn start(key: EndpointKey, config: RegistrarConfig) -> io::Result<Arc<Endpoint>> {
-        let bind = (key.address.as_str(), key.port)
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
+        // IP literals (IPv6 with or without brackets) as they are, names resolved.
+        let bind = match addr::parse_ip(&key.address) {
+            Some(ip) => SocketAddr::new(ip, key.port),
+            None => (key.address.as_str(), key.port)
+                .to_socket_addrs()?
+                .next()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?,
+        };
         let (socket, local_addr, listener) = match key.transport {
             SipTransport::Udp => {
                 let s = UdpSocket::bind(bind)?;
@@ -619,18 +624,18 @@ impl Endpoint {
         self.device(device_id)?.source.parse().ok()
     }
 
-    /// Our address as seen from `dest` (for Via / Contact / SDP when bound to a wildcard).
+    /// Our address as seen from `dest` (for Via / Contact / SDP when bound to a wildcard),
+    /// of `dest`'s family.
     pub fn local_ip_for(&self, dest: SocketAddr) -> String {
         if !self.local_addr.ip().is_unspecified() {
             return self.local_addr.ip().to_string();
         }
-        UdpSocket::bind("0.0.0.0:0")
-            .and_then(|s| {
-                s.connect(dest)?;
-                s.local_addr()
+        addr::local_ip_towards(dest)
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|_| match addr::Family::of(dest.ip()) {
+                addr::Family::V4 => "127.0.0.1".into(),
+                addr::Family::V6 => "::1".into(),
             })
-            .map(|a| a.ip().to_string())
-            .unwrap_or_else(|_| "127.0.0.1".into())
     }
 
     fn take_refusal_token(&self) -> bool {
@@ -661,8 +666,9 @@ impl Endpoint {
         m.add_header(
             "Via",
             format!(
-                "SIP/2.0/{} {ip}:{port};rport;branch={}",
+                "SIP/2.0/{} {};rport;branch={}",
                 self.key.transport.as_str(),
+                addr::host_port(&ip, port),
                 random::branch()
             ),
         )
@@ -673,7 +679,10 @@ impl Endpoint {
         .add_header("To", format!("<sip:{target_id}@{realm}>"))
         .add_header("Call-ID", format!("{}@{ip}", random::call_id()))
         .add_header("CSeq", format!("1 {method}"))
-        .add_header("Contact", format!("<sip:{server_id}@{ip}:{port}>"))
+        .add_header(
+            "Contact",
+            format!("<sip:{server_id}@{}>", addr::host_port(&ip, port)),
+        )
         .add_header("Max-Forwards", "70")
         .add_header("User-Agent", "gst-ipcam");
         m
@@ -687,7 +696,9 @@ impl Endpoint {
     fn send_bytes(&self, bytes: &[u8], dest: SocketAddr) -> io::Result<()> {
         self.messages_out.fetch_add(1, Ordering::Relaxed);
         match &self.socket {
-            Socket::Udp(s) => s.send_to(bytes, dest).map(|_| ()),
+            Socket::Udp(s) => s
+                .send_to(bytes, addr::wire_addr(self.local_addr, dest))
+                .map(|_| ()),
             Socket::Tcp { conns } => {
                 let existing = lock(conns).get(&dest).and_then(|c| c.try_clone().ok());
                 let mut stream = match existing {
@@ -891,6 +902,7 @@ impl Endpoint {
     /// Handles one incoming datagram from `source` (public for tests and the fuzz-like
     /// vector tests).
     pub fn handle_datagram(&self, data: &[u8], source: SocketAddr) {
+        let source = addr::canonical(source);
         self.messages_in.fetch_add(1, Ordering::Relaxed);
         match Message::parse(data) {
             Ok(m) => self.handle_message(m, Peer::udp(source)),
@@ -1286,7 +1298,7 @@ fn accept_loop(weak: Weak<Endpoint>, listener: TcpListener) {
             match listener.accept() {
                 Ok((s, peer)) => {
                     let _ = s.set_nonblocking(false);
-                    let _ = ep.add_tcp_connection(s, peer);
+                    let _ = ep.add_tcp_connection(s, addr::canonical(peer));
                     continue;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

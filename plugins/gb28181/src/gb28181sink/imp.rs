@@ -1,4 +1,4 @@
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use gst::glib;
@@ -6,6 +6,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 
+use crate::core::addr;
 use crate::core::sdp::MediaTransport;
 use crate::device::{DeviceAgent, DeviceConfig, DeviceEvent, SipTransport};
 use crate::gb28181src::SipTransportMode;
@@ -170,7 +171,7 @@ impl ObjectImpl for Gb28181Sink {
             vec![
                 glib::ParamSpecString::builder("server-ip")
                     .nick("Server IP")
-                    .blurb("Address of the platform's SIP server")
+                    .blurb("Address of the platform's SIP server: IPv4, IPv6 (::1 or [::1]) or a host name")
                     .default_value(Some(d.server_ip.as_str()))
                     .mutable_ready()
                     .build(),
@@ -216,7 +217,7 @@ impl ObjectImpl for Gb28181Sink {
                     .build(),
                 glib::ParamSpecString::builder("local-ip")
                     .nick("Local IP")
-                    .blurb("Local address for SIP and media (default: the one facing the server)")
+                    .blurb("Local address for SIP and media, of the server's family (default: the one facing the server)")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("local-port")
@@ -363,24 +364,18 @@ impl ElementImpl for Gb28181Sink {
     }
 }
 
-/// The local address facing `server` (what the platform can reach us on).
-fn local_ip_towards(server: SocketAddr) -> String {
-    UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| {
-            s.connect(server)?;
-            s.local_addr()
-        })
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|_| "127.0.0.1".into())
-}
-
 impl BaseSinkImpl for Gb28181Sink {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let s = lock(&self.settings).clone();
-        let server = (s.server_ip.as_str(), s.server_port as u16)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
+        // IP literals (IPv6 with or without brackets) as they are, names resolved.
+        let server = addr::parse_ip(&s.server_ip)
+            .map(|ip| SocketAddr::new(ip, s.server_port as u16))
+            .or_else(|| {
+                (s.server_ip.as_str(), s.server_port as u16)
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+            })
             .ok_or_else(|| {
                 gst::error_msg!(
                     gst::ResourceError::Settings,
@@ -388,9 +383,23 @@ impl BaseSinkImpl for Gb28181Sink {
                 )
             })?;
         let local_ip = if s.local_ip.is_empty() {
-            local_ip_towards(server)
+            // The address facing the server, of its family; none (e.g. no IPv6 on this host)
+            // is an error, not a socket of the other family that would send nothing.
+            addr::local_ip_towards(server)
+                .map_err(|e| {
+                    gst::error_msg!(
+                        gst::ResourceError::Settings,
+                        [
+                            "No local {} address reaches the server {server}: {e}",
+                            addr::Family::of(server.ip())
+                        ]
+                    )
+                })?
+                .to_string()
         } else {
-            s.local_ip.clone()
+            addr::parse_ip(&s.local_ip)
+                .map(|ip| ip.to_string())
+                .unwrap_or_else(|| s.local_ip.clone())
         };
         let config = DeviceConfig {
             server,
@@ -414,12 +423,19 @@ impl BaseSinkImpl for Gb28181Sink {
         let agent = DeviceAgent::start(config, move |e| {
             let Some(obj) = weak.upgrade() else { return };
             gst::info!(CAT, obj = obj, "{e:?}");
-            if let DeviceEvent::RegisterFailed { status: Some(st) } = &e {
-                gst::element_warning!(
+            match &e {
+                DeviceEvent::RegisterFailed { status: Some(st) } => gst::element_warning!(
                     obj,
                     gst::ResourceError::OpenWrite,
                     ("The platform refused the registration: {st}")
-                );
+                ),
+                // Nothing listening there (or the wrong address family of a name): say so.
+                DeviceEvent::RegisterFailed { status: None } => gst::element_warning!(
+                    obj,
+                    gst::ResourceError::OpenWrite,
+                    ("No answer to the registration from {server}; retrying")
+                ),
+                _ => {}
             }
             let _ = obj.post_message(
                 gst::message::Element::builder(event_structure(&e))
@@ -428,9 +444,17 @@ impl BaseSinkImpl for Gb28181Sink {
             );
         })
         .map_err(|e| {
+            let kind = if e.kind() == std::io::ErrorKind::InvalidInput {
+                gst::ResourceError::Settings
+            } else {
+                gst::ResourceError::OpenWrite
+            };
             gst::error_msg!(
-                gst::ResourceError::OpenWrite,
-                ["Could not start SIP ({:?}): {e}", s.sip_transport]
+                kind,
+                [
+                    "Could not start SIP ({:?}) to {server}: {e}",
+                    s.sip_transport
+                ]
             )
         })?;
         gst::info!(

@@ -13,6 +13,7 @@ use gst_base::subclass::base_src::CreateSuccess;
 use gst_base::subclass::prelude::*;
 
 use super::{MediaTransportMode, SessionKindMode, SipTransportMode};
+use crate::core::addr;
 use crate::core::id::{self, IdPolicy};
 use crate::core::manscdp::PtzCmd;
 use crate::core::registrar::{self, RegistrarConfig};
@@ -125,7 +126,10 @@ impl Settings {
 
     fn key(&self) -> EndpointKey {
         EndpointKey {
-            address: self.sip_address.clone(),
+            // `[::1]` and `::1` name the same endpoint.
+            address: addr::parse_ip(&self.sip_address)
+                .map(|ip| ip.to_string())
+                .unwrap_or_else(|| self.sip_address.clone()),
             port: self.sip_port as u16,
             transport: match self.sip_transport {
                 SipTransportMode::Udp => SipTransport::Udp,
@@ -227,6 +231,15 @@ impl Gb28181Src {
     /// Starts (or joins) the shared SIP endpoint and forwards its events to the bus.
     fn open_endpoint(&self) -> Result<(), gst::ErrorMessage> {
         let s = lock(&self.settings).clone();
+        if !s.media_address.is_empty() && addr::parse_ip(&s.media_address).is_none() {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                [
+                    "media-address {:?} is not an IPv4 or IPv6 address",
+                    s.media_address
+                ]
+            ));
+        }
         let id_policy = IdPolicy::with_pattern(&s.id_pattern)
             .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["id-pattern: {e}"]))?;
         let config = RegistrarConfig {
@@ -344,14 +357,15 @@ impl Gb28181Src {
             std::thread::sleep(Duration::from_millis(20));
         };
         // Media receiver.
-        let media_ip = if s.media_address.is_empty() {
+        let bind_ip: IpAddr = if s.media_address.is_empty() {
             ep.local_ip_for(dest)
+                .parse()
+                .unwrap_or(addr::Family::of(dest.ip()).unspecified())
         } else {
-            s.media_address.clone()
+            // Checked when the endpoint was opened.
+            addr::parse_ip(&s.media_address).unwrap_or(addr::Family::of(dest.ip()).unspecified())
         };
-        let bind_ip: IpAddr = media_ip
-            .parse()
-            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let media_ip = bind_ip.to_string();
         let ports: Vec<u16> = match (s.media_port, parse_port_range(&s.media_port_range)) {
             (0, Some(r)) => r.collect(),
             (p, _) => vec![p as u16],
@@ -470,14 +484,9 @@ impl Gb28181Src {
             Some(r) => r,
             None => {
                 // TCP active: connect to the answer's address.
-                let addr = answer.as_ref().and_then(|a| {
-                    let ip = a
-                        .connection_ip
-                        .clone()
-                        .unwrap_or_else(|| a.origin_ip.clone());
-                    format!("{ip}:{}", a.port).parse::<SocketAddr>().ok()
-                });
-                let r = addr
+                let r = answer
+                    .as_ref()
+                    .and_then(|a| a.media_addr())
                     .ok_or_else(|| std::io::Error::other("no media address in the answer"))
                     .and_then(|a| MediaReceiver::tcp_connect(a, MAX_FRAME_SIZE));
                 match r {
@@ -696,7 +705,7 @@ impl ObjectImpl for Gb28181Src {
             vec![
                 glib::ParamSpecString::builder("sip-address")
                     .nick("SIP address")
-                    .blurb("Local address of the shared SIP endpoint")
+                    .blurb("Local address of the shared SIP endpoint: IPv4 or IPv6 (:: or [::] for both families)")
                     .default_value(Some(d.sip_address.as_str()))
                     .mutable_ready()
                     .build(),
@@ -750,7 +759,7 @@ impl ObjectImpl for Gb28181Src {
                     .build(),
                 glib::ParamSpecString::builder("media-address")
                     .nick("Media address")
-                    .blurb("Address to receive media on, written into the SDP (default: the local address facing the device)")
+                    .blurb("Address to receive media on, written into the SDP (IN IP4 or IN IP6; default: the local address facing the device)")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("media-port")

@@ -1,0 +1,191 @@
+//! Helpers shared by the SIP tests: a SIP peer of its own over UDP or TCP (IPv4 or IPv6,
+//! the server's family) and the requests a device sends. Every wait is bounded.
+#![allow(dead_code)]
+
+use gstgb28181::core::client::{ClientAction, RegisterClient, RegisterClientConfig};
+use gstgb28181::core::manscdp::{self, Charset};
+use gstgb28181::core::random;
+use gstgb28181::core::sip::{Message, StreamFramer};
+use gstgb28181::endpoint::SipTransport;
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+const SERVER: &str = "34020000002000000001";
+
+/// A SIP peer over UDP (a socket of its own) or TCP (a connection of its own).
+pub enum Conn {
+    Udp {
+        sock: UdpSocket,
+        server: SocketAddr,
+    },
+    Tcp {
+        stream: TcpStream,
+        framer: StreamFramer,
+        queue: VecDeque<Message>,
+    },
+}
+
+impl Conn {
+    pub fn open(t: SipTransport, server: SocketAddr) -> Conn {
+        match t {
+            // Loopback of the server's family.
+            SipTransport::Udp => Conn::Udp {
+                sock: UdpSocket::bind(if server.is_ipv6() {
+                    "[::1]:0"
+                } else {
+                    "127.0.0.1:0"
+                })
+                .unwrap(),
+                server,
+            },
+            SipTransport::Tcp => {
+                let stream = TcpStream::connect(server).unwrap();
+                stream.set_nodelay(true).unwrap();
+                Conn::Tcp {
+                    stream,
+                    framer: StreamFramer::new(),
+                    queue: VecDeque::new(),
+                }
+            }
+        }
+    }
+
+    pub fn transport(&self) -> SipTransport {
+        match self {
+            Conn::Udp { .. } => SipTransport::Udp,
+            Conn::Tcp { .. } => SipTransport::Tcp,
+        }
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        match self {
+            Conn::Udp { sock, .. } => sock.local_addr().unwrap(),
+            Conn::Tcp { stream, .. } => stream.local_addr().unwrap(),
+        }
+    }
+
+    pub fn send(&mut self, m: &Message) {
+        match self {
+            Conn::Udp { sock, server } => {
+                sock.send_to(&m.to_bytes(), *server).unwrap();
+            }
+            Conn::Tcp { stream, .. } => stream.write_all(&m.to_bytes()).unwrap(),
+        }
+    }
+
+    /// The next message within `timeout`.
+    pub fn recv(&mut self, timeout: Duration) -> Option<Message> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            match self {
+                Conn::Udp { sock, .. } => {
+                    sock.set_read_timeout(Some(left)).unwrap();
+                    if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                        return Message::parse(&buf[..n]).ok();
+                    }
+                }
+                Conn::Tcp {
+                    stream,
+                    framer,
+                    queue,
+                } => {
+                    if let Some(m) = queue.pop_front() {
+                        return Some(m);
+                    }
+                    stream.set_read_timeout(Some(left)).unwrap();
+                    match stream.read(&mut buf) {
+                        Ok(0) => return None,
+                        Ok(n) => queue.extend(framer.push(&buf[..n]).into_iter().flatten()),
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `req` and returns the status of its final response.
+    pub fn request(&mut self, req: &Message, timeout: Duration) -> Option<u16> {
+        self.send(req);
+        let deadline = Instant::now() + timeout;
+        while let Some(m) = self.recv(deadline.saturating_duration_since(Instant::now())) {
+            if !m.is_request()
+                && m.call_id() == req.call_id()
+                && m.status().is_some_and(|s| s >= 200)
+            {
+                return m.status();
+            }
+        }
+        None
+    }
+
+    /// Registers `device` with the core client; the final status.
+    pub fn register(&mut self, device: &str, password: &str) -> Option<u16> {
+        let local = self.local();
+        let mut client = RegisterClient::new(RegisterClientConfig {
+            device_id: device.into(),
+            local_host: local.ip().to_string(),
+            local_port: local.port(),
+            transport: self.transport().as_str().into(),
+            password: password.into(),
+            ..Default::default()
+        });
+        let mut actions = client.start(0);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            for a in actions.drain(..) {
+                match a {
+                    ClientAction::Send(m) => self.send(&m),
+                    ClientAction::Registered { .. } => return Some(200),
+                    ClientAction::Failed { status } => return status,
+                    ClientAction::Unregistered => {}
+                }
+            }
+            if let Some(m) = self.recv(Duration::from_millis(500))
+                && !m.is_request()
+            {
+                actions = client.on_response(&m, 0);
+            }
+        }
+        None
+    }
+}
+
+pub fn request_to_server(method: &str, from_id: &str) -> Message {
+    let mut m = Message::request(method, &format!("sip:{SERVER}@3402000000"));
+    m.add_header(
+        "Via",
+        format!(
+            "SIP/2.0/UDP 127.0.0.1:5060;rport;branch={}",
+            random::branch()
+        ),
+    )
+    .add_header(
+        "From",
+        format!("<sip:{from_id}@3402000000>;tag={}", random::tag()),
+    )
+    .add_header("To", format!("<sip:{SERVER}@3402000000>"))
+    .add_header("Call-ID", random::call_id())
+    .add_header("CSeq", format!("20 {method}"))
+    .add_header("Max-Forwards", "70");
+    m
+}
+
+pub fn manscdp_message(from_id: &str, body: &str) -> Message {
+    let mut m = request_to_server("MESSAGE", from_id);
+    m.set_body(
+        "Application/MANSCDP+xml",
+        manscdp::encode_body(body, Charset::Gb2312),
+    );
+    m
+}
+
+pub fn keepalive(from_id: &str, body_id: &str) -> Message {
+    manscdp_message(from_id, &manscdp::build_keepalive(1, body_id))
+}
