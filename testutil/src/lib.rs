@@ -312,7 +312,7 @@ impl UdpRelay {
             let mut impairer = Impairer::new(impairment);
             let mut buf = vec![0u8; 65536];
             let to = ("127.0.0.1", to_port);
-            while !stop2.load(Ordering::SeqCst) {
+            loop {
                 let out = match socket.recv(&mut buf) {
                     Ok(n) => impairer.process(buf[..n].to_vec()),
                     Err(_) => impairer.flush().into_iter().collect(),
@@ -321,6 +321,10 @@ impl UdpRelay {
                     let _ = socket.send_to(&p, to);
                 }
                 fwd.store(impairer.stats.forwarded, Ordering::SeqCst);
+                // Only once idle: what was sent before `finish` is relayed.
+                if stop2.load(Ordering::SeqCst) && impairer.held.is_none() && socket_idle(&socket) {
+                    break;
+                }
             }
             impairer.stats
         });
@@ -342,7 +346,7 @@ impl UdpRelay {
         self.forwarded.load(Ordering::SeqCst)
     }
 
-    /// Stops the relay and tells what it did.
+    /// Relays what was sent so far, stops and tells what it did.
     pub fn finish(mut self) -> ImpairStats {
         self.stop.store(true, Ordering::SeqCst);
         self.thread
@@ -350,6 +354,12 @@ impl UdpRelay {
             .map(|t| t.join().expect("relay thread"))
             .unwrap_or_default()
     }
+}
+
+/// No datagram waiting (the socket's read timeout bounds the wait).
+fn socket_idle(socket: &UdpSocket) -> bool {
+    let mut probe = [0u8; 1];
+    socket.peek(&mut probe).is_err()
 }
 
 impl Drop for UdpRelay {
