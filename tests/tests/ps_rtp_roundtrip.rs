@@ -183,6 +183,7 @@ fn udp_with_loss_duplication_and_reordering_recovers() {
         drop: 0.03,
         duplicate: 0.03,
         reorder: 0.05,
+        spare_first: 0,
         seed: 28181,
     }));
     let impaired = impaired.expect("relay stats");

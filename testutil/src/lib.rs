@@ -219,6 +219,8 @@ pub struct Impairment {
     pub duplicate: f64,
     /// Probability that a packet is held back and sent after the next one.
     pub reorder: f64,
+    /// The first packets pass untouched (stream headers a receiver cannot do without).
+    pub spare_first: usize,
     pub seed: u64,
 }
 
@@ -260,6 +262,10 @@ impl Impairer {
             self.rng.random::<f64>(),
             self.rng.random::<f64>(),
         );
+        if self.stats.received <= self.config.spare_first {
+            self.stats.forwarded += 1;
+            return vec![packet];
+        }
         if d < self.config.drop {
             self.stats.dropped += 1;
             return Vec::new();
@@ -381,6 +387,7 @@ mod tests {
             drop: 0.05,
             duplicate: 0.05,
             reorder: 0.05,
+            spare_first: 10,
             seed: 7,
         };
         let run = || {
@@ -415,6 +422,7 @@ mod tests {
                 drop: 0.0,
                 duplicate: 0.0,
                 reorder: 0.5,
+                spare_first: 0,
                 seed: 1,
             },
         );
