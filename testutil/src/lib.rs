@@ -211,6 +211,56 @@ pub fn count_appsink(
     seen
 }
 
+/// One RTP packet: version 2, no CSRC, no extension.
+pub fn rtp_packet(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(12 + payload.len());
+    p.extend([0x80, (pt & 0x7f) | if marker { 0x80 } else { 0 }]);
+    p.extend(seq.to_be_bytes());
+    p.extend(ts.to_be_bytes());
+    p.extend(ssrc.to_be_bytes());
+    p.extend(payload);
+    p
+}
+
+/// A classic pcap file (microseconds, LINKTYPE_RAW) of UDP datagrams 127.0.0.1:40000 →
+/// 127.0.0.1:`port`, each given with its arrival time in microseconds: input for tshark.
+pub fn pcap_udp<'a>(port: u16, datagrams: impl IntoIterator<Item = (u64, &'a [u8])>) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend(0xA1B2_C3D4u32.to_le_bytes());
+    out.extend(2u16.to_le_bytes());
+    out.extend(4u16.to_le_bytes());
+    out.extend(0i32.to_le_bytes());
+    out.extend(0u32.to_le_bytes());
+    out.extend(65535u32.to_le_bytes());
+    out.extend(101u32.to_le_bytes()); // LINKTYPE_RAW
+    for (id, (usec, payload)) in datagrams.into_iter().enumerate() {
+        let udp_len = 8 + payload.len();
+        let ip_len = 20 + udp_len;
+        out.extend(((usec / 1_000_000) as u32).to_le_bytes());
+        out.extend(((usec % 1_000_000) as u32).to_le_bytes());
+        out.extend((ip_len as u32).to_le_bytes());
+        out.extend((ip_len as u32).to_le_bytes());
+        let mut ip = vec![0x45, 0];
+        ip.extend((ip_len as u16).to_be_bytes());
+        ip.extend((id as u16).to_be_bytes());
+        ip.extend([0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
+        let sum = ip
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum::<u32>();
+        let sum = (sum & 0xFFFF) + (sum >> 16);
+        let checksum = !(((sum & 0xFFFF) + (sum >> 16)) as u16);
+        ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+        out.extend(ip);
+        out.extend(40000u16.to_be_bytes());
+        out.extend(port.to_be_bytes());
+        out.extend((udp_len as u16).to_be_bytes());
+        out.extend(0u16.to_be_bytes());
+        out.extend(payload);
+    }
+    out
+}
+
 /// Seeded network impairment: the same packets are dropped, duplicated and swapped on every
 /// run with the same seed and input.
 #[derive(Debug, Clone, Copy)]

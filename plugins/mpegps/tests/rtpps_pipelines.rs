@@ -11,7 +11,7 @@ use std::time::Duration;
 use gst::prelude::*;
 use gst_ipcam_testutil::{
     Impairment, UdpRelay, assert_no_error, by_name, collect_bytes, count_buffers, expect_eos,
-    init_with, launch, udpsrc_port, wait_until,
+    init_with, launch, pcap_udp, udpsrc_port, wait_until,
 };
 
 fn init() {
@@ -269,45 +269,6 @@ fn udp_loss_and_reordering_with_jitterbuffer() {
     udp_with_loss(true);
 }
 
-/// Wraps RTP packets into a pcap file (raw IPv4 link type) of UDP datagrams
-/// 127.0.0.1:40000 -> 127.0.0.1:port, 10 ms apart.
-fn write_pcap(path: &std::path::Path, port: u16, packets: &[Vec<u8>]) {
-    let mut out = Vec::new();
-    out.extend(0xA1B2_C3D4u32.to_le_bytes());
-    out.extend(2u16.to_le_bytes());
-    out.extend(4u16.to_le_bytes());
-    out.extend(0i32.to_le_bytes());
-    out.extend(0u32.to_le_bytes());
-    out.extend(65535u32.to_le_bytes());
-    out.extend(101u32.to_le_bytes()); // LINKTYPE_RAW
-    for (i, rtp) in packets.iter().enumerate() {
-        let udp_len = 8 + rtp.len();
-        let ip_len = 20 + udp_len;
-        let usec = i as u64 * 10_000;
-        out.extend(((usec / 1_000_000) as u32).to_le_bytes());
-        out.extend(((usec % 1_000_000) as u32).to_le_bytes());
-        out.extend((ip_len as u32).to_le_bytes());
-        out.extend((ip_len as u32).to_le_bytes());
-        let mut ip = vec![0x45, 0];
-        ip.extend((ip_len as u16).to_be_bytes());
-        ip.extend([0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
-        let sum = ip
-            .chunks(2)
-            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-            .sum::<u32>();
-        let sum = (sum & 0xFFFF) + (sum >> 16);
-        let checksum = !(((sum & 0xFFFF) + (sum >> 16)) as u16);
-        ip[10..12].copy_from_slice(&checksum.to_be_bytes());
-        out.extend(ip);
-        out.extend(40000u16.to_be_bytes());
-        out.extend(port.to_be_bytes());
-        out.extend((udp_len as u16).to_be_bytes());
-        out.extend(0u16.to_be_bytes());
-        out.extend(rtp);
-    }
-    std::fs::write(path, out).unwrap();
-}
-
 /// Wireshark's RTP dissector, an independent parser, reads the payloader's packets: PT 96,
 /// consecutive sequence numbers, one marker per input frame, one timestamp per frame,
 /// nothing above the MTU.
@@ -349,7 +310,14 @@ fn pay_output_parses_in_tshark() {
     assert!(packets.iter().all(|p| p.len() <= MTU));
 
     let path = std::env::temp_dir().join(format!("rtpps-tshark-{}.pcap", std::process::id()));
-    write_pcap(&path, 15060, &packets);
+    let pcap = pcap_udp(
+        15060,
+        packets
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as u64 * 10_000, p.as_slice())),
+    );
+    std::fs::write(&path, pcap).unwrap();
     let out = std::process::Command::new("tshark")
         .args(["-r"])
         .arg(&path)

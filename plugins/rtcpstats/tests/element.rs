@@ -1,8 +1,6 @@
 //! Element tests: pass-through, stats structure, bus messages and the RTCP path (crafted
 //! with rtcp-types builders and from a real rtpsession).
 
-use std::sync::Once;
-
 use gst::prelude::*;
 use gst_check::Harness;
 use gst_net::gio;
@@ -12,10 +10,8 @@ use rtcp_types::{
 };
 
 fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstrtcpstats::plugin_register_static().unwrap();
+    gst_ipcam_testutil::init_with(|| {
+        gstrtcpstats::plugin_register_static().expect("register rtcpstats");
     });
 }
 

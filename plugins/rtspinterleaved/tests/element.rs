@@ -3,16 +3,15 @@
 //! bus messages and statistics.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
+use gst_ipcam_testutil::wait_until;
 
 fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstrtspinterleaved::plugin_register_static().unwrap();
+    gst_ipcam_testutil::init_with(|| {
+        gstrtspinterleaved::plugin_register_static().expect("register rtspinterleaved");
     });
 }
 
@@ -374,9 +373,12 @@ impl ClockedPipeline {
             b.get_mut().unwrap().set_pts(*t);
             self.src.push_buffer(b).unwrap();
         }
-        wait_until(Duration::from_secs(10), || {
-            self.out.lock().unwrap().len() >= expected
-        });
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                self.out.lock().unwrap().len() >= expected
+            }),
+            "timed out"
+        );
     }
 
     fn times(&self) -> Vec<Option<gst::ClockTime>> {
@@ -387,14 +389,6 @@ impl ClockedPipeline {
 impl Drop for ClockedPipeline {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
-    }
-}
-
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out");
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
