@@ -549,6 +549,8 @@ impl RtspInterleavedParse {
     }
 
     fn drain_at_eos(&self) {
+        // Before the state lock: it takes the object lock.
+        let now = self.arrival_now();
         let mut state = self.lock_state();
         let mut outputs = std::mem::take(&mut state.outputs);
         outputs.clear();
@@ -561,7 +563,6 @@ impl RtspInterleavedParse {
                 "Dropped {dropped} bytes of a truncated item at EOS"
             );
         }
-        let now = self.arrival_now();
         let _ = self.handle_outputs(state, None, &[], now);
     }
 
