@@ -1,12 +1,15 @@
 //! Round trips through every element of the mpegps plugin over loopback:
 //! psmux → rtppspay → (udpsink | rtpstreampay ! tcpserversink) → … → rtppsdepay → psdemux,
 //! decoded by stock avdec_h264. Clean runs must deliver every frame; runs with induced loss,
-//! duplication and reordering (stock netsim) must keep running and recover at the next key frame.
+//! duplication and reordering (a seeded relay: the same packets on every run) must keep
+//! running and recover at the next key frame. Every wait is on an event or a count.
 
 use gst::prelude::*;
 use gst_ipcam_tests::{
-    count_appsink, free_tcp_port, free_udp_port, init, start_pipeline, wait_for_eos,
+    ImpairStats, Impairment, UdpRelay, by_name, count_appsink, count_buffers, init, launch,
+    start_pipeline, udpsrc_port, wait_for_eos, wait_until,
 };
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const FRAMES: u32 = 100;
@@ -22,7 +25,7 @@ fn camera(network: &str, sink: &str) -> String {
          ! h264parse ! psmux name=m \
          audiotestsrc is-live=true samplesperbuffer=320 num-buffers={audio} \
          ! audio/x-raw,rate=8000,channels=1 ! alawenc ! m. \
-         m. ! rtppspay mtu=1400 ! {network} {sink}",
+         m. ! rtppspay name=pay mtu=1400 ! {network} {sink}",
         audio = FRAMES * 8000 / FPS / 320,
     )
 }
@@ -45,22 +48,14 @@ struct Outcome {
     errors: Vec<String>,
 }
 
-/// Starts the receiver, runs the camera to EOS, lets the receiver drain and stops it.
-fn run(receiver_desc: &str, camera_desc: &str, receiver_first: bool) -> Outcome {
-    init();
-    let (rx, cam);
-    if receiver_first {
-        rx = start_pipeline(receiver_desc);
-        std::thread::sleep(Duration::from_millis(300));
-        cam = start_pipeline(camera_desc);
-    } else {
-        cam = start_pipeline(camera_desc);
-        std::thread::sleep(Duration::from_millis(300));
-        rx = start_pipeline(receiver_desc);
-    }
+/// Runs the camera to EOS, then the receiver until it has what was sent, and stops it.
+fn finish(
+    rx: gst::Pipeline,
+    cam: gst::Pipeline,
+    delivered: impl FnOnce(&gst::Pipeline) -> bool,
+) -> Outcome {
     let video = count_appsink(&rx, "video");
     let audio = count_appsink(&rx, "audio");
-
     let cam_log = wait_for_eos(&cam, Duration::from_secs(30));
     assert!(
         cam_log.errors.is_empty(),
@@ -69,17 +64,13 @@ fn run(receiver_desc: &str, camera_desc: &str, receiver_first: bool) -> Outcome 
     );
     assert!(cam_log.eos, "camera did not finish");
     cam.set_state(gst::State::Null).unwrap();
-
-    // Let the jitterbuffer and the decoder drain, then stop the receiver with EOS.
-    std::thread::sleep(Duration::from_millis(800));
+    let all_in = delivered(&rx);
+    // EOS drains the jitterbuffer and the decoders.
     rx.send_event(gst::event::Eos::new());
     let rx_log = wait_for_eos(&rx, Duration::from_secs(10));
-    let depay_stats = rx
-        .by_name("depay")
-        .expect("depay")
-        .property::<gst::Structure>("stats");
+    let depay_stats = by_name(&rx, "depay").property::<gst::Structure>("stats");
     rx.set_state(gst::State::Null).unwrap();
-
+    assert!(all_in, "the receiver did not get every packet sent");
     let video_pts = video.lock().unwrap().clone();
     let audio_buffers = audio.lock().unwrap().len();
     Outcome {
@@ -88,6 +79,38 @@ fn run(receiver_desc: &str, camera_desc: &str, receiver_first: bool) -> Outcome 
         depay_stats,
         errors: rx_log.errors,
     }
+}
+
+/// Receiver on a UDP port it bound itself; the camera sends to it, through a seeded
+/// impairment relay if given. Returns once the receiver got every datagram sent.
+fn run_udp(impairment: Option<Impairment>) -> (Outcome, Option<ImpairStats>) {
+    init();
+    let rx = start_pipeline(&receiver(&format!(
+        "udpsrc name=udpsrc address=127.0.0.1 port=0 caps=\"{RTP_CAPS}\""
+    )));
+    let udpsrc = by_name(&rx, "udpsrc");
+    let port = udpsrc_port(&udpsrc);
+    let received = count_buffers(&udpsrc, "src");
+    let relay = impairment.map(|i| UdpRelay::start(port, i));
+    let to = relay.as_ref().map_or(port, UdpRelay::port);
+    let cam = launch(&camera("", &format!("udpsink host=127.0.0.1 port={to}")));
+    let sent = count_buffers(&by_name(&cam, "pay"), "src");
+    cam.set_state(gst::State::Playing).unwrap();
+    let mut stats = None;
+    let outcome = finish(rx, cam, |_| {
+        let expected = match relay {
+            Some(relay) => {
+                let s = relay.finish();
+                stats = Some(s);
+                s.forwarded
+            }
+            None => sent.load(Ordering::SeqCst),
+        };
+        wait_until(Duration::from_secs(10), || {
+            received.load(Ordering::SeqCst) >= expected
+        })
+    });
+    (outcome, stats)
 }
 
 fn assert_clean(outcome: &Outcome) {
@@ -113,31 +136,33 @@ fn assert_clean(outcome: &Outcome) {
 
 #[test]
 fn udp_clean_every_frame_arrives() {
-    let port = free_udp_port();
-    let outcome = run(
-        &receiver(&format!(
-            "udpsrc address=127.0.0.1 port={port} caps=\"{RTP_CAPS}\""
-        )),
-        &camera("", &format!("udpsink host=127.0.0.1 port={port}")),
-        true,
-    );
+    let (outcome, _) = run_udp(None);
     assert_clean(&outcome);
 }
 
 #[test]
 fn tcp_rfc4571_clean_every_frame_arrives() {
-    let port = free_tcp_port();
+    init();
     // The camera listens (TCP active from the platform's point of view), the receiver connects.
-    let outcome = run(
-        &receiver(&format!(
-            "tcpclientsrc host=127.0.0.1 port={port} ! application/x-rtp-stream,media=video,clock-rate=90000,encoding-name=MP2P,payload=96 ! rtpstreamdepay"
-        )),
-        &camera(
-            "rtpstreampay !",
-            &format!("tcpserversink host=127.0.0.1 port={port} sync-method=burst-keyframe"),
-        ),
-        false,
-    );
+    let cam = launch(&camera(
+        "rtpstreampay !",
+        "tcpserversink name=server host=127.0.0.1 port=0 sync-method=burst-keyframe",
+    ));
+    let muxed = count_buffers(&by_name(&cam, "m"), "src");
+    cam.set_state(gst::State::Playing).unwrap();
+    let server = by_name(&cam, "server");
+    assert!(wait_until(Duration::from_secs(10), || server
+        .property::<i32>("current-port")
+        > 0));
+    let port = server.property::<i32>("current-port");
+    // Join after the first GOP: the receiver must start at a key frame.
+    assert!(wait_until(Duration::from_secs(10), || muxed
+        .load(Ordering::SeqCst)
+        > GOP as usize + 5));
+    let rx = start_pipeline(&receiver(&format!(
+        "tcpclientsrc host=127.0.0.1 port={port} ! application/x-rtp-stream,media=video,clock-rate=90000,encoding-name=MP2P,payload=96 ! rtpstreamdepay"
+    )));
+    let outcome = finish(rx, cam, |_| true);
     assert!(
         outcome.errors.is_empty(),
         "receiver errors: {:?}",
@@ -154,16 +179,17 @@ fn tcp_rfc4571_clean_every_frame_arrives() {
 
 #[test]
 fn udp_with_loss_duplication_and_reordering_recovers() {
-    let port = free_udp_port();
-    let outcome = run(
-        &receiver(&format!(
-            "udpsrc address=127.0.0.1 port={port} caps=\"{RTP_CAPS}\""
-        )),
-        &camera(
-            "netsim drop-probability=0.03 duplicate-probability=0.03 delay-probability=0.1 min-delay=1 max-delay=30 allow-reordering=true !",
-            &format!("udpsink host=127.0.0.1 port={port}"),
-        ),
-        true,
+    let (outcome, impaired) = run_udp(Some(Impairment {
+        drop: 0.03,
+        duplicate: 0.03,
+        reorder: 0.05,
+        spare_first: 0,
+        seed: 28181,
+    }));
+    let impaired = impaired.expect("relay stats");
+    assert!(
+        impaired.dropped > 0 && impaired.duplicated > 0 && impaired.reordered > 0,
+        "{impaired:?}"
     );
     assert!(
         outcome.errors.is_empty(),
@@ -180,7 +206,7 @@ fn udp_with_loss_duplication_and_reordering_recovers() {
             .unwrap_or(0);
     assert!(
         lost > 0,
-        "netsim induced loss (depay stats {})",
+        "the receiver saw the loss (relay {impaired:?}, depay stats {})",
         outcome.depay_stats
     );
     assert!(
@@ -205,7 +231,11 @@ fn udp_with_loss_duplication_and_reordering_recovers() {
         .expect("some PTS");
     let span = last - first;
     assert!(
-        span >= gst::ClockTime::from_mseconds(u64::from(FRAMES - 2 * GOP) * 1000 / u64::from(FPS)),
+        // First to last frame of the stream: FRAMES - 1 intervals; at most the first and
+        // the last GOP lost.
+        span >= gst::ClockTime::from_mseconds(
+            u64::from(FRAMES - 1 - 2 * GOP) * 1000 / u64::from(FPS)
+        ),
         "frames arrive until near the end of the stream (span {span})"
     );
     assert!(outcome.audio_buffers > 0, "audio arrives");

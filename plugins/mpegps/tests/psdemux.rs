@@ -4,16 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gst::prelude::*;
 
 fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstmpegps::plugin_register_static().unwrap();
+    gst_ipcam_testutil::init_with(|| {
+        gstmpegps::plugin_register_static().expect("register mpegps");
     });
 }
 

@@ -1,14 +1,10 @@
 //! psmux element tests with gst_check::Harness: one buffer per access unit, headers,
 //! flags, timestamps, ordering across pads, zero copy and statistics.
 
-use std::sync::Once;
-
 use gst::prelude::*;
 
 fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
+    gst_ipcam_testutil::init_with(|| {
         gstmpegps::plugin_register_static().expect("register mpegps");
     });
 }

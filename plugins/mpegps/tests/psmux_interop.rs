@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -12,9 +11,7 @@ use gst::prelude::*;
 const FRAMES: usize = 50;
 
 fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
+    gst_ipcam_testutil::init_with(|| {
         gstmpegps::plugin_register_static().expect("register mpegps");
     });
 }

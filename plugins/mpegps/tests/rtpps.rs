@@ -1,7 +1,5 @@
 //! Element tests of rtppspay and rtppsdepay with gst_check::Harness.
 
-use std::sync::Once;
-
 use gst::prelude::*;
 use gst_check::Harness;
 
@@ -11,9 +9,7 @@ const HIKVISION_PS: &[u8] =
     include_bytes!("../../../../shared/testdata/ps/hikvision-g711a-first-ps-bytes.bin");
 
 fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
+    gst_ipcam_testutil::init_with(|| {
         gstmpegps::plugin_register_static().expect("register mpegps");
     });
 }
@@ -27,12 +23,7 @@ fn ps_frame(n: usize, len: usize) -> Vec<u8> {
 }
 
 fn rtp_packet(seq: u16, ts: u32, marker: bool, pt: u8, payload: &[u8]) -> Vec<u8> {
-    let mut p = vec![0x80, pt | if marker { 0x80 } else { 0 }];
-    p.extend(seq.to_be_bytes());
-    p.extend(ts.to_be_bytes());
-    p.extend(0x1122_3344u32.to_be_bytes());
-    p.extend(payload);
-    p
+    gst_ipcam_testutil::rtp_packet(pt, marker, seq, ts, 0x1122_3344, payload)
 }
 
 /// RTP packets of `frames`, split at `capacity` payload bytes, frames 3600 ticks apart.

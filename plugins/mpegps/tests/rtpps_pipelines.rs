@@ -1,121 +1,24 @@
 //! Real pipelines: stock x264enc + mpegpsmux as the PS source, rtppspay over UDP and over TCP
 //! (RFC 4571 with stock rtpstreampay/rtpstreamdepay), rtppsdepay into stock mpegpsdemux,
 //! h264parse and avdec_h264; ffprobe reads the depayloaded PS as an independent check.
-//! Network on 127.0.0.1 only, every wait bounded.
+//! Network on 127.0.0.1 only, ports bound to 0 and read back, every wait bounded and on an
+//! event or a count; loss and reordering from a seeded relay (the same on every run).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use gst::prelude::*;
+use gst_ipcam_testutil::{
+    Impairment, UdpRelay, assert_no_error, by_name, collect_bytes, count_buffers, expect_eos,
+    init_with, launch, pcap_udp, udpsrc_port, wait_until,
+};
 
 fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstmpegps::plugin_register_static().expect("register mpegps");
-    });
+    init_with(|| gstmpegps::plugin_register_static().expect("register mpegps"));
 }
 
 const RTP_CAPS: &str = "application/x-rtp, media=(string)video, clock-rate=(int)90000, encoding-name=(string)MP2P, payload=(int)96";
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("bind a free port")
-        .port()
-}
-
-fn launch(desc: &str) -> gst::Pipeline {
-    gst::parse::launch(desc)
-        .unwrap_or_else(|e| panic!("{desc}: {e}"))
-        .downcast::<gst::Pipeline>()
-        .expect("a pipeline")
-}
-
-fn by_name(pipeline: &gst::Pipeline, name: &str) -> gst::Element {
-    pipeline
-        .by_name(name)
-        .unwrap_or_else(|| panic!("no {name}"))
-}
-
-/// Counts buffers through an element's pad.
-fn count_buffers(element: &gst::Element, pad: &str) -> Arc<AtomicUsize> {
-    let count = Arc::new(AtomicUsize::new(0));
-    let counter = count.clone();
-    element
-        .static_pad(pad)
-        .expect("pad")
-        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            counter.fetch_add(1, Ordering::SeqCst);
-            gst::PadProbeReturn::Ok
-        });
-    count
-}
-
-/// Collects the bytes of every buffer through an element's pad.
-fn collect_bytes(element: &gst::Element, pad: &str) -> Arc<Mutex<Vec<u8>>> {
-    let bytes = Arc::new(Mutex::new(Vec::new()));
-    let sink = bytes.clone();
-    element
-        .static_pad(pad)
-        .expect("pad")
-        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(buffer) = info.buffer()
-                && let Ok(map) = buffer.map_readable()
-            {
-                sink.lock().unwrap().extend_from_slice(&map);
-            }
-            gst::PadProbeReturn::Ok
-        });
-    bytes
-}
-
-/// Waits for EOS; panics on an error message or after `timeout`.
-fn wait_eos(pipeline: &gst::Pipeline, timeout: Duration) {
-    let bus = pipeline.bus().unwrap();
-    let msg = bus
-        .timed_pop_filtered(
-            gst::ClockTime::from_nseconds(timeout.as_nanos() as u64),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("EOS before the timeout");
-    if let gst::MessageView::Error(err) = msg.view() {
-        panic!(
-            "{:?}: {} ({:?})",
-            err.src().map(|s| s.path_string()),
-            err.error(),
-            err.debug()
-        );
-    }
-}
-
-/// Panics if the pipeline posted an error.
-fn assert_no_error(pipeline: &gst::Pipeline) {
-    let bus = pipeline.bus().unwrap();
-    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
-        if let gst::MessageView::Error(err) = msg.view() {
-            panic!(
-                "{:?}: {} ({:?})",
-                err.src().map(|s| s.path_string()),
-                err.error(),
-                err.debug()
-            );
-        }
-    }
-}
-
-/// Polls `cond` every 20 ms until it holds or `timeout` passes.
-fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
-}
 
 fn h264_ps_source(frames: u32, live: bool) -> String {
     format!(
@@ -176,7 +79,7 @@ fn tcp_round_trip(source: &str, video_frames: usize) -> Vec<(String, usize)> {
     let decoded = count_buffers(&by_name(&receiver, "sink"), "sink");
     receiver.set_state(gst::State::Playing).unwrap();
     let src = by_name(&receiver, "src");
-    assert!(wait_for(Duration::from_secs(5), || src
+    assert!(wait_until(Duration::from_secs(5), || src
         .property::<i32>("current-port")
         > 0));
     let port = src.property::<i32>("current-port");
@@ -186,9 +89,9 @@ fn tcp_round_trip(source: &str, video_frames: usize) -> Vec<(String, usize)> {
     ));
     let sent = collect_bytes(&by_name(&sender, "pay"), "sink");
     sender.set_state(gst::State::Playing).unwrap();
-    wait_eos(&sender, Duration::from_secs(20));
+    expect_eos(&sender, Duration::from_secs(20));
     sender.set_state(gst::State::Null).unwrap();
-    wait_eos(&receiver, Duration::from_secs(20));
+    expect_eos(&receiver, Duration::from_secs(20));
     receiver.set_state(gst::State::Null).unwrap();
 
     let sent = sent.lock().unwrap().clone();
@@ -238,29 +141,64 @@ fn tcp_rfc4571_round_trip_with_audio() {
     );
 }
 
+/// Sends the sender's RTP to the receiver's `udpsrc name=udpsrc port=0` (through `relay`'s
+/// impairment if given) until EOS, waits until the receiver got every datagram sent, then
+/// drains it with EOS. `sender` ends in `udpsink name=out` and has `rtppspay name=pay`.
+fn udp_run(sender: &str, receiver: &gst::Pipeline, impairment: Option<Impairment>) -> usize {
+    let udpsrc = by_name(receiver, "udpsrc");
+    let port = udpsrc_port(&udpsrc);
+    let received = count_buffers(&udpsrc, "src");
+    let relay = impairment.map(|i| UdpRelay::start(port, i));
+    let to = relay.as_ref().map_or(port, UdpRelay::port);
+    let sender = launch(&format!(
+        "{sender} ! udpsink host=127.0.0.1 port={to} sync=false"
+    ));
+    let sent = count_buffers(&by_name(&sender, "pay"), "src");
+    sender.set_state(gst::State::Playing).unwrap();
+    expect_eos(&sender, Duration::from_secs(20));
+    sender.set_state(gst::State::Null).unwrap();
+    let (expected, dropped) = match relay {
+        Some(relay) => {
+            let stats = relay.finish();
+            assert!(
+                stats.dropped > 0 && stats.reordered > 0,
+                "the relay impaired nothing: {stats:?}"
+            );
+            (stats.forwarded, stats.dropped)
+        }
+        None => (sent.load(Ordering::SeqCst), 0),
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || received.load(Ordering::SeqCst)
+            >= expected),
+        "received {} of {expected} datagrams",
+        received.load(Ordering::SeqCst)
+    );
+    // EOS after the last datagram: the jitterbuffer and the demuxer drain.
+    receiver.send_event(gst::event::Eos::new());
+    expect_eos(receiver, Duration::from_secs(10));
+    dropped
+}
+
 #[test]
 fn udp_with_jitterbuffer_decodes_frames() {
     init();
     const FRAMES: usize = 30;
-    let port = free_udp_port();
     let receiver = launch(&format!(
-        "udpsrc address=127.0.0.1 port={port} caps=\"{RTP_CAPS}\" \
+        "udpsrc name=udpsrc address=127.0.0.1 port=0 caps=\"{RTP_CAPS}\" \
          ! rtpjitterbuffer latency=100 ! rtppsdepay name=depay ! mpegpsdemux ! h264parse \
          ! avdec_h264 ! fakesink name=sink sync=false"
     ));
     let decoded = count_buffers(&by_name(&receiver, "sink"), "sink");
     receiver.set_state(gst::State::Playing).unwrap();
-    let sender = launch(&format!(
-        "{} ! rtppspay ! udpsink host=127.0.0.1 port={port} sync=false",
-        h264_ps_source(FRAMES as u32, true)
-    ));
-    sender.set_state(gst::State::Playing).unwrap();
-    wait_eos(&sender, Duration::from_secs(20));
-    sender.set_state(gst::State::Null).unwrap();
-    // Over UDP no EOS arrives: wait for the frames, bounded. mpegpsdemux may hold the last.
-    wait_for(Duration::from_secs(3), || {
-        decoded.load(Ordering::SeqCst) >= FRAMES - 1
-    });
+    udp_run(
+        &format!(
+            "{} ! rtppspay name=pay",
+            h264_ps_source(FRAMES as u32, true)
+        ),
+        &receiver,
+        None,
+    );
     assert_no_error(&receiver);
     receiver.set_state(gst::State::Null).unwrap();
     let n = decoded.load(Ordering::SeqCst);
@@ -271,48 +209,38 @@ fn udp_with_jitterbuffer_decodes_frames() {
     );
 }
 
-/// Loss and reordering from stock `netsim`, switched on once the receiver has set up its
-/// streams (mpegpsdemux cannot recover from a lost first PSM): the receiver keeps going,
-/// drops what is broken and keeps producing frames.
+/// Seeded loss and reordering after the first 40 packets (mpegpsdemux cannot recover from a
+/// lost first PSM): the receiver keeps going, drops what is broken and keeps producing frames.
 fn udp_with_loss(jitterbuffer: bool) {
     init();
     const FRAMES: usize = 60;
-    let port = free_udp_port();
     let jb = if jitterbuffer {
         "rtpjitterbuffer latency=60 ! "
     } else {
         ""
     };
     let receiver = launch(&format!(
-        "udpsrc address=127.0.0.1 port={port} caps=\"{RTP_CAPS}\" \
+        "udpsrc name=udpsrc address=127.0.0.1 port=0 caps=\"{RTP_CAPS}\" \
          ! {jb}rtppsdepay name=depay ! mpegpsdemux ! h264parse ! fakesink name=sink sync=false"
     ));
     let depay = by_name(&receiver, "depay");
     let pushed = count_buffers(&depay, "src");
     let parsed = count_buffers(&by_name(&receiver, "sink"), "sink");
     receiver.set_state(gst::State::Playing).unwrap();
-
-    let sender = launch(&format!(
-        "{} ! rtppspay mtu=500 ! netsim name=net ! udpsink host=127.0.0.1 port={port} sync=false",
-        h264_ps_source(FRAMES as u32, true)
-    ));
-    sender.set_state(gst::State::Playing).unwrap();
-    assert!(
-        wait_for(Duration::from_secs(10), || parsed.load(Ordering::SeqCst)
-            >= 3),
-        "no frames before the losses"
+    let dropped_by_relay = udp_run(
+        &format!(
+            "{} ! rtppspay name=pay mtu=500",
+            h264_ps_source(FRAMES as u32, true)
+        ),
+        &receiver,
+        Some(Impairment {
+            drop: 0.03,
+            duplicate: 0.0,
+            reorder: 0.03,
+            spare_first: 40,
+            seed: if jitterbuffer { 2 } else { 1 },
+        }),
     );
-    let net = by_name(&sender, "net");
-    net.set_property("drop-probability", 0.03f32);
-    net.set_property("delay-probability", 0.03f32);
-    net.set_property("min-delay", 1i32);
-    net.set_property("max-delay", 15i32);
-    let pushed_before = pushed.load(Ordering::SeqCst);
-    let parsed_before = parsed.load(Ordering::SeqCst);
-
-    wait_eos(&sender, Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(300));
-    sender.set_state(gst::State::Null).unwrap();
     assert_no_error(&receiver);
     receiver.set_state(gst::State::Null).unwrap();
 
@@ -320,21 +248,15 @@ fn udp_with_loss(jitterbuffer: bool) {
     let lost =
         stats.get::<u64>("packets-lost").unwrap() + stats.get::<u64>("packets-late").unwrap();
     let dropped = stats.get::<u64>("frames-dropped").unwrap();
-    let pushed_after = pushed.load(Ordering::SeqCst) - pushed_before;
-    let parsed_after = parsed.load(Ordering::SeqCst) - parsed_before;
+    let pushed = pushed.load(Ordering::SeqCst);
+    let parsed = parsed.load(Ordering::SeqCst);
     eprintln!(
-        "jitterbuffer {jitterbuffer}: {stats}; after losses: {pushed_after} PS frames, {parsed_after} H.264 AUs"
+        "jitterbuffer {jitterbuffer}: relay dropped {dropped_by_relay}; {stats}; {pushed} PS frames, {parsed} H.264 AUs"
     );
-    assert!(lost > 0 && dropped > 0, "no losses induced: {stats}");
-    // Most of the remaining ~55 frames (about 3 packets each) survive 6% disruption.
-    assert!(
-        pushed_after >= 20,
-        "only {pushed_after} frames after the losses"
-    );
-    assert!(
-        parsed_after >= 20,
-        "only {parsed_after} H.264 frames after the losses"
-    );
+    assert!(lost > 0 && dropped > 0, "losses not seen: {stats}");
+    // Most of the 60 frames (about 3 packets each) survive 6% disruption.
+    assert!(pushed >= 30, "only {pushed} of {FRAMES} frames");
+    assert!(parsed >= 30, "only {parsed} of {FRAMES} H.264 frames");
 }
 
 #[test]
@@ -345,45 +267,6 @@ fn udp_loss_and_reordering_without_jitterbuffer() {
 #[test]
 fn udp_loss_and_reordering_with_jitterbuffer() {
     udp_with_loss(true);
-}
-
-/// Wraps RTP packets into a pcap file (raw IPv4 link type) of UDP datagrams
-/// 127.0.0.1:40000 -> 127.0.0.1:port, 10 ms apart.
-fn write_pcap(path: &std::path::Path, port: u16, packets: &[Vec<u8>]) {
-    let mut out = Vec::new();
-    out.extend(0xA1B2_C3D4u32.to_le_bytes());
-    out.extend(2u16.to_le_bytes());
-    out.extend(4u16.to_le_bytes());
-    out.extend(0i32.to_le_bytes());
-    out.extend(0u32.to_le_bytes());
-    out.extend(65535u32.to_le_bytes());
-    out.extend(101u32.to_le_bytes()); // LINKTYPE_RAW
-    for (i, rtp) in packets.iter().enumerate() {
-        let udp_len = 8 + rtp.len();
-        let ip_len = 20 + udp_len;
-        let usec = i as u64 * 10_000;
-        out.extend(((usec / 1_000_000) as u32).to_le_bytes());
-        out.extend(((usec % 1_000_000) as u32).to_le_bytes());
-        out.extend((ip_len as u32).to_le_bytes());
-        out.extend((ip_len as u32).to_le_bytes());
-        let mut ip = vec![0x45, 0];
-        ip.extend((ip_len as u16).to_be_bytes());
-        ip.extend([0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
-        let sum = ip
-            .chunks(2)
-            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-            .sum::<u32>();
-        let sum = (sum & 0xFFFF) + (sum >> 16);
-        let checksum = !(((sum & 0xFFFF) + (sum >> 16)) as u16);
-        ip[10..12].copy_from_slice(&checksum.to_be_bytes());
-        out.extend(ip);
-        out.extend(40000u16.to_be_bytes());
-        out.extend(port.to_be_bytes());
-        out.extend((udp_len as u16).to_be_bytes());
-        out.extend(0u16.to_be_bytes());
-        out.extend(rtp);
-    }
-    std::fs::write(path, out).unwrap();
 }
 
 /// Wireshark's RTP dissector, an independent parser, reads the payloader's packets: PT 96,
@@ -419,7 +302,7 @@ fn pay_output_parses_in_tshark() {
             },
         );
     pipeline.set_state(gst::State::Playing).unwrap();
-    wait_eos(&pipeline, Duration::from_secs(20));
+    expect_eos(&pipeline, Duration::from_secs(20));
     pipeline.set_state(gst::State::Null).unwrap();
     let packets = packets.lock().unwrap().clone();
     let frames = frames.load(Ordering::SeqCst);
@@ -427,7 +310,14 @@ fn pay_output_parses_in_tshark() {
     assert!(packets.iter().all(|p| p.len() <= MTU));
 
     let path = std::env::temp_dir().join(format!("rtpps-tshark-{}.pcap", std::process::id()));
-    write_pcap(&path, 15060, &packets);
+    let pcap = pcap_udp(
+        15060,
+        packets
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as u64 * 10_000, p.as_slice())),
+    );
+    std::fs::write(&path, pcap).unwrap();
     let out = std::process::Command::new("tshark")
         .args(["-r"])
         .arg(&path)
@@ -510,7 +400,7 @@ fn pay_timestamps_follow_decode_order_with_b_frames() {
         None
     });
     pipeline.set_state(gst::State::Playing).unwrap();
-    wait_eos(&pipeline, Duration::from_secs(60));
+    expect_eos(&pipeline, Duration::from_secs(60));
     pipeline.set_state(gst::State::Null).unwrap();
     let stamps = stamps.lock().unwrap();
     assert_eq!(stamps.len(), 150, "one marker per frame");

@@ -1,8 +1,6 @@
 //! Element tests: pass-through, stats structure, bus messages and the RTCP path (crafted
 //! with rtcp-types builders and from a real rtpsession).
 
-use std::sync::Once;
-
 use gst::prelude::*;
 use gst_check::Harness;
 use gst_net::gio;
@@ -12,10 +10,8 @@ use rtcp_types::{
 };
 
 fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstrtcpstats::plugin_register_static().unwrap();
+    gst_ipcam_testutil::init_with(|| {
+        gstrtcpstats::plugin_register_static().expect("register rtcpstats");
     });
 }
 
@@ -451,12 +447,10 @@ fn live_stream_stall_times_out() {
     pipeline.set_state(gst::State::Playing).unwrap();
     let start = std::time::Instant::now();
     for i in 0..10u16 {
-        let mut p = vec![0x80, 8];
-        p.extend_from_slice(&i.to_be_bytes());
-        p.extend_from_slice(&(i as u32 * 160).to_be_bytes());
-        p.extend_from_slice(&0x77u32.to_be_bytes());
-        p.resize(12 + 160, 0xD5);
+        let p = gst_ipcam_testutil::rtp_packet(8, false, i, i as u32 * 160, 0x77, &[0xD5; 160]);
         appsrc.push_buffer(gst::Buffer::from_slice(p)).unwrap();
+        // Pacing a live stream (20 ms packets, as a camera sends them), not synchronisation:
+        // the timeout under test is measured in real time from the last packet.
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let stalled_at = std::time::Instant::now();

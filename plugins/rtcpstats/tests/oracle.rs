@@ -4,7 +4,6 @@
 //! computation over the (arrival, timestamp) pairs.
 
 use std::process::Command;
-use std::sync::Once;
 
 use gst::prelude::*;
 use gstrtcpstats::stats::Session;
@@ -14,10 +13,8 @@ const PORT: u16 = 5004;
 const CLOCK_RATE: u64 = 90_000;
 
 fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstrtcpstats::plugin_register_static().unwrap();
+    gst_ipcam_testutil::init_with(|| {
+        gstrtcpstats::plugin_register_static().expect("register rtcpstats");
     });
 }
 
@@ -56,12 +53,10 @@ const TS0: u32 = u32::MAX - 200_000; // wraps too
 fn rtp_packet(index: u64, payload_len: usize) -> Vec<u8> {
     let seq = SEQ0.wrapping_add(index as u16);
     let ts = TS0.wrapping_add((index * 3000) as u32);
-    let mut p = vec![0x80, 96];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&ts.to_be_bytes());
-    p.extend_from_slice(&SSRC.to_be_bytes());
-    p.extend((0..payload_len).map(|i| (i as u8).wrapping_mul(31)));
-    p
+    let payload: Vec<u8> = (0..payload_len)
+        .map(|i| (i as u8).wrapping_mul(31))
+        .collect();
+    gst_ipcam_testutil::rtp_packet(96, false, seq, ts, SSRC, &payload)
 }
 
 fn make_stream(seed: u64, n: u64) -> Stream {
@@ -112,52 +107,15 @@ fn make_stream(seed: u64, n: u64) -> Stream {
     }
 }
 
-fn ipv4_checksum(h: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in h.chunks(2) {
-        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
-    }
-    while sum > 0xFFFF {
-        sum = (sum & 0xFFFF) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// Classic pcap (microsecond), Ethernet / IPv4 / UDP on 127.0.0.1.
+/// Classic pcap of the stream's datagrams at their arrival times.
 fn write_pcap(stream: &Stream) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&0i32.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&65535u32.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes()); // LINKTYPE_ETHERNET
-    const BASE_S: u64 = 1_700_000_000;
-    for (id, p) in stream.packets.iter().enumerate() {
-        let mut frame = Vec::new();
-        frame.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x00]);
-        let udp_len = 8 + p.data.len();
-        let mut ip = vec![0x45, 0];
-        ip.extend_from_slice(&((20 + udp_len) as u16).to_be_bytes());
-        ip.extend_from_slice(&(id as u16).to_be_bytes());
-        ip.extend_from_slice(&[0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
-        let csum = ipv4_checksum(&ip);
-        ip[10..12].copy_from_slice(&csum.to_be_bytes());
-        frame.extend_from_slice(&ip);
-        frame.extend_from_slice(&40000u16.to_be_bytes());
-        frame.extend_from_slice(&PORT.to_be_bytes());
-        frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
-        frame.extend_from_slice(&0u16.to_be_bytes());
-        frame.extend_from_slice(&p.data);
-        let ts_s = BASE_S + p.arrival_us / 1_000_000;
-        out.extend_from_slice(&(ts_s as u32).to_le_bytes());
-        out.extend_from_slice(&((p.arrival_us % 1_000_000) as u32).to_le_bytes());
-        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        out.extend_from_slice(&frame);
-    }
-    out
+    gst_ipcam_testutil::pcap_udp(
+        PORT,
+        stream
+            .packets
+            .iter()
+            .map(|p| (p.arrival_us, p.data.as_slice())),
+    )
 }
 
 struct TsharkRow {

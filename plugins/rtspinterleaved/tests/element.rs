@@ -3,16 +3,15 @@
 //! bus messages and statistics.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
+use gst_ipcam_testutil::wait_until;
 
 fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstrtspinterleaved::plugin_register_static().unwrap();
+    gst_ipcam_testutil::init_with(|| {
+        gstrtspinterleaved::plugin_register_static().expect("register rtspinterleaved");
     });
 }
 
@@ -203,7 +202,8 @@ fn static_payload_type_without_any_caps() {
 #[test]
 fn upstream_times_and_zero_copy() {
     init();
-    // Two input buffers with arrival times; the second frame is split across them.
+    // Two input buffers with times of their own (kept); the second frame is split across
+    // them.
     let f1 = frame(0, &rtp(96, 1, 0, 200));
     let f2 = frame(0, &rtp(96, 2, 9000, 300));
     let f3 = frame(
@@ -302,25 +302,172 @@ fn rtsp_messages_and_stats() {
     );
 }
 
+/// appsrc (bytes) ! rtspinterleavedparse mode=upstream ! appsink on a test clock, PLAYING.
+struct ClockedPipeline {
+    pipeline: gst::Pipeline,
+    src: gst_app::AppSrc,
+    parse: gst::Element,
+    clock: gst_check::TestClock,
+    out: Arc<Mutex<Vec<gst::Buffer>>>,
+}
+
+impl ClockedPipeline {
+    fn new() -> Self {
+        init();
+        let clock = gst_check::TestClock::new();
+        clock.set_time(gst::ClockTime::from_seconds(100));
+        let pipeline = gst::Pipeline::new();
+        pipeline.use_clock(Some(&clock));
+        let src = gst_app::AppSrc::builder()
+            .format(gst::Format::Bytes)
+            .build();
+        let parse = gst::ElementFactory::make("rtspinterleavedparse")
+            .property_from_str("mode", "upstream")
+            .build()
+            .unwrap();
+        let sink = gst_app::AppSink::builder()
+            .sync(false)
+            .async_(false)
+            .build();
+        pipeline
+            .add_many([src.upcast_ref(), &parse, sink.upcast_ref()])
+            .unwrap();
+        src.link(&parse).unwrap();
+        let sinkpad = sink.static_pad("sink").unwrap();
+        parse.connect_pad_added(move |_, pad| {
+            pad.link(&sinkpad).unwrap();
+        });
+        let out: Arc<Mutex<Vec<gst::Buffer>>> = Default::default();
+        let out2 = out.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    out2.lock().unwrap().push(sample.buffer_owned().unwrap());
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let (res, state, _) = pipeline.state(gst::ClockTime::from_seconds(10));
+        res.unwrap();
+        assert_eq!(state, gst::State::Playing);
+        ClockedPipeline {
+            pipeline,
+            src,
+            parse,
+            clock,
+            out,
+        }
+    }
+
+    /// Sets the running time to `running` and pushes one frame per time in `times`,
+    /// returning once all of them are out.
+    fn push_at(&self, running: gst::ClockTime, times: &[Option<gst::ClockTime>]) {
+        self.clock
+            .set_time(self.pipeline.base_time().unwrap() + running);
+        let expected = self.out.lock().unwrap().len() + times.len();
+        for (i, t) in times.iter().enumerate() {
+            let seq = expected as u16 + i as u16;
+            let mut b = gst::Buffer::from_mut_slice(frame(0, &rtp(96, seq, 0, 10)));
+            b.get_mut().unwrap().set_pts(*t);
+            self.src.push_buffer(b).unwrap();
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                self.out.lock().unwrap().len() >= expected
+            }),
+            "timed out"
+        );
+    }
+
+    fn times(&self) -> Vec<Option<gst::ClockTime>> {
+        self.out.lock().unwrap().iter().map(|b| b.pts()).collect()
+    }
+}
+
+impl Drop for ClockedPipeline {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// What a non-live byte source with do-timestamp (tcpclientsrc) stamps on data read while the
+/// pipeline starts (no time before it has a clock, the clock's absolute time before the base
+/// time is set) and a time stamped earlier than its predecessor's all come out as arrival
+/// times: present, never later than now, never backwards.
 #[test]
-fn live_tcp_input_keeps_arrival_times() {
-    init();
+fn upstream_times_are_complete_monotonic_and_not_ahead() {
+    let ms = gst::ClockTime::from_mseconds;
+    let p = ClockedPipeline::new();
+    let absolute_clock_time = p.pipeline.base_time().unwrap() + ms(1000);
+    p.push_at(
+        ms(1000),
+        &[
+            Some(ms(500)),
+            None,
+            Some(absolute_clock_time),
+            Some(ms(400)),
+            Some(ms(800)),
+        ],
+    );
+    p.push_at(ms(2000), &[Some(ms(1500)), None]);
+    assert_eq!(
+        p.times(),
+        [500, 1000, 1000, 1000, 1000, 1500, 2000]
+            .map(|t| Some(ms(t)))
+            .to_vec()
+    );
+    let stats = p.parse.property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("timestamp-corrections").unwrap(), 5);
+}
+
+/// A server for the live tests: sends `bursts` of 5 frames (RTP times 10 s apart, so RTP time
+/// can't pass for arrival time), the first at once if `first_at_once`, every other one on a
+/// message of `go` (the previous burst is out) and 30 ms later (pacing the data, not
+/// waiting for the pipeline): a burst is stamped at least 30 ms after the previous one.
+fn burst_server(
+    bursts: u16,
+    first_at_once: bool,
+) -> (
+    u16,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
     use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    // A server sending 20 frames in 4 bursts, 30 ms apart.
+    let (go, go_rx) = std::sync::mpsc::channel::<()>();
     let server = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
-        for burst in 0..4u16 {
+        for burst in 0..bursts {
+            if burst > 0 || !first_at_once {
+                go_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            }
+            if burst > 0 {
+                // After `go`: every byte of the previous burst was stamped before now.
+                std::thread::sleep(Duration::from_millis(30));
+            }
             let mut data = Vec::new();
             for i in 0..5 {
                 let seq = burst * 5 + i;
-                data.extend(frame(0, &rtp(96, seq, seq as u32 * 3000, 700)));
+                data.extend(frame(0, &rtp(96, seq, seq as u32 * 900_000, 700)));
             }
             s.write_all(&data).unwrap();
-            std::thread::sleep(Duration::from_millis(30));
         }
     });
+    (port, go, server)
+}
+
+/// tcpclientsrc do-timestamp=true ! rtspinterleavedparse mode=upstream ! appsink; pulls
+/// `count` buffers, sending `go` after each 5 (a burst is out: the server may send the next).
+fn pull_live_times(
+    port: u16,
+    count: usize,
+    go: &std::sync::mpsc::Sender<()>,
+    go_when_playing: bool,
+) -> (Vec<Option<gst::ClockTime>>, gst::ClockTime) {
+    init();
     let pipeline = gst::parse::launch(&format!(
         "tcpclientsrc host=127.0.0.1 port={port} do-timestamp=true \
          ! rtspinterleavedparse mode=upstream name=p p.rtp_0 ! appsink name=sink sync=false async=false"
@@ -334,25 +481,54 @@ fn live_tcp_input_keeps_arrival_times() {
         .downcast::<gst_app::AppSink>()
         .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
+    if go_when_playing {
+        let (res, state, _) = pipeline.state(gst::ClockTime::from_seconds(10));
+        res.unwrap();
+        assert_eq!(state, gst::State::Playing);
+        go.send(()).unwrap();
+    }
     let mut pts = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pts.len() < 20 && Instant::now() < deadline {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pts.len() < count && Instant::now() < deadline {
         if let Some(s) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
             let b = s.buffer().unwrap();
             assert_eq!(b.size(), 12 + 700);
             pts.push(b.pts());
+            if pts.len() % 5 == 0 {
+                let _ = go.send(());
+            }
         }
     }
+    let now = pipeline.current_running_time().unwrap();
     pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(pts.len(), count);
+    (pts, now)
+}
+
+#[test]
+fn live_tcp_input_keeps_arrival_times() {
+    let (port, go, server) = burst_server(4, false);
+    let (pts, _) = pull_live_times(port, 20, &go, true);
     server.join().unwrap();
-    assert_eq!(pts.len(), 20);
     let pts: Vec<_> = pts.into_iter().map(|p| p.expect("arrival time")).collect();
-    assert!(pts.windows(2).all(|w| w[0] <= w[1]));
-    // Arrival times, not RTP times (which would be 33 ms apart per frame): the last burst
-    // came about 90 ms after the first.
+    assert!(pts.windows(2).all(|w| w[0] <= w[1]), "{pts:?}");
+    // Arrival times, not RTP times (190 s from first to last): the last burst left at least
+    // 90 ms after the first.
     let spread = pts[19] - pts[0];
     assert!(
-        spread >= gst::ClockTime::from_mseconds(60) && spread < gst::ClockTime::from_mseconds(600),
+        spread >= gst::ClockTime::from_mseconds(90) && spread < gst::ClockTime::from_seconds(30),
         "spread {spread}"
     );
+}
+
+/// Data already there while the pipeline starts: the times tcpclientsrc stamps then (none,
+/// or the clock's absolute time) must not reach the output (they did about 1 run in 15).
+#[test]
+fn live_tcp_input_before_playing_gets_monotonic_times() {
+    let (port, go, server) = burst_server(2, true);
+    let (pts, now) = pull_live_times(port, 10, &go, false);
+    server.join().unwrap();
+    let pts: Vec<_> = pts.into_iter().map(|p| p.expect("arrival time")).collect();
+    assert!(pts.windows(2).all(|w| w[0] <= w[1]), "{pts:?}");
+    assert!(pts[9] <= now, "{pts:?} later than the running time {now}");
 }

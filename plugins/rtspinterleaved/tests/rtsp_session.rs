@@ -8,20 +8,19 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::glib;
 use gst::prelude::*;
+use gst_ipcam_testutil::wait_until;
 use gst_rtsp_server::prelude::*;
 
 const FRAMES: u32 = 45;
 
 fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstrtspinterleaved::plugin_register_static().unwrap();
+    gst_ipcam_testutil::init_with(|| {
+        gstrtspinterleaved::plugin_register_static().expect("register rtspinterleaved");
     });
 }
 
@@ -167,17 +166,15 @@ fn record_session(server_port: u16) -> Vec<Unit> {
         .spawn()
         .expect("ffmpeg");
     listener.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let client = loop {
-        match listener.accept() {
-            Ok((s, _)) => break s,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => {
-                let _ = ffmpeg.kill();
-                panic!("ffmpeg did not connect: {e}");
-            }
-        }
-    };
+    let mut client = None;
+    if !wait_until(Duration::from_secs(10), || {
+        client = listener.accept().ok().map(|(s, _)| s);
+        client.is_some()
+    }) {
+        let _ = ffmpeg.kill();
+        panic!("ffmpeg did not connect");
+    }
+    let client = client.expect("accepted");
     client.set_nonblocking(false).unwrap();
     let server = TcpStream::connect(("127.0.0.1", server_port)).unwrap();
     let units = Arc::new(Mutex::new(Vec::new()));
@@ -188,17 +185,11 @@ fn record_session(server_port: u16) -> Vec<Unit> {
     let down = std::thread::spawn(move || pump(s2, c2, u2, true));
 
     // ffmpeg ends on the server's RTCP BYE; bound it anyway.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if ffmpeg.try_wait().unwrap().is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = ffmpeg.kill();
-            let _ = ffmpeg.wait();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if !wait_until(Duration::from_secs(30), || {
+        ffmpeg.try_wait().unwrap().is_some()
+    }) {
+        let _ = ffmpeg.kill();
+        let _ = ffmpeg.wait();
     }
     up.join().unwrap();
     down.join().unwrap();

@@ -14,7 +14,7 @@ pub use framer::{DEFAULT_MAX_TEXT_SIZE, Data, Event, Framer, MAX_FRAME_SIZE};
 pub use message::{MessageKind, RtspMessage};
 pub use sdp::{StreamCaps, parse_sdp, static_payload_caps};
 pub use session::{ChannelInfo, ChannelRole, Session};
-pub use timing::RtpClock;
+pub use timing::{ArrivalTimes, RtpClock};
 
 #[cfg(test)]
 mod tests;

@@ -9,8 +9,8 @@ use gst::subclass::prelude::*;
 
 use super::TimestampMode;
 use crate::interleaved::{
-    DEFAULT_MAX_TEXT_SIZE, Data, Demuxer, MessageKind, Output, PacketKind, RtpClock, RtspMessage,
-    StreamCaps, static_payload_caps,
+    ArrivalTimes, DEFAULT_MAX_TEXT_SIZE, Data, Demuxer, MessageKind, Output, PacketKind, RtpClock,
+    RtspMessage, StreamCaps, static_payload_caps,
 };
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -59,6 +59,8 @@ struct State {
     group_id: gst::GroupId,
     /// Highest running time output in rtp-time mode (ns); streams appearing later start here.
     max_running_time: u64,
+    /// Upstream mode: input times made complete and monotonic.
+    arrival: ArrivalTimes,
     outputs: Vec<Output>,
     warned_no_clock: bool,
 }
@@ -73,10 +75,18 @@ impl Default for State {
             use_upstream_times: None,
             group_id: gst::GroupId::next(),
             max_running_time: 0,
+            arrival: ArrivalTimes::default(),
             outputs: Vec::new(),
             warned_no_clock: false,
         }
     }
+}
+
+/// See [`RtspInterleavedParse::arrival_now`].
+#[derive(Debug, Clone, Copy)]
+struct ElementNow {
+    running: Option<u64>,
+    absolute: Option<u64>,
 }
 
 /// A pad to create, with what the core knew when its first packet arrived.
@@ -178,6 +188,7 @@ impl RtspInterleavedParse {
             .field("skipped-bytes", s.skipped_bytes)
             .field("zero-length-frames", s.zero_length_frames)
             .field("unknown-channel-frames", s.unknown_channel_frames)
+            .field("timestamp-corrections", state.arrival.corrections())
             .field("channels", gst::Array::from_values(channels))
             .build()
     }
@@ -284,6 +295,7 @@ impl RtspInterleavedParse {
         mut state: MutexGuard<'a, State>,
         input: Option<&gst::Buffer>,
         input_bytes: &[u8],
+        now: ElementNow,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         // Pads first: that needs the lock released (signal, add_pad).
         let mut new_streams: Vec<NewStream> = Vec::new();
@@ -316,7 +328,26 @@ impl RtspInterleavedParse {
         }
 
         let use_upstream = state.use_upstream_times.unwrap_or(false);
-        let input_pts = input.and_then(|b| b.pts());
+        let has_packets = state
+            .outputs
+            .iter()
+            .any(|o| matches!(o, Output::Packet { .. }));
+        let input_pts = if use_upstream && has_packets {
+            let pts = input.and_then(|b| b.pts()).map(|t| t.nseconds());
+            let out = state.arrival.next(pts, now.running, now.absolute);
+            if out != pts {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "Input time {pts:?} is no arrival time (running time {:?}, clock {:?}): using {out:?}",
+                    now.running,
+                    now.absolute
+                );
+            }
+            out.map(gst::ClockTime::from_nseconds)
+        } else {
+            None
+        };
         let mut outputs = std::mem::take(&mut state.outputs);
         let mut lists: Vec<(StreamKey, gst::Pad, Vec<gst::Buffer>)> = Vec::new();
         let mut messages = Vec::new();
@@ -449,6 +480,7 @@ impl RtspInterleavedParse {
         _pad: &gst::Pad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let now = self.arrival_now();
         let undecided = self.lock_state().use_upstream_times.is_none();
         // Decided outside the lock: the latency query goes upstream.
         let auto_upstream = undecided && self.upstream_has_times();
@@ -488,7 +520,23 @@ impl RtspInterleavedParse {
         outputs.clear();
         state.demux.push(&map, &mut outputs);
         state.outputs = outputs;
-        self.handle_outputs(state, Some(&buffer), &map)
+        self.handle_outputs(state, Some(&buffer), &map, now)
+    }
+
+    /// The element's running time (its start time while not PLAYING: 0 on a fresh pipeline)
+    /// and clock time now, to tell arrival times stamped while the pipeline starts.
+    fn arrival_now(&self) -> ElementNow {
+        let obj = self.obj();
+        let running = if obj.current_state() == gst::State::Playing {
+            // PLAYING implies the base time is set (the bin sets it before the state).
+            obj.current_running_time()
+        } else {
+            obj.start_time()
+        };
+        ElementNow {
+            running: running.map(|t| t.nseconds()),
+            absolute: obj.current_clock_time().map(|t| t.nseconds()),
+        }
     }
 
     /// Mode auto: live upstream or a time segment carry arrival times worth keeping; byte
@@ -501,6 +549,8 @@ impl RtspInterleavedParse {
     }
 
     fn drain_at_eos(&self) {
+        // Before the state lock: it takes the object lock.
+        let now = self.arrival_now();
         let mut state = self.lock_state();
         let mut outputs = std::mem::take(&mut state.outputs);
         outputs.clear();
@@ -513,7 +563,7 @@ impl RtspInterleavedParse {
                 "Dropped {dropped} bytes of a truncated item at EOS"
             );
         }
-        let _ = self.handle_outputs(state, None, &[]);
+        let _ = self.handle_outputs(state, None, &[], now);
     }
 
     fn src_pads(&self) -> Vec<gst::Pad> {
@@ -566,6 +616,7 @@ impl RtspInterleavedParse {
                     let mut outputs = Vec::new();
                     state.demux.finish(&mut outputs);
                     state.flow.reset();
+                    state.arrival.reset();
                     for s in state.streams.values_mut() {
                         s.discont = true;
                     }

@@ -13,7 +13,10 @@
 //! - Caps: the DESCRIBE SDP (matched to SETUP by control URL, else by order), else the
 //!   `request-caps` signal (return NULL for "don't know"), else the `caps` property, else
 //!   the static payload type table.
-//! - Times (`mode`): `upstream` keeps input times (the buffer in which a packet completes);
+//! - Times (`mode`): `upstream` keeps input times (the buffer in which a packet completes),
+//!   made fit for live users: a packet without time, or stamped with the clock's absolute
+//!   time (tcpclientsrc `do-timestamp` reading while the pipeline starts), gets the running
+//!   time now, and times never go backwards (counted as `timestamp-corrections`);
 //!   `rtp-time` derives running times from each stream's RTP timestamps; `auto` picks
 //!   upstream for live input or time segments. File input is framed strictly (a frame is
 //!   confirmed by the bytes after it, which tells truncated frames apart); live input is not
