@@ -114,7 +114,10 @@ fn parser_for(caps: &gst::CapsRef) -> Option<(Kind, &'static str)> {
             "h265parse config-interval=-1 ! video/x-h265,stream-format=byte-stream,alignment=au",
         ),
         "audio/x-alaw" | "audio/x-mulaw" => (Kind::Audio, "identity"),
-        "audio/mpeg" if s.get::<i32>("mpegversion").ok() != Some(1) => (Kind::Audio, "aacparse"),
+        "audio/mpeg" if s.get::<i32>("mpegversion").ok() != Some(1) => {
+            // Raw AAC with codec_data: what rtpmp4gpay and mp4mux take (mpegtsmux too).
+            (Kind::Audio, "aacparse ! audio/mpeg,stream-format=raw")
+        }
         _ => return None,
     })
 }

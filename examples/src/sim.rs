@@ -18,7 +18,8 @@ struct Frame {
 
 /// An encoded clip held in memory.
 pub struct Clip {
-    video_caps: gst::Caps,
+    video_caps: Option<gst::Caps>,
+    audio_caps: Option<gst::Caps>,
     video: Vec<Frame>,
     audio: Vec<Frame>,
     /// Loop length.
@@ -48,9 +49,29 @@ fn collect(sink: &gst_app::AppSink, out: Arc<Mutex<Vec<Frame>>>) {
 
 impl Clip {
     /// Encodes `seconds` (whole seconds, one key frame a second) of a moving test pattern and
-    /// a tone.
+    /// a G.711 A-law tone.
     pub fn encode(
         codec: &str,
+        width: u32,
+        height: u32,
+        bitrate_kbps: u32,
+        seconds: u32,
+    ) -> Result<Clip, String> {
+        Clip::encode_with(
+            Some(codec),
+            Some("alaw"),
+            width,
+            height,
+            bitrate_kbps,
+            seconds,
+        )
+    }
+
+    /// Like [`Clip::encode`] for any camera: video `h264`, `h265` or none, audio `alaw`,
+    /// `mulaw`, `aac` or none.
+    pub fn encode_with(
+        video_codec: Option<&str>,
+        audio_codec: Option<&str>,
         width: u32,
         height: u32,
         bitrate_kbps: u32,
@@ -62,41 +83,67 @@ impl Clip {
             .ok()
             .filter(|p| p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
             .unwrap_or_else(|| "ball".into());
-        let enc = match codec {
-            "h265" => format!(
+        let enc = match video_codec {
+            None => None,
+            Some("h265") => Some(format!(
                 "x265enc tune=zerolatency speed-preset=ultrafast key-int-max={FPS} bitrate={bitrate_kbps} \
                  ! h265parse config-interval=-1 ! video/x-h265,stream-format=byte-stream,alignment=au"
-            ),
-            _ => format!(
+            )),
+            Some("h264") => Some(format!(
                 "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={FPS} bitrate={bitrate_kbps} \
                  ! video/x-h264,profile=baseline ! h264parse config-interval=-1 \
                  ! video/x-h264,stream-format=byte-stream,alignment=au"
-            ),
+            )),
+            Some(other) => return Err(format!("video codec {other}: h264 or h265")),
         };
-        let desc = format!(
-            "videotestsrc num-buffers={frames} pattern={pattern} \
-             ! video/x-raw,width={width},height={height},framerate={FPS}/1 ! {enc} \
-             ! appsink name=v sync=false \
-             audiotestsrc num-buffers={frames} samplesperbuffer={spb} wave=sine freq=440 \
-             ! audio/x-raw,rate=8000,channels=1 ! alawenc ! appsink name=a sync=false",
-            spb = 8000 / FPS,
-        );
+        let aenc = match audio_codec {
+            None => None,
+            Some("alaw") => Some((8000, "alawenc")),
+            Some("mulaw") => Some((8000, "mulawenc")),
+            Some("aac") => Some((
+                16000,
+                "avenc_aac bitrate=32000 ! aacparse ! audio/mpeg,stream-format=adts",
+            )),
+            Some(other) => return Err(format!("audio codec {other}: alaw, mulaw or aac")),
+        };
+        if enc.is_none() && aenc.is_none() {
+            return Err("a camera needs video or audio".into());
+        }
+        let mut parts = Vec::new();
+        if let Some(enc) = &enc {
+            parts.push(format!(
+                "videotestsrc num-buffers={frames} pattern={pattern} \
+                 ! video/x-raw,width={width},height={height},framerate={FPS}/1 ! {enc} \
+                 ! appsink name=v sync=false"
+            ));
+        }
+        if let Some((rate, aenc)) = aenc {
+            parts.push(format!(
+                "audiotestsrc num-buffers={frames} samplesperbuffer={spb} wave=sine freq=440 \
+                 ! audio/x-raw,rate={rate},channels=1 ! {aenc} ! appsink name=a sync=false",
+                spb = rate / FPS,
+            ));
+        }
+        let desc = parts.join(" ");
         let pipeline = gst::parse::launch(&desc)
             .map_err(|e| format!("encoder pipeline: {e}"))?
             .downcast::<gst::Pipeline>()
             .map_err(|_| "not a pipeline".to_string())?;
         let video = Arc::new(Mutex::new(Vec::new()));
         let audio = Arc::new(Mutex::new(Vec::new()));
-        let vsink = pipeline
-            .by_name("v")
-            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-            .ok_or("no video appsink")?;
-        let asink = pipeline
-            .by_name("a")
-            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-            .ok_or("no audio appsink")?;
-        collect(&vsink, video.clone());
-        collect(&asink, audio.clone());
+        let sink = |name: &str| {
+            pipeline
+                .by_name(name)
+                .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        };
+        let vsink = sink("v");
+        let asink = sink("a");
+        if let Some(v) = &vsink {
+            collect(v, video.clone());
+        }
+        if let Some(a) = &asink {
+            collect(a, audio.clone());
+        }
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| format!("encoder: {e}"))?;
@@ -105,7 +152,11 @@ impl Clip {
             gst::ClockTime::from_seconds(60),
             &[gst::MessageType::Eos, gst::MessageType::Error],
         );
-        let caps = vsink.sink_pads().first().and_then(|p| p.current_caps());
+        let caps_of = |s: &Option<gst_app::AppSink>| {
+            s.as_ref()
+                .and_then(|s| s.sink_pads().first().and_then(|p| p.current_caps()))
+        };
+        let (video_caps, audio_caps) = (caps_of(&vsink), caps_of(&asink));
         let _ = pipeline.set_state(gst::State::Null);
         match msg.as_ref().map(|m| m.view()) {
             Some(gst::MessageView::Eos(_)) => {}
@@ -114,8 +165,11 @@ impl Clip {
         }
         let video = std::mem::take(&mut *video.lock().unwrap_or_else(|e| e.into_inner()));
         let audio = std::mem::take(&mut *audio.lock().unwrap_or_else(|e| e.into_inner()));
-        if video.is_empty() {
+        if enc.is_some() && (video.is_empty() || video_caps.is_none()) {
             return Err("encoder produced no video".into());
+        }
+        if asink.is_some() && (audio.is_empty() || audio_caps.is_none()) {
+            return Err("encoder produced no audio".into());
         }
         // Encoders start at an offset (x264enc: 1000 h): every stream starts at 0.
         let rebase = |mut v: Vec<Frame>| {
@@ -133,7 +187,8 @@ impl Clip {
         let audio = rebase(audio);
         let length = gst::ClockTime::SECOND * u64::from(frames) / u64::from(FPS);
         Ok(Clip {
-            video_caps: caps.ok_or("no video caps")?,
+            video_caps,
+            audio_caps,
             video,
             audio,
             length,
@@ -214,11 +269,6 @@ impl SimCamera {
                 .build()
                 .map_err(|e| format!("{f}: {e}"))
         };
-        let vsrc = gst_app::AppSrc::builder()
-            .caps(&clip.video_caps)
-            .format(gst::Format::Time)
-            .max_bytes(4 * 1024 * 1024)
-            .build();
         let mux = mk("psmux")?;
         let sink = gst::ElementFactory::make("gb28181sink")
             .property("server-ip", &s.server_ip)
@@ -230,35 +280,35 @@ impl SimCamera {
             .property("device-name", format!("Simulated camera {}", s.device_id))
             .build()
             .map_err(|e| format!("gb28181sink: {e}"))?;
-        let vq = mk("queue")?;
-        // Paced like a real camera: one frame when its time comes (the appsrc is not live and
-        // runs ahead; psmux would then send a second of frames in one burst).
-        let vsync = mk("clocksync")?;
         pipeline
-            .add_many([vsrc.upcast_ref(), &vq, &vsync, &mux, &sink])
+            .add_many([&mux, &sink])
             .map_err(|e| e.to_string())?;
-        gst::Element::link_many([vsrc.upcast_ref(), &vq, &vsync, &mux, &sink])
-            .map_err(|e| e.to_string())?;
-        feed(&vsrc, clip.video.clone(), clip.length);
-        if s.audio && !clip.audio.is_empty() {
-            let asrc = gst_app::AppSrc::builder()
-                .caps(
-                    &gst::Caps::builder("audio/x-alaw")
-                        .field("rate", 8000i32)
-                        .field("channels", 1i32)
-                        .build(),
-                )
+        mux.link(&sink).map_err(|e| e.to_string())?;
+        // Each stream paced like a real camera: one frame when its time comes (the appsrc is
+        // not live and runs ahead; psmux would then send a second of frames in one burst).
+        let streams = [
+            (clip.video_caps.as_ref(), &clip.video, 4 * 1024 * 1024),
+            (
+                clip.audio_caps.as_ref().filter(|_| s.audio),
+                &clip.audio,
+                256 * 1024,
+            ),
+        ];
+        for (caps, frames, max_bytes) in streams {
+            let Some(caps) = caps else { continue };
+            let src = gst_app::AppSrc::builder()
+                .caps(caps)
                 .format(gst::Format::Time)
-                .max_bytes(256 * 1024)
+                .max_bytes(max_bytes)
                 .build();
-            let aq = mk("queue")?;
-            let async_ = mk("clocksync")?;
+            let q = mk("queue")?;
+            let sync = mk("clocksync")?;
             pipeline
-                .add_many([asrc.upcast_ref(), &aq, &async_])
+                .add_many([src.upcast_ref(), &q, &sync])
                 .map_err(|e| e.to_string())?;
-            gst::Element::link_many([asrc.upcast_ref(), &aq, &async_, &mux])
+            gst::Element::link_many([src.upcast_ref(), &q, &sync, &mux])
                 .map_err(|e| e.to_string())?;
-            feed(&asrc, clip.audio.clone(), clip.length);
+            feed(&src, frames.clone(), clip.length);
         }
         pipeline
             .set_state(gst::State::Playing)

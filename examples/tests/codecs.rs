@@ -1,0 +1,230 @@
+//! Every camera the gateway meets, end to end: H.264, H.265 or no video, with G.711 A-law,
+//! G.711 µ-law, AAC or no audio (11 cameras, PS muxed by psmux as gb28181sink sends it),
+//! each read back by ffprobe from the gateway's RTSP (the camera's codecs passed through),
+//! HLS and MP4 outputs (video passed through, audio as AAC).
+
+use gst_ipcam_examples::auth::{Action, UserConfig, basic_value};
+use gst_ipcam_examples::config::Config;
+use gst_ipcam_examples::gateway::Gateway;
+use gst_ipcam_examples::http;
+use gst_ipcam_examples::sim::{Clip, SimCamera, SimSettings, wait_until};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const READER: (&str, &str) = ("reader", "reader-pw");
+
+/// A port free for both TCP and UDP.
+fn free_port() -> u16 {
+    for _ in 0..100 {
+        let t = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = t.local_addr().unwrap().port();
+        drop(t);
+        if UdpSocket::bind(("0.0.0.0", p)).is_ok() && TcpListener::bind(("0.0.0.0", p)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port");
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gw-codecs-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Decoded frames per codec name, by ffprobe.
+fn ffprobe(args: &[&str], url: &str) -> Vec<(String, u64)> {
+    let out = Command::new("timeout")
+        .arg("25")
+        .arg("ffprobe")
+        .args(["-v", "error"])
+        .args(args)
+        .args([
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,nb_read_frames",
+            "-of",
+            "csv=p=0",
+            url,
+        ])
+        .output()
+        .expect("ffprobe runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (c, n) = l.split_once(',')?;
+            Some((c.to_string(), n.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The codecs ffprobe decoded at least `min` frames of, sorted, once each (MPEG-TS lists its
+/// streams again under their program).
+fn decoded(v: &[(String, u64)], min: u64) -> Vec<String> {
+    let mut c: Vec<String> = v
+        .iter()
+        .filter(|(_, n)| *n >= min)
+        .map(|(c, _)| c.clone())
+        .collect();
+    c.sort();
+    c.dedup();
+    c
+}
+
+fn expect(video: Option<&str>, audio: &str) -> Vec<String> {
+    let mut c: Vec<String> = video
+        .into_iter()
+        .chain(Some(audio))
+        .map(String::from)
+        .collect();
+    c.retain(|s| !s.is_empty());
+    c.sort();
+    c
+}
+
+fn newest_mp4(dir: &Path) -> Option<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "mp4"))
+        .collect();
+    v.sort();
+    v.pop()
+}
+
+#[test]
+fn every_codec_combination_through_rtsp_hls_and_mp4() {
+    gst_ipcam_examples::gateway::init().unwrap();
+    let hls_dir = scratch("hls");
+    let rec_dir = scratch("rec");
+    let cfg = Config {
+        users: vec![
+            UserConfig::with_password(
+                READER.0,
+                READER.1,
+                &[(Action::Read, ""), (Action::Metrics, "")],
+            )
+            .unwrap(),
+        ],
+        sip_address: "127.0.0.1".into(),
+        sip_port: free_port(),
+        listen_address: "127.0.0.1".into(),
+        rtsp_port: free_port(),
+        metrics_port: free_port(),
+        hls_port: free_port(),
+        hls: true,
+        hls_dir: hls_dir.clone(),
+        record_dir: Some(rec_dir.clone()),
+        record_segment_s: 2,
+        simulate: 0,
+        summary_interval_s: 0,
+        ..Config::default()
+    };
+    let mut gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let hls = gw.hls_addr().unwrap();
+    let combos: [(Option<&str>, Option<&str>); 11] = [
+        (Some("h264"), Some("alaw")),
+        (Some("h264"), Some("mulaw")),
+        (Some("h264"), Some("aac")),
+        (Some("h264"), None),
+        (Some("h265"), Some("alaw")),
+        (Some("h265"), Some("mulaw")),
+        (Some("h265"), Some("aac")),
+        (Some("h265"), None),
+        (None, Some("alaw")),
+        (None, Some("mulaw")),
+        (None, Some("aac")),
+    ];
+    let mut failures = Vec::new();
+    for (i, (video, audio)) in combos.into_iter().enumerate() {
+        let what = format!("{video:?} + {audio:?}");
+        let id = format!("340200000013200001{i:02}");
+        let clip = Clip::encode_with(video, audio, 160, 120, 200, 2).expect("clip");
+        let cam = SimCamera::start(
+            &clip,
+            &SimSettings {
+                server_ip: "127.0.0.1".into(),
+                server_port: cfg.sip_port,
+                server_id: cfg.server_id.clone(),
+                device_id: id.clone(),
+                password: cfg.password.clone(),
+                audio: audio.is_some(),
+            },
+        )
+        .expect("camera");
+        assert!(
+            wait_until(Duration::from_secs(10), || gw.channels().contains(&id)),
+            "{what}: mounted"
+        );
+        let video_name = video.map(|v| if v == "h265" { "hevc" } else { "h264" });
+        let rtsp_audio = match audio {
+            Some("alaw") => "pcm_alaw",
+            Some("mulaw") => "pcm_mulaw",
+            Some("aac") => "aac",
+            _ => "",
+        };
+        let hls_audio = if audio.is_some() { "aac" } else { "" };
+
+        // RTSP: the camera's own codecs.
+        let url = gw.url_with_credentials(&id, READER.0, READER.1);
+        let got = decoded(
+            &ffprobe(&["-rtsp_transport", "tcp", "-read_intervals", "%+3"], &url),
+            5,
+        );
+        if got != expect(video_name, rtsp_audio) {
+            failures.push(format!("{what}: RTSP decoded {got:?}"));
+        }
+
+        // HLS: a segment with video as is and AAC.
+        let playlist = format!("/{id}/index.m3u8");
+        let auth = basic_value(READER.0, READER.1);
+        let mut segment = None;
+        wait_until(Duration::from_secs(20), || {
+            segment = http::request(None, hls, &playlist, &[("Authorization", &auth)])
+                .ok()
+                .filter(|r| r.status == 200)
+                .and_then(|r| {
+                    String::from_utf8_lossy(&r.body)
+                        .lines()
+                        .find(|l| l.ends_with(".ts"))
+                        .map(String::from)
+                });
+            segment.is_some()
+        });
+        let got = match &segment {
+            Some(seg) => decoded(
+                &ffprobe(
+                    &[],
+                    &format!("http://{}:{}@{hls}/{id}/{seg}", READER.0, READER.1),
+                ),
+                1,
+            ),
+            None => Vec::new(),
+        };
+        if got != expect(video_name, hls_audio) {
+            failures.push(format!("{what}: HLS decoded {got:?}"));
+        }
+
+        // MP4: the camera leaves (BYE, unregister), its recording is finalized and plays.
+        cam.stop();
+        assert!(
+            wait_until(Duration::from_secs(10), || !gw.channels().contains(&id)),
+            "{what}: unmounted"
+        );
+        let got = match newest_mp4(&rec_dir.join(&id)) {
+            Some(f) => decoded(&ffprobe(&[], &f.to_string_lossy()), 1),
+            None => Vec::new(),
+        };
+        if got != expect(video_name, hls_audio) {
+            failures.push(format!("{what}: MP4 decoded {got:?}"));
+        }
+    }
+    gw.stop();
+    assert!(failures.is_empty(), "{failures:#?}");
+    std::fs::remove_dir_all(&hls_dir).ok();
+    std::fs::remove_dir_all(&rec_dir).ok();
+}
