@@ -5,7 +5,7 @@
 //! `cargo run --release --example camera-sim -- --server 127.0.0.1:5060 --count 10
 //!  (IPv6: `--server [::1]:5060`)
 //!  [--server-id 34020000002000000001] [--password 12345678] [--first-id 34020000001320000001]
-//!  [--codec h264|h265] [--size 640x360] [--bitrate-kbps 1000] [--seconds N]`
+//!  [--codec h264|h265] [--size 640x360] [--bitrate-kbps 1000] [--audio true|false] [--seconds N]`
 
 use gst_ipcam_examples::config::sim_device_id;
 use gst_ipcam_examples::gateway::init;
@@ -13,52 +13,97 @@ use gst_ipcam_examples::signals;
 use gst_ipcam_examples::sim::{Clip, SimCamera, SimSettings, stop_all};
 use std::time::{Duration, Instant};
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut opt = std::collections::HashMap::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let Some(k) = a.strip_prefix("--") else {
-            eprintln!("camera-sim: unexpected {a}");
-            std::process::exit(2);
-        };
-        let (k, v) = match k.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (k.to_string(), it.next().cloned().unwrap_or_default()),
-        };
-        opt.insert(k, v);
+/// Simulated GB28181 cameras.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "camera-sim",
+    version,
+    about = "N simulated GB28181 cameras registering with a platform and streaming on INVITE"
+)]
+struct Args {
+    /// The GB28181 platform, IP:PORT (IPv6 as [ADDR]:PORT).
+    #[arg(long, default_value = "127.0.0.1:5060", value_parser = server_addr)]
+    server: (String, u16),
+    /// Number of cameras.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    count: u32,
+    /// The platform's 20-digit ID.
+    #[arg(long, default_value = "34020000002000000001", value_parser = gb_id)]
+    server_id: String,
+    /// Password the cameras register with.
+    #[arg(long, default_value = "12345678")]
+    password: String,
+    /// 20-digit ID of the first camera; the next ones advance its last 6 digits.
+    #[arg(long, default_value = "34020000001320000001", value_parser = gb_id)]
+    first_id: String,
+    /// Video codec.
+    #[arg(long, value_parser = ["h264", "h265"], default_value = "h264")]
+    codec: String,
+    /// Picture size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "640x360", value_parser = picture_size)]
+    size: (u32, u32),
+    /// Video bitrate of each camera.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(16..=100_000))]
+    bitrate_kbps: u32,
+    /// Send G.711 A-law audio with the video.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    audio: bool,
+    /// Stop after this many seconds (0: until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    seconds: u64,
+}
+
+fn gb_id(s: &str) -> Result<String, String> {
+    if gstgb28181::core::id::is_gb_id(s) {
+        Ok(s.to_string())
+    } else {
+        Err("20 decimal digits".into())
     }
-    let get = |k: &str, d: &str| opt.get(k).cloned().unwrap_or_else(|| d.to_string());
-    let server = get("server", "127.0.0.1:5060");
-    // `host:port`, IPv6 as `[addr]:port` (an unbracketed v6 literal is ambiguous).
-    let (ip, port) = server
-        .rsplit_once(':')
+}
+
+/// `host:port`, IPv6 as `[addr]:port` (an unbracketed v6 literal is ambiguous).
+fn server_addr(s: &str) -> Result<(String, u16), String> {
+    s.rsplit_once(':')
         .and_then(|(h, p)| {
             let h = match h.strip_prefix('[') {
                 Some(v6) => v6.strip_suffix(']')?,
                 None if h.contains(':') => return None,
                 None => h,
             };
-            Some((h.to_string(), p.parse::<u16>().ok()?))
+            let port = p.parse::<u16>().ok()?;
+            (!h.is_empty()).then(|| (h.to_string(), port))
         })
-        .unwrap_or_else(|| {
-            eprintln!("camera-sim: --server ip:port or [ipv6]:port");
-            std::process::exit(2)
-        });
-    let count: u32 = get("count", "1").parse().unwrap_or(1);
-    let (w, h) = get("size", "640x360")
-        .split_once('x')
-        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
-        .unwrap_or((640, 360));
-    let seconds: u64 = get("seconds", "0").parse().unwrap_or(0);
+        .ok_or_else(|| "IP:PORT or [IPV6]:PORT".into())
+}
+
+/// `WIDTHxHEIGHT`, each 16..=7680.
+fn picture_size(s: &str) -> Result<(u32, u32), String> {
+    let dim = |v: &str| v.parse::<u32>().ok().filter(|d| (16..=7680).contains(d));
+    s.split_once('x')
+        .and_then(|(w, h)| Some((dim(w)?, dim(h)?)))
+        .ok_or_else(|| "WIDTHxHEIGHT, each 16 to 7680".into())
+}
+
+fn main() {
+    let Args {
+        server: (ip, port),
+        count,
+        server_id,
+        password,
+        first_id,
+        codec,
+        size: (w, h),
+        bitrate_kbps,
+        audio,
+        seconds,
+    } = <Args as clap::Parser>::parse();
+    let server = if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    };
     init().expect("GStreamer");
-    let clip = match Clip::encode(
-        &get("codec", "h264"),
-        w,
-        h,
-        get("bitrate-kbps", "1000").parse().unwrap_or(1000),
-        4,
-    ) {
+    let clip = match Clip::encode(&codec, w, h, bitrate_kbps, 4) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("camera-sim: {e}");
@@ -66,16 +111,15 @@ fn main() {
         }
     };
     signals::install();
-    let first = get("first-id", "34020000001320000001");
     let mut cams = Vec::new();
     for i in 0..count {
         let s = SimSettings {
             server_ip: ip.clone(),
             server_port: port,
-            server_id: get("server-id", "34020000002000000001"),
-            device_id: sim_device_id(&first, i),
-            password: get("password", "12345678"),
-            audio: get("audio", "true") != "false",
+            server_id: server_id.clone(),
+            device_id: sim_device_id(&first_id, i),
+            password: password.clone(),
+            audio,
         };
         match SimCamera::start(&clip, &s) {
             Ok(c) => cams.push(c),
