@@ -6,6 +6,7 @@
 //!
 //! Run: `cargo run --release -p gst-plugin-gb28181 --example digest_bench [devices]`
 
+use clap::builder::RangedU64ValueParser;
 use gstgb28181::core::digest::{Challenge, answer_challenge};
 use gstgb28181::core::manscdp::{self, Manscdp};
 use gstgb28181::core::registrar::{Registrar, RegistrarConfig};
@@ -66,11 +67,21 @@ fn keepalive_bytes(i: usize) -> Vec<u8> {
     m.to_bytes()
 }
 
+/// Registrar throughput on one core.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "digest_bench",
+    version,
+    about = "Registrar throughput on one core (digest REGISTER, keepalives), no GStreamer or sockets"
+)]
+struct Args {
+    /// Number of distinct devices.
+    #[arg(default_value_t = 10_000, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    devices: usize,
+}
+
 fn main() {
-    let devices: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(10_000);
+    let Args { devices } = <Args as clap::Parser>::parse();
     let mut r = Registrar::new(RegistrarConfig {
         max_devices: devices * 2,
         ..Default::default()

@@ -9,11 +9,9 @@
 //! # against another endpoint (e.g. a gb28181src pipeline on port 5060):
 //! cargo run --release -p gst-plugin-gb28181 --example gb28181-load -- --server 127.0.0.1:5060
 //! ```
-//! Options: --devices N (1000), --server ADDR (default: an in-process endpoint on
-//! 127.0.0.1), --password PW (12345678), --keepalive-ms MS (60000), --duration-s S (60:
-//! steady-state measurement after all devices registered), --sockets K (16), --window W (8:
-//! registrations in flight per socket).
+//! Options and defaults: `gb28181-load --help`.
 
+use clap::builder::RangedU64ValueParser;
 use gstgb28181::core::client::{ClientAction, RegisterClient, RegisterClientConfig};
 use gstgb28181::core::registrar::RegistrarConfig;
 use gstgb28181::core::sip::Message;
@@ -24,43 +22,35 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Simulated GB28181 devices against a SIP endpoint.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "gb28181-load",
+    version,
+    about = "N simulated GB28181 devices (REGISTER + keepalives) against a SIP endpoint, with rates and CPU"
+)]
 struct Opts {
+    /// Number of devices.
+    #[arg(long, default_value_t = 1000, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     devices: usize,
+    /// The SIP endpoint, IP:PORT (default: an in-process endpoint on 127.0.0.1).
+    #[arg(long)]
     server: Option<SocketAddr>,
+    /// Password the devices register with.
+    #[arg(long, default_value = "12345678")]
     password: String,
+    /// Keepalive interval of each device.
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..))]
     keepalive_ms: u64,
+    /// Steady-state measurement after all devices registered.
+    #[arg(long, default_value_t = 60)]
     duration_s: u64,
+    /// UDP sockets the devices are spread over.
+    #[arg(long, default_value_t = 16, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]
     sockets: usize,
+    /// Registrations in flight per socket.
+    #[arg(long, default_value_t = 8, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]
     window: usize,
-}
-
-fn parse_opts() -> Opts {
-    let mut o = Opts {
-        devices: 1000,
-        server: None,
-        password: "12345678".into(),
-        keepalive_ms: 60_000,
-        duration_s: 60,
-        sockets: 16,
-        window: 8,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i + 1 < args.len() + 1 && i < args.len() {
-        let v = args.get(i + 1).cloned().unwrap_or_default();
-        match args[i].as_str() {
-            "--devices" => o.devices = v.parse().expect("--devices N"),
-            "--server" => o.server = Some(v.parse().expect("--server IP:PORT")),
-            "--password" => o.password = v,
-            "--keepalive-ms" => o.keepalive_ms = v.parse().expect("--keepalive-ms MS"),
-            "--duration-s" => o.duration_s = v.parse().expect("--duration-s S"),
-            "--sockets" => o.sockets = v.parse::<usize>().expect("--sockets K").max(1),
-            "--window" => o.window = v.parse::<usize>().expect("--window W").max(1),
-            other => panic!("unknown option {other}"),
-        }
-        i += 2;
-    }
-    o
 }
 
 #[derive(Default)]
@@ -219,7 +209,7 @@ fn worker(
 }
 
 fn main() {
-    let opts = Arc::new(parse_opts());
+    let opts = Arc::new(<Opts as clap::Parser>::parse());
     let (server, endpoint) = match opts.server {
         Some(s) => (s, None),
         None => {

@@ -31,10 +31,9 @@
 //! `--stop-file PATH` (both roles): the receiver creates PATH after its window; the sender stops
 //! sending when it appears (or after --duration-s), so the sender outlasts the window.
 //!
-//! Other options: --password PW (12345678), --sip-port P for the receiver (15060),
-//! --server IP:PORT for the sender (127.0.0.1:15060), --first-serial K (device ids are
-//! 3402000000132 + 7 digits, from K = 1).
+//! All options and defaults: `gb28181-streams --help`.
 
+use clap::builder::RangedU64ValueParser;
 use gst::prelude::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,77 +42,59 @@ use std::time::{Duration, Instant};
 const FPS: u64 = 25;
 const FRAME_NS: u64 = 1_000_000_000 / FPS;
 
-#[derive(Clone, Debug)]
+/// GB28181 concurrent-streams benchmark, one role per process.
+#[derive(clap::Parser, Clone, Debug)]
+#[command(
+    name = "gb28181-streams",
+    version,
+    about = "GB28181 concurrent-streams benchmark: N cameras sending PS over RTP, one receiver"
+)]
 struct Opts {
+    /// Which side this process plays.
+    #[arg(long, value_parser = ["send", "recv"])]
     role: String,
+    /// Number of streams (cameras).
+    #[arg(long, default_value_t = 10, value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     streams: usize,
-    server: String,
+    /// The receiver's SIP endpoint, IP:PORT (sender).
+    #[arg(long, default_value = "127.0.0.1:15060")]
+    server: std::net::SocketAddr,
+    /// SIP port to listen on (receiver).
+    #[arg(long, default_value_t = 15060)]
     sip_port: u16,
+    /// Password the cameras register with.
+    #[arg(long, default_value = "12345678")]
     password: String,
+    /// Measurement window (receiver); sending time after all streams started (sender).
+    #[arg(long, default_value_t = 20)]
     duration_s: u64,
+    /// Settling time before the window (receiver).
+    #[arg(long, default_value_t = 2)]
     warmup_s: u64,
+    /// How long to wait for every stream to start.
+    #[arg(long, default_value_t = 60)]
     start_timeout_s: u64,
+    /// How long the receiver waits for the senders to hang up.
+    #[arg(long, default_value_t = 60)]
     end_timeout_s: u64,
+    /// Width of the test video (sender).
+    #[arg(long, default_value_t = 640, value_parser = clap::value_parser!(u32).range(16..=7680))]
     width: u32,
+    /// Height of the test video (sender).
+    #[arg(long, default_value_t = 360, value_parser = clap::value_parser!(u32).range(16..=7680))]
     height: u32,
+    /// Video bitrate in kbit/s (sender).
+    #[arg(long, visible_alias = "bitrate-kbps", default_value_t = 4000, value_parser = clap::value_parser!(u32).range(16..=100_000))]
     bitrate: u32,
+    /// Seconds of video encoded once and looped (sender).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=60))]
     seconds: u32,
+    /// Device IDs are 3402000000132 + 7 digits, from this serial on.
+    #[arg(long, default_value_t = 1, value_parser = RangedU64ValueParser::<usize>::new().range(0..=9_000_000))]
     first_serial: usize,
+    /// The receiver creates this file after its window; the sender stops when it appears.
+    #[arg(long)]
     stop_file: Option<std::path::PathBuf>,
-}
-
-fn parse_opts() -> Result<Opts, String> {
-    let mut o = Opts {
-        role: String::new(),
-        streams: 10,
-        server: "127.0.0.1:15060".into(),
-        sip_port: 15060,
-        password: "12345678".into(),
-        duration_s: 20,
-        warmup_s: 2,
-        start_timeout_s: 60,
-        end_timeout_s: 60,
-        width: 640,
-        height: 360,
-        bitrate: 4000,
-        seconds: 10,
-        first_serial: 1,
-        stop_file: None,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut it = args.iter();
-    while let Some(k) = it.next() {
-        let v = it
-            .next()
-            .ok_or_else(|| format!("{k} needs a value"))?
-            .clone();
-        let num = |v: &str| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{k}: not a number: {v}"))
-        };
-        match k.as_str() {
-            "--role" => o.role = v,
-            "--streams" => o.streams = num(&v)? as usize,
-            "--server" => o.server = v,
-            "--sip-port" => o.sip_port = num(&v)? as u16,
-            "--password" => o.password = v,
-            "--duration-s" => o.duration_s = num(&v)?,
-            "--warmup-s" => o.warmup_s = num(&v)?,
-            "--start-timeout-s" => o.start_timeout_s = num(&v)?,
-            "--end-timeout-s" => o.end_timeout_s = num(&v)?,
-            "--width" => o.width = num(&v)? as u32,
-            "--height" => o.height = num(&v)? as u32,
-            "--bitrate" => o.bitrate = num(&v)? as u32,
-            "--seconds" => o.seconds = num(&v)?.max(1) as u32,
-            "--first-serial" => o.first_serial = num(&v)? as usize,
-            "--stop-file" => o.stop_file = Some(v.into()),
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    if o.role != "send" && o.role != "recv" {
-        return Err("--role send|recv is required".into());
-    }
-    Ok(o)
 }
 
 fn device_id(o: &Opts, i: usize) -> String {
@@ -237,11 +218,7 @@ struct SendStream {
 }
 
 fn run_send(o: &Opts) -> Result<(), String> {
-    let (server_ip, server_port) = o
-        .server
-        .rsplit_once(':')
-        .and_then(|(ip, p)| Some((ip.to_string(), p.parse::<u32>().ok()?)))
-        .ok_or("--server IP:PORT")?;
+    let (server_ip, server_port) = (o.server.ip().to_string(), u32::from(o.server.port()));
     let t_enc = Instant::now();
     let frames = pre_encode(o)?;
     let bytes: usize = frames.iter().map(|b| b.size()).sum();
@@ -723,17 +700,7 @@ fn run_recv(o: &Opts) -> Result<(), String> {
 }
 
 fn main() {
-    let o = match parse_opts() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("gb28181-streams: {e}");
-            eprintln!(
-                "usage: gb28181-streams --role send|recv --streams N [--server IP:PORT | --sip-port P] \
-                 [--duration-s S] [--warmup-s S] [--password PW] [--width W --height H --bitrate KBPS]"
-            );
-            std::process::exit(2);
-        }
-    };
+    let o = <Opts as clap::Parser>::parse();
     init();
     let r = if o.role == "send" {
         run_send(&o)
