@@ -1,17 +1,10 @@
 //! The command-line tools behave like command-line tools: `--help` prints usage and starts
 //! nothing, an unknown flag or a bad value is an error with exit status 2. No network.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
+use common::*;
 
-/// target/<profile>/examples/<name>, built by `cargo test` with the examples.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let p = dir.join("examples").join(name);
-    assert!(p.exists(), "{} (built by cargo test)", p.display());
-    p
-}
+use std::process::{Command, Output};
 
 /// Runs `camera-sim` with `args`, killed after 20 s should it start cameras instead.
 fn camera_sim(args: &[&str]) -> Output {

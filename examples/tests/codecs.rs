@@ -3,30 +3,17 @@
 //! each read back by ffprobe from the gateway's RTSP (the camera's codecs passed through),
 //! HLS and MP4 outputs (video passed through, audio as AAC).
 
+mod common;
+use common::*;
+
 use gst_ipcam_examples::auth::{Action, UserConfig, basic_value};
 use gst_ipcam_examples::config::Config;
 use gst_ipcam_examples::gateway::Gateway;
 use gst_ipcam_examples::http;
 use gst_ipcam_examples::sim::{Clip, SimCamera, SimSettings, wait_until};
-use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-
-const READER: (&str, &str) = ("reader", "reader-pw");
-
-/// A port free for both TCP and UDP.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let t = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = t.local_addr().unwrap().port();
-        drop(t);
-        if UdpSocket::bind(("0.0.0.0", p)).is_ok() && TcpListener::bind(("0.0.0.0", p)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port");
-}
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("gw-codecs-{name}-{}", std::process::id()));

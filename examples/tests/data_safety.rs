@@ -5,6 +5,9 @@
 //! child process), real SIP over UDP, real rtspsrc/ffprobe clients; ports are free ones,
 //! every wait is bounded.
 
+mod common;
+use common::*;
+
 use gst::prelude::*;
 use gst_ipcam_examples::auth::{Action, UserConfig, basic_value};
 use gst_ipcam_examples::config::Config;
@@ -16,34 +19,12 @@ use gstgb28181::core::client::{ClientAction, RegisterClient, RegisterClientConfi
 use gstgb28181::core::manscdp::Manscdp;
 use gstgb28181::core::sip::Message;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
-
-/// The tests share 2 cores: one gateway at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A port free for both TCP and UDP.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let t = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = t.local_addr().unwrap().port();
-        drop(t);
-        if UdpSocket::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("127.0.0.1", p)).is_ok()
-        {
-            return p;
-        }
-    }
-    panic!("no free port");
-}
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -59,8 +40,6 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 /// The user every test reads as: live paths (RTSP, HLS) and /metrics.
-const READER: (&str, &str) = ("reader", "reader-pw");
-
 fn reader() -> UserConfig {
     UserConfig::with_password(
         READER.0,
@@ -159,10 +138,6 @@ fn ffprobe(args: &[&str], url: &str) -> (Vec<(String, u64)>, f64) {
         }
     }
     (frames, duration)
-}
-
-fn frames_of(v: &[(String, u64)], codec: &str) -> u64 {
-    v.iter().filter(|(c, _)| c == codec).map(|(_, n)| *n).sum()
 }
 
 /// The frames of the newest segment of a channel's playlist, read over the gateway's HTTP.
@@ -495,15 +470,6 @@ fn devices_beyond_the_cap_mount_nothing() {
         &rtsp_url(cfg.rtsp_port, &cam),
     );
     assert!(frames_of(&frames, "h264") >= 10, "{frames:?}");
-}
-
-/// The `gateway` example binary, built by `cargo test` next to this test's directory.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let p = dir.join("examples").join(name);
-    assert!(p.exists(), "{} (built by cargo test)", p.display());
-    p
 }
 
 /// Kills the child on drop (a failing test must not leave it running) and removes its

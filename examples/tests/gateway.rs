@@ -2,6 +2,9 @@
 //! and UDP, HLS over HTTP, the MP4 recordings) and GStreamer's rtspsrc (several clients at
 //! once, counting what they receive). Ports are picked free; every wait is bounded.
 
+mod common;
+use common::*;
+
 use gst::prelude::*;
 use gst_ipcam_examples::auth::{Action, UserConfig, basic_value};
 use gst_ipcam_examples::config::Config;
@@ -9,48 +12,11 @@ use gst_ipcam_examples::gateway::Gateway;
 use gst_ipcam_examples::http;
 use gst_ipcam_examples::metrics::find_samples;
 use gst_ipcam_examples::sim::wait_until;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// The tests share 2 cores: one gateway at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A port free for both TCP and UDP.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let t = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = t.local_addr().unwrap().port();
-        drop(t);
-        if UdpSocket::bind(("0.0.0.0", p)).is_ok() && TcpListener::bind(("0.0.0.0", p)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port");
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "gw-test-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// The reader every test plays as (also reads HLS and the metrics).
-const READER: (&str, &str) = ("reader", "reader-pw");
 
 fn url(gw: &Gateway, channel: &str) -> String {
     gw.url_with_credentials(channel, READER.0, READER.1)
@@ -109,39 +75,6 @@ fn metrics(gw: &Gateway) -> String {
 
 fn metric(gw: &Gateway, name: &str, labels: &str) -> f64 {
     find_samples(&metrics(gw), name, labels).iter().sum()
-}
-
-/// Decoded frames per codec, by ffprobe.
-fn ffprobe_frames(args: &[&str], url: &str) -> Vec<(String, u64)> {
-    let out = Command::new("timeout")
-        .arg("25")
-        .arg("ffprobe")
-        .args(["-v", "error"])
-        .args(args)
-        .args([
-            "-count_frames",
-            "-show_entries",
-            "stream=codec_name,nb_read_frames",
-            "-of",
-            "csv=p=0",
-            url,
-        ])
-        .output()
-        .expect("ffprobe runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        eprintln!("ffprobe {url}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    text.lines()
-        .filter_map(|l| {
-            let (c, n) = l.split_once(',')?;
-            Some((c.to_string(), n.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-fn frames_of(v: &[(String, u64)], codec: &str) -> u64 {
-    v.iter().filter(|(c, _)| c == codec).map(|(_, n)| *n).sum()
 }
 
 /// A GStreamer RTSP client counting RTP payload bytes.

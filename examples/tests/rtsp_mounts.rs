@@ -4,6 +4,9 @@
 //! server with exit 0. Before psdemux stopped sending GAP events ahead of a stream's first
 //! data, every DESCRIBE got 503 (the media prerolled on the GAP, before the payloader had caps).
 
+mod common;
+use common::*;
+
 use gst_ipcam_examples::gateway::init;
 use gst_ipcam_examples::sim::{Clip, SimCamera, SimSettings, wait_until};
 use std::io::{BufRead, BufReader};
@@ -13,15 +16,6 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 const DEVICE: &str = "34020000001320000001";
-
-/// The cargo target profile dir (…/target/debug) this test binary runs from.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps")
-        .to_path_buf()
-}
 
 /// A server child process whose stdout lines arrive on a channel.
 struct Server {

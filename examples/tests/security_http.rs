@@ -3,6 +3,9 @@
 //! symlink escapes from the HLS directory, and requests without the right credentials.
 //! Every wait is bounded; attack pacing is the only sleeping.
 
+mod common;
+use common::*;
+
 use gst_ipcam_examples::auth::{Action, PermissionConfig, UserConfig, basic_value, hash_sha256};
 use gst_ipcam_examples::config::Config;
 use gst_ipcam_examples::gateway::Gateway;
@@ -12,15 +15,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// The tests share 2 cores: one gateway at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Another client than the attacker (all of 127.0.0.0/8 is loopback on Linux).
 const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));

@@ -5,6 +5,9 @@
 //! attack is refused or bounded and that the gateway keeps serving. Raw requests go over
 //! `TcpStream` (responses and `$` frames framed by rtsp-types); ffprobe is the real reader.
 
+mod common;
+use common::*;
+
 use gst_ipcam_examples::auth::{Action, UserConfig, basic_value, digest_ha1, hash_password};
 use gst_ipcam_examples::config::Config;
 use gst_ipcam_examples::gateway::Gateway;
@@ -12,31 +15,10 @@ use gst_ipcam_examples::metrics;
 use gst_ipcam_examples::sim::wait_until;
 use gstgb28181::core::digest;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The tests share 2 cores and measure the process's memory: one gateway at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let t = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = t.local_addr().unwrap().port();
-        drop(t);
-        if UdpSocket::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port");
-}
-
-const READER: (&str, &str) = ("reader", "reader-pw");
 const OTHER: (&str, &str) = ("other", "other-pw");
 const REMOTE_ONLY: (&str, &str) = ("remote", "remote-pw");
 const DIGEST: (&str, &str) = ("digester", "digest-pw");

@@ -2,41 +2,18 @@
 //! finalized), and rtsp-to-gb28181 republishes the gateway's own RTSP output as a new GB28181
 //! device that decodes again. Loopback only, free ports, bounded waits.
 
+mod common;
+use common::*;
+
 use gst_ipcam_examples::auth::{Action, UserConfig};
 use gst_ipcam_examples::config::Config;
 use gst_ipcam_examples::gateway::Gateway;
 use gst_ipcam_examples::sim::wait_until;
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
-
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let p = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if UdpSocket::bind(("0.0.0.0", p)).is_ok() && TcpListener::bind(("0.0.0.0", p)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port");
-}
-
-/// target/<profile>/examples/<name>, built by `cargo test` with the examples.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let p = dir.join("examples").join(name);
-    assert!(p.exists(), "{} (built by cargo test)", p.display());
-    p
-}
 
 fn frames(url_or_file: &str, extra: &[&str]) -> Vec<(String, u64)> {
     let out = Command::new("timeout")
@@ -85,7 +62,7 @@ impl Drop for Guard {
 
 #[test]
 fn gateway_stops_cleanly_on_sigint() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     let rec = std::env::temp_dir().join(format!("gw-sigint-{}", std::process::id()));
     let (sip, rtsp, metrics) = (free_port(), free_port(), free_port());
     // The reader, as an operator writes it: a [[users]] table with a hashed password.
@@ -190,7 +167,7 @@ fn gateway_stops_cleanly_on_sigint() {
 
 #[test]
 fn rtsp_to_gb28181_republishes_the_gateway_output() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     let cfg = Config {
         sip_address: "127.0.0.1".into(),
         sip_port: free_port(),
