@@ -7,6 +7,7 @@
 //!  [--server-id 34020000002000000001] [--password 12345678] [--first-id 34020000001320000001]
 //!  [--codec h264|h265] [--size 640x360] [--bitrate-kbps 1000] [--audio true|false] [--seconds N]`
 
+use gst_ipcam_examples::cli::{gb_id, server_addr};
 use gst_ipcam_examples::config::sim_device_id;
 use gst_ipcam_examples::gateway::init;
 use gst_ipcam_examples::signals;
@@ -51,29 +52,6 @@ struct Args {
     /// Stop after this many seconds (0: until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     seconds: u64,
-}
-
-fn gb_id(s: &str) -> Result<String, String> {
-    if gstgb28181::core::id::is_gb_id(s) {
-        Ok(s.to_string())
-    } else {
-        Err("20 decimal digits".into())
-    }
-}
-
-/// `host:port`, IPv6 as `[addr]:port` (an unbracketed v6 literal is ambiguous).
-fn server_addr(s: &str) -> Result<(String, u16), String> {
-    s.rsplit_once(':')
-        .and_then(|(h, p)| {
-            let h = match h.strip_prefix('[') {
-                Some(v6) => v6.strip_suffix(']')?,
-                None if h.contains(':') => return None,
-                None => h,
-            };
-            let port = p.parse::<u16>().ok()?;
-            (!h.is_empty()).then(|| (h.to_string(), port))
-        })
-        .ok_or_else(|| "IP:PORT or [IPV6]:PORT".into())
 }
 
 /// `WIDTHxHEIGHT`, each 16..=7680.

@@ -7,6 +7,7 @@
 //!  [--transport tcp|udp] [--record DIR] [--segment-s 60] [--seconds N] [--interval-ms 2000]`
 
 use gst::prelude::*;
+use gst_ipcam_examples::cli::rtsp_url;
 use gst_ipcam_examples::gateway::init;
 use gst_ipcam_examples::outputs::utc_stamp;
 use gst_ipcam_examples::signals;
@@ -60,14 +61,6 @@ struct Args {
     /// Statistics period in milliseconds.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..))]
     interval_ms: u64,
-}
-
-fn rtsp_url(s: &str) -> Result<String, String> {
-    if s.starts_with("rtsp://") || s.starts_with("rtsps://") {
-        Ok(s.to_string())
-    } else {
-        Err("an rtsp:// or rtsps:// URL".into())
-    }
 }
 
 fn main() {

@@ -7,6 +7,7 @@
 //!  [--transport tcp|udp] [--seconds N]`
 
 use gst::prelude::*;
+use gst_ipcam_examples::cli::{gb_id, rtsp_url, server_addr};
 use gst_ipcam_examples::gateway::init;
 use gst_ipcam_examples::signals;
 use std::time::{Duration, Instant};
@@ -45,7 +46,7 @@ struct Args {
     url: String,
     /// The GB28181 platform, IP:PORT.
     #[arg(long, default_value = "127.0.0.1:5060", value_parser = server_addr)]
-    server: (String, u32),
+    server: (String, u16),
     /// The 20-digit ID this device registers as.
     #[arg(long, default_value = "34020000001320000099", value_parser = gb_id)]
     device_id: String,
@@ -61,34 +62,6 @@ struct Args {
     /// Stop after this many seconds (0: until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     seconds: u64,
-}
-
-fn rtsp_url(s: &str) -> Result<String, String> {
-    if s.starts_with("rtsp://") || s.starts_with("rtsps://") {
-        Ok(s.to_string())
-    } else {
-        Err("an rtsp:// or rtsps:// URL".into())
-    }
-}
-
-fn gb_id(s: &str) -> Result<String, String> {
-    if gstgb28181::core::id::is_gb_id(s) {
-        Ok(s.to_string())
-    } else {
-        Err("20 decimal digits".into())
-    }
-}
-
-fn server_addr(s: &str) -> Result<(String, u32), String> {
-    s.rsplit_once(':')
-        .and_then(|(h, p)| {
-            Some((
-                h.trim_matches(['[', ']']).to_string(),
-                p.parse::<u16>().ok()?,
-            ))
-        })
-        .map(|(h, p)| (h, u32::from(p)))
-        .ok_or_else(|| "IP:PORT".into())
 }
 
 fn main() {
@@ -114,7 +87,7 @@ fn main() {
     let mux = gst::ElementFactory::make("psmux").build().expect("psmux");
     let sink = gst::ElementFactory::make("gb28181sink")
         .property("server-ip", &ip)
-        .property("server-port", port)
+        .property("server-port", u32::from(port))
         .property("server-id", &server_id)
         .property("device-id", &device_id)
         .property("password", &password)

@@ -3,6 +3,7 @@
 //! server ([`http`]) and the HLS/recording outputs ([`outputs`]).
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod factory;
 pub mod gateway;
