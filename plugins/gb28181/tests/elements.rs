@@ -807,3 +807,85 @@ fn playback_control_record_info_and_end_of_file() {
     src.set_state(gst::State::Null).unwrap();
     sink.set_state(gst::State::Null).unwrap();
 }
+
+/// The platform asks a camera for a key frame (DeviceControl `IFameCmd`): gb28181sink passes
+/// it upstream as a force-key-unit event (through psmux and h264parse) and the encoder, whose
+/// GOP is otherwise 400 s long, sends one at once.
+#[test]
+fn platform_forces_a_key_frame() {
+    use gstgb28181::endpoint::{Endpoint, EndpointKey, SipTransport};
+    init();
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let port = free_port();
+    let device = "34020000001320000117";
+    let src = gst::parse::launch(&format!(
+        "gb28181src sip-address=127.0.0.1 sip-port={port} device-id={device} password=secret \
+         wait-timeout=15 stream-timeout=5 ! psdemux name=d d.video_e0 ! queue \
+         ! appsink name=out sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let keys = Arc::new(AtomicUsize::new(0));
+    let frames = Arc::new(AtomicUsize::new(0));
+    let (k, f) = (keys.clone(), frames.clone());
+    src.by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap()
+        .set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    if sample
+                        .buffer()
+                        .is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT))
+                    {
+                        k.fetch_add(1, Ordering::SeqCst);
+                    }
+                    f.fetch_add(1, Ordering::SeqCst);
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    let src_bus = src.bus().unwrap();
+    src.set_state(gst::State::Playing).unwrap();
+    let sink = gst::parse::launch(&format!(
+        "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=25/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10000 bitrate=300 \
+         ! h264parse ! psmux ! gb28181sink server-ip=127.0.0.1 server-port={port} \
+         device-id={device} password=secret retry-interval=300"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink_bus = sink.bus().unwrap();
+    sink.set_state(gst::State::Playing).unwrap();
+    // 25 frames of the stream: its first key frame and a second of P-frames only.
+    let n = wait_frames(&frames, 25, Duration::from_secs(20), &src_bus);
+    assert!(n >= 25, "only {n} frames");
+    let before = keys.load(Ordering::SeqCst);
+    assert_eq!(before, 1, "one key frame at the start, then a long GOP");
+    let ep = Endpoint::find(&EndpointKey {
+        address: "127.0.0.1".into(),
+        port,
+        transport: SipTransport::Udp,
+    })
+    .expect("the platform's endpoint");
+    ep.force_key_frame(device, device).expect("request sent");
+    wait_for(&sink_bus, Duration::from_secs(5), |m| {
+        element_named(m, "gb28181-key-frame-requested")
+    })
+    .expect("the device got the request");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && keys.load(Ordering::SeqCst) == before {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        keys.load(Ordering::SeqCst),
+        before + 1,
+        "a key frame on request"
+    );
+    sink.set_state(gst::State::Null).unwrap();
+    src.set_state(gst::State::Null).unwrap();
+}

@@ -434,6 +434,9 @@ pub enum Manscdp {
         sn: u32,
         device_id: String,
         ptz: Option<PtzCmd>,
+        /// `<IFameCmd>Send</IFameCmd>` (the standard's spelling; `IFrameCmd` also read):
+        /// the platform asks for a key frame now.
+        key_frame: bool,
     },
     /// Device notification during playback/download; `notify_type` 121 = end of file.
     MediaStatus {
@@ -560,6 +563,9 @@ impl Manscdp {
                 sn,
                 device_id,
                 ptz: e.child_text("PTZCmd").and_then(PtzCmd::parse_hex),
+                key_frame: ["IFameCmd", "IFrameCmd"]
+                    .iter()
+                    .any(|t| e.child_text(t).is_some_and(|v| v.trim() == "Send")),
             }
         } else {
             Manscdp::Other(doc)
@@ -823,6 +829,15 @@ pub fn build_ptz_control(sn: u32, device_id: &str, cmd: PtzCmd) -> String {
     s
 }
 
+/// Force a key frame: `DeviceControl` with `<IFameCmd>Send</IFameCmd>` (GB/T 28181-2016
+/// spells it "IFame").
+pub fn build_key_frame_request(sn: u32, device_id: &str) -> String {
+    let mut s = head(Root::Control, "DeviceControl", sn, device_id);
+    push_el(&mut s, "IFameCmd", "Send");
+    s.push_str("</Control>\r\n");
+    s
+}
+
 /// `MediaStatus` notification (device side): 121 = the file being played back has ended.
 pub fn build_media_status(sn: u32, device_id: &str, notify_type: u32) -> String {
     let mut s = head(Root::Notify, "MediaStatus", sn, device_id);
@@ -1055,7 +1070,18 @@ mod tests {
                 Manscdp::DeviceControl {
                     sn: 4,
                     device_id: "dev".into(),
-                    ptz: Some(cmd)
+                    ptz: Some(cmd),
+                    key_frame: false,
+                }
+            );
+            let body = encode_body(&build_key_frame_request(5, "dev"), charset);
+            assert_eq!(
+                Manscdp::parse(&body).unwrap(),
+                Manscdp::DeviceControl {
+                    sn: 5,
+                    device_id: "dev".into(),
+                    ptz: None,
+                    key_frame: true,
                 }
             );
             let body = encode_body(&build_keepalive(8, "dev"), charset);

@@ -100,6 +100,8 @@ pub enum DeviceEvent {
     Ptz {
         command: String,
     },
+    /// The platform asked for a key frame (DeviceControl `IFameCmd`).
+    KeyFrameRequested,
     /// MANSRTSP INFO during playback: `PLAY` (with scale / npt) or `PAUSE`.
     PlaybackControl {
         method: String,
@@ -746,10 +748,15 @@ impl DeviceAgent {
             Ok(Manscdp::RecordInfoQuery(q)) => {
                 manscdp::build_record_info_response(q.sn, 0, &q.device_id, &[])
             }
-            Ok(Manscdp::DeviceControl { ptz: Some(p), .. }) => {
-                (self.on_event)(DeviceEvent::Ptz {
-                    command: p.to_hex(),
-                });
+            Ok(Manscdp::DeviceControl { ptz, key_frame, .. }) => {
+                if let Some(p) = ptz {
+                    (self.on_event)(DeviceEvent::Ptz {
+                        command: p.to_hex(),
+                    });
+                }
+                if key_frame {
+                    (self.on_event)(DeviceEvent::KeyFrameRequested);
+                }
                 return;
             }
             _ => return,

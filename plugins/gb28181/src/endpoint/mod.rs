@@ -885,6 +885,16 @@ impl Endpoint {
         Ok(sn)
     }
 
+    /// Asks `channel_id` of `device_id` for a key frame now (DeviceControl `IFameCmd`);
+    /// cameras that ignore it keep their GOP. Returns the SN.
+    pub fn force_key_frame(&self, device_id: &str, channel_id: &str) -> io::Result<u32> {
+        self.note_channel(device_id, channel_id);
+        let sn = self.next_sn();
+        let body = manscdp::build_key_frame_request(sn, channel_id);
+        self.send_manscdp(device_id, channel_id, &body)?;
+        Ok(sn)
+    }
+
     fn send_manscdp(&self, device_id: &str, target_id: &str, body: &str) -> io::Result<()> {
         let dest = self
             .device_addr(device_id)

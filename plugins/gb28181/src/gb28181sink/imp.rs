@@ -154,6 +154,9 @@ fn event_structure(e: &DeviceEvent) -> gst::Structure {
         DeviceEvent::Ptz { command } => gst::Structure::builder("gb28181-ptz")
             .field("command", command)
             .build(),
+        DeviceEvent::KeyFrameRequested => {
+            gst::Structure::builder("gb28181-key-frame-requested").build()
+        }
         DeviceEvent::PlaybackControl { method, scale, npt } => {
             gst::Structure::builder("gb28181-playback-control")
                 .field("method", method)
@@ -435,6 +438,18 @@ impl BaseSinkImpl for Gb28181Sink {
                     gst::ResourceError::OpenWrite,
                     ("No answer to the registration from {server}; retrying")
                 ),
+                // The platform wants a key frame: ask the encoder upstream (psmux and the
+                // parsers pass the force-key-unit event on).
+                DeviceEvent::KeyFrameRequested => {
+                    let ev = gst::event::CustomUpstream::new(
+                        gst::Structure::builder("GstForceKeyUnit")
+                            .field("all-headers", true)
+                            .build(),
+                    );
+                    if let Some(pad) = obj.static_pad("sink") {
+                        pad.push_event(ev);
+                    }
+                }
                 _ => {}
             }
             let _ = obj.post_message(
