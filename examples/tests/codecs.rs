@@ -11,42 +11,7 @@ use gst_ipcam_examples::config::Config;
 use gst_ipcam_examples::gateway::Gateway;
 use gst_ipcam_examples::http;
 use gst_ipcam_examples::sim::{Clip, SimCamera, SimSettings, wait_until};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("gw-codecs-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Decoded frames per codec name, by ffprobe.
-fn ffprobe(args: &[&str], url: &str) -> Vec<(String, u64)> {
-    let out = Command::new("timeout")
-        .arg("25")
-        .arg("ffprobe")
-        .args(["-v", "error"])
-        .args(args)
-        .args([
-            "-count_frames",
-            "-show_entries",
-            "stream=codec_name,nb_read_frames",
-            "-of",
-            "csv=p=0",
-            url,
-        ])
-        .output()
-        .expect("ffprobe runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let (c, n) = l.split_once(',')?;
-            Some((c.to_string(), n.trim().parse().ok()?))
-        })
-        .collect()
-}
 
 /// The codecs ffprobe decoded at least `min` frames of, sorted, once each (MPEG-TS lists its
 /// streams again under their program).
@@ -70,17 +35,6 @@ fn expect(video: Option<&str>, audio: &str) -> Vec<String> {
     c.retain(|s| !s.is_empty());
     c.sort();
     c
-}
-
-fn newest_mp4(dir: &Path) -> Option<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "mp4"))
-        .collect();
-    v.sort();
-    v.pop()
 }
 
 #[test]
@@ -159,7 +113,7 @@ fn every_codec_combination_through_rtsp_hls_and_mp4() {
         // RTSP: the camera's own codecs.
         let url = gw.url_with_credentials(&id, READER.0, READER.1);
         let got = decoded(
-            &ffprobe(&["-rtsp_transport", "tcp", "-read_intervals", "%+3"], &url),
+            &ffprobe_frames(&["-rtsp_transport", "tcp", "-read_intervals", "%+3"], &url),
             5,
         );
         if got != expect(video_name, rtsp_audio) {
@@ -184,7 +138,7 @@ fn every_codec_combination_through_rtsp_hls_and_mp4() {
         });
         let got = match &segment {
             Some(seg) => decoded(
-                &ffprobe(
+                &ffprobe_frames(
                     &[],
                     &format!("http://{}:{}@{hls}/{id}/{seg}", READER.0, READER.1),
                 ),
@@ -202,8 +156,8 @@ fn every_codec_combination_through_rtsp_hls_and_mp4() {
             wait_until(Duration::from_secs(10), || !gw.channels().contains(&id)),
             "{what}: unmounted"
         );
-        let got = match newest_mp4(&rec_dir.join(&id)) {
-            Some(f) => decoded(&ffprobe(&[], &f.to_string_lossy()), 1),
+        let got = match mp4_files(&rec_dir.join(&id)).pop() {
+            Some(f) => decoded(&ffprobe_frames(&[], &f.to_string_lossy()), 1),
             None => Vec::new(),
         };
         if got != expect(video_name, hls_audio) {

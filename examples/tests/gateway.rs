@@ -13,7 +13,6 @@ use gst_ipcam_examples::http;
 use gst_ipcam_examples::metrics::find_samples;
 use gst_ipcam_examples::sim::wait_until;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -227,15 +226,6 @@ fn two_cameras_shared_media_invite_bye_and_metrics() {
 
 fn ffprobe_file_frames(path: &str) -> Vec<(String, u64)> {
     ffprobe_frames(&[], path)
-}
-
-fn mp4_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|r| r.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    v.retain(|p| p.extension().is_some_and(|e| e == "mp4"));
-    v.sort();
-    v
 }
 
 #[test]

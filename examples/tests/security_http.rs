@@ -20,16 +20,9 @@ use std::time::{Duration, Instant};
 /// Another client than the attacker (all of 127.0.0.0/8 is loopback on Linux).
 const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "gw-sec-http-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
+/// A scratch directory that is private (0700), as the gateway wants its HLS dir.
+fn private_scratch(name: &str) -> PathBuf {
+    let d = scratch(name);
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
     d
 }
@@ -204,7 +197,7 @@ fn slowloris_does_not_starve_metrics() {
 #[test]
 fn idle_and_slow_reader_connections_are_closed() {
     let _g = serial();
-    let dir = scratch("slowread");
+    let dir = private_scratch("slowread");
     std::fs::create_dir(dir.join("ch")).unwrap();
     let big = vec![0x47u8; 32 << 20];
     std::fs::write(dir.join("ch/segment00001.ts"), &big).unwrap();
@@ -323,7 +316,7 @@ fn oversized_requests_are_refused() {
 #[test]
 fn hls_serves_nothing_outside_its_directory() {
     let _g = serial();
-    let dir = scratch("hls");
+    let dir = private_scratch("hls");
     let ch = dir.join("34020000001320000001");
     std::fs::create_dir(&ch).unwrap();
     std::fs::write(ch.join("index.m3u8"), b"#EXTM3U\n").unwrap();
@@ -408,7 +401,7 @@ fn hls_directory_is_private() {
     assert_ne!(d, dir);
     std::fs::remove_dir_all(&d).unwrap();
 
-    let base = scratch("hlsdir");
+    let base = private_scratch("hlsdir");
     let target = base.join("real");
     std::fs::create_dir(&target).unwrap();
     std::os::unix::fs::symlink(&target, base.join("link")).unwrap();
@@ -434,7 +427,7 @@ fn hls_directory_is_private() {
 #[test]
 fn http_requires_credentials() {
     let _g = serial();
-    let dir = scratch("auth");
+    let dir = private_scratch("auth");
     for ch in [CH, "34020000001320000002"] {
         std::fs::create_dir(dir.join(ch)).unwrap();
         std::fs::write(dir.join(ch).join("index.m3u8"), b"#EXTM3U\n").unwrap();

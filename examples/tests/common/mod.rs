@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::net::{TcpListener, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 
@@ -90,4 +90,14 @@ pub fn ffprobe_frames(args: &[&str], url: &str) -> Vec<(String, u64)> {
 
 pub fn frames_of(v: &[(String, u64)], codec: &str) -> u64 {
     v.iter().filter(|(c, _)| c == codec).map(|(_, n)| *n).sum()
+}
+
+/// The MP4 files in `dir`, sorted by name (recordings are named by date and time).
+pub fn mp4_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|e| e == "mp4"));
+    v.sort();
+    v
 }
