@@ -40,7 +40,7 @@ build: deps
 	$(CARGO) build --workspace --all-targets
 
 release: deps
-	$(CARGO) build --release --workspace --lib --examples
+	$(CARGO) build --release --workspace --lib --bins --examples
 
 lint: deps
 	$(CARGO) fmt --all -- --check

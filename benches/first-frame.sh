@@ -7,14 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build -q --release -p gst-ipcam-examples --example gateway
+cargo build -q --release -p gst-ipcam-gateway --bins
 viewers=${FF_VIEWERS:-8}
 base=$((20000 + RANDOM % 20000))
 sip=$base rtsp=$((base + 1)) metrics=$((base + 2))
 tmp=$(mktemp -d)
 cfg=$tmp/gateway.toml
 user=bench pass=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
-hash=$(printf '%s' "$pass" | "$target/release/examples/gateway" --hash-password 2>/dev/null | grep '^pass' || true)
+hash=$(printf '%s' "$pass" | "$target/release/gst-ipcam-gateway" --hash-password 2>/dev/null | grep '^pass' || true)
 if [ -n "$hash" ]; then
     printf '[[users]]\nuser = "%s"\n%s\npermissions = [{ action = "read" }, { action = "metrics" }]\n' \
         "$user" "$hash" > "$cfg"
@@ -24,7 +24,7 @@ else
     cred="" cfgarg=""
 fi
 # shellcheck disable=SC2086
-"$target/release/examples/gateway" $cfgarg --simulate 1 --sip-address 127.0.0.1 --sip-port $sip \
+"$target/release/gst-ipcam-gateway" $cfgarg --simulate 1 --sip-address 127.0.0.1 --sip-port $sip \
     --listen-address 127.0.0.1 --rtsp-port $rtsp --metrics-port $metrics --summary-interval-s 0 \
     > "$tmp/gateway.log" 2>&1 &
 gw=$!

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build -q --release -p gst-ipcam-examples --examples
+cargo build -q --release -p gst-ipcam-examples --examples -p gst-ipcam-gateway --bins
 counts=${GW_BENCH_COUNTS:-"10 25 50"}
 kbps=${GW_BENCH_KBPS:-2000}
 secs=${GW_BENCH_SECONDS:-20}
@@ -24,7 +24,7 @@ pw=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 conf=$(mktemp "${TMPDIR:-/tmp}/gw-bench-XXXXXX.toml")
 {
     echo '[[users]]'
-    printf '%s\n' "$pw" | "$target/release/examples/gateway" --hash-password --user bench
+    printf '%s\n' "$pw" | "$target/release/gst-ipcam-gateway" --hash-password --user bench
     echo 'permissions = [{action = "read"}, {action = "metrics"}]'
 } >"$conf"
 
@@ -55,7 +55,7 @@ printf "%-6s %-8s %-9s %-9s %-10s %-10s %-8s %-9s %-10s %-10s %s\n" \
     streams active sessions "gw cpu%" "cpu%/strm" "in Mbit/s" "lost" "frames/s" "lat avg" "lat max" "sim+clients cpu%"
 for n in $counts; do
     sip=$base rtsp=$((base + 1)) metrics=$((base + 2)); base=$((base + 10))
-    "$target/release/examples/gateway" --config "$conf" --sip-address 127.0.0.1 --listen-address 127.0.0.1 \
+    "$target/release/gst-ipcam-gateway" --config "$conf" --sip-address 127.0.0.1 --listen-address 127.0.0.1 \
         --sip-port "$sip" --rtsp-port "$rtsp" --metrics-port "$metrics" --simulate 0 \
         --summary-interval-s 0 --wait-timeout-s 30 --media-transport "$media" >"$target/gw-bench-gateway.log" 2>&1 &
     gw=$!

@@ -8,8 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-$PWD/target}
-gateway="$target/release/examples/gateway"
-[ -x "$gateway" ] || cargo build --release -p gst-ipcam-examples --example gateway
+gateway="$target/release/gst-ipcam-gateway"
+[ -x "$gateway" ] || cargo build --release -p gst-ipcam-gateway --bins
 seconds=${DEMO_SECONDS:-0}
 channel=34020000001320000001
 

@@ -19,7 +19,7 @@
 use clap::Parser;
 use gst::glib;
 use gst::prelude::*;
-use gst_ipcam_examples::signals;
+use gst_ipcam_gateway::signals;
 use gst_rtsp_server::prelude::*;
 use std::collections::HashSet;
 

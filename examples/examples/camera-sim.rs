@@ -7,11 +7,11 @@
 //!  [--server-id 34020000002000000001] [--password 12345678] [--first-id 34020000001320000001]
 //!  [--codec h264|h265] [--size 640x360] [--bitrate-kbps 1000] [--audio true|false] [--seconds N]`
 
-use gst_ipcam_examples::cli::{gb_id, server_addr};
-use gst_ipcam_examples::config::sim_device_id;
-use gst_ipcam_examples::gateway::init;
-use gst_ipcam_examples::signals;
-use gst_ipcam_examples::sim::{Clip, SimCamera, SimSettings, stop_all};
+use gst_ipcam_gateway::cli::{gb_id, server_addr};
+use gst_ipcam_gateway::config::sim_device_id;
+use gst_ipcam_gateway::gateway::init;
+use gst_ipcam_gateway::signals;
+use gst_ipcam_gateway::sim::{Clip, SimCamera, SimSettings, stop_all};
 use std::time::{Duration, Instant};
 
 /// Simulated GB28181 cameras.

@@ -7,10 +7,10 @@
 //!  [--transport tcp|udp] [--record DIR] [--segment-s 60] [--seconds N] [--interval-ms 2000]`
 
 use gst::prelude::*;
-use gst_ipcam_examples::cli::rtsp_url;
-use gst_ipcam_examples::gateway::init;
-use gst_ipcam_examples::outputs::utc_stamp;
-use gst_ipcam_examples::signals;
+use gst_ipcam_gateway::cli::rtsp_url;
+use gst_ipcam_gateway::gateway::init;
+use gst_ipcam_gateway::outputs::utc_stamp;
+use gst_ipcam_gateway::signals;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -7,9 +7,9 @@
 //!  [--transport tcp|udp] [--seconds N]`
 
 use gst::prelude::*;
-use gst_ipcam_examples::cli::{gb_id, rtsp_url, server_addr};
-use gst_ipcam_examples::gateway::init;
-use gst_ipcam_examples::signals;
+use gst_ipcam_gateway::cli::{gb_id, rtsp_url, server_addr};
+use gst_ipcam_gateway::gateway::init;
+use gst_ipcam_gateway::signals;
 use std::time::{Duration, Instant};
 
 /// (depayloader and parser, is video) by RTP encoding name.

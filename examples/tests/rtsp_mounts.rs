@@ -7,8 +7,8 @@
 mod common;
 use common::*;
 
-use gst_ipcam_examples::gateway::init;
-use gst_ipcam_examples::sim::{Clip, SimCamera, SimSettings, wait_until};
+use gst_ipcam_gateway::gateway::init;
+use gst_ipcam_gateway::sim::{Clip, SimCamera, SimSettings, wait_until};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

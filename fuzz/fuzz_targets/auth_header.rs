@@ -1,14 +1,14 @@
 #![no_main]
 // `Authorization` header values as RTSP/HTTP clients send them: parsed, then authenticated
 // against a small user table (Basic, Bearer, Digest). Never a panic, whatever the bytes.
-use gst_ipcam_examples::auth::{
+use gst_ipcam_gateway::auth::{
     Action, Attempt, Authorization, Protocol, REALM, UserConfig, Users,
 };
 use std::sync::LazyLock;
 
 static USERS: LazyLock<Users> = LazyLock::new(|| {
     let mut tok = UserConfig::with_password("svc", "pw", &[(Action::Metrics, "")]).unwrap();
-    tok.tokens = vec![gst_ipcam_examples::auth::hash_sha256("token").unwrap()];
+    tok.tokens = vec![gst_ipcam_gateway::auth::hash_sha256("token").unwrap()];
     Users::from_config(
         &[
             UserConfig::with_password("demo", "pw", &[(Action::Read, "~^34")]).unwrap(),

@@ -1,8 +1,8 @@
 #![no_main]
 // Gateway config files with `[[users]]` tables: parsed with serde, then turned into a user
 // table (hashes, CIDR ranges, path regexes checked and bounded). Errors, never a panic.
-use gst_ipcam_examples::auth::{Action, REALM, Users};
-use gst_ipcam_examples::config::Config;
+use gst_ipcam_gateway::auth::{Action, REALM, Users};
+use gst_ipcam_gateway::config::Config;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

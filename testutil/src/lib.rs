@@ -4,6 +4,8 @@
 //! bound to port 0, and a seeded UDP impairment relay (loss, duplication, reordering that is
 //! the same on every run).
 
+pub mod programs;
+
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};

@@ -9,12 +9,12 @@ mod common;
 use common::*;
 
 use gst::prelude::*;
-use gst_ipcam_examples::auth::{Action, UserConfig, basic_value};
-use gst_ipcam_examples::config::Config;
-use gst_ipcam_examples::gateway::Gateway;
-use gst_ipcam_examples::http;
-use gst_ipcam_examples::metrics::find_samples;
-use gst_ipcam_examples::sim::wait_until;
+use gst_ipcam_gateway::auth::{Action, UserConfig, basic_value};
+use gst_ipcam_gateway::config::Config;
+use gst_ipcam_gateway::gateway::Gateway;
+use gst_ipcam_gateway::http;
+use gst_ipcam_gateway::metrics::find_samples;
+use gst_ipcam_gateway::sim::wait_until;
 use gstgb28181::core::client::{ClientAction, RegisterClient, RegisterClientConfig};
 use gstgb28181::core::manscdp::Manscdp;
 use gstgb28181::core::sip::Message;
@@ -492,7 +492,7 @@ fn spawn_gateway(extra: &[&str]) -> ChildGateway {
         ),
     )
     .unwrap();
-    let mut child = Command::new(example("gateway"))
+    let mut child = Command::new(gateway_bin())
         .args(["--config", conf.to_str().unwrap()])
         .args([
             "--sip-address",

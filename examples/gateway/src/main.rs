@@ -1,16 +1,16 @@
 //! The GB28181 → RTSP/HLS gateway.
 //!
-//! `cargo run --release --example gateway -- [--simulate N] [--hls true] [--record-dir DIR]
+//! `gst-ipcam-gateway [--simulate N] [--hls true] [--record-dir DIR]
 //! [--config gateway.toml] ...` (`--help` lists every option). Ctrl-C stops it cleanly (BYE to
 //! every camera, files finalized, exit 0).
 //!
 //! Readers are `[[users]]` of the config file; `gateway --hash-password [--user NAME]` reads a
 //! password (or token) on stdin and prints the `pass` and `digest_ha1` values to store.
 
-use gst_ipcam_examples::auth;
-use gst_ipcam_examples::config::{Config, USAGE};
-use gst_ipcam_examples::gateway::Gateway;
-use gst_ipcam_examples::signals;
+use gst_ipcam_gateway::auth;
+use gst_ipcam_gateway::config::{Config, USAGE};
+use gst_ipcam_gateway::gateway::Gateway;
+use gst_ipcam_gateway::signals;
 
 /// `--hash-password [--user NAME]`: the values of a `[[users]]` entry for the password on stdin.
 fn hash_password(args: &[String]) -> Result<(), String> {

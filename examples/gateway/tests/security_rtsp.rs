@@ -8,11 +8,11 @@
 mod common;
 use common::*;
 
-use gst_ipcam_examples::auth::{Action, UserConfig, basic_value, digest_ha1, hash_password};
-use gst_ipcam_examples::config::Config;
-use gst_ipcam_examples::gateway::Gateway;
-use gst_ipcam_examples::metrics;
-use gst_ipcam_examples::sim::wait_until;
+use gst_ipcam_gateway::auth::{Action, UserConfig, basic_value, digest_ha1, hash_password};
+use gst_ipcam_gateway::config::Config;
+use gst_ipcam_gateway::gateway::Gateway;
+use gst_ipcam_gateway::metrics;
+use gst_ipcam_gateway::sim::wait_until;
 use gstgb28181::core::digest;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -33,12 +33,12 @@ fn users() -> Vec<UserConfig> {
     // What htdigest would store, made independently of the helper.
     assert_eq!(
         digester.digest_ha1,
-        digest_ha1(DIGEST.0, gst_ipcam_examples::auth::REALM, DIGEST.1)
+        digest_ha1(DIGEST.0, gst_ipcam_gateway::auth::REALM, DIGEST.1)
     );
     // As an operator stores it: argon2 (tens of ms per verification).
     let guarded = UserConfig {
         pass: hash_password(GUARDED.1).unwrap(),
-        digest_ha1: digest_ha1(GUARDED.0, gst_ipcam_examples::auth::REALM, GUARDED.1),
+        digest_ha1: digest_ha1(GUARDED.0, gst_ipcam_gateway::auth::REALM, GUARDED.1),
         ..UserConfig::with_password(GUARDED.0, "-", &[(Action::Read, "")]).unwrap()
     };
     vec![
@@ -312,7 +312,7 @@ fn anonymous_reads_only_when_configured() {
     let _s = serial();
     let any = |path: &str| UserConfig {
         user: "any".into(),
-        permissions: vec![gst_ipcam_examples::auth::PermissionConfig {
+        permissions: vec![gst_ipcam_gateway::auth::PermissionConfig {
             action: Action::Read,
             path: path.into(),
         }],

@@ -6,11 +6,11 @@
 mod common;
 use common::*;
 
-use gst_ipcam_examples::auth::{Action, UserConfig, basic_value};
-use gst_ipcam_examples::config::Config;
-use gst_ipcam_examples::gateway::Gateway;
-use gst_ipcam_examples::http;
-use gst_ipcam_examples::sim::{Clip, SimCamera, SimSettings, wait_until};
+use gst_ipcam_gateway::auth::{Action, UserConfig, basic_value};
+use gst_ipcam_gateway::config::Config;
+use gst_ipcam_gateway::gateway::Gateway;
+use gst_ipcam_gateway::http;
+use gst_ipcam_gateway::sim::{Clip, SimCamera, SimSettings, wait_until};
 use std::time::Duration;
 
 /// The codecs ffprobe decoded at least `min` frames of, sorted, once each (MPEG-TS lists its
@@ -39,7 +39,7 @@ fn expect(video: Option<&str>, audio: &str) -> Vec<String> {
 
 #[test]
 fn every_codec_combination_through_rtsp_hls_and_mp4() {
-    gst_ipcam_examples::gateway::init().unwrap();
+    gst_ipcam_gateway::gateway::init().unwrap();
     let hls_dir = scratch("hls");
     let rec_dir = scratch("rec");
     let cfg = Config {

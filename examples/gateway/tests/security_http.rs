@@ -6,11 +6,11 @@
 mod common;
 use common::*;
 
-use gst_ipcam_examples::auth::{Action, PermissionConfig, UserConfig, basic_value, hash_sha256};
-use gst_ipcam_examples::config::Config;
-use gst_ipcam_examples::gateway::Gateway;
-use gst_ipcam_examples::http::{self, Reply};
-use gst_ipcam_examples::sim::wait_until;
+use gst_ipcam_gateway::auth::{Action, PermissionConfig, UserConfig, basic_value, hash_sha256};
+use gst_ipcam_gateway::config::Config;
+use gst_ipcam_gateway::gateway::Gateway;
+use gst_ipcam_gateway::http::{self, Reply};
+use gst_ipcam_gateway::sim::wait_until;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -502,7 +502,7 @@ fn password_guessing_is_blocked_per_source() {
 #[test]
 fn request_deadline_and_total_cap() {
     use axum::routing::get as route_get;
-    use gst_ipcam_examples::http::{HttpRuntime, HttpServer, Limits};
+    use gst_ipcam_gateway::http::{HttpRuntime, HttpServer, Limits};
     let _g = serial();
     let rt = HttpRuntime::new(1).unwrap();
     let router = axum::Router::new()

@@ -6,12 +6,12 @@ mod common;
 use common::*;
 
 use gst::prelude::*;
-use gst_ipcam_examples::auth::{Action, UserConfig, basic_value};
-use gst_ipcam_examples::config::Config;
-use gst_ipcam_examples::gateway::Gateway;
-use gst_ipcam_examples::http;
-use gst_ipcam_examples::metrics::find_samples;
-use gst_ipcam_examples::sim::wait_until;
+use gst_ipcam_gateway::auth::{Action, UserConfig, basic_value};
+use gst_ipcam_gateway::config::Config;
+use gst_ipcam_gateway::gateway::Gateway;
+use gst_ipcam_gateway::http;
+use gst_ipcam_gateway::metrics::find_samples;
+use gst_ipcam_gateway::sim::wait_until;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
