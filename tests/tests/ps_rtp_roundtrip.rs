@@ -185,6 +185,7 @@ fn udp_with_loss_duplication_and_reordering_recovers() {
         reorder: 0.05,
         spare_first: 0,
         seed: 28181,
+        ..Impairment::default()
     }));
     let impaired = impaired.expect("relay stats");
     assert!(

@@ -4,17 +4,21 @@
 //! bound to port 0, and a seeded UDP impairment relay (loss, duplication, reordering that is
 //! the same on every run).
 
+pub mod impair;
 pub mod programs;
 
-use std::net::UdpSocket;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+pub use impair::{ImpairStats, Impairer, Impairment};
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+
+/// Locks `m`, also when a panicking holder poisoned it (tests report the panic itself).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// `gst::init()` and `register` (the plugins under test, statically), once per process.
 pub fn init_with(register: impl FnOnce()) {
@@ -263,202 +267,41 @@ pub fn pcap_udp<'a>(port: u16, datagrams: impl IntoIterator<Item = (u64, &'a [u8
     out
 }
 
-/// Seeded network impairment: the same packets are dropped, duplicated and swapped on every
-/// run with the same seed and input.
-#[derive(Debug, Clone, Copy)]
-pub struct Impairment {
-    pub drop: f64,
-    pub duplicate: f64,
-    /// Probability that a packet is held back and sent after the next one.
-    pub reorder: f64,
-    /// The first packets pass untouched (stream headers a receiver cannot do without).
-    pub spare_first: usize,
-    pub seed: u64,
-}
-
-/// What an [`Impairer`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ImpairStats {
-    pub received: usize,
-    pub forwarded: usize,
-    pub dropped: usize,
-    pub duplicated: usize,
-    pub reordered: usize,
-}
-
-/// Applies an [`Impairment`] to a packet sequence (no I/O, no time).
-#[derive(Debug)]
-pub struct Impairer {
-    config: Impairment,
-    rng: SmallRng,
-    held: Option<Vec<u8>>,
-    pub stats: ImpairStats,
-}
-
-impl Impairer {
-    pub fn new(config: Impairment) -> Self {
-        Impairer {
-            config,
-            rng: SmallRng::seed_from_u64(config.seed),
-            held: None,
-            stats: ImpairStats::default(),
-        }
-    }
-
-    /// The packets to send for `packet`, in order.
-    pub fn process(&mut self, packet: Vec<u8>) -> Vec<Vec<u8>> {
-        self.stats.received += 1;
-        // Three draws per packet whatever happens: the decisions depend on the index only.
-        let (d, u, r) = (
-            self.rng.random::<f64>(),
-            self.rng.random::<f64>(),
-            self.rng.random::<f64>(),
-        );
-        if self.stats.received <= self.config.spare_first {
-            self.stats.forwarded += 1;
-            return vec![packet];
-        }
-        if d < self.config.drop {
-            self.stats.dropped += 1;
-            return Vec::new();
-        }
-        if self.held.is_none() && r < self.config.reorder {
-            self.stats.reordered += 1;
-            self.held = Some(packet);
-            return Vec::new();
-        }
-        let mut out = Vec::with_capacity(3);
-        if u < self.config.duplicate {
-            self.stats.duplicated += 1;
-            out.push(packet.clone());
-        }
-        out.push(packet);
-        out.extend(self.held.take());
-        self.stats.forwarded += out.len();
-        out
-    }
-
-    /// The packet held back for reordering, if any (at the end of the stream).
-    pub fn flush(&mut self) -> Option<Vec<u8>> {
-        let held = self.held.take();
-        self.stats.forwarded += held.is_some() as usize;
-        held
-    }
-}
-
-/// A UDP relay on 127.0.0.1 applying a seeded [`Impairment`]: senders send to
-/// [`UdpRelay::port`], the relay forwards to `127.0.0.1:to_port`.
-pub struct UdpRelay {
-    port: u16,
-    forwarded: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<ImpairStats>>,
-}
+/// A one-way UDP relay on 127.0.0.1 applying a seeded [`Impairment`]: senders send to
+/// [`UdpRelay::port`], the relay forwards to `127.0.0.1:to_port` (an [`impair::UdpProxy`]).
+pub struct UdpRelay(impair::UdpProxy);
 
 impl UdpRelay {
     pub fn start(to_port: u16, impairment: Impairment) -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind relay");
-        let port = socket.local_addr().expect("relay address").port();
-        // Wakes up to see `stop` and to release a held packet when the sender pauses.
-        socket
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .expect("read timeout");
-        let forwarded = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (fwd, stop2) = (forwarded.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut impairer = Impairer::new(impairment);
-            let mut buf = vec![0u8; 65536];
-            let to = ("127.0.0.1", to_port);
-            loop {
-                let out = match socket.recv(&mut buf) {
-                    Ok(n) => impairer.process(buf[..n].to_vec()),
-                    Err(_) => impairer.flush().into_iter().collect(),
-                };
-                for p in out {
-                    let _ = socket.send_to(&p, to);
-                }
-                fwd.store(impairer.stats.forwarded, Ordering::SeqCst);
-                // Only once idle: what was sent before `finish` is relayed.
-                if stop2.load(Ordering::SeqCst) && impairer.held.is_none() && socket_idle(&socket) {
-                    break;
-                }
-            }
-            impairer.stats
-        });
-        UdpRelay {
-            port,
-            forwarded,
-            stop,
-            thread: Some(thread),
-        }
+        let target = std::net::SocketAddr::from(([127, 0, 0, 1], to_port));
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        UdpRelay(
+            impair::UdpProxy::start(listen, target, impairment, Impairment::none())
+                .expect("bind relay"),
+        )
     }
 
     /// Where senders send.
     pub fn port(&self) -> u16 {
-        self.port
+        self.0.port()
     }
 
-    /// Datagrams forwarded so far.
+    /// Datagrams forwarded so far (or due to be: delayed ones count).
     pub fn forwarded(&self) -> usize {
-        self.forwarded.load(Ordering::SeqCst)
+        self.0.stats().0.forwarded
     }
 
     /// Relays what was sent so far, stops and tells what it did.
-    pub fn finish(mut self) -> ImpairStats {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread
-            .take()
-            .map(|t| t.join().expect("relay thread"))
-            .unwrap_or_default()
-    }
-}
-
-/// No datagram waiting (the socket's read timeout bounds the wait).
-fn socket_idle(socket: &UdpSocket) -> bool {
-    let mut probe = [0u8; 1];
-    socket.peek(&mut probe).is_err()
-}
-
-impl Drop for UdpRelay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    pub fn finish(self) -> ImpairStats {
+        self.0.drain(Duration::from_secs(10));
+        self.0.stats().0
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn impairment_is_seeded() {
-        let config = Impairment {
-            drop: 0.05,
-            duplicate: 0.05,
-            reorder: 0.05,
-            spare_first: 10,
-            seed: 7,
-        };
-        let run = || {
-            let mut i = Impairer::new(config);
-            let mut out: Vec<Vec<u8>> = (0..1000u16)
-                .flat_map(|n| i.process(n.to_be_bytes().to_vec()))
-                .collect();
-            out.extend(i.flush());
-            (out, i.stats)
-        };
-        let (a, stats) = run();
-        assert_eq!(a, run().0);
-        assert!(stats.dropped > 0 && stats.duplicated > 0 && stats.reordered > 0);
-        assert_eq!(a.len(), stats.forwarded);
-        assert_eq!(
-            stats.forwarded,
-            stats.received - stats.dropped + stats.duplicated
-        );
-    }
+    use std::net::UdpSocket;
 
     #[test]
     fn udpsrc_port_zero_is_read_back_and_relay_forwards() {
@@ -476,6 +319,7 @@ mod tests {
                 reorder: 0.5,
                 spare_first: 0,
                 seed: 1,
+                ..Impairment::default()
             },
         );
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -239,6 +239,7 @@ fn udp_with_loss(jitterbuffer: bool) {
             reorder: 0.03,
             spare_first: 40,
             seed: if jitterbuffer { 2 } else { 1 },
+            ..Impairment::default()
         }),
     );
     assert_no_error(&receiver);
