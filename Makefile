@@ -3,6 +3,7 @@
 #   make test     fmt check, clippy, every test, and the meson build check
 #   make install  build with meson and install the plugins into GStreamer's plugin directory
 #   make bench    run the side-by-side benchmarks in benches/
+#   make soak     run the gateway for 30 minutes under load and plot its resources
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -15,11 +16,12 @@ APT_PACKAGES := \
 	libgstreamer-plugins-bad1.0-dev libgstrtspserver-1.0-dev \
 	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp \
-	ffmpeg tshark meson ninja-build python3 python3-gi gir1.2-gst-rtsp-server-1.0 curl
+	ffmpeg tshark meson ninja-build python3 python3-gi gir1.2-gst-rtsp-server-1.0 curl \
+	bc python3-matplotlib
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build release test lint unit meson-check demo install bench fuzz clean
+.PHONY: all deps build release test lint unit meson-check demo install bench soak fuzz clean
 
 all: build
 
@@ -63,7 +65,11 @@ install: deps
 	$(SUDO) meson install -C builddir
 
 bench: release
-	@for b in benches/*.sh; do echo "== $$b"; bash "$$b" || exit 1; done
+	@for b in benches/*.sh; do [ "$$b" = benches/soak.sh ] && continue; echo "== $$b"; bash "$$b" || exit 1; done
+
+# 30 minutes, 50 cameras, readers in rounds: RSS/files/threads/CPU to target/soak/ (CSV, PNG).
+soak: release
+	bash benches/soak.sh
 
 # Short fuzzing sessions of every target (needs cargo-fuzz; stable toolchain via RUSTC_BOOTSTRAP).
 FUZZ_SECONDS ?= 60
