@@ -9,6 +9,7 @@ pub mod factory;
 pub mod gateway;
 pub mod http;
 pub mod ingest;
+pub mod malloc;
 pub mod metrics;
 pub mod outputs;
 pub mod rtsp_auth;

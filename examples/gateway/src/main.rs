@@ -41,6 +41,7 @@ fn hash_password(args: &[String]) -> Result<(), String> {
 }
 
 fn main() {
+    gst_ipcam_gateway::malloc::limit_arenas();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
