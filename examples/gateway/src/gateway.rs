@@ -1543,6 +1543,14 @@ fn snapshot(sh: &Shared) -> Snapshot {
             .map(|p| (p.as_str().to_string(), sh.rtsp_guard.users().failures(*p)))
             .collect(),
         mounts_refused: sh.mounts_refused.load(Ordering::Relaxed),
+        store_errors: sh
+            .store
+            .as_ref()
+            .map_or(0, |s| s.stats().errors.load(Ordering::Relaxed)),
+        store_dropped: sh
+            .store
+            .as_ref()
+            .map_or(0, |s| s.stats().dropped.load(Ordering::Relaxed)),
     }
 }
 

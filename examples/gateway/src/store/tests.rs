@@ -340,3 +340,38 @@ fn worker_applies_queued_and_periodic_writes() {
     assert_eq!(s.devices().unwrap()[0].last_keepalive_ms, 9_000);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// A failing transaction is counted and the worker goes on with the next writes.
+#[test]
+fn worker_survives_database_errors() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let d = dir("worker-errors");
+    let s = Store::open(&d, limits()).unwrap();
+    // Another connection breaks the schema under the worker's feet.
+    Connection::open(d.join(DB_FILE))
+        .unwrap()
+        .execute_batch("DROP TABLE channels")
+        .unwrap();
+    let mut w =
+        worker::StoreWorker::start(s, std::time::Duration::from_secs(3600), Vec::new).unwrap();
+    let tx = w.sender();
+    assert!(tx.send(Write::Catalog {
+        device_id: DEV.into(),
+        channels: vec![channel(CH)],
+    }));
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while w.stats().errors.load(Relaxed) == 0 && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(w.stats().errors.load(Relaxed), 1);
+    assert!(tx.send(registered(DEV, 1_000)));
+    w.stop();
+    assert_eq!(w.stats().errors.load(Relaxed), 1);
+    assert_eq!(w.stats().writes.load(Relaxed), 1);
+    let c = Connection::open(d.join(DB_FILE)).unwrap();
+    let n: i64 = c
+        .query_row("SELECT COUNT(*) FROM devices", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    let _ = std::fs::remove_dir_all(&d);
+}
