@@ -787,6 +787,8 @@ fn mount_catalog(sh: &Arc<Shared>, device: &str, channels: &[String], cut: usize
     }
 }
 
+/// Stored devices printed one by one at start.
+const TREE_LINES: usize = 100;
 /// DeviceInfo queries remembered at most (their answers are stored).
 const DEVICE_INFO_QUERIES: usize = 1024;
 /// How often the last keepalive times are written.
@@ -856,7 +858,7 @@ fn store_write(sh: &Shared, ev: &EndpointEvent) -> Option<Write> {
 
 /// Puts back, in the endpoint, the registrations stored in the data dir that are still
 /// valid; returns the devices restored with their stored channels (to mount). Prints the
-/// stored device tree, one line a device.
+/// stored device tree, one line a device (the first [`TREE_LINES`], then a count).
 fn restore_from_store(
     store: &Store,
     endpoint: &Endpoint,
@@ -866,7 +868,8 @@ fn restore_from_store(
     let now = gstgb28181::endpoint::now_ms();
     let transport = endpoint.transport().as_str();
     let mut restored = Vec::new();
-    for d in devices {
+    let total = devices.len();
+    for (n, d) in devices.into_iter().enumerate() {
         let channels: Vec<String> = store
             .channels(&d.id)
             .map_err(err)?
@@ -898,15 +901,22 @@ fn restore_from_store(
             ),
             Err(why) => format!("not restored: {why}"),
         };
-        println!(
-            "[gateway] stored device {} ({} channels): {state}",
-            printable(&d.id),
-            channels.len()
-        );
+        if n < TREE_LINES {
+            println!(
+                "[gateway] stored device {} ({} channels): {state}",
+                printable(&d.id),
+                channels.len()
+            );
+        }
         if outcome.is_ok() {
             restored.push((d.id, channels));
         }
     }
+    println!(
+        "[gateway] data dir {}: {total} devices stored, {} registrations restored",
+        store.path().display(),
+        restored.len()
+    );
     Ok(restored)
 }
 
