@@ -314,6 +314,7 @@ fn restart_after_kill9_keeps_tree_and_serves_after_keepalive() {
 
     gw.kill9();
     drop(gw);
+    let restart = Instant::now();
     let mut gw = Gateway::start(&conf, &data, sip, rtsp, m);
     // The tree is back and mounted before the camera said anything.
     assert!(
@@ -329,7 +330,13 @@ fn restart_after_kill9_keeps_tree_and_serves_after_keepalive() {
         "{:?}",
         gw.lines()
     );
+    let online = restart.elapsed();
     assert!(decoded_frames(rtsp) >= 10, "after the restart");
+    eprintln!(
+        "restart → device online {} ms, → 2 s of video decoded {} ms",
+        online.as_millis(),
+        restart.elapsed().as_millis()
+    );
     assert_eq!(
         cam.registers.load(Ordering::SeqCst),
         1,
