@@ -301,8 +301,9 @@ impl Gateway {
         for d in endpoint.devices().into_iter().filter(|d| !d.restored) {
             let _ = tx.try_send(MountJob::Registered(d.id));
         }
+        // Waits for room (the worker is draining): every restored device is mounted.
         for (device, channels) in restored {
-            let _ = tx.try_send(MountJob::Restored { device, channels });
+            let _ = tx.send(MountJob::Restored { device, channels });
         }
         let weak = Arc::downgrade(&shared);
         let subscription = endpoint.subscribe(move |ev| {
@@ -655,11 +656,15 @@ fn on_endpoint_event(sh: &Shared, tx: &SyncSender<MountJob>, ev: &EndpointEvent)
         && let Some(w) = store_write(sh, ev)
         && !store.send(w)
     {
-        warn(&format!(
-            "store queue full ({}): an event of device {} not stored",
-            crate::store::worker::QUEUE,
-            printable(ev.device_id())
-        ));
+        // The first, then every 100th (all counted in gateway_store_dropped_total).
+        let dropped = store.stats().dropped.load(Ordering::Relaxed);
+        if dropped % 100 == 1 {
+            warn(&format!(
+                "store queue full ({}): an event of device {} not stored ({dropped} so far)",
+                crate::store::worker::QUEUE,
+                printable(ev.device_id())
+            ));
+        }
     }
     let job = match ev {
         EndpointEvent::Registrar(RegEvent::Registered {
