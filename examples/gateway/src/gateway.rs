@@ -524,6 +524,12 @@ impl Gateway {
         self.store_worker.as_ref().map(StoreWorker::stats)
     }
 
+    /// Queues writes to the database (with `--data-dir`), e.g. user-given names and settings.
+    /// Reads open their own [`Store`] on `cfg.data_dir` (WAL: readers never wait for it).
+    pub fn store(&self) -> Option<StoreSender> {
+        self.shared.store.clone()
+    }
+
     /// Clean stop: finalizes HLS/recordings, disconnects RTSP clients, BYE to every camera
     /// session, unregisters the simulated cameras.
     pub fn stop(&mut self) {

@@ -114,16 +114,28 @@ pub enum Write {
         device_id: String,
         name: String,
     },
+    /// A JSON object (refused otherwise, or beyond [`MAX_SETTINGS`]).
+    DeviceSettings {
+        device_id: String,
+        settings: String,
+    },
     ChannelName {
         device_id: String,
         channel_id: String,
         name: String,
     },
+    /// A JSON object (refused otherwise, or beyond [`MAX_SETTINGS`]).
     ChannelSettings {
         device_id: String,
         channel_id: String,
         settings: String,
     },
+}
+
+/// Whether `s` may be stored as settings: a JSON object of at most [`MAX_SETTINGS`] bytes.
+fn valid_settings(s: &str) -> bool {
+    s.len() <= MAX_SETTINGS
+        && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(s).is_ok()
 }
 
 /// What [`Store::apply`] did not store because of a cap.
@@ -441,6 +453,18 @@ fn apply_one(tx: &Connection, limits: Limits, w: &Write) -> rusqlite::Result<boo
                 params![device_id, t(name)],
             )?;
         }
+        Write::DeviceSettings {
+            device_id,
+            settings,
+        } => {
+            if !valid_settings(settings) {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE devices SET settings = ?2 WHERE id = ?1",
+                params![device_id, settings],
+            )?;
+        }
         Write::ChannelName {
             device_id,
             channel_id,
@@ -456,8 +480,7 @@ fn apply_one(tx: &Connection, limits: Limits, w: &Write) -> rusqlite::Result<boo
             channel_id,
             settings,
         } => {
-            let object = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>;
-            if settings.len() > MAX_SETTINGS || object(settings).is_err() {
+            if !valid_settings(settings) {
                 return Ok(false);
             }
             tx.execute(

@@ -78,6 +78,10 @@ fn round_trip_survives_reopen() {
                     device_id: DEV.into(),
                     name: "Gate".into(),
                 },
+                Write::DeviceSettings {
+                    device_id: DEV.into(),
+                    settings: r#"{"zone":"north"}"#.into(),
+                },
                 Write::ChannelName {
                     device_id: DEV.into(),
                     channel_id: CH.into(),
@@ -129,7 +133,7 @@ fn round_trip_survives_reopen() {
             model: "X1".into(),
             firmware: "2.0".into(),
             user_name: "Gate".into(),
-            settings: "{}".into(),
+            settings: r#"{"zone":"north"}"#.into(),
         }]
     );
     let chans = s.channels(DEV).unwrap();
