@@ -72,6 +72,9 @@ pub struct Config {
     pub max_channels_per_device: usize,
     /// Registrations accepted at once, and devices with mounted channels at most.
     pub max_devices: usize,
+    /// Devices, channels and registrations kept across restarts in `<data_dir>/gateway.db`
+    /// (created 0700); empty: nothing persists.
+    pub data_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -113,6 +116,7 @@ impl Default for Config {
             id_pattern: gstgb28181::core::id::DEFAULT_PATTERN.into(),
             max_channels_per_device: 1024,
             max_devices: 10_000,
+            data_dir: PathBuf::new(),
         }
     }
 }
@@ -149,6 +153,7 @@ Options (also keys of the TOML file given with --config FILE; flags win):
   --id-pattern RE        device/channel IDs accepted, a regular expression ([0-9]{20})
   --max-channels-per-device N  channels mounted per device at most (1024)
   --max-devices N        registrations and mounted devices at most (10000)
+  --data-dir DIR         keep devices, channels, registrations in DIR/gateway.db (none)
 Users (config file only; without any, nobody may read):
   [[users]]  user = \"demo\"  pass = \"argon2:...\"  (from --hash-password)  digest_ha1 = \"...\"
              tokens = [\"sha256:...\"]  ips = [\"10.0.0.0/8\"]
@@ -249,6 +254,7 @@ impl Config {
                 self.max_channels_per_device = num(value)?.clamp(1, 1_000_000) as usize
             }
             "max-devices" => self.max_devices = num(value)?.clamp(1, 1_000_000) as usize,
+            "data-dir" => self.data_dir = PathBuf::from(value),
             _ => return Err(format!("unknown setting {key}")),
         }
         Ok(())

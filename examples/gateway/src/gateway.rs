@@ -13,12 +13,14 @@ use crate::metrics::{self, DeviceStat, PathStat, SessionStat, SipCounters, Snaps
 use crate::outputs::{ChannelOutputs, OutputSettings};
 use crate::rtsp_auth::{self, RtspGuard, RtspLimits, client_ip};
 use crate::sim::{Clip, SimCamera, SimSettings};
+use crate::store::worker::{StoreSender, StoreStats, StoreWorker};
+use crate::store::{ChannelInfo, Limits as StoreLimits, Store, Write};
 use gst::glib;
 use gst::glib::translate::ToGlibPtr;
 use gst::prelude::*;
 use gst_rtsp_server::prelude::*;
 use gstgb28181::core::id::{IdPolicy, printable};
-use gstgb28181::core::registrar::{Event as RegEvent, RegistrarConfig};
+use gstgb28181::core::registrar::{Event as RegEvent, RegistrarConfig, RestoredBinding};
 use gstgb28181::endpoint::{Endpoint, EndpointEvent, EndpointKey, SipTransport};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -119,6 +121,10 @@ struct Shared {
     /// Latest ingest latency per channel (refreshed every second by the collector).
     latency: Mutex<HashMap<String, (f64, f64)>>,
     latency_at: Mutex<Option<Instant>>,
+    /// Persistence (with `--data-dir`): the store worker's queue, and the DeviceInfo
+    /// queries sent (SN → device) whose answers are stored.
+    store: Option<StoreSender>,
+    device_info_queries: Mutex<HashMap<u32, String>>,
 }
 
 /// The running gateway.
@@ -135,6 +141,7 @@ pub struct Gateway {
     hls_temp_dir: Option<std::path::PathBuf>,
     summary_thread: Option<JoinHandle<()>>,
     cameras: Vec<SimCamera>,
+    store_worker: Option<StoreWorker>,
     stopped: bool,
 }
 
@@ -193,8 +200,28 @@ impl Gateway {
             ..RegistrarConfig::default()
         };
         let ids = IdPolicy::with_pattern(&cfg.id_pattern)?;
+        // A data dir that cannot be used stops the start (exit 1), before any camera is
+        // answered: running on without the state the operator asked to keep would lose it.
+        let store = if cfg.data_dir.as_os_str().is_empty() {
+            None
+        } else {
+            let limits = StoreLimits {
+                max_devices: cfg.max_devices,
+                max_channels_per_device: cfg.max_channels_per_device,
+            };
+            Some(Store::open(&cfg.data_dir, limits).map_err(|e| format!("--data-dir: {e}"))?)
+        };
         let endpoint = Endpoint::obtain(&key, reg)
             .map_err(|e| format!("SIP endpoint {}:{}: {e}", cfg.sip_address, cfg.sip_port))?;
+        // At once, so that the first keepalives after a restart find their binding.
+        let restored = match &store {
+            Some(st) => restore_from_store(st, &endpoint)?,
+            None => Vec::new(),
+        };
+        let store_worker = match store {
+            Some(st) => Some(start_store_worker(st, &endpoint).map_err(|e| e.to_string())?),
+            None => None,
+        };
 
         let ctx = glib::MainContext::new();
         let main_loop = glib::MainLoop::new(Some(&ctx), false);
@@ -249,6 +276,8 @@ impl Gateway {
             stopping: AtomicBool::new(false),
             latency: Mutex::new(HashMap::new()),
             latency_at: Mutex::new(None),
+            store: store_worker.as_ref().map(StoreWorker::sender),
+            device_info_queries: Mutex::new(HashMap::new()),
         });
 
         // Per-client byte counts start when the client's PLAY is answered.
@@ -269,8 +298,12 @@ impl Gateway {
             .name("gateway-mounts".into())
             .spawn(move || mount_worker(weak, rx))
             .map_err(|e| e.to_string())?;
-        for d in endpoint.devices() {
+        for d in endpoint.devices().into_iter().filter(|d| !d.restored) {
             let _ = tx.try_send(MountJob::Registered(d.id));
+        }
+        // Waits for room (the worker is draining): every restored device is mounted.
+        for (device, channels) in restored {
+            let _ = tx.send(MountJob::Restored { device, channels });
         }
         let weak = Arc::downgrade(&shared);
         let subscription = endpoint.subscribe(move |ev| {
@@ -361,6 +394,7 @@ impl Gateway {
             hls_temp_dir,
             summary_thread,
             cameras: Vec::new(),
+            store_worker,
             stopped: false,
         };
         if cfg.simulate > 0 {
@@ -485,6 +519,17 @@ impl Gateway {
         &self.shared.endpoint
     }
 
+    /// The persistence worker's counters (with `--data-dir`).
+    pub fn store_stats(&self) -> Option<&Arc<StoreStats>> {
+        self.store_worker.as_ref().map(StoreWorker::stats)
+    }
+
+    /// Queues writes to the database (with `--data-dir`), e.g. user-given names and settings.
+    /// Reads open their own [`Store`] on `cfg.data_dir` (WAL: readers never wait for it).
+    pub fn store(&self) -> Option<StoreSender> {
+        self.shared.store.clone()
+    }
+
     /// Clean stop: finalizes HLS/recordings, disconnects RTSP clients, BYE to every camera
     /// session, unregisters the simulated cameras.
     pub fn stop(&mut self) {
@@ -497,6 +542,10 @@ impl Gateway {
         // The queue's sender went with the subscription: the worker ends after its current job.
         if let Some(t) = self.mount_thread.take() {
             let _ = t.join();
+        }
+        // What is queued is written.
+        if let Some(mut w) = self.store_worker.take() {
+            w.stop();
         }
         let outputs: Vec<ChannelOutputs> = lock(&self.shared.channels)
             .values_mut()
@@ -589,6 +638,12 @@ fn http_authorize(users: Arc<Users>) -> Authorize {
 /// What the endpoint reported, applied by the mount worker (never on the endpoint's thread).
 enum MountJob {
     Registered(String),
+    /// A registration restored from the data dir, with its stored channels.
+    Restored {
+        device: String,
+        channels: Vec<String>,
+    },
+    Online(String),
     Unregistered(String),
     Catalog {
         device: String,
@@ -603,6 +658,20 @@ const MOUNT_QUEUE: usize = 1024;
 
 /// The endpoint's subscriber: hands the event to the mount worker and returns at once.
 fn on_endpoint_event(sh: &Shared, tx: &SyncSender<MountJob>, ev: &EndpointEvent) {
+    if let Some(store) = &sh.store
+        && let Some(w) = store_write(sh, ev)
+        && !store.send(w)
+    {
+        // The first, then every 100th (all counted in gateway_store_dropped_total).
+        let dropped = store.stats().dropped.load(Ordering::Relaxed);
+        if dropped % 100 == 1 {
+            warn(&format!(
+                "store queue full ({}): an event of device {} not stored ({dropped} so far)",
+                crate::store::worker::QUEUE,
+                printable(ev.device_id())
+            ));
+        }
+    }
     let job = match ev {
         EndpointEvent::Registrar(RegEvent::Registered {
             device_id,
@@ -611,6 +680,9 @@ fn on_endpoint_event(sh: &Shared, tx: &SyncSender<MountJob>, ev: &EndpointEvent)
         }) => MountJob::Registered(device_id.clone()),
         EndpointEvent::Registrar(RegEvent::Unregistered { device_id, .. }) => {
             MountJob::Unregistered(device_id.clone())
+        }
+        EndpointEvent::Registrar(RegEvent::Online { device_id }) => {
+            MountJob::Online(device_id.clone())
         }
         EndpointEvent::Catalog {
             device_id, items, ..
@@ -664,6 +736,32 @@ fn mount_worker(weak: Weak<Shared>, rx: Receiver<MountJob>) {
                     continue;
                 }
                 let _ = sh.endpoint.query(&device, "Catalog");
+                if sh.store.is_some()
+                    && let Ok(sn) = sh.endpoint.query(&device, "DeviceInfo")
+                {
+                    let mut q = lock(&sh.device_info_queries);
+                    // Unanswered queries are forgotten in bulk.
+                    if q.len() >= DEVICE_INFO_QUERIES {
+                        q.clear();
+                    }
+                    q.insert(sn, device.clone());
+                }
+            }
+            MountJob::Restored { device, channels } => {
+                println!(
+                    "[gateway] device {} restored from the data dir ({} channels), waiting for its keepalive",
+                    printable(&device),
+                    channels.len()
+                );
+                if let Err(e) = mount(&sh, &device, &device) {
+                    sh.mounts_refused.fetch_add(1, Ordering::Relaxed);
+                    warn(&e);
+                    continue;
+                }
+                mount_catalog(&sh, &device, &channels, 0);
+            }
+            MountJob::Online(device) => {
+                println!("[gateway] device {} online", printable(&device));
             }
             MountJob::Unregistered(device) => {
                 println!("[gateway] device {} unregistered", printable(&device));
@@ -673,28 +771,191 @@ fn mount_worker(weak: Weak<Shared>, rx: Receiver<MountJob>) {
                 device,
                 channels,
                 cut,
-            } => {
-                let mut refused = cut;
-                let mut first = (cut > 0)
-                    .then(|| format!("{cut} items beyond max-channels-per-device not even queued"));
-                sh.mounts_refused.fetch_add(cut as u64, Ordering::Relaxed);
-                for ch in &channels {
-                    if let Err(e) = mount(&sh, &device, ch) {
-                        sh.mounts_refused.fetch_add(1, Ordering::Relaxed);
-                        refused += 1;
-                        first.get_or_insert(e);
-                    }
-                }
-                if let Some(e) = first {
-                    warn(&format!(
-                        "catalog of device {}: {refused} of {} channels refused, first: {e}",
-                        printable(&device),
-                        channels.len() + cut
-                    ));
-                }
-            }
+            } => mount_catalog(&sh, &device, &channels, cut),
         }
     }
+}
+
+/// Mounts the channels of a device's catalog (`cut`: items beyond the cap, not queued).
+fn mount_catalog(sh: &Arc<Shared>, device: &str, channels: &[String], cut: usize) {
+    let mut refused = cut;
+    let mut first =
+        (cut > 0).then(|| format!("{cut} items beyond max-channels-per-device not even queued"));
+    sh.mounts_refused.fetch_add(cut as u64, Ordering::Relaxed);
+    for ch in channels {
+        if let Err(e) = mount(sh, device, ch) {
+            sh.mounts_refused.fetch_add(1, Ordering::Relaxed);
+            refused += 1;
+            first.get_or_insert(e);
+        }
+    }
+    if let Some(e) = first {
+        warn(&format!(
+            "catalog of device {}: {refused} of {} channels refused, first: {e}",
+            printable(device),
+            channels.len() + cut
+        ));
+    }
+}
+
+/// Stored devices printed one by one at start.
+const TREE_LINES: usize = 100;
+/// DeviceInfo queries remembered at most (their answers are stored).
+const DEVICE_INFO_QUERIES: usize = 1024;
+/// How often the last keepalive times are written.
+const STORE_SEEN_EVERY: Duration = Duration::from_secs(5);
+
+/// The store's view of an endpoint event.
+fn store_write(sh: &Shared, ev: &EndpointEvent) -> Option<Write> {
+    let now = gstgb28181::endpoint::now_ms();
+    Some(match ev {
+        EndpointEvent::Registrar(RegEvent::Registered {
+            device_id,
+            contact,
+            source,
+            expires_s,
+            refresh,
+        }) => Write::Registered {
+            device_id: device_id.clone(),
+            address: source.clone(),
+            transport: sh.endpoint.transport().as_str().into(),
+            contact: contact.clone(),
+            now_ms: now,
+            expires_at_ms: now + u64::from(*expires_s) * 1000,
+            refresh: *refresh,
+        },
+        EndpointEvent::Registrar(RegEvent::Unregistered { device_id, .. }) => Write::Unregistered {
+            device_id: device_id.clone(),
+        },
+        EndpointEvent::Registrar(RegEvent::Online { device_id }) => Write::Seen {
+            device_id: device_id.clone(),
+            at_ms: now,
+        },
+        EndpointEvent::Catalog {
+            device_id, items, ..
+        } => Write::Catalog {
+            device_id: device_id.clone(),
+            channels: items
+                .iter()
+                .filter(|i| !i.device_id.is_empty())
+                .take(sh.cfg.max_channels_per_device)
+                .map(|i| ChannelInfo {
+                    id: i.device_id.clone(),
+                    name: i.name.clone(),
+                    parent_id: i.parent_id.clone(),
+                    status: i.status.clone(),
+                    ptz_type: i.ptz_type,
+                    manufacturer: i.manufacturer.clone(),
+                    model: i.model.clone(),
+                })
+                .collect(),
+        },
+        // Only the answer to our query, about the device we asked.
+        EndpointEvent::DeviceInfo { sn, info } => {
+            let asked = lock(&sh.device_info_queries).remove(sn)?;
+            if asked != info.device_id {
+                return None;
+            }
+            Write::DeviceInfo {
+                device_id: asked,
+                manufacturer: info.manufacturer.clone(),
+                model: info.model.clone(),
+                firmware: info.firmware.clone(),
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// Puts back, in the endpoint, the registrations stored in the data dir that are still
+/// valid; returns the devices restored with their stored channels (to mount). Prints the
+/// stored device tree, one line a device (the first [`TREE_LINES`], then a count).
+fn restore_from_store(
+    store: &Store,
+    endpoint: &Endpoint,
+) -> Result<Vec<(String, Vec<String>)>, String> {
+    let err = |e: rusqlite::Error| format!("{}: {e}", store.path().display());
+    let devices = store.devices().map_err(err)?;
+    let now = gstgb28181::endpoint::now_ms();
+    let transport = endpoint.transport().as_str();
+    let mut restored = Vec::new();
+    let total = devices.len();
+    for (n, d) in devices.into_iter().enumerate() {
+        let channels: Vec<String> = store
+            .channels(&d.id)
+            .map_err(err)?
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        let outcome = if d.expires_at_ms <= now {
+            Err("registration expired")
+        } else if d.transport != transport {
+            Err("registered over another SIP transport")
+        } else {
+            endpoint.restore(
+                &RestoredBinding {
+                    device_id: d.id.clone(),
+                    contact: d.contact.clone(),
+                    source: d.address.clone(),
+                    registered_at_ms: d.registered_at_ms,
+                    expires_at_ms: d.expires_at_ms,
+                    last_seen_ms: d.last_keepalive_ms,
+                },
+                &channels,
+            )
+        };
+        let state = match outcome {
+            Ok(()) => format!(
+                "registration from {} restored, valid for {} s",
+                printable(&d.address),
+                (d.expires_at_ms - now) / 1000
+            ),
+            Err(why) => format!("not restored: {why}"),
+        };
+        if n < TREE_LINES {
+            println!(
+                "[gateway] stored device {} ({} channels): {state}",
+                printable(&d.id),
+                channels.len()
+            );
+        }
+        if outcome.is_ok() {
+            restored.push((d.id, channels));
+        }
+    }
+    println!(
+        "[gateway] data dir {}: {total} devices stored, {} registrations restored",
+        store.path().display(),
+        restored.len()
+    );
+    Ok(restored)
+}
+
+/// The store's writer, which also writes the devices' last keepalive times every
+/// [`STORE_SEEN_EVERY`] (those that changed).
+fn start_store_worker(store: Store, endpoint: &Arc<Endpoint>) -> std::io::Result<StoreWorker> {
+    let ep = Arc::downgrade(endpoint);
+    let mut written: HashMap<String, u64> = HashMap::new();
+    StoreWorker::start(store, STORE_SEEN_EVERY, move || {
+        let Some(ep) = ep.upgrade() else {
+            return Vec::new();
+        };
+        let devices = ep.devices();
+        // Only devices still registered are remembered (bounded by max-devices).
+        let mut now_written = HashMap::with_capacity(devices.len());
+        let mut writes = Vec::new();
+        for d in devices {
+            if written.get(&d.id) != Some(&d.last_seen_ms) && !d.restored {
+                writes.push(Write::Seen {
+                    device_id: d.id.clone(),
+                    at_ms: d.last_seen_ms,
+                });
+            }
+            now_written.insert(d.id, d.last_seen_ms);
+        }
+        written = now_written;
+        writes
+    })
 }
 
 fn src_properties(cfg: &Config, device: &str, channel: &str) -> Vec<(String, String)> {
@@ -1303,6 +1564,14 @@ fn snapshot(sh: &Shared) -> Snapshot {
             .map(|p| (p.as_str().to_string(), sh.rtsp_guard.users().failures(*p)))
             .collect(),
         mounts_refused: sh.mounts_refused.load(Ordering::Relaxed),
+        store_errors: sh
+            .store
+            .as_ref()
+            .map_or(0, |s| s.stats().errors.load(Ordering::Relaxed)),
+        store_dropped: sh
+            .store
+            .as_ref()
+            .map_or(0, |s| s.stats().dropped.load(Ordering::Relaxed)),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod outputs;
 pub mod rtsp_auth;
 pub mod sim;
+pub mod store;
 
 /// Ctrl-C / SIGTERM, as a flag the programs poll (async-signal-safe: the handler only stores).
 pub mod signals {

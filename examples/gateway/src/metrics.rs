@@ -83,6 +83,9 @@ pub struct Snapshot {
     pub auth_failures: Vec<(String, u64)>,
     /// Channels the gateway refused to mount (bad ID, taken by another device, over a cap).
     pub mounts_refused: u64,
+    /// Persistence (`--data-dir`): failed transactions, and writes dropped (queue full, caps).
+    pub store_errors: u64,
+    pub store_dropped: u64,
 }
 
 impl Snapshot {
@@ -143,6 +146,21 @@ pub fn render(s: &Snapshot) -> String {
         "Channels refused (bad ID, mounted for another device, over a cap)",
     );
     let _ = writeln!(o, "gateway_mounts_refused {}", s.mounts_refused);
+    for (name, text, v) in [
+        (
+            "gateway_store_errors_total",
+            "Database transactions that failed (their writes are lost)",
+            s.store_errors,
+        ),
+        (
+            "gateway_store_dropped_total",
+            "Database writes dropped (queue full, over a cap)",
+            s.store_dropped,
+        ),
+    ] {
+        help(&mut o, name, "counter", text);
+        let _ = writeln!(o, "{name} {v}");
+    }
     help(
         &mut o,
         "gb28181_devices_online",
@@ -482,9 +500,15 @@ mod tests {
             },
             auth_failures: vec![("rtsp".into(), 3)],
             mounts_refused: 3,
+            store_errors: 4,
+            store_dropped: 0,
         };
         let t = render(&s);
         assert_eq!(find_samples(&t, "gateway_mounts_refused", ""), vec![3.0]);
+        assert_eq!(
+            find_samples(&t, "gateway_store_errors_total", ""),
+            vec![4.0]
+        );
         assert_eq!(
             find_samples(&t, "gb28181_auth_failures_total", ""),
             vec![6.0]

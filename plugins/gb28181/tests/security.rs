@@ -10,7 +10,9 @@ use gstgb28181::core::digest::{Challenge, answer_challenge};
 use gstgb28181::core::manscdp::{self, Manscdp};
 use gstgb28181::core::random;
 use gstgb28181::core::ratelimit::LimiterConfig;
-use gstgb28181::core::registrar::{Event, RegistrarConfig, process_secret, reason};
+use gstgb28181::core::registrar::{
+    Event, RegistrarConfig, RestoredBinding, process_secret, reason,
+};
 use gstgb28181::core::sip::Message;
 use gstgb28181::core::transaction::Dialog;
 use gstgb28181::endpoint::{Endpoint, EndpointEvent, EndpointKey, SipTransport};
@@ -269,6 +271,82 @@ fn keepalive_from_another_connection_does_not_move_the_binding_tcp() {
 }
 
 // ---- 2. IDs ----
+
+/// A registration restored after a restart (`Endpoint::restore`): nothing is sent to it and
+/// nothing from elsewhere is believed until a keepalive comes from the recorded address; then
+/// it is online and reachable, its stored channels known. Over TCP nothing is restored.
+#[test]
+fn restored_binding_is_confirmed_only_by_its_own_address() {
+    let _g = serial();
+    let ep = endpoint(SipTransport::Udp, RegistrarConfig::default());
+    let events = collect(&ep);
+    let d = Duration::from_secs(2);
+    let mut dev = Conn::open(SipTransport::Udp, ep.local_addr());
+    let mut atk = Conn::open(SipTransport::Udp, ep.local_addr());
+    let channel = "34020000001310000001";
+    let now = gstgb28181::endpoint::now_ms();
+    let binding = RestoredBinding {
+        device_id: DEV.into(),
+        contact: format!("sip:{DEV}@{}", dev.local()),
+        source: dev.local().to_string(),
+        registered_at_ms: now - 60_000,
+        expires_at_ms: now + 3_600_000,
+        last_seen_ms: now - 30_000,
+    };
+    ep.restore(&binding, &[channel.to_string()]).unwrap();
+    // A second restore (or one racing a live REGISTER) is refused.
+    assert!(ep.restore(&binding, &[]).is_err());
+    assert!(!ep.device(DEV).unwrap().online);
+    assert!(
+        ep.device_addr(DEV).is_none(),
+        "reachable before confirmation"
+    );
+    assert!(ep.query(DEV, "Catalog").is_err());
+
+    // The attacker's keepalive and Catalog for the device: 403, still unconfirmed.
+    assert_eq!(atk.request(&keepalive(DEV, DEV), d), Some(403));
+    assert_eq!(
+        atk.request(&catalog(DEV, 1, 1, &[channel.into()]), d),
+        Some(403)
+    );
+    assert!(ep.device_addr(DEV).is_none());
+    assert!(!ep.device(DEV).unwrap().online);
+    assert_eq!(forged_count(&ep), 2);
+
+    // The device, from its address: online, reachable, its channel known.
+    assert_eq!(dev.request(&keepalive(DEV, DEV), d), Some(200));
+    assert_eq!(ep.device_addr(DEV), Some(dev.local()));
+    assert!(ep.device(DEV).unwrap().online);
+    assert!(
+        wait_event(&events, d, |e| matches!(
+            e,
+            EndpointEvent::Registrar(Event::Online { device_id }) if device_id == DEV
+        ))
+        .is_some()
+    );
+    ep.query(DEV, "Catalog").unwrap();
+    assert!(dev.recv(d).is_some(), "query reached the device");
+    let info = manscdp::build_device_info_response(
+        7,
+        &manscdp::DeviceInfo {
+            device_id: channel.into(),
+            result: "OK".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        dev.request(&manscdp_message(DEV, &info), d),
+        Some(200),
+        "the restored channel is the device's"
+    );
+    assert!(atk.recv(Duration::from_millis(300)).is_none());
+    ep.shutdown();
+
+    let tcp = endpoint(SipTransport::Tcp, RegistrarConfig::default());
+    assert!(tcp.restore(&binding, &[]).is_err());
+    assert!(tcp.device(DEV).is_none());
+    tcp.shutdown();
+}
 
 #[test]
 fn invalid_ids_are_refused_and_catalog_items_dropped() {

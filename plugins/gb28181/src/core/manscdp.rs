@@ -325,6 +325,8 @@ pub struct CatalogItem {
     pub port: Option<u16>,
     pub longitude: Option<f64>,
     pub latitude: Option<f64>,
+    /// `<Info><PTZType>` (2016: 1 dome, 2 hemisphere, 3 fixed, 4 remote-controlled fixed).
+    pub ptz_type: Option<u32>,
 }
 
 impl CatalogItem {
@@ -346,6 +348,10 @@ impl CatalogItem {
             port: e.number("Port"),
             longitude: e.number("Longitude"),
             latitude: e.number("Latitude"),
+            ptz_type: e
+                .child("Info")
+                .and_then(|i| i.number("PTZType"))
+                .or_else(|| e.number("PTZType")),
         }
     }
 }
@@ -883,6 +889,11 @@ pub fn build_catalog_response(
             push_el(&mut s, "Secrecy", &r.to_string());
         }
         push_el(&mut s, "Status", &i.status);
+        if let Some(t) = i.ptz_type {
+            s.push_str("<Info>\r\n");
+            push_el(&mut s, "PTZType", &t.to_string());
+            s.push_str("</Info>\r\n");
+        }
         s.push_str("</Item>\r\n");
     }
     s.push_str("</DeviceList>\r\n</Response>\r\n");
@@ -1089,6 +1100,20 @@ mod tests {
                 matches!(Manscdp::parse(&body).unwrap(), Manscdp::Keepalive(k) if k.sn == 8 && k.status_ok)
             );
         }
+    }
+
+    #[test]
+    fn catalog_ptz_type_round_trip() {
+        let item = CatalogItem {
+            device_id: "34020000001310000001".into(),
+            ptz_type: Some(1),
+            ..Default::default()
+        };
+        let body = build_catalog_response(1, "34020000001320000001", 1, &[item]);
+        let Manscdp::Catalog(l) = Manscdp::parse(body.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(l.items[0].ptz_type, Some(1));
     }
 
     #[test]

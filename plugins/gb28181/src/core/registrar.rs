@@ -132,9 +132,25 @@ pub struct Device {
     /// Last REGISTER or keepalive.
     pub last_seen_ms: u64,
     pub online: bool,
+    /// Restored from storage by [`Registrar::restore`] and not yet confirmed: requests to it
+    /// wait for its first keepalive from `source` (or a new REGISTER).
+    pub restored: bool,
     last_nonce_nc: Option<(String, u32)>,
     /// Failed authentications in a row from this binding while its IP was blocked.
     blocked_failures: u32,
+}
+
+/// A registration remembered across a restart (by the application's storage), for
+/// [`Registrar::restore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredBinding {
+    pub device_id: String,
+    pub contact: String,
+    /// The `ip:port` the authenticated REGISTER came from.
+    pub source: String,
+    pub registered_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub last_seen_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -580,9 +596,11 @@ impl Registrar {
                 expires_at_ms: 0,
                 last_seen_ms: now_ms,
                 online: true,
+                restored: false,
                 last_nonce_nc: None,
                 blocked_failures: 0,
             });
+        dev.restored = false;
         dev.contact = contact_uri.clone();
         dev.source = source.to_string();
         dev.expires_at_ms = now_ms + u64::from(expires) * 1000;
@@ -662,6 +680,7 @@ impl Registrar {
         }
         if let Some(dev) = self.devices.get_mut(&device_id) {
             dev.last_seen_ms = now_ms;
+            dev.restored = false;
             if !dev.online {
                 dev.online = true;
                 events.push(Event::Online { device_id });
@@ -671,6 +690,50 @@ impl Registrar {
             response: self.respond(req, 200, "OK"),
             events,
         }
+    }
+
+    /// Puts back a binding remembered from before a restart (see [`RestoredBinding`]). It is
+    /// refused if its ID fails the ID policy, its source is not an `ip:port`, it has expired,
+    /// the device is registered already (a live REGISTER wins) or `max_devices` are
+    /// registered. The device starts offline and [`Device::restored`]: only a keepalive from
+    /// exactly `source` (or a new REGISTER) confirms it; anything from elsewhere is refused as
+    /// for any binding. The expiry is capped at `max_expires` from now.
+    pub fn restore(&mut self, b: &RestoredBinding, now_ms: u64) -> Result<(), &'static str> {
+        if !self.config.id_policy.is_valid(&b.device_id) {
+            return Err("device ID refused by the ID policy");
+        }
+        if b.source.parse::<SocketAddr>().is_err() {
+            return Err("source is not an ip:port");
+        }
+        if b.expires_at_ms <= now_ms {
+            return Err("registration expired");
+        }
+        if self.devices.contains_key(&b.device_id) {
+            return Err("device registered already");
+        }
+        if self.devices.len() >= self.config.max_devices {
+            return Err("max-devices registered");
+        }
+        let contact = Some(b.contact.clone())
+            .filter(|c| c.len() <= 512 && SipUri::parse(c).is_some())
+            .unwrap_or_else(|| format!("sip:{}@{}", b.device_id, b.source));
+        let max_expires_at = now_ms + u64::from(self.config.max_expires.max(1)) * 1000;
+        self.devices.insert(
+            b.device_id.clone(),
+            Device {
+                id: b.device_id.clone(),
+                contact,
+                source: b.source.clone(),
+                registered_at_ms: b.registered_at_ms.min(now_ms),
+                expires_at_ms: b.expires_at_ms.min(max_expires_at),
+                last_seen_ms: b.last_seen_ms.min(now_ms),
+                online: false,
+                restored: true,
+                last_nonce_nc: None,
+                blocked_failures: 0,
+            },
+        );
+        Ok(())
     }
 
     /// Advances timers: registrations past their expiry are removed, devices whose last
@@ -735,5 +798,113 @@ mod tests {
             format_gb_date(951_782_400_000, 0),
             "2000-02-29T00:00:00.000"
         );
+    }
+
+    const DEV: &str = "34020000001320000001";
+
+    fn binding(source: &str, expires_at_ms: u64) -> RestoredBinding {
+        RestoredBinding {
+            device_id: DEV.into(),
+            contact: format!("sip:{DEV}@{source}"),
+            source: source.into(),
+            registered_at_ms: 1_000,
+            expires_at_ms,
+            last_seen_ms: 2_000,
+        }
+    }
+
+    fn keepalive(from_user: &str) -> (Message, Keepalive) {
+        let text = format!(
+            "MESSAGE sip:34020000002000000001@3402000000 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK1\r\n\
+             From: <sip:{from_user}@3402000000>;tag=1\r\n\
+             To: <sip:34020000002000000001@3402000000>\r\n\
+             Call-ID: ka1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let msg = Message::parse(text.as_bytes()).expect("valid keepalive");
+        let k = Keepalive {
+            sn: 1,
+            device_id: from_user.into(),
+            status_ok: true,
+        };
+        (msg, k)
+    }
+
+    /// A restored binding is offline and unconfirmed until a keepalive from its address; a
+    /// keepalive from another address is refused (403) and does not confirm it.
+    #[test]
+    fn restored_binding_needs_keepalive_from_its_source() {
+        let mut r = Registrar::new(RegistrarConfig::default());
+        let now = 10_000;
+        r.restore(&binding("127.0.0.1:5061", now + 60_000), now)
+            .unwrap();
+        let d = r.device(DEV).unwrap();
+        assert!(d.restored && !d.online);
+        assert_eq!(d.last_seen_ms, 2_000);
+
+        let (msg, k) = keepalive(DEV);
+        let out = r.handle_keepalive(&msg, &k, "127.0.0.1:6000", now + 1);
+        assert_eq!(out.response.status(), Some(403));
+        let d = r.device(DEV).unwrap();
+        assert!(d.restored && !d.online, "a foreign keepalive confirmed it");
+        assert_eq!(r.stats.forged_requests, 1);
+
+        let out = r.handle_keepalive(&msg, &k, "127.0.0.1:5061", now + 2);
+        assert_eq!(out.response.status(), Some(200));
+        assert!(out.events.contains(&Event::Online {
+            device_id: DEV.into()
+        }));
+        let d = r.device(DEV).unwrap();
+        assert!(!d.restored && d.online);
+        assert_eq!(d.last_seen_ms, now + 2);
+    }
+
+    #[test]
+    fn restore_refuses_bad_bindings() {
+        let now = 10_000;
+        let mut r = Registrar::new(RegistrarConfig {
+            max_devices: 1,
+            ..RegistrarConfig::default()
+        });
+        // Expired.
+        assert!(r.restore(&binding("127.0.0.1:5061", now), now).is_err());
+        // Not an ip:port.
+        assert!(
+            r.restore(&binding("camera.example", now + 1_000), now)
+                .is_err()
+        );
+        // An ID the policy refuses.
+        let mut b = binding("127.0.0.1:5061", now + 1_000);
+        b.device_id = "../../etc".into();
+        assert!(r.restore(&b, now).is_err());
+        assert_eq!(r.devices().count(), 0);
+        // A good one; then the same device again (already there) and a second (max-devices).
+        r.restore(&binding("127.0.0.1:5061", now + 1_000), now)
+            .unwrap();
+        assert!(
+            r.restore(&binding("127.0.0.1:5062", now + 1_000), now)
+                .is_err()
+        );
+        let mut b = binding("127.0.0.1:5061", now + 1_000);
+        b.device_id = "34020000001320000002".into();
+        assert!(r.restore(&b, now).is_err());
+        assert_eq!(r.device(DEV).unwrap().source, "127.0.0.1:5061");
+    }
+
+    /// A stored expiry far in the future is capped at max_expires; the binding expires as any.
+    #[test]
+    fn restored_binding_expires() {
+        let now = 10_000;
+        let mut r = Registrar::new(RegistrarConfig::default());
+        r.restore(&binding("127.0.0.1:5061", u64::MAX), now)
+            .unwrap();
+        let max = now + u64::from(r.config.max_expires) * 1000;
+        assert_eq!(r.device(DEV).unwrap().expires_at_ms, max);
+        let ev = r.poll(max);
+        assert!(ev.contains(&Event::Unregistered {
+            device_id: DEV.into(),
+            reason: UnregisterReason::Expired
+        }));
+        assert!(r.device(DEV).is_none());
     }
 }

@@ -713,6 +713,8 @@ impl DeviceAgent {
                     register_way: Some(1),
                     secrecy: Some(0),
                     status: "ON".into(),
+                    // A fixed camera.
+                    ptz_type: Some(3),
                     ..Default::default()
                 };
                 manscdp::build_catalog_response(sn, &c.device_id, 1, &[item])

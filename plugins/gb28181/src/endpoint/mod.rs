@@ -619,9 +619,38 @@ impl Endpoint {
         inner.sn
     }
 
-    /// Where requests to `device_id` go (its registration's source address).
+    /// Where requests to `device_id` go (its registration's source address); None for a
+    /// restored binding until the device confirms it ([`Endpoint::restore`]).
     pub fn device_addr(&self, device_id: &str) -> Option<SocketAddr> {
-        self.device(device_id)?.source.parse().ok()
+        let d = self.device(device_id)?;
+        if d.restored {
+            return None;
+        }
+        d.source.parse().ok()
+    }
+
+    /// Puts back a registration remembered across a restart, with the channels the device
+    /// had (at most `max_channels_per_device`; invalid IDs skipped), so that its next
+    /// keepalive from the recorded address brings it online without a new REGISTER (see
+    /// [`Registrar::restore`] for what is refused). Over TCP the device's connection is gone
+    /// with the old process: nothing is restored, the device registers again.
+    pub fn restore(
+        &self,
+        binding: &registrar::RestoredBinding,
+        channels: &[String],
+    ) -> Result<(), &'static str> {
+        if self.key.transport == SipTransport::Tcp {
+            return Err("SIP over TCP: the device's connection is gone");
+        }
+        let mut inner = lock(&self.inner);
+        inner.registrar.restore(binding, now_ms())?;
+        let policy = inner.registrar.config.id_policy.clone();
+        for c in channels.iter().filter(|c| policy.is_valid(c)) {
+            if !inner.note_channel(&binding.device_id, c) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Our address as seen from `dest` (for Via / Contact / SDP when bound to a wildcard),
