@@ -69,11 +69,11 @@ round=0 readers="" last_ticks=$(awk '{print $14 + $15}' /proc/$gw/stat) last_t=$
 next_sample=$start
 start_round() {
     round=$((round + 1)); readers=""
-    rm -f "$out"/reader-*.txt
+    rm -f "$out"/reader-*.txt "$out"/reader-*.log
     for i in $(seq 0 $((cams_n - 1))); do
         id=$(printf "3402000000132%07d" $((i + 1)))
         timeout $((read_s + 30)) ffmpeg -nostdin -v error -rtsp_transport tcp -i "rtsp://soak:$pw@127.0.0.1:$rtsp/$id" \
-            -t "$read_s" -map 0:v -c copy -f null - -progress "$out/reader-$i.txt" >/dev/null 2>&1 &
+            -t "$read_s" -map 0:v -c copy -f null - -progress "$out/reader-$i.txt" >/dev/null 2>"$out/reader-$i.log" &
         readers="$readers $!"
     done
     round_started=$(date +%s)
@@ -81,8 +81,12 @@ start_round() {
 finish_round() {
     local with=0 min=999999 max=0
     for i in $(seq 0 $((cams_n - 1))); do
-        f=$(grep '^frame=' "$out/reader-$i.txt" 2>/dev/null | tail -1 | cut -d= -f2)
+        f=$( (grep '^frame=' "$out/reader-$i.txt" 2>/dev/null || true) | tail -1 | cut -d= -f2)
         f=${f:-0}
+        if [ "$f" -eq 0 ]; then
+            # Kept for the report: what the reader said.
+            cp "$out/reader-$i.log" "$out/failed-round$round-reader$i.log" 2>/dev/null || true
+        fi
         [ "$f" -gt 0 ] && with=$((with + 1))
         [ "$f" -lt "$min" ] && min=$f
         [ "$f" -gt "$max" ] && max=$f
