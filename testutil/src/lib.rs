@@ -217,6 +217,70 @@ pub fn count_appsink(
     seen
 }
 
+/// Counts the samples reaching the appsink `name` in `pipeline`.
+pub fn count_samples(pipeline: &gst::Pipeline, name: &str) -> Arc<AtomicUsize> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    by_name(pipeline, name)
+        .downcast::<gst_app::AppSink>()
+        .expect("an appsink")
+        .set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let _ = s.pull_sample();
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    count
+}
+
+/// Whether `m` is an element message whose structure is named `name`.
+pub fn is_element_message(m: &gst::Message, name: &str) -> bool {
+    matches!(m.view(), gst::MessageView::Element(_))
+        && m.structure().is_some_and(|s| s.name() == name)
+}
+
+/// Pops messages of `bus` until `pred` accepts one (returned) or `timeout` passes (None).
+/// An error message that `pred` does not accept fails the test.
+pub fn wait_message(
+    bus: &gst::Bus,
+    timeout: Duration,
+    mut pred: impl FnMut(&gst::Message) -> bool,
+) -> Option<gst::Message> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let m = bus.timed_pop(gst::ClockTime::from_nseconds(left.as_nanos() as u64))?;
+        if pred(&m) {
+            return Some(m);
+        }
+        if let gst::MessageView::Error(e) = m.view() {
+            panic!("error on the bus: {} ({:?})", e.error(), e.debug());
+        }
+    }
+}
+
+/// Waits until `count` reaches `n` or `timeout` passes; an error on `bus` meanwhile fails the
+/// test. Returns the count.
+pub fn wait_count(count: &AtomicUsize, n: usize, timeout: Duration, bus: &gst::Bus) -> usize {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline && count.load(Ordering::SeqCst) < n {
+        if let Some(m) = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(20),
+            &[gst::MessageType::Error],
+        ) && let gst::MessageView::Error(e) = m.view()
+        {
+            panic!("error on the bus: {} ({:?})", e.error(), e.debug());
+        }
+    }
+    count.load(Ordering::SeqCst)
+}
+
 /// One RTP packet: version 2, no CSRC, no extension.
 pub fn rtp_packet(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
     let mut p = Vec::with_capacity(12 + payload.len());

@@ -9,6 +9,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use gst_ipcam_testutil::wait_until;
+
 fn recv(sock: &UdpSocket) -> (Message, SocketAddr) {
     let mut buf = [0u8; 65_536];
     let (n, from) = sock.recv_from(&mut buf).expect("message");
@@ -209,18 +211,15 @@ fn tcp_config(server: SocketAddr, retry_ms: u64) -> DeviceConfig {
 
 fn accept_within(l: &TcpListener, timeout: Duration) -> TcpStream {
     l.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + timeout;
-    loop {
-        match l.accept() {
-            Ok((s, _)) => {
-                s.set_nonblocking(false).unwrap();
-                s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-                return s;
-            }
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => panic!("no connection: {e}"),
-        }
-    }
+    let mut accepted = None;
+    wait_until(timeout, || {
+        accepted = l.accept().ok();
+        accepted.is_some()
+    });
+    let (s, _) = accepted.expect("no connection");
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    s
 }
 
 /// The platform's side of one TCP connection: messages framed by Content-Length.
@@ -353,6 +352,7 @@ fn tcp_register_requests_framing_reconnect_and_clean_stop() {
     stream.extend(inv.to_bytes());
     for chunk in stream.chunks(97) {
         c.s.write_all(chunk).unwrap();
+        // Pacing: each chunk a segment of its own (the split reads under test), not a wait.
         std::thread::sleep(Duration::from_millis(2));
     }
     let mut got = Vec::new();
@@ -455,13 +455,13 @@ fn tcp_register_requests_framing_reconnect_and_clean_stop() {
 
 #[test]
 fn tcp_refused_backs_off_then_registers_when_the_server_comes_up() {
-    // A port nobody listens on (yet).
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // A port nobody listens on yet: this socket holds it, bound but not listening (connections
+    // are refused), until the server comes up on it.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let server = socket.local_addr().unwrap().as_socket().unwrap();
     let (tx, events) = mpsc::channel();
     let agent = DeviceAgent::start(tcp_config(server, 100), move |e| {
         let _ = tx.send(e);
@@ -479,7 +479,8 @@ fn tcp_refused_backs_off_then_registers_when_the_server_comes_up() {
     }
     assert_eq!(delays, [100, 200, 400], "doubling backoff");
     assert!(!agent.is_registered() && !agent.is_connected());
-    let listener = TcpListener::bind(server).unwrap();
+    socket.listen(16).unwrap();
+    let listener = TcpListener::from(socket);
     let mut c = Conn::new(accept_within(&listener, Duration::from_secs(3)));
     register_ok(&mut c);
     wait_event(&events, Duration::from_secs(2), |e| {

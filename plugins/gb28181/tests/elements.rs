@@ -5,70 +5,38 @@
 //! independent peers). All loops are bounded by deadlines.
 
 use gst::prelude::*;
+use gst_ipcam_testutil::{
+    count_samples, is_element_message as element_named, wait_count as wait_frames,
+    wait_message as wait_for, wait_until,
+};
 use gstgb28181::core::client::{ClientAction, RegisterClient, RegisterClientConfig};
 use gstgb28181::core::sip::Message;
+use gstgb28181::endpoint::SipTransport;
 use std::net::UdpSocket;
 use std::path::PathBuf;
-use std::sync::Once;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-static INIT: Once = Once::new();
-
-fn init() {
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstgb28181::plugin_register_static().unwrap();
-        gstmpegps::plugin_register_static().unwrap();
-    });
-}
-
-/// Serialises the tests: they start real-time pipelines and x264 on a 2-core machine.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn free_port() -> u16 {
-    // The OS gives out ephemeral ports round-robin; racing another bind here is unlikely.
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::{endpoint_on, init, serial, sip_port};
 
 const DEVICE: &str = "34020000001320000101";
 
+/// `gb28181src name=src` on 127.0.0.1:`port` (0: any, read back with [`sip_port`]) decoding
+/// to a counting appsink.
 fn src_pipeline(
     port: u16,
     device: &str,
     transport: &str,
     extra: &str,
 ) -> (gst::Pipeline, Arc<AtomicUsize>) {
-    let desc = format!(
+    let p = gst_ipcam_testutil::launch(&format!(
         "gb28181src name=src sip-address=127.0.0.1 sip-port={port} device-id={device} \
          password=secret transport={transport} wait-timeout=15 stream-timeout=5 {extra} \
          ! mpegpsdemux ! h264parse ! avdec_h264 ! appsink name=out sync=false emit-signals=false"
-    );
-    let p = gst::parse::launch(&desc)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let frames = Arc::new(AtomicUsize::new(0));
-    let f = frames.clone();
-    let sink = p
-        .by_name("out")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |s| {
-                let _ = s.pull_sample();
-                f.fetch_add(1, Ordering::SeqCst);
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
+    ));
+    let frames = count_samples(&p, "out");
     (p, frames)
 }
 
@@ -85,47 +53,6 @@ fn sink_pipeline(port: u16, device: &str, password: &str, extra: &str) -> gst::P
         .unwrap()
 }
 
-/// Pops messages until `pred` matches one (returned) or the deadline passes (None). Errors
-/// on the bus fail the test unless `pred` accepts them.
-fn wait_for(
-    bus: &gst::Bus,
-    timeout: Duration,
-    mut pred: impl FnMut(&gst::Message) -> bool,
-) -> Option<gst::Message> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        let Some(m) = bus.timed_pop(gst::ClockTime::from_mseconds(50)) else {
-            continue;
-        };
-        if pred(&m) {
-            return Some(m);
-        }
-        if let gst::MessageView::Error(e) = m.view() {
-            panic!("error on the bus: {} ({:?})", e.error(), e.debug());
-        }
-    }
-    None
-}
-
-fn element_named(m: &gst::Message, name: &str) -> bool {
-    matches!(m.view(), gst::MessageView::Element(_))
-        && m.structure().is_some_and(|s| s.name() == name)
-}
-
-fn wait_frames(frames: &AtomicUsize, n: usize, timeout: Duration, bus: &gst::Bus) -> usize {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline && frames.load(Ordering::SeqCst) < n {
-        if let Some(m) = bus.timed_pop_filtered(
-            gst::ClockTime::from_mseconds(50),
-            &[gst::MessageType::Error],
-        ) && let gst::MessageView::Error(e) = m.view()
-        {
-            panic!("error on the bus: {} ({:?})", e.error(), e.debug());
-        }
-    }
-    frames.load(Ordering::SeqCst)
-}
-
 fn live_view(transport: &str) {
     live_view_sip(transport, "udp");
 }
@@ -133,17 +60,17 @@ fn live_view(transport: &str) {
 /// Live view with media over `transport` and SIP over `sip` (`udp` or `tcp`) on both sides.
 fn live_view_sip(transport: &str, sip: &str) {
     init();
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let port = free_port();
+    let _g = serial();
     let device = match (transport, sip) {
         (_, "tcp") => "34020000001320000114",
         ("udp", _) => "34020000001320000111",
         ("tcp-passive", _) => "34020000001320000112",
         _ => "34020000001320000113",
     };
-    let (src, frames) = src_pipeline(port, device, transport, &format!("sip-transport={sip}"));
+    let (src, frames) = src_pipeline(0, device, transport, &format!("sip-transport={sip}"));
     let src_bus = src.bus().unwrap();
     src.set_state(gst::State::Playing).unwrap();
+    let port = sip_port(&src, "src");
     let sink = sink_pipeline(
         port,
         device,
@@ -185,8 +112,12 @@ fn live_view_sip(transport: &str, sip: &str) {
         .map(|_| {
             let t = std::time::Instant::now();
             let _ = el.property::<gst::Structure>("stats");
+            let took = t.elapsed();
+            // Spreads the 100 reads over the stream (the thing under test), not a wait; not
+            // part of the time measured (it used to be: a late wake-up on a loaded machine
+            // failed the test).
             std::thread::sleep(Duration::from_millis(2));
-            t.elapsed()
+            took
         })
         .max()
         .unwrap();
@@ -239,14 +170,13 @@ fn live_view_sip_over_tcp_and_camera_bye_eos() {
 /// the same port; the sink connects again, registers again and is watched again.
 #[test]
 fn sip_tcp_platform_restart_device_reconnects_and_registers_again() {
-    use gstgb28181::endpoint::{Endpoint, EndpointKey, SipTransport};
     init();
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let port = free_port();
+    let _g = serial();
     let device = "34020000001320000115";
-    let (src, frames) = src_pipeline(port, device, "udp", "sip-transport=tcp");
+    let (src, frames) = src_pipeline(0, device, "udp", "sip-transport=tcp");
     let src_bus = src.bus().unwrap();
     src.set_state(gst::State::Playing).unwrap();
+    let port = sip_port(&src, "src");
     let sink = sink_pipeline(port, device, "secret", "sip-transport=tcp");
     let sink_bus = sink.bus().unwrap();
     sink.set_state(gst::State::Playing).unwrap();
@@ -263,14 +193,7 @@ fn sip_tcp_platform_restart_device_reconnects_and_registers_again() {
 
     // The platform goes away: its pipeline stops and its SIP endpoint shuts down.
     src.set_state(gst::State::Null).unwrap();
-    let key = EndpointKey {
-        address: "127.0.0.1".into(),
-        port,
-        transport: SipTransport::Tcp,
-    };
-    if let Some(ep) = Endpoint::find(&key) {
-        ep.shutdown();
-    }
+    endpoint_on(port, SipTransport::Tcp).shutdown();
     let gone = wait_for(&sink_bus, Duration::from_secs(5), |m| {
         element_named(m, "gb28181-disconnected")
     })
@@ -278,7 +201,9 @@ fn sip_tcp_platform_restart_device_reconnects_and_registers_again() {
     let retry = gone.structure().unwrap().get::<u64>("retry-in-ms").unwrap();
     assert!((300..=9600).contains(&retry), "{retry}");
 
-    // The platform comes back on the same port: the device registers again and streams.
+    // The platform comes back on the same port (the one the OS gave the first endpoint, free
+    // again since its shutdown; the device knows no other): the device registers again and
+    // streams.
     let (src2, frames2) = src_pipeline(port, device, "udp", "sip-transport=tcp");
     let src2_bus = src2.bus().unwrap();
     src2.set_state(gst::State::Playing).unwrap();
@@ -303,12 +228,12 @@ fn sip_tcp_platform_restart_device_reconnects_and_registers_again() {
 #[test]
 fn queries_and_restart_reinvites_registered_camera() {
     init();
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let port = free_port();
+    let _g = serial();
     let device = "34020000001320000121";
-    let (src, frames) = src_pipeline(port, device, "udp", "");
+    let (src, frames) = src_pipeline(0, device, "udp", "");
     let src_bus = src.bus().unwrap();
     src.set_state(gst::State::Playing).unwrap();
+    let port = sip_port(&src, "src");
     let sink = sink_pipeline(port, device, "secret", "device-name=cam121");
     sink.set_state(gst::State::Playing).unwrap();
     assert!(wait_frames(&frames, 10, Duration::from_secs(20), &src_bus) >= 10);
@@ -359,16 +284,17 @@ fn queries_and_restart_reinvites_registered_camera() {
     // Restart the platform pipeline: the camera is still registered and is INVITEd again.
     src.set_state(gst::State::Null).unwrap();
     // The endpoint outlives the element: applications still see the device.
-    let ep = gstgb28181::endpoint::Endpoint::find(&gstgb28181::endpoint::EndpointKey {
-        address: "127.0.0.1".into(),
-        port,
-        transport: gstgb28181::endpoint::SipTransport::Udp,
-    })
-    .expect("endpoint still up");
+    let ep = endpoint_on(port, SipTransport::Udp);
     assert!(ep.device(device).is_some_and(|d| d.online));
-    let (src2, frames2) = src_pipeline(port, device, "udp", "");
+    // sip-port=0 again: the same (address, port, transport) key, so the same endpoint.
+    let (src2, frames2) = src_pipeline(0, device, "udp", "");
     let bus2 = src2.bus().unwrap();
     src2.set_state(gst::State::Playing).unwrap();
+    assert_eq!(
+        sip_port(&src2, "src"),
+        port,
+        "the endpoint that outlived src"
+    );
     assert!(
         wait_frames(&frames2, 10, Duration::from_secs(20), &bus2) >= 10,
         "no frames after restart"
@@ -385,12 +311,12 @@ fn queries_and_restart_reinvites_registered_camera() {
 #[test]
 fn wrong_password_refused() {
     init();
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let port = free_port();
+    let _g = serial();
     let device = "34020000001320000131";
-    let (src, _) = src_pipeline(port, device, "udp", "");
+    let (src, _) = src_pipeline(0, device, "udp", "");
     let src_bus = src.bus().unwrap();
     src.set_state(gst::State::Ready).unwrap();
+    let port = sip_port(&src, "src");
     let sink = gst::parse::launch(&format!(
         "fakesrc num-buffers=0 ! video/mpeg,systemstream=true ! gb28181sink server-ip=127.0.0.1 \
          server-port={port} device-id={device} password=wrong retry-interval=5000"
@@ -415,11 +341,11 @@ fn wrong_password_refused() {
         ))
         .is_some()
     );
-    let ep = gstgb28181::endpoint::endpoints()
-        .into_iter()
-        .find(|e| e.local_addr().port() == port)
-        .unwrap();
-    assert!(ep.device(device).is_none());
+    assert!(
+        endpoint_on(port, SipTransport::Udp)
+            .device(device)
+            .is_none()
+    );
     sink.set_state(gst::State::Null).unwrap();
     src.set_state(gst::State::Null).unwrap();
 }
@@ -427,17 +353,17 @@ fn wrong_password_refused() {
 #[test]
 fn silent_camera_goes_offline() {
     init();
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let port = free_port();
+    let _g = serial();
     let device = "34020000001320000141";
     let (src, _) = src_pipeline(
-        port,
+        0,
         device,
         "udp",
         "keepalive-interval=200 keepalive-max-missed=2",
     );
     let bus = src.bus().unwrap();
     src.set_state(gst::State::Ready).unwrap();
+    let port = sip_port(&src, "src");
     // A device that registers and sends one keepalive, then goes silent.
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(50)))
@@ -522,17 +448,17 @@ fn register_status(port: u16, device: &str, password: &str) -> Option<u16> {
 #[test]
 fn per_device_passwords() {
     init();
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let port = free_port();
+    let _g = serial();
     let special = "34020000001320000181";
     let other = "34020000001320000182";
     let (src, _) = src_pipeline(
-        port,
+        0,
         special,
         "udp",
         &format!("device-passwords=\"{special}=devpw,34020000001320000999=x\""),
     );
     src.set_state(gst::State::Ready).unwrap();
+    let port = sip_port(&src, "src");
     assert_eq!(register_status(port, special, "devpw"), Some(200));
     assert_eq!(register_status(port, special, "secret"), Some(403));
     // Devices without an entry use the element's password.
@@ -548,10 +474,10 @@ fn vectors_dir() -> PathBuf {
 #[test]
 fn real_camera_vectors_get_sensible_answers() {
     init();
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let port = free_port();
-    let (src, _) = src_pipeline(port, DEVICE, "udp", "");
+    let _g = serial();
+    let (src, _) = src_pipeline(0, DEVICE, "udp", "");
     src.set_state(gst::State::Ready).unwrap();
+    let port = sip_port(&src, "src");
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
@@ -601,34 +527,14 @@ fn real_camera_vectors_get_sensible_answers() {
     src.set_state(gst::State::Null).unwrap();
 }
 
-fn counting_appsink(p: &gst::Pipeline, name: &str) -> Arc<AtomicUsize> {
-    let n = Arc::new(AtomicUsize::new(0));
-    let c = n.clone();
-    p.by_name(name)
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap()
-        .set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |s| {
-                    let _ = s.pull_sample();
-                    c.fetch_add(1, Ordering::SeqCst);
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
-    n
-}
-
 /// The project's own psmux (video + G.711 A-law) and psdemux around the GB28181 elements.
 #[test]
 fn live_view_psmux_with_audio_tcp_passive() {
     init();
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let port = free_port();
+    let _g = serial();
     let device = "34020000001320000151";
     let src = gst::parse::launch(&format!(
-        "gb28181src name=src sip-address=127.0.0.1 sip-port={port} device-id={device} \
+        "gb28181src name=src sip-address=127.0.0.1 sip-port=0 device-id={device} \
          password=secret transport=tcp-passive wait-timeout=15 stream-timeout=5 ! psdemux name=d \
          d.video_e0 ! queue ! h264parse ! avdec_h264 ! appsink name=v sync=false \
          d.audio_c0 ! queue ! alawdec ! appsink name=a sync=false"
@@ -636,10 +542,11 @@ fn live_view_psmux_with_audio_tcp_passive() {
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
-    let video = counting_appsink(&src, "v");
-    let audio = counting_appsink(&src, "a");
+    let video = count_samples(&src, "v");
+    let audio = count_samples(&src, "a");
     let bus = src.bus().unwrap();
     src.set_state(gst::State::Playing).unwrap();
+    let port = sip_port(&src, "src");
     let sink = gst::parse::launch(&format!(
         "videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=25/1 \
          ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 bitrate=300 \
@@ -665,13 +572,13 @@ fn live_view_psmux_with_audio_tcp_passive() {
 #[test]
 fn wait_timeout_and_stream_timeout_are_errors() {
     init();
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let port = free_port();
+    let _g = serial();
     let device = "34020000001320000161";
-    let (src, _) = src_pipeline(port, device, "udp", "wait-timeout=1");
+    let (src, _) = src_pipeline(0, device, "udp", "wait-timeout=1");
     let bus = src.bus().unwrap();
     let t0 = Instant::now();
     src.set_state(gst::State::Playing).unwrap();
+    let port = sip_port(&src, "src");
     let err = wait_for(&bus, Duration::from_secs(5), |m| {
         matches!(m.view(), gst::MessageView::Error(_))
     })
@@ -687,9 +594,11 @@ fn wait_timeout_and_stream_timeout_are_errors() {
     );
     src.set_state(gst::State::Null).unwrap();
 
-    let (src, frames) = src_pipeline(port, device, "udp", "stream-timeout=1");
+    // sip-port=0 again: the same endpoint as the first element's.
+    let (src, frames) = src_pipeline(0, device, "udp", "stream-timeout=1");
     let bus = src.bus().unwrap();
     src.set_state(gst::State::Playing).unwrap();
+    assert_eq!(sip_port(&src, "src"), port);
     let sink = sink_pipeline(port, device, "secret", "");
     sink.set_state(gst::State::Playing).unwrap();
     assert!(wait_frames(&frames, 5, Duration::from_secs(20), &bus) >= 5);
@@ -713,17 +622,17 @@ fn wait_timeout_and_stream_timeout_are_errors() {
 #[test]
 fn playback_control_record_info_and_end_of_file() {
     init();
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let port = free_port();
+    let _g = serial();
     let device = "34020000001320000171";
     let (src, frames) = src_pipeline(
-        port,
+        0,
         device,
         "udp",
         "session-kind=playback start-time=1600000000 end-time=1600003600 media-port-range=20000-20100",
     );
     let bus = src.bus().unwrap();
     src.set_state(gst::State::Playing).unwrap();
+    let port = sip_port(&src, "src");
     let sink = gst::parse::launch(&format!(
         "videotestsrc is-live=true num-buffers=100 ! video/x-raw,width=320,height=240,framerate=25/1 \
          ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 bitrate=300 ! h264parse \
@@ -813,13 +722,11 @@ fn playback_control_record_info_and_end_of_file() {
 /// GOP is otherwise 400 s long, sends one at once.
 #[test]
 fn platform_forces_a_key_frame() {
-    use gstgb28181::endpoint::{Endpoint, EndpointKey, SipTransport};
     init();
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let port = free_port();
+    let _g = serial();
     let device = "34020000001320000117";
     let src = gst::parse::launch(&format!(
-        "gb28181src sip-address=127.0.0.1 sip-port={port} device-id={device} password=secret \
+        "gb28181src name=src sip-address=127.0.0.1 sip-port=0 device-id={device} password=secret \
          wait-timeout=15 stream-timeout=5 ! psdemux name=d d.video_e0 ! queue \
          ! appsink name=out sync=false"
     ))
@@ -850,6 +757,7 @@ fn platform_forces_a_key_frame() {
         );
     let src_bus = src.bus().unwrap();
     src.set_state(gst::State::Playing).unwrap();
+    let port = sip_port(&src, "src");
     let sink = gst::parse::launch(&format!(
         "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=25/1 \
          ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10000 bitrate=300 \
@@ -866,21 +774,15 @@ fn platform_forces_a_key_frame() {
     assert!(n >= 25, "only {n} frames");
     let before = keys.load(Ordering::SeqCst);
     assert_eq!(before, 1, "one key frame at the start, then a long GOP");
-    let ep = Endpoint::find(&EndpointKey {
-        address: "127.0.0.1".into(),
-        port,
-        transport: SipTransport::Udp,
-    })
-    .expect("the platform's endpoint");
+    let ep = endpoint_on(port, SipTransport::Udp);
     ep.force_key_frame(device, device).expect("request sent");
     wait_for(&sink_bus, Duration::from_secs(5), |m| {
         element_named(m, "gb28181-key-frame-requested")
     })
     .expect("the device got the request");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && keys.load(Ordering::SeqCst) == before {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(5), || {
+        keys.load(Ordering::SeqCst) != before
+    });
     assert_eq!(
         keys.load(Ordering::SeqCst),
         before + 1,

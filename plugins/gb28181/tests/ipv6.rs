@@ -7,30 +7,23 @@
 //! without ::1. Loopback addresses only. Every wait is bounded.
 
 use gst::prelude::*;
+use gst_ipcam_testutil::{
+    count_samples, is_element_message as element_named, wait_count as wait_frames,
+    wait_message as wait_for,
+};
 use gstgb28181::core::manscdp::Manscdp;
 use gstgb28181::core::registrar::RegistrarConfig;
 use gstgb28181::core::sip::Message;
 use gstgb28181::endpoint::{Endpoint, EndpointKey, SipTransport};
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
 
 mod common;
-use common::{Conn, keepalive};
-
-static INIT: Once = Once::new();
-
-fn init() {
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstgb28181::plugin_register_static().unwrap();
-        gstmpegps::plugin_register_static().unwrap();
-    });
-}
-
-/// Real-time pipelines and x264 on a 2-core machine: one test at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+// serial(): real-time pipelines and x264 on a 2-core machine, one test at a time.
+use common::{Conn, init, keepalive, serial, sip_port};
 
 /// Whether this machine has ::1 (checked once; the tests skip with a message otherwise).
 fn has_ipv6() -> bool {
@@ -44,55 +37,6 @@ fn has_ipv6() -> bool {
     })
 }
 
-fn free_port_v6() -> u16 {
-    UdpSocket::bind("[::1]:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Pops bus messages until `pred` accepts one (returned) or the deadline passes (None).
-/// Errors fail the test unless `pred` accepts them.
-fn wait_for(
-    bus: &gst::Bus,
-    timeout: Duration,
-    mut pred: impl FnMut(&gst::Message) -> bool,
-) -> Option<gst::Message> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        let Some(m) = bus.timed_pop(gst::ClockTime::from_mseconds(50)) else {
-            continue;
-        };
-        if pred(&m) {
-            return Some(m);
-        }
-        if let gst::MessageView::Error(e) = m.view() {
-            panic!("error on the bus: {} ({:?})", e.error(), e.debug());
-        }
-    }
-    None
-}
-
-fn element_named(m: &gst::Message, name: &str) -> bool {
-    matches!(m.view(), gst::MessageView::Element(_))
-        && m.structure().is_some_and(|s| s.name() == name)
-}
-
-fn wait_frames(frames: &AtomicUsize, n: usize, timeout: Duration, bus: &gst::Bus) -> usize {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline && frames.load(Ordering::SeqCst) < n {
-        if let Some(m) = bus.timed_pop_filtered(
-            gst::ClockTime::from_mseconds(50),
-            &[gst::MessageType::Error],
-        ) && let gst::MessageView::Error(e) = m.view()
-        {
-            panic!("error on the bus: {} ({:?})", e.error(), e.debug());
-        }
-    }
-    frames.load(Ordering::SeqCst)
-}
-
 /// `gb28181src` on `sip_address` decoding to a counting appsink.
 fn src_pipeline(
     sip_address: &str,
@@ -102,32 +46,13 @@ fn src_pipeline(
     sip: &str,
     extra: &str,
 ) -> (gst::Pipeline, Arc<AtomicUsize>) {
-    let desc = format!(
+    let p = gst_ipcam_testutil::launch(&format!(
         "gb28181src name=src sip-address={sip_address} sip-port={port} sip-transport={sip} \
          device-id={device} password=secret transport={transport} wait-timeout=15 \
          stream-timeout=5 {extra} ! mpegpsdemux ! h264parse ! avdec_h264 \
          ! appsink name=out sync=false emit-signals=false"
-    );
-    let p = gst::parse::launch(&desc)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let frames = Arc::new(AtomicUsize::new(0));
-    let f = frames.clone();
-    let sink = p
-        .by_name("out")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |s| {
-                let _ = s.pull_sample();
-                f.fetch_add(1, Ordering::SeqCst);
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
+    ));
+    let frames = count_samples(&p, "out");
     (p, frames)
 }
 
@@ -164,11 +89,11 @@ fn live_view(
         return;
     }
     init();
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let port = free_port_v6();
-    let (src, frames) = src_pipeline(sip_address, port, device, transport, sip, src_extra);
+    let _g = serial();
+    let (src, frames) = src_pipeline(sip_address, 0, device, transport, sip, src_extra);
     let src_bus = src.bus().unwrap();
     src.set_state(gst::State::Playing).unwrap();
+    let port = sip_port(&src, "src");
     let sink = sink_pipeline(server_ip, port, device, &format!("sip-transport={sip}"));
     let sink_bus = sink.bus().unwrap();
     sink.set_state(gst::State::Playing).unwrap();
@@ -274,6 +199,7 @@ fn sip_ipv4_media_ipv6_udp_and_tcp_passive() {
 #[test]
 fn bad_media_address_is_an_element_error() {
     init();
+    let _g = serial();
     let (src, _) = src_pipeline(
         "127.0.0.1",
         0,
@@ -305,7 +231,10 @@ fn ipv6_server_with_ipv4_local_ip_is_an_element_error() {
         return;
     }
     init();
-    let port = free_port_v6();
+    // The server: a port of ::1 held by this socket for the whole test (the sink must fail
+    // before it sends anything; nothing else can be there).
+    let server = UdpSocket::bind("[::1]:0").unwrap();
+    let port = server.local_addr().unwrap().port();
     for transport in ["udp", "tcp"] {
         let sink = sink_pipeline(
             "::1",
@@ -341,6 +270,8 @@ fn mapped_and_v6_sources(t: SipTransport) {
     if !has_ipv6() {
         return;
     }
+    // Port 0 on ::1 is the key the live views' gb28181src use too: not at the same time.
+    let _g = serial();
     let d = Duration::from_secs(2);
     for (bind, dev_id) in [
         ("::ffff:127.0.0.1", "34020000001320000607"),

@@ -5,6 +5,9 @@
 //! Every loop is bounded by a deadline.
 
 use gst::prelude::*;
+use gst_ipcam_testutil::{
+    count_samples, is_element_message as element_named, wait_message as wait_bus, wait_until,
+};
 use gstgb28181::core::client::{ClientAction, RegisterClient, RegisterClientConfig};
 use gstgb28181::core::digest::{Challenge, answer_challenge};
 use gstgb28181::core::manscdp::{self, Manscdp};
@@ -17,48 +20,33 @@ use gstgb28181::core::sip::Message;
 use gstgb28181::core::transaction::Dialog;
 use gstgb28181::endpoint::{Endpoint, EndpointEvent, EndpointKey, SipTransport};
 use std::collections::HashSet;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{Conn, keepalive, manscdp_message, request_to_server};
-
-/// The tests measure latencies and send thousands of requests: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+// serial(): the tests measure latencies and send thousands of requests, one at a time.
+use common::{
+    Conn, init as gst_init, keepalive, manscdp_message, request_to_server, serial, sip_port,
+};
 
 const SERVER: &str = "34020000002000000001";
 const DEV: &str = "34020000001320000001";
 const OTHER: &str = "34020000001320000002";
 const PASSWORD: &str = "12345678";
 
-fn free_port(t: SipTransport) -> u16 {
-    match t {
-        SipTransport::Udp => UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port(),
-        SipTransport::Tcp => TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port(),
-    }
-}
-
+/// An endpoint on 127.0.0.1, a port the OS gives (`ep.local_addr()`), with `config`
+/// ([`serial`] leaves no earlier endpoint of the same key to share).
 fn endpoint(t: SipTransport, config: RegistrarConfig) -> Arc<Endpoint> {
     let key = EndpointKey {
         address: "127.0.0.1".into(),
-        port: free_port(t),
+        port: 0,
         transport: t,
     };
-    Endpoint::obtain(&key, config).unwrap()
+    let ep = Endpoint::obtain(&key, config).unwrap();
+    assert_ne!(ep.local_addr().port(), 0);
+    ep
 }
 
 /// Every event, as it reaches subscribers.
@@ -75,14 +63,12 @@ fn wait_event(
     timeout: Duration,
     pred: impl Fn(&EndpointEvent) -> bool,
 ) -> Option<EndpointEvent> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Some(e) = events.lock().unwrap().iter().find(|e| pred(e)) {
-            return Some(e.clone());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
+    let mut found = None;
+    wait_until(timeout, || {
+        found = events.lock().unwrap().iter().find(|e| pred(e)).cloned();
+        found.is_some()
+    });
+    found
 }
 
 /// A compact Catalog response (DeviceID and Status per item, as small as devices make them).
@@ -223,37 +209,39 @@ fn forged_flood_is_counted_but_published_at_a_bounded_rate() {
         }
     }
     // Everything was handled (counted) ...
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ep.stats().registrar.forged_requests + ep.stats().registrar.invalid_ids < n
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(10), || {
+        ep.stats().registrar.forged_requests + ep.stats().registrar.invalid_ids >= n
+    });
     let secs = t0.elapsed().as_secs_f64();
     let st = ep.stats();
     assert_eq!(st.registrar.forged_requests, n / 2);
     assert_eq!(st.registrar.invalid_ids, n / 2);
     assert_eq!(ep.device(DEV).unwrap().source, dev.local().to_string());
-    // ... but only a bounded number published.
-    std::thread::sleep(Duration::from_millis(200));
-    let published = events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                EndpointEvent::Registrar(Event::ForgedRequest { .. } | Event::InvalidId { .. })
-            )
-        })
-        .count() as f64;
+    // ... but only a bounded number published: each refusal is published (just after its
+    // request is answered) or counted as suppressed.
+    let refusals_published = || {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    EndpointEvent::Registrar(Event::ForgedRequest { .. } | Event::InvalidId { .. })
+                )
+            })
+            .count() as u64
+    };
+    wait_until(Duration::from_secs(5), || {
+        ep.stats().events_suppressed + refusals_published() >= n
+    });
+    let published = refusals_published() as f64;
     let bound = gstgb28181::endpoint::REFUSAL_EVENT_BURST
         + gstgb28181::endpoint::REFUSAL_EVENTS_PER_S * (secs + 1.0);
     assert!(
         published >= 1.0 && published <= bound,
         "{published} > {bound}"
     );
-    // (Read again: an event is published just after its request is answered.)
     assert_eq!(ep.stats().events_suppressed as f64 + published, n as f64);
     ep.shutdown();
 }
@@ -421,45 +409,13 @@ fn invalid_ids_are_refused_and_catalog_items_dropped() {
     }
 }
 
-static GST: std::sync::Once = std::sync::Once::new();
-
-fn gst_init() {
-    GST.call_once(|| {
-        gst::init().unwrap();
-        gstgb28181::plugin_register_static().unwrap();
-        gstmpegps::plugin_register_static().unwrap();
-    });
-}
-
-fn element_named(m: &gst::Message, name: &str) -> bool {
-    matches!(m.view(), gst::MessageView::Element(_))
-        && m.structure().is_some_and(|s| s.name() == name)
-}
-
-fn wait_bus(
-    bus: &gst::Bus,
-    timeout: Duration,
-    mut pred: impl FnMut(&gst::Message) -> bool,
-) -> Option<gst::Message> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Some(m) = bus.timed_pop(gst::ClockTime::from_mseconds(20))
-            && pred(&m)
-        {
-            return Some(m);
-        }
-    }
-    None
-}
-
 #[test]
 fn gb28181src_id_pattern_property() {
     let _g = serial();
     gst_init();
-    let port = free_port(SipTransport::Udp);
     let src = gst::ElementFactory::make("gb28181src")
         .property("sip-address", "127.0.0.1")
-        .property("sip-port", u32::from(port))
+        .property("sip-port", 0u32)
         .property("password", PASSWORD)
         .property("device-id", "cam-7")
         .property("id-pattern", "cam-[0-9]+")
@@ -472,6 +428,9 @@ fn gb28181src_id_pattern_property() {
     pipeline.add(&src).unwrap();
     let bus = pipeline.bus().unwrap();
     pipeline.set_state(gst::State::Ready).unwrap();
+    // The port the OS gave, read back.
+    let port = u16::try_from(src.property::<u32>("sip-port")).unwrap();
+    assert_ne!(port, 0);
     let server = SocketAddr::from(([127, 0, 0, 1], port));
     let mut c = Conn::open(SipTransport::Udp, server);
     assert_eq!(c.register("cam-7", PASSWORD), Some(200));
@@ -499,7 +458,7 @@ fn gb28181src_id_pattern_property() {
     // A pattern that does not compile is an error at startup.
     let bad = gst::ElementFactory::make("gb28181src")
         .property("sip-address", "127.0.0.1")
-        .property("sip-port", u32::from(free_port(SipTransport::Udp)))
+        .property("sip-port", 0u32)
         .property("id-pattern", "(")
         .build()
         .unwrap();
@@ -527,6 +486,7 @@ fn catalog_flood_with_slow_subscriber_never_stalls_signalling() {
         let slow = slow.clone();
         ep.subscribe(move |e| {
             if slow.fetch_add(1, Ordering::SeqCst) < 3 {
+                // The slow subscriber under test, not a wait.
                 std::thread::sleep(Duration::from_secs(2));
             }
             seen.lock().unwrap().push(e.clone());
@@ -563,6 +523,7 @@ fn catalog_flood_with_slow_subscriber_never_stalls_signalling() {
                 );
                 worst = worst.max(took);
                 n += 1;
+                // Pacing the probes (one every 10 ms), not a wait.
                 std::thread::sleep(Duration::from_millis(10));
             }
             (worst, n)
@@ -577,7 +538,8 @@ fn catalog_flood_with_slow_subscriber_never_stalls_signalling() {
     let big = catalog(DEV, 2, 700, &ids);
     assert!(big.to_bytes().len() > 30_000);
     assert_eq!(dev.request(&big, d), Some(200));
-    // Keep probing while the subscriber is still busy.
+    // Keep probing while the subscriber is still busy (it blocks 6 s in all): the length of
+    // the measurement window, not a wait for something to happen.
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::SeqCst);
     let (worst, probes) = prober.join().unwrap();
@@ -591,23 +553,18 @@ fn catalog_flood_with_slow_subscriber_never_stalls_signalling() {
     let st = ep.stats();
     assert_eq!(st.catalog_items_dropped, 400);
     assert_eq!(st.events_dropped, 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let catalogs = loop {
-        let c: Vec<usize> = seen
-            .lock()
+    let catalogs = || -> Vec<usize> {
+        seen.lock()
             .unwrap()
             .iter()
             .filter_map(|e| match e {
                 EndpointEvent::Catalog { items, .. } => Some(items.len()),
                 _ => None,
             })
-            .collect();
-        if c.len() == 2 || Instant::now() > deadline {
-            break c;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+            .collect()
     };
-    assert_eq!(catalogs, [500, 500]);
+    wait_until(Duration::from_secs(10), || catalogs().len() == 2);
+    assert_eq!(catalogs(), [500, 500]);
     ep.shutdown();
 }
 
@@ -698,22 +655,19 @@ fn password_guessing(t: SipTransport, attempts: usize) {
     assert_eq!(st.auth_failures + st.rate_limited, attempts as u64);
     assert_eq!(refused, attempts);
     assert!(st.sources_blocked >= 1);
-    let failed: Vec<EndpointEvent> = {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            let f: Vec<_> = events
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|e| matches!(e, EndpointEvent::Registrar(Event::AuthFailed { .. })))
-                .cloned()
-                .collect();
-            if f.len() as u64 == st.auth_failures || Instant::now() > deadline {
-                break f;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    let auth_failed = || -> Vec<EndpointEvent> {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, EndpointEvent::Registrar(Event::AuthFailed { .. })))
+            .cloned()
+            .collect()
     };
+    wait_until(Duration::from_secs(2), || {
+        auth_failed().len() as u64 >= st.auth_failures
+    });
+    let failed = auth_failed();
     assert_eq!(failed.len() as u64, st.auth_failures);
     assert!(matches!(
         &failed[0],
@@ -871,45 +825,23 @@ fn in_dialog_requests_need_tags_and_peer_tcp() {
 fn forged_bye_does_not_end_a_real_stream() {
     let _g = serial();
     gst_init();
-    let port = free_port(SipTransport::Udp);
     let device = "34020000001320000501";
-    let src = gst::parse::launch(&format!(
-        "gb28181src name=src sip-address=127.0.0.1 sip-port={port} device-id={device} \
+    let src = gst_ipcam_testutil::launch(&format!(
+        "gb28181src name=src sip-address=127.0.0.1 sip-port=0 device-id={device} \
          password=secret wait-timeout=15 stream-timeout=5 \
          ! appsink name=out sync=false emit-signals=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let frames = Arc::new(AtomicUsize::new(0));
-    {
-        let f = frames.clone();
-        src.by_name("out")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap()
-            .set_callbacks(
-                gst_app::AppSinkCallbacks::builder()
-                    .new_sample(move |s| {
-                        let _ = s.pull_sample();
-                        f.fetch_add(1, Ordering::SeqCst);
-                        Ok(gst::FlowSuccess::Ok)
-                    })
-                    .build(),
-            );
-    }
-    let sink = gst::parse::launch(&format!(
+    ));
+    let frames = count_samples(&src, "out");
+    let src_bus = src.bus().unwrap();
+    src.set_state(gst::State::Playing).unwrap();
+    let port = sip_port(&src, "src");
+    let sink = gst_ipcam_testutil::launch(&format!(
         "videotestsrc is-live=true pattern=ball ! video/x-raw,width=160,height=120,framerate=25/1 \
          ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 bitrate=100 ! h264parse \
          ! mpegpsmux ! gb28181sink name=dev server-ip=127.0.0.1 server-port={port} \
          device-id={device} password=secret retry-interval=300"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src_bus = src.bus().unwrap();
+    ));
     let sink_bus = sink.bus().unwrap();
-    src.set_state(gst::State::Playing).unwrap();
     sink.set_state(gst::State::Playing).unwrap();
     let reg = wait_bus(&src_bus, Duration::from_secs(10), |m| {
         element_named(m, "gb28181-device-registered")
@@ -931,10 +863,9 @@ fn forged_bye_does_not_end_a_real_stream() {
         .unwrap()
         .get::<String>("call-id")
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while frames.load(Ordering::SeqCst) < 10 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(20), || {
+        frames.load(Ordering::SeqCst) >= 10
+    });
     assert!(frames.load(Ordering::SeqCst) >= 10, "no stream");
 
     let bye = |from: &str, to: &str| {
@@ -963,10 +894,9 @@ fn forged_bye_does_not_end_a_real_stream() {
 
     // The stream goes on: more frames, no end on either side.
     let n = frames.load(Ordering::SeqCst);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while frames.load(Ordering::SeqCst) < n + 15 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(10), || {
+        frames.load(Ordering::SeqCst) >= n + 15
+    });
     assert!(frames.load(Ordering::SeqCst) >= n + 15, "stream stopped");
     let ended = |m: &gst::Message| {
         element_named(m, "gb28181-stream-ended")

@@ -1,18 +1,59 @@
-//! Helpers shared by the SIP tests: a SIP peer of its own over UDP or TCP (IPv4 or IPv6,
-//! the server's family) and the requests a device sends. Every wait is bounded.
+//! Helpers shared by the gb28181 tests: one-time init, one test at a time with no endpoint
+//! left over from an earlier test, the port a `sip-port=0` endpoint bound, a SIP peer of its
+//! own over UDP or TCP (IPv4 or IPv6, the server's family) and the requests a device sends.
+//! Every wait is bounded.
 #![allow(dead_code)]
 
+use gst::prelude::*;
 use gstgb28181::core::client::{ClientAction, RegisterClient, RegisterClientConfig};
 use gstgb28181::core::manscdp::{self, Charset};
 use gstgb28181::core::random;
 use gstgb28181::core::sip::{Message, StreamFramer};
 use gstgb28181::endpoint::SipTransport;
+use gstgb28181::endpoint::{Endpoint, endpoints};
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 const SERVER: &str = "34020000002000000001";
+
+/// `gst::init()` and the plugins under test (gb28181, mpegps), once per process.
+pub fn init() {
+    gst_ipcam_testutil::init_with(|| {
+        gstgb28181::plugin_register_static().unwrap();
+        gstmpegps::plugin_register_static().unwrap();
+    });
+}
+
+/// One test at a time (real-time pipelines, x264 and floods on 2 cores), starting with no SIP
+/// endpoint in the process: endpoints outlive their elements and are shared by key (address,
+/// port, transport), so a test binding `sip-port=0` would otherwise get an endpoint an earlier
+/// (maybe failed) test left, with that test's settings and devices.
+pub fn serial() -> MutexGuard<'static, ()> {
+    let g = gst_ipcam_testutil::programs::serial();
+    for ep in endpoints() {
+        ep.shutdown();
+    }
+    g
+}
+
+/// The port the gb28181src `name` of `pipeline` bound (with `sip-port=0`: the port the OS
+/// gave), read back once the element is at least READY.
+pub fn sip_port(pipeline: &gst::Pipeline, name: &str) -> u16 {
+    let port = gst_ipcam_testutil::by_name(pipeline, name).property::<u32>("sip-port");
+    assert!(port > 0, "gb28181src {name} did not bind a SIP port");
+    u16::try_from(port).expect("a port")
+}
+
+/// The running endpoint bound to local `port` with transport `t`.
+pub fn endpoint_on(port: u16, t: SipTransport) -> Arc<Endpoint> {
+    endpoints()
+        .into_iter()
+        .find(|e| e.local_addr().port() == port && e.transport() == t)
+        .unwrap_or_else(|| panic!("no {t:?} endpoint on port {port}"))
+}
 
 /// A SIP peer over UDP (a socket of its own) or TCP (a connection of its own).
 pub enum Conn {
