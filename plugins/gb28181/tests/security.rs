@@ -545,8 +545,10 @@ fn catalog_flood_with_slow_subscriber_never_stalls_signalling() {
     let (worst, probes) = prober.join().unwrap();
     eprintln!("flood: {probes} probes, slowest {worst:?}");
     assert!(probes > 50, "{probes} probes");
+    // The stall this guards against is the subscriber's 2 s block per event; 500 ms leaves
+    // room for a loaded 2-core machine (answers took up to 194 ms at load average 90).
     assert!(
-        worst < Duration::from_millis(50),
+        worst < Duration::from_millis(500),
         "signalling stalled: slowest answer {worst:?}"
     );
     // Each list keeps 500 of its 700 items; 200 + 200 dropped and counted.
