@@ -72,6 +72,9 @@ pub struct Config {
     pub max_channels_per_device: usize,
     /// Registrations accepted at once, and devices with mounted channels at most.
     pub max_devices: usize,
+    /// A new viewer who finds no key frame, or one older than this, makes the gateway ask the
+    /// camera for one (GB28181 IFameCmd), at most once per this interval per channel; 0: never.
+    pub key_frame_request_after_s: u32,
 }
 
 impl Default for Config {
@@ -113,6 +116,7 @@ impl Default for Config {
             id_pattern: gstgb28181::core::id::DEFAULT_PATTERN.into(),
             max_channels_per_device: 1024,
             max_devices: 10_000,
+            key_frame_request_after_s: 2,
         }
     }
 }
@@ -249,6 +253,9 @@ impl Config {
                 self.max_channels_per_device = num(value)?.clamp(1, 1_000_000) as usize
             }
             "max-devices" => self.max_devices = num(value)?.clamp(1, 1_000_000) as usize,
+            "key-frame-request-after-s" => {
+                self.key_frame_request_after_s = num(value)?.min(3600) as u32
+            }
             _ => return Err(format!("unknown setting {key}")),
         }
         Ok(())

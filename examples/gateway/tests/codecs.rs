@@ -11,7 +11,9 @@ use gst_ipcam_gateway::config::Config;
 use gst_ipcam_gateway::gateway::Gateway;
 use gst_ipcam_gateway::http;
 use gst_ipcam_gateway::sim::{Clip, SimCamera, SimSettings, wait_until};
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// The codecs ffprobe decoded at least `min` frames of, sorted, once each (MPEG-TS lists its
 /// streams again under their program).
@@ -37,12 +39,9 @@ fn expect(video: Option<&str>, audio: &str) -> Vec<String> {
     c
 }
 
-#[test]
-fn every_codec_combination_through_rtsp_hls_and_mp4() {
-    gst_ipcam_gateway::gateway::init().unwrap();
-    let hls_dir = scratch("hls");
-    let rec_dir = scratch("rec");
-    let cfg = Config {
+/// A gateway configuration on loopback with HLS (and recording into `rec_dir`).
+fn config(hls_dir: &Path, rec_dir: Option<&Path>) -> Config {
+    Config {
         users: vec![
             UserConfig::with_password(
                 READER.0,
@@ -58,13 +57,59 @@ fn every_codec_combination_through_rtsp_hls_and_mp4() {
         metrics_port: free_port(),
         hls_port: free_port(),
         hls: true,
-        hls_dir: hls_dir.clone(),
-        record_dir: Some(rec_dir.clone()),
+        hls_dir: hls_dir.to_path_buf(),
+        record_dir: rec_dir.map(Path::to_path_buf),
         record_segment_s: 2,
         simulate: 0,
         summary_interval_s: 0,
         ..Config::default()
-    };
+    }
+}
+
+/// The newest segment of the channel's HLS playlist for which `ok` holds, waiting up to
+/// `timeout`.
+fn newest_segment(
+    hls: SocketAddr,
+    id: &str,
+    timeout: Duration,
+    mut ok: impl FnMut(&str) -> bool,
+) -> Option<String> {
+    let playlist = format!("/{id}/index.m3u8");
+    let auth = basic_value(READER.0, READER.1);
+    let mut segment = None;
+    wait_until(timeout, || {
+        segment = http::request(None, hls, &playlist, &[("Authorization", &auth)])
+            .ok()
+            .filter(|r| r.status == 200)
+            .and_then(|r| {
+                String::from_utf8_lossy(&r.body)
+                    .lines()
+                    .rfind(|l| l.ends_with(".ts"))
+                    .map(String::from)
+            })
+            .filter(|seg| ok(seg));
+        segment.is_some()
+    });
+    segment
+}
+
+fn settings(cfg: &Config, id: &str, audio: bool) -> SimSettings {
+    SimSettings {
+        server_ip: "127.0.0.1".into(),
+        server_port: cfg.sip_port,
+        server_id: cfg.server_id.clone(),
+        device_id: id.to_string(),
+        password: cfg.password.clone(),
+        audio,
+    }
+}
+
+#[test]
+fn every_codec_combination_through_rtsp_hls_and_mp4() {
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let hls_dir = scratch("hls");
+    let rec_dir = scratch("rec");
+    let cfg = config(&hls_dir, Some(&rec_dir));
     let mut gw = Gateway::start(cfg.clone()).expect("gateway starts");
     let hls = gw.hls_addr().unwrap();
     let combos: [(Option<&str>, Option<&str>); 11] = [
@@ -85,18 +130,7 @@ fn every_codec_combination_through_rtsp_hls_and_mp4() {
         let what = format!("{video:?} + {audio:?}");
         let id = format!("340200000013200001{i:02}");
         let clip = Clip::encode_with(video, audio, 160, 120, 200, 2).expect("clip");
-        let cam = SimCamera::start(
-            &clip,
-            &SimSettings {
-                server_ip: "127.0.0.1".into(),
-                server_port: cfg.sip_port,
-                server_id: cfg.server_id.clone(),
-                device_id: id.clone(),
-                password: cfg.password.clone(),
-                audio: audio.is_some(),
-            },
-        )
-        .expect("camera");
+        let cam = SimCamera::start(&clip, &settings(&cfg, &id, audio.is_some())).expect("camera");
         assert!(
             wait_until(Duration::from_secs(10), || gw.channels().contains(&id)),
             "{what}: mounted"
@@ -121,21 +155,7 @@ fn every_codec_combination_through_rtsp_hls_and_mp4() {
         }
 
         // HLS: a segment with video as is and AAC.
-        let playlist = format!("/{id}/index.m3u8");
-        let auth = basic_value(READER.0, READER.1);
-        let mut segment = None;
-        wait_until(Duration::from_secs(20), || {
-            segment = http::request(None, hls, &playlist, &[("Authorization", &auth)])
-                .ok()
-                .filter(|r| r.status == 200)
-                .and_then(|r| {
-                    String::from_utf8_lossy(&r.body)
-                        .lines()
-                        .find(|l| l.ends_with(".ts"))
-                        .map(String::from)
-                });
-            segment.is_some()
-        });
+        let segment = newest_segment(hls, &id, Duration::from_secs(20), |_| true);
         let got = match &segment {
             Some(seg) => decoded(
                 &ffprobe_frames(
@@ -166,6 +186,95 @@ fn every_codec_combination_through_rtsp_hls_and_mp4() {
     }
     gw.stop();
     assert!(failures.is_empty(), "{failures:#?}");
+    std::fs::remove_dir_all(&hls_dir).ok();
+    std::fs::remove_dir_all(&rec_dir).ok();
+}
+
+/// A camera reconfigured mid-session from H.264 + G.711 to H.265 + G.711 (same session, no new
+/// INVITE): the gateway follows it live. RTSP readers after the change get H.265, HLS and
+/// the recording start new segments/files in H.265, the metrics count the change, and the
+/// camera session was never restarted.
+#[test]
+fn codec_change_mid_session_is_followed_live() {
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let hls_dir = scratch("hls-change");
+    let rec_dir = scratch("rec-change");
+    let cfg = config(&hls_dir, Some(&rec_dir));
+    let mut gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let hls = gw.hls_addr().unwrap();
+    let id = "34020000001320000201";
+    // 10 s of H.264 (from the camera's start, INVITE or not), then H.265 for ever.
+    let first = Clip::encode_with(Some("h264"), Some("alaw"), 160, 120, 200, 10).expect("clip");
+    let then = Clip::encode_with(Some("h265"), Some("alaw"), 176, 144, 200, 2).expect("clip");
+    let cam =
+        SimCamera::start_sequence(&[&first, &then], &settings(&cfg, id, true)).expect("camera");
+    let path = |gw: &Gateway| gw.snapshot().paths.into_iter().find(|p| p.name == id);
+    // HLS keeps the session up from the start: H.264 first.
+    let before = newest_segment(hls, id, Duration::from_secs(20), |_| true)
+        .map(|seg| {
+            ffprobe_frames(
+                &[],
+                &format!("http://{}:{}@{hls}/{id}/{seg}", READER.0, READER.1),
+            )
+        })
+        .unwrap_or_default();
+    assert!(
+        frames_of(&before, "h264") >= 1,
+        "HLS before the change: {before:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || path(&gw)
+            .is_some_and(|p| p.stream_changes >= 1)),
+        "the change is seen and counted"
+    );
+    let changed_at = Instant::now();
+
+    let url = gw.url_with_credentials(id, READER.0, READER.1);
+    let rtsp = ffprobe_frames(&["-rtsp_transport", "tcp", "-read_intervals", "%+3"], &url);
+    let hls_after = newest_segment(hls, id, Duration::from_secs(20), |seg| {
+        // A segment written after the change (new files start at 0 again).
+        let f = hls_dir.join(id).join(seg);
+        std::fs::metadata(&f)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() < changed_at.elapsed())
+    })
+    .map(|seg| {
+        ffprobe_frames(
+            &[],
+            &format!("http://{}:{}@{hls}/{id}/{seg}", READER.0, READER.1),
+        )
+    })
+    .unwrap_or_default();
+    let p = path(&gw).expect("path");
+    cam.stop();
+    assert!(
+        wait_until(Duration::from_secs(10), || !gw
+            .channels()
+            .contains(&id.to_string())),
+        "unmounted"
+    );
+    let files = mp4_files(&rec_dir.join(id));
+    let h264_mp4 = files
+        .iter()
+        .any(|f| frames_of(&ffprobe_frames(&[], &f.to_string_lossy()), "h264") >= 1);
+    let last_mp4 = files
+        .last()
+        .map(|f| ffprobe_frames(&[], &f.to_string_lossy()))
+        .unwrap_or_default();
+    gw.stop();
+    assert_eq!(p.invites, 1, "one camera session throughout");
+    assert!(
+        frames_of(&rtsp, "hevc") >= 5,
+        "RTSP after the change: {rtsp:?}"
+    );
+    assert_eq!(frames_of(&rtsp, "h264"), 0, "{rtsp:?}");
+    assert!(frames_of(&rtsp, "pcm_alaw") >= 5, "{rtsp:?}");
+    assert!(
+        frames_of(&hls_after, "hevc") >= 1,
+        "HLS after the change: {hls_after:?}"
+    );
+    assert!(h264_mp4, "an H.264 MP4 before the change: {files:?}");
+    assert!(frames_of(&last_mp4, "hevc") >= 1, "last MP4: {last_mp4:?}");
     std::fs::remove_dir_all(&hls_dir).ok();
     std::fs::remove_dir_all(&rec_dir).ok();
 }
