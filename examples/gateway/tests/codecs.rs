@@ -6,6 +6,7 @@
 mod common;
 use common::*;
 
+use gst::prelude::*;
 use gst_ipcam_gateway::auth::{Action, UserConfig, basic_value};
 use gst_ipcam_gateway::config::Config;
 use gst_ipcam_gateway::gateway::Gateway;
@@ -277,4 +278,76 @@ fn codec_change_mid_session_is_followed_live() {
     assert!(frames_of(&last_mp4, "hevc") >= 1, "last MP4: {last_mp4:?}");
     std::fs::remove_dir_all(&hls_dir).ok();
     std::fs::remove_dir_all(&rec_dir).ok();
+}
+
+/// A camera whose GOP is 4000 s long (a live encoder that only makes a key frame when
+/// asked): the first RTSP viewer joins mid-GOP, so the gateway has no key frame to start
+/// with and no video caps (the parser waits for SPS/PPS). It asks the camera for one
+/// (GB28181 IFameCmd through the SIP endpoint), gb28181sink passes it to the encoder as a
+/// force-key-unit event, and the viewer decodes within seconds. Without the request the
+/// viewer gets nothing (503 after the stream wait).
+#[test]
+fn long_gop_camera_is_asked_for_a_key_frame() {
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let hls_dir = scratch("hls-gop");
+    let cfg = Config {
+        hls: false,
+        ..config(&hls_dir, None)
+    };
+    let mut gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let id = "34020000001320000301";
+    let camera = gst::parse::launch(&format!(
+        "videotestsrc is-live=true pattern=ball ! video/x-raw,width=160,height=120,framerate=25/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=100000 bitrate=200 \
+         ! video/x-h264,profile=baseline ! h264parse config-interval=-1 \
+         ! video/x-h264,stream-format=byte-stream,alignment=au ! psmux \
+         ! gb28181sink server-ip=127.0.0.1 server-port={} server-id={} device-id={id} \
+           password={} keepalive-interval=20000",
+        cfg.sip_port, cfg.server_id, cfg.password
+    ))
+    .expect("camera pipeline")
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let bus = camera.bus().unwrap();
+    camera.set_state(gst::State::Playing).expect("camera plays");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .channels()
+            .contains(&id.to_string())),
+        "mounted"
+    );
+    // The scenario, not a synchronisation: the camera's only key frame (at its start) is
+    // a few seconds old when the viewer comes.
+    std::thread::sleep(Duration::from_secs(3));
+    let t = Instant::now();
+    let url = gw.url_with_credentials(id, READER.0, READER.1);
+    let rtsp = ffprobe_frames(&["-rtsp_transport", "tcp", "-read_intervals", "%+2"], &url);
+    let took = t.elapsed();
+    let requests = gw
+        .snapshot()
+        .paths
+        .into_iter()
+        .find(|p| p.name == id)
+        .map(|p| p.key_frame_requests)
+        .unwrap_or(0);
+    let asked = std::iter::from_fn(|| bus.pop())
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Element(e) => e.structure().map(|s| s.name().to_string()),
+            _ => None,
+        })
+        .filter(|n| n == "gb28181-key-frame-requested")
+        .count();
+    camera.send_event(gst::event::Eos::new());
+    let _ = bus.timed_pop_filtered(gst::ClockTime::from_seconds(2), &[gst::MessageType::Eos]);
+    camera.set_state(gst::State::Null).unwrap();
+    gw.stop();
+    std::fs::remove_dir_all(&hls_dir).ok();
+    eprintln!("long GOP: {requests} request(s), ffprobe done in {took:?}: {rtsp:?}");
+    assert!(
+        frames_of(&rtsp, "h264") >= 10,
+        "decoded after {took:?}: {rtsp:?}"
+    );
+    assert!(took < Duration::from_secs(12), "{took:?}");
+    assert!(requests >= 1, "the gateway asked for a key frame");
+    assert!(asked >= 1, "the camera got the request");
 }
