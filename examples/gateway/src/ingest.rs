@@ -105,6 +105,9 @@ struct State {
     last_key: Option<Instant>,
     last_key_request: Option<Instant>,
     key_requests: u64,
+    /// Clock time of the previous frame of each kind (for frames without timestamps).
+    last_video_ns: Option<u64>,
+    last_audio_ns: Option<u64>,
 }
 
 /// How to ask the camera for a key frame (the gateway's SIP endpoint), and when.
@@ -406,21 +409,28 @@ impl Ingest {
         let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps_owned()) else {
             return;
         };
-        let lat = buffer
-            .pts()
+        // Muxers write a PTS only every so often (ffmpeg: once per pack, so small frames and
+        // even key frames come without): then the parser's DTS, else the previous frame's.
+        let ts = buffer.pts().or(buffer.dts());
+        let lat = ts
             .zip(self.pipeline.base_time())
             .zip(self.pipeline.clock().map(|c| c.time()))
             .map(|((p, b), now)| now.saturating_sub(p + b).nseconds());
+        let key = kind == Kind::Video && !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        let mut st = lock(&self.state);
+        let last = match kind {
+            Kind::Video => &mut st.last_video_ns,
+            Kind::Audio => &mut st.last_audio_ns,
+        };
         // The buffer's time on the (shared, system) clock.
-        let Some(abs) = buffer
-            .pts()
+        let Some(abs) = ts
             .zip(self.pipeline.base_time())
             .map(|(p, b)| (p + b).nseconds())
+            .or(*last)
         else {
             return;
         };
-        let key = kind == Kind::Video && !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
-        let mut st = lock(&self.state);
+        *last = Some(abs);
         if let Some(l) = lat {
             st.lat_sum_ns += l;
             st.lat_count += 1;

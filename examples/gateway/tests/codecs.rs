@@ -351,3 +351,190 @@ fn long_gop_camera_is_asked_for_a_key_frame() {
     assert!(requests >= 1, "the gateway asked for a key frame");
     assert!(asked >= 1, "the camera got the request");
 }
+
+/// `gb28181sink` settings of a test camera registering with `cfg`'s gateway.
+fn sink_props(cfg: &Config, id: &str) -> String {
+    format!(
+        "gb28181sink name=sink server-ip=127.0.0.1 server-port={} server-id={} device-id={id} \
+         password={} keepalive-interval=20000",
+        cfg.sip_port, cfg.server_id, cfg.password
+    )
+}
+
+/// A camera whose PS comes from a file written by another muxer (ffmpeg): the file is cut
+/// into frames at each pack that starts a video access unit (a PES with a timestamp), each
+/// timestamped with its DTS (else PTS), and sent paced through gb28181sink.
+fn file_camera(cfg: &Config, id: &str, ps: &[u8]) -> gst::Pipeline {
+    use gstmpegps::demux::scan::{first_pack, scan_pts};
+    let mut packs = Vec::new();
+    let mut at = first_pack(ps).expect("a pack");
+    while let Some(next) = first_pack(&ps[at + 4..]) {
+        packs.push(&ps[at..at + 4 + next]);
+        at += 4 + next;
+    }
+    packs.push(&ps[at..]);
+    let video_ts = |pack: &[u8]| {
+        let mut ts = None;
+        scan_pts(pack, |f| {
+            if gstmpegps::ps::is_video_stream_id(f.stream_id) {
+                ts = Some(f.dts.unwrap_or(f.pts));
+            }
+            ts.is_none()
+        });
+        ts
+    };
+    let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
+    for pack in packs {
+        match (video_ts(pack), frames.last_mut()) {
+            (None, Some((_, f))) => f.extend_from_slice(pack),
+            (Some(ts), _) => frames.push((ts, pack.to_vec())),
+            (None, None) => frames.push((0, pack.to_vec())),
+        }
+    }
+    let base = frames.iter().map(|(t, _)| *t).min().unwrap_or(0);
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src is-live=false format=time \
+         caps=video/mpeg,systemstream=true,mpegversion=2 ! clocksync ! {}",
+        sink_props(cfg, id)
+    ))
+    .expect("file camera")
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    src.set_max_bytes(64 * 1024 * 1024);
+    for (ts, data) in frames {
+        let mut b = gst::Buffer::from_mut_slice(data);
+        b.get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_nseconds((ts - base) * 100_000 / 9));
+        src.push_buffer(b).expect("queued");
+    }
+    src.end_of_stream().expect("eos queued");
+    pipeline
+}
+
+/// Cameras whose PS was muxed by others: stock GStreamer `mpegpsmux` (H.264 + ADTS AAC, live:
+/// given raw AAC it writes broken ADTS headers that ffprobe cannot decode either) and
+/// ffmpeg (`-f mpeg` H.265, `-f vob` H.264, video only: ffmpeg's PS muxer takes no G.711 or
+/// AAC, stock mpegpsmux no H.265 and no G.711), sent through gb28181sink; read back by
+/// ffprobe over RTSP, HLS and (for the first) MP4.
+#[test]
+fn stock_and_ffmpeg_muxed_cameras() {
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let hls_dir = scratch("hls-stock");
+    let rec_dir = scratch("rec-stock");
+    let cfg = config(&hls_dir, Some(&rec_dir));
+    let mut gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let hls = gw.hls_addr().unwrap();
+    let ffmpeg_ps = |format: &str, codec: &str| {
+        let out = rec_dir.join(format!("camera.{format}.{codec}.ps"));
+        let ok = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg("testsrc=size=160x120:rate=25")
+            .args(["-t", "30", "-c:v", codec, "-g", "25", "-pix_fmt", "yuv420p"])
+            .args(["-b:v", "200k", "-f", format])
+            .arg(&out)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ffmpeg -f {format} {codec}");
+        std::fs::read(&out).expect("ffmpeg's PS")
+    };
+    let cameras: [(&str, &str, Vec<&str>, Vec<&str>); 3] = [
+        (
+            "mpegpsmux H.264 + AAC",
+            "34020000001320000401",
+            vec!["aac", "h264"],
+            vec!["aac", "h264"],
+        ),
+        (
+            "ffmpeg -f mpeg H.265",
+            "34020000001320000402",
+            vec!["hevc"],
+            vec!["hevc"],
+        ),
+        (
+            "ffmpeg -f vob H.264",
+            "34020000001320000403",
+            vec!["h264"],
+            vec!["h264"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (what, id, rtsp_codecs, hls_codecs)) in cameras.into_iter().enumerate() {
+        let camera = match i {
+            0 => gst::parse::launch(&format!(
+                "videotestsrc is-live=true pattern=ball ! video/x-raw,width=160,height=120,framerate=25/1 \
+                 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 bitrate=200 \
+                 ! h264parse ! mpegpsmux name=m ! {} \
+                 audiotestsrc is-live=true wave=sine ! audio/x-raw,rate=16000,channels=1 \
+                 ! avenc_aac bitrate=32000 ! aacparse ! audio/mpeg,stream-format=adts ! m.",
+                sink_props(&cfg, id)
+            ))
+            .expect("mpegpsmux camera")
+            .downcast::<gst::Pipeline>()
+            .unwrap(),
+            1 => file_camera(&cfg, id, &ffmpeg_ps("mpeg", "libx265")),
+            _ => file_camera(&cfg, id, &ffmpeg_ps("vob", "libx264")),
+        };
+        camera.set_state(gst::State::Playing).expect("camera plays");
+        assert!(
+            wait_until(Duration::from_secs(10), || gw
+                .channels()
+                .contains(&id.to_string())),
+            "{what}: mounted"
+        );
+        let url = gw.url_with_credentials(id, READER.0, READER.1);
+        let got = decoded(
+            &ffprobe_frames(&["-rtsp_transport", "tcp", "-read_intervals", "%+3"], &url),
+            5,
+        );
+        if got != rtsp_codecs {
+            failures.push(format!("{what}: RTSP decoded {got:?}"));
+        }
+        let got = newest_segment(hls, id, Duration::from_secs(20), |_| true)
+            .map(|seg| {
+                decoded(
+                    &ffprobe_frames(
+                        &[],
+                        &format!("http://{}:{}@{hls}/{id}/{seg}", READER.0, READER.1),
+                    ),
+                    1,
+                )
+            })
+            .unwrap_or_default();
+        if got != hls_codecs {
+            failures.push(format!("{what}: HLS decoded {got:?}"));
+        }
+        camera.send_event(gst::event::Eos::new());
+        if let Some(bus) = camera.bus() {
+            let _ = bus.timed_pop_filtered(
+                gst::ClockTime::from_seconds(2),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            );
+        }
+        camera.set_state(gst::State::Null).unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || !gw
+                .channels()
+                .contains(&id.to_string())),
+            "{what}: unmounted"
+        );
+        if i == 0 {
+            let got = match mp4_files(&rec_dir.join(id)).pop() {
+                Some(f) => decoded(&ffprobe_frames(&[], &f.to_string_lossy()), 1),
+                None => Vec::new(),
+            };
+            if got != hls_codecs {
+                failures.push(format!("{what}: MP4 decoded {got:?}"));
+            }
+        }
+    }
+    gw.stop();
+    assert!(failures.is_empty(), "{failures:#?}");
+    std::fs::remove_dir_all(&hls_dir).ok();
+    std::fs::remove_dir_all(&rec_dir).ok();
+}
