@@ -107,6 +107,7 @@ fn settings(cfg: &Config, id: &str, audio: bool) -> SimSettings {
 
 #[test]
 fn every_codec_combination_through_rtsp_hls_and_mp4() {
+    let _serial = serial();
     gst_ipcam_gateway::gateway::init().unwrap();
     let hls_dir = scratch("hls");
     let rec_dir = scratch("rec");
@@ -197,6 +198,7 @@ fn every_codec_combination_through_rtsp_hls_and_mp4() {
 /// camera session was never restarted.
 #[test]
 fn codec_change_mid_session_is_followed_live() {
+    let _serial = serial();
     gst_ipcam_gateway::gateway::init().unwrap();
     let hls_dir = scratch("hls-change");
     let rec_dir = scratch("rec-change");
@@ -288,6 +290,7 @@ fn codec_change_mid_session_is_followed_live() {
 /// viewer gets nothing (503 after the stream wait).
 #[test]
 fn long_gop_camera_is_asked_for_a_key_frame() {
+    let _serial = serial();
     gst_ipcam_gateway::gateway::init().unwrap();
     let hls_dir = scratch("hls-gop");
     let cfg = Config {
@@ -424,6 +427,7 @@ fn file_camera(cfg: &Config, id: &str, ps: &[u8]) -> gst::Pipeline {
 /// ffprobe over RTSP, HLS and (for the first) MP4.
 #[test]
 fn stock_and_ffmpeg_muxed_cameras() {
+    let _serial = serial();
     gst_ipcam_gateway::gateway::init().unwrap();
     let hls_dir = scratch("hls-stock");
     let rec_dir = scratch("rec-stock");

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 #[test]
 fn gateway_over_ipv6_loopback() {
+    let _serial = serial();
     gst_ipcam_gateway::gateway::init().unwrap();
     if std::net::UdpSocket::bind("[::1]:0").is_err() {
         eprintln!("no IPv6 loopback on this machine: skipped");
