@@ -542,3 +542,61 @@ fn stock_and_ffmpeg_muxed_cameras() {
     std::fs::remove_dir_all(&hls_dir).ok();
     std::fs::remove_dir_all(&rec_dir).ok();
 }
+
+/// A camera that changes its picture size mid-session (H.264 160x120 -> 320x240): an RTSP
+/// viewer watching across the change keeps playing (its caps follow, no new session) and
+/// decodes both sizes.
+#[test]
+fn size_change_keeps_rtsp_viewers_playing() {
+    let _serial = serial();
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let hls_dir = scratch("hls-size");
+    let cfg = Config {
+        hls: false,
+        ..config(&hls_dir, None)
+    };
+    let mut gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let id = "34020000001320000501";
+    let small = Clip::encode_with(Some("h264"), None, 160, 120, 200, 6).expect("clip");
+    let large = Clip::encode_with(Some("h264"), None, 320, 240, 300, 2).expect("clip");
+    let cam =
+        SimCamera::start_sequence(&[&small, &large], &settings(&cfg, id, false)).expect("camera");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .channels()
+            .contains(&id.to_string())),
+        "mounted"
+    );
+    let url = gw.url_with_credentials(id, READER.0, READER.1);
+    let out = std::process::Command::new("timeout")
+        .args([
+            "30",
+            "ffmpeg",
+            "-hide_banner",
+            "-rtsp_transport",
+            "tcp",
+            "-i",
+            &url,
+        ])
+        .args(["-t", "10", "-vf", "showinfo", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    let log = String::from_utf8_lossy(&out.stderr);
+    let frames = |size: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!(" s:{size} ")))
+            .count()
+    };
+    let (before, after) = (frames("160x120"), frames("320x240"));
+    let p = gw.snapshot().paths.into_iter().find(|p| p.name == id);
+    cam.stop();
+    gw.stop();
+    std::fs::remove_dir_all(&hls_dir).ok();
+    assert!(
+        before >= 10 && after >= 10,
+        "one viewer across the change: {before} frames 160x120, {after} frames 320x240"
+    );
+    let p = p.expect("path");
+    assert_eq!(p.invites, 1);
+    assert!(p.stream_changes >= 1);
+}
