@@ -75,6 +75,9 @@ pub struct Config {
     /// Devices, channels and registrations kept across restarts in `<data_dir>/gateway.db`
     /// (created 0700); empty: nothing persists.
     pub data_dir: PathBuf,
+    /// A new viewer who finds no key frame, or one older than this, makes the gateway ask the
+    /// camera for one (GB28181 IFameCmd), at most once per this interval per channel; 0: never.
+    pub key_frame_request_after_s: u32,
 }
 
 impl Default for Config {
@@ -117,6 +120,7 @@ impl Default for Config {
             max_channels_per_device: 1024,
             max_devices: 10_000,
             data_dir: PathBuf::new(),
+            key_frame_request_after_s: 2,
         }
     }
 }
@@ -255,6 +259,9 @@ impl Config {
             }
             "max-devices" => self.max_devices = num(value)?.clamp(1, 1_000_000) as usize,
             "data-dir" => self.data_dir = PathBuf::from(value),
+            "key-frame-request-after-s" => {
+                self.key_frame_request_after_s = num(value)?.min(3600) as u32
+            }
             _ => return Err(format!("unknown setting {key}")),
         }
         Ok(())

@@ -176,7 +176,7 @@ mod imp {
                 return Some(gst::Bin::new().upcast());
             };
             let streams = ingest.wait_streams(timeout);
-            let bin = streams.and_then(|(v, a)| build_media_bin(v.as_ref(), a.as_ref()));
+            let bin = streams.and_then(|s| build_media_bin(s.video.as_ref(), s.audio.as_ref()));
             match bin {
                 Ok(bin) => {
                     gst::info!(CAT, "new media for channel {channel}");

@@ -62,6 +62,9 @@ struct Channel {
     packets_done: u64,
     lost_done: u64,
     frames_done: u64,
+    /// Stream changes and key frame requests of ingests that are gone.
+    changes_done: u64,
+    key_requests_done: u64,
     outputs: Option<ChannelOutputs>,
 }
 
@@ -1030,6 +1033,8 @@ fn mount(sh: &Arc<Shared>, device: &str, channel: &str) -> Result<bool, String> 
                 packets_done: 0,
                 lost_done: 0,
                 frames_done: 0,
+                changes_done: 0,
+                key_requests_done: 0,
                 outputs: None,
             },
         );
@@ -1090,9 +1095,15 @@ fn run_outputs(weak: Weak<Shared>, s: OutputSettings, generation: u64) {
                 .is_some_and(|c| c.generation == generation)
     };
     let mut backoff = OUTPUTS_BACKOFF_MIN;
-    loop {
+    // Held across a restart for new streams, so the session is not stopped in between.
+    let mut held: Option<Arc<Ingest>> = None;
+    let mut changed_at: Option<Instant> = None;
+    'outputs: loop {
         let Some(sh) = weak.upgrade() else { return };
         if !mounted(&sh) {
+            if let Some(i) = held.take() {
+                i.release();
+            }
             return;
         }
         let hooks = Hooks {
@@ -1104,6 +1115,9 @@ fn run_outputs(weak: Weak<Shared>, s: OutputSettings, generation: u64) {
             ingest.release();
             r
         });
+        if let Some(i) = held.take() {
+            i.release();
+        }
         match started {
             Ok(o) => {
                 let watch = o.watch();
@@ -1145,6 +1159,19 @@ fn run_outputs(weak: Weak<Shared>, s: OutputSettings, generation: u64) {
                         }
                     };
                     if let Some(o) = failed {
+                        // New codec or size: new files at once (at most once a second).
+                        if o.watch().streams_changed()
+                            && changed_at.is_none_or(|t| t.elapsed() >= OUTPUTS_BACKOFF_MIN)
+                        {
+                            eprintln!(
+                                "[gateway] channel {channel}: the camera's streams changed; HLS/recording start new files"
+                            );
+                            changed_at = Some(Instant::now());
+                            o.ingest().hold();
+                            held = Some(o.ingest().clone());
+                            o.stop();
+                            continue 'outputs;
+                        }
                         eprintln!(
                             "[gateway] channel {channel}: HLS/recording stopped with the camera session; restarting"
                         );
@@ -1183,6 +1210,8 @@ fn retire_stats(c: &mut Channel, ingest: &Ingest) {
         c.lost_done += u64_field(&st, "packets-lost");
         c.frames_done += u64_field(&st, "frames");
     }
+    c.changes_done += ingest.generation();
+    c.key_requests_done += ingest.key_frame_requests();
 }
 
 /// The factories' view of the gateway.
@@ -1209,6 +1238,20 @@ impl ChannelHooks for Hooks {
             }
         }
         let i = Ingest::start(channel, &src_properties(&sh.cfg, &c.device_id, channel))?;
+        let (endpoint, device, chan) = (
+            Arc::downgrade(&sh.endpoint),
+            c.device_id.clone(),
+            channel.to_string(),
+        );
+        i.set_key_frame_requests(crate::ingest::KeyFrameRequests {
+            after: Duration::from_secs(u64::from(sh.cfg.key_frame_request_after_s)),
+            send: Box::new(move || {
+                let ep = endpoint.upgrade().ok_or("gateway stopped")?;
+                ep.force_key_frame(&device, &chan)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }),
+        });
         c.ingest = Some(i.clone());
         Ok(i)
     }
@@ -1433,6 +1476,9 @@ fn snapshot(sh: &Shared) -> Snapshot {
                 packets_received: c.packets_done,
                 packets_lost: c.lost_done,
                 frames: c.frames_done,
+                stream_changes: c.changes_done + c.ingest.as_ref().map_or(0, |i| i.generation()),
+                key_frame_requests: c.key_requests_done
+                    + c.ingest.as_ref().map_or(0, |i| i.key_frame_requests()),
                 hls: c
                     .outputs
                     .as_ref()

@@ -14,6 +14,16 @@
 //! P-frames without their key frame, no DTS going back). The viewer runs behind live by at
 //! most the age of the cached GOP.
 //!
+//! The camera's codecs are followed live: when a stream's caps change (a camera reconfigured
+//! from H.264 to H.265, or to another picture size), the demuxer's pad gets a new parser
+//! before the next frame ([`Route`]), the GOP cache restarts, viewers of a codec they cannot
+//! take get end-of-stream (their clients reconnect and get the new codec) while a size change
+//! just updates their caps, and the stream [`generation`](Ingest::generation) moves on so
+//! that HLS/recording start new files.
+//!
+//! A viewer that finds no key frame to start with, or only an old one, makes the ingest ask
+//! the camera for one ([`KeyFrameRequests`], rate-limited per channel).
+//!
 //! Limits: subscribers are appsrcs with bounded queues ([`SUBSCRIBER_MAX_BYTES`], oldest data
 //! dropped when a subscriber is slow); at most [`MAX_SUBSCRIBERS`] per channel; the GOP cache
 //! holds at most [`GOP_MAX_BYTES`] and [`GOP_MAX_FRAMES`] (a longer GOP is not cached: viewers
@@ -62,6 +72,8 @@ struct Subscriber {
     id: u64,
     kind: Kind,
     src: gst_app::AppSrc,
+    /// The caps `src` was built with or last given.
+    caps: Option<gst::Caps>,
     /// Receiving data (video subscribers start at a key frame).
     started: bool,
     timing: Timing,
@@ -87,6 +99,88 @@ struct State {
     lat_sum_ns: u64,
     lat_count: u64,
     lat_max_ns: u64,
+    /// Caps changes of the streams seen so far.
+    generation: u64,
+    /// Arrival of the latest video key frame.
+    last_key: Option<Instant>,
+    last_key_request: Option<Instant>,
+    key_requests: u64,
+    /// Clock time of the previous frame of each kind (for frames without timestamps).
+    last_video_ns: Option<u64>,
+    last_audio_ns: Option<u64>,
+}
+
+/// How to ask the camera for a key frame (the gateway's SIP endpoint), and when.
+pub struct KeyFrameRequests {
+    /// A key frame older than this (or none) makes a new viewer ask; also the shortest
+    /// interval between two requests.
+    pub after: Duration,
+    pub send: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+}
+
+/// Whether to ask the camera for a key frame now: a subscriber waits for one, or the latest
+/// one is older than `after`; and the previous request is at least `after` (and 1 s) old.
+pub fn key_frame_due(
+    now: Instant,
+    last_key: Option<Instant>,
+    waiting: bool,
+    last_request: Option<Instant>,
+    after: Duration,
+) -> bool {
+    if last_request
+        .is_some_and(|t| now.saturating_duration_since(t) < after.max(Duration::from_secs(1)))
+    {
+        return false;
+    }
+    waiting || last_key.is_none_or(|t| now.saturating_duration_since(t) >= after)
+}
+
+/// How a stream's caps changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapsChange {
+    Same,
+    /// Same codec and size (profile, level, codec data): the subscribers' caps are updated.
+    Params,
+    /// Same codec, another picture size, sample rate or channel count.
+    Size,
+    /// Another codec: its payloader/muxer cannot take it.
+    Codec,
+}
+
+pub fn caps_change(old: &gst::CapsRef, new: &gst::CapsRef) -> CapsChange {
+    if old == new {
+        return CapsChange::Same;
+    }
+    let (Some(a), Some(b)) = (old.structure(0), new.structure(0)) else {
+        return CapsChange::Codec;
+    };
+    let int = |s: &gst::StructureRef, f: &str| s.get::<i32>(f).ok();
+    if a.name() != b.name() || int(a, "mpegversion") != int(b, "mpegversion") {
+        return CapsChange::Codec;
+    }
+    if ["width", "height", "rate", "channels"]
+        .iter()
+        .any(|f| int(a, f) != int(b, f))
+    {
+        return CapsChange::Size;
+    }
+    CapsChange::Params
+}
+
+/// The parser chain a demuxer pad is linked to; replaced when the pad's caps need another.
+struct Route {
+    kind: Kind,
+    /// The parser of `chain` (None: a stream we don't use, into a fakesink).
+    parse: Option<&'static str>,
+    chain: Option<gst::Bin>,
+}
+
+/// What [`Ingest::wait_streams`] found.
+pub struct Streams {
+    pub video: Option<gst::Caps>,
+    pub audio: Option<gst::Caps>,
+    /// [`Ingest::generation`] of these caps.
+    pub generation: u64,
 }
 
 /// A running ingest.
@@ -99,6 +193,8 @@ pub struct Ingest {
     /// gb28181src's stats as last read by [`refresh_stats`](Self::refresh_stats): the
     /// property takes the element's own lock, so it is never read with gateway locks held.
     stats: Mutex<Option<gst::Structure>>,
+    key_frames: Mutex<Option<KeyFrameRequests>>,
+    started_at: Instant,
 }
 
 /// The launch fragment after the demuxer for a stream's caps; None = not used.
@@ -165,6 +261,8 @@ impl Ingest {
             state: Mutex::new(State::default()),
             cond: Condvar::new(),
             stats: Mutex::new(None),
+            key_frames: Mutex::new(None),
+            started_at: Instant::now(),
         });
         let weak = Arc::downgrade(&ingest);
         demux.connect_pad_added(move |_, pad| {
@@ -187,7 +285,7 @@ impl Ingest {
 
     fn on_pad(self: &Arc<Self>, pad: &gst::Pad) {
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
-        let Some((kind, parse)) = parser_for(&caps) else {
+        let Some((kind, _)) = parser_for(&caps) else {
             gst::info!(
                 CAT,
                 "{}: ignoring stream {} ({caps})",
@@ -206,30 +304,95 @@ impl Ingest {
                 return;
             }
         }
-        let desc = format!(
-            "queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! {parse} ! appsink name=sink sync=false emit-signals=false max-buffers=0"
+        let route = Arc::new(Mutex::new(Route {
+            kind,
+            parse: None,
+            chain: None,
+        }));
+        self.reroute(pad, &mut lock(&route), &caps);
+        // Caps that need another parser are held back here: the chain is replaced before the
+        // next buffer (below), and the pad then sends stream-start, caps and segment to the
+        // new chain in order.
+        let r = route.clone();
+        pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            if let Some(gst::PadProbeData::Event(e)) = &info.data
+                && let gst::EventView::Caps(c) = e.view()
+            {
+                let route = lock(&r);
+                if parser_for(c.caps())
+                    .filter(|(k, _)| *k == route.kind)
+                    .map(|(_, p)| p)
+                    != route.parse
+                {
+                    // Handled (not Drop: a dropped sticky event ends in a CRITICAL in
+                    // GStreamer 1.22's push path); the relink re-sends it.
+                    return gst::PadProbeReturn::Handled;
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+        let weak: Weak<Ingest> = Arc::downgrade(self);
+        pad.add_probe(
+            gst::PadProbeType::BLOCK | gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |pad, _| {
+                let caps = pad
+                    .sticky_event::<gst::event::Caps>(0)
+                    .map(|c| c.caps_owned());
+                if let (Some(i), Some(caps)) = (weak.upgrade(), caps) {
+                    i.reroute(pad, &mut lock(&route), &caps);
+                }
+                gst::PadProbeReturn::Pass
+            },
         );
+    }
+
+    /// Links `pad` to a parser chain for `caps` unless its chain already has that parser
+    /// (runs in the pad's streaming thread, before a buffer, or at pad-added).
+    fn reroute(self: &Arc<Self>, pad: &gst::Pad, route: &mut Route, caps: &gst::CapsRef) {
+        let kind = route.kind;
+        let parse = parser_for(caps).filter(|(k, _)| *k == kind).map(|(_, p)| p);
+        if route.chain.is_some() && parse == route.parse {
+            return;
+        }
+        if let Some(old) = route.chain.take() {
+            gst::info!(
+                CAT,
+                "{}: stream {} is now {caps}: new parser",
+                self.channel,
+                pad.name()
+            );
+            if let Some(sinkpad) = old.static_pad("sink") {
+                let _ = pad.unlink(&sinkpad);
+            }
+            let _ = old.set_state(gst::State::Null);
+            let _ = self.pipeline.remove(&old);
+        }
+        let desc = match parse {
+            Some(parse) => format!(
+                "queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! {parse} ! appsink name=sink sync=false emit-signals=false max-buffers=0"
+            ),
+            None => "fakesink sync=false async=false".to_string(),
+        };
         let Ok(chain) = gst::parse::bin_from_description(&desc, true) else {
             return;
         };
-        let Some(sink) = chain
+        if let Some(sink) = chain
             .by_name("sink")
             .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
-        else {
-            return;
-        };
-        let weak: Weak<Ingest> = Arc::downgrade(self);
-        sink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |s| {
-                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    if let Some(i) = weak.upgrade() {
-                        i.on_sample(kind, &sample);
-                    }
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
+        {
+            let weak: Weak<Ingest> = Arc::downgrade(self);
+            sink.set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |s| {
+                        let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        if let Some(i) = weak.upgrade() {
+                            i.on_sample(kind, &sample);
+                        }
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            );
+        }
         if self.pipeline.add(&chain).is_err() {
             return;
         }
@@ -237,6 +400,8 @@ impl Ingest {
         if let Some(sinkpad) = chain.static_pad("sink") {
             let _ = pad.link(&sinkpad);
         }
+        route.parse = parse;
+        route.chain = Some(chain);
         gst::info!(CAT, "{}: stream {} ({caps})", self.channel, pad.name());
     }
 
@@ -244,38 +409,66 @@ impl Ingest {
         let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps_owned()) else {
             return;
         };
-        let lat = buffer
-            .pts()
+        // Muxers write a PTS only every so often (ffmpeg: once per pack, so small frames and
+        // even key frames come without): then the parser's DTS, else the previous frame's.
+        let ts = buffer.pts().or(buffer.dts());
+        let lat = ts
             .zip(self.pipeline.base_time())
             .zip(self.pipeline.clock().map(|c| c.time()))
             .map(|((p, b), now)| now.saturating_sub(p + b).nseconds());
+        let key = kind == Kind::Video && !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        let mut st = lock(&self.state);
+        let last = match kind {
+            Kind::Video => &mut st.last_video_ns,
+            Kind::Audio => &mut st.last_audio_ns,
+        };
         // The buffer's time on the (shared, system) clock.
-        let Some(abs) = buffer
-            .pts()
+        let Some(abs) = ts
             .zip(self.pipeline.base_time())
             .map(|(p, b)| (p + b).nseconds())
+            .or(*last)
         else {
             return;
         };
-        let key = kind == Kind::Video && !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
-        let mut st = lock(&self.state);
+        *last = Some(abs);
         if let Some(l) = lat {
             st.lat_sum_ns += l;
             st.lat_count += 1;
             st.lat_max_ns = st.lat_max_ns.max(l);
         }
         st.first_data.get_or_insert_with(Instant::now);
-        let changed = match kind {
-            Kind::Video => st.video_caps.as_ref() != Some(&caps),
-            Kind::Audio => st.audio_caps.as_ref() != Some(&caps),
+        if key {
+            st.last_key = Some(Instant::now());
+        }
+        let known = match kind {
+            Kind::Video => &mut st.video_caps,
+            Kind::Audio => &mut st.audio_caps,
         };
-        if changed {
-            match kind {
-                Kind::Video => {
-                    st.video_caps = Some(caps.clone());
-                    st.video_since.get_or_insert_with(Instant::now);
+        if known.as_ref() != Some(&caps) {
+            let old = known.replace(caps.clone());
+            if let Some(old) = old {
+                let change = caps_change(&old, &caps);
+                eprintln!(
+                    "[gateway] channel {}: the camera's {kind:?} changed ({change:?}): {} -> {}",
+                    self.channel,
+                    caps_summary(&old),
+                    caps_summary(&caps)
+                );
+                st.generation += 1;
+                // Frames of the old format never start a new viewer.
+                match kind {
+                    Kind::Video => {
+                        st.gop.clear();
+                        st.gop_bytes = 0;
+                    }
+                    Kind::Audio => {
+                        st.gop.retain(|(k, _, _)| *k == Kind::Video);
+                        st.gop_bytes = st.gop.iter().map(|(_, b, _)| b.size()).sum();
+                    }
                 }
-                Kind::Audio => st.audio_caps = Some(caps.clone()),
+            }
+            if kind == Kind::Video {
+                st.video_since.get_or_insert_with(Instant::now);
             }
             self.cond.notify_all();
         }
@@ -283,7 +476,28 @@ impl Ingest {
         let State {
             subscribers, gop, ..
         } = &mut *st;
+        let mut ended = Vec::new();
         for s in subscribers.iter_mut().filter(|s| s.kind == kind) {
+            if s.caps.as_ref() != Some(&caps) {
+                let change = s
+                    .caps
+                    .as_ref()
+                    .map_or(CapsChange::Params, |c| caps_change(c, &caps));
+                match (&s.timing, change) {
+                    // A viewer's payloader follows a new size in band.
+                    (Timing::Viewer(_), CapsChange::Params | CapsChange::Size) => {
+                        s.src.set_caps(Some(&caps));
+                        s.caps = Some(caps.clone());
+                    }
+                    // Another codec, or a muxer (HLS, MP4): this subscriber ends; clients
+                    // come back to a media of the new codec, outputs start new files.
+                    _ => {
+                        ended.push(s.id);
+                        let _ = s.src.end_of_stream();
+                        continue;
+                    }
+                }
+            }
             match &s.timing {
                 Timing::Camera => {
                     if kind == Kind::Video && !s.started && !key {
@@ -338,17 +552,76 @@ impl Ingest {
                 }
             }
         }
+        if !ended.is_empty() {
+            subscribers.retain(|s| !ended.contains(&s.id));
+        }
+        // Video subscribers still waiting for their first key frame (no GOP cached).
+        let waiting = kind == Kind::Video
+            && !key
+            && gop.is_empty()
+            && subscribers
+                .iter()
+                .any(|s| s.kind == Kind::Video && !s.started);
+        drop(st);
+        if waiting {
+            self.request_key_frame(true);
+        }
+    }
+
+    /// Asks the camera for a key frame if [`key_frame_due`] says so (never with the state
+    /// lock held: it sends a SIP MESSAGE).
+    fn request_key_frame(&self, waiting: bool) {
+        let kf = lock(&self.key_frames);
+        let Some(kf) = kf.as_ref().filter(|k| !k.after.is_zero()) else {
+            return;
+        };
+        let now = Instant::now();
+        {
+            let mut st = lock(&self.state);
+            if !key_frame_due(now, st.last_key, waiting, st.last_key_request, kf.after) {
+                return;
+            }
+            st.last_key_request = Some(now);
+            st.key_requests += 1;
+        }
+        match (kf.send)() {
+            Ok(()) => gst::info!(
+                CAT,
+                "{}: asked the camera for a key frame ({})",
+                self.channel,
+                if waiting {
+                    "a viewer waits for one"
+                } else {
+                    "the cached one is old"
+                }
+            ),
+            Err(e) => gst::warning!(CAT, "{}: key frame request: {e}", self.channel),
+        }
+    }
+
+    /// Sets how this ingest asks its camera for key frames.
+    pub fn set_key_frame_requests(&self, k: KeyFrameRequests) {
+        *lock(&self.key_frames) = Some(k);
+    }
+
+    /// Key frame requests sent to the camera so far.
+    pub fn key_frame_requests(&self) -> u64 {
+        lock(&self.state).key_requests
+    }
+
+    /// Caps changes of the camera's streams so far.
+    pub fn generation(&self) -> u64 {
+        lock(&self.state).generation
     }
 
     /// Waits (bounded) until the streams are known: video, plus audio if it comes within
-    /// [`AUDIO_WAIT`]; or audio alone after a few seconds of data.
-    pub fn wait_streams(
-        &self,
-        timeout: Duration,
-    ) -> Result<(Option<gst::Caps>, Option<gst::Caps>), String> {
+    /// [`AUDIO_WAIT`]; or audio alone after a few seconds of data. A camera whose video is
+    /// not known after the key frame interval (a long GOP: the parser waits for a key frame)
+    /// is asked for a key frame.
+    pub fn wait_streams(&self, timeout: Duration) -> Result<Streams, String> {
         let end = Instant::now() + timeout;
-        let mut st = lock(&self.state);
         loop {
+            let mut st = lock(&self.state);
             if let Some(e) = &st.failed {
                 return Err(e.clone());
             }
@@ -367,18 +640,35 @@ impl Ingest {
                     .first_data
                     .is_some_and(|t| now.duration_since(t) >= Duration::from_secs(4));
             if video_done || audio_only {
-                return Ok((st.video_caps.clone(), st.audio_caps.clone()));
+                return Ok(Streams {
+                    video: st.video_caps.clone(),
+                    audio: st.audio_caps.clone(),
+                    generation: st.generation,
+                });
             }
             if now >= end {
                 return Err(format!("{}: no media within {timeout:?}", self.channel));
             }
+            let ask = st.video_caps.is_none() && self.key_frame_wait_over(now);
             let wait = (end - now).min(Duration::from_millis(100));
-            st = self
-                .cond
-                .wait_timeout(st, wait)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
+            if ask {
+                drop(st);
+                self.request_key_frame(true);
+                st = lock(&self.state);
+            }
+            drop(
+                self.cond
+                    .wait_timeout(st, wait)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0),
+            );
         }
+    }
+
+    /// The ingest has run for longer than the key frame request interval.
+    fn key_frame_wait_over(&self, now: Instant) -> bool {
+        let after = lock(&self.key_frames).as_ref().map(|k| k.after);
+        after.is_some_and(|a| !a.is_zero() && now.duration_since(self.started_at) >= a)
     }
 
     /// Keeps the ingest alive while a user is being set up.
@@ -398,24 +688,20 @@ impl Ingest {
             offset_ns: Mutex::new(None),
             has_video: srcs.iter().any(|(k, _)| *k == Kind::Video),
         });
-        srcs.iter()
+        let ids = srcs
+            .iter()
             .filter_map(|(kind, src)| self.add(*kind, src, Timing::Viewer(group.clone())))
-            .collect()
+            .collect();
+        if group.has_video {
+            self.request_key_frame(false);
+        }
+        ids
     }
 
     /// Feeds `src` with the stream of `kind` in the camera's timing (HLS, recording), from
-    /// the next video key frame; `keep_timing == false` makes it a viewer of its own.
-    pub fn subscribe_with(
-        &self,
-        kind: Kind,
-        src: &gst_app::AppSrc,
-        keep_timing: bool,
-    ) -> Option<u64> {
-        if keep_timing {
-            self.add(kind, src, Timing::Camera)
-        } else {
-            self.subscribe_viewer(&[(kind, src.clone())]).pop()
-        }
+    /// the next video key frame. It ends (end-of-stream) when the stream's caps change.
+    pub fn subscribe_camera(&self, kind: Kind, src: &gst_app::AppSrc) -> Option<u64> {
+        self.add(kind, src, Timing::Camera)
     }
 
     fn add(&self, kind: Kind, src: &gst_app::AppSrc, timing: Timing) -> Option<u64> {
@@ -432,6 +718,7 @@ impl Ingest {
             id,
             kind,
             src: src.clone(),
+            caps: src.caps(),
             started: false,
             timing,
         });
@@ -455,14 +742,17 @@ impl Ingest {
         st.failed.is_some() || st.stopped
     }
 
-    /// Blocks until the ingest fails or stops (true) or `timeout` passes (false).
-    pub fn wait_failed(&self, timeout: Duration) -> bool {
+    /// Blocks until the ingest fails or stops, or its streams change from `generation`
+    /// (true), or `timeout` passes (false).
+    pub fn wait_failed_or_changed(&self, generation: u64, timeout: Duration) -> bool {
         let st = lock(&self.state);
         let (st, _) = self
             .cond
-            .wait_timeout_while(st, timeout, |st| st.failed.is_none() && !st.stopped)
+            .wait_timeout_while(st, timeout, |st| {
+                st.failed.is_none() && !st.stopped && st.generation == generation
+            })
             .unwrap_or_else(|e| e.into_inner());
-        st.failed.is_some() || st.stopped
+        st.failed.is_some() || st.stopped || st.generation != generation
     }
 
     /// (average, maximum) time in ms from a frame's arrival in gb28181src to its hand-over to
@@ -521,6 +811,19 @@ impl Ingest {
         for s in subs {
             let _ = s.src.end_of_stream();
         }
+    }
+}
+
+/// `video/x-h265 320x240` for logs.
+fn caps_summary(caps: &gst::CapsRef) -> String {
+    let Some(s) = caps.structure(0) else {
+        return "none".into();
+    };
+    let int = |f: &str| s.get::<i32>(f).ok();
+    match (int("width"), int("height"), int("rate")) {
+        (Some(w), Some(h), _) => format!("{} {w}x{h}", s.name()),
+        (_, _, Some(r)) => format!("{} {r} Hz", s.name()),
+        _ => s.name().to_string(),
     }
 }
 
@@ -586,5 +889,81 @@ fn watch_bus(bus: gst::Bus, weak: Weak<Ingest>) {
         eprintln!("[gateway] channel {}: {why}", ingest.channel);
         ingest.fail(why);
         return;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_changes() {
+        gst::init().unwrap();
+        let c = |s: &str| s.parse::<gst::Caps>().unwrap();
+        let h264 = c("video/x-h264,width=160,height=120,profile=baseline");
+        assert_eq!(caps_change(&h264, &h264), CapsChange::Same);
+        assert_eq!(
+            caps_change(&h264, &c("video/x-h264,width=160,height=120,profile=main")),
+            CapsChange::Params
+        );
+        assert_eq!(
+            caps_change(
+                &h264,
+                &c("video/x-h264,width=320,height=240,profile=baseline")
+            ),
+            CapsChange::Size
+        );
+        assert_eq!(
+            caps_change(&h264, &c("video/x-h265,width=160,height=120")),
+            CapsChange::Codec
+        );
+        assert_eq!(
+            caps_change(
+                &c("audio/mpeg,mpegversion=4,rate=16000"),
+                &c("audio/mpeg,mpegversion=1,rate=16000")
+            ),
+            CapsChange::Codec
+        );
+        assert_eq!(
+            caps_change(&c("audio/x-alaw,rate=8000"), &c("audio/x-alaw,rate=16000")),
+            CapsChange::Size
+        );
+    }
+
+    #[test]
+    fn key_frame_requests_are_due_and_rate_limited() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let after = s(2);
+        // No key frame seen yet, or a viewer waits: ask.
+        assert!(key_frame_due(t0, None, false, None, after));
+        assert!(key_frame_due(t0 + s(1), Some(t0), true, None, after));
+        // A fresh key frame and nobody waiting: don't.
+        assert!(!key_frame_due(t0 + s(1), Some(t0), false, None, after));
+        // An old one: ask.
+        assert!(key_frame_due(t0 + s(3), Some(t0), false, None, after));
+        // At most once per `after` (and at least 1 s apart).
+        assert!(!key_frame_due(
+            t0 + s(3),
+            Some(t0),
+            true,
+            Some(t0 + s(2)),
+            after
+        ));
+        assert!(key_frame_due(
+            t0 + s(4),
+            Some(t0),
+            true,
+            Some(t0 + s(2)),
+            after
+        ));
+        let zero = Duration::ZERO;
+        assert!(!key_frame_due(
+            t0 + s(3),
+            None,
+            true,
+            Some(t0 + Duration::from_millis(2500)),
+            zero
+        ));
     }
 }

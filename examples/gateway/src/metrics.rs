@@ -35,6 +35,10 @@ pub struct PathStat {
     /// Frame arrival in gb28181src → hand-over to the RTSP medias (ms), over the last second.
     pub latency_avg_ms: f64,
     pub latency_max_ms: f64,
+    /// Codec or format changes of the camera's streams, followed live.
+    pub stream_changes: u64,
+    /// Key frames asked of the camera (GB28181 IFameCmd) for new viewers.
+    pub key_frame_requests: u64,
 }
 
 /// One RTSP session (one client watching one path).
@@ -242,7 +246,7 @@ pub fn render(s: &Snapshot) -> String {
         &'static str,
         fn(&PathStat) -> u64,
     );
-    let per_path: [PathMetric; 9] = [
+    let per_path: [PathMetric; 11] = [
         (
             "paths_bytes_received",
             "counter",
@@ -293,6 +297,18 @@ pub fn render(s: &Snapshot) -> String {
             "counter",
             "INVITEs sent for the path",
             |p| p.invites,
+        ),
+        (
+            "paths_stream_changes",
+            "counter",
+            "Codec or format changes of the camera's streams, followed live",
+            |p| p.stream_changes,
+        ),
+        (
+            "gb28181_key_frame_requests",
+            "counter",
+            "Key frames asked of the camera for new viewers (IFameCmd)",
+            |p| p.key_frame_requests,
         ),
     ];
     for (name, kind, text, f) in per_path {

@@ -2,6 +2,8 @@
 //! single camera session with the RTSP clients, keeping the camera's timing): H.264/H.265 pass
 //! through, G.711 is transcoded to AAC (HLS and MP4 need it; AAC passes through), written by
 //! `hlssink2` (playlist + segments) and `splitmuxsink` (MP4 segments named by UTC date and time).
+//! When the camera's streams change (codec, picture size), the outputs end (files finalized)
+//! and the gateway starts new ones for the new streams ([`OutputsWatch::streams_changed`]).
 
 use crate::ingest::{Ingest, Kind};
 use gst::prelude::*;
@@ -69,6 +71,8 @@ pub struct OutputsWatch {
     bus: Option<gst::Bus>,
     ingest: Arc<Ingest>,
     broken: Arc<AtomicBool>,
+    /// The ingest's stream generation the outputs were built for.
+    generation: u64,
 }
 
 impl OutputsWatch {
@@ -83,20 +87,26 @@ impl OutputsWatch {
             .bus
             .as_ref()
             .is_some_and(|b| b.pop_filtered(&[gst::MessageType::Error]).is_some());
-        if error || self.ingest.is_failed() {
+        if error || self.ingest.is_failed() || self.streams_changed() {
             self.broken.store(true, Ordering::SeqCst);
             return false;
         }
         true
     }
 
-    /// Blocks until the outputs stop writing (true: woken at once when the ingest fails) or
-    /// `timeout` passes (false).
+    /// The camera's streams changed since the outputs were built: they must start again
+    /// for the new streams (at once: the camera session is fine).
+    pub fn streams_changed(&self) -> bool {
+        self.ingest.generation() != self.generation
+    }
+
+    /// Blocks until the outputs stop writing (true: woken at once when the ingest fails or
+    /// its streams change) or `timeout` passes (false).
     pub fn wait_broken(&self, timeout: Duration) -> bool {
         if !self.is_running() {
             return true;
         }
-        self.ingest.wait_failed(timeout);
+        self.ingest.wait_failed_or_changed(self.generation, timeout);
         !self.is_running()
     }
 }
@@ -137,7 +147,8 @@ pub const RECORD_FRAGMENT_MS: u32 = 1000;
 impl ChannelOutputs {
     /// Builds HLS and/or recording for the streams the ingest has (it waits for them).
     pub fn start(s: OutputSettings, ingest: Arc<Ingest>) -> Result<ChannelOutputs, String> {
-        let (video, audio) = ingest.wait_streams(Duration::from_secs(20))?;
+        let streams = ingest.wait_streams(Duration::from_secs(20))?;
+        let (video, audio) = (streams.video, streams.audio);
         let pipeline = gst::Pipeline::with_name(&format!("outputs-{}", s.channel));
         let mut sinks: Vec<(gst::Element, bool)> = Vec::new();
         if let Some(d) = &s.hls_dir {
@@ -242,12 +253,13 @@ impl ChannelOutputs {
             .map_err(|e| format!("outputs {}: {e}", s.channel))?;
         let subscriptions = plan
             .iter()
-            .filter_map(|(kind, src)| ingest.subscribe_with(*kind, src, true))
+            .filter_map(|(kind, src)| ingest.subscribe_camera(*kind, src))
             .collect();
         let watch = OutputsWatch {
             bus: pipeline.bus(),
             ingest: ingest.clone(),
             broken: Arc::new(AtomicBool::new(false)),
+            generation: streams.generation,
         };
         Ok(ChannelOutputs {
             settings: s,
@@ -269,6 +281,11 @@ impl ChannelOutputs {
 
     pub fn watch(&self) -> OutputsWatch {
         self.watch.clone()
+    }
+
+    /// The ingest the outputs are fed from.
+    pub fn ingest(&self) -> &Arc<Ingest> {
+        &self.ingest
     }
 
     /// Unsubscribes, then EOS so the files are finalized (MP4 moov, last HLS segment).

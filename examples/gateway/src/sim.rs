@@ -207,33 +207,51 @@ impl Clip {
     }
 }
 
-/// Feeds `frames` into `src` forever, timestamps continuing across loops.
-fn feed(src: &gst_app::AppSrc, frames: Vec<Frame>, length: gst::ClockTime) {
-    let next = Mutex::new(0usize);
+/// One stream of a clip: its caps, frames and loop length.
+type Part = (gst::Caps, Vec<Frame>, gst::ClockTime);
+
+/// Feeds `parts` into `src`, each once and the last one forever, timestamps continuing
+/// across parts and loops; at a part whose caps differ, the new caps go first (a camera
+/// reconfigured to another codec or size).
+fn feed(src: &gst_app::AppSrc, parts: Vec<Part>) {
+    // (part, frame in part, time at which the part's current loop starts)
+    let next = Mutex::new((0usize, 0usize, gst::ClockTime::ZERO));
     src.set_callbacks(
         gst_app::AppSrcCallbacks::builder()
             .need_data(move |src, _| {
-                if frames.is_empty() {
-                    let _ = src.end_of_stream();
-                    return;
-                }
                 let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
                 // A few frames per call keeps the callback rate low.
                 for _ in 0..4 {
-                    let i = *n % frames.len();
-                    let round = (*n / frames.len()) as u64;
+                    let (part, i, base) = *n;
+                    let Some((caps, frames, length)) = parts.get(part) else {
+                        let _ = src.end_of_stream();
+                        return;
+                    };
+                    if frames.is_empty() {
+                        let _ = src.end_of_stream();
+                        return;
+                    }
+                    if i == 0 && src.caps().as_ref() != Some(caps) {
+                        src.set_caps(Some(caps));
+                    }
                     let f = &frames[i];
                     let mut b = f.buffer.copy();
                     {
                         let b = b.make_mut();
-                        b.set_pts(f.pts + length * round);
+                        b.set_pts(f.pts + base);
                         b.set_dts(gst::ClockTime::NONE);
                         b.set_duration(f.duration);
-                        if round > 0 {
+                        if base > gst::ClockTime::ZERO {
                             b.unset_flags(gst::BufferFlags::DISCONT);
                         }
                     }
-                    *n += 1;
+                    *n = if i + 1 < frames.len() {
+                        (part, i + 1, base)
+                    } else if part + 1 < parts.len() {
+                        (part + 1, 0, base + *length)
+                    } else {
+                        (part, 0, base + *length)
+                    };
                     if src.push_buffer(b).is_err() {
                         return;
                     }
@@ -263,6 +281,30 @@ pub struct SimCamera {
 
 impl SimCamera {
     pub fn start(clip: &Clip, s: &SimSettings) -> Result<SimCamera, String> {
+        SimCamera::start_sequence(&[clip], s)
+    }
+
+    /// A camera that plays `clips` one after the other (each once, the last one in a loop)
+    /// in one session: a camera reconfigured mid-session to another codec or picture size.
+    /// Every clip must have the streams of the first one.
+    pub fn start_sequence(clips: &[&Clip], s: &SimSettings) -> Result<SimCamera, String> {
+        let Some(clip) = clips.first() else {
+            return Err("no clip".into());
+        };
+        let parts = |video: bool| -> Result<Vec<Part>, String> {
+            clips
+                .iter()
+                .map(|c| {
+                    let (caps, frames) = if video {
+                        (c.video_caps.clone(), &c.video)
+                    } else {
+                        (c.audio_caps.clone(), &c.audio)
+                    };
+                    caps.map(|caps| (caps, frames.clone(), c.length))
+                        .ok_or_else(|| "every clip needs the streams of the first".to_string())
+                })
+                .collect()
+        };
         let pipeline = gst::Pipeline::with_name(&format!("camera-{}", s.device_id));
         let mk = |f: &str| {
             gst::ElementFactory::make(f)
@@ -287,15 +329,16 @@ impl SimCamera {
         // Each stream paced like a real camera: one frame when its time comes (the appsrc is
         // not live and runs ahead; psmux would then send a second of frames in one burst).
         let streams = [
-            (clip.video_caps.as_ref(), &clip.video, 4 * 1024 * 1024),
+            (clip.video_caps.as_ref(), true, 4 * 1024 * 1024),
             (
                 clip.audio_caps.as_ref().filter(|_| s.audio),
-                &clip.audio,
+                false,
                 256 * 1024,
             ),
         ];
-        for (caps, frames, max_bytes) in streams {
+        for (caps, video, max_bytes) in streams {
             let Some(caps) = caps else { continue };
+            let parts = parts(video)?;
             let src = gst_app::AppSrc::builder()
                 .caps(caps)
                 .format(gst::Format::Time)
@@ -308,7 +351,7 @@ impl SimCamera {
                 .map_err(|e| e.to_string())?;
             gst::Element::link_many([src.upcast_ref(), &q, &sync, &mux])
                 .map_err(|e| e.to_string())?;
-            feed(&src, frames.clone(), clip.length);
+            feed(&src, parts);
         }
         pipeline
             .set_state(gst::State::Playing)

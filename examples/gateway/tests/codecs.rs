@@ -6,12 +6,15 @@
 mod common;
 use common::*;
 
+use gst::prelude::*;
 use gst_ipcam_gateway::auth::{Action, UserConfig, basic_value};
 use gst_ipcam_gateway::config::Config;
 use gst_ipcam_gateway::gateway::Gateway;
 use gst_ipcam_gateway::http;
 use gst_ipcam_gateway::sim::{Clip, SimCamera, SimSettings, wait_until};
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// The codecs ffprobe decoded at least `min` frames of, sorted, once each (MPEG-TS lists its
 /// streams again under their program).
@@ -37,12 +40,9 @@ fn expect(video: Option<&str>, audio: &str) -> Vec<String> {
     c
 }
 
-#[test]
-fn every_codec_combination_through_rtsp_hls_and_mp4() {
-    gst_ipcam_gateway::gateway::init().unwrap();
-    let hls_dir = scratch("hls");
-    let rec_dir = scratch("rec");
-    let cfg = Config {
+/// A gateway configuration on loopback with HLS (and recording into `rec_dir`).
+fn config(hls_dir: &Path, rec_dir: Option<&Path>) -> Config {
+    Config {
         users: vec![
             UserConfig::with_password(
                 READER.0,
@@ -58,13 +58,60 @@ fn every_codec_combination_through_rtsp_hls_and_mp4() {
         metrics_port: free_port(),
         hls_port: free_port(),
         hls: true,
-        hls_dir: hls_dir.clone(),
-        record_dir: Some(rec_dir.clone()),
+        hls_dir: hls_dir.to_path_buf(),
+        record_dir: rec_dir.map(Path::to_path_buf),
         record_segment_s: 2,
         simulate: 0,
         summary_interval_s: 0,
         ..Config::default()
-    };
+    }
+}
+
+/// The newest segment of the channel's HLS playlist for which `ok` holds, waiting up to
+/// `timeout`.
+fn newest_segment(
+    hls: SocketAddr,
+    id: &str,
+    timeout: Duration,
+    mut ok: impl FnMut(&str) -> bool,
+) -> Option<String> {
+    let playlist = format!("/{id}/index.m3u8");
+    let auth = basic_value(READER.0, READER.1);
+    let mut segment = None;
+    wait_until(timeout, || {
+        segment = http::request(None, hls, &playlist, &[("Authorization", &auth)])
+            .ok()
+            .filter(|r| r.status == 200)
+            .and_then(|r| {
+                String::from_utf8_lossy(&r.body)
+                    .lines()
+                    .rfind(|l| l.ends_with(".ts"))
+                    .map(String::from)
+            })
+            .filter(|seg| ok(seg));
+        segment.is_some()
+    });
+    segment
+}
+
+fn settings(cfg: &Config, id: &str, audio: bool) -> SimSettings {
+    SimSettings {
+        server_ip: "127.0.0.1".into(),
+        server_port: cfg.sip_port,
+        server_id: cfg.server_id.clone(),
+        device_id: id.to_string(),
+        password: cfg.password.clone(),
+        audio,
+    }
+}
+
+#[test]
+fn every_codec_combination_through_rtsp_hls_and_mp4() {
+    let _serial = serial();
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let hls_dir = scratch("hls");
+    let rec_dir = scratch("rec");
+    let cfg = config(&hls_dir, Some(&rec_dir));
     let mut gw = Gateway::start(cfg.clone()).expect("gateway starts");
     let hls = gw.hls_addr().unwrap();
     let combos: [(Option<&str>, Option<&str>); 11] = [
@@ -85,18 +132,7 @@ fn every_codec_combination_through_rtsp_hls_and_mp4() {
         let what = format!("{video:?} + {audio:?}");
         let id = format!("340200000013200001{i:02}");
         let clip = Clip::encode_with(video, audio, 160, 120, 200, 2).expect("clip");
-        let cam = SimCamera::start(
-            &clip,
-            &SimSettings {
-                server_ip: "127.0.0.1".into(),
-                server_port: cfg.sip_port,
-                server_id: cfg.server_id.clone(),
-                device_id: id.clone(),
-                password: cfg.password.clone(),
-                audio: audio.is_some(),
-            },
-        )
-        .expect("camera");
+        let cam = SimCamera::start(&clip, &settings(&cfg, &id, audio.is_some())).expect("camera");
         assert!(
             wait_until(Duration::from_secs(10), || gw.channels().contains(&id)),
             "{what}: mounted"
@@ -121,21 +157,7 @@ fn every_codec_combination_through_rtsp_hls_and_mp4() {
         }
 
         // HLS: a segment with video as is and AAC.
-        let playlist = format!("/{id}/index.m3u8");
-        let auth = basic_value(READER.0, READER.1);
-        let mut segment = None;
-        wait_until(Duration::from_secs(20), || {
-            segment = http::request(None, hls, &playlist, &[("Authorization", &auth)])
-                .ok()
-                .filter(|r| r.status == 200)
-                .and_then(|r| {
-                    String::from_utf8_lossy(&r.body)
-                        .lines()
-                        .find(|l| l.ends_with(".ts"))
-                        .map(String::from)
-                });
-            segment.is_some()
-        });
+        let segment = newest_segment(hls, &id, Duration::from_secs(20), |_| true);
         let got = match &segment {
             Some(seg) => decoded(
                 &ffprobe_frames(
@@ -168,4 +190,413 @@ fn every_codec_combination_through_rtsp_hls_and_mp4() {
     assert!(failures.is_empty(), "{failures:#?}");
     std::fs::remove_dir_all(&hls_dir).ok();
     std::fs::remove_dir_all(&rec_dir).ok();
+}
+
+/// A camera reconfigured mid-session from H.264 + G.711 to H.265 + G.711 (same session, no new
+/// INVITE): the gateway follows it live. RTSP readers after the change get H.265, HLS and
+/// the recording start new segments/files in H.265, the metrics count the change, and the
+/// camera session was never restarted.
+#[test]
+fn codec_change_mid_session_is_followed_live() {
+    let _serial = serial();
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let hls_dir = scratch("hls-change");
+    let rec_dir = scratch("rec-change");
+    let cfg = config(&hls_dir, Some(&rec_dir));
+    let mut gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let hls = gw.hls_addr().unwrap();
+    let id = "34020000001320000201";
+    // 10 s of H.264 (from the camera's start, INVITE or not), then H.265 for ever.
+    let first = Clip::encode_with(Some("h264"), Some("alaw"), 160, 120, 200, 10).expect("clip");
+    let then = Clip::encode_with(Some("h265"), Some("alaw"), 176, 144, 200, 2).expect("clip");
+    let cam =
+        SimCamera::start_sequence(&[&first, &then], &settings(&cfg, id, true)).expect("camera");
+    let path = |gw: &Gateway| gw.snapshot().paths.into_iter().find(|p| p.name == id);
+    // HLS keeps the session up from the start: H.264 first.
+    let before = newest_segment(hls, id, Duration::from_secs(20), |_| true)
+        .map(|seg| {
+            ffprobe_frames(
+                &[],
+                &format!("http://{}:{}@{hls}/{id}/{seg}", READER.0, READER.1),
+            )
+        })
+        .unwrap_or_default();
+    assert!(
+        frames_of(&before, "h264") >= 1,
+        "HLS before the change: {before:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || path(&gw)
+            .is_some_and(|p| p.stream_changes >= 1)),
+        "the change is seen and counted"
+    );
+    let changed_at = Instant::now();
+
+    let url = gw.url_with_credentials(id, READER.0, READER.1);
+    let rtsp = ffprobe_frames(&["-rtsp_transport", "tcp", "-read_intervals", "%+3"], &url);
+    let hls_after = newest_segment(hls, id, Duration::from_secs(20), |seg| {
+        // A segment written after the change (new files start at 0 again).
+        let f = hls_dir.join(id).join(seg);
+        std::fs::metadata(&f)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() < changed_at.elapsed())
+    })
+    .map(|seg| {
+        ffprobe_frames(
+            &[],
+            &format!("http://{}:{}@{hls}/{id}/{seg}", READER.0, READER.1),
+        )
+    })
+    .unwrap_or_default();
+    let p = path(&gw).expect("path");
+    cam.stop();
+    assert!(
+        wait_until(Duration::from_secs(10), || !gw
+            .channels()
+            .contains(&id.to_string())),
+        "unmounted"
+    );
+    let files = mp4_files(&rec_dir.join(id));
+    let h264_mp4 = files
+        .iter()
+        .any(|f| frames_of(&ffprobe_frames(&[], &f.to_string_lossy()), "h264") >= 1);
+    let last_mp4 = files
+        .last()
+        .map(|f| ffprobe_frames(&[], &f.to_string_lossy()))
+        .unwrap_or_default();
+    gw.stop();
+    assert_eq!(p.invites, 1, "one camera session throughout");
+    assert!(
+        frames_of(&rtsp, "hevc") >= 5,
+        "RTSP after the change: {rtsp:?}"
+    );
+    assert_eq!(frames_of(&rtsp, "h264"), 0, "{rtsp:?}");
+    assert!(frames_of(&rtsp, "pcm_alaw") >= 5, "{rtsp:?}");
+    assert!(
+        frames_of(&hls_after, "hevc") >= 1,
+        "HLS after the change: {hls_after:?}"
+    );
+    assert!(h264_mp4, "an H.264 MP4 before the change: {files:?}");
+    assert!(frames_of(&last_mp4, "hevc") >= 1, "last MP4: {last_mp4:?}");
+    std::fs::remove_dir_all(&hls_dir).ok();
+    std::fs::remove_dir_all(&rec_dir).ok();
+}
+
+/// A camera whose GOP is 4000 s long (a live encoder that only makes a key frame when
+/// asked): the first RTSP viewer joins mid-GOP, so the gateway has no key frame to start
+/// with and no video caps (the parser waits for SPS/PPS). It asks the camera for one
+/// (GB28181 IFameCmd through the SIP endpoint), gb28181sink passes it to the encoder as a
+/// force-key-unit event, and the viewer decodes within seconds. Without the request the
+/// viewer gets nothing (503 after the stream wait).
+#[test]
+fn long_gop_camera_is_asked_for_a_key_frame() {
+    let _serial = serial();
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let hls_dir = scratch("hls-gop");
+    let cfg = Config {
+        hls: false,
+        ..config(&hls_dir, None)
+    };
+    let mut gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let id = "34020000001320000301";
+    let camera = gst::parse::launch(&format!(
+        "videotestsrc is-live=true pattern=ball ! video/x-raw,width=160,height=120,framerate=25/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=100000 bitrate=200 \
+         ! video/x-h264,profile=baseline ! h264parse config-interval=-1 \
+         ! video/x-h264,stream-format=byte-stream,alignment=au ! psmux \
+         ! gb28181sink server-ip=127.0.0.1 server-port={} server-id={} device-id={id} \
+           password={} keepalive-interval=20000",
+        cfg.sip_port, cfg.server_id, cfg.password
+    ))
+    .expect("camera pipeline")
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let bus = camera.bus().unwrap();
+    camera.set_state(gst::State::Playing).expect("camera plays");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .channels()
+            .contains(&id.to_string())),
+        "mounted"
+    );
+    // The scenario, not a synchronisation: the camera's only key frame (at its start) is
+    // a few seconds old when the viewer comes.
+    std::thread::sleep(Duration::from_secs(3));
+    let t = Instant::now();
+    let url = gw.url_with_credentials(id, READER.0, READER.1);
+    let rtsp = ffprobe_frames(&["-rtsp_transport", "tcp", "-read_intervals", "%+2"], &url);
+    let took = t.elapsed();
+    let requests = gw
+        .snapshot()
+        .paths
+        .into_iter()
+        .find(|p| p.name == id)
+        .map(|p| p.key_frame_requests)
+        .unwrap_or(0);
+    let asked = std::iter::from_fn(|| bus.pop())
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Element(e) => e.structure().map(|s| s.name().to_string()),
+            _ => None,
+        })
+        .filter(|n| n == "gb28181-key-frame-requested")
+        .count();
+    camera.send_event(gst::event::Eos::new());
+    let _ = bus.timed_pop_filtered(gst::ClockTime::from_seconds(2), &[gst::MessageType::Eos]);
+    camera.set_state(gst::State::Null).unwrap();
+    gw.stop();
+    std::fs::remove_dir_all(&hls_dir).ok();
+    eprintln!("long GOP: {requests} request(s), ffprobe done in {took:?}: {rtsp:?}");
+    assert!(
+        frames_of(&rtsp, "h264") >= 10,
+        "decoded after {took:?}: {rtsp:?}"
+    );
+    assert!(took < Duration::from_secs(12), "{took:?}");
+    assert!(requests >= 1, "the gateway asked for a key frame");
+    assert!(asked >= 1, "the camera got the request");
+}
+
+/// `gb28181sink` settings of a test camera registering with `cfg`'s gateway.
+fn sink_props(cfg: &Config, id: &str) -> String {
+    format!(
+        "gb28181sink name=sink server-ip=127.0.0.1 server-port={} server-id={} device-id={id} \
+         password={} keepalive-interval=20000",
+        cfg.sip_port, cfg.server_id, cfg.password
+    )
+}
+
+/// A camera whose PS comes from a file written by another muxer (ffmpeg): the file is cut
+/// into frames at each pack that starts a video access unit (a PES with a timestamp), each
+/// timestamped with its DTS (else PTS), and sent paced through gb28181sink.
+fn file_camera(cfg: &Config, id: &str, ps: &[u8]) -> gst::Pipeline {
+    use gstmpegps::demux::scan::{first_pack, scan_pts};
+    let mut packs = Vec::new();
+    let mut at = first_pack(ps).expect("a pack");
+    while let Some(next) = first_pack(&ps[at + 4..]) {
+        packs.push(&ps[at..at + 4 + next]);
+        at += 4 + next;
+    }
+    packs.push(&ps[at..]);
+    let video_ts = |pack: &[u8]| {
+        let mut ts = None;
+        scan_pts(pack, |f| {
+            if gstmpegps::ps::is_video_stream_id(f.stream_id) {
+                ts = Some(f.dts.unwrap_or(f.pts));
+            }
+            ts.is_none()
+        });
+        ts
+    };
+    let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
+    for pack in packs {
+        match (video_ts(pack), frames.last_mut()) {
+            (None, Some((_, f))) => f.extend_from_slice(pack),
+            (Some(ts), _) => frames.push((ts, pack.to_vec())),
+            (None, None) => frames.push((0, pack.to_vec())),
+        }
+    }
+    let base = frames.iter().map(|(t, _)| *t).min().unwrap_or(0);
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src is-live=false format=time \
+         caps=video/mpeg,systemstream=true,mpegversion=2 ! clocksync ! {}",
+        sink_props(cfg, id)
+    ))
+    .expect("file camera")
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    src.set_max_bytes(64 * 1024 * 1024);
+    for (ts, data) in frames {
+        let mut b = gst::Buffer::from_mut_slice(data);
+        b.get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_nseconds((ts - base) * 100_000 / 9));
+        src.push_buffer(b).expect("queued");
+    }
+    src.end_of_stream().expect("eos queued");
+    pipeline
+}
+
+/// Cameras whose PS was muxed by others: stock GStreamer `mpegpsmux` (H.264 + ADTS AAC, live:
+/// given raw AAC it writes broken ADTS headers that ffprobe cannot decode either) and
+/// ffmpeg (`-f mpeg` H.265, `-f vob` H.264, video only: ffmpeg's PS muxer takes no G.711 or
+/// AAC, stock mpegpsmux no H.265 and no G.711), sent through gb28181sink; read back by
+/// ffprobe over RTSP, HLS and (for the first) MP4.
+#[test]
+fn stock_and_ffmpeg_muxed_cameras() {
+    let _serial = serial();
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let hls_dir = scratch("hls-stock");
+    let rec_dir = scratch("rec-stock");
+    let cfg = config(&hls_dir, Some(&rec_dir));
+    let mut gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let hls = gw.hls_addr().unwrap();
+    let ffmpeg_ps = |format: &str, codec: &str| {
+        let out = rec_dir.join(format!("camera.{format}.{codec}.ps"));
+        let ok = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg("testsrc=size=160x120:rate=25")
+            .args(["-t", "30", "-c:v", codec, "-g", "25", "-pix_fmt", "yuv420p"])
+            .args(["-b:v", "200k", "-f", format])
+            .arg(&out)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ffmpeg -f {format} {codec}");
+        std::fs::read(&out).expect("ffmpeg's PS")
+    };
+    let cameras: [(&str, &str, Vec<&str>, Vec<&str>); 3] = [
+        (
+            "mpegpsmux H.264 + AAC",
+            "34020000001320000401",
+            vec!["aac", "h264"],
+            vec!["aac", "h264"],
+        ),
+        (
+            "ffmpeg -f mpeg H.265",
+            "34020000001320000402",
+            vec!["hevc"],
+            vec!["hevc"],
+        ),
+        (
+            "ffmpeg -f vob H.264",
+            "34020000001320000403",
+            vec!["h264"],
+            vec!["h264"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (what, id, rtsp_codecs, hls_codecs)) in cameras.into_iter().enumerate() {
+        let camera = match i {
+            0 => gst::parse::launch(&format!(
+                "videotestsrc is-live=true pattern=ball ! video/x-raw,width=160,height=120,framerate=25/1 \
+                 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 bitrate=200 \
+                 ! h264parse ! mpegpsmux name=m ! {} \
+                 audiotestsrc is-live=true wave=sine ! audio/x-raw,rate=16000,channels=1 \
+                 ! avenc_aac bitrate=32000 ! aacparse ! audio/mpeg,stream-format=adts ! m.",
+                sink_props(&cfg, id)
+            ))
+            .expect("mpegpsmux camera")
+            .downcast::<gst::Pipeline>()
+            .unwrap(),
+            1 => file_camera(&cfg, id, &ffmpeg_ps("mpeg", "libx265")),
+            _ => file_camera(&cfg, id, &ffmpeg_ps("vob", "libx264")),
+        };
+        camera.set_state(gst::State::Playing).expect("camera plays");
+        assert!(
+            wait_until(Duration::from_secs(10), || gw
+                .channels()
+                .contains(&id.to_string())),
+            "{what}: mounted"
+        );
+        let url = gw.url_with_credentials(id, READER.0, READER.1);
+        let got = decoded(
+            &ffprobe_frames(&["-rtsp_transport", "tcp", "-read_intervals", "%+3"], &url),
+            5,
+        );
+        if got != rtsp_codecs {
+            failures.push(format!("{what}: RTSP decoded {got:?}"));
+        }
+        let got = newest_segment(hls, id, Duration::from_secs(20), |_| true)
+            .map(|seg| {
+                decoded(
+                    &ffprobe_frames(
+                        &[],
+                        &format!("http://{}:{}@{hls}/{id}/{seg}", READER.0, READER.1),
+                    ),
+                    1,
+                )
+            })
+            .unwrap_or_default();
+        if got != hls_codecs {
+            failures.push(format!("{what}: HLS decoded {got:?}"));
+        }
+        camera.send_event(gst::event::Eos::new());
+        if let Some(bus) = camera.bus() {
+            let _ = bus.timed_pop_filtered(
+                gst::ClockTime::from_seconds(2),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            );
+        }
+        camera.set_state(gst::State::Null).unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || !gw
+                .channels()
+                .contains(&id.to_string())),
+            "{what}: unmounted"
+        );
+        if i == 0 {
+            let got = match mp4_files(&rec_dir.join(id)).pop() {
+                Some(f) => decoded(&ffprobe_frames(&[], &f.to_string_lossy()), 1),
+                None => Vec::new(),
+            };
+            if got != hls_codecs {
+                failures.push(format!("{what}: MP4 decoded {got:?}"));
+            }
+        }
+    }
+    gw.stop();
+    assert!(failures.is_empty(), "{failures:#?}");
+    std::fs::remove_dir_all(&hls_dir).ok();
+    std::fs::remove_dir_all(&rec_dir).ok();
+}
+
+/// A camera that changes its picture size mid-session (H.264 160x120 -> 320x240): an RTSP
+/// viewer watching across the change keeps playing (its caps follow, no new session) and
+/// decodes both sizes.
+#[test]
+fn size_change_keeps_rtsp_viewers_playing() {
+    let _serial = serial();
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let hls_dir = scratch("hls-size");
+    let cfg = Config {
+        hls: false,
+        ..config(&hls_dir, None)
+    };
+    let mut gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let id = "34020000001320000501";
+    let small = Clip::encode_with(Some("h264"), None, 160, 120, 200, 6).expect("clip");
+    let large = Clip::encode_with(Some("h264"), None, 320, 240, 300, 2).expect("clip");
+    let cam =
+        SimCamera::start_sequence(&[&small, &large], &settings(&cfg, id, false)).expect("camera");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .channels()
+            .contains(&id.to_string())),
+        "mounted"
+    );
+    let url = gw.url_with_credentials(id, READER.0, READER.1);
+    let out = std::process::Command::new("timeout")
+        .args([
+            "30",
+            "ffmpeg",
+            "-hide_banner",
+            "-rtsp_transport",
+            "tcp",
+            "-i",
+            &url,
+        ])
+        .args(["-t", "10", "-vf", "showinfo", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    let log = String::from_utf8_lossy(&out.stderr);
+    let frames = |size: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!(" s:{size} ")))
+            .count()
+    };
+    let (before, after) = (frames("160x120"), frames("320x240"));
+    let p = gw.snapshot().paths.into_iter().find(|p| p.name == id);
+    cam.stop();
+    gw.stop();
+    std::fs::remove_dir_all(&hls_dir).ok();
+    assert!(
+        before >= 10 && after >= 10,
+        "one viewer across the change: {before} frames 160x120, {after} frames 320x240"
+    );
+    let p = p.expect("path");
+    assert_eq!(p.invites, 1);
+    assert!(p.stream_changes >= 1);
 }
