@@ -166,13 +166,13 @@ mod imp {
                         i.release();
                     }
                     Err(e) => {
-                        gst::warning!(CAT, "channel {channel}: {e}");
+                        crate::gateway::warn(&format!("channel {channel}: no RTSP media: {e}"));
                         return Some(gst::Bin::new().upcast());
                     }
                 }
             }
             let Some(ingest) = ingest else {
-                gst::warning!(CAT, "channel {channel}: camera session keeps ending");
+                crate::gateway::warn(&format!("channel {channel}: no RTSP media: the camera session keeps ending"));
                 return Some(gst::Bin::new().upcast());
             };
             let streams = ingest.wait_streams(timeout);
@@ -184,7 +184,7 @@ mod imp {
                     Some(bin.upcast())
                 }
                 Err(e) => {
-                    gst::warning!(CAT, "channel {channel}: {e}");
+                    crate::gateway::warn(&format!("channel {channel}: no RTSP media: {e}"));
                     ingest.release();
                     hooks.maybe_stop(&channel);
                     // An empty bin (no payloader) makes the media fail cleanly: 503.

@@ -718,7 +718,7 @@ fn on_endpoint_event(sh: &Shared, tx: &SyncSender<MountJob>, ev: &EndpointEvent)
     }
 }
 
-fn warn(msg: &str) {
+pub(crate) fn warn(msg: &str) {
     gst::warning!(CAT, "{msg}");
     eprintln!("[gateway] warning: {msg}");
 }
