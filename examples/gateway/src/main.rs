@@ -61,8 +61,9 @@ fn main() {
         match cfg.check() {
             Ok(()) => {
                 let from = cli.config.as_deref().map(|p| p.display().to_string());
+                print!("{}", cfg.to_toml_redacted());
                 println!(
-                    "{NAME}: configuration OK ({})",
+                    "# {NAME}: configuration OK ({})",
                     from.as_deref().unwrap_or("defaults and flags")
                 );
                 return;
@@ -76,7 +77,7 @@ fn main() {
     let mut gw = match Gateway::start(cfg.clone()) {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("gateway: {e}");
+            eprintln!("{NAME}: {e}");
             std::process::exit(1);
         }
     };

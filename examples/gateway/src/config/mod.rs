@@ -205,6 +205,24 @@ impl Config {
             .map_err(|e| format!("users: {e}"))
     }
 
+    /// The settings as TOML, passwords hidden and users counted (for `--check-config`).
+    pub fn to_toml_redacted(&self) -> String {
+        let mut t = toml::Table::try_from(self).unwrap_or_default();
+        for k in ["password", "device_passwords"] {
+            if t.get(k)
+                .and_then(|v| v.as_str())
+                .is_some_and(|s| !s.is_empty())
+            {
+                t.insert(k.into(), "<hidden>".into());
+            }
+        }
+        format!(
+            "{}# {} user(s)\n",
+            toml::to_string(&t).unwrap_or_default(),
+            self.users.len()
+        )
+    }
+
     /// The ID policy of `id_pattern`.
     pub fn id_policy(&self) -> Result<gstgb28181::core::id::IdPolicy, String> {
         gstgb28181::core::id::IdPolicy::with_pattern(&self.id_pattern)
@@ -312,6 +330,17 @@ mod tests {
             Err(LoadError::File(_))
         ));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn redacted_settings() {
+        let c = Config::from_toml("password = \"s3cret\"\nsip_port = 5070\n").unwrap();
+        let t = c.to_toml_redacted();
+        assert!(!t.contains("s3cret"), "{t}");
+        assert!(t.contains("password = \"<hidden>\""), "{t}");
+        assert!(t.contains("device_passwords = \"\""), "{t}");
+        assert!(t.contains("sip_port = 5070\n"), "{t}");
+        assert!(t.ends_with("# 0 user(s)\n"), "{t}");
     }
 
     #[test]
