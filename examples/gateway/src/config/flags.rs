@@ -14,6 +14,7 @@ use std::path::PathBuf;
 #[command(
     name = "gst-ipcam-gateway",
     version,
+    args_override_self = true,
     about = "GB28181 cameras to RTSP, HLS and MP4 recordings",
     after_help = "Every setting is also a key of the config file (with `_`: sip_port = 5060); \
                   flags win over the file. Users are [[users]] tables of the file only."
@@ -249,6 +250,9 @@ mod tests {
         assert_eq!(t["hls"].as_bool(), Some(true));
         assert_eq!(t["record_dir"].as_str(), Some("/r"));
         assert!(cli(&[]).unwrap().settings.to_table().unwrap().is_empty());
+        // A flag given twice: the last one wins (scripts append overrides).
+        let c = cli(&["--sip-port", "1", "--sip-port=2"]).unwrap();
+        assert_eq!(c.settings.sip_port, Some(2));
         let c = cli(&["--hls", "--hls-port", "1"]).unwrap();
         assert_eq!(c.settings.hls, Some(true));
         assert_eq!(cli(&["--hls", "off"]).unwrap().settings.hls, Some(false));
