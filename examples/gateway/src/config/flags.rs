@@ -71,7 +71,7 @@ pub struct Settings {
     /// RTSP connections at once (1-100000); more are closed
     #[arg(long, value_name = "N")]
     pub max_rtsp_clients: Option<u32>,
-    /// Close an RTSP connection without a session after N quiet seconds (1-86400)
+    /// Close an RTSP connection without a session after S quiet seconds (1-86400)
     #[arg(long, value_name = "S")]
     pub rtsp_idle_timeout_s: Option<u64>,
     /// Host printed in URLs
