@@ -6,8 +6,7 @@ use gst_ipcam_gateway::config::Config;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let mut cfg = Config::default();
-    if cfg.apply_toml(&text).is_ok()
+    if let Ok(cfg) = Config::from_toml(&text)
         && let Ok(users) = Users::from_config(&cfg.users, REALM)
     {
         let _ = users.without_digest();

@@ -1,24 +1,22 @@
 //! The GB28181 → RTSP/HLS gateway.
 //!
-//! `gst-ipcam-gateway [--simulate N] [--hls true] [--record-dir DIR]
-//! [--config gateway.toml] ...` (`--help` lists every option). Ctrl-C stops it cleanly (BYE to
-//! every camera, files finalized, exit 0).
+//! `gst-ipcam-gateway [--config gateway.toml] [--simulate N] [--hls true] [--record-dir DIR] ...`
+//! (`--help` lists every option with its default; `--check-config` checks and exits). Ctrl-C
+//! stops it cleanly (BYE to every camera, files finalized, exit 0). Exit status 2: a bad flag
+//! or config file; 1: the gateway could not start.
 //!
-//! Readers are `[[users]]` of the config file; `gateway --hash-password [--user NAME]` reads a
-//! password (or token) on stdin and prints the `pass` and `digest_ha1` values to store.
+//! Readers are `[[users]]` of the config file; `gst-ipcam-gateway --hash-password [--user NAME]`
+//! reads a password (or token) on stdin and prints the `pass` and `digest_ha1` values to store.
 
 use gst_ipcam_gateway::auth;
-use gst_ipcam_gateway::config::{Config, USAGE};
+use gst_ipcam_gateway::config::{Config, LoadError, flags};
 use gst_ipcam_gateway::gateway::Gateway;
 use gst_ipcam_gateway::signals;
 
+const NAME: &str = "gst-ipcam-gateway";
+
 /// `--hash-password [--user NAME]`: the values of a `[[users]]` entry for the password on stdin.
-fn hash_password(args: &[String]) -> Result<(), String> {
-    let user = match args {
-        [] => None,
-        [flag, name] if flag == "--user" => Some(name.as_str()),
-        _ => return Err("usage: gateway --hash-password [--user NAME] < password".into()),
-    };
+fn hash_password(user: Option<&str>) -> Result<(), String> {
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)
@@ -42,31 +40,45 @@ fn hash_password(args: &[String]) -> Result<(), String> {
 
 fn main() {
     gst_ipcam_gateway::malloc::limit_arenas();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!(
-            "gateway: GB28181 cameras to RTSP (and HLS, MP4 recording)\n{USAGE}\n  --config FILE          TOML file with the same keys\n  --hash-password [--user NAME]  print the [[users]] values for the password on stdin"
-        );
-        return;
-    }
-    if args.first().is_some_and(|a| a == "--hash-password") {
-        if let Err(e) = hash_password(&args[1..]) {
-            eprintln!("gateway: {e}");
+    let cli = flags::parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    if cli.hash_password {
+        if let Err(e) = hash_password(cli.user.as_deref()) {
+            eprintln!("{NAME}: {e}");
             std::process::exit(2);
         }
         return;
     }
-    let cfg = match Config::from_args(&args) {
+    let cfg = match Config::load(cli.config.as_deref(), &cli.settings) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("gateway: {e}\n{USAGE}");
+        Err(LoadError::Flag(e)) => flags::command()
+            .error(clap::error::ErrorKind::ValueValidation, e)
+            .exit(),
+        Err(LoadError::File(e)) => {
+            eprintln!("{NAME}: {e}");
             std::process::exit(2);
         }
     };
+    if cli.check_config {
+        match cfg.check() {
+            Ok(()) => {
+                let from = cli.config.as_deref().map(|p| p.display().to_string());
+                print!("{}", cfg.to_toml_redacted());
+                println!(
+                    "# {NAME}: configuration OK ({})",
+                    from.as_deref().unwrap_or("defaults and flags")
+                );
+                return;
+            }
+            Err(e) => {
+                eprintln!("{NAME}: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
     let mut gw = match Gateway::start(cfg.clone()) {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("gateway: {e}");
+            eprintln!("{NAME}: {e}");
             std::process::exit(1);
         }
     };
