@@ -288,23 +288,6 @@ impl SimCamera {
     /// in one session: a camera reconfigured mid-session to another codec or picture size.
     /// Every clip must have the streams of the first one.
     pub fn start_sequence(clips: &[&Clip], s: &SimSettings) -> Result<SimCamera, String> {
-        let Some(clip) = clips.first() else {
-            return Err("no clip".into());
-        };
-        let parts = |video: bool| -> Result<Vec<Part>, String> {
-            clips
-                .iter()
-                .map(|c| {
-                    let (caps, frames) = if video {
-                        (c.video_caps.clone(), &c.video)
-                    } else {
-                        (c.audio_caps.clone(), &c.audio)
-                    };
-                    caps.map(|caps| (caps, frames.clone(), c.length))
-                        .ok_or_else(|| "every clip needs the streams of the first".to_string())
-                })
-                .collect()
-        };
         let pipeline = gst::Pipeline::with_name(&format!("camera-{}", s.device_id));
         let mk = |f: &str| {
             gst::ElementFactory::make(f)
@@ -326,33 +309,7 @@ impl SimCamera {
             .add_many([&mux, &sink])
             .map_err(|e| e.to_string())?;
         mux.link(&sink).map_err(|e| e.to_string())?;
-        // Each stream paced like a real camera: one frame when its time comes (the appsrc is
-        // not live and runs ahead; psmux would then send a second of frames in one burst).
-        let streams = [
-            (clip.video_caps.as_ref(), true, 4 * 1024 * 1024),
-            (
-                clip.audio_caps.as_ref().filter(|_| s.audio),
-                false,
-                256 * 1024,
-            ),
-        ];
-        for (caps, video, max_bytes) in streams {
-            let Some(caps) = caps else { continue };
-            let parts = parts(video)?;
-            let src = gst_app::AppSrc::builder()
-                .caps(caps)
-                .format(gst::Format::Time)
-                .max_bytes(max_bytes)
-                .build();
-            let q = mk("queue")?;
-            let sync = mk("clocksync")?;
-            pipeline
-                .add_many([src.upcast_ref(), &q, &sync])
-                .map_err(|e| e.to_string())?;
-            gst::Element::link_many([src.upcast_ref(), &q, &sync, &mux])
-                .map_err(|e| e.to_string())?;
-            feed(&src, parts);
-        }
+        add_paced_sources(&pipeline, &mux, clips, s.audio)?;
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| format!("camera {}: {e}", s.device_id))?;
@@ -393,6 +350,111 @@ impl SimCamera {
                 &[gst::MessageType::Eos, gst::MessageType::Error],
             );
         }
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// `appsrc ! queue ! clocksync` per stream of `clips` (each once, the last one in a loop) into
+/// `mux`: frames leave when their time comes, like a real camera's.
+fn add_paced_sources(
+    pipeline: &gst::Pipeline,
+    mux: &gst::Element,
+    clips: &[&Clip],
+    audio: bool,
+) -> Result<(), String> {
+    let Some(clip) = clips.first() else {
+        return Err("no clip".into());
+    };
+    let parts = |video: bool| -> Result<Vec<Part>, String> {
+        clips
+            .iter()
+            .map(|c| {
+                let (caps, frames) = if video {
+                    (c.video_caps.clone(), &c.video)
+                } else {
+                    (c.audio_caps.clone(), &c.audio)
+                };
+                caps.map(|caps| (caps, frames.clone(), c.length))
+                    .ok_or_else(|| "every clip needs the streams of the first".to_string())
+            })
+            .collect()
+    };
+    let mk = |f: &str| {
+        gst::ElementFactory::make(f)
+            .build()
+            .map_err(|e| format!("{f}: {e}"))
+    };
+    // Each stream paced like a real camera: one frame when its time comes (the appsrc is
+    // not live and runs ahead; psmux would then send a second of frames in one burst).
+    let streams = [
+        (clip.video_caps.as_ref(), true, 4 * 1024 * 1024),
+        (
+            clip.audio_caps.as_ref().filter(|_| audio),
+            false,
+            256 * 1024,
+        ),
+    ];
+    for (caps, video, max_bytes) in streams {
+        let Some(caps) = caps else { continue };
+        let parts = parts(video)?;
+        let src = gst_app::AppSrc::builder()
+            .caps(caps)
+            .format(gst::Format::Time)
+            .max_bytes(max_bytes)
+            .build();
+        let q = mk("queue")?;
+        let sync = mk("clocksync")?;
+        pipeline
+            .add_many([src.upcast_ref(), &q, &sync])
+            .map_err(|e| e.to_string())?;
+        gst::Element::link_many([src.upcast_ref(), &q, &sync, mux]).map_err(|e| e.to_string())?;
+        feed(&src, parts);
+    }
+    Ok(())
+}
+
+/// Paced PS over RTP from a clip to a UDP address, without SIP: what a camera sends once a
+/// platform opened an RTP port for it (e.g. ZLMediaKit's `openRtpServer`), for benchmarks.
+pub struct RtpPsSender {
+    pipeline: gst::Pipeline,
+}
+
+impl RtpPsSender {
+    pub fn start(
+        clip: &Clip,
+        dest: std::net::SocketAddr,
+        ssrc: u32,
+        audio: bool,
+    ) -> Result<Self, String> {
+        let pipeline = gst::Pipeline::with_name(&format!("rtp-ps-{dest}"));
+        let mux = gst::ElementFactory::make("psmux")
+            .build()
+            .map_err(|e| format!("psmux: {e}"))?;
+        let pay = gst::ElementFactory::make("rtppspay")
+            .property("ssrc", ssrc)
+            .build()
+            .map_err(|e| format!("rtppspay: {e}"))?;
+        let sink = gst::ElementFactory::make("udpsink")
+            .property("host", dest.ip().to_string())
+            .property("port", i32::from(dest.port()))
+            .property("sync", false)
+            .property("async", false)
+            .build()
+            .map_err(|e| format!("udpsink: {e}"))?;
+        pipeline
+            .add_many([&mux, &pay, &sink])
+            .map_err(|e| e.to_string())?;
+        gst::Element::link_many([&mux, &pay, &sink]).map_err(|e| e.to_string())?;
+        add_paced_sources(&pipeline, &mux, &[clip], audio)?;
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| format!("sender to {dest}: {e}"))?;
+        Ok(RtpPsSender { pipeline })
+    }
+}
+
+impl Drop for RtpPsSender {
+    fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
     }
 }
