@@ -9,6 +9,7 @@ pub mod channels;
 pub mod devices;
 pub mod directory;
 pub mod ptz;
+pub mod recordings;
 pub mod sessions;
 
 use crate::auth::Action;
@@ -254,6 +255,8 @@ fn openapi_router() -> OpenApiRouter<Api> {
         .routes(routes!(channels::key_frame))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::kick_session))
+        .routes(routes!(recordings::list_recordings))
+        .routes(routes!(recordings::fetch_recording))
 }
 
 /// The generated OpenAPI document (also what `/v1/openapi.json` serves).
@@ -302,6 +305,7 @@ mod tests {
             include_str!("devices.rs"),
             include_str!("channels.rs"),
             include_str!("sessions.rs"),
+            include_str!("recordings.rs"),
         ] {
             let needle = [".", "route("].concat();
             assert!(!src.contains(&needle), "a route outside the OpenAPI router");
