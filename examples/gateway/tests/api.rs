@@ -600,3 +600,36 @@ fn recordings_list_fetch_and_escapes() {
     drop(gw);
     std::fs::remove_dir_all(&rec).ok();
 }
+
+/// The configuration as the API shows it: settings and users, never a password, hash,
+/// Digest HA1 or device password.
+#[test]
+fn config_read_without_secrets() {
+    let _g = serial();
+    let mut cfg = config(0);
+    cfg.password = "dev-pw-default".into();
+    cfg.device_passwords = format!("{CAM}=dev-pw-own");
+    let secrets: Vec<String> = cfg
+        .users
+        .iter()
+        .flat_map(|u| [u.pass.clone(), u.digest_ha1.clone()])
+        .chain(["dev-pw".into(), ADMIN.1.into(), VIEWER.1.into()])
+        .collect();
+    let gw = Gateway::start(cfg).expect("gateway starts");
+    let addr = gw.metrics_addr().unwrap();
+    let r = admin(addr, "GET", "/v1/config", None);
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    for s in &secrets {
+        assert!(!text.contains(s.as_str()), "a secret in {text}");
+    }
+    let c = r.json();
+    assert_eq!(c["users"][0]["user"], ADMIN.0);
+    assert_eq!(c["users"][0]["has_password"], true);
+    assert_eq!(c["device_passwords"][0], CAM);
+    assert_eq!(c["default_device_password"], true);
+    assert_eq!(
+        call(addr, "GET", "/v1/config", Some(VIEWER), None).status,
+        403
+    );
+}

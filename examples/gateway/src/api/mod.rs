@@ -6,6 +6,7 @@
 //! through [`crate::gateway::Control`], and blocking work runs on tokio's blocking pool.
 
 pub mod channels;
+pub mod config;
 pub mod devices;
 pub mod directory;
 pub mod ptz;
@@ -257,6 +258,7 @@ fn openapi_router() -> OpenApiRouter<Api> {
         .routes(routes!(sessions::kick_session))
         .routes(routes!(recordings::list_recordings))
         .routes(routes!(recordings::fetch_recording))
+        .routes(routes!(config::get_config))
 }
 
 /// The generated OpenAPI document (also what `/v1/openapi.json` serves).
@@ -306,6 +308,7 @@ mod tests {
             include_str!("channels.rs"),
             include_str!("sessions.rs"),
             include_str!("recordings.rs"),
+            include_str!("config.rs"),
         ] {
             let needle = [".", "route("].concat();
             assert!(!src.contains(&needle), "a route outside the OpenAPI router");
