@@ -172,7 +172,9 @@ mod imp {
                 }
             }
             let Some(ingest) = ingest else {
-                crate::gateway::warn(&format!("channel {channel}: no RTSP media: the camera session keeps ending"));
+                crate::gateway::warn(&format!(
+                    "channel {channel}: no RTSP media: the camera session keeps ending"
+                ));
                 return Some(gst::Bin::new().upcast());
             };
             let streams = ingest.wait_streams(timeout);

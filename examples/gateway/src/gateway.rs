@@ -29,6 +29,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod control;
+pub use control::{Control, Gone};
+
 /// Registers every plugin the gateway uses (statically linked ones).
 pub fn init() -> Result<(), glib::Error> {
     gst::init()?;
@@ -326,7 +329,8 @@ impl Gateway {
             &http_runtime,
             &cfg.metrics_address,
             cfg.metrics_port,
-            http::routes::metrics_router(render, auth.clone()),
+            http::routes::metrics_router(render, auth.clone())
+                .merge(crate::api::router(Control::new(&shared), auth.clone())),
             limits.clone(),
         )
         .map_err(|e| format!("metrics server on port {}: {e}", cfg.metrics_port))?;

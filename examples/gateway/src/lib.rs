@@ -2,6 +2,7 @@
 //! simulated cameras ([`sim`]), settings ([`config`]), metrics ([`metrics`]), a small HTTP
 //! server ([`http`]) and the HLS/recording outputs ([`outputs`]).
 
+pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -325,3 +325,32 @@ fn blocked_ip_lets_only_the_bound_device_refresh_a_few_times() {
     let (resp, _) = register(&mut r, &mut cam, 3600, 10_000_000);
     assert_eq!(resp.status(), Some(200));
 }
+
+/// An operator's delete forgets the device: its keepalives are refused until it registers
+/// again (then it is back as a new registration).
+#[test]
+fn removed_device_must_register_again() {
+    let mut r = Registrar::new(RegistrarConfig::default());
+    let mut cam = camera("12345678");
+    let t0 = 1_700_000_000_000;
+    let (resp, _) = register(&mut r, &mut cam, 3600, t0);
+    assert_eq!(resp.status(), Some(200));
+    assert_eq!(
+        r.remove(DEV),
+        Some(Event::Unregistered {
+            device_id: DEV.into(),
+            reason: UnregisterReason::Requested
+        })
+    );
+    assert!(r.device(DEV).is_none());
+    assert_eq!(r.remove(DEV), None, "removed once");
+    let (m, ka) = cam.keepalive(1);
+    let out = r.handle_keepalive(&m, &ka, SRC, t0 + 1000);
+    assert_ne!(out.response.status(), Some(200));
+    let (resp, events) = register(&mut r, &mut cam, 3600, t0 + 2000);
+    assert_eq!(resp.status(), Some(200));
+    assert!(matches!(
+        events[..],
+        [Event::Registered { refresh: false, .. }]
+    ));
+}

@@ -379,6 +379,15 @@ impl Registrar {
         self.devices.values()
     }
 
+    /// Forgets device `id` (an operator's delete): its later keepalives are refused until it
+    /// registers again. The event to publish, if it was registered.
+    pub fn remove(&mut self, id: &str) -> Option<Event> {
+        self.devices.remove(id).map(|d| Event::Unregistered {
+            device_id: d.id,
+            reason: UnregisterReason::Requested,
+        })
+    }
+
     pub fn password_for(&self, device_id: &str) -> Option<&str> {
         self.config
             .passwords

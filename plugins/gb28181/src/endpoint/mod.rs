@@ -569,6 +569,20 @@ impl Endpoint {
         lock(&self.inner).registrar.device(id).cloned()
     }
 
+    /// Forgets a registered device (see [`Registrar::remove`]); subscribers get its
+    /// `Unregistered` event. Whether it was registered.
+    pub fn remove_device(&self, id: &str) -> bool {
+        let events = {
+            let mut inner = lock(&self.inner);
+            let events = wrap(inner.registrar.remove(id).into_iter().collect());
+            inner.track_bindings(&events, None);
+            events
+        };
+        let removed = !events.is_empty();
+        self.publish(events);
+        removed
+    }
+
     pub fn stats(&self) -> EndpointStats {
         let inner = lock(&self.inner);
         EndpointStats {

@@ -1,0 +1,126 @@
+//! `GET /v1/config`: the running configuration without secrets (no password hashes, no
+//! tokens, no Digest HA1, no device passwords: only whether they are set).
+
+use super::{Api, ApiResult, ErrorBody};
+use crate::config::Config;
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UserView {
+    pub user: String,
+    pub has_password: bool,
+    pub has_digest: bool,
+    pub tokens: usize,
+    pub ips: Vec<String>,
+    /// `action path` pairs (path empty: every path).
+    pub permissions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConfigView {
+    pub sip_address: String,
+    pub sip_port: u16,
+    pub sip_transport: String,
+    pub server_id: String,
+    pub media_transport: String,
+    pub listen_address: String,
+    pub public_host: String,
+    pub rtsp_port: u16,
+    pub hls: bool,
+    pub hls_port: u16,
+    pub record_dir: Option<String>,
+    pub record_segment_s: u64,
+    pub id_pattern: String,
+    pub max_devices: usize,
+    pub max_channels_per_device: usize,
+    /// Whether a default device password is set (never the password).
+    pub default_device_password: bool,
+    /// Devices with their own password (IDs only).
+    pub device_passwords: Vec<String>,
+    pub users: Vec<UserView>,
+}
+
+impl From<&Config> for ConfigView {
+    fn from(c: &Config) -> Self {
+        let mut device_passwords: Vec<String> = c.device_password_map().into_keys().collect();
+        device_passwords.sort();
+        ConfigView {
+            sip_address: c.sip_address.clone(),
+            sip_port: c.sip_port,
+            sip_transport: c.sip_transport.clone(),
+            server_id: c.server_id.clone(),
+            media_transport: c.media_transport.clone(),
+            listen_address: c.listen_address.clone(),
+            public_host: c.public_host.clone(),
+            rtsp_port: c.rtsp_port,
+            hls: c.hls,
+            hls_port: c.hls_port,
+            record_dir: c.record_dir.as_ref().map(|d| d.display().to_string()),
+            record_segment_s: c.record_segment_s,
+            id_pattern: c.id_pattern.clone(),
+            max_devices: c.max_devices,
+            max_channels_per_device: c.max_channels_per_device,
+            default_device_password: !c.password.is_empty(),
+            device_passwords,
+            users: c
+                .users
+                .iter()
+                .map(|u| UserView {
+                    user: u.user.clone(),
+                    has_password: !u.pass.is_empty(),
+                    has_digest: !u.digest_ha1.is_empty(),
+                    tokens: u.tokens.len(),
+                    ips: u.ips.clone(),
+                    permissions: u
+                        .permissions
+                        .iter()
+                        .map(|p| format!("{:?} {}", p.action, p.path).to_ascii_lowercase())
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The running configuration, secrets left out.
+#[utoipa::path(get, path = "/v1/config", tag = "config",
+    responses((status = 200, body = ConfigView), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub async fn get_config(State(api): State<Api>) -> ApiResult<ConfigView> {
+    Ok(Json(ConfigView::from(&api.control.config()?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Action, UserConfig};
+
+    #[test]
+    fn no_secret_in_the_view() {
+        let c = Config {
+            password: "dev-secret-1".into(),
+            device_passwords: "34020000001320000001=dev-secret-2".into(),
+            users: vec![UserConfig {
+                tokens: vec!["sha256:aa:tok-secret".into()],
+                ..UserConfig::with_password("u", "user-secret", &[(Action::Api, "")]).unwrap()
+            }],
+            ..Config::default()
+        };
+        let json = serde_json::to_string(&ConfigView::from(&c)).unwrap();
+        for secret in [
+            "dev-secret",
+            "user-secret",
+            "tok-secret",
+            "sha256",
+            &c.users[0].pass,
+            &c.users[0].digest_ha1,
+        ] {
+            assert!(!json.contains(secret), "{secret} in {json}");
+        }
+        assert!(json.contains("\"34020000001320000001\""));
+        assert!(json.contains("\"api \""));
+    }
+}
