@@ -8,18 +8,8 @@ use gst_ipcam_gateway::auth::{Action, UserConfig};
 use gst_ipcam_gateway::config::Config;
 use gst_ipcam_gateway::gateway::Gateway;
 use gst_ipcam_gateway::sim::wait_until;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// Kills the child on drop (a failing test must not leave it running).
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn rtsp_to_gb28181_republishes_the_gateway_output() {
@@ -58,7 +48,7 @@ fn rtsp_to_gb28181_republishes_the_gateway_output() {
         )
         .spawn()
         .unwrap();
-    let _guard = Guard(child);
+    let _guard = ChildGuard(child);
     assert!(
         wait_until(Duration::from_secs(15), || gw
             .channels()

@@ -4,7 +4,7 @@
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::sync::{Mutex, MutexGuard};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -98,4 +98,14 @@ pub fn mp4_files(dir: &Path) -> Vec<PathBuf> {
     v.retain(|p| p.extension().is_some_and(|e| e == "mp4"));
     v.sort();
     v
+}
+
+/// A child process killed and reaped on drop (a failing test must not leave it running).
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

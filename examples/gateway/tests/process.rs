@@ -8,19 +8,9 @@ use gst_ipcam_gateway::auth::UserConfig;
 use gst_ipcam_gateway::sim::wait_until;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
-
-/// Kills the child on drop (a failing test must not leave it running).
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn gateway_stops_cleanly_on_sigint() {
@@ -65,7 +55,7 @@ fn gateway_stops_cleanly_on_sigint() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut guard = Guard(child);
+    let mut guard = ChildGuard(child);
     let stdout = guard.0.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

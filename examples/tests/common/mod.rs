@@ -2,5 +2,5 @@
 #![allow(dead_code, unused_imports)]
 
 pub use gst_ipcam_testutil::programs::{
-    example, ffprobe_frames, frames_of, free_port, profile_dir, scratch, serial,
+    ChildGuard, example, ffprobe_frames, frames_of, free_port, profile_dir, scratch, serial,
 };

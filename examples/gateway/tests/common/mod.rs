@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 pub use gst_ipcam_testutil::programs::{
-    ffprobe_frames, frames_of, free_port, mp4_files, profile_dir, scratch, serial,
+    ChildGuard, ffprobe_frames, frames_of, free_port, mp4_files, profile_dir, scratch, serial,
 };
 
 /// The reader most tests play as (also reads HLS and the metrics).
