@@ -1,0 +1,620 @@
+//! The GB28181 → RTSP/HLS gateway: the shared GB28181 SIP endpoint (cameras register), an RTSP
+//! server mounting every registered device's channels (`rtsp://host:8554/<channel-id>`, one
+//! shared pipeline and one INVITE per channel, BYE after the last client), optional HLS and
+//! MP4 recording per channel, Prometheus metrics and a console summary, and built-in simulated
+//! cameras.
+
+use crate::auth::{Attempt, Protocol, Users};
+use crate::config::Config;
+use crate::factory::{CAT, ChannelFactory, ChannelHooks, MediaCounters};
+use crate::http::{self, Authorize, Denied, HttpRuntime, HttpServer, Limits};
+use crate::ingest::Ingest;
+use crate::metrics::{self, DeviceStat, PathStat, SessionStat, SipCounters, Snapshot};
+use crate::outputs::{ChannelOutputs, OutputSettings};
+use crate::rtsp_auth::{self, RtspGuard, RtspLimits, client_ip};
+use crate::sim::{Clip, SimCamera, SimSettings};
+use crate::store::worker::{StoreSender, StoreStats, StoreWorker};
+use crate::store::{ChannelInfo, Limits as StoreLimits, Store, Write};
+use gst::glib;
+use gst::glib::translate::ToGlibPtr;
+use gst::prelude::*;
+use gst_rtsp_server::prelude::*;
+use gstgb28181::core::id::{IdPolicy, printable};
+use gstgb28181::core::registrar::{Event as RegEvent, RegistrarConfig, RestoredBinding};
+use gstgb28181::endpoint::{Endpoint, EndpointEvent, EndpointKey, SipTransport};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+mod control;
+mod mount;
+mod persist;
+mod recording;
+mod stats;
+pub use control::{Control, Gone};
+use mount::*;
+use persist::*;
+use recording::*;
+use stats::*;
+
+/// Registers every plugin the gateway uses (statically linked ones).
+pub fn init() -> Result<(), glib::Error> {
+    gst::init()?;
+    let _ = gstgb28181::plugin_register_static();
+    let _ = gstmpegps::plugin_register_static();
+    let _ = gstrtcpstats::plugin_register_static();
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A mounted channel.
+struct Channel {
+    device_id: String,
+    /// Which mount of the channel this is (an unmounted then remounted channel gets a new one).
+    generation: u64,
+    /// The camera session, while someone watches.
+    ingest: Option<Arc<Ingest>>,
+    /// RTSP medias of the channel (statistics).
+    medias: Vec<(
+        glib::WeakRef<gst_rtsp_server::RTSPMedia>,
+        Arc<MediaCounters>,
+    )>,
+    /// Payload bytes of medias that are gone.
+    sent_done: u64,
+    /// Figures of pipelines that are gone.
+    invites_done: u64,
+    bytes_done: u64,
+    packets_done: u64,
+    lost_done: u64,
+    frames_done: u64,
+    /// Stream changes and key frame requests of ingests that are gone.
+    changes_done: u64,
+    key_requests_done: u64,
+    outputs: Option<ChannelOutputs>,
+}
+
+struct Shared {
+    cfg: Config,
+    endpoint: Arc<Endpoint>,
+    server: gst_rtsp_server::RTSPServer,
+    rtsp_port: u16,
+    /// Users, session owners and connection limits of the RTSP server.
+    rtsp_guard: Arc<RtspGuard>,
+    channels: Mutex<BTreeMap<String, Channel>>,
+    /// Channels mounted per device (locked only inside `channels`' lock).
+    device_channels: Mutex<HashMap<String, usize>>,
+    /// Next [`Channel::generation`].
+    generations: AtomicU64,
+    /// Which device and channel IDs may be mounted (defence in depth: the endpoint checks too).
+    ids: IdPolicy,
+    mounts_refused: AtomicU64,
+    rates: Mutex<Rates>,
+    stopping: AtomicBool,
+    /// Latest ingest latency per channel (refreshed every second by the collector).
+    latency: Mutex<HashMap<String, (f64, f64)>>,
+    latency_at: Mutex<Option<Instant>>,
+    /// Persistence (with `--data-dir`): the store worker's queue, and the DeviceInfo
+    /// queries sent (SN → device) whose answers are stored.
+    store: Option<StoreSender>,
+    device_info_queries: Mutex<HashMap<u32, String>>,
+}
+
+/// The running gateway.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    main_loop: glib::MainLoop,
+    loop_thread: Option<JoinHandle<()>>,
+    subscription: u64,
+    mount_thread: Option<JoinHandle<()>>,
+    metrics_server: Option<HttpServer>,
+    hls_server: Option<HttpServer>,
+    http_runtime: Option<HttpRuntime>,
+    /// The HLS directory made for this run (removed at stop).
+    hls_temp_dir: Option<std::path::PathBuf>,
+    summary_thread: Option<JoinHandle<()>>,
+    cameras: Vec<SimCamera>,
+    store_worker: Option<StoreWorker>,
+    stopped: bool,
+}
+
+impl Gateway {
+    pub fn start(mut cfg: Config) -> Result<Gateway, String> {
+        init().map_err(|e| e.to_string())?;
+        // IPv6: sockets take bare literals (`::` also written `[::]`), URLs bracketed ones.
+        for a in [
+            &mut cfg.sip_address,
+            &mut cfg.listen_address,
+            &mut cfg.metrics_address,
+        ] {
+            if let Some(ip) = gstgb28181::core::addr::parse_ip(a) {
+                *a = ip.to_string();
+            }
+        }
+        cfg.public_host = gstgb28181::core::addr::bracketed(&cfg.public_host);
+        let users = Arc::new(Users::from_config(&cfg.users, crate::auth::REALM)?);
+        if users.is_empty() {
+            eprintln!(
+                "[gateway] no [[users]] in the configuration: every RTSP and HTTP request will be refused"
+            );
+        }
+        let no_digest = users.without_digest();
+        if !no_digest.is_empty() {
+            eprintln!(
+                "[gateway] users without digest_ha1 ({}): RTSP clients that prefer Digest \
+                 (ffmpeg, VLC) cannot log in as them; add one (gateway --hash-password --user NAME)",
+                no_digest.join(", ")
+            );
+        }
+        let mut hls_temp_dir = None;
+        if cfg.hls {
+            let (dir, fresh) = http::files::private_dir(&cfg.hls_dir)?;
+            hls_temp_dir = fresh.then(|| dir.clone());
+            cfg.hls_dir = dir;
+        }
+        let transport = if cfg.sip_transport == "tcp" {
+            SipTransport::Tcp
+        } else {
+            SipTransport::Udp
+        };
+        let key = EndpointKey {
+            address: cfg.sip_address.clone(),
+            port: cfg.sip_port,
+            transport,
+        };
+        let reg = RegistrarConfig {
+            server_id: cfg.server_id.clone(),
+            realm: cfg.server_id[..10].to_string(),
+            default_password: (!cfg.password.is_empty()).then(|| cfg.password.clone()),
+            passwords: cfg.device_password_map(),
+            id_policy: cfg.id_policy()?,
+            max_channels_per_device: cfg.max_channels_per_device,
+            max_devices: cfg.max_devices,
+            ..RegistrarConfig::default()
+        };
+        let ids = IdPolicy::with_pattern(&cfg.id_pattern)?;
+        // A data dir that cannot be used stops the start (exit 1), before any camera is
+        // answered: running on without the state the operator asked to keep would lose it.
+        let store = if cfg.data_dir.as_os_str().is_empty() {
+            None
+        } else {
+            let limits = StoreLimits {
+                max_devices: cfg.max_devices,
+                max_channels_per_device: cfg.max_channels_per_device,
+            };
+            Some(Store::open(&cfg.data_dir, limits).map_err(|e| format!("--data-dir: {e}"))?)
+        };
+        let endpoint = Endpoint::obtain(&key, reg)
+            .map_err(|e| format!("SIP endpoint {}:{}: {e}", cfg.sip_address, cfg.sip_port))?;
+        // At once, so that the first keepalives after a restart find their binding.
+        let restored = match &store {
+            Some(st) => restore_from_store(st, &endpoint)?,
+            None => Vec::new(),
+        };
+        let store_worker = match store {
+            Some(st) => Some(start_store_worker(st, &endpoint).map_err(|e| e.to_string())?),
+            None => None,
+        };
+
+        let ctx = glib::MainContext::new();
+        let main_loop = glib::MainLoop::new(Some(&ctx), false);
+        let server = gst_rtsp_server::RTSPServer::new();
+        server.set_address(&cfg.listen_address);
+        server.set_service(&cfg.rtsp_port.to_string());
+        let rtsp_guard = rtsp_auth::install(
+            &server,
+            users,
+            RtspLimits::new(
+                cfg.max_rtsp_clients,
+                Duration::from_secs(cfg.rtsp_idle_timeout_s),
+            ),
+        );
+        // Clients are served by a pool of threads: building a media waits for the camera's
+        // streams, which must not hold up other clients.
+        if let Some(pool) = server.thread_pool() {
+            pool.set_max_threads(64);
+        }
+        let _source = server
+            .attach(Some(&ctx))
+            .map_err(|e| format!("RTSP server on port {}: {e}", cfg.rtsp_port))?;
+        let rtsp_port = u16::try_from(server.bound_port()).unwrap_or(cfg.rtsp_port);
+        if let Some(pool) = server.session_pool() {
+            // Expired sessions (UDP clients that vanished) are removed, so their media ends.
+            let watch = pool.create_watch(Some("session-timeouts"), glib::Priority::DEFAULT, |p| {
+                p.cleanup();
+                glib::ControlFlow::Continue
+            });
+            watch.attach(Some(&ctx));
+        }
+        let ml = main_loop.clone();
+        let loop_thread = std::thread::Builder::new()
+            .name("rtsp-server".into())
+            .spawn(move || {
+                let _ = ctx.with_thread_default(|| ml.run());
+            })
+            .map_err(|e| e.to_string())?;
+
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            endpoint: endpoint.clone(),
+            server,
+            rtsp_port,
+            rtsp_guard,
+            channels: Mutex::new(BTreeMap::new()),
+            device_channels: Mutex::new(HashMap::new()),
+            generations: AtomicU64::new(0),
+            ids,
+            mounts_refused: AtomicU64::new(0),
+            rates: Mutex::new(Rates::default()),
+            stopping: AtomicBool::new(false),
+            latency: Mutex::new(HashMap::new()),
+            latency_at: Mutex::new(None),
+            store: store_worker.as_ref().map(StoreWorker::sender),
+            device_info_queries: Mutex::new(HashMap::new()),
+        });
+
+        // Per-client byte counts start when the client's PLAY is answered.
+        let weak = Arc::downgrade(&shared);
+        shared.server.connect_client_connected(move |_, client| {
+            let weak = weak.clone();
+            client.connect_play_request(move |_, ctx| {
+                if let (Some(sh), Some(session)) = (weak.upgrade(), ctx.session()) {
+                    record_baselines(&sh, session);
+                }
+            });
+        });
+        // Devices come and go: mount and unmount as the endpoint tells, on a worker fed by a
+        // bounded queue (the endpoint's thread only queues).
+        let (tx, rx) = std::sync::mpsc::sync_channel(MOUNT_QUEUE);
+        let weak = Arc::downgrade(&shared);
+        let mount_thread = std::thread::Builder::new()
+            .name("gateway-mounts".into())
+            .spawn(move || mount_worker(weak, rx))
+            .map_err(|e| e.to_string())?;
+        for d in endpoint.devices().into_iter().filter(|d| !d.restored) {
+            let _ = tx.try_send(MountJob::Registered(d.id));
+        }
+        // Waits for room (the worker is draining): every restored device is mounted.
+        for (device, channels) in restored {
+            let _ = tx.send(MountJob::Restored { device, channels });
+        }
+        let weak = Arc::downgrade(&shared);
+        let subscription = endpoint.subscribe(move |ev| {
+            if let Some(sh) = weak.upgrade() {
+                on_endpoint_event(&sh, &tx, ev);
+            }
+        });
+
+        let http_runtime = HttpRuntime::new(2).map_err(|e| format!("HTTP runtime: {e}"))?;
+        let limits = http_limits(&cfg);
+        // One user table (and one failed-attempt limiter) for RTSP and HTTP.
+        let auth = http_authorize(shared.rtsp_guard.users().clone());
+        let weak = Arc::downgrade(&shared);
+        let render: http::routes::Render =
+            Arc::new(move || weak.upgrade().map(|sh| metrics::render(&snapshot(&sh))));
+        let metrics_server = HttpServer::start(
+            &http_runtime,
+            &cfg.metrics_address,
+            cfg.metrics_port,
+            http::routes::metrics_router(render, auth.clone())
+                .merge(crate::api::router(Control::new(&shared), auth.clone())),
+            limits.clone(),
+        )
+        .map_err(|e| format!("metrics server on port {}: {e}", cfg.metrics_port))?;
+        let hls_server = if cfg.hls {
+            let dir = http::files::ServedDir::new(&cfg.hls_dir)
+                .map_err(|e| format!("{}: {e}", cfg.hls_dir.display()))?;
+            Some(
+                HttpServer::start(
+                    &http_runtime,
+                    &cfg.listen_address,
+                    cfg.hls_port,
+                    http::routes::hls_router(dir, auth),
+                    limits,
+                )
+                .map_err(|e| format!("HLS server on port {}: {e}", cfg.hls_port))?,
+            )
+        } else {
+            None
+        };
+
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("ingest-stats".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_millis(250));
+                    let Some(sh) = weak.upgrade() else { return };
+                    if sh.stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    refresh_ingest_stats(&sh);
+                    sh.rtsp_guard.close_idle();
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        // Collects often (per-session byte counts start at the first collection after PLAY),
+        // prints the summary every `summary_interval_s`.
+        let summary_thread = {
+            let weak = Arc::downgrade(&shared);
+            let every = Duration::from_secs(cfg.summary_interval_s.max(1));
+            let print = cfg.summary_interval_s > 0;
+            Some(std::thread::spawn(move || {
+                let mut next = Instant::now() + every;
+                loop {
+                    std::thread::sleep(Duration::from_millis(200));
+                    let Some(sh) = weak.upgrade() else { return };
+                    if sh.stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let snap = snapshot(&sh);
+                    if print && Instant::now() >= next {
+                        next += every;
+                        println!("[gateway] {}", snap.summary());
+                    }
+                }
+            }))
+        };
+
+        let mut gw = Gateway {
+            shared,
+            main_loop,
+            loop_thread: Some(loop_thread),
+            subscription,
+            mount_thread: Some(mount_thread),
+            metrics_server: Some(metrics_server),
+            hls_server,
+            http_runtime: Some(http_runtime),
+            hls_temp_dir,
+            summary_thread,
+            cameras: Vec::new(),
+            store_worker,
+            stopped: false,
+        };
+        if cfg.simulate > 0 {
+            let clip = Clip::encode(
+                &cfg.sim_codec,
+                cfg.sim_width,
+                cfg.sim_height,
+                cfg.sim_bitrate_kbps,
+                4,
+            )?;
+            gst::info!(CAT, "simulated clip: {} bit/s", clip.bitrate_bps());
+            let server_ip = match cfg.sip_address.as_str() {
+                "0.0.0.0" | "" => "127.0.0.1".to_string(),
+                "::" => "::1".to_string(),
+                a => a.to_string(),
+            };
+            for i in 0..cfg.simulate {
+                let id = cfg.sim_device_id(i);
+                let cam = SimCamera::start(
+                    &clip,
+                    &SimSettings {
+                        server_ip: server_ip.clone(),
+                        server_port: endpoint.local_addr().port(),
+                        server_id: cfg.server_id.clone(),
+                        password: cfg
+                            .device_password_map()
+                            .get(&id)
+                            .cloned()
+                            .unwrap_or_else(|| cfg.password.clone()),
+                        device_id: id,
+                        audio: true,
+                    },
+                )?;
+                gw.cameras.push(cam);
+            }
+        }
+        Ok(gw)
+    }
+
+    pub fn rtsp_port(&self) -> u16 {
+        self.shared.rtsp_port
+    }
+
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_server.as_ref().map(|s| s.local_addr())
+    }
+
+    pub fn metrics_server(&self) -> Option<&HttpServer> {
+        self.metrics_server.as_ref()
+    }
+
+    pub fn hls_server(&self) -> Option<&HttpServer> {
+        self.hls_server.as_ref()
+    }
+
+    /// The directory HLS is written to and served from (when HLS is on).
+    pub fn hls_dir(&self) -> Option<&std::path::Path> {
+        self.shared
+            .cfg
+            .hls
+            .then_some(self.shared.cfg.hls_dir.as_path())
+    }
+
+    pub fn hls_addr(&self) -> Option<std::net::SocketAddr> {
+        self.hls_server.as_ref().map(|s| s.local_addr())
+    }
+
+    /// The user table (shared by the RTSP and HTTP servers).
+    pub fn users(&self) -> &Arc<Users> {
+        self.shared.rtsp_guard.users()
+    }
+
+    /// The RTSP server's access-control state (refusal counts, tracked sessions).
+    pub fn rtsp_guard(&self) -> &Arc<RtspGuard> {
+        &self.shared.rtsp_guard
+    }
+
+    /// The URL of a channel with `user:pass@` in it (percent-encoded), as clients take it.
+    pub fn url_with_credentials(&self, channel: &str, user: &str, pass: &str) -> String {
+        fn enc(s: &str) -> String {
+            s.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect()
+        }
+        format!(
+            "rtsp://{}:{}@{}:{}/{channel}",
+            enc(user),
+            enc(pass),
+            self.shared.cfg.public_host,
+            self.shared.rtsp_port
+        )
+    }
+
+    /// The URL of a channel (without credentials).
+    pub fn url(&self, channel: &str) -> String {
+        format!(
+            "rtsp://{}:{}/{channel}",
+            self.shared.cfg.public_host, self.shared.rtsp_port
+        )
+    }
+
+    /// Channels mounted so far.
+    pub fn channels(&self) -> Vec<String> {
+        lock(&self.shared.channels).keys().cloned().collect()
+    }
+
+    pub fn cameras(&self) -> &[SimCamera] {
+        &self.cameras
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        snapshot(&self.shared)
+    }
+
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.shared.endpoint
+    }
+
+    /// The persistence worker's counters (with `--data-dir`).
+    pub fn store_stats(&self) -> Option<&Arc<StoreStats>> {
+        self.store_worker.as_ref().map(StoreWorker::stats)
+    }
+
+    /// Queues writes to the database (with `--data-dir`), e.g. user-given names and settings.
+    /// Reads open their own [`Store`] on `cfg.data_dir` (WAL: readers never wait for it).
+    pub fn store(&self) -> Option<StoreSender> {
+        self.shared.store.clone()
+    }
+
+    /// Clean stop: finalizes HLS/recordings, disconnects RTSP clients, BYE to every camera
+    /// session, unregisters the simulated cameras.
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.endpoint.unsubscribe(self.subscription);
+        // The queue's sender went with the subscription: the worker ends after its current job.
+        if let Some(t) = self.mount_thread.take() {
+            let _ = t.join();
+        }
+        // What is queued is written.
+        if let Some(mut w) = self.store_worker.take() {
+            w.stop();
+        }
+        let outputs: Vec<ChannelOutputs> = lock(&self.shared.channels)
+            .values_mut()
+            .filter_map(|c| c.outputs.take())
+            .collect();
+        for o in &outputs {
+            o.stop();
+        }
+        drop(outputs);
+        // Disconnect every client: shared medias get unprepared (gb28181src stops: BYE).
+        let _ = self
+            .shared
+            .server
+            .client_filter(Some(&mut |_, _| gst_rtsp_server::RTSPFilterResult::Remove));
+        // Every camera session ends (BYE), whoever still used it.
+        let ingests: Vec<Arc<Ingest>> = lock(&self.shared.channels)
+            .values_mut()
+            .filter_map(|c| {
+                let i = c.ingest.take()?;
+                retire_stats(c, &i);
+                Some(i)
+            })
+            .collect();
+        for i in ingests {
+            i.stop();
+        }
+        crate::sim::stop_all(&self.cameras);
+        // Let BYEs and un-REGISTERs leave before the sockets close.
+        std::thread::sleep(Duration::from_millis(200));
+        self.cameras.clear();
+        self.main_loop.quit();
+        if let Some(t) = self.loop_thread.take() {
+            let _ = t.join();
+        }
+        if let Some(mut s) = self.metrics_server.take() {
+            s.stop();
+        }
+        if let Some(mut s) = self.hls_server.take() {
+            s.stop();
+        }
+        drop(self.http_runtime.take());
+        if let Some(d) = self.hls_temp_dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        if let Some(t) = self.summary_thread.take() {
+            let _ = t.join();
+        }
+        self.shared.endpoint.shutdown();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn http_limits(cfg: &Config) -> Limits {
+    Limits {
+        header_timeout: Duration::from_secs(cfg.http_header_timeout_s),
+        request_timeout: Duration::from_secs(cfg.http_request_timeout_s),
+        max_per_ip: cfg.http_max_connections_per_ip as usize,
+        max_connections: cfg.http_max_connections as usize,
+        ..Limits::default()
+    }
+}
+
+/// Who may read HLS (action read on the channel) and metrics: HTTP Basic or Bearer
+/// credentials of a configured user (or the explicit anonymous user `any`).
+fn http_authorize(users: Arc<Users>) -> Authorize {
+    Arc::new(move |headers, ip, action, path| {
+        let challenge = || Denied::unauthorized(users.basic_challenge());
+        let authorization = match headers.get(axum::http::header::AUTHORIZATION) {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| challenge())?),
+        };
+        let attempt = Attempt {
+            protocol: Protocol::Http,
+            method: "GET",
+            ip,
+        };
+        match users.authenticate(authorization, &attempt) {
+            Ok(id) if id.allows(action, path) => Ok(()),
+            Ok(_) => Err(Denied::forbidden()),
+            Err(_) => Err(challenge()),
+        }
+    })
+}
+
+pub(crate) fn warn(msg: &str) {
+    gst::warning!(CAT, "{msg}");
+    eprintln!("[gateway] warning: {msg}");
+}
