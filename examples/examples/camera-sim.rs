@@ -11,7 +11,7 @@ use gst_ipcam_gateway::cli::{gb_id, server_addr};
 use gst_ipcam_gateway::config::sim_device_id;
 use gst_ipcam_gateway::gateway::init;
 use gst_ipcam_gateway::signals;
-use gst_ipcam_gateway::sim::{Clip, SimCamera, SimSettings, stop_all};
+use gst_ipcam_gateway::sim::{Clip, RtpPsSender, SimCamera, SimSettings, stop_all};
 use std::time::{Duration, Instant};
 
 /// Simulated GB28181 cameras.
@@ -52,6 +52,11 @@ struct Args {
     /// Stop after this many seconds (0: until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     seconds: u64,
+    /// No SIP: send each camera's PS over RTP straight to this UDP IP:PORT (repeat the flag,
+    /// one camera each; `--count` is then ignored), as cameras do once a media server opened
+    /// a port for them (e.g. ZLMediaKit's `openRtpServer`). For side-by-side benchmarks.
+    #[arg(long, value_parser = server_addr)]
+    rtp_to: Vec<(String, u16)>,
 }
 
 /// `WIDTHxHEIGHT`, each 16..=7680.
@@ -74,6 +79,7 @@ fn main() {
         bitrate_kbps,
         audio,
         seconds,
+        rtp_to,
     } = <Args as clap::Parser>::parse();
     let server = if ip.contains(':') {
         format!("[{ip}]:{port}")
@@ -89,6 +95,10 @@ fn main() {
         }
     };
     signals::install();
+    if !rtp_to.is_empty() {
+        send_rtp_only(&clip, &rtp_to, audio, seconds);
+        return;
+    }
     let mut cams = Vec::new();
     for i in 0..count {
         let s = SimSettings {
@@ -124,5 +134,32 @@ fn main() {
         seconds > 0 && start.elapsed() >= Duration::from_secs(seconds)
     });
     stop_all(&cams);
+    println!("camera-sim: stopped");
+}
+
+/// `--rtp-to`: one paced PS/RTP sender per address (SSRC 1, 2, ...) until Ctrl-C or `seconds`.
+fn send_rtp_only(clip: &Clip, dests: &[(String, u16)], audio: bool, seconds: u64) {
+    let mut senders = Vec::new();
+    for (i, (ip, port)) in dests.iter().enumerate() {
+        let dest = match ip.parse::<std::net::IpAddr>() {
+            Ok(a) => std::net::SocketAddr::new(a, *port),
+            Err(e) => {
+                eprintln!("camera-sim: --rtp-to {ip}: {e}");
+                std::process::exit(2);
+            }
+        };
+        match RtpPsSender::start(clip, dest, i as u32 + 1, audio) {
+            Ok(s) => senders.push(s),
+            Err(e) => eprintln!("camera-sim: {dest}: {e}"),
+        }
+    }
+    println!(
+        "camera-sim: {} PS/RTP senders ({} kbit/s each), no SIP",
+        senders.len(),
+        clip.bitrate_bps() / 1000
+    );
+    let start = Instant::now();
+    signals::wait(|| seconds > 0 && start.elapsed() >= Duration::from_secs(seconds));
+    drop(senders);
     println!("camera-sim: stopped");
 }

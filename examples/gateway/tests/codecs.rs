@@ -7,7 +7,7 @@ mod common;
 use common::*;
 
 use gst::prelude::*;
-use gst_ipcam_gateway::auth::{Action, UserConfig, basic_value};
+use gst_ipcam_gateway::auth::basic_value;
 use gst_ipcam_gateway::config::Config;
 use gst_ipcam_gateway::gateway::Gateway;
 use gst_ipcam_gateway::http;
@@ -40,30 +40,29 @@ fn expect(video: Option<&str>, audio: &str) -> Vec<String> {
     c
 }
 
+/// The codecs of the newest MP4 recording in `dir`, waiting (at most 10 s) until they are
+/// `want`: a recording is finalized (moov written) after the channel is unmounted, by the
+/// thread that ran it, so the file can still be growing when the test gets there.
+fn last_mp4_codecs(dir: &Path, want: &[String]) -> Vec<String> {
+    let mut got = Vec::new();
+    wait_until(Duration::from_secs(10), || {
+        got = match mp4_files(dir).pop() {
+            Some(f) => decoded(&ffprobe_frames(&[], &f.to_string_lossy()), 1),
+            None => Vec::new(),
+        };
+        got == want
+    });
+    got
+}
+
 /// A gateway configuration on loopback with HLS (and recording into `rec_dir`).
 fn config(hls_dir: &Path, rec_dir: Option<&Path>) -> Config {
     Config {
-        users: vec![
-            UserConfig::with_password(
-                READER.0,
-                READER.1,
-                &[(Action::Read, ""), (Action::Metrics, "")],
-            )
-            .unwrap(),
-        ],
-        sip_address: "127.0.0.1".into(),
-        sip_port: free_port(),
-        listen_address: "127.0.0.1".into(),
-        rtsp_port: free_port(),
-        metrics_port: free_port(),
-        hls_port: free_port(),
         hls: true,
         hls_dir: hls_dir.to_path_buf(),
         record_dir: rec_dir.map(Path::to_path_buf),
         record_segment_s: 2,
-        simulate: 0,
-        summary_interval_s: 0,
-        ..Config::default()
+        ..loopback_config("127.0.0.1")
     }
 }
 
@@ -178,10 +177,7 @@ fn every_codec_combination_through_rtsp_hls_and_mp4() {
             wait_until(Duration::from_secs(10), || !gw.channels().contains(&id)),
             "{what}: unmounted"
         );
-        let got = match mp4_files(&rec_dir.join(&id)).pop() {
-            Some(f) => decoded(&ffprobe_frames(&[], &f.to_string_lossy()), 1),
-            None => Vec::new(),
-        };
+        let got = last_mp4_codecs(&rec_dir.join(&id), &expect(video_name, hls_audio));
         if got != expect(video_name, hls_audio) {
             failures.push(format!("{what}: MP4 decoded {got:?}"));
         }
@@ -528,10 +524,8 @@ fn stock_and_ffmpeg_muxed_cameras() {
             "{what}: unmounted"
         );
         if i == 0 {
-            let got = match mp4_files(&rec_dir.join(id)).pop() {
-                Some(f) => decoded(&ffprobe_frames(&[], &f.to_string_lossy()), 1),
-                None => Vec::new(),
-            };
+            let want: Vec<String> = hls_codecs.iter().map(|c| c.to_string()).collect();
+            let got = last_mp4_codecs(&rec_dir.join(id), &want);
             if got != hls_codecs {
                 failures.push(format!("{what}: MP4 decoded {got:?}"));
             }

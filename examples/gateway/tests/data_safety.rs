@@ -492,21 +492,7 @@ fn spawn_gateway(extra: &[&str]) -> ChildGateway {
         ),
     )
     .unwrap();
-    let mut child = Command::new(gateway_bin())
-        .args(["--config", conf.to_str().unwrap()])
-        .args([
-            "--sip-address",
-            "127.0.0.1",
-            "--listen-address",
-            "127.0.0.1",
-        ])
-        .args([
-            "--sip-port",
-            &sip.to_string(),
-            "--rtsp-port",
-            &rtsp.to_string(),
-        ])
-        .args(["--metrics-port", &metrics.to_string()])
+    let mut child = gateway_command(&conf, sip, rtsp, metrics)
         .args(["--hls-port", &free_port().to_string(), "--simulate", "1"])
         .args(["--sim-width", "320", "--sim-height", "240"])
         .args(["--sim-bitrate-kbps", "500", "--summary-interval-s", "1"])

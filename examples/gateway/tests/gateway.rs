@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 use gst::prelude::*;
-use gst_ipcam_gateway::auth::{Action, UserConfig, basic_value};
+use gst_ipcam_gateway::auth::basic_value;
 use gst_ipcam_gateway::config::Config;
 use gst_ipcam_gateway::gateway::Gateway;
 use gst_ipcam_gateway::http;
@@ -29,26 +29,11 @@ fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
 
 fn test_config(simulate: u32) -> Config {
     Config {
-        users: vec![
-            UserConfig::with_password(
-                READER.0,
-                READER.1,
-                &[(Action::Read, ""), (Action::Metrics, "")],
-            )
-            .unwrap(),
-        ],
-        sip_address: "127.0.0.1".into(),
-        sip_port: free_port(),
-        listen_address: "127.0.0.1".into(),
-        rtsp_port: free_port(),
-        metrics_port: free_port(),
-        hls_port: free_port(),
         simulate,
         sim_width: 320,
         sim_height: 240,
         sim_bitrate_kbps: 500,
-        summary_interval_s: 0,
-        ..Config::default()
+        ..loopback_config("127.0.0.1")
     }
 }
 

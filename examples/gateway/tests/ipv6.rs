@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 
-use gst_ipcam_gateway::auth::{Action, UserConfig, basic_value};
+use gst_ipcam_gateway::auth::basic_value;
 use gst_ipcam_gateway::config::Config;
 use gst_ipcam_gateway::gateway::Gateway;
 use gst_ipcam_gateway::http;
@@ -22,26 +22,10 @@ fn gateway_over_ipv6_loopback() {
     }
     let hls_dir = scratch("hls-v6");
     let cfg = Config {
-        users: vec![
-            UserConfig::with_password(
-                READER.0,
-                READER.1,
-                &[(Action::Read, ""), (Action::Metrics, "")],
-            )
-            .unwrap(),
-        ],
-        sip_address: "::1".into(),
-        sip_port: free_port(),
-        listen_address: "::1".into(),
         public_host: "::1".into(),
-        rtsp_port: free_port(),
-        metrics_port: free_port(),
-        hls_port: free_port(),
         hls: true,
         hls_dir: hls_dir.clone(),
-        simulate: 0,
-        summary_interval_s: 0,
-        ..Config::default()
+        ..loopback_config("::1")
     };
     let mut gw = Gateway::start(cfg.clone()).expect("gateway starts on ::1");
     let id = "34020000001320000601";

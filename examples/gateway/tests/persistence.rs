@@ -14,7 +14,7 @@ use gst_ipcam_gateway::store::{self, ChannelInfo, Limits, Store, Write};
 use std::io::{BufRead, BufReader, Read, Write as _};
 use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
@@ -43,21 +43,8 @@ impl Drop for Gateway {
 
 impl Gateway {
     fn start(conf: &Path, data: &Path, sip: u16, rtsp: u16, metrics: u16) -> Gateway {
-        let mut child = Command::new(gateway_bin())
-            .args(["--config", conf.to_str().unwrap()])
-            .args([
-                "--sip-address",
-                "127.0.0.1",
-                "--listen-address",
-                "127.0.0.1",
-            ])
-            .args([
-                "--sip-port",
-                &sip.to_string(),
-                "--rtsp-port",
-                &rtsp.to_string(),
-            ])
-            .args(["--metrics-port", &metrics.to_string(), "--simulate", "0"])
+        let mut child = gateway_command(conf, sip, rtsp, metrics)
+            .args(["--simulate", "0"])
             .args(["--summary-interval-s", "0", "--wait-timeout-s", "10"])
             .args(["--data-dir", data.to_str().unwrap()])
             .stdout(Stdio::piped())
@@ -442,21 +429,8 @@ fn unusable_data_dir_stops_the_start_with_a_clear_error() {
         (&not_a_dir, "not a directory"),
     ] {
         let (sip, rtsp, m) = (free_port(), free_port(), free_port());
-        let mut child = Command::new(gateway_bin())
-            .args(["--config", conf.to_str().unwrap()])
-            .args([
-                "--sip-address",
-                "127.0.0.1",
-                "--listen-address",
-                "127.0.0.1",
-            ])
-            .args([
-                "--sip-port",
-                &sip.to_string(),
-                "--rtsp-port",
-                &rtsp.to_string(),
-            ])
-            .args(["--metrics-port", &m.to_string(), "--simulate", "0"])
+        let mut child = gateway_command(&conf, sip, rtsp, m)
+            .args(["--simulate", "0"])
             .args(["--data-dir", data.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

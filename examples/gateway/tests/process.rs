@@ -8,7 +8,7 @@ use gst_ipcam_gateway::auth::UserConfig;
 use gst_ipcam_gateway::sim::wait_until;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -28,21 +28,8 @@ fn gateway_stops_cleanly_on_sigint() {
         ),
     )
     .unwrap();
-    let child = Command::new(gateway_bin())
-        .args(["--config", conf.to_str().unwrap()])
-        .args([
-            "--sip-address",
-            "127.0.0.1",
-            "--listen-address",
-            "127.0.0.1",
-        ])
-        .args([
-            "--sip-port",
-            &sip.to_string(),
-            "--rtsp-port",
-            &rtsp.to_string(),
-        ])
-        .args(["--metrics-port", &metrics.to_string(), "--simulate", "1"])
+    let child = gateway_command(&conf, sip, rtsp, metrics)
+        .args(["--simulate", "1"])
         .args([
             "--sim-width",
             "320",

@@ -14,3 +14,56 @@ pub const READER: (&str, &str) = ("reader", "reader-pw");
 pub fn gateway_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gst-ipcam-gateway"))
 }
+
+/// The gateway binary run with the config file `conf` on loopback, SIP on UDP `sip`, RTSP on
+/// `rtsp` and metrics/API on `metrics`; callers add their own flags.
+pub fn gateway_command(
+    conf: &std::path::Path,
+    sip: u16,
+    rtsp: u16,
+    metrics: u16,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(gateway_bin());
+    cmd.arg("--config")
+        .arg(conf)
+        .args([
+            "--sip-address",
+            "127.0.0.1",
+            "--listen-address",
+            "127.0.0.1",
+        ])
+        .args([
+            "--sip-port",
+            &sip.to_string(),
+            "--rtsp-port",
+            &rtsp.to_string(),
+        ])
+        .args(["--metrics-port", &metrics.to_string()]);
+    cmd
+}
+
+/// A gateway configuration on `host` (`127.0.0.1` or `::1`): the [`READER`] user (read and
+/// metrics everywhere), SIP, RTSP, metrics and HLS on free ports, no simulated camera, no
+/// console summary. Tests change what they need with `Config { .., ..loopback_config(..) }`.
+pub fn loopback_config(host: &str) -> gst_ipcam_gateway::config::Config {
+    use gst_ipcam_gateway::auth::{Action, UserConfig};
+    gst_ipcam_gateway::config::Config {
+        users: vec![
+            UserConfig::with_password(
+                READER.0,
+                READER.1,
+                &[(Action::Read, ""), (Action::Metrics, "")],
+            )
+            .unwrap(),
+        ],
+        sip_address: host.into(),
+        sip_port: free_port(),
+        listen_address: host.into(),
+        rtsp_port: free_port(),
+        metrics_port: free_port(),
+        hls_port: free_port(),
+        simulate: 0,
+        summary_interval_s: 0,
+        ..Default::default()
+    }
+}
