@@ -66,7 +66,7 @@ port=0
 port=0
 [rtp_proxy]
 port=0
-port_range=$((base + 100))-$((base + 100 + 2 * n + 20))
+port_range=$((base + 100))-$((base + 100 + 4 * n + 100))
 EOF
 cleanup() {
     for p in ${clients:-} ${cams:-} ${zlm:-}; do kill -INT "$p" 2>/dev/null || true; done
@@ -89,7 +89,8 @@ for _ in $(seq 1 100); do api getServerConfig >/dev/null 2>&1 && break; sleep 0.
 version=$(api version | json 'd["data"]["branchName"] + " " + d["data"]["commitHash"] + " (" + d["data"]["buildTime"] + ")"' 2>/dev/null || echo "unknown")
 dests=()
 for i in $(seq 1 "$n"); do
-    port=$(api openRtpServer "port=0&tcp_mode=0&stream_id=cam$i" | json 'd["port"]')
+    reply=$(api openRtpServer "port=0&tcp_mode=0&stream_id=cam$i")
+    port=$(echo "$reply" | json 'd["port"]' 2>/dev/null) || { echo "openRtpServer: $reply" >&2; exit 1; }
     dests+=(--rtp-to "127.0.0.1:$port")
 done
 "$target/release/examples/camera-sim" "${dests[@]}" --bitrate-kbps "$kbps" --size "$size" \
@@ -111,11 +112,12 @@ t0=$(date +%s.%N); z0=$(cpu_ticks $zlm)
 sleep "$secs"
 t1=$(date +%s.%N); z1=$(cpu_ticks $zlm)
 zstreams=$(streams) zreaders=$(readers)
+zin=$(api getMediaList "schema=rtsp" | json 'sum(m.get("bytesSpeed", 0) for m in (d.get("data") or [])) * 8 / 1e6' 2>/dev/null || echo 0)
 zcpu=$(echo "($z1 - $z0) * 100 / $hz / ($t1 - $t0)" | bc -l)
 cleanup
 clients="" cams="" zlm=""
 
-echo "ZLMediaKit $version: $zstreams streams, $zreaders RTSP readers, CPU $(printf %.1f "$zcpu") % of a core, $(printf %.3f "$(echo "$zcpu / $n" | bc -l)") % per stream"
+echo "ZLMediaKit $version: $zstreams streams ($(printf %.2f "$zin") Mbit/s in), $zreaders RTSP readers, CPU $(printf %.1f "$zcpu") % of a core, $(printf %.3f "$(echo "$zcpu / $n" | bc -l)") % per stream"
 gwout=$(GW_BENCH_COUNTS=$n GW_BENCH_KBPS=$kbps GW_BENCH_SECONDS=$secs bash benches/gateway.sh)
 echo "$gwout"
 gw_per=$(echo "$gwout" | awk -v n="$n" '$1 == n {print $5}' | tail -1)

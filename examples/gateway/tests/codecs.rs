@@ -112,6 +112,7 @@ fn every_codec_combination_through_rtsp_hls_and_mp4() {
     let rec_dir = scratch("rec");
     let cfg = config(&hls_dir, Some(&rec_dir));
     let mut gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let cfg = gw.config().clone();
     let hls = gw.hls_addr().unwrap();
     let combos: [(Option<&str>, Option<&str>); 11] = [
         (Some("h264"), Some("alaw")),
@@ -200,6 +201,7 @@ fn codec_change_mid_session_is_followed_live() {
     let rec_dir = scratch("rec-change");
     let cfg = config(&hls_dir, Some(&rec_dir));
     let mut gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let cfg = gw.config().clone();
     let hls = gw.hls_addr().unwrap();
     let id = "34020000001320000201";
     // 10 s of H.264 (from the camera's start, INVITE or not), then H.265 for ever.
@@ -294,6 +296,7 @@ fn long_gop_camera_is_asked_for_a_key_frame() {
         ..config(&hls_dir, None)
     };
     let mut gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let cfg = gw.config().clone();
     let id = "34020000001320000301";
     let camera = gst::parse::launch(&format!(
         "videotestsrc is-live=true pattern=ball ! video/x-raw,width=160,height=120,framerate=25/1 \
@@ -429,6 +432,7 @@ fn stock_and_ffmpeg_muxed_cameras() {
     let rec_dir = scratch("rec-stock");
     let cfg = config(&hls_dir, Some(&rec_dir));
     let mut gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let cfg = gw.config().clone();
     let hls = gw.hls_addr().unwrap();
     let ffmpeg_ps = |format: &str, codec: &str| {
         let out = rec_dir.join(format!("camera.{format}.{codec}.ps"));
@@ -550,6 +554,7 @@ fn size_change_keeps_rtsp_viewers_playing() {
         ..config(&hls_dir, None)
     };
     let mut gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let cfg = gw.config().clone();
     let id = "34020000001320000501";
     let small = Clip::encode_with(Some("h264"), None, 160, 120, 200, 6).expect("clip");
     let large = Clip::encode_with(Some("h264"), None, 320, 240, 300, 2).expect("clip");

@@ -40,11 +40,11 @@ fn test_config(simulate: u32) -> Config {
     Config {
         users: vec![reader()],
         sip_address: "127.0.0.1".into(),
-        sip_port: free_port(),
+        sip_port: 0,
         listen_address: "127.0.0.1".into(),
-        rtsp_port: free_port(),
-        metrics_port: free_port(),
-        hls_port: free_port(),
+        rtsp_port: 0,
+        metrics_port: 0,
+        hls_port: 0,
         simulate,
         sim_width: 320,
         sim_height: 240,
@@ -56,6 +56,7 @@ fn test_config(simulate: u32) -> Config {
 
 fn start(cfg: &Config) -> Gateway {
     let gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let cfg = gw.config().clone();
     let want: Vec<String> = (0..cfg.simulate).map(|i| cfg.sim_device_id(i)).collect();
     assert!(
         wait_until(Duration::from_secs(10), || {
@@ -321,6 +322,7 @@ fn forged_catalog_flood_is_capped_and_never_escapes() {
     cfg.max_channels_per_device = 20;
     cfg.wait_timeout_s = 2;
     let gw = start(&cfg);
+    let cfg = gw.config().clone();
     let cam = cfg.sim_device_id(0);
     let maddr = gw.metrics_addr().unwrap();
     assert!(
@@ -435,6 +437,7 @@ fn devices_beyond_the_cap_mount_nothing() {
     let mut cfg = test_config(1);
     cfg.max_devices = 1;
     let gw = start(&cfg);
+    let cfg = gw.config().clone();
     let cam = cfg.sim_device_id(0);
     let maddr = gw.metrics_addr().unwrap();
     let server = SocketAddr::from(([127, 0, 0, 1], cfg.sip_port));
@@ -605,6 +608,7 @@ fn outputs_restart_with_the_camera_session() {
     cfg.stream_timeout_s = 2;
     cfg.wait_timeout_s = 3;
     let gw = start(&cfg);
+    let cfg = gw.config().clone();
     let cam = cfg.sim_device_id(0);
     let maddr = gw.metrics_addr().unwrap();
     let label = format!("name=\"{cam}\"");

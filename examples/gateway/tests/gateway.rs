@@ -39,6 +39,7 @@ fn test_config(simulate: u32) -> Config {
 
 fn start(cfg: Config) -> Gateway {
     let gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let cfg = gw.config().clone();
     let want: Vec<String> = (0..cfg.simulate).map(|i| cfg.sim_device_id(i)).collect();
     assert!(
         wait_until(Duration::from_secs(10), || {

@@ -28,6 +28,7 @@ fn gateway_over_ipv6_loopback() {
         ..loopback_config("::1")
     };
     let mut gw = Gateway::start(cfg.clone()).expect("gateway starts on ::1");
+    let cfg = gw.config().clone();
     let id = "34020000001320000601";
     let clip = Clip::encode_with(Some("h264"), Some("alaw"), 160, 120, 200, 2).expect("clip");
     let cam = SimCamera::start(

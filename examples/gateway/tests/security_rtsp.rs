@@ -62,10 +62,10 @@ fn start_users(max_clients: u32, idle_timeout_s: u64, users: Vec<UserConfig>) ->
     let cfg = Config {
         rtsp_idle_timeout_s: idle_timeout_s,
         sip_address: "127.0.0.1".into(),
-        sip_port: free_port(),
+        sip_port: 0,
         listen_address: "127.0.0.1".into(),
-        rtsp_port: free_port(),
-        metrics_port: free_port(),
+        rtsp_port: 0,
+        metrics_port: 0,
         simulate: 1,
         sim_width: 320,
         sim_height: 240,
@@ -76,6 +76,7 @@ fn start_users(max_clients: u32, idle_timeout_s: u64, users: Vec<UserConfig>) ->
         ..Config::default()
     };
     let gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let cfg = gw.config().clone();
     let ch = cfg.sim_device_id(0);
     assert!(
         wait_until(Duration::from_secs(10), || gw.channels().contains(&ch)),

@@ -191,6 +191,8 @@ impl Gateway {
         };
         let endpoint = Endpoint::obtain(&key, reg)
             .map_err(|e| format!("SIP endpoint {}:{}: {e}", cfg.sip_address, cfg.sip_port))?;
+        // Port 0: the port the endpoint got (elements join it there, cameras are told it).
+        cfg.sip_port = endpoint.local_addr().port();
         // At once, so that the first keepalives after a restart find their binding.
         let restored = match &store {
             Some(st) => restore_from_store(st, &endpoint)?,
@@ -223,6 +225,7 @@ impl Gateway {
             .attach(Some(&ctx))
             .map_err(|e| format!("RTSP server on port {}: {e}", cfg.rtsp_port))?;
         let rtsp_port = u16::try_from(server.bound_port()).unwrap_or(cfg.rtsp_port);
+        cfg.rtsp_port = rtsp_port;
         if let Some(pool) = server.session_pool() {
             // Expired sessions (UDP clients that vanished) are removed, so their media ends.
             let watch = pool.create_watch(Some("session-timeouts"), glib::Priority::DEFAULT, |p| {
@@ -238,6 +241,29 @@ impl Gateway {
                 let _ = ctx.with_thread_default(|| ml.run());
             })
             .map_err(|e| e.to_string())?;
+
+        // The HTTP ports are bound before anything prints or serves a URL with them (port 0:
+        // the ports got are in the configuration from here on).
+        let http_runtime = HttpRuntime::new(2).map_err(|e| format!("HTTP runtime: {e}"))?;
+        let backlog = http_limits(&cfg).backlog;
+        let metrics_listener = HttpServer::bind(
+            &http_runtime,
+            &cfg.metrics_address,
+            cfg.metrics_port,
+            backlog,
+        )
+        .map_err(|e| format!("metrics server on port {}: {e}", cfg.metrics_port))?;
+        cfg.metrics_port = metrics_listener.local_addr().port();
+        let hls_listener = if cfg.hls {
+            let dir = http::files::ServedDir::new(&cfg.hls_dir)
+                .map_err(|e| format!("{}: {e}", cfg.hls_dir.display()))?;
+            let l = HttpServer::bind(&http_runtime, &cfg.listen_address, cfg.hls_port, backlog)
+                .map_err(|e| format!("HLS server on port {}: {e}", cfg.hls_port))?;
+            cfg.hls_port = l.local_addr().port();
+            Some((l, dir))
+        } else {
+            None
+        };
 
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
@@ -290,38 +316,19 @@ impl Gateway {
             }
         });
 
-        let http_runtime = HttpRuntime::new(2).map_err(|e| format!("HTTP runtime: {e}"))?;
         let limits = http_limits(&cfg);
         // One user table (and one failed-attempt limiter) for RTSP and HTTP.
         let auth = http_authorize(shared.rtsp_guard.users().clone());
         let weak = Arc::downgrade(&shared);
         let render: http::routes::Render =
             Arc::new(move || weak.upgrade().map(|sh| metrics::render(&snapshot(&sh))));
-        let metrics_server = HttpServer::start(
-            &http_runtime,
-            &cfg.metrics_address,
-            cfg.metrics_port,
+        let metrics_server = metrics_listener.serve(
             http::routes::metrics_router(render, auth.clone())
                 .merge(crate::api::router(Control::new(&shared), auth.clone())),
             limits.clone(),
-        )
-        .map_err(|e| format!("metrics server on port {}: {e}", cfg.metrics_port))?;
-        let hls_server = if cfg.hls {
-            let dir = http::files::ServedDir::new(&cfg.hls_dir)
-                .map_err(|e| format!("{}: {e}", cfg.hls_dir.display()))?;
-            Some(
-                HttpServer::start(
-                    &http_runtime,
-                    &cfg.listen_address,
-                    cfg.hls_port,
-                    http::routes::hls_router(dir, auth),
-                    limits,
-                )
-                .map_err(|e| format!("HLS server on port {}: {e}", cfg.hls_port))?,
-            )
-        } else {
-            None
-        };
+        );
+        let hls_server = hls_listener
+            .map(|(listener, dir)| listener.serve(http::routes::hls_router(dir, auth), limits));
 
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
@@ -411,6 +418,17 @@ impl Gateway {
             }
         }
         Ok(gw)
+    }
+
+    /// The configuration it runs with, with the ports as bound (a port configured 0: the one
+    /// got).
+    pub fn config(&self) -> &Config {
+        &self.shared.cfg
+    }
+
+    /// The SIP port cameras register to (the one bound when the configuration said 0).
+    pub fn sip_port(&self) -> u16 {
+        self.shared.cfg.sip_port
     }
 
     pub fn rtsp_port(&self) -> u16 {

@@ -107,31 +107,26 @@ pub struct HttpServer {
     refused: Arc<AtomicU64>,
 }
 
-impl HttpServer {
-    pub fn start(
-        rt: &HttpRuntime,
-        host: &str,
-        port: u16,
-        router: Router,
-        limits: Limits,
-    ) -> io::Result<HttpServer> {
-        let addr = (host, port)
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::other(format!("no address for {host}")))?;
-        let handle = rt.handle();
-        let listener = {
-            let _in_runtime = handle.enter();
-            let socket = if addr.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
-            socket.set_reuseaddr(true)?;
-            socket.bind(addr)?;
-            socket.listen(limits.backlog)?
-        };
-        let addr = listener.local_addr()?;
+/// A listening socket not serving yet ([`HttpServer::bind`]): its port is known (port 0
+/// asked: the one got) before the router that needs it is built.
+pub struct Bound {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    handle: Handle,
+}
+
+impl Bound {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves `router` on the socket, within `limits`.
+    pub fn serve(self, router: Router, limits: Limits) -> HttpServer {
+        let Bound {
+            listener,
+            addr,
+            handle,
+        } = self;
         let app = router
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
@@ -149,14 +144,52 @@ impl HttpServer {
             refused.clone(),
             stop_rx,
         ));
-        Ok(HttpServer {
+        HttpServer {
             addr,
             handle,
             stop,
             accept: Some(accept),
             limiter,
             refused,
+        }
+    }
+}
+
+impl HttpServer {
+    /// Binds `host:port` (0: any free port) with a listen queue of `backlog`.
+    pub fn bind(rt: &HttpRuntime, host: &str, port: u16, backlog: u32) -> io::Result<Bound> {
+        let addr = (host, port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::other(format!("no address for {host}")))?;
+        let handle = rt.handle();
+        let listener = {
+            let _in_runtime = handle.enter();
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            socket.listen(backlog)?
+        };
+        let addr = listener.local_addr()?;
+        Ok(Bound {
+            listener,
+            addr,
+            handle,
         })
+    }
+
+    pub fn start(
+        rt: &HttpRuntime,
+        host: &str,
+        port: u16,
+        router: Router,
+        limits: Limits,
+    ) -> io::Result<HttpServer> {
+        Ok(HttpServer::bind(rt, host, port, limits.backlog)?.serve(router, limits))
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -43,7 +43,8 @@ pub fn gateway_command(
 }
 
 /// A gateway configuration on `host` (`127.0.0.1` or `::1`): the [`READER`] user (read and
-/// metrics everywhere), SIP, RTSP, metrics and HLS on free ports, no simulated camera, no
+/// metrics everywhere), SIP, RTSP, metrics and HLS on port 0 (read them back from the running
+/// gateway: `gw.config()`, `gw.metrics_addr()`, `gw.hls_addr()`), no simulated camera, no
 /// console summary. Tests change what they need with `Config { .., ..loopback_config(..) }`.
 pub fn loopback_config(host: &str) -> gst_ipcam_gateway::config::Config {
     use gst_ipcam_gateway::auth::{Action, UserConfig};
@@ -57,11 +58,11 @@ pub fn loopback_config(host: &str) -> gst_ipcam_gateway::config::Config {
             .unwrap(),
         ],
         sip_address: host.into(),
-        sip_port: free_port(),
+        sip_port: 0,
         listen_address: host.into(),
-        rtsp_port: free_port(),
-        metrics_port: free_port(),
-        hls_port: free_port(),
+        rtsp_port: 0,
+        metrics_port: 0,
+        hls_port: 0,
         simulate: 0,
         summary_interval_s: 0,
         ..Default::default()

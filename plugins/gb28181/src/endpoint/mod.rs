@@ -403,7 +403,7 @@ impl Endpoint {
             return Ok(ep.clone());
         }
         let ep = Endpoint::start(key.clone(), config)?;
-        map.insert(key.clone(), ep.clone());
+        map.insert(ep.key().clone(), ep.clone());
         Ok(ep)
     }
 
@@ -455,7 +455,12 @@ impl Endpoint {
                     .spawn(move || dispatch_loop(events_rx, subscribers, stop))?,
             );
         }
-        // Keep `key.port` meaningful when an ephemeral port was asked for.
+        // Keep `key.port` meaningful when an ephemeral port was asked for: the endpoint is
+        // registered (and found by elements) under the port it got.
+        let key = EndpointKey {
+            port: local_addr.port(),
+            ..key
+        };
         let ep = Arc::new_cyclic(|me| Endpoint {
             me: me.clone(),
             key,
