@@ -403,6 +403,9 @@ impl Endpoint {
             return Ok(ep.clone());
         }
         let ep = Endpoint::start(key.clone(), config)?;
+        // Port 0 asked: the process's elements asking port 0 again share this endpoint, and
+        // those given the port it got find it too.
+        map.insert(key.clone(), ep.clone());
         map.insert(ep.key().clone(), ep.clone());
         Ok(ep)
     }
@@ -455,8 +458,7 @@ impl Endpoint {
                     .spawn(move || dispatch_loop(events_rx, subscribers, stop))?,
             );
         }
-        // Keep `key.port` meaningful when an ephemeral port was asked for: the endpoint is
-        // registered (and found by elements) under the port it got.
+        // Keep `key.port` meaningful when an ephemeral port was asked for: the port it got.
         let key = EndpointKey {
             port: local_addr.port(),
             ..key
