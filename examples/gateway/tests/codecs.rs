@@ -14,6 +14,8 @@ use gst_ipcam_gateway::http;
 use gst_ipcam_gateway::sim::{Clip, SimCamera, SimSettings, wait_until};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The codecs ffprobe decoded at least `min` frames of, sorted, once each (MPEG-TS lists its
@@ -300,7 +302,7 @@ fn long_gop_camera_is_asked_for_a_key_frame() {
     let id = "34020000001320000301";
     let camera = gst::parse::launch(&format!(
         "videotestsrc is-live=true pattern=ball ! video/x-raw,width=160,height=120,framerate=25/1 \
-         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=100000 bitrate=200 \
+         ! x264enc name=enc tune=zerolatency speed-preset=ultrafast key-int-max=100000 bitrate=200 \
          ! video/x-h264,profile=baseline ! h264parse config-interval=-1 \
          ! video/x-h264,stream-format=byte-stream,alignment=au ! psmux \
          ! gb28181sink server-ip=127.0.0.1 server-port={} server-id={} device-id={id} \
@@ -310,6 +312,26 @@ fn long_gop_camera_is_asked_for_a_key_frame() {
     .expect("camera pipeline")
     .downcast::<gst::Pipeline>()
     .unwrap();
+    // A viewer joining mid-GOP with no key frame anywhere: the encoder's first (and only)
+    // key frame is dropped (the camera would otherwise send it from its GOP cache at INVITE),
+    // and 75 frames (3 s) have left the encoder when the viewer comes.
+    let frames = Arc::new(AtomicU64::new(0));
+    let counter = frames.clone();
+    camera
+        .by_name("enc")
+        .and_then(|e| e.static_pad("src"))
+        .expect("encoder src pad")
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            let key = info
+                .buffer()
+                .is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT));
+            if n == 0 && key {
+                gst::PadProbeReturn::Drop
+            } else {
+                gst::PadProbeReturn::Ok
+            }
+        });
     let bus = camera.bus().unwrap();
     camera.set_state(gst::State::Playing).expect("camera plays");
     assert!(
@@ -318,9 +340,11 @@ fn long_gop_camera_is_asked_for_a_key_frame() {
             .contains(&id.to_string())),
         "mounted"
     );
-    // The scenario, not a synchronisation: the camera's only key frame (at its start) is
-    // a few seconds old when the viewer comes.
-    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        wait_until(Duration::from_secs(20), || frames.load(Ordering::Relaxed)
+            >= 75),
+        "the camera encodes"
+    );
     let t = Instant::now();
     let url = gw.url_with_credentials(id, READER.0, READER.1);
     let rtsp = ffprobe_frames(&["-rtsp_transport", "tcp", "-read_intervals", "%+2"], &url);
@@ -344,7 +368,9 @@ fn long_gop_camera_is_asked_for_a_key_frame() {
     camera.set_state(gst::State::Null).unwrap();
     gw.stop();
     std::fs::remove_dir_all(&hls_dir).ok();
-    eprintln!("long GOP: {requests} request(s), ffprobe done in {took:?}: {rtsp:?}");
+    eprintln!(
+        "long GOP: {requests} request(s), {asked} reached the camera, ffprobe done in {took:?}: {rtsp:?}"
+    );
     assert!(
         frames_of(&rtsp, "h264") >= 10,
         "decoded after {took:?}: {rtsp:?}"
