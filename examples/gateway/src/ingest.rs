@@ -367,9 +367,15 @@ impl Ingest {
             let _ = old.set_state(gst::State::Null);
             let _ = self.pipeline.remove(&old);
         }
+        // No queue: the source is live and the appsink never prerolls (async=false: a sink
+        // added to the playing pipeline would otherwise make it preroll again, and with one
+        // streaming thread for every stream of the demuxer that deadlocks), and handing the
+        // frames to the subscribers never blocks (their appsrcs queue, bounded and leaky). So
+        // demuxing, parsing and the hand-over run in the source's thread: one thread hand-off
+        // less per frame and two threads less per channel.
         let desc = match parse {
             Some(parse) => format!(
-                "queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! {parse} ! appsink name=sink sync=false emit-signals=false max-buffers=0"
+                "{parse} ! appsink name=sink sync=false async=false emit-signals=false max-buffers=0"
             ),
             None => "fakesink sync=false async=false".to_string(),
         };

@@ -171,7 +171,13 @@ fn every_codec_combination_through_rtsp_hls_and_mp4() {
             None => Vec::new(),
         };
         if got != expect(video_name, hls_audio) {
-            failures.push(format!("{what}: HLS decoded {got:?}"));
+            let size = segment
+                .as_ref()
+                .and_then(|seg| std::fs::metadata(hls_dir.join(&id).join(seg)).ok())
+                .map(|m| m.len());
+            failures.push(format!(
+                "{what}: HLS decoded {got:?} (segment {segment:?}, {size:?} bytes)"
+            ));
         }
 
         // MP4: the camera leaves (BYE, unregister), its recording is finalized and plays.
