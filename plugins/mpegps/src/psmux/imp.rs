@@ -94,6 +94,9 @@ struct State {
     mode_checked: bool,
     /// Set when `non-live-queue` raised the aggregator latency (restored on stop).
     raised_latency: bool,
+    /// Per sink pad name: serialized events received and not yet handled by the aggregator
+    /// thread (see [`PsMux::try_direct`]).
+    queued_events: HashMap<String, u32>,
 }
 
 impl Default for State {
@@ -108,6 +111,7 @@ impl Default for State {
             copied_frames: 0,
             mode_checked: false,
             raised_latency: false,
+            queued_events: HashMap::new(),
         }
     }
 }
@@ -116,6 +120,9 @@ impl Default for State {
 pub struct PsMux {
     settings: Mutex<Settings>,
     state: Mutex<State>,
+    /// Held while muxing and pushing, by `aggregate()` and by the direct path, so output
+    /// keeps the input order whichever thread pushes.
+    push_lock: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -477,9 +484,32 @@ impl ElementImpl for PsMux {
         TEMPLATES.as_ref()
     }
 
+    fn request_new_pad(
+        &self,
+        templ: &gst::PadTemplate,
+        name: Option<&str>,
+        caps: Option<&gst::Caps>,
+    ) -> Option<gst::Pad> {
+        let pad = self.parent_request_new_pad(templ, name, caps)?;
+        lock(&self.state)
+            .queued_events
+            .insert(pad.name().to_string(), 0);
+        pad.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+            |pad, info| {
+                let Some(mux) = pad.parent().and_then(|p| p.downcast::<super::PsMux>().ok()) else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                mux.imp().sink_probe(pad, info)
+            },
+        );
+        Some(pad)
+    }
+
     fn release_pad(&self, pad: &gst::Pad) {
         {
             let mut state = lock(&self.state);
+            state.queued_events.remove(pad.name().as_str());
             if let Some(p) = state.pads.remove(pad.name().as_str()) {
                 gst::info!(CAT, imp = self, "Released stream 0x{:02X}", p.stream_id);
                 state.writer.remove_stream(p.stream_id);
@@ -541,6 +571,12 @@ impl AggregatorImpl for PsMux {
     }
 
     fn sink_event(&self, pad: &gst_base::AggregatorPad, event: gst::Event) -> bool {
+        if event.is_serialized() && event.type_() != gst::EventType::FlushStop {
+            let mut state = lock(&self.state);
+            if let Some(n) = state.queued_events.get_mut(pad.name().as_str()) {
+                *n = n.saturating_sub(1);
+            }
+        }
         if let gst::EventView::Caps(c) = event.view()
             && !self.handle_caps(pad, c.caps())
         {
@@ -559,6 +595,7 @@ impl AggregatorImpl for PsMux {
 
     fn aggregate(&self, timeout: bool) -> Result<gst::FlowSuccess, gst::FlowError> {
         self.check_mode();
+        let _push = lock(&self.push_lock);
         // Mux every buffer already queued (up to MAX_BATCH) and push them as one list: the
         // aggregator's thread hand-off then costs once per batch instead of once per frame.
         let mut list: Option<gst::BufferList> = None;
@@ -595,6 +632,73 @@ impl AggregatorImpl for PsMux {
 }
 
 impl PsMux {
+    /// Sink pad probe: counts serialized events on their way into the aggregator's queue,
+    /// and takes buffers the direct way when [`Self::try_direct`] allows.
+    fn sink_probe(&self, pad: &gst::Pad, info: &mut gst::PadProbeInfo) -> gst::PadProbeReturn {
+        match &info.data {
+            Some(gst::PadProbeData::Event(ev)) => {
+                let mut state = lock(&self.state);
+                let n = state
+                    .queued_events
+                    .entry(pad.name().to_string())
+                    .or_insert(0);
+                match ev.type_() {
+                    // Flushing empties the aggregator's queue without handling its events.
+                    gst::EventType::FlushStop => *n = 0,
+                    _ if ev.is_serialized() => *n += 1,
+                    _ => {}
+                }
+                gst::PadProbeReturn::Ok
+            }
+            Some(gst::PadProbeData::Buffer(_)) => {
+                let Ok(aggpad) = pad.clone().downcast::<gst_base::AggregatorPad>() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let _push = lock(&self.push_lock);
+                if !self.direct_allowed(&aggpad) {
+                    return gst::PadProbeReturn::Ok;
+                }
+                let Some(buffer) = info.take_buffer() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                info.flow_res = match self.mux_buffer(&aggpad, buffer) {
+                    Ok(Some(out)) => self.obj().finish_buffer(out),
+                    Ok(None) => Ok(gst::FlowSuccess::Ok),
+                    Err(err) => Err(err),
+                };
+                gst::PadProbeReturn::Handled
+            }
+            _ => gst::PadProbeReturn::Ok,
+        }
+    }
+
+    /// The direct path: with a single sink pad in a non-live pipeline, a buffer is muxed and
+    /// pushed from the upstream thread that brings it, skipping the aggregator's queue and
+    /// thread hand-off (two context switches a frame). Only when nothing is waiting in the
+    /// aggregator's queue for that pad (no buffer, no unhandled event: caps and segment are
+    /// applied), the aggregator has already pushed its stream-start, caps and segment
+    /// downstream, and its thread is not muxing (the caller holds `push_lock`). Anything
+    /// else takes the aggregator's path.
+    fn direct_allowed(&self, pad: &gst_base::AggregatorPad) -> bool {
+        let obj = self.obj();
+        if obj.num_sink_pads() != 1 || obj.latency().is_some() {
+            return false;
+        }
+        if lock(&self.state)
+            .queued_events
+            .get(pad.name().as_str())
+            .is_none_or(|n| *n > 0)
+        {
+            return false;
+        }
+        if pad.has_buffer() || pad.is_eos() {
+            return false;
+        }
+        let src = obj.src_pad();
+        src.sticky_event::<gst::event::Caps>(0).is_some()
+            && src.sticky_event::<gst::event::Segment>(0).is_some()
+    }
+
     /// Whether a video stream exists or is coming: a pad with video caps, or a pad without
     /// caps yet whose upstream offers video (an encoder that has not output its first frame).
     fn video_expected(&self) -> bool {
