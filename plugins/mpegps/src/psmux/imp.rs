@@ -90,6 +90,8 @@ struct State {
     bytes_out: u64,
     psm_count: u64,
     copied_frames: u64,
+    /// Input buffers muxed on the direct path (see [`PsMux::direct_allowed`]).
+    direct_buffers: u64,
     /// Whether the live-ness of the pipeline was looked at (first aggregate).
     mode_checked: bool,
     /// Set when `non-live-queue` raised the aggregator latency (restored on stop).
@@ -109,6 +111,7 @@ impl Default for State {
             bytes_out: 0,
             psm_count: 0,
             copied_frames: 0,
+            direct_buffers: 0,
             mode_checked: false,
             raised_latency: false,
             queued_events: HashMap::new(),
@@ -234,6 +237,7 @@ impl PsMux {
             .field("bytes", state.bytes_out)
             .field("psm-count", state.psm_count)
             .field("copied-frames", state.copied_frames)
+            .field("direct-buffers", state.direct_buffers)
             .field("dropped-before-start", state.gate.dropped)
             .field("streams", streams)
             .build()
@@ -384,7 +388,7 @@ impl ObjectImpl for PsMux {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("Output buffers and bytes, PSMs written, frames that needed a copy, frames dropped before the first video key frame, and per stream: pad, stream id, codec, buffers, bytes")
+                    .blurb("Output buffers and bytes, PSMs written, frames that needed a copy, input buffers muxed on the direct path (one sink pad, not live: no aggregator thread hand-off), frames dropped before the first video key frame, and per stream: pad, stream id, codec, buffers, bytes")
                     .read_only()
                     .build(),
             ]
@@ -661,24 +665,42 @@ impl PsMux {
                 let Some(buffer) = info.take_buffer() else {
                     return gst::PadProbeReturn::Ok;
                 };
-                info.flow_res = match self.mux_buffer(&aggpad, buffer) {
-                    Ok(Some(out)) => self.obj().finish_buffer(out),
-                    Ok(None) => Ok(gst::FlowSuccess::Ok),
-                    Err(err) => Err(err),
-                };
+                // Buffers the aggregator queued before (while the pipeline started) go
+                // first; only buffers are left in its queue (no unhandled event).
+                let mut res = Ok(gst::FlowSuccess::Ok);
+                let mut direct = 1;
+                while res.is_ok()
+                    && let Some(queued) = aggpad.pop_buffer()
+                {
+                    direct += 1;
+                    res = self.mux_and_push(&aggpad, queued);
+                }
+                info.flow_res = res.and_then(|_| self.mux_and_push(&aggpad, buffer));
+                lock(&self.state).direct_buffers += direct;
                 gst::PadProbeReturn::Handled
             }
             _ => gst::PadProbeReturn::Ok,
         }
     }
 
+    fn mux_and_push(
+        &self,
+        pad: &gst_base::AggregatorPad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        match self.mux_buffer(pad, buffer)? {
+            Some(out) => self.obj().finish_buffer(out),
+            None => Ok(gst::FlowSuccess::Ok),
+        }
+    }
+
     /// The direct path: with a single sink pad in a non-live pipeline, a buffer is muxed and
     /// pushed from the upstream thread that brings it, skipping the aggregator's queue and
-    /// thread hand-off (two context switches a frame). Only when nothing is waiting in the
-    /// aggregator's queue for that pad (no buffer, no unhandled event: caps and segment are
-    /// applied), the aggregator has already pushed its stream-start, caps and segment
-    /// downstream, and its thread is not muxing (the caller holds `push_lock`). Anything
-    /// else takes the aggregator's path.
+    /// thread hand-off (two context switches a frame). Only when no event is waiting in the
+    /// aggregator's queue for that pad (caps and segment are applied; buffers queued before
+    /// are muxed first), the aggregator has already pushed its stream-start, caps and
+    /// segment downstream, and its thread is not muxing (the caller holds `push_lock`).
+    /// Anything else takes the aggregator's path.
     fn direct_allowed(&self, pad: &gst_base::AggregatorPad) -> bool {
         let obj = self.obj();
         if obj.num_sink_pads() != 1 || obj.latency().is_some() {
@@ -691,7 +713,7 @@ impl PsMux {
         {
             return false;
         }
-        if pad.has_buffer() || pad.is_eos() {
+        if pad.is_eos() {
             return false;
         }
         let src = obj.src_pad();
