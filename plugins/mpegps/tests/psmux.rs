@@ -449,3 +449,82 @@ fn fixed_mux_rate_and_timestamp_offset() {
         | (bytes[sh + 8] as u32) >> 1;
     assert_eq!(rb, 10_000);
 }
+
+/// One sink pad, not live (appsrc; the harness answers latency queries as live): once the
+/// aggregator has pushed caps and segment (the first frame), frames are muxed and pushed
+/// from the upstream thread (the direct path) with the same output as the aggregator's
+/// path: order, bytes, headers, times, flags.
+#[test]
+fn single_pad_direct_path_keeps_output() {
+    init();
+    let pipeline = gst::parse::launch(
+        "appsrc name=src format=time ! psmux name=mux ! appsink name=sink sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    src.set_caps(Some(&h264_caps()));
+    pipeline.set_state(gst::State::Playing).unwrap();
+
+    let frames = 60usize;
+    let mut sent = Vec::new();
+    let mut outs = Vec::new();
+    for i in 0..frames {
+        let key = i % 10 == 0;
+        let (buffer, data) = video_buffer(i, 2000 + i * 37, key, i as u64 * 40, i as u64 * 40);
+        src.push_buffer(buffer).unwrap();
+        sent.push((data, key));
+        if i == 0 {
+            // The first frame goes through the aggregator, which negotiates the output.
+            let sample = sink
+                .try_pull_sample(gst::ClockTime::from_seconds(10))
+                .expect("first frame");
+            outs.push(sample.buffer_owned().unwrap());
+        }
+    }
+    src.end_of_stream().unwrap();
+    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
+        outs.push(sample.buffer_owned().unwrap());
+    }
+    assert!(sink.is_eos());
+    let stats = pipeline
+        .by_name("mux")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    pipeline.set_state(gst::State::Null).unwrap();
+
+    assert_eq!(outs.len(), frames, "one output buffer per AU");
+    for (i, ((data, key), out)) in sent.iter().zip(&outs).enumerate() {
+        let (codes, pes) = parse_ps(&bytes_of(out));
+        assert_eq!(codes[0], 0xBA, "pack header first (AU {i})");
+        assert_eq!(
+            codes.contains(&0xBC),
+            *key,
+            "PSM before key frames (AU {i})"
+        );
+        assert_eq!(pes.len(), 1);
+        assert_eq!(&pes[0].payload, data, "AU {i} in order");
+        assert_eq!(pes[0].pts, Some(SECOND_90K + i as u64 * 3600));
+        assert_eq!(
+            out.pts(),
+            Some(gst::ClockTime::from_mseconds(i as u64 * 40))
+        );
+        assert_eq!(out.flags().contains(gst::BufferFlags::DELTA_UNIT), !*key);
+    }
+    assert_eq!(stats.get::<u64>("buffers").unwrap(), frames as u64);
+    assert_eq!(
+        stats.get::<u64>("direct-buffers").unwrap(),
+        frames as u64 - 1,
+        "every frame after the first on the direct path"
+    );
+}

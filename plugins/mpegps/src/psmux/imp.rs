@@ -90,10 +90,15 @@ struct State {
     bytes_out: u64,
     psm_count: u64,
     copied_frames: u64,
+    /// Input buffers muxed on the direct path (see [`PsMux::direct_allowed`]).
+    direct_buffers: u64,
     /// Whether the live-ness of the pipeline was looked at (first aggregate).
     mode_checked: bool,
     /// Set when `non-live-queue` raised the aggregator latency (restored on stop).
     raised_latency: bool,
+    /// Per sink pad name: serialized events received and not yet handled by the aggregator
+    /// thread (see [`PsMux::try_direct`]).
+    queued_events: HashMap<String, u32>,
 }
 
 impl Default for State {
@@ -106,8 +111,10 @@ impl Default for State {
             bytes_out: 0,
             psm_count: 0,
             copied_frames: 0,
+            direct_buffers: 0,
             mode_checked: false,
             raised_latency: false,
+            queued_events: HashMap::new(),
         }
     }
 }
@@ -116,6 +123,9 @@ impl Default for State {
 pub struct PsMux {
     settings: Mutex<Settings>,
     state: Mutex<State>,
+    /// Held while muxing and pushing, by `aggregate()` and by the direct path, so output
+    /// keeps the input order whichever thread pushes.
+    push_lock: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -227,6 +237,7 @@ impl PsMux {
             .field("bytes", state.bytes_out)
             .field("psm-count", state.psm_count)
             .field("copied-frames", state.copied_frames)
+            .field("direct-buffers", state.direct_buffers)
             .field("dropped-before-start", state.gate.dropped)
             .field("streams", streams)
             .build()
@@ -377,7 +388,7 @@ impl ObjectImpl for PsMux {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("Output buffers and bytes, PSMs written, frames that needed a copy, frames dropped before the first video key frame, and per stream: pad, stream id, codec, buffers, bytes")
+                    .blurb("Output buffers and bytes, PSMs written, frames that needed a copy, input buffers muxed on the direct path (one sink pad, not live: no aggregator thread hand-off), frames dropped before the first video key frame, and per stream: pad, stream id, codec, buffers, bytes")
                     .read_only()
                     .build(),
             ]
@@ -477,9 +488,32 @@ impl ElementImpl for PsMux {
         TEMPLATES.as_ref()
     }
 
+    fn request_new_pad(
+        &self,
+        templ: &gst::PadTemplate,
+        name: Option<&str>,
+        caps: Option<&gst::Caps>,
+    ) -> Option<gst::Pad> {
+        let pad = self.parent_request_new_pad(templ, name, caps)?;
+        lock(&self.state)
+            .queued_events
+            .insert(pad.name().to_string(), 0);
+        pad.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+            |pad, info| {
+                let Some(mux) = pad.parent().and_then(|p| p.downcast::<super::PsMux>().ok()) else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                mux.imp().sink_probe(pad, info)
+            },
+        );
+        Some(pad)
+    }
+
     fn release_pad(&self, pad: &gst::Pad) {
         {
             let mut state = lock(&self.state);
+            state.queued_events.remove(pad.name().as_str());
             if let Some(p) = state.pads.remove(pad.name().as_str()) {
                 gst::info!(CAT, imp = self, "Released stream 0x{:02X}", p.stream_id);
                 state.writer.remove_stream(p.stream_id);
@@ -541,6 +575,12 @@ impl AggregatorImpl for PsMux {
     }
 
     fn sink_event(&self, pad: &gst_base::AggregatorPad, event: gst::Event) -> bool {
+        if event.is_serialized() && event.type_() != gst::EventType::FlushStop {
+            let mut state = lock(&self.state);
+            if let Some(n) = state.queued_events.get_mut(pad.name().as_str()) {
+                *n = n.saturating_sub(1);
+            }
+        }
         if let gst::EventView::Caps(c) = event.view()
             && !self.handle_caps(pad, c.caps())
         {
@@ -559,6 +599,7 @@ impl AggregatorImpl for PsMux {
 
     fn aggregate(&self, timeout: bool) -> Result<gst::FlowSuccess, gst::FlowError> {
         self.check_mode();
+        let _push = lock(&self.push_lock);
         // Mux every buffer already queued (up to MAX_BATCH) and push them as one list: the
         // aggregator's thread hand-off then costs once per batch instead of once per frame.
         let mut list: Option<gst::BufferList> = None;
@@ -595,6 +636,91 @@ impl AggregatorImpl for PsMux {
 }
 
 impl PsMux {
+    /// Sink pad probe: counts serialized events on their way into the aggregator's queue,
+    /// and takes buffers the direct way when [`Self::try_direct`] allows.
+    fn sink_probe(&self, pad: &gst::Pad, info: &mut gst::PadProbeInfo) -> gst::PadProbeReturn {
+        match &info.data {
+            Some(gst::PadProbeData::Event(ev)) => {
+                let mut state = lock(&self.state);
+                let n = state
+                    .queued_events
+                    .entry(pad.name().to_string())
+                    .or_insert(0);
+                match ev.type_() {
+                    // Flushing empties the aggregator's queue without handling its events.
+                    gst::EventType::FlushStop => *n = 0,
+                    _ if ev.is_serialized() => *n += 1,
+                    _ => {}
+                }
+                gst::PadProbeReturn::Ok
+            }
+            Some(gst::PadProbeData::Buffer(_)) => {
+                let Ok(aggpad) = pad.clone().downcast::<gst_base::AggregatorPad>() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let _push = lock(&self.push_lock);
+                if !self.direct_allowed(&aggpad) {
+                    return gst::PadProbeReturn::Ok;
+                }
+                let Some(buffer) = info.take_buffer() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                // Buffers the aggregator queued before (while the pipeline started) go
+                // first; only buffers are left in its queue (no unhandled event).
+                let mut res = Ok(gst::FlowSuccess::Ok);
+                let mut direct = 1;
+                while res.is_ok()
+                    && let Some(queued) = aggpad.pop_buffer()
+                {
+                    direct += 1;
+                    res = self.mux_and_push(&aggpad, queued);
+                }
+                info.flow_res = res.and_then(|_| self.mux_and_push(&aggpad, buffer));
+                lock(&self.state).direct_buffers += direct;
+                gst::PadProbeReturn::Handled
+            }
+            _ => gst::PadProbeReturn::Ok,
+        }
+    }
+
+    fn mux_and_push(
+        &self,
+        pad: &gst_base::AggregatorPad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        match self.mux_buffer(pad, buffer)? {
+            Some(out) => self.obj().finish_buffer(out),
+            None => Ok(gst::FlowSuccess::Ok),
+        }
+    }
+
+    /// The direct path: with a single sink pad in a non-live pipeline, a buffer is muxed and
+    /// pushed from the upstream thread that brings it, skipping the aggregator's queue and
+    /// thread hand-off (two context switches a frame). Only when no event is waiting in the
+    /// aggregator's queue for that pad (caps and segment are applied; buffers queued before
+    /// are muxed first), the aggregator has already pushed its stream-start, caps and
+    /// segment downstream, and its thread is not muxing (the caller holds `push_lock`).
+    /// Anything else takes the aggregator's path.
+    fn direct_allowed(&self, pad: &gst_base::AggregatorPad) -> bool {
+        let obj = self.obj();
+        if obj.num_sink_pads() != 1 || obj.latency().is_some() {
+            return false;
+        }
+        if lock(&self.state)
+            .queued_events
+            .get(pad.name().as_str())
+            .is_none_or(|n| *n > 0)
+        {
+            return false;
+        }
+        if pad.is_eos() {
+            return false;
+        }
+        let src = obj.src_pad();
+        src.sticky_event::<gst::event::Caps>(0).is_some()
+            && src.sticky_event::<gst::event::Segment>(0).is_some()
+    }
+
     /// Whether a video stream exists or is coming: a pad with video caps, or a pad without
     /// caps yet whose upstream offers video (an encoder that has not output its first frame).
     fn video_expected(&self) -> bool {

@@ -349,8 +349,14 @@ impl RtspInterleavedParse {
             None
         };
         let mut outputs = std::mem::take(&mut state.outputs);
-        let mut lists: Vec<(StreamKey, gst::Pad, Vec<gst::Buffer>)> = Vec::new();
+        // One list per pad, in order of first packet; a chunk rarely feeds more than a few.
+        let mut lists: Vec<(StreamKey, gst::Pad, gst::BufferList)> = Vec::new();
         let mut messages = Vec::new();
+        // The input's single memory, shared per packet without going through
+        // gst_buffer_copy_region (its general path costs more than the packet itself).
+        let input_mem = input
+            .filter(|b| b.n_memory() == 1)
+            .map(|b| b.peek_memory(0));
         for out in outputs.drain(..) {
             match out {
                 Output::Packet {
@@ -368,6 +374,16 @@ impl RtspInterleavedParse {
                         })
                         .flatten();
                     let mut buffer = match (data, input) {
+                        (Data::Input(range), Some(_))
+                            if input_mem.is_some_and(|m| range.end <= m.size()) =>
+                        {
+                            let mem = input_mem.expect("checked").share(range);
+                            let mut b = gst::Buffer::new();
+                            b.get_mut()
+                                .expect("new buffer is writable")
+                                .append_memory(mem);
+                            b
+                        }
                         (Data::Input(range), Some(input)) => {
                             match input.copy_region(gst::BufferCopyFlags::MEMORY, range) {
                                 Ok(b) => b,
@@ -402,6 +418,10 @@ impl RtspInterleavedParse {
                     stream.packets += 1;
                     let no_clock =
                         !use_upstream && kind == PacketKind::Rtp && stream.clock.is_none();
+                    let pad = match lists.iter().any(|(k, ..)| *k == key) {
+                        true => None,
+                        false => Some(stream.pad.clone()),
+                    };
                     if let Some(pts) = pts
                         && !use_upstream
                     {
@@ -415,12 +435,15 @@ impl RtspInterleavedParse {
                             "No clock-rate for channel {channel}: packets go out without times"
                         );
                     }
-                    match lists.iter_mut().find(|(k, ..)| *k == key) {
-                        Some((_, _, bufs)) => bufs.push(buffer),
+                    match pad {
+                        Some(pad) => {
+                            let mut list = gst::BufferList::new_sized(64);
+                            list.get_mut().expect("new list is writable").add(buffer);
+                            lists.push((key, pad, list));
+                        }
                         None => {
-                            let pad = state.streams.get(&key).map(|s| s.pad.clone());
-                            if let Some(pad) = pad {
-                                lists.push((key, pad, vec![buffer]));
+                            if let Some((.., list)) = lists.iter_mut().find(|(k, ..)| *k == key) {
+                                list.get_mut().expect("list owned here").add(buffer);
                             }
                         }
                     }
@@ -456,15 +479,12 @@ impl RtspInterleavedParse {
         }
 
         let mut result = Ok(gst::FlowSuccess::Ok);
-        for (_, pad, bufs) in lists {
-            let res = if bufs.len() == 1 {
-                pad.push(bufs.into_iter().next().expect("one buffer"))
+        for (_, pad, list) in lists {
+            let res = if list.len() == 1 {
+                let buffer = list.get_owned(0).expect("one buffer");
+                drop(list);
+                pad.push(buffer)
             } else {
-                let mut list = gst::BufferList::new_sized(bufs.len());
-                let l = list.get_mut().expect("new list is writable");
-                for b in bufs {
-                    l.add(b);
-                }
                 pad.push_list(list)
             };
             let combined = self.lock_state().flow.update_pad_flow(&pad, res);
