@@ -103,6 +103,8 @@ struct Shared {
     /// queries sent (SN → device) whose answers are stored.
     store: Option<StoreSender>,
     device_info_queries: Mutex<HashMap<u32, String>>,
+    /// WebRTC (WHEP) readers.
+    webrtc: Arc<crate::webrtc::Sessions>,
 }
 
 /// The running gateway.
@@ -256,6 +258,11 @@ impl Gateway {
             latency_at: Mutex::new(None),
             store: store_worker.as_ref().map(StoreWorker::sender),
             device_info_queries: Mutex::new(HashMap::new()),
+            webrtc: crate::webrtc::Sessions::new(crate::webrtc::Settings {
+                max_sessions: cfg.webrtc_max_sessions as usize,
+                connect_timeout: Duration::from_secs(cfg.webrtc_connect_timeout_s),
+                stream_timeout: Duration::from_secs(u64::from(cfg.wait_timeout_s.max(1)) + 5),
+            }),
         });
 
         // Per-client byte counts start when the client's PLAY is answered.
@@ -302,7 +309,9 @@ impl Gateway {
             &cfg.metrics_address,
             cfg.metrics_port,
             http::routes::metrics_router(render, auth.clone())
-                .merge(crate::api::router(Control::new(&shared), auth.clone())),
+                .merge(crate::api::router(Control::new(&shared), auth.clone()))
+                .merge(whep_router(&shared, auth.clone()))
+                .merge(crate::web::router()),
             limits.clone(),
         )
         .map_err(|e| format!("metrics server on port {}: {e}", cfg.metrics_port))?;
@@ -539,6 +548,7 @@ impl Gateway {
             .shared
             .server
             .client_filter(Some(&mut |_, _| gst_rtsp_server::RTSPFilterResult::Remove));
+        self.shared.webrtc.end_all();
         // Every camera session ends (BYE), whoever still used it.
         let ingests: Vec<Arc<Ingest>> = lock(&self.shared.channels)
             .values_mut()
@@ -580,6 +590,17 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `POST /<channel>/whep` and the session resources (see [`crate::webrtc`]).
+fn whep_router(sh: &Arc<Shared>, auth: Authorize) -> axum::Router {
+    let hooks: Arc<dyn ChannelHooks> = Arc::new(Hooks {
+        shared: Arc::downgrade(sh),
+    });
+    let ids = sh.ids.clone();
+    let check_id: crate::webrtc::routes::CheckId =
+        Arc::new(move |id| ids.check(id).map_err(|e| format!("{}: {e}", printable(id))));
+    crate::webrtc::routes::router(sh.webrtc.clone(), hooks, check_id, auth)
 }
 
 fn http_limits(cfg: &Config) -> Limits {

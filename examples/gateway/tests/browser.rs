@@ -1,0 +1,276 @@
+//! The web page and WHEP in a real headless Chromium (Debian's `chromium`), driven over the
+//! Chrome DevTools Protocol: the page lists the simulated camera, "play" gives a <video>
+//! whose RTCPeerConnection decodes frames, the time from the click to the first decoded
+//! frame is printed, and glass-to-glass latency is measured from the capture time the
+//! simulated camera draws into its pictures. Everything runs on 127.0.0.1.
+
+mod common;
+use common::*;
+
+use gst_ipcam_gateway::auth::{Action, UserConfig};
+use gst_ipcam_gateway::config::Config;
+use gst_ipcam_gateway::gateway::Gateway;
+use gst_ipcam_gateway::sim::wait_until;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tungstenite::{Message, WebSocket};
+
+const ADMIN: (&str, &str) = ("admin", "admin-pw");
+
+/// Chromium on its own profile, its DevTools address read back from stderr.
+struct Chromium {
+    _child: ChildGuard,
+    /// `ws://127.0.0.1:<port>/devtools/browser/<id>`
+    ws_url: String,
+    _profile: std::path::PathBuf,
+}
+
+fn chromium() -> Chromium {
+    let bin = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .unwrap_or_else(|| panic!("no chromium: run `make deps` (apt package chromium)"));
+    let profile = scratch("chromium-profile");
+    let mut child = Command::new(bin)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--remote-debugging-port=0",
+            "--remote-debugging-address=127.0.0.1",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--autoplay-policy=no-user-gesture-required",
+            "--use-fake-ui-for-media-stream",
+            // ICE on 127.0.0.1 (Chromium leaves loopback out otherwise), host addresses not
+            // hidden behind mDNS names.
+            "--allow-loopback-in-peer-connection",
+            "--disable-features=WebRtcHideLocalIpsWithMdns",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("about:blank")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("chromium starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let child = ChildGuard(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("DevTools listening on ").nth(1) {
+                let _ = tx.send(rest.trim().to_string());
+            }
+        }
+    });
+    let ws_url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("chromium prints its DevTools address");
+    Chromium {
+        _child: child,
+        ws_url,
+        _profile: profile,
+    }
+}
+
+/// A DevTools session with a new page (flat session over the browser's websocket).
+struct Page {
+    ws: WebSocket<TcpStream>,
+    next_id: u64,
+    session: Option<String>,
+}
+
+impl Page {
+    fn open(c: &Chromium) -> Page {
+        let host = c
+            .ws_url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        assert!(host.starts_with("127.0.0.1:"), "{}", c.ws_url);
+        let stream = TcpStream::connect(&host).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let (ws, _) = tungstenite::client(c.ws_url.as_str(), stream).expect("DevTools websocket");
+        let mut page = Page {
+            ws,
+            next_id: 1,
+            session: None,
+        };
+        let target = page.call("Target.createTarget", json!({ "url": "about:blank" }));
+        let attached = page.call(
+            "Target.attachToTarget",
+            json!({ "targetId": target["targetId"], "flatten": true }),
+        );
+        page.session = attached["sessionId"].as_str().map(str::to_string);
+        page
+    }
+
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut msg = json!({ "id": id, "method": method, "params": params });
+        if let Some(s) = &self.session {
+            msg["sessionId"] = json!(s);
+        }
+        self.ws.send(Message::text(msg.to_string())).unwrap();
+        loop {
+            let m = self.ws.read().expect("DevTools answer");
+            let Message::Text(t) = m else { continue };
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["id"] == id {
+                if let Some(e) = v.get("error") {
+                    panic!("{method}: {e}");
+                }
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluates `expr` in the page (awaiting a promise), its value as JSON.
+    fn eval(&mut self, expr: &str) -> Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            json!({ "expression": expr, "awaitPromise": true, "returnByValue": true }),
+        );
+        if let Some(e) = r.get("exceptionDetails") {
+            panic!("{expr}: {e}");
+        }
+        r["result"]["value"].clone()
+    }
+}
+
+fn config() -> Config {
+    Config {
+        users: vec![
+            UserConfig::with_password(ADMIN.0, ADMIN.1, &[(Action::Api, ""), (Action::Read, "")])
+                .unwrap(),
+        ],
+        sip_address: "127.0.0.1".into(),
+        sip_port: free_port(),
+        listen_address: "127.0.0.1".into(),
+        metrics_address: "127.0.0.1".into(),
+        public_host: "127.0.0.1".into(),
+        rtsp_port: free_port(),
+        metrics_port: 0,
+        hls_port: 0,
+        simulate: 1,
+        sim_width: 320,
+        sim_height: 240,
+        sim_bitrate_kbps: 500,
+        summary_interval_s: 0,
+        ..Config::default()
+    }
+}
+
+/// Logs in on the page and waits until it lists `channel`.
+fn log_in(page: &mut Page, base: &str, channel: &str) {
+    page.call("Page.enable", json!({}));
+    page.call("Page.navigate", json!({ "url": format!("{base}/") }));
+    assert!(
+        wait_until(Duration::from_secs(10), || page.eval(
+            "document.readyState === 'complete' && !!document.getElementById('login')"
+        ) == json!(true)),
+        "the page loads"
+    );
+    page.eval(&format!(
+        "document.getElementById('user').value = '{}'; document.getElementById('pass').value = '{}'; \
+         document.getElementById('login').requestSubmit(); true",
+        ADMIN.0, ADMIN.1
+    ));
+    let sel = format!("li.channel[data-id='{channel}']");
+    assert!(
+        wait_until(Duration::from_secs(15), || page
+            .eval(&format!("!!document.querySelector(\"{sel}\")"))
+            == json!(true)),
+        "the page lists the channel: {}",
+        page.eval("document.body.innerText")
+    );
+}
+
+/// Clicks the channel and play; resolves with the ms from the click to the first decoded
+/// frame (getStats framesDecoded > 0), or an error text.
+const PLAY_AND_TIME: &str = r#"
+(async (channel) => {
+  document.querySelector(`li.channel[data-id='${channel}']`).click();
+  const t0 = performance.now();
+  document.getElementById('play').click();
+  while (performance.now() - t0 < 20000) {
+    await new Promise((r) => setTimeout(r, 10));
+    if (!window.gw.pc) continue;
+    const stats = await window.gw.pc.getStats();
+    for (const s of stats.values()) {
+      if (s.type === 'inbound-rtp' && s.kind === 'video' && s.framesDecoded > 0) {
+        return { ms: performance.now() - t0, frames: s.framesDecoded };
+      }
+    }
+  }
+  return { error: document.getElementById('error').textContent, state: window.gw.pc ? window.gw.pc.connectionState : 'none' };
+})"#;
+
+#[test]
+fn chromium_plays_the_simulated_camera_over_whep() {
+    let _g = serial();
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let gw = Gateway::start(config()).expect("gateway starts");
+    assert!(
+        wait_until(Duration::from_secs(10), || !gw.channels().is_empty()),
+        "the simulated camera is mounted"
+    );
+    let channel = gw.channels()[0].clone();
+    let device = gw.cameras()[0].device_id.clone();
+    let base = format!("http://{}", gw.metrics_addr().unwrap());
+    let browser = chromium();
+    let mut page = Page::open(&browser);
+    log_in(&mut page, &base, &channel);
+    assert_eq!(
+        page.eval(&format!(
+            "!!document.querySelector(\"li.device[data-id='{device}'] .online\")"
+        )),
+        json!(true),
+        "the device is listed online"
+    );
+
+    let t = Instant::now();
+    let r = page.eval(&format!("{PLAY_AND_TIME}('{channel}')"));
+    let ms = r["ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no frame decoded: {r}"));
+    println!(
+        "browser: click to first decoded frame {ms:.0} ms ({} frames)",
+        r["frames"]
+    );
+    assert!(ms < 10_000.0, "first frame after {ms} ms");
+    assert!(t.elapsed() < Duration::from_secs(30));
+
+    // The reader is listed as a WebRTC session; "stop" ends it (DELETE).
+    assert!(
+        wait_until(Duration::from_secs(5), || gw
+            .snapshot()
+            .webrtc_sessions
+            .len()
+            == 1),
+        "a WebRTC reader in the snapshot"
+    );
+    page.eval("document.getElementById('stop').click(); true");
+    assert!(
+        wait_until(Duration::from_secs(5), || gw
+            .snapshot()
+            .webrtc_sessions
+            .is_empty()),
+        "the WebRTC reader ended"
+    );
+}
