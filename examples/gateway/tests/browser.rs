@@ -274,3 +274,101 @@ fn chromium_plays_the_simulated_camera_over_whep() {
         "the WebRTC reader ended"
     );
 }
+
+/// Once frames are decoding: reads the capture time the camera drew into each presented
+/// frame (requestVideoFrameCallback → canvas) and compares it with Date.now(); resolves with
+/// the latencies in ms of `n` frames.
+const MEASURE_LATENCY: &str = r#"
+(async (n, block, columns, bits) => {
+  const v = document.getElementById('video');
+  const c = document.createElement('canvas');
+  c.width = v.videoWidth; c.height = v.videoHeight;
+  const g = c.getContext('2d', { willReadFrequently: true });
+  const out = [];
+  const t0 = performance.now();
+  while (out.length < n && performance.now() - t0 < 30000) {
+    await new Promise((resolve) => v.requestVideoFrameCallback(() => resolve()));
+    const now = Date.now();
+    g.drawImage(v, 0, 0);
+    const px = g.getImageData(0, 0, columns * block, (bits / columns) * block).data;
+    let code = 0;
+    for (let bit = 0; bit < bits; bit++) {
+      const x = (bit % columns) * block + block / 2, y = Math.floor(bit / columns) * block + block / 2;
+      code = code * 2 + (px[(y * columns * block + x) * 4] > 128 ? 1 : 0);
+    }
+    const lat = ((now % 4294967296) - code + 4294967296) % 4294967296;
+    out.push(lat);
+  }
+  return out;
+})"#;
+
+#[test]
+fn glass_to_glass_latency_in_chromium_is_under_500_ms() {
+    use gst_ipcam_gateway::sim::{
+        SimCamera, SimSettings, TIME_CODE_BITS, TIME_CODE_BLOCK, TIME_CODE_COLUMNS,
+    };
+    let _g = serial();
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let cfg = Config {
+        simulate: 0,
+        ..config()
+    };
+    let gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let device = cfg.sim_device_id(0);
+    let cam = SimCamera::start_time_coded(
+        &SimSettings {
+            server_ip: "127.0.0.1".into(),
+            server_port: gw.endpoint().local_addr().port(),
+            server_id: cfg.server_id.clone(),
+            device_id: device.clone(),
+            password: cfg.password.clone(),
+            audio: true,
+        },
+        320,
+        240,
+        500,
+    )
+    .expect("time-coded camera");
+    assert!(
+        wait_until(Duration::from_secs(10), || !gw.channels().is_empty()),
+        "the camera is mounted"
+    );
+    let channel = gw.channels()[0].clone();
+    let browser = chromium();
+    let mut page = Page::open(&browser);
+    log_in(
+        &mut page,
+        &format!("http://{}", gw.metrics_addr().unwrap()),
+        &channel,
+    );
+    let r = page.eval(&format!("{PLAY_AND_TIME}('{channel}')"));
+    let ms = r["ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no frame decoded: {r}"));
+    println!("browser (live encoder): click to first decoded frame {ms:.0} ms");
+    // The first second plays the cached GOP out: measure after it.
+    page.eval("new Promise((r) => setTimeout(() => r(true), 2000))");
+    let n = 75;
+    let v = page.eval(&format!(
+        "{MEASURE_LATENCY}({n}, {TIME_CODE_BLOCK}, {TIME_CODE_COLUMNS}, {TIME_CODE_BITS})"
+    ));
+    let mut lat: Vec<f64> = v
+        .as_array()
+        .expect("latencies")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    assert_eq!(lat.len(), n, "{v}");
+    lat.sort_by(f64::total_cmp);
+    let (median, max) = (lat[lat.len() / 2], lat[lat.len() - 1]);
+    println!(
+        "browser: glass-to-glass latency over {n} frames: median {median:.0} ms, max {max:.0} ms, min {:.0} ms",
+        lat[0]
+    );
+    assert!(median < 500.0, "median latency {median} ms: {lat:?}");
+    // Every code read back is a time near now (a misread picture would be far off).
+    assert!(max < 1000.0, "max latency {max} ms: {lat:?}");
+    drop(page);
+    drop(browser);
+    cam.stop();
+}
