@@ -156,8 +156,12 @@ impl Page {
 fn config() -> Config {
     Config {
         users: vec![
-            UserConfig::with_password(ADMIN.0, ADMIN.1, &[(Action::Api, ""), (Action::Read, "")])
-                .unwrap(),
+            UserConfig::with_password(
+                ADMIN.0,
+                ADMIN.1,
+                &[(Action::Api, ""), (Action::Read, ""), (Action::Metrics, "")],
+            )
+            .unwrap(),
         ],
         sip_address: "127.0.0.1".into(),
         sip_port: free_port(),
@@ -371,4 +375,308 @@ fn glass_to_glass_latency_in_chromium_is_under_500_ms() {
     drop(page);
     drop(browser);
     cam.stop();
+}
+
+/// A browser-like offer (recvonly H.264 + PCMA/PCMU) from a peer that will never connect.
+fn offer(video_pm: u8) -> String {
+    format!(
+        "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+         a=msid-semantic: WMS\r\n\
+         m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+         a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+         a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
+         a=setup:actpass\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n\
+         a=rtpmap:102 H264/90000\r\n\
+         a=fmtp:102 level-asymmetry-allowed=1;packetization-mode={video_pm};profile-level-id=42e01f\r\n\
+         a=candidate:1 1 udp 2122260223 127.0.0.1 9 typ host\r\n\
+         m=audio 9 UDP/TLS/RTP/SAVPF 0 8\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+         a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+         a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
+         a=setup:actpass\r\na=mid:1\r\na=recvonly\r\na=rtcp-mux\r\n\
+         a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+    )
+}
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// One HTTP/1.1 request over loopback (`Connection: close`).
+fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    // A refused body may not be read at all: the answer still comes.
+    let _ = s.write_all(body);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Reply {
+        status: head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+/// Hostile and careless WHEP clients over loopback: no or wrong credentials, bad IDs, huge,
+/// garbage or codec-less offers, more sessions than allowed, peers that never connect, wrong
+/// session tokens. Each is refused or bounded, and the gateway keeps answering.
+#[test]
+fn whep_refuses_hostile_offers_and_bounds_sessions() {
+    let _g = serial();
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let mut cfg = config();
+    cfg.webrtc_max_sessions = 2;
+    cfg.webrtc_connect_timeout_s = 2;
+    cfg.users.push(
+        UserConfig::with_password(
+            "other",
+            "other-pw",
+            &[(Action::Read, "3402000000132999999")],
+        )
+        .unwrap(),
+    );
+    let gw = Gateway::start(cfg).expect("gateway starts");
+    assert!(wait_until(Duration::from_secs(10), || !gw
+        .channels()
+        .is_empty()));
+    let channel = gw.channels()[0].clone();
+    let addr = gw.metrics_addr().unwrap();
+    let admin = gst_ipcam_gateway::auth::basic_value(ADMIN.0, ADMIN.1);
+    let other = gst_ipcam_gateway::auth::basic_value("other", "other-pw");
+    let sdp = ("Content-Type", "application/sdp");
+    let whep = format!("/{channel}/whep");
+    let good = offer(1);
+    let post = |auth: &str, path: &str, body: &[u8]| {
+        http(addr, "POST", path, &[sdp, ("Authorization", auth)], body)
+    };
+    let is_json = |r: &Reply| {
+        r.head.to_ascii_lowercase().contains("application/json")
+            && serde_json::from_str::<Value>(&r.body).is_ok_and(|v| v["message"].is_string())
+    };
+
+    // Who may: nobody without credentials (401 + challenge), not a user without `read` here.
+    let r = http(addr, "POST", &whep, &[sdp], good.as_bytes());
+    assert_eq!(r.status, 401, "{}", r.head);
+    assert!(
+        r.head
+            .to_ascii_lowercase()
+            .contains("www-authenticate: basic")
+    );
+    assert!(is_json(&r));
+    assert_eq!(post(&other, &whep, good.as_bytes()).status, 403);
+    // IDs are checked before anything: traversal or junk is 400.
+    for bad in [
+        "/abc/whep",
+        "/..%2F..%2Fetc/whep",
+        "/340200000013200000011/whep",
+    ] {
+        let r = post(&admin, bad, good.as_bytes());
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert!(is_json(&r));
+    }
+    // Bodies: wrong type 415, oversized 413, garbage 400, nothing in common 406.
+    let r = http(
+        addr,
+        "POST",
+        &whep,
+        &[("Content-Type", "text/plain"), ("Authorization", &admin)],
+        good.as_bytes(),
+    );
+    assert_eq!(r.status, 415);
+    let huge = format!("{good}{}", "a=x\r\n".repeat(200_000));
+    let r = post(&admin, &whep, huge.as_bytes());
+    assert_eq!(r.status, 413, "{}", r.body);
+    for garbage in [
+        &b"hello"[..],
+        b"v=0\r\nm=video x\r\n",
+        b"\xff\xfe\x00v=0",
+        b"",
+    ] {
+        let r = post(&admin, &whep, garbage);
+        assert_eq!(r.status, 400, "{:?}: {}", garbage, r.body);
+        assert!(is_json(&r));
+    }
+    let r = post(&admin, &whep, offer(0).as_bytes());
+    assert_eq!(r.status, 406, "{}", r.body);
+    assert!(is_json(&r));
+    // No trickle: PATCH is 405.
+    let r = http(
+        addr,
+        "PATCH",
+        &format!("{whep}/0123"),
+        &[("Authorization", &admin)],
+        b"",
+    );
+    assert_eq!(r.status, 405);
+
+    // At most webrtc_max_sessions at once: the third offer is 503.
+    let a = post(&admin, &whep, good.as_bytes());
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert!(
+        a.head
+            .to_ascii_lowercase()
+            .contains("content-type: application/sdp")
+    );
+    assert!(a.body.starts_with("v=0"), "{}", a.body);
+    assert!(
+        a.body.contains("a=candidate"),
+        "no candidates in the answer: {}",
+        a.body
+    );
+    assert!(a.body.contains("H264/90000"), "{}", a.body);
+    // Host candidates on loopback only (webrtc_local_addresses), UDP, no STUN/TURN.
+    for l in a.body.lines().filter(|l| l.starts_with("a=candidate")) {
+        assert!(
+            l.contains(" UDP ") && l.contains(" 127.0.0.1 ") && l.ends_with("typ host"),
+            "{l}"
+        );
+    }
+    let location = a
+        .head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("location:")
+                .then(|| l[9..].trim().to_string())
+        })
+        .expect("Location");
+    assert!(location.starts_with(&format!("{whep}/")), "{location}");
+    let b = post(&admin, &whep, good.as_bytes());
+    assert_eq!(b.status, 201, "{}", b.body);
+    let c = post(&admin, &whep, good.as_bytes());
+    assert_eq!(c.status, 503, "{}", c.body);
+    assert!(is_json(&c));
+    let snap = gw.snapshot();
+    assert_eq!(snap.webrtc_sessions.len(), 2);
+    assert_eq!(snap.webrtc_refused, 1);
+    // The API lists them as webrtc readers, with their user.
+    let list = http(
+        addr,
+        "GET",
+        "/v1/sessions",
+        &[("Authorization", &admin)],
+        b"",
+    );
+    let list: Value = serde_json::from_str(&list.body).unwrap();
+    let webrtc: Vec<&Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["protocol"] == "webrtc")
+        .collect();
+    assert_eq!(webrtc.len(), 2, "{list}");
+    assert_eq!(webrtc[0]["user"], "admin");
+    // A wrong token ends nothing; the right one ends its session; the API kicks the other.
+    let r = http(
+        addr,
+        "DELETE",
+        &format!("{whep}/00000000000000000000000000000000"),
+        &[("Authorization", &admin)],
+        b"",
+    );
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        http(addr, "DELETE", &location, &[("Authorization", &other)], b"").status,
+        403
+    );
+    assert_eq!(
+        http(addr, "DELETE", &location, &[("Authorization", &admin)], b"").status,
+        200
+    );
+    assert_eq!(gw.snapshot().webrtc_sessions.len(), 1);
+    let n = webrtc
+        .iter()
+        .map(|s| s["id"].as_u64().unwrap())
+        .find(|n| {
+            gw.snapshot()
+                .webrtc_sessions
+                .iter()
+                .any(|s| s.id == n.to_string())
+        })
+        .unwrap();
+    let r = http(
+        addr,
+        "DELETE",
+        &format!("/v1/sessions/{n}"),
+        &[("Authorization", &admin)],
+        b"",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert!(gw.snapshot().webrtc_sessions.is_empty());
+
+    // Peers that never connect are ended after webrtc_connect_timeout_s.
+    for _ in 0..2 {
+        assert_eq!(post(&admin, &whep, good.as_bytes()).status, 201);
+    }
+    let t = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .snapshot()
+            .webrtc_sessions
+            .is_empty()),
+        "unconnected WebRTC readers are ended"
+    );
+    println!("unconnected WHEP sessions ended after {:?}", t.elapsed());
+    // And the gateway still serves: a new offer is answered.
+    assert_eq!(post(&admin, &whep, good.as_bytes()).status, 201);
+    let m = http(addr, "GET", "/metrics", &[("Authorization", &admin)], b"");
+    assert!(
+        m.body.contains("webrtc_sessions_refused_total 1"),
+        "{}",
+        m.body
+    );
+}
+
+/// An H.265 channel is not sent over WebRTC: 406 with a message naming HLS.
+#[test]
+fn whep_answers_h265_channels_with_use_hls() {
+    let _g = serial();
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let cfg = Config {
+        sim_codec: "h265".into(),
+        ..config()
+    };
+    let gw = Gateway::start(cfg).expect("gateway starts");
+    assert!(wait_until(Duration::from_secs(10), || !gw
+        .channels()
+        .is_empty()));
+    let channel = gw.channels()[0].clone();
+    let admin = gst_ipcam_gateway::auth::basic_value(ADMIN.0, ADMIN.1);
+    let r = http(
+        gw.metrics_addr().unwrap(),
+        "POST",
+        &format!("/{channel}/whep"),
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", &admin),
+        ],
+        offer(1).as_bytes(),
+    );
+    assert_eq!(r.status, 406, "{}", r.body);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert!(v["message"].as_str().unwrap().contains("HLS"), "{v}");
+    assert!(gw.snapshot().webrtc_sessions.is_empty());
 }

@@ -80,6 +80,9 @@ pub struct Settings {
     /// End a WebRTC reader not connected (or disconnected) for S seconds (1-600)
     #[arg(long, value_name = "S")]
     pub webrtc_connect_timeout_s: Option<u64>,
+    /// Local addresses WebRTC gathers ICE candidates on (comma-separated IPs)
+    #[arg(long, value_name = "IPS")]
+    pub webrtc_local_addresses: Option<String>,
     /// Host printed in URLs
     #[arg(long, value_name = "HOST")]
     pub public_host: Option<String>,

@@ -49,6 +49,10 @@ pub struct Config {
     /// disconnected this long) is ended.
     #[serde(deserialize_with = "file::bounded::<_, _, 1, 600>")]
     pub webrtc_connect_timeout_s: u64,
+    /// Local addresses WebRTC readers gather ICE candidates on (comma-separated IPs; the
+    /// answer carries host candidates of these only, no STUN/TURN). Add the address browsers
+    /// reach the gateway at (e.g. its LAN address) to serve them beyond this machine.
+    pub webrtc_local_addresses: String,
     /// Readers and publishers (`[[users]]` tables of the config file; none: nobody is let in).
     #[serde(skip_serializing, deserialize_with = "file::users")]
     pub users: Vec<UserConfig>,
@@ -138,6 +142,7 @@ impl Default for Config {
             rtsp_idle_timeout_s: 30,
             webrtc_max_sessions: 64,
             webrtc_connect_timeout_s: 10,
+            webrtc_local_addresses: "127.0.0.1".into(),
             users: Vec::new(),
             public_host: "127.0.0.1".into(),
             rtsp_port: 8554,

@@ -140,6 +140,7 @@ impl Gateway {
         }
         cfg.public_host = gstgb28181::core::addr::bracketed(&cfg.public_host);
         let users = Arc::new(Users::from_config(&cfg.users, crate::auth::REALM)?);
+        let webrtc_addresses = crate::webrtc::parse_local_addresses(&cfg.webrtc_local_addresses)?;
         if users.is_empty() {
             eprintln!(
                 "[gateway] no [[users]] in the configuration: every RTSP and HTTP request will be refused"
@@ -262,6 +263,7 @@ impl Gateway {
                 max_sessions: cfg.webrtc_max_sessions as usize,
                 connect_timeout: Duration::from_secs(cfg.webrtc_connect_timeout_s),
                 stream_timeout: Duration::from_secs(u64::from(cfg.wait_timeout_s.max(1)) + 5),
+                local_addresses: webrtc_addresses,
             }),
         });
 

@@ -25,13 +25,32 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub const FIRST_NUMBER: u64 = 1 << 40;
 
 /// Limits of the WebRTC readers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub max_sessions: usize,
     /// A peer not connected this long after the answer, or disconnected this long, ends.
     pub connect_timeout: Duration,
     /// How long a viewer waits for the camera's streams.
     pub stream_timeout: Duration,
+    /// The addresses ICE candidates are gathered on.
+    pub local_addresses: Vec<std::net::IpAddr>,
+}
+
+/// `webrtc_local_addresses`: comma-separated IP addresses, at least one, at most 16.
+pub fn parse_local_addresses(s: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    let v: Vec<std::net::IpAddr> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            gstgb28181::core::addr::parse_ip(a)
+                .ok_or_else(|| format!("webrtc_local_addresses: {a:?} is not an IP address"))
+        })
+        .collect::<Result<_, _>>()?;
+    if v.is_empty() || v.len() > 16 {
+        return Err("webrtc_local_addresses: 1 to 16 IP addresses".into());
+    }
+    Ok(v)
 }
 
 /// One listed WebRTC reader.
@@ -163,11 +182,11 @@ impl Sessions {
             }
         };
         let (session, answer) = Session::start(
+            &self.settings.local_addresses,
             channel,
             ingest,
             hooks,
-            streams.video.as_ref(),
-            streams.audio.as_ref(),
+            &streams,
             &plan,
             body,
         )
@@ -332,5 +351,19 @@ fn watch(sessions: Weak<Sessions>, entry: Arc<Entry>, timeout: Duration) {
             s.end(entry.number);
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn local_addresses_are_ips() {
+        let v = super::parse_local_addresses("127.0.0.1, ::1,[::1]").unwrap();
+        assert_eq!(v.len(), 3);
+        for bad in ["", "localhost", "127.0.0.1,x", "1.2.3.4.5"] {
+            assert!(super::parse_local_addresses(bad).is_err(), "{bad}");
+        }
+        let many = vec!["127.0.0.1"; 17].join(",");
+        assert!(super::parse_local_addresses(&many).is_err());
     }
 }

@@ -6,7 +6,7 @@
 
 use super::offer::{Codec, Plan};
 use crate::factory::{CAT, ChannelHooks, MediaCounters};
-use crate::ingest::{Ingest, Kind};
+use crate::ingest::{Ingest, Kind, Streams};
 use gst::prelude::*;
 use gst_webrtc::WebRTCPeerConnectionState as Pc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,11 +49,11 @@ impl Session {
     /// Builds the viewer for `plan` and answers `offer`. `ingest` is held by the caller
     /// (released here once subscribed or on failure paths by [`end`](Self::end)).
     pub fn start(
+        local_addresses: &[std::net::IpAddr],
         channel: &str,
         ingest: Arc<Ingest>,
         hooks: Arc<dyn ChannelHooks>,
-        video: Option<&gst::Caps>,
-        audio: Option<&gst::Caps>,
+        streams: &Streams,
         plan: &Plan,
         offer: &[u8],
     ) -> Result<(Arc<Session>, String), String> {
@@ -63,6 +63,18 @@ impl Session {
             .build()
             .map_err(|e| format!("webrtcbin: {e} (is gstreamer1.0-nice installed?)"))?;
         pipeline.add(&webrtcbin).map_err(|e| e.to_string())?;
+        let (video, audio) = (streams.video.as_ref(), streams.audio.as_ref());
+        // Host candidates on the configured addresses only (libnice would take every
+        // interface but loopback), over UDP.
+        let ice = webrtcbin.property::<gst_webrtc::WebRTCICE>("ice-agent");
+        for a in local_addresses {
+            if !ice.emit_by_name::<bool>("add-local-ip-address", &[&a.to_string()]) {
+                return Err(format!("ICE: cannot use local address {a}"));
+            }
+        }
+        if ice.has_property("ice-tcp") {
+            ice.set_property("ice-tcp", false);
+        }
         let counters = Arc::new(MediaCounters::default());
         let mut srcs = Vec::new();
         let mut parts: Vec<(Kind, &gst::Caps, String, gst::Caps)> = Vec::new();
