@@ -372,9 +372,21 @@ fn glass_to_glass_latency_in_chromium_is_under_500_ms() {
     assert!(median < 500.0, "median latency {median} ms: {lat:?}");
     // Every code read back is a time near now (a misread picture would be far off).
     assert!(max < 1000.0, "max latency {max} ms: {lat:?}");
-    drop(page);
-    drop(browser);
+    // The camera goes away: its WebRTC reader ends with it.
+    assert_eq!(gw.snapshot().webrtc_sessions.len(), 1);
     cam.stop();
+    let t = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(15), || gw
+            .snapshot()
+            .webrtc_sessions
+            .is_empty()),
+        "the WebRTC reader ends when the channel's camera leaves"
+    );
+    println!(
+        "WebRTC reader ended {:?} after the camera left",
+        t.elapsed()
+    );
 }
 
 /// A browser-like offer (recvonly H.264 + PCMA/PCMU) from a peer that will never connect.

@@ -41,6 +41,8 @@ pub struct Session {
     srcs: Vec<(Kind, gst_app::AppSrc)>,
     subscriptions: Mutex<Option<Vec<u64>>>,
     pub counters: Arc<MediaCounters>,
+    /// A stream got end-of-stream from the ingest.
+    stream_ended: Arc<AtomicBool>,
     ended: AtomicBool,
     pub started: Instant,
 }
@@ -76,6 +78,7 @@ impl Session {
             ice.set_property("ice-tcp", false);
         }
         let counters = Arc::new(MediaCounters::default());
+        let stream_ended = Arc::new(AtomicBool::new(false));
         let mut srcs = Vec::new();
         let mut parts: Vec<(Kind, &gst::Caps, String, gst::Caps)> = Vec::new();
         if let (Some((pt, plid)), Some(caps)) = (plan.video, video) {
@@ -123,6 +126,19 @@ impl Session {
                 .and_then(|s| s.downcast::<gst_app::AppSrc>().ok())
                 .ok_or("no appsrc")?;
             src.set_caps(Some(caps));
+            // The ingest ends its subscribers with end-of-stream (the channel went away);
+            // webrtcbin does not turn that into a bus message.
+            if let Some(pad) = src.static_pad("src") {
+                let flag = stream_ended.clone();
+                pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+                    if let Some(gst::PadProbeData::Event(e)) = &info.data
+                        && e.type_() == gst::EventType::Eos
+                    {
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                    gst::PadProbeReturn::Ok
+                });
+            }
             if let Some(pad) = bin.by_name("pay").and_then(|p| p.static_pad("src")) {
                 counters.watch(&pad);
             }
@@ -152,6 +168,7 @@ impl Session {
             srcs,
             subscriptions: Mutex::new(None),
             counters,
+            stream_ended,
             ended: AtomicBool::new(false),
             started: Instant::now(),
         });
@@ -233,16 +250,17 @@ impl Session {
         self.webrtcbin.property::<Pc>("connection-state")
     }
 
-    /// End-of-stream or an error on the pipeline (the channel went away).
+    /// End-of-stream from the ingest (the channel went away) or an error on the pipeline;
+    /// waits at most `wait` for one.
     pub fn pipeline_over(&self, wait: Duration) -> bool {
         let Some(bus) = self.pipeline.bus() else {
             return true;
         };
-        bus.timed_pop_filtered(
+        let msg = bus.timed_pop_filtered(
             gst::ClockTime::from_nseconds(wait.as_nanos() as u64),
             &[gst::MessageType::Error, gst::MessageType::Eos],
-        )
-        .is_some()
+        );
+        msg.is_some() || self.stream_ended.load(Ordering::SeqCst)
     }
 
     pub fn is_ended(&self) -> bool {
