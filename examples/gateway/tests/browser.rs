@@ -692,3 +692,38 @@ fn whep_answers_h265_channels_with_use_hls() {
     assert!(v["message"].as_str().unwrap().contains("HLS"), "{v}");
     assert!(gw.snapshot().webrtc_sessions.is_empty());
 }
+
+/// One address cannot take every WebRTC reader: at most `http_max_connections_per_ip` of
+/// them (429 beyond), the gateway's cap on HTTP connections per address.
+#[test]
+fn whep_caps_sessions_per_address() {
+    let _g = serial();
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let mut cfg = config();
+    cfg.webrtc_max_sessions = 10;
+    cfg.http_max_connections_per_ip = 2;
+    let gw = Gateway::start(cfg).expect("gateway starts");
+    assert!(wait_until(Duration::from_secs(10), || !gw
+        .channels()
+        .is_empty()));
+    let whep = format!("/{}/whep", gw.channels()[0]);
+    let admin = gst_ipcam_gateway::auth::basic_value(ADMIN.0, ADMIN.1);
+    let post = || {
+        http(
+            gw.metrics_addr().unwrap(),
+            "POST",
+            &whep,
+            &[
+                ("Content-Type", "application/sdp"),
+                ("Authorization", &admin),
+            ],
+            offer(1).as_bytes(),
+        )
+    };
+    assert_eq!(post().status, 201);
+    assert_eq!(post().status, 201);
+    let r = post();
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("from this address"), "{}", r.body);
+    assert_eq!(gw.snapshot().webrtc_sessions.len(), 2);
+}

@@ -28,6 +28,8 @@ pub const FIRST_NUMBER: u64 = 1 << 40;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub max_sessions: usize,
+    /// Readers from one IP address at most (the HTTP per-address connection cap).
+    pub max_per_ip: usize,
     /// A peer not connected this long after the answer, or disconnected this long, ends.
     pub connect_timeout: Duration,
     /// How long a viewer waits for the camera's streams.
@@ -105,6 +107,11 @@ impl WhepError {
     }
 }
 
+/// The address part of `ip:port` (as the sessions keep it).
+fn remote_ip(remote: &str) -> Option<std::net::IpAddr> {
+    remote.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
+}
+
 fn random_token() -> String {
     let mut b = [0u8; 16];
     if getrandom::fill(&mut b).is_err() {
@@ -147,8 +154,31 @@ impl Sessions {
                 ),
             )
         };
-        if lock(&self.entries).len() >= self.settings.max_sessions {
-            return Err(full());
+        let ip = remote_ip(&remote);
+        let per_ip = |entries: &HashMap<u64, Arc<Entry>>| {
+            entries
+                .values()
+                .filter(|e| remote_ip(&e.remote) == ip)
+                .count()
+        };
+        let per_ip_full = || {
+            self.refused_full.fetch_add(1, Ordering::Relaxed);
+            WhepError::new(
+                429,
+                format!(
+                    "{} WebRTC readers from this address already (http_max_connections_per_ip)",
+                    self.settings.max_per_ip
+                ),
+            )
+        };
+        {
+            let entries = lock(&self.entries);
+            if entries.len() >= self.settings.max_sessions {
+                return Err(full());
+            }
+            if per_ip(&entries) >= self.settings.max_per_ip {
+                return Err(per_ip_full());
+            }
         }
         let ingest = hooks
             .ingest(channel)
@@ -207,10 +237,17 @@ impl Sessions {
         {
             let mut entries = lock(&self.entries);
             // Checked again: others may have started meanwhile.
-            if entries.len() >= self.settings.max_sessions {
+            let refused = if entries.len() >= self.settings.max_sessions {
+                Some(full())
+            } else if per_ip(&entries) >= self.settings.max_per_ip {
+                Some(per_ip_full())
+            } else {
+                None
+            };
+            if let Some(e) = refused {
                 drop(entries);
                 entry.session.end();
-                return Err(full());
+                return Err(e);
             }
             entries.insert(number, entry.clone());
         }
