@@ -7,6 +7,7 @@
 mod common;
 use common::*;
 
+use gst::prelude::*;
 use gst_ipcam_gateway::auth::{Action, UserConfig};
 use gst_ipcam_gateway::config::Config;
 use gst_ipcam_gateway::gateway::Gateway;
@@ -269,6 +270,34 @@ fn chromium_plays_the_simulated_camera_over_whep() {
             == 1),
         "a WebRTC reader in the snapshot"
     );
+    // The page lists the reader (the sessions API) with its protocol.
+    assert!(
+        wait_until(Duration::from_secs(10), || page
+            .eval("document.getElementById('sessions').innerText")
+            .as_str()
+            .is_some_and(|t| t.contains("webrtc") && t.contains(ADMIN.0))),
+        "the page lists the WebRTC reader: {}",
+        page.eval("document.getElementById('sessions').innerText")
+    );
+    // A PTZ button reaches the camera as a DeviceControl MESSAGE (its sink posts it).
+    let bus = gw.cameras()[0].pipeline().bus().unwrap();
+    page.eval("document.querySelector(\"#ptz button[data-ptz='{\\\"tilt\\\":\\\"up\\\"}']\").click(); true");
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut ptz = None;
+    while ptz.is_none() && Instant::now() < end {
+        let Some(m) = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(200),
+            &[gst::MessageType::Element],
+        ) else {
+            continue;
+        };
+        ptz = m
+            .structure()
+            .filter(|s| s.name() == "gb28181-ptz")
+            .and_then(|s| s.get::<String>("command").ok());
+    }
+    let cmd = ptz.expect("the camera received the PTZ command");
+    assert_eq!(&cmd[6..8], "08", "tilt up: {cmd}");
     page.eval("document.getElementById('stop').click(); true");
     assert!(
         wait_until(Duration::from_secs(5), || gw
