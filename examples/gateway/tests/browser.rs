@@ -230,7 +230,11 @@ const PLAY_AND_TIME: &str = r#"
 fn chromium_plays_the_simulated_camera_over_whep() {
     let _g = serial();
     gst_ipcam_gateway::gateway::init().unwrap();
-    let gw = Gateway::start(config()).expect("gateway starts");
+    let cfg = Config {
+        webrtc_connect_timeout_s: 2,
+        ..config()
+    };
+    let gw = Gateway::start(cfg).expect("gateway starts");
     assert!(
         wait_until(Duration::from_secs(10), || !gw.channels().is_empty()),
         "the simulated camera is mounted"
@@ -306,6 +310,27 @@ fn chromium_plays_the_simulated_camera_over_whep() {
             .is_empty()),
         "the WebRTC reader ended"
     );
+
+    // A peer that stays is kept past webrtc_connect_timeout_s (its RTCP says it is there);
+    // one that goes away without DELETE (tab closed) is ended after it.
+    let r = page.eval(&format!("{PLAY_AND_TIME}('{channel}')"));
+    assert!(r["ms"].is_f64(), "{r}");
+    page.eval("new Promise((r) => setTimeout(() => r(true), 5000))");
+    assert_eq!(
+        gw.snapshot().webrtc_sessions.len(),
+        1,
+        "a live peer is kept"
+    );
+    page.eval("window.gw.pc.close(); window.gw.location = null; true");
+    let t = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(15), || gw
+            .snapshot()
+            .webrtc_sessions
+            .is_empty()),
+        "a vanished peer is ended"
+    );
+    println!("vanished WebRTC peer ended after {:?}", t.elapsed());
 }
 
 /// Once frames are decoding: reads the capture time the camera drew into each presented

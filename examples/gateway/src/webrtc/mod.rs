@@ -352,8 +352,9 @@ impl Sessions {
     }
 }
 
-/// Ends the session when its pipeline ends (the channel went away), when ICE fails, or when
-/// the peer is not connected for `timeout` (never connected, or disconnected).
+/// Ends the session when its pipeline ends (the channel went away), when ICE fails, when
+/// the peer is not connected for `timeout` (never connected, or disconnected), or when it
+/// sent no RTCP for `timeout` (gone without DELETE).
 fn watch(sessions: Weak<Sessions>, entry: Arc<Entry>, timeout: Duration) {
     let mut unconnected_since = Some(Instant::now());
     loop {
@@ -369,7 +370,9 @@ fn watch(sessions: Weak<Sessions>, entry: Arc<Entry>, timeout: Duration) {
             Pc::Closed => Some("closed"),
             Pc::Connected => {
                 unconnected_since = None;
-                None
+                // Connected but silent: the peer went away without a word.
+                let heard = entry.session.last_rtcp().unwrap_or(entry.session.started);
+                (now.saturating_duration_since(heard) >= timeout).then_some("no RTCP from the peer")
             }
             _ => {
                 let since = *unconnected_since.get_or_insert(now);

@@ -43,6 +43,8 @@ pub struct Session {
     pub counters: Arc<MediaCounters>,
     /// A stream got end-of-stream from the ingest.
     stream_ended: Arc<AtomicBool>,
+    /// When the peer's RTCP last came.
+    last_rtcp: Arc<Mutex<Option<Instant>>>,
     ended: AtomicBool,
     pub started: Instant,
 }
@@ -76,6 +78,20 @@ impl Session {
         }
         if ice.has_property("ice-tcp") {
             ice.set_property("ice-tcp", false);
+        }
+        // The peer's RTCP (receiver reports, about every second from browsers) says it is
+        // still there: a browser tab closed without DELETE sends none, and libnice as the
+        // controlled agent never notices.
+        let last_rtcp = Arc::new(Mutex::new(None::<Instant>));
+        if let Some(rtpbin) = webrtcbin
+            .downcast_ref::<gst::Bin>()
+            .and_then(|b| b.by_name("rtpbin"))
+        {
+            let last = last_rtcp.clone();
+            rtpbin.connect("on-ssrc-active", false, move |_| {
+                *lock(&last) = Some(Instant::now());
+                None
+            });
         }
         let counters = Arc::new(MediaCounters::default());
         let stream_ended = Arc::new(AtomicBool::new(false));
@@ -169,6 +185,7 @@ impl Session {
             subscriptions: Mutex::new(None),
             counters,
             stream_ended,
+            last_rtcp,
             ended: AtomicBool::new(false),
             started: Instant::now(),
         });
@@ -261,6 +278,11 @@ impl Session {
             &[gst::MessageType::Error, gst::MessageType::Eos],
         );
         msg.is_some() || self.stream_ended.load(Ordering::SeqCst)
+    }
+
+    /// When the peer last sent RTCP (None: never).
+    pub fn last_rtcp(&self) -> Option<Instant> {
+        *lock(&self.last_rtcp)
     }
 
     pub fn is_ended(&self) -> bool {
