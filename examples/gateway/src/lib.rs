@@ -16,6 +16,8 @@ pub mod outputs;
 pub mod rtsp_auth;
 pub mod sim;
 pub mod store;
+pub mod web;
+pub mod webrtc;
 
 /// Ctrl-C / SIGTERM, as a flag the programs poll (async-signal-safe: the handler only stores).
 pub mod signals {

@@ -1,6 +1,6 @@
 //! A snapshot of the gateway's figures and its Prometheus text rendering, with
 //! MediaMTX-style names (`paths`, `paths_bytes_received`, `paths_bytes_sent`, `rtsp_conns`,
-//! `rtsp_sessions`, `rtsp_sessions_bytes_sent`, `hls_muxers`) plus `gb28181_*` figures of
+//! `rtsp_sessions`, `rtsp_sessions_bytes_sent`, `webrtc_sessions`, `hls_muxers`) plus `gb28181_*` figures of
 //! the GB28181 side. GStreamer-free.
 
 use std::fmt::Write;
@@ -56,6 +56,8 @@ pub struct SessionStat {
     pub packets_lost: Option<i64>,
     pub jitter_ms: Option<f64>,
     pub round_trip_ms: Option<f64>,
+    /// The user it authenticated as (WebRTC readers; empty when not known).
+    pub user: String,
 }
 
 /// The SIP endpoint's counters of refused and suspicious requests.
@@ -90,6 +92,11 @@ pub struct Snapshot {
     /// Persistence (`--data-dir`): failed transactions, and writes dropped (queue full, caps).
     pub store_errors: u64,
     pub store_dropped: u64,
+    /// WebRTC (WHEP) readers (`transport` = `webrtc`), and their totals: bytes sent by every
+    /// reader so far, offers refused because `webrtc_max_sessions` were running.
+    pub webrtc_sessions: Vec<SessionStat>,
+    pub webrtc_bytes_total: u64,
+    pub webrtc_refused: u64,
 }
 
 impl Snapshot {
@@ -103,19 +110,24 @@ impl Snapshot {
         self.paths.iter().map(|p| p.bitrate_in_bps).sum()
     }
     pub fn bitrate_out_bps(&self) -> u64 {
-        self.sessions.iter().map(|s| s.bitrate_bps).sum()
+        self.sessions
+            .iter()
+            .chain(&self.webrtc_sessions)
+            .map(|s| s.bitrate_bps)
+            .sum()
     }
 
     /// The console's one-line summary.
     pub fn summary(&self) -> String {
         format!(
-            "devices {} (online {}) | streams {}/{} | rtsp clients {} (sessions {}) | in {:.2} Mbit/s | out {:.2} Mbit/s | lost {}",
+            "devices {} (online {}) | streams {}/{} | rtsp clients {} (sessions {}) | webrtc {} | in {:.2} Mbit/s | out {:.2} Mbit/s | lost {}",
             self.devices.len(),
             self.devices_online(),
             self.streams_active(),
             self.paths.len(),
             self.rtsp_conns,
             self.sessions.len(),
+            self.webrtc_sessions.len(),
             self.bitrate_in_bps() as f64 / 1e6,
             self.bitrate_out_bps() as f64 / 1e6,
             self.paths.iter().map(|p| p.packets_lost).sum::<u64>(),
@@ -458,6 +470,62 @@ pub fn render(s: &Snapshot) -> String {
             let _ = writeln!(o, "rtsp_sessions_round_trip_ms{{{}}} {v:.3}", lbl(x));
         }
     }
+    // WebRTC readers, named as MediaMTX names its `webrtc_sessions*`.
+    let wlbl = |x: &SessionStat| {
+        format!(
+            "id=\"{}\",state=\"read\",path=\"{}\",remote=\"{}\",user=\"{}\"",
+            esc(&x.id),
+            esc(&x.path),
+            esc(&x.remote),
+            esc(&x.user)
+        )
+    };
+    help(&mut o, "webrtc_sessions", "gauge", "WebRTC (WHEP) readers");
+    for x in &s.webrtc_sessions {
+        let _ = writeln!(o, "webrtc_sessions{{{}}} 1", wlbl(x));
+    }
+    help(
+        &mut o,
+        "webrtc_sessions_bytes_sent",
+        "counter",
+        "RTP payload bytes sent to the reader",
+    );
+    for x in &s.webrtc_sessions {
+        let _ = writeln!(
+            o,
+            "webrtc_sessions_bytes_sent{{{}}} {}",
+            wlbl(x),
+            x.bytes_sent
+        );
+    }
+    help(
+        &mut o,
+        "webrtc_sessions_bitrate_sent",
+        "gauge",
+        "Bits per second sent to the reader",
+    );
+    for x in &s.webrtc_sessions {
+        let _ = writeln!(
+            o,
+            "webrtc_sessions_bitrate_sent{{{}}} {}",
+            wlbl(x),
+            x.bitrate_bps
+        );
+    }
+    help(
+        &mut o,
+        "webrtc_bytes_sent_total",
+        "counter",
+        "RTP payload bytes sent to WebRTC readers, ended ones included",
+    );
+    let _ = writeln!(o, "webrtc_bytes_sent_total {}", s.webrtc_bytes_total);
+    help(
+        &mut o,
+        "webrtc_sessions_refused_total",
+        "counter",
+        "WHEP offers refused because webrtc_max_sessions readers were running",
+    );
+    let _ = writeln!(o, "webrtc_sessions_refused_total {}", s.webrtc_refused);
     o
 }
 
@@ -518,8 +586,37 @@ mod tests {
             mounts_refused: 3,
             store_errors: 4,
             store_dropped: 0,
+            webrtc_sessions: vec![SessionStat {
+                id: "1099511627776".into(),
+                path: "a".into(),
+                remote: "127.0.0.1:5000".into(),
+                transport: "webrtc".into(),
+                bytes_sent: 555,
+                bitrate_bps: 8000,
+                user: "alice".into(),
+                ..Default::default()
+            }],
+            webrtc_bytes_total: 9999,
+            webrtc_refused: 2,
         };
         let t = render(&s);
+        assert_eq!(
+            find_samples(&t, "webrtc_sessions", "user=\"alice\""),
+            vec![1.0]
+        );
+        assert_eq!(
+            find_samples(&t, "webrtc_sessions_bytes_sent", "path=\"a\""),
+            vec![555.0]
+        );
+        assert_eq!(
+            find_samples(&t, "webrtc_bytes_sent_total", ""),
+            vec![9999.0]
+        );
+        assert_eq!(
+            find_samples(&t, "webrtc_sessions_refused_total", ""),
+            vec![2.0]
+        );
+        assert!(s.summary().contains("webrtc 1"), "{}", s.summary());
         assert_eq!(find_samples(&t, "gateway_mounts_refused", ""), vec![3.0]);
         assert_eq!(
             find_samples(&t, "gateway_store_errors_total", ""),

@@ -320,6 +320,69 @@ impl SimCamera {
         })
     }
 
+    /// A camera that encodes live (H.264) and draws its capture time into every picture
+    /// ([`draw_time_code`]): the wall clock in ms, when the frame goes into the encoder.
+    /// Latency tests read it back from the decoded picture ([`read_time_code`] tells how).
+    pub fn start_time_coded(
+        s: &SimSettings,
+        width: u32,
+        height: u32,
+        bitrate_kbps: u32,
+    ) -> Result<SimCamera, String> {
+        let audio = if s.audio {
+            " audiotestsrc is-live=true wave=sine freq=440 samplesperbuffer=320 \
+             ! audio/x-raw,rate=8000,channels=1 ! alawenc ! queue ! m."
+        } else {
+            ""
+        };
+        let desc = format!(
+            "videotestsrc is-live=true pattern=smpte \
+             ! video/x-raw,format=I420,width={width},height={height},framerate={FPS}/1 \
+             ! identity name=stamp ! x264enc tune=zerolatency speed-preset=ultrafast \
+               key-int-max={FPS} bitrate={bitrate_kbps} ! video/x-h264,profile=baseline \
+             ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au \
+             ! queue ! psmux name=m ! gb28181sink name=sink{audio}"
+        );
+        let pipeline = gst::parse::launch(&desc)
+            .map_err(|e| format!("time-coded camera: {e}"))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| "not a pipeline".to_string())?;
+        let sink = pipeline.by_name("sink").ok_or("no sink")?;
+        sink.set_property("server-ip", &s.server_ip);
+        sink.set_property("server-port", u32::from(s.server_port));
+        sink.set_property("server-id", &s.server_id);
+        sink.set_property("device-id", &s.device_id);
+        sink.set_property("password", &s.password);
+        sink.set_property("keepalive-interval", 20_000u32);
+        sink.set_property("device-name", format!("Simulated camera {}", s.device_id));
+        let stamp = pipeline
+            .by_name("stamp")
+            .and_then(|e| e.static_pad("src"))
+            .ok_or("no stamp pad")?;
+        let (w, h) = (width as usize, height as usize);
+        stamp.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(b)) = &mut info.data {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                let b = b.make_mut();
+                if let Ok(mut map) = b.map_writable() {
+                    draw_time_code(map.as_mut_slice(), w, h, now_ms);
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| format!("camera {}: {e}", s.device_id))?;
+        Ok(SimCamera {
+            device_id: s.device_id.clone(),
+            pipeline,
+            sink,
+        })
+    }
+
     /// The sink's `stats` (registered, streaming, frames).
     pub fn stats(&self) -> Option<gst::Structure> {
         self.sink.property::<Option<gst::Structure>>("stats")
@@ -413,6 +476,51 @@ fn add_paced_sources(
     Ok(())
 }
 
+/// Side of one block of the time code, in pixels.
+pub const TIME_CODE_BLOCK: usize = 16;
+/// Blocks per row of the time code (32 bits in 4 rows).
+pub const TIME_CODE_COLUMNS: usize = 8;
+pub const TIME_CODE_BITS: usize = 32;
+
+/// Draws the low 32 bits of `ms` into the top-left corner of an I420 picture (`w`x`h`, no
+/// row padding): bit 31 first, row by row, 8 blocks of 16x16 a row, white = 1, black = 0
+/// (grey chroma). A picture too small for it is left alone.
+pub fn draw_time_code(frame: &mut [u8], w: usize, h: usize, ms: u64) {
+    let b = TIME_CODE_BLOCK;
+    let rows = TIME_CODE_BITS / TIME_CODE_COLUMNS;
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    if w < TIME_CODE_COLUMNS * b || h < rows * b || frame.len() < w * h + 2 * cw * ch {
+        return;
+    }
+    let code = ms as u32;
+    for bit in 0..TIME_CODE_BITS {
+        let on = code >> (TIME_CODE_BITS - 1 - bit) & 1 == 1;
+        let (bx, by) = ((bit % TIME_CODE_COLUMNS) * b, (bit / TIME_CODE_COLUMNS) * b);
+        for y in by..by + b {
+            frame[y * w + bx..y * w + bx + b].fill(if on { 235 } else { 16 });
+        }
+        for plane in 0..2 {
+            let base = w * h + plane * cw * ch;
+            for y in by / 2..(by + b) / 2 {
+                frame[base + y * cw + bx / 2..base + y * cw + (bx + b) / 2].fill(128);
+            }
+        }
+    }
+}
+
+/// Reads a time code back from the luma of a picture (`luma(x, y)`): the centre of each
+/// block, above mid grey = 1.
+pub fn read_time_code(luma: impl Fn(usize, usize) -> u8) -> u32 {
+    let b = TIME_CODE_BLOCK;
+    (0..TIME_CODE_BITS).fold(0u32, |code, bit| {
+        let (x, y) = (
+            (bit % TIME_CODE_COLUMNS) * b + b / 2,
+            (bit / TIME_CODE_COLUMNS) * b + b / 2,
+        );
+        code << 1 | u32::from(luma(x, y) > 128)
+    })
+}
+
 /// Paced PS over RTP from a clip to a UDP address, without SIP: what a camera sends once a
 /// platform opened an RTP port for it (e.g. ZLMediaKit's `openRtpServer`), for benchmarks.
 pub struct RtpPsSender {
@@ -496,4 +604,23 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     f()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_code_reads_back() {
+        let (w, h) = (320, 240);
+        let mut f = vec![0u8; w * h * 3 / 2];
+        for ms in [0u64, 1, 1_795_732_825_125, u64::from(u32::MAX)] {
+            draw_time_code(&mut f, w, h, ms);
+            assert_eq!(read_time_code(|x, y| f[y * w + x]), ms as u32);
+        }
+        // Too small a picture is left alone.
+        let mut small = vec![7u8; 64 * 48 * 3 / 2];
+        draw_time_code(&mut small, 64, 48, 5);
+        assert!(small.iter().all(|&v| v == 7));
+    }
 }

@@ -1,4 +1,4 @@
-//! `/v1/sessions`: RTSP readers per path, and kicking one. Sessions are named by the opaque
+//! `/v1/sessions`: RTSP and WebRTC readers per path, and kicking one. Sessions are named by the opaque
 //! number the metrics show, never by their RTSP session ID (whoever reads it could take the
 //! session over).
 
@@ -15,10 +15,12 @@ pub struct SessionView {
     /// Opaque number of the session (what `DELETE /v1/sessions/{id}` takes).
     pub id: u64,
     pub path: String,
-    /// `rtsp`.
+    /// `rtsp` or `webrtc`.
     pub protocol: String,
-    /// `tcp`, `udp` or `udp-mcast`.
+    /// `tcp`, `udp` or `udp-mcast` (RTSP), `webrtc`.
     pub transport: String,
+    /// The user it authenticated as (WebRTC readers; empty when not known).
+    pub user: String,
     /// Client address (`ip` or `ip:port`).
     pub remote: String,
     pub bytes_sent: u64,
@@ -59,8 +61,14 @@ pub async fn list_sessions(
             Some(SessionView {
                 id: s.id.parse().ok()?,
                 path: s.path,
-                protocol: "rtsp".into(),
+                protocol: if s.transport == "webrtc" {
+                    "webrtc"
+                } else {
+                    "rtsp"
+                }
+                .into(),
                 transport: s.transport,
+                user: s.user,
                 remote: s.remote,
                 bytes_sent: s.bytes_sent,
                 bitrate_bps: s.bitrate_bps,

@@ -74,6 +74,15 @@ pub struct Settings {
     /// Close an RTSP connection without a session after S quiet seconds (1-86400)
     #[arg(long, value_name = "S")]
     pub rtsp_idle_timeout_s: Option<u64>,
+    /// WebRTC (WHEP) readers at once (0-10000); more offers get 503
+    #[arg(long, value_name = "N")]
+    pub webrtc_max_sessions: Option<u32>,
+    /// End a WebRTC reader not connected (or disconnected) for S seconds (1-600)
+    #[arg(long, value_name = "S")]
+    pub webrtc_connect_timeout_s: Option<u64>,
+    /// Local addresses WebRTC gathers ICE candidates on (comma-separated IPs)
+    #[arg(long, value_name = "IPS")]
+    pub webrtc_local_addresses: Option<String>,
     /// Host printed in URLs
     #[arg(long, value_name = "HOST")]
     pub public_host: Option<String>,

@@ -42,6 +42,17 @@ pub struct Config {
     /// An RTSP connection without a session is closed after this many seconds.
     #[serde(deserialize_with = "file::bounded::<_, _, 1, 86_400>")]
     pub rtsp_idle_timeout_s: u64,
+    /// WebRTC (WHEP) readers at once; further offers get 503.
+    #[serde(deserialize_with = "file::bounded::<_, _, 0, 10_000>")]
+    pub webrtc_max_sessions: u32,
+    /// A WebRTC reader whose peer is not connected this many seconds after the answer (or
+    /// disconnected this long) is ended.
+    #[serde(deserialize_with = "file::bounded::<_, _, 1, 600>")]
+    pub webrtc_connect_timeout_s: u64,
+    /// Local addresses WebRTC readers gather ICE candidates on (comma-separated IPs; the
+    /// answer carries host candidates of these only, no STUN/TURN). Add the address browsers
+    /// reach the gateway at (e.g. its LAN address) to serve them beyond this machine.
+    pub webrtc_local_addresses: String,
     /// Readers and publishers (`[[users]]` tables of the config file; none: nobody is let in).
     #[serde(skip_serializing, deserialize_with = "file::users")]
     pub users: Vec<UserConfig>,
@@ -129,6 +140,9 @@ impl Default for Config {
             metrics_address: "127.0.0.1".into(),
             max_rtsp_clients: 256,
             rtsp_idle_timeout_s: 30,
+            webrtc_max_sessions: 64,
+            webrtc_connect_timeout_s: 10,
+            webrtc_local_addresses: "127.0.0.1".into(),
             users: Vec::new(),
             public_host: "127.0.0.1".into(),
             rtsp_port: 8554,

@@ -169,13 +169,21 @@ impl Control {
     /// RTSP reader sessions now (as the metrics show them).
     pub fn sessions(&self) -> Result<Vec<SessionStat>, Gone> {
         let sh = self.sh()?;
-        Ok(snapshot(&sh).sessions)
+        let snap = snapshot(&sh);
+        Ok(snap
+            .sessions
+            .into_iter()
+            .chain(snap.webrtc_sessions)
+            .collect())
     }
 
     /// Ends the reader session shown as `number`: removed from the session pool (its media
     /// stops sending) and its connection closed. Whether it existed.
     pub fn kick(&self, number: u64) -> Result<bool, Gone> {
         let sh = self.sh()?;
+        if number >= crate::webrtc::FIRST_NUMBER {
+            return Ok(sh.webrtc.kick(number));
+        }
         let mut found = false;
         for client in sh.server.client_filter(None) {
             for session in client.session_filter(None) {

@@ -103,6 +103,8 @@ struct Shared {
     /// queries sent (SN → device) whose answers are stored.
     store: Option<StoreSender>,
     device_info_queries: Mutex<HashMap<u32, String>>,
+    /// WebRTC (WHEP) readers.
+    webrtc: Arc<crate::webrtc::Sessions>,
 }
 
 /// The running gateway.
@@ -138,6 +140,7 @@ impl Gateway {
         }
         cfg.public_host = gstgb28181::core::addr::bracketed(&cfg.public_host);
         let users = Arc::new(Users::from_config(&cfg.users, crate::auth::REALM)?);
+        let webrtc_addresses = crate::webrtc::parse_local_addresses(&cfg.webrtc_local_addresses)?;
         if users.is_empty() {
             eprintln!(
                 "[gateway] no [[users]] in the configuration: every RTSP and HTTP request will be refused"
@@ -282,6 +285,13 @@ impl Gateway {
             latency_at: Mutex::new(None),
             store: store_worker.as_ref().map(StoreWorker::sender),
             device_info_queries: Mutex::new(HashMap::new()),
+            webrtc: crate::webrtc::Sessions::new(crate::webrtc::Settings {
+                max_sessions: cfg.webrtc_max_sessions as usize,
+                max_per_ip: cfg.http_max_connections_per_ip as usize,
+                connect_timeout: Duration::from_secs(cfg.webrtc_connect_timeout_s),
+                stream_timeout: Duration::from_secs(u64::from(cfg.wait_timeout_s.max(1)) + 5),
+                local_addresses: webrtc_addresses,
+            }),
         });
 
         // Per-client byte counts start when the client's PLAY is answered.
@@ -324,7 +334,9 @@ impl Gateway {
             Arc::new(move || weak.upgrade().map(|sh| metrics::render(&snapshot(&sh))));
         let metrics_server = metrics_listener.serve(
             http::routes::metrics_router(render, auth.clone())
-                .merge(crate::api::router(Control::new(&shared), auth.clone())),
+                .merge(crate::api::router(Control::new(&shared), auth.clone()))
+                .merge(whep_router(&shared, auth.clone()))
+                .merge(crate::web::router()),
             limits.clone(),
         );
         let hls_server = hls_listener
@@ -557,6 +569,7 @@ impl Gateway {
             .shared
             .server
             .client_filter(Some(&mut |_, _| gst_rtsp_server::RTSPFilterResult::Remove));
+        self.shared.webrtc.end_all();
         // Every camera session ends (BYE), whoever still used it.
         let ingests: Vec<Arc<Ingest>> = lock(&self.shared.channels)
             .values_mut()
@@ -598,6 +611,17 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `POST /<channel>/whep` and the session resources (see [`crate::webrtc`]).
+fn whep_router(sh: &Arc<Shared>, auth: Authorize) -> axum::Router {
+    let hooks: Arc<dyn ChannelHooks> = Arc::new(Hooks {
+        shared: Arc::downgrade(sh),
+    });
+    let ids = sh.ids.clone();
+    let check_id: crate::webrtc::routes::CheckId =
+        Arc::new(move |id| ids.check(id).map_err(|e| format!("{}: {e}", printable(id))));
+    crate::webrtc::routes::router(sh.webrtc.clone(), hooks, check_id, auth)
 }
 
 fn http_limits(cfg: &Config) -> Limits {

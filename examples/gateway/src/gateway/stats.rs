@@ -325,6 +325,24 @@ pub(super) fn snapshot(sh: &Shared) -> Snapshot {
             .store
             .as_ref()
             .map_or(0, |s| s.stats().dropped.load(Ordering::Relaxed)),
+        webrtc_sessions: sh
+            .webrtc
+            .list()
+            .into_iter()
+            .map(|w| SessionStat {
+                id: w.number.to_string(),
+                path: w.channel,
+                remote: w.remote,
+                transport: "webrtc".into(),
+                bytes_sent: w.bytes_sent,
+                packets_sent: w.packets_sent,
+                bitrate_bps: w.bitrate_bps,
+                user: w.user,
+                ..Default::default()
+            })
+            .collect(),
+        webrtc_bytes_total: sh.webrtc.bytes_total(),
+        webrtc_refused: sh.webrtc.refused_full.load(Ordering::Relaxed),
     }
 }
 
