@@ -339,12 +339,17 @@ fn devices_channels_queries_and_delete() {
 
 /// DESCRIBE of the camera's channel as `admin`: the RTSP status.
 fn rtsp_describe(gw: &Gateway) -> u16 {
+    rtsp_describe_as(gw, ADMIN)
+}
+
+/// The status of an RTSP DESCRIBE of the camera's channel with Basic credentials.
+fn rtsp_describe_as(gw: &Gateway, user: (&str, &str)) -> u16 {
     let mut s = TcpStream::connect(("127.0.0.1", gw.rtsp_port())).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let url = format!("rtsp://127.0.0.1:{}/{CAM}", gw.rtsp_port());
     let req = format!(
         "DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\nAuthorization: {}\r\n\r\n",
-        basic_value(ADMIN.0, ADMIN.1)
+        basic_value(user.0, user.1)
     );
     s.write_all(req.as_bytes()).unwrap();
     let mut buf = [0u8; 256];
@@ -632,4 +637,165 @@ fn config_read_without_secrets() {
         call(addr, "GET", "/v1/config", Some(VIEWER), None).status,
         403
     );
+    // Started from a Config in code, not a file: nothing to reload.
+    let r = admin(addr, "POST", "/v1/config/reload", None);
+    assert_eq!(r.status, 409, "{r:?}");
+    assert!(r.is_json_error());
+}
+
+/// A `[[users]]` entry of a config file.
+fn toml_user(user: (&str, &str), permissions: &str) -> String {
+    format!(
+        "[[users]]\nuser = \"{}\"\npass = \"{}\"\npermissions = [{permissions}]\n",
+        user.0,
+        gst_ipcam_gateway::auth::hash_sha256(user.1).unwrap()
+    )
+}
+
+/// A simulated camera `id` registering with `password` to the gateway.
+fn sim_camera(gw: &Gateway, id: &str, password: &str) -> gst_ipcam_gateway::sim::SimCamera {
+    let clip = gst_ipcam_gateway::sim::Clip::encode(&Config::default().sim_codec, 160, 120, 100, 1)
+        .unwrap();
+    gst_ipcam_gateway::sim::SimCamera::start(
+        &clip,
+        &gst_ipcam_gateway::sim::SimSettings {
+            server_ip: "127.0.0.1".into(),
+            server_port: gw.endpoint().local_addr().port(),
+            server_id: Config::default().server_id,
+            device_id: id.into(),
+            password: password.into(),
+            audio: false,
+        },
+    )
+    .unwrap()
+}
+
+/// `POST /v1/config/reload` re-reads the file the gateway started from: a user added can
+/// read RTSP and HLS at once, a removed one gets 401 at once, a device whose password
+/// changed registers only with the new one, a changed port is reported as needing a
+/// restart, and a broken file changes nothing (400, the old users stay).
+#[test]
+fn config_reload_swaps_users_and_device_passwords() {
+    let _g = serial();
+    const NEWBIE: (&str, &str) = ("newbie", "newbie-pw");
+    let dir = scratch("api-reload");
+    let file = dir.join("gateway.toml");
+    let (sip, rtsp, metrics, hls) = (free_port(), free_port(), free_port(), free_port());
+    let head = |rtsp: u16, password: &str| {
+        format!(
+            "sip_address = \"127.0.0.1\"\nsip_port = {sip}\nlisten_address = \"127.0.0.1\"\n\
+             rtsp_port = {rtsp}\nmetrics_port = {metrics}\nhls = true\nhls_port = {hls}\n\
+             simulate = 1\nsim_width = 320\nsim_height = 240\nsim_bitrate_kbps = 300\n\
+             summary_interval_s = 0\npassword = \"{password}\"\n"
+        )
+    };
+    let admin_entry = toml_user(ADMIN, r#"{action = "api"}, {action = "read"}"#);
+    let read = r#"{action = "read"}"#;
+    std::fs::write(
+        &file,
+        head(rtsp, "12345678") + &admin_entry + &toml_user(VIEWER, read),
+    )
+    .unwrap();
+    let load = {
+        let file = file.clone();
+        move || Config::load(Some(&file), &Default::default()).map_err(|e| e.to_string())
+    };
+    let gw = Gateway::start(load().unwrap()).expect("gateway starts");
+    gw.set_config_loader(Box::new(load));
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .channels()
+            .contains(&CAM.into())),
+        "camera registered and mounted"
+    );
+    let addr = gw.metrics_addr().unwrap();
+    let hls_addr = gw.hls_addr().unwrap();
+    let playlist = format!("/{CAM}/index.m3u8");
+    assert!(
+        wait_until(Duration::from_secs(20), || call(
+            hls_addr,
+            "GET",
+            &playlist,
+            Some(VIEWER),
+            None
+        )
+        .status
+            == 200),
+        "HLS playlist served"
+    );
+    assert_eq!(rtsp_describe_as(&gw, NEWBIE), 401);
+    assert_eq!(
+        call(hls_addr, "GET", &playlist, Some(NEWBIE), None).status,
+        401
+    );
+    assert_eq!(rtsp_describe_as(&gw, VIEWER), 200);
+
+    // newbie in, viewer out, another device password, another RTSP port.
+    std::fs::write(
+        &file,
+        head(free_port(), "new-dev-pw") + &admin_entry + &toml_user(NEWBIE, read),
+    )
+    .unwrap();
+    let r = admin(addr, "POST", "/v1/config/reload", None);
+    assert_eq!(r.status, 200, "{r:?}");
+    let report = r.json();
+    assert_eq!(report["users_added"], serde_json::json!(["newbie"]));
+    assert_eq!(report["users_removed"], serde_json::json!(["viewer"]));
+    assert_eq!(report["device_passwords_changed"], true);
+    assert_eq!(report["restart_needed"], serde_json::json!(["rtsp_port"]));
+    // At once, no wait.
+    assert_eq!(rtsp_describe_as(&gw, NEWBIE), 200);
+    assert_eq!(
+        call(hls_addr, "GET", &playlist, Some(NEWBIE), None).status,
+        200
+    );
+    assert_eq!(rtsp_describe_as(&gw, VIEWER), 401);
+    assert_eq!(
+        call(hls_addr, "GET", &playlist, Some(VIEWER), None).status,
+        401
+    );
+    let users = admin(addr, "GET", "/v1/config", None).json()["users"].clone();
+    assert_eq!(users[1]["user"], NEWBIE.0, "{users}");
+
+    // Devices registering now need the new password.
+    let (old_id, new_id) = ("34020000001320000102", "34020000001320000103");
+    let old_pw = sim_camera(&gw, old_id, "12345678");
+    let new_pw = sim_camera(&gw, new_id, "new-dev-pw");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .endpoint()
+            .device(new_id)
+            .is_some()),
+        "a camera with the new password registers"
+    );
+    assert!(
+        !wait_until(Duration::from_secs(2), || gw
+            .endpoint()
+            .device(old_id)
+            .is_some()),
+        "a camera with the old password is refused"
+    );
+
+    // A broken file (a user listed twice): 400, nothing changes.
+    std::fs::write(
+        &file,
+        head(rtsp, "x") + &admin_entry + &toml_user(NEWBIE, read) + &toml_user(NEWBIE, read),
+    )
+    .unwrap();
+    let r = admin(addr, "POST", "/v1/config/reload", None);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.is_json_error());
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("twice"),
+        "{r:?}"
+    );
+    assert_eq!(rtsp_describe_as(&gw, NEWBIE), 200);
+    assert_eq!(rtsp_describe_as(&gw, VIEWER), 401);
+    // Not even valid TOML: the same.
+    std::fs::write(&file, "users = [[[").unwrap();
+    assert_eq!(admin(addr, "POST", "/v1/config/reload", None).status, 400);
+    assert_eq!(rtsp_describe_as(&gw, NEWBIE), 200);
+    drop((old_pw, new_pw));
+    drop(gw);
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -259,6 +259,7 @@ fn openapi_router() -> OpenApiRouter<Api> {
         .routes(routes!(recordings::list_recordings))
         .routes(routes!(recordings::fetch_recording))
         .routes(routes!(config::get_config))
+        .routes(routes!(config::reload_config))
 }
 
 /// The generated OpenAPI document (also what `/v1/openapi.json` serves).

@@ -34,7 +34,7 @@ mod mount;
 mod persist;
 mod recording;
 mod stats;
-pub use control::{Control, Gone};
+pub use control::{Control, Gone, Loader, ReloadError, ReloadReport};
 use mount::*;
 use persist::*;
 use recording::*;
@@ -103,6 +103,8 @@ struct Shared {
     /// queries sent (SN → device) whose answers are stored.
     store: Option<StoreSender>,
     device_info_queries: Mutex<HashMap<u32, String>>,
+    /// Where a reload reads the configuration, and the settings as last applied.
+    reload: Mutex<control::Reload>,
 }
 
 /// The running gateway.
@@ -126,6 +128,7 @@ pub struct Gateway {
 impl Gateway {
     pub fn start(mut cfg: Config) -> Result<Gateway, String> {
         init().map_err(|e| e.to_string())?;
+        let as_given = cfg.clone();
         // IPv6: sockets take bare literals (`::` also written `[::]`), URLs bracketed ones.
         for a in [
             &mut cfg.sip_address,
@@ -256,6 +259,7 @@ impl Gateway {
             latency_at: Mutex::new(None),
             store: store_worker.as_ref().map(StoreWorker::sender),
             device_info_queries: Mutex::new(HashMap::new()),
+            reload: Mutex::new(control::Reload::new(as_given)),
         });
 
         // Per-client byte counts start when the client's PLAY is answered.
@@ -444,6 +448,18 @@ impl Gateway {
     /// The user table (shared by the RTSP and HTTP servers).
     pub fn users(&self) -> &Arc<Users> {
         self.shared.rtsp_guard.users()
+    }
+
+    /// Where `POST /v1/config/reload` and SIGHUP read the configuration (main: the file
+    /// and flags it started with). Without one a reload is refused.
+    pub fn set_config_loader(&self, loader: Loader) {
+        lock(&self.shared.reload).loader = Some(loader);
+    }
+
+    /// Re-reads the configuration and applies users and device passwords (see
+    /// [`Control::reload`]).
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        control::reload(&self.shared)
     }
 
     /// The RTSP server's access-control state (refusal counts, tracked sessions).
