@@ -475,6 +475,7 @@ fn sessions_list_and_kick() {
     assert_eq!(s["protocol"], "rtsp");
     assert_eq!(s["transport"], "tcp");
     assert!(s["remote"].as_str().unwrap().starts_with("127.0.0.1"));
+    assert_eq!(s["user"], ADMIN.0, "the reader's user");
     let id = s["id"].as_u64().unwrap();
     let filtered = admin(addr, "GET", &format!("/v1/sessions?path={CAM}"), None).json();
     assert_eq!(filtered.as_array().unwrap().len(), 1);

@@ -21,6 +21,8 @@ pub struct SessionView {
     pub transport: String,
     /// Client address (`ip` or `ip:port`).
     pub remote: String,
+    /// The user the reader authenticated as (`any`: anonymous), when known.
+    pub user: Option<String>,
     pub bytes_sent: u64,
     pub bitrate_bps: u64,
     /// From the client's RTCP receiver reports, when it sent any.
@@ -51,13 +53,25 @@ pub async fn list_sessions(
         super::checked_id(&api, p)?;
     }
     let control = api.control.clone();
-    let sessions = blocking(move || Ok(control.sessions()?)).await?;
+    let sessions = blocking(move || {
+        let mut out = Vec::new();
+        for s in control.sessions()? {
+            let user = match s.id.parse() {
+                Ok(n) => control.session_user(n)?,
+                Err(_) => None,
+            };
+            out.push((s, user));
+        }
+        Ok(out)
+    })
+    .await?;
     let out = sessions
         .into_iter()
-        .filter(|s| filter.path.as_ref().is_none_or(|p| *p == s.path))
-        .filter_map(|s| {
+        .filter(|(s, _)| filter.path.as_ref().is_none_or(|p| *p == s.path))
+        .filter_map(|(s, user)| {
             Some(SessionView {
                 id: s.id.parse().ok()?,
+                user,
                 path: s.path,
                 protocol: "rtsp".into(),
                 transport: s.transport,

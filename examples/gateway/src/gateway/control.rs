@@ -302,6 +302,11 @@ impl Control {
         Ok(snapshot(&sh).sessions)
     }
 
+    /// The user an RTSP reader session (by its number) authenticated as.
+    pub fn session_user(&self, number: u64) -> Result<Option<String>, Gone> {
+        Ok(self.sh()?.rtsp_guard.session_user(number))
+    }
+
     /// Ends the reader session shown as `number`: removed from the session pool (its media
     /// stops sending) and its connection closed. Whether it existed.
     pub fn kick(&self, number: u64) -> Result<bool, Gone> {
