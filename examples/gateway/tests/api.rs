@@ -800,3 +800,81 @@ fn config_reload_swaps_users_and_device_passwords() {
     drop(gw);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Recordings on the camera: a RecordInfo query for a time range, answered by a simulated
+/// camera that lists recordings; malformed ranges and IDs are refused before anything is sent.
+#[test]
+fn camera_records_for_a_time_range() {
+    let _g = serial();
+    let gw = start(0);
+    let addr = gw.metrics_addr().unwrap();
+    let id = "34020000001320000201";
+    let clip = gst_ipcam_gateway::sim::Clip::encode(&Config::default().sim_codec, 160, 120, 100, 1)
+        .unwrap();
+    let cam = gst_ipcam_gateway::sim::SimCamera::start_with_records(
+        &[&clip],
+        &gst_ipcam_gateway::sim::SimSettings {
+            server_ip: "127.0.0.1".into(),
+            server_port: gw.endpoint().local_addr().port(),
+            server_id: Config::default().server_id,
+            device_id: id.into(),
+            password: Config::default().password,
+            audio: false,
+        },
+        "2024-03-01T08:00:00/2024-03-01T09:00:00;2024-03-01T10:00:00/2024-03-01T10:30:00;\
+         2024-03-02T00:00:00/2024-03-02T01:00:00",
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .endpoint()
+            .device(id)
+            .is_some()),
+        "camera registered"
+    );
+    let base = format!("/v1/devices/{id}/channels/{id}/records");
+    let r = admin(
+        addr,
+        "GET",
+        &format!("{base}?start=2024-03-01T00:00:00&end=2024-03-01T23:59:59"),
+        None,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let list = r.json();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list[0]["start"], "2024-03-01T08:00:00");
+    assert_eq!(list[1]["end"], "2024-03-01T10:30:00");
+    assert_eq!(list[0]["channel_id"], id);
+    let none = admin(
+        addr,
+        "GET",
+        &format!("{base}?start=2023-01-01T00:00:00&end=2023-01-02T00:00:00"),
+        None,
+    );
+    assert_eq!(none.status, 200);
+    assert!(none.json().as_array().unwrap().is_empty());
+    for bad in [
+        format!("{base}?start=1700000000&end=1700003600"),
+        format!("{base}?start=2024-03-02T00:00:00&end=2024-03-01T00:00:00"),
+        format!("{base}?start=2024-03-01T00:00:00"),
+        format!("{base}?start=2024-03-01T00:00:00&end=2024-03-01T23:59:59&x=1"),
+        format!("{base}?start=2024-03-01T00:00:00%0D&end=2024-03-01T23:59:59"),
+        format!(
+            "/v1/devices/{id}/channels/3402%2E/records?start=2024-03-01T00:00:00&end=2024-03-01T23:59:59"
+        ),
+        "/v1/devices/x/channels/y/records?start=2024-03-01T00:00:00&end=2024-03-01T23:59:59".into(),
+    ] {
+        let r = admin(addr, "GET", &bad, None);
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+        assert!(r.is_json_error());
+    }
+    let unknown = admin(
+        addr,
+        "GET",
+        "/v1/devices/34020000001320000299/channels/34020000001320000299/records?start=2024-03-01T00:00:00&end=2024-03-01T23:59:59",
+        None,
+    );
+    assert_eq!(unknown.status, 404);
+    drop(cam);
+}

@@ -11,6 +11,7 @@ pub mod devices;
 pub mod directory;
 pub mod ptz;
 pub mod recordings;
+pub mod records;
 pub mod sessions;
 
 use crate::auth::Action;
@@ -248,6 +249,7 @@ fn openapi_router() -> OpenApiRouter<Api> {
         .routes(routes!(devices::refresh_catalog))
         .routes(routes!(devices::query_info))
         .routes(routes!(devices::query_status))
+        .routes(routes!(records::list_records))
         .routes(routes!(channels::list_channels))
         .routes(routes!(channels::get_channel))
         .routes(routes!(channels::ptz))
@@ -310,6 +312,7 @@ mod tests {
             include_str!("sessions.rs"),
             include_str!("recordings.rs"),
             include_str!("config.rs"),
+            include_str!("records.rs"),
         ] {
             let needle = [".", "route("].concat();
             assert!(!src.contains(&needle), "a route outside the OpenAPI router");

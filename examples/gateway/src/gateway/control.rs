@@ -288,6 +288,18 @@ impl Control {
         self.endpoint.query(device, kind)
     }
 
+    /// Sends a RecordInfo query for `channel` of `device` (times `yyyy-MM-ddTHH:mm:ss`);
+    /// the SN to wait for.
+    pub fn query_records(
+        &self,
+        device: &str,
+        channel: &str,
+        start: &str,
+        end: &str,
+    ) -> std::io::Result<u32> {
+        self.endpoint.query_record_info(device, channel, start, end)
+    }
+
     pub fn ptz(&self, device: &str, channel: &str, cmd: PtzCmd) -> std::io::Result<u32> {
         self.endpoint.ptz(device, channel, cmd)
     }
