@@ -20,6 +20,7 @@ use std::time::Duration;
 const CAM: &str = "34020000001320000001";
 const ADMIN: (&str, &str) = ("admin", "admin-pw");
 const VIEWER: (&str, &str) = ("viewer", "viewer-pw");
+const OPS: (&str, &str) = ("ops", "ops-pw");
 
 fn config(simulate: u32) -> Config {
     Config {
@@ -27,6 +28,7 @@ fn config(simulate: u32) -> Config {
             UserConfig::with_password(ADMIN.0, ADMIN.1, &[(Action::Api, ""), (Action::Read, "")])
                 .unwrap(),
             UserConfig::with_password(VIEWER.0, VIEWER.1, &[(Action::Read, "")]).unwrap(),
+            UserConfig::with_password(OPS.0, OPS.1, &[(Action::Metrics, "")]).unwrap(),
         ],
         sip_address: "127.0.0.1".into(),
         sip_port: free_port(),
@@ -642,6 +644,26 @@ fn config_read_without_secrets() {
     let r = admin(addr, "POST", "/v1/config/reload", None);
     assert_eq!(r.status, 409, "{r:?}");
     assert!(r.is_json_error());
+    assert_eq!(admin(addr, "GET", "/v1/nope", None).status, 404);
+    // API answers are counted by status (the /metrics request itself is not an API one).
+    let metrics = call(addr, "GET", "/metrics", Some(OPS), None);
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    let count = |status: u16| -> u64 {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "gateway_api_requests_total{{status=\"{status}\"}} "
+                ))
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        (count(200), count(403), count(404), count(409)),
+        (1, 1, 1, 1),
+        "{text}"
+    );
 }
 
 /// A `[[users]]` entry of a config file.

@@ -152,6 +152,7 @@ pub struct Control {
     endpoint: Arc<Endpoint>,
     directory: Arc<Directory>,
     subscription: u64,
+    api_requests: crate::api::RequestCounts,
 }
 
 impl Drop for Control {
@@ -193,6 +194,7 @@ impl Control {
             endpoint: sh.endpoint.clone(),
             directory,
             subscription,
+            api_requests: Default::default(),
         })
     }
 
@@ -201,6 +203,11 @@ impl Control {
             .upgrade()
             .filter(|s| !s.stopping.load(std::sync::atomic::Ordering::SeqCst))
             .ok_or(Gone)
+    }
+
+    /// API requests answered, by status.
+    pub fn api_requests(&self) -> &crate::api::RequestCounts {
+        &self.api_requests
     }
 
     pub fn directory(&self) -> &Directory {

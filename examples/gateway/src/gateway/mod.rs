@@ -299,14 +299,18 @@ impl Gateway {
         // One user table (and one failed-attempt limiter) for RTSP and HTTP.
         let auth = http_authorize(shared.rtsp_guard.users().clone());
         let weak = Arc::downgrade(&shared);
-        let render: http::routes::Render =
-            Arc::new(move || weak.upgrade().map(|sh| metrics::render(&snapshot(&sh))));
+        let control = Control::new(&shared);
+        let api_control = control.clone();
+        let render: http::routes::Render = Arc::new(move || {
+            weak.upgrade()
+                .map(|sh| metrics::render(&snapshot(&sh)) + &api_control.api_requests().render())
+        });
         let metrics_server = HttpServer::start(
             &http_runtime,
             &cfg.metrics_address,
             cfg.metrics_port,
             http::routes::metrics_router(render, auth.clone())
-                .merge(crate::api::router(Control::new(&shared), auth.clone())),
+                .merge(crate::api::router(control, auth.clone())),
             limits.clone(),
         )
         .map_err(|e| format!("metrics server on port {}: {e}", cfg.metrics_port))?;
