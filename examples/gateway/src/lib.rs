@@ -19,14 +19,34 @@ pub mod store;
 pub mod web;
 pub mod webrtc;
 
-/// Ctrl-C / SIGTERM, as a flag the programs poll (async-signal-safe: the handler only stores).
+/// Ctrl-C / SIGTERM (stop) and SIGHUP (reload), as flags the programs poll
+/// (async-signal-safe: the handlers only store).
 pub mod signals {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     static STOP: AtomicBool = AtomicBool::new(false);
+    static HANGUP: AtomicBool = AtomicBool::new(false);
 
     extern "C" fn on_signal(_: libc::c_int) {
         STOP.store(true, Ordering::SeqCst);
+    }
+
+    extern "C" fn on_hangup(_: libc::c_int) {
+        HANGUP.store(true, Ordering::SeqCst);
+    }
+
+    /// Installs the handler for SIGHUP (see [`hangup_requested`]).
+    pub fn install_hangup() {
+        let handler = on_hangup as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: the handler only stores to an atomic.
+        unsafe {
+            libc::signal(libc::SIGHUP, handler);
+        }
+    }
+
+    /// Whether a SIGHUP came since the last call.
+    pub fn hangup_requested() -> bool {
+        HANGUP.swap(false, Ordering::SeqCst)
     }
 
     /// Installs the handler for SIGINT and SIGTERM.

@@ -2,8 +2,9 @@
 //!
 //! `gst-ipcam-gateway [--config gateway.toml] [--simulate N] [--hls true] [--record-dir DIR] ...`
 //! (`--help` lists every option with its default; `--check-config` checks and exits). Ctrl-C
-//! stops it cleanly (BYE to every camera, files finalized, exit 0). Exit status 2: a bad flag
-//! or config file; 1: the gateway could not start.
+//! stops it cleanly (BYE to every camera, files finalized, exit 0); SIGHUP re-reads the
+//! config file and flags and applies users and device passwords (as `POST /v1/config/reload`).
+//! Exit status 2: a bad flag or config file; 1: the gateway could not start.
 //!
 //! Readers are `[[users]]` of the config file; `gst-ipcam-gateway --hash-password [--user NAME]`
 //! reads a password (or token) on stdin and prints the `pass` and `digest_ha1` values to store.
@@ -102,8 +103,21 @@ fn main() {
         };
         println!("[gateway] simulated camera: open {url}");
     }
+    let (file, settings) = (cli.config.clone(), cli.settings.clone());
+    gw.set_config_loader(Box::new(move || {
+        Config::load(file.as_deref(), &settings).map_err(|e| e.to_string())
+    }));
     signals::install();
-    signals::wait(|| false);
+    signals::install_hangup();
+    signals::wait(|| {
+        if signals::hangup_requested() {
+            println!("[gateway] SIGHUP: reloading the configuration");
+            if let Err(e) = gw.reload() {
+                eprintln!("[gateway] reload: {e}");
+            }
+        }
+        false
+    });
     println!("[gateway] stopping");
     gw.stop();
     println!("[gateway] stopped");

@@ -96,6 +96,14 @@ impl SessionTable {
         self.owners.get(sid).map(|(_, n)| *n)
     }
 
+    /// The connection that created the session shown as `number`.
+    pub fn client_of(&self, number: u64) -> Option<u64> {
+        self.owners
+            .values()
+            .find(|(_, n)| *n == number)
+            .map(|(c, _)| *c)
+    }
+
     pub fn remove(&mut self, sid: &str) {
         self.owners.remove(sid);
     }
@@ -109,7 +117,7 @@ impl SessionTable {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct ClientState {
     /// Opaque connection number (session ownership).
     number: u64,
@@ -117,6 +125,8 @@ struct ClientState {
     active_at: Instant,
     /// A request is being handled (between its URL check and a response).
     busy: bool,
+    /// The user its last request authenticated as.
+    user: Option<Arc<str>>,
 }
 
 /// The server-side state shared by the auth object and the signal handlers.
@@ -168,6 +178,24 @@ impl RtspGuard {
         lock(&self.clients)
             .get(&(client.as_ptr() as usize))
             .map(|c| c.number)
+    }
+
+    /// The user that the connection which created session number `number` authenticated
+    /// as (while that connection is open).
+    pub fn session_user(&self, number: u64) -> Option<String> {
+        let client = lock(&self.sessions).client_of(number)?;
+        lock(&self.clients)
+            .values()
+            .find(|c| c.number == client)
+            .and_then(|c| c.user.as_deref().map(String::from))
+    }
+
+    fn set_user(&self, client: &gst_rtsp_server::RTSPClient, user: &str) {
+        if let Some(c) = lock(&self.clients).get_mut(&(client.as_ptr() as usize))
+            && c.user.as_deref() != Some(user)
+        {
+            c.user = Some(user.into());
+        }
     }
 
     fn touch(&self, client: &gst_rtsp_server::RTSPClient, busy: bool) {
@@ -241,6 +269,7 @@ pub fn install(
                 number: n,
                 active_at: Instant::now(),
                 busy: false,
+                user: None,
             },
         );
         let w = Arc::downgrade(&g);
@@ -536,6 +565,9 @@ mod imp {
             };
             let path = request_path(ctx);
             if path.is_empty() || id.allows(action, &path) {
+                if let Some(c) = ctx.client() {
+                    g.set_user(c, id.user());
+                }
                 return true;
             }
             if id.is_anonymous() {
@@ -586,6 +618,8 @@ mod tests {
         assert!(!t.owned_by("s1", 2));
         assert!(!t.owned_by("nope", 1));
         assert_eq!(t.insert("s3", 1), None, "bounded");
+        assert_eq!(t.client_of(b), Some(2));
+        assert_eq!(t.client_of(a + b + 100), None);
         assert_eq!(t.number("s2"), Some(b));
         t.remove("s1");
         assert!(!t.owned_by("s1", 1));

@@ -288,6 +288,16 @@ impl SimCamera {
     /// in one session: a camera reconfigured mid-session to another codec or picture size.
     /// Every clip must have the streams of the first one.
     pub fn start_sequence(clips: &[&Clip], s: &SimSettings) -> Result<SimCamera, String> {
+        SimCamera::start_with_records(clips, s, "")
+    }
+
+    /// [`SimCamera::start_sequence`] with recordings the camera lists in RecordInfo answers
+    /// (gb28181sink's `records`: `start/end;...`, times `yyyy-MM-ddTHH:mm:ss`).
+    pub fn start_with_records(
+        clips: &[&Clip],
+        s: &SimSettings,
+        records: &str,
+    ) -> Result<SimCamera, String> {
         let pipeline = gst::Pipeline::with_name(&format!("camera-{}", s.device_id));
         let mk = |f: &str| {
             gst::ElementFactory::make(f)
@@ -303,6 +313,7 @@ impl SimCamera {
             .property("password", &s.password)
             .property("keepalive-interval", 20_000u32)
             .property("device-name", format!("Simulated camera {}", s.device_id))
+            .property("records", records)
             .build()
             .map_err(|e| format!("gb28181sink: {e}"))?;
         pipeline

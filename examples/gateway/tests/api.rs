@@ -20,6 +20,7 @@ use std::time::Duration;
 const CAM: &str = "34020000001320000001";
 const ADMIN: (&str, &str) = ("admin", "admin-pw");
 const VIEWER: (&str, &str) = ("viewer", "viewer-pw");
+const OPS: (&str, &str) = ("ops", "ops-pw");
 
 fn config(simulate: u32) -> Config {
     Config {
@@ -27,6 +28,7 @@ fn config(simulate: u32) -> Config {
             UserConfig::with_password(ADMIN.0, ADMIN.1, &[(Action::Api, ""), (Action::Read, "")])
                 .unwrap(),
             UserConfig::with_password(VIEWER.0, VIEWER.1, &[(Action::Read, "")]).unwrap(),
+            UserConfig::with_password(OPS.0, OPS.1, &[(Action::Metrics, "")]).unwrap(),
         ],
         sip_address: "127.0.0.1".into(),
         sip_port: free_port(),
@@ -339,12 +341,17 @@ fn devices_channels_queries_and_delete() {
 
 /// DESCRIBE of the camera's channel as `admin`: the RTSP status.
 fn rtsp_describe(gw: &Gateway) -> u16 {
+    rtsp_describe_as(gw, ADMIN)
+}
+
+/// The status of an RTSP DESCRIBE of the camera's channel with Basic credentials.
+fn rtsp_describe_as(gw: &Gateway, user: (&str, &str)) -> u16 {
     let mut s = TcpStream::connect(("127.0.0.1", gw.rtsp_port())).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let url = format!("rtsp://127.0.0.1:{}/{CAM}", gw.rtsp_port());
     let req = format!(
         "DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\nAuthorization: {}\r\n\r\n",
-        basic_value(ADMIN.0, ADMIN.1)
+        basic_value(user.0, user.1)
     );
     s.write_all(req.as_bytes()).unwrap();
     let mut buf = [0u8; 256];
@@ -470,6 +477,7 @@ fn sessions_list_and_kick() {
     assert_eq!(s["protocol"], "rtsp");
     assert_eq!(s["transport"], "tcp");
     assert!(s["remote"].as_str().unwrap().starts_with("127.0.0.1"));
+    assert_eq!(s["user"], ADMIN.0, "the reader's user");
     let id = s["id"].as_u64().unwrap();
     let filtered = admin(addr, "GET", &format!("/v1/sessions?path={CAM}"), None).json();
     assert_eq!(filtered.as_array().unwrap().len(), 1);
@@ -632,4 +640,263 @@ fn config_read_without_secrets() {
         call(addr, "GET", "/v1/config", Some(VIEWER), None).status,
         403
     );
+    // Started from a Config in code, not a file: nothing to reload.
+    let r = admin(addr, "POST", "/v1/config/reload", None);
+    assert_eq!(r.status, 409, "{r:?}");
+    assert!(r.is_json_error());
+    assert_eq!(admin(addr, "GET", "/v1/nope", None).status, 404);
+    // API answers are counted by status (the /metrics request itself is not an API one).
+    let metrics = call(addr, "GET", "/metrics", Some(OPS), None);
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    let count = |status: u16| -> u64 {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "gateway_api_requests_total{{status=\"{status}\"}} "
+                ))
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        (count(200), count(403), count(404), count(409)),
+        (1, 1, 1, 1),
+        "{text}"
+    );
+}
+
+/// A `[[users]]` entry of a config file.
+fn toml_user(user: (&str, &str), permissions: &str) -> String {
+    format!(
+        "[[users]]\nuser = \"{}\"\npass = \"{}\"\npermissions = [{permissions}]\n",
+        user.0,
+        gst_ipcam_gateway::auth::hash_sha256(user.1).unwrap()
+    )
+}
+
+/// A simulated camera `id` registering with `password` to the gateway.
+fn sim_camera(gw: &Gateway, id: &str, password: &str) -> gst_ipcam_gateway::sim::SimCamera {
+    let clip = gst_ipcam_gateway::sim::Clip::encode(&Config::default().sim_codec, 160, 120, 100, 1)
+        .unwrap();
+    gst_ipcam_gateway::sim::SimCamera::start(
+        &clip,
+        &gst_ipcam_gateway::sim::SimSettings {
+            server_ip: "127.0.0.1".into(),
+            server_port: gw.endpoint().local_addr().port(),
+            server_id: Config::default().server_id,
+            device_id: id.into(),
+            password: password.into(),
+            audio: false,
+        },
+    )
+    .unwrap()
+}
+
+/// `POST /v1/config/reload` re-reads the file the gateway started from: a user added can
+/// read RTSP and HLS at once, a removed one gets 401 at once, a device whose password
+/// changed registers only with the new one, a changed port is reported as needing a
+/// restart, and a broken file changes nothing (400, the old users stay).
+#[test]
+fn config_reload_swaps_users_and_device_passwords() {
+    let _g = serial();
+    const NEWBIE: (&str, &str) = ("newbie", "newbie-pw");
+    let dir = scratch("api-reload");
+    let file = dir.join("gateway.toml");
+    let (sip, rtsp, metrics, hls) = (free_port(), free_port(), free_port(), free_port());
+    let head = |rtsp: u16, password: &str| {
+        format!(
+            "sip_address = \"127.0.0.1\"\nsip_port = {sip}\nlisten_address = \"127.0.0.1\"\n\
+             rtsp_port = {rtsp}\nmetrics_port = {metrics}\nhls = true\nhls_port = {hls}\n\
+             simulate = 1\nsim_width = 320\nsim_height = 240\nsim_bitrate_kbps = 300\n\
+             summary_interval_s = 0\npassword = \"{password}\"\n"
+        )
+    };
+    let admin_entry = toml_user(ADMIN, r#"{action = "api"}, {action = "read"}"#);
+    let read = r#"{action = "read"}"#;
+    std::fs::write(
+        &file,
+        head(rtsp, "12345678") + &admin_entry + &toml_user(VIEWER, read),
+    )
+    .unwrap();
+    let load = {
+        let file = file.clone();
+        move || Config::load(Some(&file), &Default::default()).map_err(|e| e.to_string())
+    };
+    let gw = Gateway::start(load().unwrap()).expect("gateway starts");
+    gw.set_config_loader(Box::new(load));
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .channels()
+            .contains(&CAM.into())),
+        "camera registered and mounted"
+    );
+    let addr = gw.metrics_addr().unwrap();
+    let hls_addr = gw.hls_addr().unwrap();
+    let playlist = format!("/{CAM}/index.m3u8");
+    assert!(
+        wait_until(Duration::from_secs(20), || call(
+            hls_addr,
+            "GET",
+            &playlist,
+            Some(VIEWER),
+            None
+        )
+        .status
+            == 200),
+        "HLS playlist served"
+    );
+    assert_eq!(rtsp_describe_as(&gw, NEWBIE), 401);
+    assert_eq!(
+        call(hls_addr, "GET", &playlist, Some(NEWBIE), None).status,
+        401
+    );
+    assert_eq!(rtsp_describe_as(&gw, VIEWER), 200);
+
+    // newbie in, viewer out, another device password, another RTSP port.
+    std::fs::write(
+        &file,
+        head(free_port(), "new-dev-pw") + &admin_entry + &toml_user(NEWBIE, read),
+    )
+    .unwrap();
+    let r = admin(addr, "POST", "/v1/config/reload", None);
+    assert_eq!(r.status, 200, "{r:?}");
+    let report = r.json();
+    assert_eq!(report["users_added"], serde_json::json!(["newbie"]));
+    assert_eq!(report["users_removed"], serde_json::json!(["viewer"]));
+    assert_eq!(report["device_passwords_changed"], true);
+    assert_eq!(report["restart_needed"], serde_json::json!(["rtsp_port"]));
+    // At once, no wait.
+    assert_eq!(rtsp_describe_as(&gw, NEWBIE), 200);
+    assert_eq!(
+        call(hls_addr, "GET", &playlist, Some(NEWBIE), None).status,
+        200
+    );
+    assert_eq!(rtsp_describe_as(&gw, VIEWER), 401);
+    assert_eq!(
+        call(hls_addr, "GET", &playlist, Some(VIEWER), None).status,
+        401
+    );
+    let users = admin(addr, "GET", "/v1/config", None).json()["users"].clone();
+    assert_eq!(users[1]["user"], NEWBIE.0, "{users}");
+
+    // Devices registering now need the new password.
+    let (old_id, new_id) = ("34020000001320000102", "34020000001320000103");
+    let old_pw = sim_camera(&gw, old_id, "12345678");
+    let new_pw = sim_camera(&gw, new_id, "new-dev-pw");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .endpoint()
+            .device(new_id)
+            .is_some()),
+        "a camera with the new password registers"
+    );
+    assert!(
+        !wait_until(Duration::from_secs(2), || gw
+            .endpoint()
+            .device(old_id)
+            .is_some()),
+        "a camera with the old password is refused"
+    );
+
+    // A broken file (a user listed twice): 400, nothing changes.
+    std::fs::write(
+        &file,
+        head(rtsp, "x") + &admin_entry + &toml_user(NEWBIE, read) + &toml_user(NEWBIE, read),
+    )
+    .unwrap();
+    let r = admin(addr, "POST", "/v1/config/reload", None);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.is_json_error());
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("twice"),
+        "{r:?}"
+    );
+    assert_eq!(rtsp_describe_as(&gw, NEWBIE), 200);
+    assert_eq!(rtsp_describe_as(&gw, VIEWER), 401);
+    // Not even valid TOML: the same.
+    std::fs::write(&file, "users = [[[").unwrap();
+    assert_eq!(admin(addr, "POST", "/v1/config/reload", None).status, 400);
+    assert_eq!(rtsp_describe_as(&gw, NEWBIE), 200);
+    drop((old_pw, new_pw));
+    drop(gw);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Recordings on the camera: a RecordInfo query for a time range, answered by a simulated
+/// camera that lists recordings; malformed ranges and IDs are refused before anything is sent.
+#[test]
+fn camera_records_for_a_time_range() {
+    let _g = serial();
+    let gw = start(0);
+    let addr = gw.metrics_addr().unwrap();
+    let id = "34020000001320000201";
+    let clip = gst_ipcam_gateway::sim::Clip::encode(&Config::default().sim_codec, 160, 120, 100, 1)
+        .unwrap();
+    let cam = gst_ipcam_gateway::sim::SimCamera::start_with_records(
+        &[&clip],
+        &gst_ipcam_gateway::sim::SimSettings {
+            server_ip: "127.0.0.1".into(),
+            server_port: gw.endpoint().local_addr().port(),
+            server_id: Config::default().server_id,
+            device_id: id.into(),
+            password: Config::default().password,
+            audio: false,
+        },
+        "2024-03-01T08:00:00/2024-03-01T09:00:00;2024-03-01T10:00:00/2024-03-01T10:30:00;\
+         2024-03-02T00:00:00/2024-03-02T01:00:00",
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .endpoint()
+            .device(id)
+            .is_some()),
+        "camera registered"
+    );
+    let base = format!("/v1/devices/{id}/channels/{id}/records");
+    let r = admin(
+        addr,
+        "GET",
+        &format!("{base}?start=2024-03-01T00:00:00&end=2024-03-01T23:59:59"),
+        None,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let list = r.json();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list[0]["start"], "2024-03-01T08:00:00");
+    assert_eq!(list[1]["end"], "2024-03-01T10:30:00");
+    assert_eq!(list[0]["channel_id"], id);
+    let none = admin(
+        addr,
+        "GET",
+        &format!("{base}?start=2023-01-01T00:00:00&end=2023-01-02T00:00:00"),
+        None,
+    );
+    assert_eq!(none.status, 200);
+    assert!(none.json().as_array().unwrap().is_empty());
+    for bad in [
+        format!("{base}?start=1700000000&end=1700003600"),
+        format!("{base}?start=2024-03-02T00:00:00&end=2024-03-01T00:00:00"),
+        format!("{base}?start=2024-03-01T00:00:00"),
+        format!("{base}?start=2024-03-01T00:00:00&end=2024-03-01T23:59:59&x=1"),
+        format!("{base}?start=2024-03-01T00:00:00%0D&end=2024-03-01T23:59:59"),
+        format!(
+            "/v1/devices/{id}/channels/3402%2E/records?start=2024-03-01T00:00:00&end=2024-03-01T23:59:59"
+        ),
+        "/v1/devices/x/channels/y/records?start=2024-03-01T00:00:00&end=2024-03-01T23:59:59".into(),
+    ] {
+        let r = admin(addr, "GET", &bad, None);
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+        assert!(r.is_json_error());
+    }
+    let unknown = admin(
+        addr,
+        "GET",
+        "/v1/devices/34020000001320000299/channels/34020000001320000299/records?start=2024-03-01T00:00:00&end=2024-03-01T23:59:59",
+        None,
+    );
+    assert_eq!(unknown.status, 404);
+    drop(cam);
 }

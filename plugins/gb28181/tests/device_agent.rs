@@ -82,6 +82,7 @@ fn invite_ack_media_gop_and_bye() {
             retry_ms: 1000,
             device_name: "test".into(),
             transport: SipTransport::Udp,
+            records: Vec::new(),
         },
         move |e| {
             let _ = tx.send(e);
@@ -206,6 +207,7 @@ fn tcp_config(server: SocketAddr, retry_ms: u64) -> DeviceConfig {
         retry_ms,
         device_name: "test".into(),
         transport: SipTransport::Tcp,
+        records: Vec::new(),
     }
 }
 

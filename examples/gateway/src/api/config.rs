@@ -1,8 +1,12 @@
 //! `GET /v1/config`: the running configuration without secrets (no password hashes, no
 //! tokens, no Digest HA1, no device passwords: only whether they are set).
+//! `POST /v1/config/reload`: re-reads the file (and flags) the gateway started with and
+//! applies users and device passwords; the other changed settings are listed as needing a
+//! restart.
 
-use super::{Api, ApiResult, ErrorBody};
+use super::{Api, ApiError, ApiResult, ErrorBody, blocking};
 use crate::config::Config;
+use crate::gateway::{ReloadError, ReloadReport};
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
@@ -91,6 +95,30 @@ impl From<&Config> for ConfigView {
         (status = 403, body = ErrorBody)))]
 pub async fn get_config(State(api): State<Api>) -> ApiResult<ConfigView> {
     Ok(Json(ConfigView::from(&api.control.config()?)))
+}
+
+/// Re-reads the configuration: a valid one swaps the users (new RTSP/HTTP requests at once;
+/// sessions already playing go on) and the device passwords; an invalid one changes nothing.
+#[utoipa::path(post, path = "/v1/config/reload", tag = "config",
+    responses((status = 200, body = ReloadReport,
+            description = "Applied; `restart_needed` lists changed settings a restart applies"),
+        (status = 400, body = ErrorBody, description = "Invalid file or flags: nothing changed"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "Started without a config file")))]
+pub async fn reload_config(State(api): State<Api>) -> ApiResult<ReloadReport> {
+    let control = api.control.clone();
+    blocking(move || {
+        control.reload().map_err(|e| match e {
+            ReloadError::NoSource => ApiError::conflict(e.to_string()),
+            ReloadError::Invalid(_) => {
+                eprintln!("[gateway] {e}");
+                ApiError::bad_request(e.to_string())
+            }
+            ReloadError::Gone => ApiError::gone(),
+        })
+    })
+    .await
+    .map(Json)
 }
 
 #[cfg(test)]

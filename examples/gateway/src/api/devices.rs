@@ -119,7 +119,7 @@ fn device_view(api: &Api, d: Device, channels: usize) -> DeviceView {
 }
 
 /// A registered device named in a request (400: bad ID, 404: not registered).
-fn registered(api: &Api, id: &str) -> Result<Device, ApiError> {
+pub(super) fn registered(api: &Api, id: &str) -> Result<Device, ApiError> {
     checked_id(api, id)?;
     api.control
         .device(id)
@@ -196,7 +196,7 @@ async fn send_query(api: &Api, id: &str, kind: &'static str) -> Result<u32, ApiE
     .await
 }
 
-fn no_answer(kind: &str) -> ApiError {
+pub(super) fn no_answer(kind: &str) -> ApiError {
     ApiError::new(
         StatusCode::GATEWAY_TIMEOUT,
         format!("the device did not answer the {kind} query in time"),

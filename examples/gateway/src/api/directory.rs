@@ -1,10 +1,10 @@
 //! What the API knows about devices beyond their registration: the latest DeviceInfo,
-//! DeviceStatus and Catalog answer of each registered device, fed from the SIP endpoint's
+//! DeviceStatus, Catalog and RecordInfo answer of each registered device, fed from the SIP endpoint's
 //! events. Bounded: at most `max_devices` entries and `max_channels` catalog items each;
 //! entries of unregistered devices are dropped. GStreamer-free; waiters are woken through a
 //! tokio `Notify`.
 
-use gstgb28181::core::manscdp::{CatalogItem, DeviceInfo, DeviceStatus};
+use gstgb28181::core::manscdp::{CatalogItem, DeviceInfo, DeviceStatus, RecordItem};
 use gstgb28181::core::registrar::Event as RegEvent;
 use gstgb28181::endpoint::EndpointEvent;
 use std::collections::HashMap;
@@ -16,7 +16,12 @@ pub struct Entry {
     pub info: Option<(u32, DeviceInfo)>,
     pub status: Option<(u32, DeviceStatus)>,
     pub catalog: Option<(u32, Vec<CatalogItem>)>,
+    /// The latest RecordInfo answer (at most [`MAX_RECORD_ITEMS`] items).
+    pub records: Option<(u32, Vec<RecordItem>)>,
 }
+
+/// Recording items kept of one RecordInfo answer.
+pub const MAX_RECORD_ITEMS: usize = 1000;
 
 pub struct Directory {
     max_devices: usize,
@@ -56,6 +61,7 @@ impl Directory {
                 EndpointEvent::DeviceInfo { .. }
                     | EndpointEvent::DeviceStatus { .. }
                     | EndpointEvent::Catalog { .. }
+                    | EndpointEvent::RecordInfo { .. }
             );
             if !relevant || !registered(device) {
                 return;
@@ -72,6 +78,10 @@ impl Directory {
                 EndpointEvent::Catalog { sn, items, .. } => {
                     let items = items.iter().take(self.max_channels).cloned().collect();
                     e.catalog = Some((*sn, items));
+                }
+                EndpointEvent::RecordInfo { sn, items, .. } => {
+                    let items = items.iter().take(MAX_RECORD_ITEMS).cloned().collect();
+                    e.records = Some((*sn, items));
                 }
                 _ => {}
             }

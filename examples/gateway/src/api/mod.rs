@@ -11,6 +11,7 @@ pub mod devices;
 pub mod directory;
 pub mod ptz;
 pub mod recordings;
+pub mod records;
 pub mod sessions;
 
 use crate::auth::Action;
@@ -31,6 +32,50 @@ use utoipa_axum::routes;
 
 /// Request bodies of the API at most (they are small JSON objects); beyond: 413.
 pub const MAX_BODY: usize = 16 << 10;
+
+/// API requests answered, by HTTP status (`gateway_api_requests_total{status}` in /metrics).
+pub struct RequestCounts([std::sync::atomic::AtomicU64; 500]);
+
+impl Default for RequestCounts {
+    fn default() -> Self {
+        RequestCounts(std::array::from_fn(|_| Default::default()))
+    }
+}
+
+impl RequestCounts {
+    pub fn record(&self, status: StatusCode) {
+        if let Some(c) = self.0.get(usize::from(status.as_u16()).wrapping_sub(100)) {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self, status: u16) -> u64 {
+        self.0
+            .get(usize::from(status).wrapping_sub(100))
+            .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The Prometheus text of the counter (statuses seen so far).
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::from(
+            "# HELP gateway_api_requests_total Control API (/v1) requests answered, by HTTP status
+             # TYPE gateway_api_requests_total counter
+",
+        );
+        for (i, c) in self.0.iter().enumerate() {
+            let n = c.load(std::sync::atomic::Ordering::Relaxed);
+            if n > 0 {
+                let _ = writeln!(
+                    o,
+                    "gateway_api_requests_total{{status=\"{}\"}} {n}",
+                    i + 100
+                );
+            }
+        }
+        o
+    }
+}
 
 /// What every handler gets.
 #[derive(Clone)]
@@ -217,6 +262,13 @@ async fn json_errors(req: Request, next: Next) -> Response {
     r
 }
 
+/// Counts every answer of the API (after [`json_errors`]: the status the client gets).
+async fn count_requests(State(api): State<Api>, req: Request, next: Next) -> Response {
+    let r = next.run(req).await;
+    api.control.api_requests().record(r.status());
+    r
+}
+
 async fn no_route() -> ApiError {
     ApiError::not_found("no such route")
 }
@@ -248,6 +300,7 @@ fn openapi_router() -> OpenApiRouter<Api> {
         .routes(routes!(devices::refresh_catalog))
         .routes(routes!(devices::query_info))
         .routes(routes!(devices::query_status))
+        .routes(routes!(records::list_records))
         .routes(routes!(channels::list_channels))
         .routes(routes!(channels::get_channel))
         .routes(routes!(channels::ptz))
@@ -259,6 +312,7 @@ fn openapi_router() -> OpenApiRouter<Api> {
         .routes(routes!(recordings::list_recordings))
         .routes(routes!(recordings::fetch_recording))
         .routes(routes!(config::get_config))
+        .routes(routes!(config::reload_config))
 }
 
 /// The generated OpenAPI document (also what `/v1/openapi.json` serves).
@@ -278,9 +332,10 @@ pub fn router(control: Arc<Control>, auth: Authorize) -> axum::Router {
     router
         .route_layer(middleware::from_fn_with_state(api.clone(), require_api))
         .fallback(no_route)
-        .with_state(api)
+        .with_state(api.clone())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn_with_state(api, count_requests))
 }
 
 #[cfg(test)]
@@ -309,10 +364,29 @@ mod tests {
             include_str!("sessions.rs"),
             include_str!("recordings.rs"),
             include_str!("config.rs"),
+            include_str!("records.rs"),
         ] {
             let needle = [".", "route("].concat();
             assert!(!src.contains(&needle), "a route outside the OpenAPI router");
         }
+    }
+
+    #[test]
+    fn request_counts() {
+        let c = RequestCounts::default();
+        c.record(StatusCode::OK);
+        c.record(StatusCode::OK);
+        c.record(StatusCode::UNAUTHORIZED);
+        assert_eq!(c.get(200), 2);
+        assert_eq!(c.get(99), 0);
+        assert_eq!(c.get(600), 0);
+        let text = c.render();
+        assert!(
+            text.contains("gateway_api_requests_total{status=\"200\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("{status=\"401\"} 1\n"), "{text}");
+        assert!(!text.contains("\"404\""), "{text}");
     }
 
     #[test]

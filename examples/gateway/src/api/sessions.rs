@@ -19,10 +19,10 @@ pub struct SessionView {
     pub protocol: String,
     /// `tcp`, `udp` or `udp-mcast` (RTSP), `webrtc`.
     pub transport: String,
-    /// The user it authenticated as (WebRTC readers; empty when not known).
-    pub user: String,
     /// Client address (`ip` or `ip:port`).
     pub remote: String,
+    /// The user the reader authenticated as (`any`: anonymous), when known.
+    pub user: Option<String>,
     pub bytes_sent: u64,
     pub bitrate_bps: u64,
     /// From the client's RTCP receiver reports, when it sent any.
@@ -53,13 +53,26 @@ pub async fn list_sessions(
         super::checked_id(&api, p)?;
     }
     let control = api.control.clone();
-    let sessions = blocking(move || Ok(control.sessions()?)).await?;
+    let sessions = blocking(move || {
+        let mut out = Vec::new();
+        for s in control.sessions()? {
+            let user = match s.id.parse() {
+                Ok(n) => control.session_user(n)?,
+                Err(_) => None,
+            };
+            out.push((s, user));
+        }
+        Ok(out)
+    })
+    .await?;
     let out = sessions
         .into_iter()
-        .filter(|s| filter.path.as_ref().is_none_or(|p| *p == s.path))
-        .filter_map(|s| {
+        .filter(|(s, _)| filter.path.as_ref().is_none_or(|p| *p == s.path))
+        .filter_map(|(s, user)| {
             Some(SessionView {
                 id: s.id.parse().ok()?,
+                // RTSP readers: who their connection authenticated as; WebRTC: the snapshot.
+                user: user.or((!s.user.is_empty()).then_some(s.user)),
                 path: s.path,
                 protocol: if s.transport == "webrtc" {
                     "webrtc"
@@ -68,7 +81,6 @@ pub async fn list_sessions(
                 }
                 .into(),
                 transport: s.transport,
-                user: s.user,
                 remote: s.remote,
                 bytes_sent: s.bytes_sent,
                 bitrate_bps: s.bitrate_bps,

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 /// Bounds on what a config may declare.
@@ -345,16 +345,48 @@ impl User {
 }
 
 struct State {
-    /// Hash of presented credentials → (user index, expiry ms).
-    cache: HashMap<[u8; 32], (usize, u64)>,
+    /// Hash of presented credentials → (table generation, user index, expiry ms).
+    cache: HashMap<[u8; 32], (u64, usize, u64)>,
     limiter: FailureLimiter,
 }
 
-/// The user table. Shared (`Arc<Users>`) by every server; all methods take `&self`.
-pub struct Users {
+/// One version of the configured users; [`Users::replace`] swaps in a new one.
+struct Table {
+    /// Distinguishes cache entries of an older table (never used with a newer one).
+    generation: u64,
     users: Vec<User>,
     by_name: HashMap<String, usize>,
     anonymous: Option<usize>,
+}
+
+impl Table {
+    fn build(users: &[UserConfig], generation: u64) -> Result<Table, String> {
+        if users.len() > MAX_USERS {
+            return Err(format!("users: at most {MAX_USERS}"));
+        }
+        let mut table = Vec::with_capacity(users.len());
+        let mut by_name = HashMap::new();
+        for c in users {
+            let u = User::from_config(c)?;
+            if by_name.insert(c.user.clone(), table.len()).is_some() {
+                return Err(format!("user {}: listed twice", c.user));
+            }
+            table.push(u);
+        }
+        Ok(Table {
+            generation,
+            anonymous: by_name.get("any").copied(),
+            users: table,
+            by_name,
+        })
+    }
+}
+
+/// The user table. Shared (`Arc<Users>`) by every server; all methods take `&self`. The
+/// users can be replaced while running ([`Users::replace`]); the failure limiter, counters
+/// and Digest nonces stay.
+pub struct Users {
+    table: RwLock<Arc<Table>>,
     realm: String,
     nonces: NonceIssuer,
     /// Keys the cache's hashes so a memory dump does not give testable password hashes.
@@ -367,7 +399,7 @@ pub struct Users {
 impl std::fmt::Debug for Users {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Users")
-            .field("users", &self.by_name.keys().collect::<Vec<_>>())
+            .field("users", &self.table().by_name.keys().collect::<Vec<_>>())
             .field("realm", &self.realm)
             .finish_non_exhaustive()
     }
@@ -386,9 +418,6 @@ impl Users {
         realm: &str,
         limiter: LimiterConfig,
     ) -> Result<Users, String> {
-        if users.len() > MAX_USERS {
-            return Err(format!("users: at most {MAX_USERS}"));
-        }
         if realm.is_empty()
             || realm.len() > 64
             || !realm
@@ -397,23 +426,13 @@ impl Users {
         {
             return Err("realm: 1 to 64 printable characters without quotes".into());
         }
-        let mut table = Vec::with_capacity(users.len());
-        let mut by_name = HashMap::new();
-        for c in users {
-            let u = User::from_config(c)?;
-            if by_name.insert(c.user.clone(), table.len()).is_some() {
-                return Err(format!("user {}: listed twice", c.user));
-            }
-            table.push(u);
-        }
+        let table = Table::build(users, 0)?;
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| format!("getrandom: {e}"))?;
         let mut cache_key = [0u8; 32];
         getrandom::fill(&mut cache_key).map_err(|e| format!("getrandom: {e}"))?;
         Ok(Users {
-            anonymous: by_name.get("any").copied(),
-            users: table,
-            by_name,
+            table: RwLock::new(Arc::new(table)),
             realm: realm.to_string(),
             nonces: NonceIssuer::new(&secret, NONCE_MAX_AGE_MS),
             cache_key,
@@ -426,12 +445,35 @@ impl Users {
         })
     }
 
+    /// Replaces the users (all checked first: on an error nothing changes). Requests
+    /// authenticated from now on use the new table; remembered verifications of the old one
+    /// are dropped. The failure limiter, counters and Digest nonces are kept.
+    pub fn replace(&self, users: &[UserConfig]) -> Result<(), String> {
+        let mut slot = self.table.write().unwrap_or_else(|e| e.into_inner());
+        let table = Table::build(users, slot.generation.wrapping_add(1))?;
+        *slot = Arc::new(table);
+        drop(slot);
+        self.lock().cache.clear();
+        Ok(())
+    }
+
+    fn table(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub fn len(&self) -> usize {
-        self.users.len()
+        self.table().users.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
+        self.table().users.is_empty()
+    }
+
+    /// The configured user names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut n: Vec<String> = self.table().by_name.keys().cloned().collect();
+        n.sort();
+        n
     }
 
     pub fn realm(&self) -> &str {
@@ -440,19 +482,20 @@ impl Users {
 
     /// Whether any user has a `digest_ha1` (then a 401 offers Digest too).
     pub fn has_digest(&self) -> bool {
-        self.users.iter().any(|u| u.digest_ha1.is_some())
+        self.table().users.iter().any(|u| u.digest_ha1.is_some())
     }
 
     /// Users with a password but no `digest_ha1` while others have one: clients that prefer
     /// Digest when it is offered (ffmpeg, VLC) cannot log in as them.
-    pub fn without_digest(&self) -> Vec<&str> {
+    pub fn without_digest(&self) -> Vec<String> {
         if !self.has_digest() {
             return Vec::new();
         }
-        self.users
+        self.table()
+            .users
             .iter()
             .filter(|u| u.pass.is_some() && u.digest_ha1.is_none())
-            .map(|u| u.identity.user())
+            .map(|u| u.identity.user().to_string())
             .collect()
     }
 
@@ -533,9 +576,10 @@ impl Users {
         attempt: &Attempt,
         now_ms: u64,
     ) -> Result<Identity, AuthError> {
+        let t = self.table();
         let Some(value) = authorization else {
             // Anonymous access from outside `any`'s ranges is just a request for credentials.
-            return match self.anonymous.map(|i| &self.users[i]) {
+            return match t.anonymous.map(|i| &t.users[i]) {
                 Some(u) if u.allows_ip(attempt.ip) => Ok(u.identity.clone()),
                 _ => Err(AuthError::NoCredentials),
             };
@@ -548,9 +592,11 @@ impl Users {
             }
         };
         match parsed {
-            Authorization::Basic { user, pass } => self.basic_at(&user, &pass, attempt.ip, now_ms),
-            Authorization::Bearer(token) => self.bearer_at(&token, attempt.ip, now_ms),
-            Authorization::Digest(c) => self.digest_at(&c, attempt.method, attempt.ip, now_ms),
+            Authorization::Basic { user, pass } => {
+                self.basic_at(&t, &user, &pass, attempt.ip, now_ms)
+            }
+            Authorization::Bearer(token) => self.bearer_at(&t, &token, attempt.ip, now_ms),
+            Authorization::Digest(c) => self.digest_at(&t, &c, attempt.method, attempt.ip, now_ms),
         }
     }
 
@@ -562,12 +608,12 @@ impl Users {
         pass: &str,
         ip: IpAddr,
     ) -> Result<Identity, AuthError> {
-        self.basic_at(user, pass, ip, self.now_ms())
+        self.basic_at(&self.table(), user, pass, ip, self.now_ms())
     }
 
     /// A bearer token. Prefer [`Users::authenticate`], which also logs and counts failures.
     pub fn authenticate_bearer(&self, token: &str, ip: IpAddr) -> Result<Identity, AuthError> {
-        self.bearer_at(token, ip, self.now_ms())
+        self.bearer_at(&self.table(), token, ip, self.now_ms())
     }
 
     fn cache_hash(&self, kind: &[u8], user: &str, secret: &str) -> [u8; 32] {
@@ -581,26 +627,28 @@ impl Users {
         h.finalize().into()
     }
 
-    fn cached_user(&self, key: &[u8; 32], now_ms: u64) -> Option<usize> {
+    fn cached_user(&self, t: &Table, key: &[u8; 32], now_ms: u64) -> Option<usize> {
         let st = self.lock();
         st.cache
             .get(key)
-            .filter(|(_, exp)| *exp > now_ms)
-            .map(|(i, _)| *i)
+            .filter(|(g, _, exp)| *g == t.generation && *exp > now_ms)
+            .map(|(_, i, _)| *i)
     }
 
-    fn remember(&self, key: [u8; 32], user: usize, ip: IpAddr, now_ms: u64) {
+    fn remember(&self, t: &Table, key: [u8; 32], user: usize, ip: IpAddr, now_ms: u64) {
         let mut st = self.lock();
         st.limiter.record_success(ip);
         if st.cache.len() >= CACHE_MAX && !st.cache.contains_key(&key) {
-            st.cache.retain(|_, (_, exp)| *exp > now_ms);
+            st.cache.retain(|_, (_, _, exp)| *exp > now_ms);
             if st.cache.len() >= CACHE_MAX {
                 // Still full of live entries: start again rather than grow.
                 st.cache.clear();
             }
         }
-        st.cache
-            .insert(key, (user, now_ms.saturating_add(CACHE_TTL_MS)));
+        st.cache.insert(
+            key,
+            (t.generation, user, now_ms.saturating_add(CACHE_TTL_MS)),
+        );
     }
 
     fn record_failure(&self, ip: IpAddr, now_ms: u64) {
@@ -615,8 +663,8 @@ impl Users {
     }
 
     /// The user's identity if `ip` is allowed for them.
-    fn admit(&self, i: usize, ip: IpAddr, now_ms: u64) -> Result<Identity, AuthError> {
-        let u = &self.users[i];
+    fn admit(&self, t: &Table, i: usize, ip: IpAddr, now_ms: u64) -> Result<Identity, AuthError> {
+        let u = &t.users[i];
         if u.allows_ip(ip) {
             Ok(u.identity.clone())
         } else {
@@ -627,28 +675,29 @@ impl Users {
 
     fn basic_at(
         &self,
+        t: &Table,
         user: &str,
         pass: &str,
         ip: IpAddr,
         now_ms: u64,
     ) -> Result<Identity, AuthError> {
         let key = self.cache_hash(b"basic", user, pass);
-        if let Some(i) = self.cached_user(&key, now_ms) {
-            return self.admit(i, ip, now_ms);
+        if let Some(i) = self.cached_user(t, &key, now_ms) {
+            return self.admit(t, i, ip, now_ms);
         }
         self.check_limiter(ip, now_ms)?;
-        let Some(&i) = self.by_name.get(user) else {
+        let Some(&i) = t.by_name.get(user) else {
             self.record_failure(ip, now_ms);
             return Err(AuthError::UnknownUser);
         };
-        let u = &self.users[i];
+        let u = &t.users[i];
         if !u.allows_ip(ip) {
             self.record_failure(ip, now_ms);
             return Err(AuthError::IpNotAllowed);
         }
         // The slow part runs with no lock held.
         if u.pass.as_ref().is_some_and(|s| s.verify(pass.as_bytes())) {
-            self.remember(key, i, ip, now_ms);
+            self.remember(t, key, i, ip, now_ms);
             Ok(u.identity.clone())
         } else {
             self.record_failure(ip, now_ms);
@@ -656,20 +705,26 @@ impl Users {
         }
     }
 
-    fn bearer_at(&self, token: &str, ip: IpAddr, now_ms: u64) -> Result<Identity, AuthError> {
+    fn bearer_at(
+        &self,
+        t: &Table,
+        token: &str,
+        ip: IpAddr,
+        now_ms: u64,
+    ) -> Result<Identity, AuthError> {
         let key = self.cache_hash(b"bearer", "", token);
-        if let Some(i) = self.cached_user(&key, now_ms) {
-            return self.admit(i, ip, now_ms);
+        if let Some(i) = self.cached_user(t, &key, now_ms) {
+            return self.admit(t, i, ip, now_ms);
         }
         self.check_limiter(ip, now_ms)?;
-        let found = self
+        let found = t
             .users
             .iter()
             .position(|u| u.tokens.iter().any(|t| t.verify(token.as_bytes())));
         match found {
             Some(i) => {
-                let r = self.admit(i, ip, now_ms)?;
-                self.remember(key, i, ip, now_ms);
+                let r = self.admit(t, i, ip, now_ms)?;
+                self.remember(t, key, i, ip, now_ms);
                 Ok(r)
             }
             None => {
@@ -681,16 +736,17 @@ impl Users {
 
     fn digest_at(
         &self,
+        t: &Table,
         c: &digest::Credentials,
         method: &str,
         ip: IpAddr,
         now_ms: u64,
     ) -> Result<Identity, AuthError> {
         self.check_limiter(ip, now_ms)?;
-        let Some((i, ha1)) = self
+        let Some((i, ha1)) = t
             .by_name
             .get(&c.username)
-            .and_then(|&i| self.users[i].digest_ha1.as_deref().map(|h| (i, h)))
+            .and_then(|&i| t.users[i].digest_ha1.as_deref().map(|h| (i, h)))
         else {
             self.record_failure(ip, now_ms);
             return Err(AuthError::UnknownUser);
@@ -711,7 +767,7 @@ impl Users {
             self.record_failure(ip, now_ms);
             return Err(AuthError::WrongPassword);
         }
-        let r = self.admit(i, ip, now_ms)?;
+        let r = self.admit(t, i, ip, now_ms)?;
         self.lock().limiter.record_success(ip);
         Ok(r)
     }
@@ -916,10 +972,37 @@ mod tests {
     }
 
     #[test]
+    fn replace_swaps_users_at_once_and_keeps_the_old_on_error() {
+        let users = Users::from_config(&[user("a", "pw", &[])], "r").unwrap();
+        let a = basic_value("a", "pw");
+        let b = basic_value("b", "pw2");
+        let at = attempt(LOCAL);
+        // Verified once: remembered in the cache.
+        assert!(users.authenticate_at(Some(&a), &at, 1).is_ok());
+        assert_eq!(users.cached(), 1);
+        users.replace(&[user("b", "pw2", &[])]).unwrap();
+        assert_eq!(users.names(), vec!["b".to_string()]);
+        // The removed user is refused at once, even with a verification remembered.
+        assert!(matches!(
+            users.authenticate_at(Some(&a), &at, 2),
+            Err(AuthError::UnknownUser)
+        ));
+        assert!(users.authenticate_at(Some(&b), &at, 3).is_ok());
+        // An invalid table (a user twice) changes nothing.
+        let err = users
+            .replace(&[user("c", "x", &[]), user("c", "y", &[])])
+            .unwrap_err();
+        assert!(err.contains("twice"), "{err}");
+        assert_eq!(users.names(), vec!["b".to_string()]);
+        assert!(users.authenticate_at(Some(&b), &at, 4).is_ok());
+    }
+
+    #[test]
     fn cache_is_bounded() {
         let users = Users::from_config(&[user("a", "pw", &[])], "r").unwrap();
         for i in 0..(CACHE_MAX + 10) {
             users.remember(
+                &users.table(),
                 [
                     i as u8,
                     (i >> 8) as u8,
@@ -1026,7 +1109,7 @@ mod tests {
         let c = digest::answer_challenge(&old, "cam", "secret", "DESCRIBE", "u", "c", 1);
         assert_eq!(
             users
-                .digest_at(&c, "DESCRIBE", LOCAL, NONCE_MAX_AGE_MS + 1)
+                .digest_at(&users.table(), &c, "DESCRIBE", LOCAL, NONCE_MAX_AGE_MS + 1)
                 .unwrap_err(),
             AuthError::StaleNonce
         );

@@ -242,6 +242,26 @@ impl Config {
         )
     }
 
+    /// Settings a running gateway takes on reload (`POST /v1/config/reload`, SIGHUP).
+    pub const RELOADABLE: [&'static str; 3] = ["users", "password", "device_passwords"];
+
+    /// The settings that differ between `self` (running) and `new` and that only a restart
+    /// applies (every one but [`Config::RELOADABLE`]), sorted.
+    pub fn restart_needed(&self, new: &Config) -> Vec<String> {
+        let old = toml::Table::try_from(self).unwrap_or_default();
+        let new = toml::Table::try_from(new).unwrap_or_default();
+        let mut keys: Vec<String> = old
+            .keys()
+            .chain(new.keys())
+            .filter(|k| !Config::RELOADABLE.contains(&k.as_str()))
+            .filter(|k| old.get(*k) != new.get(*k))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     /// The ID policy of `id_pattern`.
     pub fn id_policy(&self) -> Result<gstgb28181::core::id::IdPolicy, String> {
         gstgb28181::core::id::IdPolicy::with_pattern(&self.id_pattern)
@@ -283,6 +303,19 @@ mod tests {
         flags::parse_from(std::iter::once("gw").chain(a.iter().copied()))
             .unwrap()
             .settings
+    }
+
+    #[test]
+    fn restart_needed_lists_changed_settings_but_the_reloadable_ones() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.password = "other".into();
+        new.device_passwords = "34020000001320000001=x".into();
+        new.users = vec![UserConfig::with_password("u", "pw", &[]).unwrap()];
+        assert!(old.restart_needed(&new).is_empty());
+        new.rtsp_port = 9554;
+        new.hls = !old.hls;
+        assert_eq!(old.restart_needed(&new), vec!["hls", "rtsp_port"]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What the control API may see and do in a running gateway (the `/v1` handlers in
 //! [`crate::api`] call only this): devices and channels, device queries, PTZ and key frames,
-//! reader sessions, recordings and the configuration. Holds the gateway weakly: after it
-//! stops, every call answers "gone".
+//! reader sessions, recordings and the configuration, and its reload. Holds the gateway
+//! weakly: after it stops, every call answers "gone".
 
 use super::{Shared, lock, snapshot, unmount_device};
 use crate::api::directory::Directory;
@@ -13,6 +13,136 @@ use gstgb28181::core::registrar::Device;
 use gstgb28181::endpoint::Endpoint;
 use std::sync::{Arc, Weak};
 
+/// Reads the configuration again (the file and flags the gateway started with).
+pub type Loader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// The reload state of a gateway.
+pub(super) struct Reload {
+    pub(super) loader: Option<Loader>,
+    /// The configuration as given at start, with the reloadable settings as last applied.
+    applied: Config,
+}
+
+impl Reload {
+    pub(super) fn new(applied: Config) -> Reload {
+        Reload {
+            loader: None,
+            applied,
+        }
+    }
+}
+
+/// What a reload applied, and what it could not.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct ReloadReport {
+    /// The user names now configured.
+    pub users: Vec<String>,
+    pub users_added: Vec<String>,
+    pub users_removed: Vec<String>,
+    /// Users whose entry changed (password, tokens, permissions, addresses).
+    pub users_changed: Vec<String>,
+    /// Whether the default or a per-device password changed.
+    pub device_passwords_changed: bool,
+    /// Settings that differ in the file but apply only after a restart.
+    pub restart_needed: Vec<String>,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadError {
+    /// The gateway was started without a configuration source.
+    NoSource,
+    /// The file or flags are invalid (the old configuration stays).
+    Invalid(String),
+    Gone,
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::NoSource => f.write_str("the gateway was started without a config file"),
+            ReloadError::Invalid(m) => write!(f, "configuration refused, nothing changed: {m}"),
+            ReloadError::Gone => f.write_str("gateway stopping"),
+        }
+    }
+}
+
+/// Re-reads the configuration, checks all of it, then swaps the users (RTSP and HTTP share
+/// one table: new requests are authenticated against the new users at once; sessions
+/// already playing go on) and the device passwords (registrations challenged from now on).
+/// One reload at a time.
+pub(super) fn reload(sh: &Shared) -> Result<ReloadReport, ReloadError> {
+    let mut state = lock(&sh.reload);
+    let loader = state.loader.as_ref().ok_or(ReloadError::NoSource)?;
+    let new = loader().map_err(ReloadError::Invalid)?;
+    new.check().map_err(ReloadError::Invalid)?;
+    let users = sh.rtsp_guard.users();
+    let before = users.names();
+    users
+        .replace(&new.users)
+        .map_err(|e| ReloadError::Invalid(format!("users: {e}")))?;
+    let old = &state.applied;
+    let device_passwords_changed =
+        old.password != new.password || old.device_passwords != new.device_passwords;
+    if device_passwords_changed {
+        sh.endpoint.set_passwords(
+            (!new.password.is_empty()).then(|| new.password.clone()),
+            new.device_password_map(),
+        );
+    }
+    let name_set = |v: &[crate::auth::UserConfig]| -> Vec<String> {
+        v.iter().map(|u| u.user.clone()).collect()
+    };
+    let now = users.names();
+    let report = ReloadReport {
+        users_added: now
+            .iter()
+            .filter(|u| !before.contains(u))
+            .cloned()
+            .collect(),
+        users_removed: before
+            .iter()
+            .filter(|u| !now.contains(u))
+            .cloned()
+            .collect(),
+        users_changed: name_set(&new.users)
+            .into_iter()
+            .filter(|n| {
+                let o = old.users.iter().find(|u| &u.user == n);
+                let m = new.users.iter().find(|u| &u.user == n);
+                o.is_some() && o != m
+            })
+            .collect(),
+        users: now,
+        device_passwords_changed,
+        restart_needed: old.restart_needed(&new),
+    };
+    state.applied.users = new.users;
+    state.applied.password = new.password;
+    state.applied.device_passwords = new.device_passwords;
+    eprintln!(
+        "[gateway] configuration reloaded: {} user(s) (+{} -{} ~{}), device passwords {}{}",
+        report.users.len(),
+        report.users_added.len(),
+        report.users_removed.len(),
+        report.users_changed.len(),
+        if device_passwords_changed {
+            "changed"
+        } else {
+            "unchanged"
+        },
+        if report.restart_needed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; a restart is needed for: {}",
+                report.restart_needed.join(", ")
+            )
+        }
+    );
+    Ok(report)
+}
+
 /// The gateway stopped (the API answers 503).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gone;
@@ -22,6 +152,7 @@ pub struct Control {
     endpoint: Arc<Endpoint>,
     directory: Arc<Directory>,
     subscription: u64,
+    api_requests: crate::api::RequestCounts,
 }
 
 impl Drop for Control {
@@ -63,6 +194,7 @@ impl Control {
             endpoint: sh.endpoint.clone(),
             directory,
             subscription,
+            api_requests: Default::default(),
         })
     }
 
@@ -71,6 +203,11 @@ impl Control {
             .upgrade()
             .filter(|s| !s.stopping.load(std::sync::atomic::Ordering::SeqCst))
             .ok_or(Gone)
+    }
+
+    /// API requests answered, by status.
+    pub fn api_requests(&self) -> &crate::api::RequestCounts {
+        &self.api_requests
     }
 
     pub fn directory(&self) -> &Directory {
@@ -158,6 +295,18 @@ impl Control {
         self.endpoint.query(device, kind)
     }
 
+    /// Sends a RecordInfo query for `channel` of `device` (times `yyyy-MM-ddTHH:mm:ss`);
+    /// the SN to wait for.
+    pub fn query_records(
+        &self,
+        device: &str,
+        channel: &str,
+        start: &str,
+        end: &str,
+    ) -> std::io::Result<u32> {
+        self.endpoint.query_record_info(device, channel, start, end)
+    }
+
     pub fn ptz(&self, device: &str, channel: &str, cmd: PtzCmd) -> std::io::Result<u32> {
         self.endpoint.ptz(device, channel, cmd)
     }
@@ -175,6 +324,11 @@ impl Control {
             .into_iter()
             .chain(snap.webrtc_sessions)
             .collect())
+    }
+
+    /// The user an RTSP reader session (by its number) authenticated as.
+    pub fn session_user(&self, number: u64) -> Result<Option<String>, Gone> {
+        Ok(self.sh()?.rtsp_guard.session_user(number))
     }
 
     /// Ends the reader session shown as `number`: removed from the session pool (its media
@@ -210,8 +364,20 @@ impl Control {
         Ok(found)
     }
 
-    /// The running configuration.
+    /// The running configuration (users and device passwords as last reloaded).
     pub fn config(&self) -> Result<Config, Gone> {
-        Ok(self.sh()?.cfg.clone())
+        let sh = self.sh()?;
+        let mut cfg = sh.cfg.clone();
+        let state = lock(&sh.reload);
+        cfg.users = state.applied.users.clone();
+        cfg.password = state.applied.password.clone();
+        cfg.device_passwords = state.applied.device_passwords.clone();
+        Ok(cfg)
+    }
+
+    /// [`reload`]: re-reads and applies the configuration.
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let sh = self.shared.upgrade().ok_or(ReloadError::Gone)?;
+        reload(&sh)
     }
 }

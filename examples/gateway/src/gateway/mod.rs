@@ -34,7 +34,7 @@ mod mount;
 mod persist;
 mod recording;
 mod stats;
-pub use control::{Control, Gone};
+pub use control::{Control, Gone, Loader, ReloadError, ReloadReport};
 use mount::*;
 use persist::*;
 use recording::*;
@@ -105,6 +105,8 @@ struct Shared {
     device_info_queries: Mutex<HashMap<u32, String>>,
     /// WebRTC (WHEP) readers.
     webrtc: Arc<crate::webrtc::Sessions>,
+    /// Where a reload reads the configuration, and the settings as last applied.
+    reload: Mutex<control::Reload>,
 }
 
 /// The running gateway.
@@ -128,6 +130,7 @@ pub struct Gateway {
 impl Gateway {
     pub fn start(mut cfg: Config) -> Result<Gateway, String> {
         init().map_err(|e| e.to_string())?;
+        let as_given = cfg.clone();
         // IPv6: sockets take bare literals (`::` also written `[::]`), URLs bracketed ones.
         for a in [
             &mut cfg.sip_address,
@@ -292,6 +295,7 @@ impl Gateway {
                 stream_timeout: Duration::from_secs(u64::from(cfg.wait_timeout_s.max(1)) + 5),
                 local_addresses: webrtc_addresses,
             }),
+            reload: Mutex::new(control::Reload::new(as_given)),
         });
 
         // Per-client byte counts start when the client's PLAY is answered.
@@ -330,11 +334,15 @@ impl Gateway {
         // One user table (and one failed-attempt limiter) for RTSP and HTTP.
         let auth = http_authorize(shared.rtsp_guard.users().clone());
         let weak = Arc::downgrade(&shared);
-        let render: http::routes::Render =
-            Arc::new(move || weak.upgrade().map(|sh| metrics::render(&snapshot(&sh))));
+        let control = Control::new(&shared);
+        let api_control = control.clone();
+        let render: http::routes::Render = Arc::new(move || {
+            weak.upgrade()
+                .map(|sh| metrics::render(&snapshot(&sh)) + &api_control.api_requests().render())
+        });
         let metrics_server = metrics_listener.serve(
             http::routes::metrics_router(render, auth.clone())
-                .merge(crate::api::router(Control::new(&shared), auth.clone()))
+                .merge(crate::api::router(control, auth.clone()))
                 .merge(whep_router(&shared, auth.clone()))
                 .merge(crate::web::router()),
             limits.clone(),
@@ -474,6 +482,18 @@ impl Gateway {
     /// The user table (shared by the RTSP and HTTP servers).
     pub fn users(&self) -> &Arc<Users> {
         self.shared.rtsp_guard.users()
+    }
+
+    /// Where `POST /v1/config/reload` and SIGHUP read the configuration (main: the file
+    /// and flags it started with). Without one a reload is refused.
+    pub fn set_config_loader(&self, loader: Loader) {
+        lock(&self.shared.reload).loader = Some(loader);
+    }
+
+    /// Re-reads the configuration and applies users and device passwords (see
+    /// [`Control::reload`]).
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        control::reload(&self.shared)
     }
 
     /// The RTSP server's access-control state (refusal counts, tracked sessions).

@@ -410,6 +410,16 @@ impl Endpoint {
         Ok(ep)
     }
 
+    /// Replaces the device passwords (the default and the per-device ones): registrations
+    /// challenged from now on are checked against them; registered devices stay until their
+    /// next refresh, which needs the new password.
+    pub fn set_passwords(&self, default: Option<String>, per_device: HashMap<String, String>) {
+        let mut inner = lock(&self.inner);
+        let c = &mut inner.registrar.config;
+        c.default_password = default;
+        c.passwords = per_device;
+    }
+
     /// The running endpoint for `key`, if any.
     pub fn find(key: &EndpointKey) -> Option<Arc<Endpoint>> {
         lock(&ENDPOINTS).get(key).cloned()

@@ -38,6 +38,7 @@ struct Settings {
     keepalive_interval: u32,
     retry_interval: u32,
     device_name: String,
+    records: Vec<crate::device::Recording>,
 }
 
 impl Default for Settings {
@@ -57,6 +58,7 @@ impl Default for Settings {
             keepalive_interval: 60_000,
             retry_interval: 10_000,
             device_name: "gst-ipcam".into(),
+            records: Vec::new(),
         }
     }
 }
@@ -257,6 +259,11 @@ impl ObjectImpl for Gb28181Sink {
                     .default_value(Some(d.device_name.as_str()))
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("records")
+                    .nick("Recordings")
+                    .blurb("Recordings listed in RecordInfo answers, as \"start/end;start/end\" (times yyyy-MM-ddTHH:mm:ss)")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb("Registration and session state, frames received")
@@ -291,6 +298,13 @@ impl ObjectImpl for Gb28181Sink {
             "keepalive-interval" => s.keepalive_interval = value.get().unwrap_or(60_000),
             "retry-interval" => s.retry_interval = value.get().unwrap_or(10_000),
             "device-name" => s.device_name = string(),
+            "records" => match crate::device::parse_records(&string()) {
+                Ok(r) => s.records = r,
+                Err(e) => {
+                    gst::warning!(CAT, imp = self, "records refused: {e}");
+                    s.records.clear();
+                }
+            },
             _ => {}
         }
     }
@@ -327,6 +341,13 @@ impl ObjectImpl for Gb28181Sink {
             "keepalive-interval" => s.keepalive_interval.to_value(),
             "retry-interval" => s.retry_interval.to_value(),
             "device-name" => s.device_name.to_value(),
+            "records" => s
+                .records
+                .iter()
+                .map(|r| format!("{}/{}", r.start, r.end))
+                .collect::<Vec<_>>()
+                .join(";")
+                .to_value(),
             _ => None::<String>.to_value(),
         }
     }
@@ -417,6 +438,7 @@ impl BaseSinkImpl for Gb28181Sink {
             keepalive_interval_ms: u64::from(s.keepalive_interval),
             retry_ms: u64::from(s.retry_interval),
             device_name: s.device_name.clone(),
+            records: s.records.clone(),
             transport: match s.sip_transport {
                 SipTransportMode::Udp => SipTransport::Udp,
                 SipTransportMode::Tcp => SipTransport::Tcp,
