@@ -15,9 +15,11 @@ use gst_ipcam_gateway::config::Config;
 use gst_ipcam_gateway::gateway::Gateway;
 use gst_ipcam_gateway::http;
 use gst_ipcam_gateway::metrics::find_samples;
-use gst_ipcam_gateway::sim::wait_until;
+use gst_ipcam_gateway::sim::{Clip, SimCamera, SimSettings, wait_until};
 use gst_ipcam_testutil::impair::{Direction, Impairment, UdpProxy};
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -162,6 +164,16 @@ impl Viewer {
         Viewer { pipeline, frames }
     }
 
+    /// Whether the stream ended for this viewer (EOS or error) within `timeout`, and how.
+    fn ended(&self, timeout: Duration) -> Option<String> {
+        let bus = self.pipeline.bus()?;
+        bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(timeout.as_millis() as u64),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .map(|m| format!("{:?}", m.view()))
+    }
+
     fn frames(&self) -> u64 {
         self.frames.load(Ordering::Relaxed)
     }
@@ -292,4 +304,139 @@ fn media_reordering() {
         during >= 90,
         "reordering alone costs no picture: {during} %"
     );
+}
+
+/// Media files (HLS segments, MP4 recordings) under `dir`, by path.
+fn media_files(dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p
+                .extension()
+                .is_some_and(|x| x == "ts" || x == "mp4" || x == "m4s")
+            {
+                out.insert(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The camera disappears (SIP and media cut both ways: no BYE, no keepalive), then reboots:
+/// a new camera process with the same IDs, a new SIP port, new media port and SSRC. HLS and
+/// recording keep an always-on session. The stream ends after `stream_timeout_s`; the viewer
+/// gets EOS; the gateway asks again by itself when the camera is back; HLS segments and
+/// recordings resume; a new viewer plays.
+#[test]
+fn camera_disappears_and_reboots() {
+    let _g = serial();
+    let (base, media) = media_proxies();
+    let (hls_dir, rec_dir) = (scratch("faults-hls"), scratch("faults-rec"));
+    let mut cfg = config(base);
+    cfg.simulate = 0;
+    cfg.hls = true;
+    cfg.hls_dir = hls_dir.clone();
+    cfg.record_dir = Some(rec_dir.clone());
+    cfg.record_segment_s = 1;
+    cfg.stream_timeout_s = 2;
+    let gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let sip = UdpProxy::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SocketAddr::new("127.0.0.1".parse().unwrap(), cfg.sip_port),
+        Impairment::none(),
+        Impairment::none(),
+    )
+    .unwrap();
+    let id = cfg.sim_first_id.clone();
+    let settings = SimSettings {
+        server_ip: "127.0.0.1".into(),
+        server_port: sip.port(),
+        server_id: cfg.server_id.clone(),
+        device_id: id.clone(),
+        password: cfg.password.clone(),
+        audio: false,
+    };
+    let clip = Clip::encode_with(Some("h264"), None, 160, 120, 200, 2).expect("clip");
+    let cam = SimCamera::start(&clip, &settings).expect("camera");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw.channels().contains(&id)),
+        "mounted through the SIP proxy"
+    );
+    let ready = |gw: &Gateway| gw.snapshot().paths.iter().any(|p| p.name == id && p.ready);
+    let url = gw.url_with_credentials(&id, READER.0, READER.1);
+    let viewer = Viewer::start(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25
+            && media_files(&rec_dir).len() >= 2
+            && media_files(&hls_dir).len() >= 2),
+        "plays, records, HLS: {} pictures, {:?} {:?}",
+        viewer.frames(),
+        media_files(&rec_dir),
+        media_files(&hls_dir)
+    );
+    let lbl = format!("name=\"{id}\"");
+    let invites = metric(&gw, "gb28181_invites", &lbl);
+
+    // Gone: nothing passes either way, not even the BYE of its stop.
+    sip.cut();
+    for m in &media {
+        m.cut();
+    }
+    let t_cut = Instant::now();
+    let ended = viewer.ended(Duration::from_secs(15));
+    eprintln!(
+        "viewer after the cut ({:.1} s): {ended:?}",
+        t_cut.elapsed().as_secs_f64()
+    );
+    assert!(ended.is_some(), "the viewer is told the stream ended");
+    assert!(
+        wait_until(Duration::from_secs(10), || !ready(&gw)),
+        "the path is not ready while the camera is gone"
+    );
+    cam.stop();
+    drop(cam);
+    drop(viewer);
+    let files_gone = media_files(&rec_dir)
+        .union(&media_files(&hls_dir))
+        .cloned()
+        .collect::<BTreeSet<_>>();
+
+    // Back: a rebooted camera (new sockets, so new ports; the gateway's new INVITE a new SSRC).
+    sip.restore();
+    for m in &media {
+        m.restore();
+    }
+    let cam = SimCamera::start(&clip, &settings).expect("camera again");
+    assert!(
+        wait_until(Duration::from_secs(30), || ready(&gw)),
+        "the gateway takes the camera back by itself"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let now = media_files(&rec_dir)
+                .union(&media_files(&hls_dir))
+                .cloned()
+                .collect::<BTreeSet<_>>();
+            let new: Vec<_> = now.difference(&files_gone).collect();
+            new.iter().any(|f| f.ends_with(".mp4")) && new.iter().any(|f| !f.ends_with(".mp4"))
+        }),
+        "new recording and HLS files after the return"
+    );
+    let viewer = Viewer::start(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25),
+        "a viewer plays the rebooted camera: {}",
+        viewer.frames()
+    );
+    assert!(
+        metric(&gw, "gb28181_invites", &lbl) > invites,
+        "a new INVITE"
+    );
+    eprintln!("back {:.1} s after the cut", t_cut.elapsed().as_secs_f64());
+    drop(viewer);
+    cam.stop();
 }
