@@ -118,8 +118,14 @@ impl Impairer {
         &self.config
     }
 
-    /// Changes the impairment from the next packet on (the random sequence goes on).
+    /// Changes the impairment from the next packet on. The random sequence goes on, unless
+    /// the seed changes: a new seed starts its own sequence, so a fault switched on mid-stream
+    /// drops the same packets (counted from the switch) on every run.
     pub fn set_config(&mut self, config: Impairment) {
+        if config.seed != self.config.seed {
+            self.rng = SmallRng::seed_from_u64(config.seed);
+            self.in_burst = false;
+        }
         self.config = config;
     }
 

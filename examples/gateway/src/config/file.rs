@@ -92,6 +92,32 @@ pub fn media_transport<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Err
     one_of(d, &["udp", "tcp-passive", "tcp-active"])
 }
 
+/// Empty, or an IPv4/IPv6 address.
+pub fn opt_ip<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = String::deserialize(d)?;
+    if v.is_empty() || v.parse::<std::net::IpAddr>().is_ok() {
+        Ok(v)
+    } else {
+        Err(D::Error::custom(format!("{v:?} is not an IP address")))
+    }
+}
+
+/// Empty, or `min-max` with 0 < min <= max <= 65535.
+pub fn port_range<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = String::deserialize(d)?;
+    let ok = v.is_empty()
+        || v.split_once('-').is_some_and(|(a, b)| {
+            matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a > 0 && a <= b)
+        });
+    if ok {
+        Ok(v)
+    } else {
+        Err(D::Error::custom(format!(
+            "{v:?} is not a port range min-max"
+        )))
+    }
+}
+
 pub fn sim_codec<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     one_of(d, &["h264", "h265"])
 }
@@ -214,6 +240,27 @@ permissions = [{action = "read", path = "~^3402"}]
     }
 
     /// Garbage files are refused, never a panic.
+    #[test]
+    fn media_addresses_and_port_range() {
+        let c = Config::from_toml(
+            "media_address = \"127.0.0.1\"\nsdp_address = \"::1\"\nmedia_port_range = \"30000-30009\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.media_address, "127.0.0.1");
+        assert_eq!(c.sdp_address, "::1");
+        assert_eq!(c.media_port_range, "30000-30009");
+        for bad in [
+            "sdp_address = \"camera.example\"",
+            "media_address = \"1.2.3\"",
+            "media_port_range = \"0-10\"",
+            "media_port_range = \"20-10\"",
+            "media_port_range = \"10-70000\"",
+            "media_port_range = \"10\"",
+        ] {
+            assert!(Config::from_toml(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn garbage_never_panics() {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;

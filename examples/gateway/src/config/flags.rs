@@ -62,6 +62,15 @@ pub struct Settings {
     /// Media transport asked of cameras: udp, tcp-passive or tcp-active
     #[arg(long, value_name = "T")]
     pub media_transport: Option<String>,
+    /// Address media is received on (none: the local address facing the camera)
+    #[arg(long, value_name = "IP")]
+    pub media_address: Option<String>,
+    /// Ports media is received on, "min-max" (none: any free port)
+    #[arg(long, value_name = "MIN-MAX")]
+    pub media_port_range: Option<String>,
+    /// Address announced to cameras in the SDP instead of the receiving one (NAT, relays)
+    #[arg(long, value_name = "IP")]
+    pub sdp_address: Option<String>,
     /// Address of the RTSP and HLS servers
     #[arg(long, value_name = "ADDR")]
     pub listen_address: Option<String>,

@@ -32,6 +32,16 @@ pub struct Config {
     /// Media transport asked of cameras: `udp`, `tcp-passive`, `tcp-active`.
     #[serde(deserialize_with = "file::media_transport")]
     pub media_transport: String,
+    /// Address media is received on (empty: the local address facing the camera).
+    #[serde(deserialize_with = "file::opt_ip")]
+    pub media_address: String,
+    /// Ports media is received on, `min-max` (first free one; empty: any free port).
+    #[serde(deserialize_with = "file::port_range")]
+    pub media_port_range: String,
+    /// Address announced to cameras in the SDP instead of the receiving one (NAT, relays;
+    /// empty: the receiving address).
+    #[serde(deserialize_with = "file::opt_ip")]
+    pub sdp_address: String,
     /// Address the RTSP and HLS servers listen on.
     pub listen_address: String,
     /// Address the metrics server listens on (loopback unless told).
@@ -136,6 +146,9 @@ impl Default for Config {
             password: "12345678".into(),
             device_passwords: String::new(),
             media_transport: "udp".into(),
+            media_address: String::new(),
+            media_port_range: String::new(),
+            sdp_address: String::new(),
             listen_address: "0.0.0.0".into(),
             metrics_address: "127.0.0.1".into(),
             max_rtsp_clients: 256,

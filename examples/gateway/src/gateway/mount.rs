@@ -172,6 +172,9 @@ pub(super) fn src_properties(cfg: &Config, device: &str, channel: &str) -> Vec<(
         ("device-id", device.to_string()),
         ("channel-id", channel.to_string()),
         ("transport", cfg.media_transport.clone()),
+        ("media-address", cfg.media_address.clone()),
+        ("media-port-range", cfg.media_port_range.clone()),
+        ("sdp-address", cfg.sdp_address.clone()),
         ("wait-timeout", cfg.wait_timeout_s.to_string()),
         ("stream-timeout", cfg.stream_timeout_s.to_string()),
     ]

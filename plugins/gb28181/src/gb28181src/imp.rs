@@ -52,6 +52,7 @@ struct Settings {
     channel_id: String,
     transport: MediaTransportMode,
     media_address: String,
+    sdp_address: String,
     media_port: u32,
     wait_timeout: u32,
     stream_timeout: u32,
@@ -82,6 +83,7 @@ impl Default for Settings {
             channel_id: String::new(),
             transport: MediaTransportMode::Udp,
             media_address: String::new(),
+            sdp_address: String::new(),
             media_port: 0,
             wait_timeout: 30,
             stream_timeout: 10,
@@ -240,6 +242,15 @@ impl Gb28181Src {
                 ]
             ));
         }
+        if !s.sdp_address.is_empty() && addr::parse_ip(&s.sdp_address).is_none() {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                [
+                    "sdp-address {:?} is not an IPv4 or IPv6 address",
+                    s.sdp_address
+                ]
+            ));
+        }
         let id_policy = IdPolicy::with_pattern(&s.id_pattern)
             .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["id-pattern: {e}"]))?;
         let config = RegistrarConfig {
@@ -365,7 +376,11 @@ impl Gb28181Src {
             // Checked when the endpoint was opened.
             addr::parse_ip(&s.media_address).unwrap_or(addr::Family::of(dest.ip()).unspecified())
         };
-        let media_ip = bind_ip.to_string();
+        // Behind NAT (or a relay) the device is told another address than the one bound.
+        let media_ip = match addr::parse_ip(&s.sdp_address) {
+            Some(ip) => ip.to_string(),
+            None => bind_ip.to_string(),
+        };
         let ports: Vec<u16> = match (s.media_port, parse_port_range(&s.media_port_range)) {
             (0, Some(r)) => r.collect(),
             (p, _) => vec![p as u16],
@@ -762,6 +777,11 @@ impl ObjectImpl for Gb28181Src {
                     .blurb("Address to receive media on, written into the SDP (IN IP4 or IN IP6; default: the local address facing the device)")
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("sdp-address")
+                    .nick("SDP address")
+                    .blurb("Address announced in the SDP instead of the one media is received on (NAT, relays; default: the receiving address)")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("media-port")
                     .nick("Media port")
                     .blurb("Port to receive media on (0 = any free port)")
@@ -948,6 +968,7 @@ impl ObjectImpl for Gb28181Src {
             "channel-id" => s.channel_id = string(),
             "transport" => s.transport = value.get().unwrap_or_default(),
             "media-address" => s.media_address = string(),
+            "sdp-address" => s.sdp_address = string(),
             "media-port" => s.media_port = value.get().unwrap_or(0),
             "wait-timeout" => s.wait_timeout = value.get().unwrap_or(30),
             "stream-timeout" => s.stream_timeout = value.get().unwrap_or(10),
@@ -997,6 +1018,7 @@ impl ObjectImpl for Gb28181Src {
             "channel-id" => s.channel().to_value(),
             "transport" => s.transport.to_value(),
             "media-address" => s.media_address.to_value(),
+            "sdp-address" => s.sdp_address.to_value(),
             "media-port" => s.media_port.to_value(),
             "wait-timeout" => s.wait_timeout.to_value(),
             "stream-timeout" => s.stream_timeout.to_value(),

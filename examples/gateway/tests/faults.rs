@@ -1,0 +1,442 @@
+//! The gateway's fault matrix through the seeded impairment proxies (testutil::impair): what
+//! a viewer (a GStreamer RTSP client decoding H.264, corrupt pictures dropped) and /metrics see
+//! when the camera's media is lost in bursts or reordered, and when it comes back clean.
+//!
+//! The camera's media goes through one `UdpProxy` per port: the gateway receives on
+//! 127.0.0.1 ports P..P+1 (`media_address`, `media_port_range`) and announces 127.0.0.2
+//! (`sdp_address`), where the proxies listen and forward to 127.0.0.1 on the same port.
+
+mod common;
+use common::*;
+
+use gst::prelude::*;
+use gst_ipcam_gateway::auth::{Action, UserConfig, basic_value};
+use gst_ipcam_gateway::config::Config;
+use gst_ipcam_gateway::gateway::Gateway;
+use gst_ipcam_gateway::http;
+use gst_ipcam_gateway::metrics::find_samples;
+use gst_ipcam_gateway::sim::{Clip, SimCamera, SimSettings, wait_until};
+use gst_ipcam_testutil::impair::{Direction, Impairment, UdpProxy};
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The address the gateway announces to cameras; the media proxies listen there.
+const ANNOUNCED: &str = "127.0.0.2";
+/// Ports in the gateway's media port range (a session at a time, one spare).
+const RANGE: u16 = 2;
+/// Packets sent through the impairment in each case.
+const PACKETS: usize = 500;
+
+/// One proxy per port of a free range: 127.0.0.2:P -> 127.0.0.1:P. Retries on a taken port.
+fn media_proxies() -> (u16, Vec<UdpProxy>) {
+    for _ in 0..50 {
+        let base = free_port();
+        if base > u16::MAX - RANGE {
+            continue;
+        }
+        let free = (base..base + RANGE).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok());
+        if !free {
+            continue;
+        }
+        let proxies: Result<Vec<UdpProxy>, _> = (base..base + RANGE)
+            .map(|p| {
+                UdpProxy::start(
+                    SocketAddr::new(ANNOUNCED.parse().unwrap(), p),
+                    SocketAddr::new("127.0.0.1".parse().unwrap(), p),
+                    Impairment::none(),
+                    Impairment::none(),
+                )
+            })
+            .collect();
+        if let Ok(p) = proxies {
+            return (base, p);
+        }
+    }
+    panic!("no free media port range");
+}
+
+fn config(media_base: u16) -> Config {
+    Config {
+        users: vec![
+            UserConfig::with_password(
+                READER.0,
+                READER.1,
+                &[(Action::Read, ""), (Action::Metrics, "")],
+            )
+            .unwrap(),
+        ],
+        sip_address: "127.0.0.1".into(),
+        sip_port: free_port(),
+        listen_address: "127.0.0.1".into(),
+        rtsp_port: free_port(),
+        metrics_port: free_port(),
+        hls_port: free_port(),
+        media_address: "127.0.0.1".into(),
+        media_port_range: format!("{media_base}-{}", media_base + RANGE - 1),
+        sdp_address: ANNOUNCED.into(),
+        simulate: 1,
+        sim_width: 320,
+        sim_height: 240,
+        sim_bitrate_kbps: 800,
+        summary_interval_s: 0,
+        ..Config::default()
+    }
+}
+
+fn start(cfg: &Config) -> Gateway {
+    let gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let ch = cfg.sim_device_id(0);
+    assert!(
+        wait_until(Duration::from_secs(10), || gw.channels().contains(&ch)),
+        "camera registered and mounted: {:?}",
+        gw.channels()
+    );
+    gw
+}
+
+fn metric(gw: &Gateway, name: &str, labels: &str) -> f64 {
+    let auth = basic_value(READER.0, READER.1);
+    let r = http::request(
+        None,
+        gw.metrics_addr().unwrap(),
+        "/metrics",
+        &[("Authorization", &auth)],
+    )
+    .expect("metrics answer");
+    assert_eq!(r.status, 200);
+    find_samples(&String::from_utf8_lossy(&r.body), name, labels)
+        .iter()
+        .sum()
+}
+
+/// An RTSP viewer (TCP) decoding the video; pictures the decoder finds corrupt are dropped,
+/// so the count is of pictures a person would see intact.
+struct Viewer {
+    pipeline: gst::Pipeline,
+    frames: Arc<AtomicU64>,
+}
+
+impl Viewer {
+    fn start(url: &str) -> Viewer {
+        let pipeline = gst::Pipeline::new();
+        let src = gst::ElementFactory::make("rtspsrc")
+            .property("location", url)
+            .property("latency", 200u32)
+            .build()
+            .unwrap();
+        src.set_property_from_str("protocols", "tcp");
+        pipeline.add(&src).unwrap();
+        let frames = Arc::new(AtomicU64::new(0));
+        let (weak, count) = (pipeline.downgrade(), frames.clone());
+        src.connect_pad_added(move |_, pad| {
+            let Some(p) = weak.upgrade() else { return };
+            let video = pad.current_caps().is_some_and(|c| {
+                c.structure(0)
+                    .and_then(|s| s.get::<&str>("encoding-name").ok())
+                    .is_some_and(|e| e == "H264")
+            });
+            let desc = if video {
+                "rtph264depay ! h264parse ! avdec_h264 output-corrupt=false ! fakesink name=v sync=false async=false"
+            } else {
+                "fakesink sync=false async=false"
+            };
+            let bin = gst::parse::bin_from_description(desc, true).unwrap();
+            p.add(&bin).unwrap();
+            bin.sync_state_with_parent().unwrap();
+            if video {
+                let count = count.clone();
+                bin.by_name("v")
+                    .unwrap()
+                    .static_pad("sink")
+                    .unwrap()
+                    .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        gst::PadProbeReturn::Ok
+                    });
+            }
+            pad.link(&bin.static_pad("sink").unwrap()).unwrap();
+        });
+        pipeline.set_state(gst::State::Playing).unwrap();
+        Viewer { pipeline, frames }
+    }
+
+    /// Whether the stream ended for this viewer (EOS or error) within `timeout`, and how.
+    fn ended(&self, timeout: Duration) -> Option<String> {
+        let bus = self.pipeline.bus()?;
+        bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(timeout.as_millis() as u64),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .map(|m| format!("{:?}", m.view()))
+    }
+
+    fn frames(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    /// Pictures decoded during the next `d` (a measuring window, not a synchronisation).
+    fn frames_during(&self, d: Duration) -> u64 {
+        let before = self.frames();
+        let end = Instant::now() + d;
+        wait_until(d + Duration::from_secs(1), || Instant::now() >= end);
+        self.frames() - before
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// Clean, then `impairment` on the camera's next PACKETS packets, then clean again: the viewer keeps
+/// playing through it and is back at full rate after the next key frame (1 s GOP); the loss
+/// shows in `paths_rtp_packets_lost` at once (the counters are read per request). Returns
+/// (% of the pictures shown while impaired, pictures in the 3 s after, packets the proxy
+/// dropped, lost counted).
+fn run_impaired(impairment: Impairment) -> (u64, u64, usize, f64) {
+    let (base, proxies) = media_proxies();
+    let cfg = config(base);
+    let gw = start(&cfg);
+    let ch = cfg.sim_device_id(0);
+    let viewer = Viewer::start(&gw.url_with_credentials(&ch, READER.0, READER.1));
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25),
+        "the viewer plays before the fault: {} pictures",
+        viewer.frames()
+    );
+    let relayed: usize = proxies.iter().map(|p| p.stats().0.forwarded).sum();
+    assert!(
+        relayed > 50,
+        "the media goes through the proxies: {relayed}"
+    );
+    let lbl = format!("name=\"{ch}\"");
+    let lost_before = metric(&gw, "paths_rtp_packets_lost", &lbl);
+    assert_eq!(lost_before, 0.0, "no loss on a clean link");
+
+    // Impaired for the next PACKETS packets (counted, so the seeded losses are the same on
+    // every run; about 6 s of media).
+    let received = || -> usize { proxies.iter().map(|p| p.stats().0.received).sum() };
+    let (start_packets, start_frames, t0) = (received(), viewer.frames(), Instant::now());
+    for p in &proxies {
+        p.set(Direction::Forward, impairment);
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || received()
+            >= start_packets + PACKETS),
+        "media keeps coming through the proxy"
+    );
+    let during = viewer.frames() - start_frames;
+    let shown = (t0.elapsed().as_secs_f64() * 25.0) as u64;
+    for p in &proxies {
+        p.set(Direction::Forward, Impairment::none());
+    }
+    let dropped: usize = proxies.iter().map(|p| p.stats().0.dropped).sum();
+    let lost = metric(&gw, "paths_rtp_packets_lost", &lbl);
+    // Back to full rate within the next key frame (1 s) and a jitter buffer.
+    let recovered = wait_until(Duration::from_secs(3), || {
+        viewer.frames_during(Duration::from_secs(1)) >= 22
+    });
+    let after = viewer.frames_during(Duration::from_secs(3));
+    eprintln!(
+        "{impairment:?}: pictures during {during}/{shown}, after {after}/75, dropped {dropped}, \
+         lost counted {lost}, recovered {recovered}"
+    );
+    assert!(recovered, "full rate again within 3 s of the fault's end");
+    assert!(
+        after >= 66,
+        "full rate after the fault: {after} of 75 pictures in 3 s"
+    );
+    assert!(
+        metric(&gw, "paths_readers", &lbl) >= 1.0,
+        "the viewer is still a reader"
+    );
+    drop(viewer);
+    drop(gw);
+    (during * 100 / shown.max(1), after, dropped, lost)
+}
+
+fn burst_loss_case(share: f64, seed: u64) {
+    let _g = serial();
+    let (during, _after, dropped, lost) = run_impaired(Impairment::burst_loss(share, 3.0, seed));
+    assert!(dropped > 0, "the seeded loss dropped packets");
+    // Dropped packets are sequence gaps the receiver counts; not all of them (see README,
+    // "Faults"): at least half, never more.
+    assert!(
+        lost >= dropped as f64 * 0.5 && lost <= dropped as f64,
+        "loss in metrics {lost} vs dropped {dropped}"
+    );
+    // The viewer keeps playing through the loss: intact pictures between the bursts.
+    assert!(during >= 10, "pictures while lossy: {during} %");
+}
+
+#[test]
+fn media_burst_loss_1_percent() {
+    burst_loss_case(0.01, 11);
+}
+
+#[test]
+fn media_burst_loss_5_percent() {
+    burst_loss_case(0.05, 12);
+}
+
+#[test]
+fn media_burst_loss_10_percent() {
+    burst_loss_case(0.10, 13);
+}
+
+#[test]
+fn media_reordering() {
+    let _g = serial();
+    let imp = Impairment {
+        reorder: 0.05,
+        seed: 14,
+        ..Impairment::default()
+    };
+    let (during, _after, dropped, lost) = run_impaired(imp);
+    assert_eq!(dropped, 0);
+    assert_eq!(lost, 0.0, "reordered packets are not counted lost");
+    assert!(
+        during >= 90,
+        "reordering alone costs no picture: {during} %"
+    );
+}
+
+/// Media files (HLS segments, MP4 recordings) under `dir`, by path.
+fn media_files(dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p
+                .extension()
+                .is_some_and(|x| x == "ts" || x == "mp4" || x == "m4s")
+            {
+                out.insert(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The camera disappears (SIP and media cut both ways: no BYE, no keepalive), then reboots:
+/// a new camera process with the same IDs, a new SIP port, new media port and SSRC. HLS and
+/// recording keep an always-on session. The stream ends after `stream_timeout_s`; the viewer
+/// gets EOS; the gateway asks again by itself when the camera is back; HLS segments and
+/// recordings resume; a new viewer plays.
+#[test]
+fn camera_disappears_and_reboots() {
+    let _g = serial();
+    let (base, media) = media_proxies();
+    let (hls_dir, rec_dir) = (scratch("faults-hls"), scratch("faults-rec"));
+    let mut cfg = config(base);
+    cfg.simulate = 0;
+    cfg.hls = true;
+    cfg.hls_dir = hls_dir.clone();
+    cfg.record_dir = Some(rec_dir.clone());
+    cfg.record_segment_s = 1;
+    cfg.stream_timeout_s = 2;
+    let gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let sip = UdpProxy::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SocketAddr::new("127.0.0.1".parse().unwrap(), cfg.sip_port),
+        Impairment::none(),
+        Impairment::none(),
+    )
+    .unwrap();
+    let id = cfg.sim_first_id.clone();
+    let settings = SimSettings {
+        server_ip: "127.0.0.1".into(),
+        server_port: sip.port(),
+        server_id: cfg.server_id.clone(),
+        device_id: id.clone(),
+        password: cfg.password.clone(),
+        audio: false,
+    };
+    let clip = Clip::encode_with(Some("h264"), None, 160, 120, 200, 2).expect("clip");
+    let cam = SimCamera::start(&clip, &settings).expect("camera");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw.channels().contains(&id)),
+        "mounted through the SIP proxy"
+    );
+    let ready = |gw: &Gateway| gw.snapshot().paths.iter().any(|p| p.name == id && p.ready);
+    let url = gw.url_with_credentials(&id, READER.0, READER.1);
+    let viewer = Viewer::start(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25
+            && media_files(&rec_dir).len() >= 2
+            && media_files(&hls_dir).len() >= 2),
+        "plays, records, HLS: {} pictures, {:?} {:?}",
+        viewer.frames(),
+        media_files(&rec_dir),
+        media_files(&hls_dir)
+    );
+    let lbl = format!("name=\"{id}\"");
+    let invites = metric(&gw, "gb28181_invites", &lbl);
+
+    // Gone: nothing passes either way, not even the BYE of its stop.
+    sip.cut();
+    for m in &media {
+        m.cut();
+    }
+    let t_cut = Instant::now();
+    let ended = viewer.ended(Duration::from_secs(15));
+    eprintln!(
+        "viewer after the cut ({:.1} s): {ended:?}",
+        t_cut.elapsed().as_secs_f64()
+    );
+    assert!(ended.is_some(), "the viewer is told the stream ended");
+    assert!(
+        wait_until(Duration::from_secs(10), || !ready(&gw)),
+        "the path is not ready while the camera is gone"
+    );
+    cam.stop();
+    drop(cam);
+    drop(viewer);
+    let files_gone = media_files(&rec_dir)
+        .union(&media_files(&hls_dir))
+        .cloned()
+        .collect::<BTreeSet<_>>();
+
+    // Back: a rebooted camera (new sockets, so new ports; the gateway's new INVITE a new SSRC).
+    sip.restore();
+    for m in &media {
+        m.restore();
+    }
+    let cam = SimCamera::start(&clip, &settings).expect("camera again");
+    assert!(
+        wait_until(Duration::from_secs(30), || ready(&gw)),
+        "the gateway takes the camera back by itself"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let now = media_files(&rec_dir)
+                .union(&media_files(&hls_dir))
+                .cloned()
+                .collect::<BTreeSet<_>>();
+            let new: Vec<_> = now.difference(&files_gone).collect();
+            new.iter().any(|f| f.ends_with(".mp4")) && new.iter().any(|f| !f.ends_with(".mp4"))
+        }),
+        "new recording and HLS files after the return"
+    );
+    let viewer = Viewer::start(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25),
+        "a viewer plays the rebooted camera: {}",
+        viewer.frames()
+    );
+    assert!(
+        metric(&gw, "gb28181_invites", &lbl) > invites,
+        "a new INVITE"
+    );
+    eprintln!("back {:.1} s after the cut", t_cut.elapsed().as_secs_f64());
+    drop(viewer);
+    cam.stop();
+}
