@@ -315,7 +315,8 @@ fn chromium_plays_the_simulated_camera_over_whep() {
     // one that goes away without DELETE (tab closed) is ended after it.
     let r = page.eval(&format!("{PLAY_AND_TIME}('{channel}')"));
     assert!(r["ms"].is_f64(), "{r}");
-    page.eval("new Promise((r) => setTimeout(() => r(true), 5000))");
+    // Past the 2 s timeout and the 3 s silence margin.
+    page.eval("new Promise((r) => setTimeout(() => r(true), 7000))");
     assert_eq!(
         gw.snapshot().webrtc_sessions.len(),
         1,

@@ -83,6 +83,8 @@ struct Entry {
 pub struct Sessions {
     settings: Settings,
     entries: Mutex<HashMap<u64, Arc<Entry>>>,
+    /// Offers being answered (their pipelines exist): they count against the cap too.
+    pending: Mutex<usize>,
     next_number: AtomicU64,
     /// Offers refused because `max_sessions` readers were running.
     pub refused_full: AtomicU64,
@@ -107,6 +109,16 @@ impl WhepError {
     }
 }
 
+/// A slot taken in [`Sessions::pending`] until the offer is answered or refused.
+struct Reserved<'a>(&'a Mutex<usize>);
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        let mut p = lock(self.0);
+        *p = p.saturating_sub(1);
+    }
+}
+
 /// The address part of `ip:port` (as the sessions keep it).
 fn remote_ip(remote: &str) -> Option<std::net::IpAddr> {
     remote.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
@@ -125,6 +137,7 @@ impl Sessions {
         Arc::new(Sessions {
             settings,
             entries: Mutex::new(HashMap::new()),
+            pending: Mutex::new(0),
             next_number: AtomicU64::new(FIRST_NUMBER),
             refused_full: AtomicU64::new(0),
             bytes_done: AtomicU64::new(0),
@@ -173,13 +186,16 @@ impl Sessions {
         };
         {
             let entries = lock(&self.entries);
-            if entries.len() >= self.settings.max_sessions {
+            let mut pending = lock(&self.pending);
+            if entries.len() + *pending >= self.settings.max_sessions {
                 return Err(full());
             }
             if per_ip(&entries) >= self.settings.max_per_ip {
                 return Err(per_ip_full());
             }
+            *pending += 1;
         }
+        let _reserved = Reserved(&self.pending);
         let ingest = hooks
             .ingest(channel)
             .map_err(|e| WhepError::new(404, format!("channel {channel}: {e}")))?;
@@ -352,9 +368,12 @@ impl Sessions {
     }
 }
 
+/// A connected peer may be silent (no RTCP) for the connect timeout plus this.
+pub const PEER_SILENCE_MARGIN: Duration = Duration::from_secs(3);
+
 /// Ends the session when its pipeline ends (the channel went away), when ICE fails, when
 /// the peer is not connected for `timeout` (never connected, or disconnected), or when it
-/// sent no RTCP for `timeout` (gone without DELETE).
+/// sent no RTCP for `timeout` + [`PEER_SILENCE_MARGIN`] (gone without DELETE).
 fn watch(sessions: Weak<Sessions>, entry: Arc<Entry>, timeout: Duration) {
     let mut unconnected_since = Some(Instant::now());
     loop {
@@ -372,7 +391,8 @@ fn watch(sessions: Weak<Sessions>, entry: Arc<Entry>, timeout: Duration) {
                 unconnected_since = None;
                 // Connected but silent: the peer went away without a word.
                 let heard = entry.session.last_rtcp().unwrap_or(entry.session.started);
-                (now.saturating_duration_since(heard) >= timeout).then_some("no RTCP from the peer")
+                (now.saturating_duration_since(heard) >= timeout + PEER_SILENCE_MARGIN)
+                    .then_some("no RTCP from the peer")
             }
             _ => {
                 let since = *unconnected_since.get_or_insert(now);
