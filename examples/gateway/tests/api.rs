@@ -87,12 +87,25 @@ fn call(
     user: Option<(&str, &str)>,
     body: Option<&str>,
 ) -> Reply {
+    call_with(addr, method, path, user, "", body)
+}
+
+/// [`call`] with more header lines (`Name: value\r\n` each).
+fn call_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    user: Option<(&str, &str)>,
+    headers: &str,
+    body: Option<&str>,
+) -> Reply {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some((u, p)) = user {
         req.push_str(&format!("Authorization: {}\r\n", basic_value(u, p)));
     }
+    req.push_str(headers);
     let body = body.unwrap_or("");
     if !body.is_empty() || method != "GET" {
         req.push_str(&format!(
@@ -561,6 +574,35 @@ fn recordings_list_fetch_and_escapes() {
     let on_disk = std::fs::read(rec.join(CAM).join(file)).unwrap();
     assert!(r.body.len() > 1000);
     assert_eq!(r.body[..], on_disk[..r.body.len()], "the file's bytes");
+    // Byte ranges: a part (206 with Content-Range), beyond the end (416).
+    let url = seg["url"].as_str().unwrap();
+    let part = call_with(
+        addr,
+        "GET",
+        url,
+        Some(ADMIN),
+        "Range: bytes=100-199\r\n",
+        None,
+    );
+    assert_eq!(part.status, 206, "{part:?}");
+    assert!(
+        part.head
+            .to_ascii_lowercase()
+            .contains("content-range: bytes 100-199/"),
+        "{}",
+        part.head
+    );
+    assert_eq!(part.body[..], on_disk[100..200]);
+    let past = call_with(
+        addr,
+        "GET",
+        url,
+        Some(ADMIN),
+        "Range: bytes=999999999-\r\n",
+        None,
+    );
+    assert_eq!(past.status, 416, "{past:?}");
+    assert!(past.is_json_error());
     // A time range before any recording: empty.
     let old = admin(addr, "GET", &format!("{list_path}&from=0&to=1000"), None).json();
     assert!(old.as_array().unwrap().is_empty());
