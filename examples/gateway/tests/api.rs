@@ -359,9 +359,14 @@ fn rtsp_describe(gw: &Gateway) -> u16 {
 
 /// The status of an RTSP DESCRIBE of the camera's channel with Basic credentials.
 fn rtsp_describe_as(gw: &Gateway, user: (&str, &str)) -> u16 {
-    let mut s = TcpStream::connect(("127.0.0.1", gw.rtsp_port())).unwrap();
+    describe_at(gw.rtsp_port(), user)
+}
+
+/// The status of an RTSP DESCRIBE of the camera's channel on `port`.
+fn describe_at(port: u16, user: (&str, &str)) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let url = format!("rtsp://127.0.0.1:{}/{CAM}", gw.rtsp_port());
+    let url = format!("rtsp://127.0.0.1:{port}/{CAM}");
     let req = format!(
         "DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\nAuthorization: {}\r\n\r\n",
         basic_value(user.0, user.1)
@@ -941,4 +946,59 @@ fn camera_records_for_a_time_range() {
     );
     assert_eq!(unknown.status, 404);
     drop(cam);
+}
+
+/// SIGHUP makes the gateway process re-read its config file (the flags stay on top): a user
+/// added to the file can read at once, the removed one cannot, the process keeps running.
+#[test]
+fn sighup_reloads_the_config_file() {
+    let _g = serial();
+    const LATE: (&str, &str) = ("late", "late-pw");
+    let dir = scratch("api-sighup");
+    let conf = dir.join("gateway.toml");
+    let read = r#"{action = "read"}"#;
+    std::fs::write(&conf, toml_user(VIEWER, read)).unwrap();
+    let (sip, rtsp, metrics) = (free_port(), free_port(), free_port());
+    let child = std::process::Command::new(gateway_bin())
+        .args(["--config", conf.to_str().unwrap()])
+        .args([
+            "--sip-address",
+            "127.0.0.1",
+            "--listen-address",
+            "127.0.0.1",
+        ])
+        .args([
+            "--sip-port",
+            &sip.to_string(),
+            "--rtsp-port",
+            &rtsp.to_string(),
+        ])
+        .args(["--metrics-port", &metrics.to_string(), "--simulate", "1"])
+        .args(["--sim-width", "320", "--sim-height", "240"])
+        .args(["--summary-interval-s", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = ChildGuard(child);
+    let reachable = |port: u16| TcpStream::connect(("127.0.0.1", port)).is_ok();
+    assert!(
+        wait_until(Duration::from_secs(20), || reachable(rtsp)
+            && describe_at(rtsp, VIEWER) == 200),
+        "the simulated camera's channel is served"
+    );
+    assert_eq!(describe_at(rtsp, LATE), 401);
+    std::fs::write(&conf, toml_user(LATE, read)).unwrap();
+    // SAFETY: plain kill(2) on our own child.
+    unsafe {
+        libc::kill(guard.0.id() as i32, libc::SIGHUP);
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || describe_at(rtsp, LATE) == 200),
+        "the user added to the file reads after SIGHUP"
+    );
+    assert_eq!(describe_at(rtsp, VIEWER), 401);
+    assert!(guard.0.try_wait().unwrap().is_none(), "still running");
+    drop(guard);
+    std::fs::remove_dir_all(&dir).ok();
 }
