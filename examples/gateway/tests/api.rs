@@ -1002,3 +1002,110 @@ fn sighup_reloads_the_config_file() {
     drop(guard);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Playback of a camera's recording: the API mounts a temporary RTSP path served by a
+/// gb28181src in playback kind; ffprobe decodes it; a reader keeps it playing, pause/play
+/// reach the camera, and DELETE ends the session (BYE: the camera stops sending, the reader
+/// sees its stream end). Bad bodies and unknown sessions are refused.
+#[test]
+fn playback_session_served_controlled_and_stopped() {
+    let _g = serial();
+    gst::init().unwrap();
+    let gw = start(0);
+    let addr = gw.metrics_addr().unwrap();
+    let id = "34020000001320000301";
+    let cam = sim_camera(&gw, id, &Config::default().password);
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .endpoint()
+            .device(id)
+            .is_some()),
+        "camera registered"
+    );
+    let path = format!("/v1/devices/{id}/channels/{id}/playback");
+    for bad in [
+        r#"{"start": 1709283600, "end": 1709280000}"#,
+        r#"{"start": 1709280000}"#,
+        r#"{"start": 1709280000, "end": 1709283600, "speed": 4}"#,
+        r#"{"start": 1709280000, "end": 1709283600, "x": 1}"#,
+        "not json",
+    ] {
+        let r = admin(addr, "POST", &path, Some(bad));
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+        assert!(r.is_json_error());
+    }
+    let r = admin(
+        addr,
+        "POST",
+        &path,
+        Some(r#"{"start": 1709280000, "end": 1709283600}"#),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let pb = r.json();
+    let n = pb["id"].as_u64().unwrap();
+    let url = pb["rtsp_url"].as_str().unwrap().to_string();
+    assert!(url.contains("/playback-"), "{url}");
+    // Not started by a reader yet: nothing to control.
+    let c = format!("/v1/playback/{n}/control");
+    assert_eq!(
+        admin(addr, "POST", &c, Some(r#"{"pause": true}"#)).status,
+        409
+    );
+    let with_creds = url.replacen("rtsp://", &format!("rtsp://{}:{}@", ADMIN.0, ADMIN.1), 1);
+    let v = ffprobe_frames(
+        &["-rtsp_transport", "tcp", "-read_intervals", "%+2"],
+        &with_creds,
+    );
+    assert!(frames_of(&v, "h264") >= 10, "{v:?}");
+    // A reader that stays.
+    let client = gst::parse::launch(&format!(
+        "rtspsrc location={with_creds} protocols=tcp latency=0 ! fakesink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    client.set_state(gst::State::Playing).unwrap();
+    // Prerolled: the reader's session is set up and media reached it.
+    let (_, now, _) = client.state(gst::ClockTime::from_seconds(15));
+    if now != gst::State::Playing {
+        client.set_state(gst::State::Null).unwrap();
+        panic!("the reader did not start playing: {now:?}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || cam.is_streaming()),
+        "the camera streams the playback"
+    );
+    let bus = cam.pipeline().bus().unwrap();
+    let r = admin(addr, "POST", &c, Some(r#"{"pause": true}"#));
+    assert_eq!(r.status, 200, "{r:?}");
+    let s = wait_message(&bus, "gb28181-playback-control", Duration::from_secs(5))
+        .expect("PAUSE reached the camera");
+    assert_eq!(s.get::<String>("method").unwrap(), "PAUSE");
+    let r = admin(addr, "POST", &c, Some(r#"{"scale": 2.0}"#));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        admin(addr, "POST", &c, Some(r#"{"scale": 100}"#)).status,
+        400
+    );
+    assert_eq!(
+        admin(addr, "DELETE", &format!("/v1/playback/{}", n + 100), None).status,
+        404
+    );
+    let r = admin(addr, "DELETE", &format!("/v1/playback/{n}"), None);
+    assert_eq!(r.status, 204, "{r:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || !cam.is_streaming()),
+        "BYE: the camera stopped sending"
+    );
+    let end = client.bus().unwrap().timed_pop_filtered(
+        gst::ClockTime::from_seconds(10),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    client.set_state(gst::State::Null).unwrap();
+    assert!(end.is_some(), "the reader saw its stream end");
+    assert_eq!(
+        admin(addr, "DELETE", &format!("/v1/playback/{n}"), None).status,
+        404
+    );
+    drop(cam);
+}

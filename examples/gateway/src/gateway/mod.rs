@@ -32,11 +32,13 @@ use std::time::{Duration, Instant};
 mod control;
 mod mount;
 mod persist;
+mod playback;
 mod recording;
 mod stats;
 pub use control::{Control, Gone, Loader, ReloadError, ReloadReport};
 use mount::*;
 use persist::*;
+pub use playback::{MAX_PLAYBACKS, PlaybackError, PlaybackRequest};
 use recording::*;
 use stats::*;
 
@@ -105,6 +107,7 @@ struct Shared {
     device_info_queries: Mutex<HashMap<u32, String>>,
     /// Where a reload reads the configuration, and the settings as last applied.
     reload: Mutex<control::Reload>,
+    playbacks: Mutex<playback::Playbacks>,
 }
 
 /// The running gateway.
@@ -260,6 +263,7 @@ impl Gateway {
             store: store_worker.as_ref().map(StoreWorker::sender),
             device_info_queries: Mutex::new(HashMap::new()),
             reload: Mutex::new(control::Reload::new(as_given)),
+            playbacks: Mutex::new(Default::default()),
         });
 
         // Per-client byte counts start when the client's PLAY is answered.
