@@ -1011,7 +1011,11 @@ fn sighup_reloads_the_config_file() {
 fn playback_session_served_controlled_and_stopped() {
     let _g = serial();
     gst::init().unwrap();
-    let gw = start(0);
+    let gw = Gateway::start(Config {
+        max_playbacks: 1,
+        ..config(0)
+    })
+    .expect("gateway starts");
     let addr = gw.metrics_addr().unwrap();
     let id = "34020000001320000301";
     let cam = sim_camera(&gw, id, &Config::default().password);
@@ -1045,6 +1049,24 @@ fn playback_session_served_controlled_and_stopped() {
     let n = pb["id"].as_u64().unwrap();
     let url = pb["rtsp_url"].as_str().unwrap().to_string();
     assert!(url.contains("/playback-"), "{url}");
+    // Bounded: a second session is refused while one is mounted.
+    let second = admin(
+        addr,
+        "POST",
+        &path,
+        Some(r#"{"start": 1709280000, "end": 1709283600}"#),
+    );
+    assert_eq!(second.status, 409, "{second:?}");
+    let metrics =
+        String::from_utf8_lossy(&call(addr, "GET", "/metrics", Some(OPS), None).body).to_string();
+    assert!(
+        metrics.contains("gateway_playback_sessions 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("gateway_playback_path{{path=\"playback-{n}\"}} 1")),
+        "{metrics}"
+    );
     // Not started by a reader yet: nothing to control.
     let c = format!("/v1/playback/{n}/control");
     assert_eq!(

@@ -1,7 +1,7 @@
 //! Playback and download of a camera's recordings: `POST /v1/devices/{id}/channels/{ch}/playback`
 //! mounts a temporary RTSP path served from the camera's recording (times in Unix seconds),
 //! `POST /v1/playback/{n}/control` pauses, seeks or changes the speed, `DELETE /v1/playback/{n}`
-//! stops it (BYE). At most [`crate::gateway::MAX_PLAYBACKS`] at once (409 beyond).
+//! stops it (BYE). At most `max_playbacks` (setting) at once (409 beyond).
 
 use super::devices::registered;
 use super::{Api, ApiError, ApiResult, ErrorBody, blocking, checked_id};
@@ -56,7 +56,7 @@ pub struct ControlView {
 
 fn to_api(e: PlaybackError) -> ApiError {
     match e {
-        PlaybackError::TooMany | PlaybackError::NotStarted => ApiError::conflict(e.to_string()),
+        PlaybackError::TooMany(_) | PlaybackError::NotStarted => ApiError::conflict(e.to_string()),
         PlaybackError::NotFound => ApiError::not_found(e.to_string()),
     }
 }

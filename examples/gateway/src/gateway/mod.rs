@@ -38,7 +38,7 @@ mod stats;
 pub use control::{Control, Gone, Loader, ReloadError, ReloadReport};
 use mount::*;
 use persist::*;
-pub use playback::{MAX_PLAYBACKS, PlaybackError, PlaybackRequest};
+pub use playback::{PlaybackError, PlaybackRequest};
 use recording::*;
 use stats::*;
 
@@ -306,8 +306,11 @@ impl Gateway {
         let control = Control::new(&shared);
         let api_control = control.clone();
         let render: http::routes::Render = Arc::new(move || {
-            weak.upgrade()
-                .map(|sh| metrics::render(&snapshot(&sh)) + &api_control.api_requests().render())
+            weak.upgrade().map(|sh| {
+                metrics::render(&snapshot(&sh))
+                    + &api_control.api_requests().render()
+                    + &playback::render(&sh)
+            })
         });
         let metrics_server = HttpServer::start(
             &http_runtime,

@@ -2,7 +2,8 @@
 //! (`/playback-<n>`) served from a gb28181src in session kind playback/download (it shares
 //! the gateway's SIP endpoint), controlled through the element's `playback-play` /
 //! `playback-pause` signals and stopped by unmounting (the pipeline stops: BYE). At most
-//! [`MAX_PLAYBACKS`] at once. The stream ends by itself (EOS) on the device's MediaStatus 121.
+//! `max_playbacks` (setting) at once. The stream ends by itself (EOS) on the device's
+//! MediaStatus 121.
 
 use super::{Shared, lock};
 use gst::glib;
@@ -10,9 +11,6 @@ use gst::prelude::*;
 use gst_rtsp_server::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// Playback sessions at most at once.
-pub const MAX_PLAYBACKS: usize = 16;
 
 /// What a playback session is asked for.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +40,7 @@ pub(super) struct Playbacks {
 /// Why a playback operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlaybackError {
-    TooMany,
+    TooMany(usize),
     NotFound,
     /// No reader has started the session yet (nothing to control).
     NotStarted,
@@ -51,7 +49,7 @@ pub enum PlaybackError {
 impl std::fmt::Display for PlaybackError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PlaybackError::TooMany => write!(f, "at most {MAX_PLAYBACKS} playback sessions"),
+            PlaybackError::TooMany(n) => write!(f, "at most {n} playback sessions"),
             PlaybackError::NotFound => f.write_str("no such playback session"),
             PlaybackError::NotStarted => f.write_str("no reader has started it yet"),
         }
@@ -84,8 +82,8 @@ fn launch_line(sh: &Shared, r: &PlaybackRequest) -> String {
 /// Mounts a playback session; its number and path.
 pub(super) fn start(sh: &Arc<Shared>, r: &PlaybackRequest) -> Result<(u64, String), PlaybackError> {
     let mut pb = lock(&sh.playbacks);
-    if pb.sessions.len() >= MAX_PLAYBACKS {
-        return Err(PlaybackError::TooMany);
+    if pb.sessions.len() >= sh.cfg.max_playbacks {
+        return Err(PlaybackError::TooMany(sh.cfg.max_playbacks));
     }
     pb.next += 1;
     let n = pb.next;
@@ -186,6 +184,30 @@ pub(super) fn stop(sh: &Shared, n: u64) -> Result<(), PlaybackError> {
     }
     println!("[gateway] playback {n} stopped");
     Ok(())
+}
+
+/// The playback sessions as metrics (a gauge, and each mounted path).
+pub(super) fn render(sh: &Shared) -> String {
+    use std::fmt::Write;
+    let pb = lock(&sh.playbacks);
+    let mut o = format!(
+        "# HELP gateway_playback_sessions Playback/download sessions of camera recordings
+         # TYPE gateway_playback_sessions gauge
+gateway_playback_sessions {}
+",
+        pb.sessions.len()
+    );
+    if !pb.sessions.is_empty() {
+        o.push_str(
+            "# HELP gateway_playback_path A mounted playback path
+# TYPE gateway_playback_path gauge
+",
+        );
+    }
+    for s in pb.sessions.values() {
+        let _ = writeln!(o, "gateway_playback_path{{path=\"{}\"}} 1", s.path);
+    }
+    o
 }
 
 /// The mounted playback paths (metrics, console).
