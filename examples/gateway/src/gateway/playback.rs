@@ -57,6 +57,8 @@ impl std::fmt::Display for PlaybackError {
 }
 
 /// The launch line of a playback media. The IDs were checked with the gateway's ID policy.
+/// The SIP address, port and transport are the gateway endpoint's key (as configured, port 0
+/// included), so the element shares that endpoint rather than opening another.
 fn launch_line(sh: &Shared, r: &PlaybackRequest) -> String {
     let kind = if r.download { "download" } else { "playback" };
     let speed = r
@@ -69,7 +71,7 @@ fn launch_line(sh: &Shared, r: &PlaybackRequest) -> String {
          channel-id={} session-kind={kind} start-time={} end-time={}{speed} wait-timeout={} \
          ! mpegpsdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
         sh.cfg.sip_address,
-        sh.endpoint.local_addr().port(),
+        sh.cfg.sip_port,
         sh.cfg.sip_transport,
         r.device,
         r.channel,
