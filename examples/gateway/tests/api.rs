@@ -87,12 +87,25 @@ fn call(
     user: Option<(&str, &str)>,
     body: Option<&str>,
 ) -> Reply {
+    call_with(addr, method, path, user, "", body)
+}
+
+/// [`call`] with more header lines (`Name: value\r\n` each).
+fn call_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    user: Option<(&str, &str)>,
+    headers: &str,
+    body: Option<&str>,
+) -> Reply {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some((u, p)) = user {
         req.push_str(&format!("Authorization: {}\r\n", basic_value(u, p)));
     }
+    req.push_str(headers);
     let body = body.unwrap_or("");
     if !body.is_empty() || method != "GET" {
         req.push_str(&format!(
@@ -346,9 +359,14 @@ fn rtsp_describe(gw: &Gateway) -> u16 {
 
 /// The status of an RTSP DESCRIBE of the camera's channel with Basic credentials.
 fn rtsp_describe_as(gw: &Gateway, user: (&str, &str)) -> u16 {
-    let mut s = TcpStream::connect(("127.0.0.1", gw.rtsp_port())).unwrap();
+    describe_at(gw.rtsp_port(), user)
+}
+
+/// The status of an RTSP DESCRIBE of the camera's channel on `port`.
+fn describe_at(port: u16, user: (&str, &str)) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let url = format!("rtsp://127.0.0.1:{}/{CAM}", gw.rtsp_port());
+    let url = format!("rtsp://127.0.0.1:{port}/{CAM}");
     let req = format!(
         "DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\nAuthorization: {}\r\n\r\n",
         basic_value(user.0, user.1)
@@ -561,6 +579,35 @@ fn recordings_list_fetch_and_escapes() {
     let on_disk = std::fs::read(rec.join(CAM).join(file)).unwrap();
     assert!(r.body.len() > 1000);
     assert_eq!(r.body[..], on_disk[..r.body.len()], "the file's bytes");
+    // Byte ranges: a part (206 with Content-Range), beyond the end (416).
+    let url = seg["url"].as_str().unwrap();
+    let part = call_with(
+        addr,
+        "GET",
+        url,
+        Some(ADMIN),
+        "Range: bytes=100-199\r\n",
+        None,
+    );
+    assert_eq!(part.status, 206, "{part:?}");
+    assert!(
+        part.head
+            .to_ascii_lowercase()
+            .contains("content-range: bytes 100-199/"),
+        "{}",
+        part.head
+    );
+    assert_eq!(part.body[..], on_disk[100..200]);
+    let past = call_with(
+        addr,
+        "GET",
+        url,
+        Some(ADMIN),
+        "Range: bytes=999999999-\r\n",
+        None,
+    );
+    assert_eq!(past.status, 416, "{past:?}");
+    assert!(past.is_json_error());
     // A time range before any recording: empty.
     let old = admin(addr, "GET", &format!("{list_path}&from=0&to=1000"), None).json();
     assert!(old.as_array().unwrap().is_empty());
@@ -898,5 +945,189 @@ fn camera_records_for_a_time_range() {
         None,
     );
     assert_eq!(unknown.status, 404);
+    drop(cam);
+}
+
+/// SIGHUP makes the gateway process re-read its config file (the flags stay on top): a user
+/// added to the file can read at once, the removed one cannot, the process keeps running.
+#[test]
+fn sighup_reloads_the_config_file() {
+    let _g = serial();
+    const LATE: (&str, &str) = ("late", "late-pw");
+    let dir = scratch("api-sighup");
+    let conf = dir.join("gateway.toml");
+    let read = r#"{action = "read"}"#;
+    std::fs::write(&conf, toml_user(VIEWER, read)).unwrap();
+    let (sip, rtsp, metrics) = (free_port(), free_port(), free_port());
+    let child = std::process::Command::new(gateway_bin())
+        .args(["--config", conf.to_str().unwrap()])
+        .args([
+            "--sip-address",
+            "127.0.0.1",
+            "--listen-address",
+            "127.0.0.1",
+        ])
+        .args([
+            "--sip-port",
+            &sip.to_string(),
+            "--rtsp-port",
+            &rtsp.to_string(),
+        ])
+        .args(["--metrics-port", &metrics.to_string(), "--simulate", "1"])
+        .args(["--sim-width", "320", "--sim-height", "240"])
+        .args(["--summary-interval-s", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = ChildGuard(child);
+    let reachable = |port: u16| TcpStream::connect(("127.0.0.1", port)).is_ok();
+    assert!(
+        wait_until(Duration::from_secs(20), || reachable(rtsp)
+            && describe_at(rtsp, VIEWER) == 200),
+        "the simulated camera's channel is served"
+    );
+    assert_eq!(describe_at(rtsp, LATE), 401);
+    std::fs::write(&conf, toml_user(LATE, read)).unwrap();
+    // SAFETY: plain kill(2) on our own child.
+    unsafe {
+        libc::kill(guard.0.id() as i32, libc::SIGHUP);
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || describe_at(rtsp, LATE) == 200),
+        "the user added to the file reads after SIGHUP"
+    );
+    assert_eq!(describe_at(rtsp, VIEWER), 401);
+    assert!(guard.0.try_wait().unwrap().is_none(), "still running");
+    drop(guard);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Playback of a camera's recording: the API mounts a temporary RTSP path served by a
+/// gb28181src in playback kind; ffprobe decodes it; a reader keeps it playing, pause/play
+/// reach the camera, and DELETE ends the session (BYE: the camera stops sending, the reader
+/// sees its stream end). Bad bodies and unknown sessions are refused.
+#[test]
+fn playback_session_served_controlled_and_stopped() {
+    let _g = serial();
+    gst::init().unwrap();
+    let gw = Gateway::start(Config {
+        max_playbacks: 1,
+        ..config(0)
+    })
+    .expect("gateway starts");
+    let addr = gw.metrics_addr().unwrap();
+    let id = "34020000001320000301";
+    let cam = sim_camera(&gw, id, &Config::default().password);
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .endpoint()
+            .device(id)
+            .is_some()),
+        "camera registered"
+    );
+    let path = format!("/v1/devices/{id}/channels/{id}/playback");
+    for bad in [
+        r#"{"start": 1709283600, "end": 1709280000}"#,
+        r#"{"start": 1709280000}"#,
+        r#"{"start": 1709280000, "end": 1709283600, "speed": 4}"#,
+        r#"{"start": 1709280000, "end": 1709283600, "x": 1}"#,
+        "not json",
+    ] {
+        let r = admin(addr, "POST", &path, Some(bad));
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+        assert!(r.is_json_error());
+    }
+    let r = admin(
+        addr,
+        "POST",
+        &path,
+        Some(r#"{"start": 1709280000, "end": 1709283600}"#),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let pb = r.json();
+    let n = pb["id"].as_u64().unwrap();
+    let url = pb["rtsp_url"].as_str().unwrap().to_string();
+    assert!(url.contains("/playback-"), "{url}");
+    // Bounded: a second session is refused while one is mounted.
+    let second = admin(
+        addr,
+        "POST",
+        &path,
+        Some(r#"{"start": 1709280000, "end": 1709283600}"#),
+    );
+    assert_eq!(second.status, 409, "{second:?}");
+    let metrics =
+        String::from_utf8_lossy(&call(addr, "GET", "/metrics", Some(OPS), None).body).to_string();
+    assert!(
+        metrics.contains("gateway_playback_sessions 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("gateway_playback_path{{path=\"playback-{n}\"}} 1")),
+        "{metrics}"
+    );
+    // Not started by a reader yet: nothing to control.
+    let c = format!("/v1/playback/{n}/control");
+    assert_eq!(
+        admin(addr, "POST", &c, Some(r#"{"pause": true}"#)).status,
+        409
+    );
+    let with_creds = url.replacen("rtsp://", &format!("rtsp://{}:{}@", ADMIN.0, ADMIN.1), 1);
+    let v = ffprobe_frames(
+        &["-rtsp_transport", "tcp", "-read_intervals", "%+2"],
+        &with_creds,
+    );
+    assert!(frames_of(&v, "h264") >= 10, "{v:?}");
+    // A reader that stays.
+    let client = gst::parse::launch(&format!(
+        "rtspsrc location={with_creds} protocols=tcp latency=0 ! fakesink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    client.set_state(gst::State::Playing).unwrap();
+    // Prerolled: the reader's session is set up and media reached it.
+    let (_, now, _) = client.state(gst::ClockTime::from_seconds(15));
+    if now != gst::State::Playing {
+        client.set_state(gst::State::Null).unwrap();
+        panic!("the reader did not start playing: {now:?}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || cam.is_streaming()),
+        "the camera streams the playback"
+    );
+    let bus = cam.pipeline().bus().unwrap();
+    let r = admin(addr, "POST", &c, Some(r#"{"pause": true}"#));
+    assert_eq!(r.status, 200, "{r:?}");
+    let s = wait_message(&bus, "gb28181-playback-control", Duration::from_secs(5))
+        .expect("PAUSE reached the camera");
+    assert_eq!(s.get::<String>("method").unwrap(), "PAUSE");
+    let r = admin(addr, "POST", &c, Some(r#"{"scale": 2.0}"#));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        admin(addr, "POST", &c, Some(r#"{"scale": 100}"#)).status,
+        400
+    );
+    assert_eq!(
+        admin(addr, "DELETE", &format!("/v1/playback/{}", n + 100), None).status,
+        404
+    );
+    let r = admin(addr, "DELETE", &format!("/v1/playback/{n}"), None);
+    assert_eq!(r.status, 204, "{r:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || !cam.is_streaming()),
+        "BYE: the camera stopped sending"
+    );
+    let end = client.bus().unwrap().timed_pop_filtered(
+        gst::ClockTime::from_seconds(10),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    client.set_state(gst::State::Null).unwrap();
+    assert!(end.is_some(), "the reader saw its stream end");
+    assert_eq!(
+        admin(addr, "DELETE", &format!("/v1/playback/{n}"), None).status,
+        404
+    );
     drop(cam);
 }

@@ -9,6 +9,7 @@ pub mod channels;
 pub mod config;
 pub mod devices;
 pub mod directory;
+pub mod playback;
 pub mod ptz;
 pub mod recordings;
 pub mod records;
@@ -301,6 +302,9 @@ fn openapi_router() -> OpenApiRouter<Api> {
         .routes(routes!(devices::query_info))
         .routes(routes!(devices::query_status))
         .routes(routes!(records::list_records))
+        .routes(routes!(playback::start_playback))
+        .routes(routes!(playback::control_playback))
+        .routes(routes!(playback::stop_playback))
         .routes(routes!(channels::list_channels))
         .routes(routes!(channels::get_channel))
         .routes(routes!(channels::ptz))
@@ -365,6 +369,7 @@ mod tests {
             include_str!("recordings.rs"),
             include_str!("config.rs"),
             include_str!("records.rs"),
+            include_str!("playback.rs"),
         ] {
             let needle = [".", "route("].concat();
             assert!(!src.contains(&needle), "a route outside the OpenAPI router");

@@ -2,14 +2,16 @@
 //! UTC start time in the name), listed per channel and time range, and fetched one at a time.
 //! Only files inside the record directory are ever read: the request path goes through the
 //! one HLS/file path check ([`crate::http::files`]) and the opened file must resolve inside
-//! the directory. Listings and time ranges are bounded.
+//! the directory. Listings and time ranges are bounded. A fetch honours one byte range
+//! (`Range: bytes=a-b`, `a-`, `-n`: 206; beyond the end: 416; several or malformed: the
+//! whole file, as RFC 9110 allows).
 
 use super::{Api, ApiError, ApiResult, ErrorBody, blocking, checked_id};
 use crate::http::files::{ServedDir, hls_target};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use std::path::Path as FsPath;
@@ -157,16 +159,69 @@ pub async fn list_recordings(
     Ok(Json(list))
 }
 
+/// What a `Range` header asks of a file of `len` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// No (usable) range: the whole file.
+    Whole,
+    /// Bytes `start..=end`.
+    Part(u64, u64),
+    /// A range that starts beyond the end (416).
+    Unsatisfiable,
+}
+
+/// Parses a `Range` value for a file of `len` bytes: one range of `bytes`; anything else
+/// (other units, several ranges, malformed numbers) is ignored.
+pub fn byte_range(value: Option<&str>, len: u64) -> ByteRange {
+    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
+        return ByteRange::Whole;
+    };
+    if spec.contains(',') {
+        return ByteRange::Whole;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return ByteRange::Whole;
+    };
+    let num = |s: &str| {
+        (!s.is_empty() && s.len() <= 19 && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    match (a.is_empty(), num(a), num(b)) {
+        // The last `n` bytes.
+        (true, _, Some(n)) => {
+            if n == 0 || len == 0 {
+                ByteRange::Unsatisfiable
+            } else {
+                ByteRange::Part(len.saturating_sub(n), len - 1)
+            }
+        }
+        (false, Some(start), end) if b.is_empty() || end.is_some() => {
+            if end.is_some_and(|e| e < start) {
+                ByteRange::Whole
+            } else if start >= len {
+                ByteRange::Unsatisfiable
+            } else {
+                ByteRange::Part(start, end.map_or(len - 1, |e| e.min(len - 1)))
+            }
+        }
+        _ => ByteRange::Whole,
+    }
+}
+
 /// One recorded segment (`video/mp4`).
 #[utoipa::path(get, path = "/v1/recordings/{channel}/{file}", tag = "recordings",
     params(("channel" = String, Path, description = "channel ID"),
         ("file" = String, Path, description = "segment file name from the list")),
     responses((status = 200, description = "the MP4 file", content_type = "video/mp4"),
+        (status = 206, description = "the bytes of a `Range: bytes=...` request", content_type = "video/mp4"),
+        (status = 416, body = ErrorBody, description = "the range starts beyond the end"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn fetch_recording(
     State(api): State<Api>,
     Path((channel, file)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     checked_id(&api, &channel)?;
     let not_found = || ApiError::not_found("no such segment");
@@ -181,19 +236,76 @@ pub async fn fetch_recording(
         served.read(&target).ok_or_else(not_found)
     })
     .await?;
-    Ok((
+    let len = body.len() as u64;
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (status, body, content_range) = match byte_range(range.as_deref(), len) {
+        ByteRange::Whole => (StatusCode::OK, body, None),
+        ByteRange::Part(a, b) => (
+            StatusCode::PARTIAL_CONTENT,
+            body[a as usize..=b as usize].to_vec(),
+            Some(format!("bytes {a}-{b}/{len}")),
+        ),
+        ByteRange::Unsatisfiable => {
+            let mut r = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                format!("the range is beyond the {len} bytes of the file"),
+            )
+            .into_response();
+            if let Ok(v) = format!("bytes */{len}").parse() {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(r);
+        }
+    };
+    let mut r = (
+        status,
         [
             (header::CONTENT_TYPE, "video/mp4"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::ACCEPT_RANGES, "bytes"),
         ],
         body,
     )
-        .into_response())
+        .into_response();
+    if let Some(v) = content_range.and_then(|c| c.parse().ok()) {
+        r.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    Ok(r)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_ranges() {
+        use ByteRange::*;
+        let r = |v: &str| byte_range(Some(v), 100);
+        assert_eq!(byte_range(None, 100), Whole);
+        assert_eq!(r("bytes=0-9"), Part(0, 9));
+        assert_eq!(r("bytes=90-"), Part(90, 99));
+        assert_eq!(r("bytes=90-500"), Part(90, 99));
+        assert_eq!(r("bytes=-10"), Part(90, 99));
+        assert_eq!(r("bytes=-500"), Part(0, 99));
+        assert_eq!(r("bytes=100-"), Unsatisfiable);
+        assert_eq!(r("bytes=-0"), Unsatisfiable);
+        assert_eq!(byte_range(Some("bytes=0-"), 0), Unsatisfiable);
+        for ignored in [
+            "bytes=0-1,5-6",
+            "bytes=9-1",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes=+1-2",
+            "items=0-1",
+            "bytes=99999999999999999999-",
+            "bytes=1",
+        ] {
+            assert_eq!(r(ignored), Whole, "{ignored}");
+        }
+    }
 
     #[test]
     fn segment_names() {

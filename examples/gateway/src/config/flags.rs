@@ -172,6 +172,9 @@ pub struct Settings {
     /// this many seconds; at most once per interval per channel (0: never; 0-3600)
     #[arg(long, value_name = "S")]
     pub key_frame_request_after_s: Option<u32>,
+    /// Playback/download sessions of camera recordings (API) at once at most (0-256)
+    #[arg(long, value_name = "N")]
+    pub max_playbacks: Option<usize>,
 }
 
 impl Settings {

@@ -134,6 +134,9 @@ pub struct Config {
     /// camera for one (GB28181 IFameCmd), at most once per this interval per channel; 0: never.
     #[serde(deserialize_with = "file::bounded::<_, _, 0, 3600>")]
     pub key_frame_request_after_s: u32,
+    /// Playback/download sessions of camera recordings (API) at once at most.
+    #[serde(deserialize_with = "file::bounded::<_, _, 0, 256>")]
+    pub max_playbacks: usize,
 }
 
 impl Default for Config {
@@ -183,6 +186,7 @@ impl Default for Config {
             max_devices: 10_000,
             data_dir: PathBuf::new(),
             key_frame_request_after_s: 2,
+            max_playbacks: 16,
         }
     }
 }

@@ -364,6 +364,48 @@ impl Control {
         Ok(found)
     }
 
+    /// Mounts a playback/download session of a camera's recordings; its number, RTSP URL
+    /// and path.
+    pub fn start_playback(
+        &self,
+        r: &super::PlaybackRequest,
+    ) -> Result<Result<(u64, String), super::PlaybackError>, Gone> {
+        let sh = self.sh()?;
+        Ok(super::playback::start(&sh, r).map(|(n, path)| {
+            (
+                n,
+                format!("rtsp://{}:{}/{path}", sh.cfg.public_host, sh.rtsp_port),
+            )
+        }))
+    }
+
+    /// Pauses or plays (scale, seek seconds) playback session `n`.
+    pub fn control_playback(
+        &self,
+        n: u64,
+        pause: bool,
+        scale: Option<f64>,
+        seek: Option<f64>,
+    ) -> Result<Result<bool, super::PlaybackError>, Gone> {
+        Ok(super::playback::control(
+            &*self.sh()?,
+            n,
+            pause,
+            scale,
+            seek,
+        ))
+    }
+
+    /// Stops playback session `n` (unmounted, readers cut, BYE to the camera).
+    pub fn stop_playback(&self, n: u64) -> Result<Result<(), super::PlaybackError>, Gone> {
+        Ok(super::playback::stop(&*self.sh()?, n))
+    }
+
+    /// Mounted playback paths.
+    pub fn playback_paths(&self) -> Result<Vec<String>, Gone> {
+        Ok(super::playback::paths(&*self.sh()?))
+    }
+
     /// The running configuration (users and device passwords as last reloaded).
     pub fn config(&self) -> Result<Config, Gone> {
         let sh = self.sh()?;

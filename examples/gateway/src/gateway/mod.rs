@@ -32,11 +32,13 @@ use std::time::{Duration, Instant};
 mod control;
 mod mount;
 mod persist;
+mod playback;
 mod recording;
 mod stats;
 pub use control::{Control, Gone, Loader, ReloadError, ReloadReport};
 use mount::*;
 use persist::*;
+pub use playback::{PlaybackError, PlaybackRequest};
 use recording::*;
 use stats::*;
 
@@ -107,6 +109,7 @@ struct Shared {
     webrtc: Arc<crate::webrtc::Sessions>,
     /// Where a reload reads the configuration, and the settings as last applied.
     reload: Mutex<control::Reload>,
+    playbacks: Mutex<playback::Playbacks>,
 }
 
 /// The running gateway.
@@ -296,6 +299,7 @@ impl Gateway {
                 local_addresses: webrtc_addresses,
             }),
             reload: Mutex::new(control::Reload::new(as_given)),
+            playbacks: Mutex::new(Default::default()),
         });
 
         // Per-client byte counts start when the client's PLAY is answered.
@@ -337,8 +341,11 @@ impl Gateway {
         let control = Control::new(&shared);
         let api_control = control.clone();
         let render: http::routes::Render = Arc::new(move || {
-            weak.upgrade()
-                .map(|sh| metrics::render(&snapshot(&sh)) + &api_control.api_requests().render())
+            weak.upgrade().map(|sh| {
+                metrics::render(&snapshot(&sh))
+                    + &api_control.api_requests().render()
+                    + &playback::render(&sh)
+            })
         });
         let metrics_server = metrics_listener.serve(
             http::routes::metrics_router(render, auth.clone())

@@ -1,0 +1,194 @@
+//! Playback and download of a camera's recordings: `POST /v1/devices/{id}/channels/{ch}/playback`
+//! mounts a temporary RTSP path served from the camera's recording (times in Unix seconds),
+//! `POST /v1/playback/{n}/control` pauses, seeks or changes the speed, `DELETE /v1/playback/{n}`
+//! stops it (BYE). At most `max_playbacks` (setting) at once (409 beyond).
+
+use super::devices::registered;
+use super::{Api, ApiError, ApiResult, ErrorBody, blocking, checked_id};
+use crate::gateway::{PlaybackError, PlaybackRequest};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Longest time range of one session.
+pub const MAX_SPAN_S: u64 = 7 * 86_400;
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaybackBody {
+    /// Start and end of the recording to play, Unix seconds.
+    pub start: u64,
+    pub end: u64,
+    /// A download (as fast as `speed` allows) rather than a playback.
+    #[serde(default)]
+    pub download: bool,
+    /// Download speed factor, 1 to 16 (download only).
+    pub speed: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PlaybackView {
+    pub id: u64,
+    pub rtsp_url: String,
+    /// HLS is not offered for playback sessions (always null).
+    pub hls_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ControlBody {
+    /// Speed, 0.25 to 16.
+    pub scale: Option<f64>,
+    /// Seconds from the start to jump to.
+    pub seek: Option<f64>,
+    #[serde(default)]
+    pub pause: bool,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ControlView {
+    /// Whether the request reached the camera.
+    pub sent: bool,
+}
+
+fn to_api(e: PlaybackError) -> ApiError {
+    match e {
+        PlaybackError::TooMany(_) | PlaybackError::NotStarted => ApiError::conflict(e.to_string()),
+        PlaybackError::NotFound => ApiError::not_found(e.to_string()),
+    }
+}
+
+fn session_number(id: &str) -> Result<u64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::bad_request("a playback session number"))
+}
+
+/// Checks a playback request body (400 with a message).
+pub(super) fn check_body(b: &PlaybackBody) -> Result<(), ApiError> {
+    if b.start == 0 || b.end <= b.start {
+        return Err(ApiError::bad_request(
+            "end must be after start (Unix seconds)",
+        ));
+    }
+    if b.end - b.start > MAX_SPAN_S {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_SPAN_S} seconds per session"
+        )));
+    }
+    if b.speed.is_some_and(|s| !(1..=16).contains(&s)) || (b.speed.is_some() && !b.download) {
+        return Err(ApiError::bad_request("speed: 1 to 16, for a download"));
+    }
+    Ok(())
+}
+
+/// Starts a playback (or download) session of a channel's recording.
+#[utoipa::path(post, path = "/v1/devices/{id}/channels/{channel}/playback", tag = "playback",
+    params(("id" = String, Path, description = "device ID"),
+        ("channel" = String, Path, description = "channel ID")),
+    request_body = PlaybackBody,
+    responses((status = 200, body = PlaybackView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn start_playback(
+    State(api): State<Api>,
+    Path((id, channel)): Path<(String, String)>,
+    body: Result<Json<PlaybackBody>, JsonRejection>,
+) -> ApiResult<PlaybackView> {
+    registered(&api, &id)?;
+    checked_id(&api, &channel)?;
+    let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    check_body(&b)?;
+    let control = api.control.clone();
+    let r = PlaybackRequest {
+        device: id,
+        channel,
+        start: b.start,
+        end: b.end,
+        download: b.download,
+        speed: b.speed,
+    };
+    let (n, url) = blocking(move || control.start_playback(&r)?.map_err(to_api)).await?;
+    Ok(Json(PlaybackView {
+        id: n,
+        rtsp_url: url,
+        hls_url: None,
+    }))
+}
+
+/// Pauses, resumes, seeks or changes the speed of a playback session (MANSRTSP to the
+/// camera). 409 while no reader has started it.
+#[utoipa::path(post, path = "/v1/playback/{n}/control", tag = "playback",
+    params(("n" = u64, Path, description = "playback session number")),
+    request_body = ControlBody,
+    responses((status = 200, body = ControlView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn control_playback(
+    State(api): State<Api>,
+    Path(n): Path<String>,
+    body: Result<Json<ControlBody>, JsonRejection>,
+) -> ApiResult<ControlView> {
+    let n = session_number(&n)?;
+    let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if b.scale.is_some_and(|s| !(0.25..=16.0).contains(&s)) {
+        return Err(ApiError::bad_request("scale: 0.25 to 16"));
+    }
+    if b.seek
+        .is_some_and(|s| !(0.0..=MAX_SPAN_S as f64).contains(&s))
+    {
+        return Err(ApiError::bad_request("seek: seconds from the start"));
+    }
+    let control = api.control.clone();
+    let sent = blocking(move || {
+        control
+            .control_playback(n, b.pause, b.scale, b.seek)?
+            .map_err(to_api)
+    })
+    .await?;
+    Ok(Json(ControlView { sent }))
+}
+
+/// Stops a playback session (its readers are cut, BYE to the camera).
+#[utoipa::path(delete, path = "/v1/playback/{n}", tag = "playback",
+    params(("n" = u64, Path, description = "playback session number")),
+    responses((status = 204, description = "stopped"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn stop_playback(
+    State(api): State<Api>,
+    Path(n): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let n = session_number(&n)?;
+    let control = api.control.clone();
+    blocking(move || control.stop_playback(n)?.map_err(to_api)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies() {
+        let b = |start, end, download, speed| PlaybackBody {
+            start,
+            end,
+            download,
+            speed,
+        };
+        assert!(check_body(&b(1_700_000_000, 1_700_003_600, false, None)).is_ok());
+        assert!(check_body(&b(1_700_000_000, 1_700_003_600, true, Some(4))).is_ok());
+        for bad in [
+            b(1_700_003_600, 1_700_000_000, false, None),
+            b(0, 10, false, None),
+            b(1, 1 + MAX_SPAN_S + 1, false, None),
+            b(1_700_000_000, 1_700_003_600, false, Some(2)),
+            b(1_700_000_000, 1_700_003_600, true, Some(17)),
+        ] {
+            assert!(check_body(&bad).is_err(), "{bad:?}");
+        }
+    }
+}
