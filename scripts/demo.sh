@@ -40,6 +40,14 @@ if command -v ffprobe >/dev/null; then
         -show_entries stream=codec_name,width,height,nb_read_frames -of compact \
         "$url" || true
 fi
+# Three calls of the control API, run once here, as the README shows them.
+api="http://127.0.0.1:9998/v1"
+for call in "$api/devices" "$api/channels/$channel" "-X POST $api/channels/$channel/keyframe"; do
+    echo "== curl -s -u demo:$pw $call"
+    # shellcheck disable=SC2086
+    curl -s -u "demo:$pw" $call || true
+    echo
+done
 echo "== open $url (e.g. ffplay, VLC); metrics: curl -u demo:$pw http://127.0.0.1:9998/metrics; Ctrl-C stops"
 echo "== web page: http://127.0.0.1:9998/ (log in as demo / $pw)"
 echo "== WHEP (e.g. a WHEP player): http://demo:$pw@127.0.0.1:9998/$channel/whep"
