@@ -702,23 +702,19 @@ impl PsMux {
     /// segment downstream, and its thread is not muxing (the caller holds `push_lock`).
     /// Anything else takes the aggregator's path.
     fn direct_allowed(&self, pad: &gst_base::AggregatorPad) -> bool {
-        let obj = self.obj();
-        if obj.num_sink_pads() != 1 || obj.latency().is_some() {
-            return false;
-        }
-        if lock(&self.state)
-            .queued_events
-            .get(pad.name().as_str())
-            .is_none_or(|n| *n > 0)
+        // One entry per requested sink pad: exactly one pad, with no unhandled event.
         {
-            return false;
+            let state = lock(&self.state);
+            if state.queued_events.len() != 1 || state.queued_events.values().any(|n| *n > 0) {
+                return false;
+            }
         }
-        if pad.is_eos() {
+        let obj = self.obj();
+        if obj.latency().is_some() || pad.is_eos() {
             return false;
         }
         let src = obj.src_pad();
-        src.sticky_event::<gst::event::Caps>(0).is_some()
-            && src.sticky_event::<gst::event::Segment>(0).is_some()
+        src.sticky_event::<gst::event::Segment>(0).is_some() && src.has_current_caps()
     }
 
     /// Whether a video stream exists or is coming: a pad with video caps, or a pad without
