@@ -543,9 +543,15 @@ impl AggregatorImpl for PsMux {
                 pads.insert(name, stream);
             }
         }
+        // Every requested pad keeps its entry: the direct path counts them.
+        let queued_events = std::mem::take(&mut state.queued_events)
+            .into_keys()
+            .map(|name| (name, 0))
+            .collect();
         *state = State {
             writer,
             pads,
+            queued_events,
             ..State::default()
         };
         Ok(())
@@ -642,10 +648,9 @@ impl PsMux {
         match &info.data {
             Some(gst::PadProbeData::Event(ev)) => {
                 let mut state = lock(&self.state);
-                let n = state
-                    .queued_events
-                    .entry(pad.name().to_string())
-                    .or_insert(0);
+                let Some(n) = state.queued_events.get_mut(pad.name().as_str()) else {
+                    return gst::PadProbeReturn::Ok;
+                };
                 match ev.type_() {
                     // Flushing empties the aggregator's queue without handling its events.
                     gst::EventType::FlushStop => *n = 0,
