@@ -99,6 +99,9 @@ struct State {
     /// Per sink pad name: serialized events received and not yet handled by the aggregator
     /// thread (see [`PsMux::try_direct`]).
     queued_events: HashMap<String, u32>,
+    /// Whether upstream of the (single) sink pad is live, asked once per run: the
+    /// aggregator's own `latency()` is only known once the pipeline's latency is set.
+    upstream_live: Option<bool>,
 }
 
 impl Default for State {
@@ -115,6 +118,7 @@ impl Default for State {
             mode_checked: false,
             raised_latency: false,
             queued_events: HashMap::new(),
+            upstream_live: None,
         }
     }
 }
@@ -716,6 +720,17 @@ impl PsMux {
         }
         let obj = self.obj();
         if obj.latency().is_some() || pad.is_eos() {
+            return false;
+        }
+        let known = lock(&self.state).upstream_live;
+        let live = known.unwrap_or_else(|| {
+            let mut q = gst::query::Latency::new();
+            // No answer: treated as live (the aggregator's path is always correct).
+            let live = !pad.peer_query(&mut q) || q.result().0;
+            lock(&self.state).upstream_live = Some(live);
+            live
+        });
+        if live {
             return false;
         }
         let src = obj.src_pad();
