@@ -86,8 +86,9 @@ done
 # The muxers alone, without h264parse in the timed path: the same access units, parsed
 # once into memory, pushed through appsrc ! {nothing | psmux | mpegpsmux} ! fakesink, at
 # three camera bitrates (1080p25: 2, 8 and 32 Mbit/s). psmux's cost per frame is flat
-# (zero copy, one Aggregator thread hand-off per batch); mpegpsmux copies the payload, so
-# its cost grows with the frame size.
+# (zero copy; with one sink pad in a non-live pipeline muxed in appsrc's thread, without the
+# Aggregator thread hand-off); mpegpsmux copies the payload, so its cost grows with the
+# frame size. The machine is shared: repeat the whole script and compare the ratios.
 (cd "$ROOT" && cargo build --release -p gst-plugin-mpegps --example psmux_bench >&2)
 for kbps in 2000 8000 32000; do
     es="$OUT/psmux-1080p-$kbps.h264"

@@ -528,3 +528,63 @@ fn single_pad_direct_path_keeps_output() {
         "every frame after the first on the direct path"
     );
 }
+
+/// Two sink pads, not live: no direct path (the aggregator orders the pads by time), also
+/// while the second pad has not started streaming yet.
+#[test]
+fn two_pads_stay_on_the_aggregator_path() {
+    init();
+    let pipeline = gst::parse::launch(
+        "appsrc name=v format=time ! psmux name=mux ! appsink name=sink sync=false \
+         appsrc name=a format=time ! mux.",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = |name: &str| {
+        pipeline
+            .by_name(name)
+            .unwrap()
+            .downcast::<gst_app::AppSrc>()
+            .unwrap()
+    };
+    let (v, a) = (src("v"), src("a"));
+    v.set_caps(Some(&h264_caps()));
+    a.set_caps(Some(&alaw_caps()));
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for i in 0..10u64 {
+        v.push_buffer(video_buffer(i as usize, 1000, i == 0, i * 40, i * 40).0)
+            .unwrap();
+    }
+    v.end_of_stream().unwrap();
+    for i in 0..20u64 {
+        let mut b = gst::Buffer::from_slice(vec![0xD5u8; 160]);
+        let bm = b.get_mut().unwrap();
+        bm.set_pts(gst::ClockTime::from_mseconds(i * 20 + 1));
+        bm.set_duration(gst::ClockTime::from_mseconds(20));
+        a.push_buffer(b).unwrap();
+    }
+    a.end_of_stream().unwrap();
+    let mut times = Vec::new();
+    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
+        let b = sample.buffer().unwrap();
+        times.push(b.dts_or_pts().unwrap());
+    }
+    assert!(sink.is_eos());
+    let stats = pipeline
+        .by_name("mux")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(times.len(), 30);
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "in time order: {times:?}"
+    );
+    assert_eq!(stats.get::<u64>("direct-buffers").unwrap(), 0);
+}

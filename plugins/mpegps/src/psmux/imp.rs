@@ -99,6 +99,9 @@ struct State {
     /// Per sink pad name: serialized events received and not yet handled by the aggregator
     /// thread (see [`PsMux::try_direct`]).
     queued_events: HashMap<String, u32>,
+    /// Whether upstream of the (single) sink pad is live, asked once per run: the
+    /// aggregator's own `latency()` is only known once the pipeline's latency is set.
+    upstream_live: Option<bool>,
 }
 
 impl Default for State {
@@ -115,6 +118,7 @@ impl Default for State {
             mode_checked: false,
             raised_latency: false,
             queued_events: HashMap::new(),
+            upstream_live: None,
         }
     }
 }
@@ -543,9 +547,15 @@ impl AggregatorImpl for PsMux {
                 pads.insert(name, stream);
             }
         }
+        // Every requested pad keeps its entry: the direct path counts them.
+        let queued_events = std::mem::take(&mut state.queued_events)
+            .into_keys()
+            .map(|name| (name, 0))
+            .collect();
         *state = State {
             writer,
             pads,
+            queued_events,
             ..State::default()
         };
         Ok(())
@@ -642,10 +652,9 @@ impl PsMux {
         match &info.data {
             Some(gst::PadProbeData::Event(ev)) => {
                 let mut state = lock(&self.state);
-                let n = state
-                    .queued_events
-                    .entry(pad.name().to_string())
-                    .or_insert(0);
+                let Some(n) = state.queued_events.get_mut(pad.name().as_str()) else {
+                    return gst::PadProbeReturn::Ok;
+                };
                 match ev.type_() {
                     // Flushing empties the aggregator's queue without handling its events.
                     gst::EventType::FlushStop => *n = 0,
@@ -702,23 +711,30 @@ impl PsMux {
     /// segment downstream, and its thread is not muxing (the caller holds `push_lock`).
     /// Anything else takes the aggregator's path.
     fn direct_allowed(&self, pad: &gst_base::AggregatorPad) -> bool {
-        let obj = self.obj();
-        if obj.num_sink_pads() != 1 || obj.latency().is_some() {
-            return false;
-        }
-        if lock(&self.state)
-            .queued_events
-            .get(pad.name().as_str())
-            .is_none_or(|n| *n > 0)
+        // One entry per requested sink pad: exactly one pad, with no unhandled event.
         {
+            let state = lock(&self.state);
+            if state.queued_events.len() != 1 || state.queued_events.values().any(|n| *n > 0) {
+                return false;
+            }
+        }
+        let obj = self.obj();
+        if obj.latency().is_some() || pad.is_eos() {
             return false;
         }
-        if pad.is_eos() {
+        let known = lock(&self.state).upstream_live;
+        let live = known.unwrap_or_else(|| {
+            let mut q = gst::query::Latency::new();
+            // No answer: treated as live (the aggregator's path is always correct).
+            let live = !pad.peer_query(&mut q) || q.result().0;
+            lock(&self.state).upstream_live = Some(live);
+            live
+        });
+        if live {
             return false;
         }
         let src = obj.src_pad();
-        src.sticky_event::<gst::event::Caps>(0).is_some()
-            && src.sticky_event::<gst::event::Segment>(0).is_some()
+        src.sticky_event::<gst::event::Segment>(0).is_some() && src.has_current_caps()
     }
 
     /// Whether a video stream exists or is coming: a pad with video caps, or a pad without
