@@ -83,6 +83,9 @@ pub struct Settings {
     /// Close an RTSP connection without a session after S quiet seconds (1-86400)
     #[arg(long, value_name = "S")]
     pub rtsp_idle_timeout_s: Option<u64>,
+    /// End an RTSP session whose client went silent after S seconds (1-86400)
+    #[arg(long, value_name = "S")]
+    pub rtsp_session_timeout_s: Option<u32>,
     /// Host printed in URLs
     #[arg(long, value_name = "HOST")]
     pub public_host: Option<String>,

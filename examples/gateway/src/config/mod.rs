@@ -52,6 +52,10 @@ pub struct Config {
     /// An RTSP connection without a session is closed after this many seconds.
     #[serde(deserialize_with = "file::bounded::<_, _, 1, 86_400>")]
     pub rtsp_idle_timeout_s: u64,
+    /// An RTSP session whose client went silent (no RTCP, no keep-alive) ends after this many
+    /// seconds.
+    #[serde(deserialize_with = "file::bounded::<_, _, 1, 86_400>")]
+    pub rtsp_session_timeout_s: u32,
     /// Readers and publishers (`[[users]]` tables of the config file; none: nobody is let in).
     #[serde(skip_serializing, deserialize_with = "file::users")]
     pub users: Vec<UserConfig>,
@@ -142,6 +146,7 @@ impl Default for Config {
             metrics_address: "127.0.0.1".into(),
             max_rtsp_clients: 256,
             rtsp_idle_timeout_s: 30,
+            rtsp_session_timeout_s: 60,
             users: Vec::new(),
             public_host: "127.0.0.1".into(),
             rtsp_port: 8554,
