@@ -16,7 +16,7 @@ use gst_ipcam_gateway::gateway::Gateway;
 use gst_ipcam_gateway::http;
 use gst_ipcam_gateway::metrics::find_samples;
 use gst_ipcam_gateway::sim::{Clip, SimCamera, SimSettings, wait_until};
-use gst_ipcam_testutil::impair::{Direction, Impairment, UdpProxy};
+use gst_ipcam_testutil::impair::{Direction, Impairment, TcpProxy, UdpProxy};
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -439,4 +439,114 @@ fn camera_disappears_and_reboots() {
     eprintln!("back {:.1} s after the cut", t_cut.elapsed().as_secs_f64());
     drop(viewer);
     cam.stop();
+}
+
+/// How an RTSP reader vanishes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Vanish {
+    /// Over UDP, the process killed (SIGKILL): its control connection closes.
+    UdpKilled,
+    /// Over UDP, the process frozen (SIGSTOP, a hung machine): no RTCP, no keep-alive, the
+    /// control connection open but silent.
+    UdpFrozen,
+    /// Over TCP, the connection half-open (TcpProxy frozen in front of the RTSP port).
+    TcpHalfOpen,
+}
+
+/// An RTSP reader (ffmpeg decoding to nothing) that vanishes without TEARDOWN; the camera
+/// gets BYE as it was the last reader. Returns the seconds from the vanishing to the BYE.
+fn reader_vanishes(how: Vanish, timeout: Duration) -> f64 {
+    let _g = serial();
+    let (base, _media) = media_proxies();
+    let mut cfg = config(base);
+    cfg.rtsp_session_timeout_s = 3;
+    let gw = start(&cfg);
+    let ch = cfg.sim_device_id(0);
+    let proxy = TcpProxy::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SocketAddr::new("127.0.0.1".parse().unwrap(), gw.rtsp_port()),
+        Impairment::none(),
+        Impairment::none(),
+    )
+    .unwrap();
+    let url = gw.url_with_credentials(&ch, READER.0, READER.1).replace(
+        &format!(":{}/", gw.rtsp_port()),
+        &format!(":{}/", proxy.port()),
+    );
+    let tcp = how == Vanish::TcpHalfOpen;
+    let reader = ChildGuard(
+        std::process::Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-rtsp_transport",
+                if tcp { "tcp" } else { "udp" },
+            ])
+            .args(["-i", &url, "-f", "null", "-"])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("ffmpeg runs"),
+    );
+    let lbl = format!("name=\"{ch}\"");
+    let cam = &gw.cameras()[0];
+    assert!(
+        wait_until(Duration::from_secs(20), || cam.is_streaming()
+            && metric(&gw, "paths_readers", &lbl) == 1.0),
+        "the reader plays"
+    );
+    let sessions = |gw: &Gateway| metric(gw, "rtsp_sessions", "");
+    assert_eq!(sessions(&gw), 1.0);
+    let t = Instant::now();
+    let signal = |sig: &str| {
+        let pid = reader.0.id().to_string();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    };
+    match how {
+        Vanish::UdpKilled => signal("-KILL"),
+        Vanish::UdpFrozen => signal("-STOP"),
+        Vanish::TcpHalfOpen => proxy.freeze(),
+    }
+    let ended = wait_until(timeout, || !cam.is_streaming());
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "reader {how:?}: camera streaming {} after {secs:.1} s",
+        !ended
+    );
+    assert!(ended, "the camera gets BYE ({how:?})");
+    assert_eq!(metric(&gw, "paths_readers", &lbl), 0.0);
+    assert_eq!(sessions(&gw), 0.0);
+    if how == Vanish::UdpFrozen {
+        signal("-CONT");
+    }
+    secs
+}
+
+#[test]
+fn rtsp_reader_killed_udp() {
+    let secs = reader_vanishes(Vanish::UdpKilled, Duration::from_secs(5));
+    assert!(
+        secs < 2.0,
+        "the closed connection ends the session at once: {secs:.1} s"
+    );
+}
+
+#[test]
+fn rtsp_reader_frozen_udp() {
+    let secs = reader_vanishes(Vanish::UdpFrozen, Duration::from_secs(15));
+    assert!(secs >= 3.0, "not before the session timeout: {secs:.1} s");
+}
+
+/// Open finding: gst-rtsp-server does not expire a TCP-interleaved session while its
+/// connection is open, and a half-open one stays open (its writes stall, nothing closes it):
+/// the camera keeps streaming for this reader (seen for 40 s). Needs a send-backlog or
+/// write-stall limit per client.
+#[test]
+#[ignore = "open finding: a half-open TCP reader keeps its session (see above)"]
+fn rtsp_reader_half_open_tcp() {
+    let secs = reader_vanishes(Vanish::TcpHalfOpen, Duration::from_secs(40));
+    assert!(secs >= 3.0, "not before the session timeout: {secs:.1} s");
 }
