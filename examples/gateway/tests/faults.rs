@@ -550,3 +550,97 @@ fn rtsp_reader_half_open_tcp() {
     let secs = reader_vanishes(Vanish::TcpHalfOpen, Duration::from_secs(40));
     assert!(secs >= 3.0, "not before the session timeout: {secs:.1} s");
 }
+
+/// A small tmpfs mounted for the test (we run as root here), unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mount a {size} tmpfs on {} (needs root)", dir.display());
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+fn used_bytes(dir: &Path) -> u64 {
+    media_files(dir)
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// The recording disk fills up (a 1 MiB tmpfs): the live view goes on, the recorder reports
+/// it is not writing, and recording resumes (new files) when space is freed.
+///
+/// Open finding: on the full 1 MiB tmpfs (39 files, 836,579 bytes after 40 s) `recorders`
+/// still said 1 and no warning was printed: the write failures are not surfaced.
+#[test]
+#[ignore = "open finding: a full recording disk is not reported (see above)"]
+fn recording_disk_full() {
+    let _g = serial();
+    let (base, _media) = media_proxies();
+    let rec = scratch("faults-disk");
+    let disk = SmallDisk::mount(&rec, "1m");
+    let mut cfg = config(base);
+    cfg.record_dir = Some(rec.clone());
+    cfg.record_segment_s = 1;
+    let gw = start(&cfg);
+    let ch = cfg.sim_device_id(0);
+    let lbl = format!("name=\"{ch}\"");
+    let viewer = Viewer::start(&gw.url_with_credentials(&ch, READER.0, READER.1));
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25
+            && metric(&gw, "recorders", &lbl) == 1.0),
+        "plays and records"
+    );
+    // 800 kbit/s fill 1 MiB in about 10 s.
+    let full = wait_until(Duration::from_secs(40), || {
+        metric(&gw, "recorders", &lbl) == 0.0
+    });
+    eprintln!(
+        "disk full: recorder stopped {full}, {} bytes in {} files",
+        used_bytes(&rec),
+        media_files(&rec).len()
+    );
+    assert!(full, "the recorder reports it is not writing");
+    let playing = viewer.frames_during(Duration::from_secs(2));
+    assert!(
+        playing >= 40,
+        "the live view goes on: {playing} pictures in 2 s"
+    );
+    // Space again: the old files go, recording resumes.
+    let old = media_files(&rec);
+    for f in &old {
+        let _ = std::fs::remove_file(f);
+    }
+    assert!(
+        wait_until(Duration::from_secs(40), || metric(&gw, "recorders", &lbl)
+            == 1.0
+            && media_files(&rec).iter().any(|f| !old.contains(f))),
+        "recording resumes: {:?}",
+        media_files(&rec)
+    );
+    drop(viewer);
+    drop(gw);
+    drop(disk);
+}
