@@ -22,7 +22,7 @@ APT_PACKAGES := \
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build release test lint unit meson-check demo install bench soak fuzz clean
+.PHONY: all deps build release test lint unit meson-check test-faults demo install bench soak fuzz clean
 
 all: build
 
@@ -56,6 +56,10 @@ meson-check: deps
 	./meson/check.sh
 
 test: lint unit meson-check
+
+# The gateway's fault matrix alone (also part of `unit`): about 2.5 minutes.
+test-faults: build
+	$(CARGO) test -p gst-ipcam-gateway --test faults
 
 demo: release
 	./scripts/demo.sh

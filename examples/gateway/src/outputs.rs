@@ -71,6 +71,8 @@ pub struct OutputsWatch {
     bus: Option<gst::Bus>,
     ingest: Arc<Ingest>,
     broken: Arc<AtomicBool>,
+    /// The error that broke them, if one did (a full disk...).
+    error: Arc<std::sync::Mutex<Option<String>>>,
     /// The ingest's stream generation the outputs were built for.
     generation: u64,
 }
@@ -83,15 +85,30 @@ impl OutputsWatch {
         if self.broken.load(Ordering::SeqCst) {
             return false;
         }
-        let error = self
+        let error = match self
             .bus
             .as_ref()
-            .is_some_and(|b| b.pop_filtered(&[gst::MessageType::Error]).is_some());
+            .and_then(|b| b.pop_filtered(&[gst::MessageType::Error]))
+        {
+            Some(m) => {
+                if let gst::MessageView::Error(e) = m.view() {
+                    *self.error.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(e.error().to_string());
+                }
+                true
+            }
+            None => false,
+        };
         if error || self.ingest.is_failed() || self.streams_changed() {
             self.broken.store(true, Ordering::SeqCst);
             return false;
         }
         true
+    }
+
+    /// The error their pipeline posted, once [`OutputsWatch::is_running`] has seen it.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The camera's streams changed since the outputs were built: they must start again
@@ -259,6 +276,7 @@ impl ChannelOutputs {
             bus: pipeline.bus(),
             ingest: ingest.clone(),
             broken: Arc::new(AtomicBool::new(false)),
+            error: Arc::default(),
             generation: streams.generation,
         };
         Ok(ChannelOutputs {

@@ -16,7 +16,7 @@ use gst_ipcam_gateway::gateway::Gateway;
 use gst_ipcam_gateway::http;
 use gst_ipcam_gateway::metrics::find_samples;
 use gst_ipcam_gateway::sim::{Clip, SimCamera, SimSettings, wait_until};
-use gst_ipcam_testutil::impair::{Direction, Impairment, UdpProxy};
+use gst_ipcam_testutil::impair::{Direction, Impairment, TcpProxy, UdpProxy};
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -439,4 +439,205 @@ fn camera_disappears_and_reboots() {
     eprintln!("back {:.1} s after the cut", t_cut.elapsed().as_secs_f64());
     drop(viewer);
     cam.stop();
+}
+
+/// How an RTSP reader vanishes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Vanish {
+    /// Over UDP, the process killed (SIGKILL): its control connection closes.
+    UdpKilled,
+    /// Over UDP, the process frozen (SIGSTOP, a hung machine): no RTCP, no keep-alive, the
+    /// control connection open but silent.
+    UdpFrozen,
+    /// Over TCP, the connection half-open (TcpProxy frozen in front of the RTSP port).
+    TcpHalfOpen,
+}
+
+/// An RTSP reader (ffmpeg decoding to nothing) that vanishes without TEARDOWN; the camera
+/// gets BYE as it was the last reader. Returns the seconds from the vanishing to the BYE.
+fn reader_vanishes(how: Vanish, timeout: Duration) -> f64 {
+    let _g = serial();
+    let (base, _media) = media_proxies();
+    let mut cfg = config(base);
+    cfg.rtsp_session_timeout_s = 3;
+    let gw = start(&cfg);
+    let ch = cfg.sim_device_id(0);
+    let proxy = TcpProxy::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SocketAddr::new("127.0.0.1".parse().unwrap(), gw.rtsp_port()),
+        Impairment::none(),
+        Impairment::none(),
+    )
+    .unwrap();
+    let url = gw.url_with_credentials(&ch, READER.0, READER.1).replace(
+        &format!(":{}/", gw.rtsp_port()),
+        &format!(":{}/", proxy.port()),
+    );
+    let tcp = how == Vanish::TcpHalfOpen;
+    let reader = ChildGuard(
+        std::process::Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-rtsp_transport",
+                if tcp { "tcp" } else { "udp" },
+            ])
+            .args(["-i", &url, "-f", "null", "-"])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("ffmpeg runs"),
+    );
+    let lbl = format!("name=\"{ch}\"");
+    let cam = &gw.cameras()[0];
+    assert!(
+        wait_until(Duration::from_secs(20), || cam.is_streaming()
+            && metric(&gw, "paths_readers", &lbl) == 1.0),
+        "the reader plays"
+    );
+    let sessions = |gw: &Gateway| metric(gw, "rtsp_sessions", "");
+    assert_eq!(sessions(&gw), 1.0);
+    let t = Instant::now();
+    let signal = |sig: &str| {
+        let pid = reader.0.id().to_string();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    };
+    match how {
+        Vanish::UdpKilled => signal("-KILL"),
+        Vanish::UdpFrozen => signal("-STOP"),
+        Vanish::TcpHalfOpen => proxy.freeze(),
+    }
+    let ended = wait_until(timeout, || !cam.is_streaming());
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "reader {how:?}: camera streaming {} after {secs:.1} s",
+        !ended
+    );
+    assert!(ended, "the camera gets BYE ({how:?})");
+    assert_eq!(metric(&gw, "paths_readers", &lbl), 0.0);
+    assert_eq!(sessions(&gw), 0.0);
+    if how == Vanish::UdpFrozen {
+        signal("-CONT");
+    }
+    secs
+}
+
+#[test]
+fn rtsp_reader_killed_udp() {
+    let secs = reader_vanishes(Vanish::UdpKilled, Duration::from_secs(5));
+    assert!(
+        secs < 2.0,
+        "the closed connection ends the session at once: {secs:.1} s"
+    );
+}
+
+#[test]
+fn rtsp_reader_frozen_udp() {
+    let secs = reader_vanishes(Vanish::UdpFrozen, Duration::from_secs(15));
+    assert!(secs >= 3.0, "not before the session timeout: {secs:.1} s");
+}
+
+/// Open finding: gst-rtsp-server does not expire a TCP-interleaved session while its
+/// connection is open, and a half-open one stays open (its writes stall, nothing closes it):
+/// the camera keeps streaming for this reader (seen for 40 s). Needs a send-backlog or
+/// write-stall limit per client.
+#[test]
+#[ignore = "open finding: a half-open TCP reader keeps its session (see above)"]
+fn rtsp_reader_half_open_tcp() {
+    let secs = reader_vanishes(Vanish::TcpHalfOpen, Duration::from_secs(40));
+    assert!(secs >= 3.0, "not before the session timeout: {secs:.1} s");
+}
+
+/// A small tmpfs mounted for the test (we run as root here), unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mount a {size} tmpfs on {} (needs root)", dir.display());
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+fn used_bytes(dir: &Path) -> u64 {
+    media_files(dir)
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// The recording disk fills up (a 256 KiB tmpfs mounted here: the tests run as root): the
+/// live view goes on, `recorders` drops to 0 (the gateway prints the write error), and
+/// recording resumes (new files) when space is freed.
+#[test]
+fn recording_disk_full() {
+    let _g = serial();
+    let (base, _media) = media_proxies();
+    let rec = scratch("faults-disk");
+    let disk = SmallDisk::mount(&rec, "256k");
+    let mut cfg = config(base);
+    cfg.record_dir = Some(rec.clone());
+    cfg.record_segment_s = 1;
+    let gw = start(&cfg);
+    let ch = cfg.sim_device_id(0);
+    let lbl = format!("name=\"{ch}\"");
+    let viewer = Viewer::start(&gw.url_with_credentials(&ch, READER.0, READER.1));
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25
+            && metric(&gw, "recorders", &lbl) == 1.0),
+        "plays and records"
+    );
+    // The recording (about 21 KB/s here) fills 256 KiB in about 12 s.
+    let full = wait_until(Duration::from_secs(40), || {
+        metric(&gw, "recorders", &lbl) == 0.0
+    });
+    eprintln!(
+        "disk full: recorder stopped {full}, {} bytes in {} files",
+        used_bytes(&rec),
+        media_files(&rec).len()
+    );
+    assert!(full, "the recorder reports it is not writing");
+    let playing = viewer.frames_during(Duration::from_secs(2));
+    assert!(
+        playing >= 40,
+        "the live view goes on: {playing} pictures in 2 s"
+    );
+    // Space again: the old files go, recording resumes.
+    let old = media_files(&rec);
+    for f in &old {
+        let _ = std::fs::remove_file(f);
+    }
+    assert!(
+        wait_until(Duration::from_secs(40), || metric(&gw, "recorders", &lbl)
+            == 1.0
+            && media_files(&rec).iter().any(|f| !old.contains(f))),
+        "recording resumes: {:?}",
+        media_files(&rec)
+    );
+    drop(viewer);
+    drop(gw);
+    drop(disk);
 }

@@ -260,10 +260,17 @@ fn relay(
     let mut last_due = Duration::ZERO;
     let mut buf = vec![0u8; 16 * 1024];
     while !shared.stop.load(Ordering::SeqCst) {
+        // A dead peer reads nothing and acknowledges nothing: the sender's socket buffers fill
+        // and its writes stall, as with a real half-open connection.
+        if frozen.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
         match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
                 if frozen.load(Ordering::SeqCst) {
+                    // Read while the link died: lost on the wire.
                     continue;
                 }
                 counter.fetch_add(n as u64, Ordering::SeqCst);

@@ -63,6 +63,10 @@ pub struct Config {
     /// answer carries host candidates of these only, no STUN/TURN). Add the address browsers
     /// reach the gateway at (e.g. its LAN address) to serve them beyond this machine.
     pub webrtc_local_addresses: String,
+    /// An RTSP session whose client went silent (no RTCP, no keep-alive) ends after this many
+    /// seconds.
+    #[serde(deserialize_with = "file::bounded::<_, _, 1, 86_400>")]
+    pub rtsp_session_timeout_s: u32,
     /// Readers and publishers (`[[users]]` tables of the config file; none: nobody is let in).
     #[serde(skip_serializing, deserialize_with = "file::users")]
     pub users: Vec<UserConfig>,
@@ -159,6 +163,7 @@ impl Default for Config {
             webrtc_max_sessions: 64,
             webrtc_connect_timeout_s: 10,
             webrtc_local_addresses: "127.0.0.1".into(),
+            rtsp_session_timeout_s: 60,
             users: Vec::new(),
             public_host: "127.0.0.1".into(),
             rtsp_port: 8554,

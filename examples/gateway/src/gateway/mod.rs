@@ -236,11 +236,22 @@ impl Gateway {
         let rtsp_port = u16::try_from(server.bound_port()).unwrap_or(cfg.rtsp_port);
         cfg.rtsp_port = rtsp_port;
         if let Some(pool) = server.session_pool() {
-            // Expired sessions (UDP clients that vanished) are removed, so their media ends.
-            let watch = pool.create_watch(Some("session-timeouts"), glib::Priority::DEFAULT, |p| {
-                p.cleanup();
-                glib::ControlFlow::Continue
-            });
+            // Expired sessions (clients that vanished) are removed, so their media ends. A
+            // vanished client whose connection stays open (half-open TCP, a hung machine)
+            // would keep its session's media, and so the camera, for good: its connection is
+            // closed too.
+            // Checked every second (the pool's own watch was seen to wake only at shutdown).
+            let server_ref = server.downgrade();
+            let watch = glib::timeout_source_new(
+                Duration::from_secs(1),
+                Some("session-timeouts"),
+                glib::Priority::DEFAULT,
+                move || {
+                    close_expired_clients(&pool, server_ref.upgrade().as_ref());
+                    pool.cleanup();
+                    glib::ControlFlow::Continue
+                },
+            );
             watch.attach(Some(&ctx));
         }
         let ml = main_loop.clone();
@@ -304,7 +315,11 @@ impl Gateway {
 
         // Per-client byte counts start when the client's PLAY is answered.
         let weak = Arc::downgrade(&shared);
+        let session_timeout = cfg.rtsp_session_timeout_s;
         shared.server.connect_client_connected(move |_, client| {
+            client.connect_new_session(move |_, session| {
+                session.set_timeout(session_timeout);
+            });
             let weak = weak.clone();
             client.connect_play_request(move |_, ctx| {
                 if let (Some(sh), Some(session)) = (weak.upgrade(), ctx.session()) {
@@ -681,6 +696,43 @@ fn http_authorize(users: Arc<Users>) -> Authorize {
             Err(_) => Err(challenge()),
         }
     })
+}
+
+/// Closes the connections of clients whose sessions in `pool` have expired (before the pool
+/// drops those sessions, while the clients still list them).
+fn close_expired_clients(
+    pool: &gst_rtsp_server::RTSPSessionPool,
+    server: Option<&gst_rtsp_server::RTSPServer>,
+) {
+    use gst_rtsp_server::RTSPFilterResult;
+    let now = glib::monotonic_time();
+    let expired = pool.filter(Some(&mut |_, s| {
+        if s.is_expired_usec(now) {
+            RTSPFilterResult::Ref
+        } else {
+            RTSPFilterResult::Keep
+        }
+    }));
+    let Some(server) = server.filter(|_| !expired.is_empty()) else {
+        return;
+    };
+    server.client_filter(Some(&mut |_, c| {
+        let owns = !c
+            .session_filter(Some(&mut |_, s| {
+                if expired.contains(s) {
+                    RTSPFilterResult::Ref
+                } else {
+                    RTSPFilterResult::Keep
+                }
+            }))
+            .is_empty();
+        if owns {
+            warn("RTSP session expired (client silent): its connection is closed");
+            RTSPFilterResult::Remove
+        } else {
+            RTSPFilterResult::Keep
+        }
+    }));
 }
 
 pub(crate) fn warn(msg: &str) {

@@ -96,9 +96,14 @@ pub(super) fn run_outputs(weak: Weak<Shared>, s: OutputSettings, generation: u64
                             o.stop();
                             continue 'outputs;
                         }
-                        eprintln!(
-                            "[gateway] channel {channel}: HLS/recording stopped with the camera session; restarting"
-                        );
+                        match o.watch().error() {
+                            Some(e) => super::warn(&format!(
+                                "channel {channel}: HLS/recording failed: {e}; restarting"
+                            )),
+                            None => eprintln!(
+                                "[gateway] channel {channel}: HLS/recording stopped with the camera session; restarting"
+                            ),
+                        }
                         o.stop();
                         break;
                     }
