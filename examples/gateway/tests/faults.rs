@@ -554,9 +554,25 @@ fn rtsp_reader_half_open_tcp() {
 /// A small tmpfs mounted for the test (we run as root here), unmounted on drop.
 struct SmallDisk(std::path::PathBuf);
 
+/// `program` as root: directly when the tests run as root (CI, this machine), else through
+/// `sudo -n` (as the Makefile installs packages).
+fn as_root(program: &str) -> std::process::Command {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if root {
+        std::process::Command::new(program)
+    } else {
+        let mut c = std::process::Command::new("sudo");
+        c.args(["-n", program]);
+        c
+    }
+}
+
 impl SmallDisk {
     fn mount(dir: &Path, size: &str) -> SmallDisk {
-        let ok = std::process::Command::new("mount")
+        let ok = as_root("mount")
             .args([
                 "-t",
                 "tmpfs",
@@ -567,17 +583,18 @@ impl SmallDisk {
             .arg(dir)
             .status()
             .is_ok_and(|s| s.success());
-        assert!(ok, "mount a {size} tmpfs on {} (needs root)", dir.display());
+        assert!(
+            ok,
+            "mount a {size} tmpfs on {} (needs root or password-less sudo)",
+            dir.display()
+        );
         SmallDisk(dir.to_path_buf())
     }
 }
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
+        let _ = as_root("umount").arg("-l").arg(&self.0).status();
     }
 }
 
