@@ -57,8 +57,9 @@ impl std::fmt::Display for PlaybackError {
 }
 
 /// The launch line of a playback media. The IDs were checked with the gateway's ID policy.
-/// The SIP address, port and transport are the gateway endpoint's key (as configured, port 0
-/// included), so the element shares that endpoint rather than opening another.
+/// The SIP address, port (as bound: with port 0 configured, the one the endpoint got, under
+/// which it is also registered) and transport are the gateway endpoint's, so the element
+/// shares that endpoint rather than opening another.
 fn launch_line(sh: &Shared, r: &PlaybackRequest) -> String {
     let kind = if r.download { "download" } else { "playback" };
     let speed = r
