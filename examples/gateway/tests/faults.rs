@@ -540,12 +540,12 @@ fn rtsp_reader_frozen_udp() {
     assert!(secs >= 3.0, "not before the session timeout: {secs:.1} s");
 }
 
-/// Open finding: gst-rtsp-server does not expire a TCP-interleaved session while its
-/// connection is open, and a half-open one stays open (its writes stall, nothing closes it):
-/// the camera keeps streaming for this reader (seen for 40 s). Needs a send-backlog or
-/// write-stall limit per client.
+/// A TCP reader whose connection goes half-open (the proxy stops reading: the gateway's
+/// writes stall as with a dead peer). gst-rtsp-server never expires a TCP-interleaved session
+/// while its connection is open: before, the camera kept streaming for it (seen for 40 s);
+/// the gateway now sets TCP_USER_TIMEOUT (`rtsp_session_timeout_s`) on RTSP connections, the
+/// kernel closes this one, the session ends and the camera gets BYE.
 #[test]
-#[ignore = "open finding: a half-open TCP reader keeps its session (see above)"]
 fn rtsp_reader_half_open_tcp() {
     let secs = reader_vanishes(Vanish::TcpHalfOpen, Duration::from_secs(40));
     assert!(secs >= 3.0, "not before the session timeout: {secs:.1} s");

@@ -92,7 +92,7 @@ pub struct Settings {
     /// Local addresses WebRTC gathers ICE candidates on (comma-separated IPs)
     #[arg(long, value_name = "IPS")]
     pub webrtc_local_addresses: Option<String>,
-    /// End an RTSP session whose client went silent after S seconds (1-86400)
+    /// End an RTSP session whose client went silent, or whose TCP connection stops acknowledging, after S seconds (1-86400)
     #[arg(long, value_name = "S")]
     pub rtsp_session_timeout_s: Option<u32>,
     /// Host printed in URLs

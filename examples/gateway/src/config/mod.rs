@@ -64,7 +64,7 @@ pub struct Config {
     /// reach the gateway at (e.g. its LAN address) to serve them beyond this machine.
     pub webrtc_local_addresses: String,
     /// An RTSP session whose client went silent (no RTCP, no keep-alive) ends after this many
-    /// seconds.
+    /// seconds; so does a TCP connection whose peer stops acknowledging (half-open).
     #[serde(deserialize_with = "file::bounded::<_, _, 1, 86_400>")]
     pub rtsp_session_timeout_s: u32,
     /// Readers and publishers (`[[users]]` tables of the config file; none: nobody is let in).

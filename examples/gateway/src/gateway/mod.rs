@@ -316,7 +316,14 @@ impl Gateway {
         // Per-client byte counts start when the client's PLAY is answered.
         let weak = Arc::downgrade(&shared);
         let session_timeout = cfg.rtsp_session_timeout_s;
+        let unacked_limit_ms =
+            u32::try_from(u64::from(cfg.rtsp_session_timeout_s) * 1000).unwrap_or(u32::MAX);
         shared.server.connect_client_connected(move |_, client| {
+            // A reader whose connection went half-open (peer gone, or no longer reading) never
+            // times out by RTSP: gst-rtsp-server keeps a TCP client's session while its
+            // connection is open. The kernel closes the connection when what we send stays
+            // unacknowledged (or the peer's window stays shut) this long; the session ends.
+            set_tcp_user_timeout(client, unacked_limit_ms);
             client.connect_new_session(move |_, session| {
                 session.set_timeout(session_timeout);
             });
@@ -664,6 +671,36 @@ fn whep_router(sh: &Arc<Shared>, auth: Authorize) -> axum::Router {
     let check_id: crate::webrtc::routes::CheckId =
         Arc::new(move |id| ids.check(id).map_err(|e| format!("{}: {e}", printable(id))));
     crate::webrtc::routes::router(sh.webrtc.clone(), hooks, check_id, auth)
+}
+
+/// TCP_USER_TIMEOUT on an RTSP client's socket (Linux): what we send staying unacknowledged,
+/// or zero-window probes unanswered, for `ms` milliseconds closes the connection.
+fn set_tcp_user_timeout(client: &gst_rtsp_server::RTSPClient, ms: u32) {
+    let client_ptr: *mut gst_rtsp_server::ffi::GstRTSPClient = client.to_glib_none().0;
+    // SAFETY: the client is alive for the call; the connection and its socket are owned by
+    // it (transfer none) and only read here; the option has the size setsockopt is told.
+    let r = unsafe {
+        let conn = gst_rtsp_server::ffi::gst_rtsp_client_get_connection(client_ptr);
+        if conn.is_null() {
+            return;
+        }
+        let sock = gst_rtsp_server::gst_rtsp::ffi::gst_rtsp_connection_get_read_socket(conn);
+        if sock.is_null() {
+            return;
+        }
+        let fd = gst_rtsp_server::gio::ffi::g_socket_get_fd(sock);
+        let v: libc::c_uint = ms;
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&v as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        gst::debug!(CAT, "TCP_USER_TIMEOUT: {}", std::io::Error::last_os_error());
+    }
 }
 
 fn http_limits(cfg: &Config) -> Limits {
