@@ -314,7 +314,7 @@ fn chromium_plays_the_simulated_camera_over_whep() {
     // A peer that stays is kept past webrtc_connect_timeout_s (its RTCP says it is there);
     // one that goes away without DELETE (tab closed) is ended after it.
     let r = page.eval(&format!("{PLAY_AND_TIME}('{channel}')"));
-    assert!(r["ms"].is_f64(), "{r}");
+    assert!(r["ms"].is_number(), "{r}");
     // Past the 2 s timeout and the 3 s silence margin.
     page.eval("new Promise((r) => setTimeout(() => r(true), 7000))");
     assert_eq!(
