@@ -959,21 +959,8 @@ fn sighup_reloads_the_config_file() {
     let read = r#"{action = "read"}"#;
     std::fs::write(&conf, toml_user(VIEWER, read)).unwrap();
     let (sip, rtsp, metrics) = (free_port(), free_port(), free_port());
-    let child = std::process::Command::new(gateway_bin())
-        .args(["--config", conf.to_str().unwrap()])
-        .args([
-            "--sip-address",
-            "127.0.0.1",
-            "--listen-address",
-            "127.0.0.1",
-        ])
-        .args([
-            "--sip-port",
-            &sip.to_string(),
-            "--rtsp-port",
-            &rtsp.to_string(),
-        ])
-        .args(["--metrics-port", &metrics.to_string(), "--simulate", "1"])
+    let child = gateway_command(&conf, sip, rtsp, metrics)
+        .args(["--simulate", "1"])
         .args(["--sim-width", "320", "--sim-height", "240"])
         .args(["--summary-interval-s", "0"])
         .stdout(std::process::Stdio::null())

@@ -18,7 +18,6 @@ use gst_ipcam_gateway::sim::wait_until;
 use gstgb28181::core::client::{ClientAction, RegisterClient, RegisterClientConfig};
 use gstgb28181::core::manscdp::Manscdp;
 use gstgb28181::core::sip::Message;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -503,15 +502,7 @@ fn spawn_gateway(extra: &[&str]) -> ChildGateway {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stdout_lines(&mut child);
     ChildGateway {
         guard: Guard(child, conf_dir),
         rtsp,

@@ -11,7 +11,7 @@ use gst::prelude::*;
 use gst_ipcam_gateway::auth::UserConfig;
 use gst_ipcam_gateway::sim::wait_until;
 use gst_ipcam_gateway::store::{self, ChannelInfo, Limits, Store, Write};
-use std::io::{BufRead, BufReader, Read, Write as _};
+use std::io::{Read, Write as _};
 use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -50,15 +50,7 @@ impl Gateway {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = stdout_lines(&mut child);
         Gateway {
             child,
             lines: rx,

@@ -6,10 +6,8 @@ use common::*;
 
 use gst_ipcam_gateway::auth::UserConfig;
 use gst_ipcam_gateway::sim::wait_until;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::Duration;
 
 #[test]
@@ -43,15 +41,7 @@ fn gateway_stops_cleanly_on_sigint() {
         .spawn()
         .unwrap();
     let mut guard = ChildGuard(child);
-    let stdout = guard.0.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stdout_lines(&mut guard.0);
     let mut lines = Vec::new();
     let mut wait_for = |what: &str, secs: u64| {
         let end = std::time::Instant::now() + Duration::from_secs(secs);

@@ -68,3 +68,22 @@ pub fn loopback_config(host: &str) -> gst_ipcam_gateway::config::Config {
         ..Default::default()
     }
 }
+
+/// The lines `child` writes to its (piped) stdout, read on a thread of their own until it
+/// closes.
+pub fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
