@@ -236,24 +236,21 @@ fn codec_change_mid_session_is_followed_live() {
             .is_some_and(|p| p.stream_changes >= 1)),
         "the change is seen and counted"
     );
-    let changed_at = Instant::now();
 
     let url = gw.url_with_credentials(id, READER.0, READER.1);
     let rtsp = ffprobe_frames(&["-rtsp_transport", "tcp", "-read_intervals", "%+3"], &url);
-    let hls_after = newest_segment(hls, id, Duration::from_secs(20), |seg| {
-        // A segment written after the change (new files start at 0 again).
-        let f = hls_dir.join(id).join(seg);
-        std::fs::metadata(&f)
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().unwrap_or_default() < changed_at.elapsed())
-    })
-    .map(|seg| {
-        ffprobe_frames(
-            &[],
-            &format!("http://{}:{}@{hls}/{id}/{seg}", READER.0, READER.1),
-        )
-    })
-    .unwrap_or_default();
+    // The newest segment once it is one written after the change: the one being written
+    // when the change was counted may still be finished (and listed) afterwards, so the
+    // test waits for a listed segment in H.265 (each listed segment probed once).
+    let seg_url = |seg: &str| format!("http://{}:{}@{hls}/{id}/{seg}", READER.0, READER.1);
+    let mut probed = std::collections::HashSet::new();
+    let mut hls_after = Vec::new();
+    newest_segment(hls, id, Duration::from_secs(20), |seg| {
+        if probed.insert(seg.to_string()) {
+            hls_after = ffprobe_frames(&[], &seg_url(seg));
+        }
+        frames_of(&hls_after, "hevc") >= 1
+    });
     let p = path(&gw).expect("path");
     cam.stop();
     assert!(

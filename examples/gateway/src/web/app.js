@@ -106,15 +106,19 @@ function fallback(why) {
   }
 }
 
+// Both fields are taken before the first await: a play() started while this DELETE is in
+// flight must not have its new connection closed when the DELETE returns.
 async function stop() {
-  if (gw.location) {
+  const location = gw.location, pc = gw.pc;
+  gw.location = null;
+  gw.pc = null;
+  if (pc) pc.close();
+  $("state").textContent = "";
+  if (location) {
     const headers = {};
     if (gw.auth) headers["Authorization"] = gw.auth;
-    try { await fetch(gw.location, { method: "DELETE", headers }); } catch (e) {}
-    gw.location = null;
+    try { await fetch(location, { method: "DELETE", headers }); } catch (e) {}
   }
-  if (gw.pc) { gw.pc.close(); gw.pc = null; }
-  $("state").textContent = "";
 }
 
 async function loadSessions() {
