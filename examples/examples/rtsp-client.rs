@@ -7,6 +7,7 @@
 //!  [--transport tcp|udp] [--record DIR] [--segment-s 60] [--seconds N] [--interval-ms 2000]`
 
 use gst::prelude::*;
+use gst_ipcam_common::sync::lock;
 use gst_ipcam_gateway::cli::rtsp_url;
 use gst_ipcam_gateway::gateway::init;
 use gst_ipcam_gateway::outputs::utc_stamp;
@@ -142,9 +143,7 @@ fn main() {
         };
         let _ = p.add(&chain);
         if let Some(s) = chain.by_name("stats") {
-            st.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((enc.clone(), s));
+            lock(&st).push((enc.clone(), s));
         }
         if let Some(out) = chain.static_pad("src") {
             // The muxer needs timestamps: drop what comes before rtspsrc has them.
@@ -185,7 +184,7 @@ fn main() {
         }
         if Instant::now() >= next {
             next += Duration::from_millis(interval_ms.max(100));
-            for (enc, el) in stats.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            for (enc, el) in lock(&stats).iter() {
                 let Some(s) = el.property::<Option<gst::Structure>>("stats") else {
                     continue;
                 };

@@ -14,11 +14,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
-
-/// Locks `m`, also when a panicking holder poisoned it (tests report the panic itself).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub(crate) use gst_ipcam_common::sync::lock;
 
 /// `gst::init()` and `register` (the plugins under test, statically), once per process.
 pub fn init_with(register: impl FnOnce()) {

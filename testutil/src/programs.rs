@@ -2,6 +2,7 @@
 //! at a time per test binary, scratch directories, paths of built binaries, frame counts read
 //! back by ffprobe, recordings listed.
 
+use crate::lock;
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -11,7 +12,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The tests of a file share 2 cores: one program under test at a time.
 pub fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    lock(&SERIAL)
 }
 
 /// A port free for both TCP and UDP (for settings that need a fixed port before start).

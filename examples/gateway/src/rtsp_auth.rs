@@ -15,6 +15,7 @@
 use crate::auth::{Action, Attempt, AuthError, Protocol, Users};
 use gst::glib;
 use gst::glib::translate::ToGlibPtr;
+use gst_ipcam_common::sync::lock;
 use gst_rtsp_server::gst_rtsp::{self, RTSPHeaderField, RTSPStatusCode};
 use gst_rtsp_server::prelude::*;
 use gst_rtsp_server::subclass::prelude::*;
@@ -23,10 +24,6 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Limits on RTSP connections.
 #[derive(Debug, Clone, Copy)]

@@ -4,6 +4,7 @@
 //! entries of unregistered devices are dropped. GStreamer-free; waiters are woken through a
 //! tokio `Notify`.
 
+use gst_ipcam_common::sync::lock;
 use gstgb28181::core::manscdp::{CatalogItem, DeviceInfo, DeviceStatus, RecordItem};
 use gstgb28181::core::registrar::Event as RegEvent;
 use gstgb28181::endpoint::EndpointEvent;
@@ -41,7 +42,7 @@ impl Directory {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.entries)
     }
 
     /// Applies one endpoint event. `registered` tells whether a device is registered now

@@ -2,6 +2,7 @@
 
 use super::hash::{Secret, ct_eq};
 use super::header::{Authorization, MAX_USER_LEN};
+use gst_ipcam_common::sync::{lock, read, write};
 use gstgb28181::core::digest::{self, NonceIssuer, NonceStatus};
 use gstgb28181::core::id::printable;
 use gstgb28181::core::ratelimit::{FailureLimiter, LimiterConfig, Verdict};
@@ -449,7 +450,7 @@ impl Users {
     /// authenticated from now on use the new table; remembered verifications of the old one
     /// are dropped. The failure limiter, counters and Digest nonces are kept.
     pub fn replace(&self, users: &[UserConfig]) -> Result<(), String> {
-        let mut slot = self.table.write().unwrap_or_else(|e| e.into_inner());
+        let mut slot = write(&self.table);
         let table = Table::build(users, slot.generation.wrapping_add(1))?;
         *slot = Arc::new(table);
         drop(slot);
@@ -458,7 +459,7 @@ impl Users {
     }
 
     fn table(&self) -> Arc<Table> {
-        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+        read(&self.table).clone()
     }
 
     pub fn len(&self) -> usize {
@@ -536,7 +537,7 @@ impl Users {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Authenticates one request: `authorization` is its `Authorization` value (None: none

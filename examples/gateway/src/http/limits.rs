@@ -2,10 +2,11 @@
 //! (an IPv6 source counts by its /64, as the failed-auth limiter does) and `total` in all.
 //! Decided in the accept loop, before any byte is parsed. GStreamer-free, no I/O.
 
+use gst_ipcam_common::sync::lock;
 use gstgb28181::core::ratelimit::source_key;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default)]
 struct Counts {
@@ -34,10 +35,6 @@ pub enum Refused {
 pub struct ConnPermit {
     key: IpAddr,
     counts: Arc<Mutex<Counts>>,
-}
-
-fn lock(m: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl ConnLimiter {

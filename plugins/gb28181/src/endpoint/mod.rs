@@ -47,6 +47,7 @@ use crate::core::registrar::{
 };
 use crate::core::sip::{Message, NameAddr, StreamFramer};
 use crate::core::transaction::{ClientTransaction, Dialog, TransactionKind, TxAction};
+use gst_ipcam_common::sync::lock;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
@@ -371,10 +372,6 @@ pub fn endpoints() -> Vec<Arc<Endpoint>> {
         .lock()
         .map(|m| m.values().cloned().collect())
         .unwrap_or_default()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl std::fmt::Debug for Endpoint {

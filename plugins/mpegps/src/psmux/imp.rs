@@ -6,8 +6,9 @@
 //! buffer, so elementary stream bytes are never copied (unless a frame would need more than
 //! [`MAX_MEMORIES`] memories, see there).
 
+use gst_ipcam_common::sync::lock;
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{LazyLock, Mutex};
 
 use gst::glib;
 use gst::prelude::*;
@@ -130,10 +131,6 @@ pub struct PsMux {
     /// Held while muxing and pushing, by `aggregate()` and by the direct path, so output
     /// keeps the input order whichever thread pushes.
     push_lock: Mutex<()>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn codec_from_caps(caps: &gst::CapsRef) -> Option<Codec> {

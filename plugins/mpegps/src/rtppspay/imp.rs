@@ -1,6 +1,7 @@
 //! Thin glue around [`crate::rtp::packetizer`]: one input buffer is one PS frame, cut into
 //! MTU-sized packets that share the input's memory (no payload copy), pushed as one list.
 
+use gst_ipcam_common::sync::lock;
 use std::sync::{LazyLock, Mutex};
 
 use gst::glib;
@@ -98,7 +99,7 @@ impl RTPBasePayloadImpl for RtpPsPay {
 
     fn sink_event(&self, event: gst::Event) -> bool {
         if let gst::EventView::FlushStop(_) = event.view() {
-            *self.last_send_ns.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            *lock(&self.last_send_ns) = None;
         }
         // Stock mpegpsmux sends a BYTES segment; the base class needs TIME to turn PTS into
         // RTP time. Buffers keep their PTS, so a plain TIME segment from 0 is equivalent.
@@ -145,7 +146,7 @@ impl RTPBasePayloadImpl for RtpPsPay {
         // (ZLMediaKit, NVRs) expect it to follow sending order. The PS headers inside keep the
         // real PTS/DTS. Without a DTS, the PTS.
         let pts = {
-            let mut last = self.last_send_ns.lock().unwrap_or_else(|e| e.into_inner());
+            let mut last = lock(&self.last_send_ns);
             let t = packetizer::frame_send_time(
                 *last,
                 buffer.dts().map(gst::ClockTime::nseconds),

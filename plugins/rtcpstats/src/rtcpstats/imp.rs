@@ -1,6 +1,7 @@
 //! `rtcpstats`: pass-through RTP (and optional RTCP) element that measures RFC 3550
 //! receive statistics per SSRC and per sender address. Thin glue over `crate::stats`.
 
+use gst_ipcam_common::sync::lock;
 use std::net::SocketAddr;
 use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -104,11 +105,11 @@ struct Pending {
 
 impl RtcpStats {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     fn settings(&self) -> Settings {
-        *self.settings.lock().unwrap_or_else(|e| e.into_inner())
+        *lock(&self.settings)
     }
 
     /// Arrival time of a buffer: its running time, else the pipeline clock's running
@@ -226,18 +227,13 @@ impl RtcpStats {
             gst::warning!(CAT, imp = self, "no housekeeping timer: {e:?}");
             return;
         }
-        if let Some(old) = self
-            .timer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replace(id)
-        {
+        if let Some(old) = lock(&self.timer).replace(id) {
             old.unschedule();
         }
     }
 
     fn stop_timer(&self) {
-        let id = self.timer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let id = lock(&self.timer).take();
         if let Some(id) = id {
             id.unschedule();
         }
@@ -345,12 +341,7 @@ impl RtcpStats {
             self.housekeeping(&mut state, arrival, &mut pending);
         }
         self.post_pending(pending);
-        let srcpad = self
-            .rtcp_pads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|(_, src)| src.clone());
+        let srcpad = lock(&self.rtcp_pads).as_ref().map(|(_, src)| src.clone());
         match srcpad {
             Some(src) => src.push(buffer),
             None => Ok(gst::FlowSuccess::Ok),
@@ -371,7 +362,7 @@ impl RtcpStats {
         if pad == &self.srcpad {
             return Some(self.sinkpad.clone());
         }
-        let pads = self.rtcp_pads.lock().unwrap_or_else(|e| e.into_inner());
+        let pads = lock(&self.rtcp_pads);
         let (sink, src) = pads.as_ref()?;
         if pad == sink {
             Some(src.clone())
@@ -720,7 +711,7 @@ impl ObjectImpl for RtcpStats {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut settings = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let mut settings = lock(&self.settings);
         match pspec.name() {
             "interval" => settings.interval_ms = value.get().expect("type checked upstream"),
             "timeout" => settings.timeout_ms = value.get().expect("type checked upstream"),
@@ -817,7 +808,7 @@ impl ElementImpl for RtcpStats {
             return None;
         }
         let (sink, src) = {
-            let mut pads = self.rtcp_pads.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pads = lock(&self.rtcp_pads);
             if pads.is_some() {
                 gst::warning!(CAT, imp = self, "rtcp_sink already requested");
                 return None;
@@ -840,7 +831,7 @@ impl ElementImpl for RtcpStats {
 
     fn release_pad(&self, pad: &gst::Pad) {
         let pads = {
-            let mut pads = self.rtcp_pads.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pads = lock(&self.rtcp_pads);
             match pads.as_ref() {
                 Some((sink, _)) if sink == pad => pads.take(),
                 _ => None,

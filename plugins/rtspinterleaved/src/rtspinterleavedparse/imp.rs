@@ -1,5 +1,6 @@
 //! Element glue: input buffers → core [`Demuxer`] → sometimes pads per channel.
 
+use gst_ipcam_common::sync::lock;
 use std::collections::BTreeMap;
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
@@ -151,14 +152,11 @@ fn message_structure(m: &RtspMessage) -> gst::Structure {
 
 impl RtspInterleavedParse {
     fn lock_state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     fn settings(&self) -> Settings {
-        self.settings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.settings).clone()
     }
 
     fn stats(&self) -> gst::Structure {
@@ -756,7 +754,7 @@ impl ObjectImpl for RtspInterleavedParse {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut settings = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let mut settings = lock(&self.settings);
         match pspec.name() {
             "mode" => settings.mode = value.get().expect("type checked upstream"),
             "caps" => settings.caps = value.get().expect("type checked upstream"),
