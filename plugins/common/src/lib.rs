@@ -2,4 +2,5 @@
 //! for each small thing (STYLE.md), so a fix reaches every user.
 #![forbid(unsafe_code)]
 
+pub mod startcode;
 pub mod sync;

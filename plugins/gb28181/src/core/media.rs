@@ -229,12 +229,8 @@ impl<T> ReorderBuffer<T> {
 
 /// Offsets of `00 00 01 x` start codes within the first `limit` bytes, with `x`.
 fn start_codes(frame: &[u8], limit: usize) -> impl Iterator<Item = (usize, u8)> + '_ {
-    let end = frame.len().min(limit);
-    frame[..end]
-        .windows(4)
-        .enumerate()
-        .filter(|(_, w)| w[0] == 0 && w[1] == 0 && w[2] == 1)
-        .map(|(i, w)| (i, w[3]))
+    let head = &frame[..frame.len().min(limit)];
+    gst_ipcam_common::startcode::start_codes(head).filter_map(|(i, x)| Some((i, x?)))
 }
 
 /// How far into a PS frame key-frame NAL units are looked for (SPS/IDR come early).

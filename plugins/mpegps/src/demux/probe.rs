@@ -7,33 +7,11 @@ use crate::ps::Codec;
 /// How far into a payload codec probing and AU-start search look.
 pub const PROBE_LIMIT: usize = 256;
 
-/// Finds the next `00 00 01` at or after `from`; returns the index of the first 0.
-pub fn find_start_code(data: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while i + 2 < data.len() {
-        let b = data[i + 2];
-        if b > 1 {
-            i += 3;
-        } else if b == 1 {
-            if data[i] == 0 && data[i + 1] == 0 {
-                return Some(i);
-            }
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    None
-}
+pub use gst_ipcam_common::startcode::find_start_code;
 
 /// Iterates over `(start_code_index, payload_index)` of NAL units / start codes in `data`.
 fn start_codes(data: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
-    let mut pos = 0;
-    std::iter::from_fn(move || {
-        let sc = find_start_code(data, pos)?;
-        pos = sc + 3;
-        Some((sc, sc + 3))
-    })
+    gst_ipcam_common::startcode::start_codes(data).map(|(sc, _)| (sc, sc + 3))
 }
 
 fn h265_header_valid(b0: u8, b1: u8) -> bool {
