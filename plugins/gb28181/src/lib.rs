@@ -6,7 +6,7 @@
 //! GStreamer-free parts: [`core`] (SIP parsing, digest authentication, the device registrar,
 //! MANSCDP (XML) messages, SDP offers/answers, SSRCs, transactions and dialogs, TCP media
 //! framing), [`endpoint`] (the shared SIP endpoint and its Rust API: devices, events,
-//! queries), [`device`] (the device-side user agent) and [`receiver`] (media reception).
+//! queries), [`platform`] (a platform → device call), [`device`] (the device-side user agent) and [`receiver`] (media reception).
 use gst::glib;
 
 pub mod core;
@@ -15,6 +15,7 @@ pub mod endpoint;
 mod gb28181sink;
 mod gb28181src;
 pub mod messages;
+pub mod platform;
 pub mod receiver;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

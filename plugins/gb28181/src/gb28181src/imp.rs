@@ -1,7 +1,6 @@
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::mpsc;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,13 +16,10 @@ use crate::core::addr;
 use crate::core::id::{self, IdPolicy};
 use crate::core::manscdp::PtzCmd;
 use crate::core::registrar::{self, RegistrarConfig};
-use crate::core::sdp::{self, MediaTransport, Offer, SessionKind};
-use crate::core::sip::Message;
-use crate::core::ssrc::{Ssrc, SsrcKind};
-use crate::core::subject::Subject;
-use crate::core::transaction::Dialog;
+use crate::core::sdp::{MediaTransport, SessionKind};
 use crate::endpoint::{Endpoint, EndpointEvent, EndpointKey, SipTransport};
 use crate::messages::{describe, event_structure, is_security_event};
+use crate::platform::{Call, CallError, CallEvent, CallParams};
 use crate::receiver::MediaReceiver;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -33,8 +29,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
         Some("GB/T 28181 platform-side live source"),
     )
 });
-
-static SSRC_SERIAL: AtomicU32 = AtomicU32::new(1);
 
 const DEFAULT_SERVER_ID: &str = "34020000002000000001";
 const MAX_FRAME_SIZE: usize = 4 * 1024 * 1024;
@@ -156,15 +150,14 @@ fn parse_device_passwords(s: &str) -> HashMap<String, String> {
 const DEFAULT_BUFFER_SIZE: u32 = 2 * 1024 * 1024;
 
 struct Session {
-    dialog: Dialog,
+    /// The INVITE session (dialog, device address, BYE channel).
+    call: Call,
     kind: SessionKindMode,
     mansrtsp_cseq: u32,
-    dest: SocketAddr,
     /// Taken out by the streaming thread while it waits on the socket, so that the state
     /// lock is never held across a blocking receive (`stats` reads `media` instead).
     receiver: Option<MediaReceiver>,
     media: MediaSnapshot,
-    bye_rx: mpsc::Receiver<Message>,
     last_data: Instant,
     frames: u64,
     bytes: u64,
@@ -342,224 +335,101 @@ impl Gb28181Src {
             return Err(gst::FlowError::Error);
         }
         let channel = s.channel();
-        // Wait for the device to be registered.
-        let deadline = Instant::now() + Duration::from_secs(u64::from(s.wait_timeout));
-        let dest = loop {
-            if self.flushing() {
-                return Err(gst::FlowError::Flushing);
-            }
-            if let Some(a) = ep.device_addr(&s.device_id) {
-                // The device's messages about the channel (MediaStatus...) are believed.
-                ep.note_channel(&s.device_id, &channel);
-                break a;
-            }
-            if Instant::now() >= deadline {
-                gst::element_imp_error!(
-                    self,
-                    gst::ResourceError::NotFound,
-                    (
-                        "Device {} did not register within {} s",
-                        s.device_id,
-                        s.wait_timeout
-                    )
-                );
-                return Err(gst::FlowError::Error);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // Media receiver.
-        let bind_ip: IpAddr = if s.media_address.is_empty() {
-            ep.local_ip_for(dest)
-                .parse()
-                .unwrap_or(addr::Family::of(dest.ip()).unspecified())
-        } else {
-            // Checked when the endpoint was opened.
-            addr::parse_ip(&s.media_address).unwrap_or(addr::Family::of(dest.ip()).unspecified())
-        };
-        // Behind NAT (or a relay) the device is told another address than the one bound.
-        let media_ip = match addr::parse_ip(&s.sdp_address) {
-            Some(ip) => ip.to_string(),
-            None => bind_ip.to_string(),
-        };
-        let ports: Vec<u16> = match (s.media_port, parse_port_range(&s.media_port_range)) {
-            (0, Some(r)) => r.collect(),
-            (p, _) => vec![p as u16],
-        };
-        let open = |f: fn(SocketAddr, usize) -> std::io::Result<MediaReceiver>| {
-            let mut last = Err(std::io::Error::other("empty media-port-range"));
-            for p in &ports {
-                last = f(SocketAddr::new(bind_ip, *p), MAX_FRAME_SIZE);
-                if last.is_ok() {
-                    break;
-                }
-            }
-            last
-        };
-        let bind = SocketAddr::new(bind_ip, ports.first().copied().unwrap_or(0));
-        let (transport, receiver) = match s.transport {
-            MediaTransportMode::Udp => (MediaTransport::Udp, Some(open(MediaReceiver::udp))),
-            MediaTransportMode::TcpPassive => (
-                MediaTransport::TcpPassive,
-                Some(open(MediaReceiver::tcp_listen)),
-            ),
-            MediaTransportMode::TcpActive => (MediaTransport::TcpActive, None),
-        };
-        let receiver = match receiver.transpose() {
-            Ok(r) => r,
-            Err(e) => {
-                gst::element_imp_error!(
-                    self,
-                    gst::ResourceError::OpenRead,
-                    ["Could not open media socket {bind}: {e}"]
-                );
-                return Err(gst::FlowError::Error);
-            }
-        };
-        let media_port = receiver
-            .as_ref()
-            .and_then(|r| r.local_addr().ok())
-            .map(|a| a.port())
-            .unwrap_or(9);
-        let domain = s.domain();
-        let serial = SSRC_SERIAL.fetch_add(1, Ordering::Relaxed) % 9_999 + 1;
-        let (kind, ssrc_kind) = match s.session_kind {
-            SessionKindMode::Play => (SessionKind::Play, SsrcKind::Live),
-            SessionKindMode::Playback => (SessionKind::Playback, SsrcKind::History),
-            SessionKindMode::Download => (SessionKind::Download, SsrcKind::History),
-        };
-        let ssrc = Ssrc::new(ssrc_kind, &domain, serial)
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| format!("0{:09}", serial));
-        self.media_ended.store(false, Ordering::SeqCst);
-        let offer = Offer {
-            kind,
-            origin_id: s.server_id.clone(),
-            ip: media_ip.clone(),
-            port: media_port,
-            transport,
-            ssrc: ssrc.clone(),
+        let params = CallParams {
+            server_id: s.server_id.clone(),
+            domain: s.domain(),
+            device_id: s.device_id.clone(),
             channel_id: channel.clone(),
+            kind: match s.session_kind {
+                SessionKindMode::Play => SessionKind::Play,
+                SessionKindMode::Playback => SessionKind::Playback,
+                SessionKindMode::Download => SessionKind::Download,
+            },
+            transport: match s.transport {
+                MediaTransportMode::Udp => MediaTransport::Udp,
+                MediaTransportMode::TcpPassive => MediaTransport::TcpPassive,
+                MediaTransportMode::TcpActive => MediaTransport::TcpActive,
+            },
+            // Both checked when the endpoint was opened.
+            media_address: addr::parse_ip(&s.media_address),
+            sdp_address: addr::parse_ip(&s.sdp_address),
+            ports: match (s.media_port, parse_port_range(&s.media_port_range)) {
+                (0, Some(r)) => r.collect(),
+                (p, _) => vec![p as u16],
+            },
             start: s.start_time,
             end: s.end_time,
-            download_speed: Some(s.download_speed),
-            format: None,
+            download_speed: s.download_speed,
+            wait_timeout: Duration::from_secs(u64::from(s.wait_timeout)),
+            buffer_size: s.buffer_size as usize,
+            max_frame_size: MAX_FRAME_SIZE,
         };
-        let mut invite = ep.new_request("INVITE", &channel, dest);
-        invite.add_header(
-            "Subject",
-            Subject::new(&channel, &ssrc, &s.server_id).to_string(),
-        );
-        invite.set_body("APPLICATION/SDP", offer.to_sdp().into_bytes());
-        gst::info!(
-            CAT,
-            imp = self,
-            "INVITE {channel} at {dest}: media {media_ip}:{media_port} {transport:?}, ssrc {ssrc}"
-        );
-        lock(&self.state).invites += 1;
+        self.media_ended.store(false, Ordering::SeqCst);
         let flushing = self.flushing.clone();
         let cancelled = move || flushing.load(Ordering::SeqCst);
-        let resp = match ep.request_sync(&invite, dest, Duration::from_secs(34), &cancelled) {
-            Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                return Err(gst::FlowError::Flushing);
-            }
-            Err(e) => {
-                gst::element_imp_error!(
-                    self,
-                    gst::ResourceError::OpenRead,
-                    ("Device {} did not answer the INVITE", s.device_id),
-                    ["{e}"]
+        let mut on_event = |e: CallEvent<'_>| match e {
+            CallEvent::Inviting {
+                dest,
+                media,
+                transport,
+                ssrc,
+            } => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "INVITE {channel} at {dest}: media {media} {transport:?}, ssrc {ssrc}"
                 );
+                lock(&self.state).invites += 1;
+            }
+            CallEvent::ReceiveBuffer(Ok(Some(granted))) => gst::debug!(
+                CAT,
+                imp = self,
+                "UDP receive buffer: asked {} bytes, got {granted}",
+                s.buffer_size
+            ),
+            CallEvent::ReceiveBuffer(Ok(None)) => {}
+            CallEvent::ReceiveBuffer(Err(e)) => {
+                gst::warning!(CAT, imp = self, "Could not set the receive buffer: {e}")
+            }
+        };
+        let mut call = match Call::start(&ep, &params, &cancelled, &mut on_event) {
+            Ok(c) => c,
+            Err(CallError::Cancelled) => return Err(gst::FlowError::Flushing),
+            Err(e) => {
+                let kind = match e {
+                    CallError::NotRegistered { .. } => gst::ResourceError::NotFound,
+                    _ => gst::ResourceError::OpenRead,
+                };
+                gst::element_imp_error!(self, kind, ("{e}"));
                 return Err(gst::FlowError::Error);
             }
         };
-        let status = resp.status().unwrap_or(0);
-        if !(200..300).contains(&status) {
-            gst::element_imp_error!(
-                self,
-                gst::ResourceError::OpenRead,
-                ("Device {} refused the INVITE: {status}", s.device_id)
-            );
-            return Err(gst::FlowError::Error);
-        }
-        let Some(dialog) = Dialog::from_invite(&invite, &resp) else {
-            gst::element_imp_error!(self, gst::ResourceError::OpenRead, ["Bad 200 OK to INVITE"]);
-            return Err(gst::FlowError::Error);
-        };
-        let ack = dialog.ack();
-        let (bye_tx, bye_rx) = mpsc::channel();
-        ep.add_dialog(&dialog, dest, bye_tx, Some(&ack));
-        let _ = ep.send_to(&ack, dest);
-        let answer = sdp::parse(&resp.body).ok();
-        let answer_ssrc = answer
-            .as_ref()
-            .and_then(|a| a.ssrc.as_deref())
-            .and_then(|y| y.trim().parse::<u32>().ok());
-        let mut receiver = match receiver {
-            Some(r) => r,
-            None => {
-                // TCP active: connect to the answer's address.
-                let r = answer
-                    .as_ref()
-                    .and_then(|a| a.media_addr())
-                    .ok_or_else(|| std::io::Error::other("no media address in the answer"))
-                    .and_then(|a| MediaReceiver::tcp_connect(a, MAX_FRAME_SIZE));
-                match r {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let mut d = dialog.clone();
-                        let _ = ep.request(&d.bye(), dest);
-                        ep.remove_dialog(&d.call_id);
-                        gst::element_imp_error!(
-                            self,
-                            gst::ResourceError::OpenRead,
-                            ["Could not connect to the device's media address: {e}"]
-                        );
-                        return Err(gst::FlowError::Error);
-                    }
-                }
-            }
-        };
-        receiver.set_expected_ssrc(answer_ssrc);
-        if s.buffer_size > 0 {
-            match receiver.set_recv_buffer_size(s.buffer_size as usize) {
-                Ok(Some(granted)) => gst::debug!(
-                    CAT,
-                    imp = self,
-                    "UDP receive buffer: asked {} bytes, got {granted}",
-                    s.buffer_size
-                ),
-                Ok(None) => {}
-                Err(e) => gst::warning!(CAT, imp = self, "Could not set the receive buffer: {e}"),
-            }
-        }
         gst::info!(
             CAT,
             imp = self,
             "Session {} established, answer SSRC {:?}",
-            dialog.call_id,
-            answer_ssrc
+            call.dialog.call_id,
+            call.answer_ssrc
         );
         let _ = self.obj().post_message(
             gst::message::Element::builder(
                 gst::Structure::builder("gb28181-stream-started")
                     .field("device-id", &s.device_id)
                     .field("channel-id", &channel)
-                    .field("call-id", &dialog.call_id)
-                    .field("ssrc", &ssrc)
+                    .field("call-id", &call.dialog.call_id)
+                    .field("ssrc", &call.ssrc)
                     .build(),
             )
             .src(&*self.obj())
             .build(),
         );
+        let receiver = call.receiver.take().expect("a new call has its receiver");
         Ok(Session {
-            dialog,
             kind: s.session_kind,
             mansrtsp_cseq: 0,
-            dest,
             media: MediaSnapshot::of(&receiver),
             receiver: Some(receiver),
-            bye_rx,
+            call,
             last_data: Instant::now(),
             frames: 0,
             bytes: 0,
@@ -571,12 +441,9 @@ impl Gb28181Src {
             let mut st = lock(&self.state);
             (st.session.take(), st.endpoint.clone())
         };
-        if let (Some(mut sess), Some(ep)) = (session, ep) {
-            ep.remove_dialog(&sess.dialog.call_id);
-            let bye = sess.dialog.bye();
-            gst::info!(CAT, imp = self, "BYE {}", sess.dialog.call_id);
-            // The transaction retransmits by itself; nobody waits for its answer.
-            let _ = ep.request(&bye, sess.dest);
+        if let (Some(sess), Some(ep)) = (session, ep) {
+            gst::info!(CAT, imp = self, "BYE {}", sess.call.dialog.call_id);
+            sess.call.hang_up(&ep);
         }
     }
 
@@ -674,8 +541,8 @@ impl Gb28181Src {
                 (scale > 0.0).then_some(scale),
             )
         };
-        let info = sess.dialog.info(&body);
-        let dest = sess.dest;
+        let info = sess.call.dialog.info(&body);
+        let dest = sess.call.dest;
         drop(st);
         ep.request(&info, dest).is_ok()
     }
@@ -1153,17 +1020,16 @@ impl PushSrcImpl for Gb28181Src {
             };
             if sess.kind != SessionKindMode::Play && self.media_ended.load(Ordering::SeqCst) {
                 gst::info!(CAT, imp = self, "Device reported the end of the recording");
-                let mut sess = st.session.take().expect("checked above");
+                let sess = st.session.take().expect("checked above");
                 st.ended = true;
                 drop(st);
                 // Hang up and end the stream.
                 if let Some(ep) = self.endpoint() {
-                    ep.remove_dialog(&sess.dialog.call_id);
-                    let _ = ep.request(&sess.dialog.bye(), sess.dest);
+                    sess.call.hang_up(&ep);
                 }
                 return Err(gst::FlowError::Eos);
             }
-            if let Ok(bye) = sess.bye_rx.try_recv() {
+            if let Ok(bye) = sess.call.bye_rx.try_recv() {
                 gst::info!(
                     CAT,
                     imp = self,

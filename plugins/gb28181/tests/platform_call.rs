@@ -1,0 +1,239 @@
+//! `platform::Call` without GStreamer: the platform side of one INVITE session driven from
+//! Rust against the device agent (gb28181sink's SIP, also GStreamer-free) over loopback.
+//! Registration wait, INVITE/ACK, the offer's SSRC on the media, hang-up (the device sees
+//! BYE), the device's BYE (the call sees it), and the errors a caller gets.
+
+mod common;
+
+use common::serial;
+use gstgb28181::core::registrar::RegistrarConfig;
+use gstgb28181::core::sdp::{MediaTransport, SessionKind};
+use gstgb28181::device::{DeviceAgent, DeviceConfig, DeviceEvent, SipTransport as DevSip};
+use gstgb28181::endpoint::{Endpoint, EndpointKey, SipTransport};
+use gstgb28181::platform::{Call, CallError, CallEvent, CallParams};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const SERVER: &str = "34020000002000000001";
+const DEV: &str = "34020000001320000001";
+const PASSWORD: &str = "12345678";
+
+fn endpoint() -> Arc<Endpoint> {
+    let key = EndpointKey {
+        address: "127.0.0.1".into(),
+        port: 0,
+        transport: SipTransport::Udp,
+    };
+    Endpoint::obtain(&key, RegistrarConfig::default()).unwrap()
+}
+
+fn device(server: SocketAddr) -> (Arc<DeviceAgent>, mpsc::Receiver<DeviceEvent>) {
+    let (tx, rx) = mpsc::channel();
+    let agent = DeviceAgent::start(
+        DeviceConfig {
+            server,
+            server_id: SERVER.into(),
+            domain: "3402000000".into(),
+            device_id: DEV.into(),
+            channel_id: DEV.into(),
+            password: PASSWORD.into(),
+            local_ip: "127.0.0.1".into(),
+            local_port: 0,
+            expires: 3600,
+            keepalive_interval_ms: 60_000,
+            retry_ms: 1000,
+            device_name: "call test".into(),
+            transport: DevSip::Udp,
+            records: Vec::new(),
+        },
+        move |e| {
+            let _ = tx.send(e);
+        },
+    )
+    .unwrap();
+    (agent, rx)
+}
+
+fn params(wait: Duration) -> CallParams {
+    CallParams {
+        server_id: SERVER.into(),
+        domain: "3402000000".into(),
+        device_id: DEV.into(),
+        channel_id: DEV.into(),
+        kind: SessionKind::Play,
+        transport: MediaTransport::Udp,
+        media_address: None,
+        sdp_address: None,
+        ports: vec![0],
+        start: 0,
+        end: 0,
+        download_speed: 1,
+        wait_timeout: wait,
+        buffer_size: 0,
+        max_frame_size: 1 << 20,
+    }
+}
+
+/// Waits for a device event matching `pred` (bounded).
+fn wait_event(
+    rx: &mpsc::Receiver<DeviceEvent>,
+    pred: impl Fn(&DeviceEvent) -> bool,
+) -> DeviceEvent {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let e = rx.recv_timeout(left).expect("device event");
+        if pred(&e) {
+            return e;
+        }
+    }
+}
+
+/// A PS frame: pack header, then one video PES carrying `nal` (Annex B).
+fn ps_frame(nal: &[u8]) -> Vec<u8> {
+    let mut f = vec![0, 0, 1, 0xBA, 0x44, 0, 4, 0, 4, 1, 1, 0x89, 0xC3, 0xF8];
+    let pes_len = 3 + 4 + nal.len();
+    f.extend([
+        0,
+        0,
+        1,
+        0xE0,
+        (pes_len >> 8) as u8,
+        pes_len as u8,
+        0x80,
+        0,
+        0,
+    ]);
+    f.extend([0, 0, 0, 1]);
+    f.extend(nal);
+    f
+}
+
+#[test]
+fn a_call_from_rust_gets_media_and_hangs_up() {
+    let _g = serial();
+    let ep = endpoint();
+    let (agent, events) = device(ep.local_addr());
+    wait_event(&events, |e| matches!(e, DeviceEvent::Registered { .. }));
+
+    let mut invited = None;
+    let mut on_event = |e: CallEvent<'_>| {
+        if let CallEvent::Inviting { ssrc, media, .. } = e {
+            invited = Some((ssrc.to_string(), media));
+        }
+    };
+    let mut call = Call::start(
+        &ep,
+        &params(Duration::from_secs(5)),
+        &|| false,
+        &mut on_event,
+    )
+    .expect("the call is set up");
+    let (ssrc, media) = invited.expect("Inviting reported");
+    assert_eq!(ssrc, call.ssrc);
+    assert!(ssrc.starts_with('0'), "a live SSRC starts with 0: {ssrc}");
+    assert_eq!(media.ip().to_string(), "127.0.0.1");
+    let started = wait_event(&events, |e| matches!(e, DeviceEvent::SessionStarted { .. }));
+    let DeviceEvent::SessionStarted { ssrc: dev_ssrc, .. } = started else {
+        unreachable!()
+    };
+    assert_eq!(
+        dev_ssrc,
+        ssrc.parse::<u32>().unwrap(),
+        "the device uses the offered SSRC"
+    );
+
+    // Media reaches the call's receiver, frame by frame.
+    let key = ps_frame(&[0x67, 0x42, 1, 2]);
+    let delta = ps_frame(&[0x41, 0x9A, 3, 4]);
+    let mut receiver = call.receiver.take().unwrap();
+    let mut got = Vec::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut ts = 0u32;
+    while got.len() < 2 && Instant::now() < end {
+        ts += 3600;
+        agent.send_frame(if ts == 3600 { &key } else { &delta }, None, ts);
+        if let Some(f) = receiver.next_frame(Duration::from_millis(100)).unwrap() {
+            got.push(f);
+        }
+    }
+    assert!(got.len() >= 2, "frames received: {}", got.len());
+    assert_eq!(got[0].data, key, "the key frame first, byte for byte");
+    assert_eq!(
+        receiver.sender().map(|(_, s)| s),
+        Some(dev_ssrc),
+        "the sender is locked to the answered SSRC"
+    );
+
+    // Hanging up reaches the device as BYE.
+    call.hang_up(&ep);
+    wait_event(&events, |e| matches!(e, DeviceEvent::SessionStopped { .. }));
+    assert!(!agent.has_session());
+    agent.stop();
+    ep.shutdown();
+}
+
+#[test]
+fn the_devices_bye_reaches_the_call() {
+    let _g = serial();
+    let ep = endpoint();
+    let (agent, events) = device(ep.local_addr());
+    wait_event(&events, |e| matches!(e, DeviceEvent::Registered { .. }));
+    let call = Call::start(&ep, &params(Duration::from_secs(5)), &|| false, &mut |_| {})
+        .expect("the call is set up");
+    wait_event(&events, |e| matches!(e, DeviceEvent::SessionStarted { .. }));
+    // The device going away hangs up its sessions.
+    agent.stop();
+    let bye = call
+        .bye_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the device's BYE reaches the call");
+    assert_eq!(bye.method(), Some("BYE"));
+    assert_eq!(bye.call_id(), Some(call.dialog.call_id.as_str()));
+    ep.shutdown();
+}
+
+#[test]
+fn errors_a_caller_gets() {
+    let _g = serial();
+    let ep = endpoint();
+    // Nobody registered: NotRegistered after the wait (bounded), named in the message.
+    let t = Instant::now();
+    let e = Call::start(
+        &ep,
+        &params(Duration::from_millis(300)),
+        &|| false,
+        &mut |_| {},
+    )
+    .err()
+    .expect("no device");
+    assert!(matches!(e, CallError::NotRegistered { .. }), "{e}");
+    assert!(e.to_string().contains(DEV), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(3));
+    // Cancelled at once.
+    let t = Instant::now();
+    let e = Call::start(&ep, &params(Duration::from_secs(30)), &|| true, &mut |_| {})
+        .err()
+        .expect("cancelled");
+    assert!(matches!(e, CallError::Cancelled), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(1));
+    // A media port that is taken: MediaSocket names the address.
+    let (agent, events) = device(ep.local_addr());
+    wait_event(&events, |e| matches!(e, DeviceEvent::Registered { .. }));
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let p = CallParams {
+        media_address: Some("127.0.0.1".parse().unwrap()),
+        ports: vec![port],
+        ..params(Duration::from_secs(5))
+    };
+    let e = Call::start(&ep, &p, &|| false, &mut |_| {})
+        .err()
+        .expect("port taken");
+    assert!(matches!(e, CallError::MediaSocket { .. }), "{e}");
+    assert!(e.to_string().contains(&port.to_string()), "{e}");
+    agent.stop();
+    ep.shutdown();
+}
