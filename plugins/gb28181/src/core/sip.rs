@@ -391,6 +391,23 @@ impl Message {
         Via::parse(self.header("via")?)
     }
 
+    /// On a response to a request received from `source`: the top Via gets `received=<ip>`
+    /// when the request said another host or asked for `rport`, and `rport=<port>` when it
+    /// asked for it (RFC 3261 §18.2.1, RFC 3581 §4). A device behind NAT learns the address
+    /// it is seen from; the response itself goes to `source` whatever the Via says.
+    pub fn stamp_via_source(&mut self, source: std::net::SocketAddr) {
+        let Some(h) = self
+            .headers
+            .iter_mut()
+            .find(|h| name_matches(&h.name, "via"))
+        else {
+            return;
+        };
+        if let Some(v) = stamped_via(&h.value, source) {
+            h.value = v;
+        }
+    }
+
     pub fn contact(&self) -> Option<NameAddr> {
         NameAddr::parse(self.header("contact")?)
     }
@@ -658,6 +675,38 @@ impl Via {
     }
 }
 
+/// The first value of a Via header with `received`/`rport` filled in from `source`; None when
+/// it does not parse (left as it is).
+fn stamped_via(value: &str, source: std::net::SocketAddr) -> Option<String> {
+    let (first, others) = match value.find(',') {
+        Some(i) => value.split_at(i),
+        None => (value, ""),
+    };
+    let via = Via::parse(first)?;
+    let (sent_by, params) = first.split_once(';').unwrap_or((first, ""));
+    let rport = via.has_param("rport");
+    let ip = source.ip();
+    let host_is_source = via.host.parse::<std::net::IpAddr>().is_ok_and(|h| h == ip);
+    let mut out = sent_by.trim_end().to_string();
+    for p in params.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let name = p.split('=').next().unwrap_or("").trim();
+        if name.eq_ignore_ascii_case("received") {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("rport") {
+            out.push_str(&format!(";rport={}", source.port()));
+        } else {
+            out.push(';');
+            out.push_str(p);
+        }
+    }
+    if rport || !host_is_source {
+        out.push_str(&format!(";received={ip}"));
+    }
+    out.push_str(others);
+    Some(out)
+}
+
 /// Frames SIP messages out of a TCP byte stream by Content-Length (RFC 3261 §18.3).
 ///
 /// Garbage before a start line is skipped (resync on the next line that starts like a SIP
@@ -858,6 +907,59 @@ mod tests {
         let r = f.push(&head);
         assert!(r.iter().any(|r| r.is_err()));
         assert!(f.buffered() <= MAX_MESSAGE_SIZE);
+    }
+
+    #[test]
+    fn responses_tell_the_sender_where_it_was_seen() {
+        let req = |via: &str| {
+            let t = format!(
+                "REGISTER sip:a@b SIP/2.0\r\nVia: {via}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: 1\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+            );
+            Message::parse(t.as_bytes()).unwrap()
+        };
+        let stamp = |via: &str, src: &str| {
+            let mut r = Message::response_to(&req(via), 200, "OK", Some("t"));
+            r.stamp_via_source(src.parse().unwrap());
+            Message::parse(&r.to_bytes())
+                .unwrap()
+                .header("via")
+                .unwrap()
+                .to_string()
+        };
+        // Behind NAT, asking for rport: both filled.
+        assert_eq!(
+            stamp(
+                "SIP/2.0/UDP 192.168.1.64:5060;rport;branch=z9hG4bK1",
+                "203.0.113.7:40123"
+            ),
+            "SIP/2.0/UDP 192.168.1.64:5060;rport=40123;branch=z9hG4bK1;received=203.0.113.7"
+        );
+        // Another host, no rport: received only; a stale received is replaced.
+        assert_eq!(
+            stamp(
+                "SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK2;received=1.1.1.1",
+                "127.0.0.1:5060"
+            ),
+            "SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK2;received=127.0.0.1"
+        );
+        // Seen from where it says, no rport: unchanged.
+        assert_eq!(
+            stamp(
+                "SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK3",
+                "127.0.0.1:5062"
+            ),
+            "SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK3"
+        );
+        // IPv6, and a second Via value in the same header left alone.
+        assert_eq!(
+            stamp(
+                "SIP/2.0/UDP [2001:db8::1]:5060;rport;branch=z9hG4bK4, SIP/2.0/UDP p:5060;branch=z9hG4bKp",
+                "[::1]:6000"
+            ),
+            "SIP/2.0/UDP [2001:db8::1]:5060;rport=6000;branch=z9hG4bK4;received=::1, SIP/2.0/UDP p:5060;branch=z9hG4bKp"
+        );
+        // A Via that does not parse is left as it is.
+        assert_eq!(stamp("garbage", "127.0.0.1:1"), "garbage");
     }
 
     #[test]

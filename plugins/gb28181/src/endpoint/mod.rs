@@ -1005,7 +1005,8 @@ impl Endpoint {
                 vec![],
             ),
         };
-        if let Some(r) = response {
+        if let Some(mut r) = response {
+            r.stamp_via_source(peer.addr);
             let _ = self.send_to(&r, reply_addr(&msg, peer.addr, self.key.transport));
         }
         self.publish(events);
