@@ -6,12 +6,12 @@
 //! Limits: frames up to `max_frame_size` bytes; at most [`MAX_QUEUED_FRAMES`] complete frames
 //! waiting for the element (older ones are dropped); TCP buffering bounded by the deframer.
 
-use crate::core::media::{ReorderBuffer, SenderLock, TcpDeframer};
+use crate::core::media::{ReorderBuffer, SenderLock, SsrcPolicy, TcpDeframer};
 use gstmpegps::rtp::depacketizer::{Depacketizer, Event, Stats};
 use gstmpegps::rtp::replay::parse_packet;
 use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 pub const MAX_QUEUED_FRAMES: usize = 64;
@@ -95,6 +95,22 @@ impl MediaReceiver {
     /// Only accept this SSRC (from the SDP answer).
     pub fn set_expected_ssrc(&mut self, ssrc: Option<u32>) {
         self.lock = SenderLock::new(ssrc);
+    }
+
+    /// Checks senders by dialog: the answered SSRC, or any from the device's IP, as `policy`
+    /// says (see [`SsrcPolicy`]).
+    pub fn set_sender_check(&mut self, ssrc: Option<u32>, device_ip: IpAddr, policy: SsrcPolicy) {
+        self.lock = SenderLock::for_call(ssrc, device_ip, policy);
+    }
+
+    /// The SSRC the device sends when it is not the one it answered.
+    pub fn ssrc_mismatch(&self) -> Option<u32> {
+        self.lock.mismatch
+    }
+
+    /// SSRC changes followed from the locked sender.
+    pub fn ssrc_changes(&self) -> u64 {
+        self.lock.ssrc_changes
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -34,10 +34,7 @@ fn options_from_behind_nat(server_ip: &str) {
     let via = resp.via().expect("Via");
     assert_eq!(via.host, "192.168.1.64", "sent-by is kept");
     assert_eq!(via.param("rport"), Some(local.port().to_string().as_str()));
-    assert_eq!(
-        via.param("received"),
-        Some(local.ip().to_string().as_str())
-    );
+    assert_eq!(via.param("received"), Some(local.ip().to_string().as_str()));
     assert_eq!(via.branch(), Some("z9hG4bK-nat-1"));
     ep.shutdown();
 }

@@ -73,6 +73,7 @@ fn params(wait: Duration) -> CallParams {
         wait_timeout: wait,
         buffer_size: 0,
         max_frame_size: 1 << 20,
+        ssrc_policy: SsrcPolicy::Dialog,
     }
 }
 
@@ -236,4 +237,141 @@ fn errors_a_caller_gets() {
     assert!(e.to_string().contains(&port.to_string()), "{e}");
     agent.stop();
     ep.shutdown();
+}
+
+// ---- SSRC trouble (wvp's "stream receive timeout"): a scripted device over raw sockets ----
+
+use common::Conn;
+use gstgb28181::core::media::SsrcPolicy;
+use gstgb28181::core::sip::Message;
+use std::net::UdpSocket;
+
+/// A device that registers, answers the INVITE with `answer_ssrc` and then sends RTP from
+/// `media_from` with `sent_ssrcs` (one key frame per SSRC, in order). Returns what the call's
+/// receiver got (frames) and the call.
+fn scripted_call(
+    policy: SsrcPolicy,
+    answer_ssrc: u32,
+    media_from: &str,
+    sent_ssrcs: &[u32],
+) -> (usize, Call, u64) {
+    let ep = endpoint();
+    let mut dev = Conn::open(SipTransport::Udp, ep.local_addr());
+    assert_eq!(dev.register(DEV, PASSWORD), Some(200));
+    let ep2 = ep.clone();
+    let caller = std::thread::spawn(move || {
+        let p = CallParams {
+            ssrc_policy: policy,
+            ..params(Duration::from_secs(5))
+        };
+        Call::start(&ep2, &p, &|| false, &mut |_| {})
+    });
+    // INVITE → 100? no: straight 200 with our SDP (y= answer_ssrc), then the ACK.
+    let invite = loop {
+        let m = dev.recv(Duration::from_secs(5)).expect("INVITE");
+        if m.method() == Some("INVITE") {
+            break m;
+        }
+    };
+    let offer = gstgb28181::core::sdp::parse(&invite.body).unwrap();
+    let media_to = offer.media_addr().unwrap();
+    let mut ok = Message::response_to(&invite, 200, "OK", Some("dev1"));
+    ok.add_header("Contact", format!("<sip:{DEV}@{}>", dev.local()));
+    let answer = format!(
+        "v=0\r\no={DEV} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 15060 RTP/AVP 96\r\na=sendonly\r\na=rtpmap:96 PS/90000\r\ny={answer_ssrc:010}\r\n"
+    );
+    ok.set_body("APPLICATION/SDP", answer.into_bytes());
+    dev.send(&ok);
+    let mut call = caller.join().unwrap().expect("call set up");
+    assert_eq!(call.answer_ssrc, Some(answer_ssrc));
+    let sock = UdpSocket::bind(media_from).unwrap();
+    let mut receiver = call.receiver.take().unwrap();
+    let mut frames = 0;
+    let mut seq = 0u16;
+    for (i, ssrc) in sent_ssrcs.iter().enumerate() {
+        // A few frames per SSRC; each one packet with the marker bit.
+        for k in 0..3u32 {
+            let mut pkt = vec![0x80, 0xE0];
+            pkt.extend(seq.to_be_bytes());
+            pkt.extend((((i as u32) * 3 + k + 1) * 3600).to_be_bytes());
+            pkt.extend(ssrc.to_be_bytes());
+            pkt.extend(ps_frame(&[0x65, 0x88, k as u8, 1]));
+            seq = seq.wrapping_add(1);
+            sock.send_to(&pkt, media_to).unwrap();
+        }
+    }
+    // Every packet is one frame (marker bit): wait until each one is either a frame or
+    // dropped (bounded).
+    let total = sent_ssrcs.len() as u64 * 3;
+    let end = Instant::now() + Duration::from_secs(5);
+    while (frames as u64) + receiver.dropped_foreign() < total && Instant::now() < end {
+        if receiver.next_frame(Duration::from_millis(100)).unwrap().is_some() {
+            frames += 1;
+        }
+    }
+    let dropped = receiver.dropped_foreign();
+    call.receiver = Some(receiver);
+    call.hang_up(&ep);
+    ep.shutdown();
+    (frames, call, dropped)
+}
+
+#[test]
+fn a_device_sending_another_ssrc_than_it_answered_is_followed_by_dialog() {
+    let _g = serial();
+    // The device answered 100000001 but sends 0x0BADBEEF from its own IP: by dialog the
+    // frames arrive (before: every packet dropped, "no media for 10 s").
+    let (frames, call, dropped) = scripted_call(
+        SsrcPolicy::Dialog,
+        100_000_001,
+        "127.0.0.1:0",
+        &[0x0BAD_BEEF],
+    );
+    assert!(frames >= 2, "frames by dialog: {frames}");
+    assert_eq!(dropped, 0);
+    assert_eq!(
+        call.receiver.as_ref().unwrap().ssrc_mismatch(),
+        Some(0x0BAD_BEEF)
+    );
+    // Strict: the same device gets nothing through.
+    let (frames, call, dropped) = scripted_call(
+        SsrcPolicy::Strict,
+        100_000_001,
+        "127.0.0.1:0",
+        &[0x0BAD_BEEF],
+    );
+    assert_eq!(frames, 0);
+    assert_eq!(dropped, 3);
+    assert_eq!(call.receiver.as_ref().unwrap().ssrc_mismatch(), None);
+}
+
+#[test]
+fn an_encoder_restart_with_a_new_ssrc_is_followed_and_a_stranger_is_not() {
+    let _g = serial();
+    // Answered SSRC first, then a new one from the same address (encoder restart).
+    let (frames, call, _) = scripted_call(
+        SsrcPolicy::Dialog,
+        100_000_002,
+        "127.0.0.1:0",
+        &[100_000_002, 77],
+    );
+    assert!(frames >= 4, "frames across the SSRC change: {frames}");
+    let r = call.receiver.as_ref().unwrap();
+    assert_eq!(r.ssrc_changes(), 1);
+    assert_eq!(
+        r.ssrc_mismatch(),
+        Some(77),
+        "now off the answered SSRC: said"
+    );
+    // A sender on another IP (127.0.0.2: loopback, not the device's IP) with a wrong SSRC is
+    // dropped even by dialog.
+    let (frames, call, dropped) = scripted_call(
+        SsrcPolicy::Dialog,
+        100_000_003,
+        "127.0.0.2:0",
+        &[0x0BAD_BEEF],
+    );
+    assert_eq!(frames, 0);
+    assert_eq!(dropped, 3);
+    assert_eq!(call.receiver.as_ref().unwrap().ssrc_mismatch(), None);
 }

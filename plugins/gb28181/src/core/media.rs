@@ -6,7 +6,7 @@
 //! Limits: at most [`MAX_STREAM_BUFFER`] bytes buffered by the deframer; a frame header that
 //! doesn't look like RTP makes it resync byte by byte (bounded by the buffer).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Largest RTP packet over TCP (the length field is 16 bits).
 pub const MAX_RTP_PACKET: usize = 65_535;
@@ -91,44 +91,89 @@ pub fn frame_rfc4571(packet: &[u8]) -> Option<Vec<u8>> {
     Some(v)
 }
 
-/// Which media packets are accepted.
+/// How a call's media sender is checked against what the device answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SsrcPolicy {
+    /// By dialog (the default, what devices need): the answered SSRC from any address, or
+    /// another SSRC from the device's own IP (devices that answer one SSRC and send another,
+    /// lower platforms that rewrite it); once locked, an SSRC change from the same address
+    /// is followed (encoder restarts) and counted.
+    #[default]
+    Dialog,
+    /// Only the answered SSRC, from one address, for the whole call.
+    Strict,
+}
+
+/// Which media packets are accepted: the first acceptable sender locks the address; packets
+/// from any other address are dropped (counted in `dropped`).
 #[derive(Debug, Clone, Default)]
 pub struct SenderLock {
     /// SSRC from the SDP answer.
     pub expected_ssrc: Option<u32>,
+    /// The device's signalling IP: a sender from it is the device whatever SSRC it uses.
+    pub device_ip: Option<IpAddr>,
+    pub policy: SsrcPolicy,
     locked: Option<(SocketAddr, u32)>,
     pub dropped: u64,
+    /// The SSRC the device sends when it is not the one it answered.
+    pub mismatch: Option<u32>,
+    /// SSRC changes followed from the locked address.
+    pub ssrc_changes: u64,
 }
 
 impl SenderLock {
+    /// Strict when an SSRC is expected, else the first sender (tests, plain RTP).
     pub fn new(expected_ssrc: Option<u32>) -> Self {
         SenderLock {
             expected_ssrc,
-            locked: None,
-            dropped: 0,
+            policy: SsrcPolicy::Strict,
+            ..SenderLock::default()
         }
     }
 
-    /// Whether to accept a packet with `ssrc` from `from`. The first accepted packet locks
-    /// the address (and the SSRC, when none was expected).
+    /// Checks by dialog: the answered SSRC, or any from `device_ip` (see [`SsrcPolicy`]).
+    pub fn for_call(expected_ssrc: Option<u32>, device_ip: IpAddr, policy: SsrcPolicy) -> Self {
+        SenderLock {
+            expected_ssrc,
+            device_ip: Some(device_ip),
+            policy,
+            ..SenderLock::default()
+        }
+    }
+
+    /// Whether to accept a packet with `ssrc` from `from`.
     pub fn accept(&mut self, from: SocketAddr, ssrc: u32) -> bool {
-        match self.locked {
-            Some((addr, s)) => {
-                let ok = addr == from && s == ssrc;
-                if !ok {
-                    self.dropped += 1;
+        let ok = match self.locked {
+            Some((addr, _)) if addr != from => false,
+            Some((_, s)) if s == ssrc => true,
+            Some(_) => {
+                let follow = self.policy == SsrcPolicy::Dialog;
+                if follow {
+                    self.ssrc_changes += 1;
+                    self.locked = Some((from, ssrc));
+                    if self.expected_ssrc.is_some_and(|e| e != ssrc) {
+                        self.mismatch = Some(ssrc);
+                    }
                 }
-                ok
+                follow
             }
             None => {
-                if self.expected_ssrc.is_some_and(|e| e != ssrc) {
-                    self.dropped += 1;
-                    return false;
+                let expected = self.expected_ssrc.is_none_or(|e| e == ssrc);
+                let by_dialog = self.policy == SsrcPolicy::Dialog
+                    && self.device_ip.is_some_and(|ip| ip == from.ip());
+                if !expected && by_dialog {
+                    self.mismatch = Some(ssrc);
                 }
-                self.locked = Some((from, ssrc));
-                true
+                if expected || by_dialog {
+                    self.locked = Some((from, ssrc));
+                }
+                expected || by_dialog
             }
+        };
+        if !ok {
+            self.dropped += 1;
         }
+        ok
     }
 
     pub fn locked(&self) -> Option<(SocketAddr, u32)> {
@@ -381,5 +426,32 @@ mod tests {
         assert!(!l.accept(a, 5));
         assert!(l.accept(b, 9));
         assert_eq!(l.dropped, 1);
+    }
+
+    #[test]
+    fn sender_lock_by_dialog() {
+        let dev: SocketAddr = "10.0.0.5:15060".parse().unwrap();
+        let stranger: SocketAddr = "10.0.0.66:15060".parse().unwrap();
+        // Answered 9, sends 7 from the device's IP: followed, and said.
+        let mut l = SenderLock::for_call(Some(9), dev.ip(), SsrcPolicy::Dialog);
+        assert!(!l.accept(stranger, 7), "another IP with another SSRC");
+        assert!(l.accept(dev, 7));
+        assert_eq!(l.mismatch, Some(7));
+        assert!(!l.accept(stranger, 7), "the lock is the address");
+        // The encoder restarts with a new SSRC: followed from the same address only.
+        assert!(l.accept(dev, 8));
+        assert_eq!(l.ssrc_changes, 1);
+        assert!(!l.accept("10.0.0.5:15061".parse().unwrap(), 8));
+        assert_eq!(l.dropped, 3);
+        // The answered SSRC from a relay (other IP) is still the call's.
+        let mut l = SenderLock::for_call(Some(9), dev.ip(), SsrcPolicy::Dialog);
+        assert!(l.accept(stranger, 9));
+        assert_eq!(l.mismatch, None);
+        // Strict: only the answered SSRC, no change followed.
+        let mut l = SenderLock::for_call(Some(9), dev.ip(), SsrcPolicy::Strict);
+        assert!(!l.accept(dev, 7));
+        assert!(l.accept(dev, 9));
+        assert!(!l.accept(dev, 8));
+        assert_eq!((l.dropped, l.ssrc_changes, l.mismatch), (2, 0, None));
     }
 }

@@ -15,6 +15,7 @@ use super::{MediaTransportMode, SessionKindMode, SipTransportMode};
 use crate::core::addr;
 use crate::core::id::{self, IdPolicy};
 use crate::core::manscdp::PtzCmd;
+use crate::core::media::SsrcPolicy;
 use crate::core::registrar::{self, RegistrarConfig};
 use crate::core::sdp::{MediaTransport, SessionKind};
 use crate::endpoint::{Endpoint, EndpointEvent, EndpointKey, SipTransport};
@@ -51,6 +52,7 @@ struct Settings {
     wait_timeout: u32,
     stream_timeout: u32,
     buffer_size: u32,
+    strict_ssrc: bool,
     keepalive_interval: u32,
     keepalive_max_missed: u32,
     media_port_range: String,
@@ -82,6 +84,7 @@ impl Default for Settings {
             wait_timeout: 30,
             stream_timeout: 10,
             buffer_size: DEFAULT_BUFFER_SIZE,
+            strict_ssrc: false,
             keepalive_interval: 60_000,
             keepalive_max_missed: 3,
             media_port_range: String::new(),
@@ -169,6 +172,8 @@ struct MediaSnapshot {
     depay: gstmpegps::rtp::depacketizer::Stats,
     foreign: u64,
     reordered: u64,
+    ssrc_mismatch: Option<u32>,
+    ssrc_changes: u64,
     local_port: u32,
     sender: Option<(SocketAddr, u32)>,
 }
@@ -178,6 +183,8 @@ impl MediaSnapshot {
         MediaSnapshot {
             depay: receiver.depay_stats(),
             foreign: receiver.dropped_foreign(),
+            ssrc_mismatch: receiver.ssrc_mismatch(),
+            ssrc_changes: receiver.ssrc_changes(),
             reordered: receiver.reordered(),
             local_port: receiver
                 .local_addr()
@@ -363,6 +370,11 @@ impl Gb28181Src {
             wait_timeout: Duration::from_secs(u64::from(s.wait_timeout)),
             buffer_size: s.buffer_size as usize,
             max_frame_size: MAX_FRAME_SIZE,
+            ssrc_policy: if s.strict_ssrc {
+                SsrcPolicy::Strict
+            } else {
+                SsrcPolicy::Dialog
+            },
         };
         self.media_ended.store(false, Ordering::SeqCst);
         let flushing = self.flushing.clone();
@@ -461,10 +473,15 @@ impl Gb28181Src {
                 .field("packets-lost", m.depay.packets_lost)
                 .field("frames-dropped", m.depay.frames_dropped)
                 .field("packets-foreign", m.foreign)
+                .field("ssrc-mismatch", m.ssrc_mismatch.is_some())
+                .field("ssrc-changes", m.ssrc_changes)
                 .field("packets-reordered", m.reordered)
                 .field("media-port", m.local_port);
             if let Some((addr, ssrc)) = m.sender {
                 b = b.field("sender", addr.to_string()).field("ssrc", ssrc);
+            }
+            if let Some(a) = s.call.answer_ssrc {
+                b = b.field("ssrc-answered", a);
             }
         }
         if let Some(ep) = &st.endpoint {
@@ -676,6 +693,15 @@ impl ObjectImpl for Gb28181Src {
                     .default_value(d.buffer_size)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("strict-ssrc")
+                    .nick("Strict SSRC")
+                    .blurb("Accept media only with the SSRC the device answered, from one address. \
+                            Off (default): by dialog, as devices need: a device sending another SSRC \
+                            than it answered is accepted from its own IP, an SSRC change mid-stream \
+                            from the same address is followed (both shown in stats)")
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("keepalive-interval")
                     .nick("Keepalive interval")
                     .blurb("Expected device keepalive interval in milliseconds (offline after keepalive-max-missed intervals)")
@@ -840,6 +866,7 @@ impl ObjectImpl for Gb28181Src {
             "wait-timeout" => s.wait_timeout = value.get().unwrap_or(30),
             "stream-timeout" => s.stream_timeout = value.get().unwrap_or(10),
             "buffer-size" => s.buffer_size = value.get().unwrap_or(DEFAULT_BUFFER_SIZE),
+            "strict-ssrc" => s.strict_ssrc = value.get().expect("type checked upstream"),
             "keepalive-interval" => s.keepalive_interval = value.get().unwrap_or(60_000),
             "keepalive-max-missed" => s.keepalive_max_missed = value.get().unwrap_or(3),
             "media-port-range" => s.media_port_range = string(),
@@ -890,6 +917,7 @@ impl ObjectImpl for Gb28181Src {
             "wait-timeout" => s.wait_timeout.to_value(),
             "stream-timeout" => s.stream_timeout.to_value(),
             "buffer-size" => s.buffer_size.to_value(),
+            "strict-ssrc" => s.strict_ssrc.to_value(),
             "keepalive-interval" => s.keepalive_interval.to_value(),
             "keepalive-max-missed" => s.keepalive_max_missed.to_value(),
             "media-port-range" => s.media_port_range.to_value(),
@@ -1062,6 +1090,15 @@ impl PushSrcImpl for Gb28181Src {
                 return Err(gst::FlowError::Flushing);
             };
             sess.receiver = Some(receiver);
+            if let (None, Some(sent)) = (sess.media.ssrc_mismatch, media.ssrc_mismatch) {
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "The device sends SSRC {sent} but answered {:?}: accepted by dialog \
+                     (strict-ssrc refuses it)",
+                    sess.call.answer_ssrc
+                );
+            }
             sess.media = media;
             let frame = match received {
                 Ok(f) => f,

@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::core::addr;
+use crate::core::media::SsrcPolicy;
 use crate::core::sdp::{self, MediaTransport, Offer, SessionKind};
 use crate::core::sip::Message;
 use crate::core::ssrc::{Ssrc, SsrcKind};
@@ -50,6 +51,8 @@ pub struct CallParams {
     pub buffer_size: usize,
     /// Largest reassembled PS frame.
     pub max_frame_size: usize,
+    /// How media senders are checked against the answer (by dialog unless strict).
+    pub ssrc_policy: SsrcPolicy,
 }
 
 /// Progress reported while a call is set up (logs, counters).
@@ -248,7 +251,7 @@ impl Call {
                 }
             }
         };
-        receiver.set_expected_ssrc(answer_ssrc);
+        receiver.set_sender_check(answer_ssrc, dest.ip(), p.ssrc_policy);
         if p.buffer_size > 0 {
             on_event(CallEvent::ReceiveBuffer(
                 receiver.set_recv_buffer_size(p.buffer_size),
