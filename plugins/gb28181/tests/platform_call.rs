@@ -305,7 +305,11 @@ fn scripted_call(
     let total = sent_ssrcs.len() as u64 * 3;
     let end = Instant::now() + Duration::from_secs(5);
     while (frames as u64) + receiver.dropped_foreign() < total && Instant::now() < end {
-        if receiver.next_frame(Duration::from_millis(100)).unwrap().is_some() {
+        if receiver
+            .next_frame(Duration::from_millis(100))
+            .unwrap()
+            .is_some()
+        {
             frames += 1;
         }
     }

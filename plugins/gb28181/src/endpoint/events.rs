@@ -1,0 +1,112 @@
+//! What the endpoint tells its subscribers, and the thread that calls them (bounded queue,
+//! unauthenticated-request events rate limited).
+
+use super::*;
+
+/// What subscribers are told.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EndpointEvent {
+    /// Registrar events: registered, unregistered, online, offline, auth failures...
+    Registrar(registrar::Event),
+    Catalog {
+        device_id: String,
+        sn: u32,
+        sum_num: u32,
+        items: Vec<CatalogItem>,
+    },
+    DeviceInfo {
+        sn: u32,
+        info: DeviceInfo,
+    },
+    DeviceStatus {
+        sn: u32,
+        status: DeviceStatus,
+    },
+    /// RecordInfo answer, merged over its messages.
+    RecordInfo {
+        device_id: String,
+        sn: u32,
+        sum_num: u32,
+        items: Vec<RecordItem>,
+    },
+    /// MediaStatus notification (121 = end of the file played back / downloaded).
+    MediaStatus {
+        device_id: String,
+        notify_type: u32,
+    },
+    /// Catalog items of `device_id` that were dropped: `invalid` IDs refused by the ID policy
+    /// (`example`: the first, printable), `over_limit` beyond `max_channels_per_device`.
+    CatalogItemsDropped {
+        device_id: String,
+        invalid: u32,
+        over_limit: u32,
+        example: String,
+    },
+}
+
+impl EndpointEvent {
+    /// The device the event is about.
+    pub fn device_id(&self) -> &str {
+        match self {
+            EndpointEvent::Registrar(e) => match e {
+                registrar::Event::Registered { device_id, .. }
+                | registrar::Event::Unregistered { device_id, .. }
+                | registrar::Event::Online { device_id }
+                | registrar::Event::Offline { device_id }
+                | registrar::Event::KeepaliveRefused { device_id, .. }
+                | registrar::Event::AuthFailed { device_id, .. }
+                | registrar::Event::SourceBlocked { device_id, .. }
+                | registrar::Event::ForgedRequest { device_id, .. } => device_id,
+                registrar::Event::InvalidId { id, .. } => id,
+            },
+            EndpointEvent::Catalog { device_id, .. } => device_id,
+            EndpointEvent::DeviceInfo { info, .. } => &info.device_id,
+            EndpointEvent::DeviceStatus { status, .. } => &status.device_id,
+            EndpointEvent::RecordInfo { device_id, .. } => device_id,
+            EndpointEvent::MediaStatus { device_id, .. } => device_id,
+            EndpointEvent::CatalogItemsDropped { device_id, .. } => device_id,
+        }
+    }
+}
+
+/// Whether an event is about a request nobody authenticated (see [`REFUSAL_EVENTS_PER_S`]).
+pub(super) fn is_refusal(e: &EndpointEvent) -> bool {
+    matches!(
+        e,
+        EndpointEvent::Registrar(
+            registrar::Event::AuthFailed { .. }
+                | registrar::Event::SourceBlocked { .. }
+                | registrar::Event::ForgedRequest { .. }
+                | registrar::Event::InvalidId { .. }
+                | registrar::Event::KeepaliveRefused { .. }
+        )
+    )
+}
+
+pub(super) fn wrap(events: Vec<registrar::Event>) -> Vec<EndpointEvent> {
+    events.into_iter().map(EndpointEvent::Registrar).collect()
+}
+
+/// Calls the subscribers for every queued event (the only thread that does).
+pub(super) fn dispatch_loop(
+    rx: mpsc::Receiver<EndpointEvent>,
+    subscribers: Arc<Mutex<Vec<(u64, Subscriber)>>>,
+    stop: Arc<AtomicBool>,
+) {
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(e) => {
+                let subs: Vec<Subscriber> =
+                    lock(&subscribers).iter().map(|(_, s)| s.clone()).collect();
+                for s in &subs {
+                    s(&e);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The endpoint's threads: UDP receive, TCP accept and per-connection readers, and the timer
+//! (retransmissions, registrar expiry, list merging).
+
+use super::*;
+
+impl Endpoint {
+    pub(super) fn connect_tcp(&self, dest: SocketAddr) -> io::Result<TcpStream> {
+        let s = TcpStream::connect_timeout(&dest, Duration::from_secs(3))?;
+        self.add_tcp_connection(s.try_clone()?, dest)?;
+        Ok(s)
+    }
+
+    pub(super) fn add_tcp_connection(&self, s: TcpStream, peer: SocketAddr) -> io::Result<()> {
+        let Socket::Tcp { conns } = &self.socket else {
+            return Ok(());
+        };
+        // A peer that stops reading must not hold up whoever writes to it.
+        s.set_write_timeout(Some(Duration::from_secs(2)))?;
+        {
+            let mut conns = lock(conns);
+            if conns.len() >= MAX_TCP_CONNECTIONS {
+                return Err(io::Error::other("too many TCP connections"));
+            }
+            conns.insert(peer, s.try_clone()?);
+        }
+        s.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let weak = self.me.clone();
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let handle = std::thread::Builder::new()
+            .name("gb28181-sip-conn".into())
+            .spawn(move || tcp_conn_loop(weak, s, peer, id))?;
+        let mut threads = lock(&self.threads);
+        // Forget the threads of closed connections.
+        threads.retain(|t| !t.is_finished());
+        threads.push(handle);
+        Ok(())
+    }
+
+    pub(super) fn poll(&self) {
+        let now = now_ms();
+        let mut resend = Vec::new();
+        let mut events = Vec::new();
+        {
+            let mut inner = lock(&self.inner);
+            let reliable = self.key.transport == SipTransport::Tcp;
+            inner.transactions.retain(|_, p| {
+                match p.tx.poll(now) {
+                    TxAction::Retransmit if !reliable => {
+                        resend.push((p.request.clone(), p.dest));
+                    }
+                    TxAction::Timeout => {
+                        let _ = p.reply.send(TxReply::Timeout);
+                    }
+                    _ => {}
+                }
+                !p.tx.is_terminated()
+            });
+            if now >= inner.next_poll_ms {
+                inner.next_poll_ms = now + 100;
+                let reg = wrap(inner.registrar.poll(now));
+                inner.track_bindings(&reg, None);
+                events.extend(reg);
+                for l in inner.catalogs.expire(now) {
+                    events.extend(inner.catalog_event(l));
+                }
+                for l in inner.records.expire(now) {
+                    events.push(EndpointEvent::RecordInfo {
+                        device_id: l.device_id,
+                        sn: l.sn,
+                        sum_num: l.sum_num,
+                        items: l.items,
+                    });
+                }
+            }
+        }
+        for (bytes, dest) in resend {
+            self.retransmissions.fetch_add(1, Ordering::Relaxed);
+            let _ = self.send_bytes(&bytes, dest);
+        }
+        self.publish(events);
+    }
+}
+
+pub(super) fn udp_loop(weak: Weak<Endpoint>) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let Some(ep) = weak.upgrade() else { return };
+        if ep.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Socket::Udp(s) = &ep.socket else { return };
+        match s.recv_from(&mut buf) {
+            Ok((n, from)) => ep.handle_datagram(&buf[..n], from),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            // ICMP port unreachable surfaces as ConnectionReset on some systems: ignore.
+            Err(_) => {}
+        }
+    }
+}
+
+pub(super) fn timer_loop(weak: Weak<Endpoint>) {
+    loop {
+        {
+            let Some(ep) = weak.upgrade() else { return };
+            if ep.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            ep.poll();
+        }
+        std::thread::sleep(TICK);
+    }
+}
+
+pub(super) fn accept_loop(weak: Weak<Endpoint>, listener: TcpListener) {
+    loop {
+        {
+            let Some(ep) = weak.upgrade() else { return };
+            if ep.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            match listener.accept() {
+                Ok((s, peer)) => {
+                    let _ = s.set_nonblocking(false);
+                    let _ = ep.add_tcp_connection(s, addr::canonical(peer));
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => {}
+            }
+        }
+        std::thread::sleep(TICK);
+    }
+}
+
+pub(super) fn tcp_conn_loop(weak: Weak<Endpoint>, mut s: TcpStream, peer: SocketAddr, id: u64) {
+    let mut framer = StreamFramer::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                match weak.upgrade() {
+                    Some(ep) if !ep.stop.load(Ordering::SeqCst) => continue,
+                    _ => return,
+                }
+            }
+            Err(_) => break,
+        };
+        let Some(ep) = weak.upgrade() else { return };
+        for m in framer.push(&buf[..n]) {
+            ep.messages_in.fetch_add(1, Ordering::Relaxed);
+            match m {
+                Ok(m) => ep.handle_message(
+                    m,
+                    Peer {
+                        addr: peer,
+                        connection: Some(id),
+                    },
+                ),
+                Err(_) => {
+                    ep.parse_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    if let Some(ep) = weak.upgrade()
+        && let Socket::Tcp { conns } = &ep.socket
+    {
+        lock(conns).remove(&peer);
+    }
+}
