@@ -111,11 +111,11 @@ impl Element {
         self.child(name).map(|c| c.text.trim())
     }
 
-    fn string(&self, name: &str) -> String {
+    pub(crate) fn string(&self, name: &str) -> String {
         self.child_text(name).unwrap_or_default().to_string()
     }
 
-    fn number<T: std::str::FromStr>(&self, name: &str) -> Option<T> {
+    pub(crate) fn number<T: std::str::FromStr>(&self, name: &str) -> Option<T> {
         self.child_text(name)?.parse().ok()
     }
 
@@ -327,6 +327,8 @@ pub struct CatalogItem {
     pub latitude: Option<f64>,
     /// `<Info><PTZType>` (2016: 1 dome, 2 hemisphere, 3 fixed, 4 remote-controlled fixed).
     pub ptz_type: Option<u32>,
+    /// In a Catalog NOTIFY (subscription): ADD, DEL, UPDATE, ON, OFF, VLOST, DEFECT.
+    pub event: String,
 }
 
 impl CatalogItem {
@@ -352,6 +354,7 @@ impl CatalogItem {
                 .child("Info")
                 .and_then(|i| i.number("PTZType"))
                 .or_else(|| e.number("PTZType")),
+            event: e.string("Event"),
         }
     }
 }
@@ -444,6 +447,21 @@ pub enum Manscdp {
         /// the platform asks for a key frame now.
         key_frame: bool,
     },
+    /// Catalog changes a subscribed device reports (`<Notify>`; each item has its `event`).
+    CatalogNotify(ListResponse<CatalogItem>),
+    Alarm(super::notify::Alarm),
+    MobilePosition(super::notify::MobilePosition),
+    /// Subscription bodies the device side reads: MobilePosition (with its interval) and
+    /// Alarm queries.
+    MobilePositionQuery {
+        sn: u32,
+        device_id: String,
+        interval_s: u32,
+    },
+    AlarmQuery {
+        sn: u32,
+        device_id: String,
+    },
     /// Device notification during playback/download; `notify_type` 121 = end of file.
     MediaStatus {
         sn: u32,
@@ -482,7 +500,11 @@ impl Manscdp {
             | Manscdp::DeviceStatusQuery { device_id, .. }
             | Manscdp::DeviceControl { device_id, .. }
             | Manscdp::MediaStatus { device_id, .. } => device_id,
-            Manscdp::Catalog(l) => &l.device_id,
+            Manscdp::Catalog(l) | Manscdp::CatalogNotify(l) => &l.device_id,
+            Manscdp::Alarm(a) => &a.device_id,
+            Manscdp::MobilePosition(m) => &m.device_id,
+            Manscdp::MobilePositionQuery { device_id, .. }
+            | Manscdp::AlarmQuery { device_id, .. } => device_id,
             Manscdp::RecordInfo(l) => &l.device_id,
             Manscdp::DeviceInfo { info, .. } => &info.device_id,
             Manscdp::DeviceStatus { status, .. } => &status.device_id,
@@ -558,6 +580,22 @@ impl Manscdp {
                 record_type: i.string("Type"),
                 file_size: i.number("FileSize"),
             }))
+        } else if doc.is(Root::Notify, "Catalog") {
+            Manscdp::CatalogNotify(list_items(&doc, "DeviceList", CatalogItem::from_element))
+        } else if doc.is(Root::Notify, "Alarm") {
+            Manscdp::Alarm(super::notify::Alarm::from_element(sn, device_id, e))
+        } else if doc.is(Root::Notify, "MobilePosition") {
+            Manscdp::MobilePosition(super::notify::MobilePosition::from_element(
+                sn, device_id, e,
+            ))
+        } else if doc.is(Root::Query, "MobilePosition") {
+            Manscdp::MobilePositionQuery {
+                sn,
+                device_id,
+                interval_s: e.number("Interval").unwrap_or(5),
+            }
+        } else if doc.is(Root::Query, "Alarm") {
+            Manscdp::AlarmQuery { sn, device_id }
         } else if doc.is(Root::Notify, "MediaStatus") {
             Manscdp::MediaStatus {
                 sn,
@@ -798,11 +836,11 @@ pub fn encode_body(inner: &str, charset: Charset) -> Vec<u8> {
     }
 }
 
-fn push_el(s: &mut String, name: &str, value: &str) {
+pub(crate) fn push_el(s: &mut String, name: &str, value: &str) {
     let _ = write!(s, "<{name}>{}</{name}>\r\n", escape(value));
 }
 
-fn head(root: Root, cmd: &str, sn: u32, device_id: &str) -> String {
+pub(crate) fn head(root: Root, cmd: &str, sn: u32, device_id: &str) -> String {
     let mut s = format!("<{}>\r\n", root.as_str());
     push_el(&mut s, "CmdType", cmd);
     push_el(&mut s, "SN", &sn.to_string());
@@ -870,34 +908,42 @@ pub fn build_catalog_response(
     push_el(&mut s, "SumNum", &sum_num.to_string());
     let _ = write!(s, "<DeviceList Num=\"{}\">\r\n", items.len());
     for i in items {
-        s.push_str("<Item>\r\n");
-        push_el(&mut s, "DeviceID", &i.device_id);
-        push_el(&mut s, "Name", &i.name);
-        push_el(&mut s, "Manufacturer", &i.manufacturer);
-        push_el(&mut s, "Model", &i.model);
-        push_el(&mut s, "Owner", &i.owner);
-        push_el(&mut s, "CivilCode", &i.civil_code);
-        push_el(&mut s, "Address", &i.address);
-        if let Some(p) = i.parental {
-            push_el(&mut s, "Parental", &p.to_string());
-        }
-        push_el(&mut s, "ParentID", &i.parent_id);
-        if let Some(r) = i.register_way {
-            push_el(&mut s, "RegisterWay", &r.to_string());
-        }
-        if let Some(r) = i.secrecy {
-            push_el(&mut s, "Secrecy", &r.to_string());
-        }
-        push_el(&mut s, "Status", &i.status);
-        if let Some(t) = i.ptz_type {
-            s.push_str("<Info>\r\n");
-            push_el(&mut s, "PTZType", &t.to_string());
-            s.push_str("</Info>\r\n");
-        }
-        s.push_str("</Item>\r\n");
+        push_catalog_item(&mut s, i);
     }
     s.push_str("</DeviceList>\r\n</Response>\r\n");
     s
+}
+
+/// One `<Item>` of a Catalog list (response or NOTIFY); its `<Event>` when it has one.
+pub(crate) fn push_catalog_item(s: &mut String, i: &CatalogItem) {
+    s.push_str("<Item>\r\n");
+    push_el(s, "DeviceID", &i.device_id);
+    push_el(s, "Name", &i.name);
+    push_el(s, "Manufacturer", &i.manufacturer);
+    push_el(s, "Model", &i.model);
+    push_el(s, "Owner", &i.owner);
+    push_el(s, "CivilCode", &i.civil_code);
+    push_el(s, "Address", &i.address);
+    if let Some(p) = i.parental {
+        push_el(s, "Parental", &p.to_string());
+    }
+    push_el(s, "ParentID", &i.parent_id);
+    if let Some(r) = i.register_way {
+        push_el(s, "RegisterWay", &r.to_string());
+    }
+    if let Some(r) = i.secrecy {
+        push_el(s, "Secrecy", &r.to_string());
+    }
+    push_el(s, "Status", &i.status);
+    if let Some(t) = i.ptz_type {
+        s.push_str("<Info>\r\n");
+        push_el(s, "PTZType", &t.to_string());
+        s.push_str("</Info>\r\n");
+    }
+    if !i.event.is_empty() {
+        push_el(s, "Event", &i.event);
+    }
+    s.push_str("</Item>\r\n");
 }
 
 pub fn build_device_info_response(sn: u32, info: &DeviceInfo) -> String {

@@ -245,6 +245,12 @@ impl Dialog {
         self.request("BYE", self.local_cseq)
     }
 
+    /// Any in-dialog request with the next CSeq (e.g. a SUBSCRIBE refresh).
+    pub fn next_request(&mut self, method: &str) -> Message {
+        self.local_cseq += 1;
+        self.request(method, self.local_cseq)
+    }
+
     /// INFO carrying a MANSRTSP body, with the next CSeq.
     pub fn info(&mut self, mansrtsp: &str) -> Message {
         self.local_cseq += 1;
