@@ -3,7 +3,8 @@
 //! Structure names: `gb28181-device-registered`, `gb28181-device-unregistered`,
 //! `gb28181-device-online`, `gb28181-device-offline`, `gb28181-keepalive-refused`,
 //! `gb28181-auth-failed`, `gb28181-catalog`, `gb28181-device-info`, `gb28181-device-status`,
-//! `gb28181-record-info`, `gb28181-media-status`, and the security events
+//! `gb28181-record-info`, `gb28181-media-status`, `gb28181-catalog-changed`, `gb28181-alarm`,
+//! `gb28181-mobile-position`, `gb28181-subscription`, and the security events
 //! `gb28181-source-blocked`, `gb28181-forged-request`, `gb28181-invalid-id`,
 //! `gb28181-catalog-items-dropped` (see [`is_security_event`]).
 
@@ -213,6 +214,85 @@ pub fn event_structure(e: &EndpointEvent) -> gst::Structure {
                 .field("record", &status.record)
                 .field("device-time", &status.device_time)
                 .build()
+        }
+        EndpointEvent::CatalogChanged { device_id, items } => {
+            let col = |f: fn(&crate::core::manscdp::CatalogItem) -> &String| {
+                gst::Array::new(items.iter().map(|i| f(i).clone()))
+            };
+            gst::Structure::builder("gb28181-catalog-changed")
+                .field("device-id", device_id)
+                .field("count", items.len() as u32)
+                .field("channel-ids", col(|i| &i.device_id))
+                .field("events", col(|i| &i.event))
+                .field("names", col(|i| &i.name))
+                .field("status", col(|i| &i.status))
+                .build()
+        }
+        EndpointEvent::Alarm { device_id, alarm } => {
+            let mut b = gst::Structure::builder("gb28181-alarm")
+                .field("device-id", device_id)
+                .field("alarm-device-id", &alarm.device_id)
+                .field("time", &alarm.time)
+                .field("description", &alarm.description);
+            if let Some(p) = alarm.priority {
+                b = b.field("priority", p);
+            }
+            if let Some(m) = alarm.method {
+                b = b.field("method", m);
+            }
+            if let Some(t) = alarm.alarm_type {
+                b = b.field("alarm-type", t);
+            }
+            if let (Some(lon), Some(lat)) = (alarm.longitude, alarm.latitude) {
+                b = b.field("longitude", lon).field("latitude", lat);
+            }
+            b.build()
+        }
+        EndpointEvent::MobilePosition {
+            device_id,
+            position: p,
+        } => {
+            let mut b = gst::Structure::builder("gb28181-mobile-position")
+                .field("device-id", device_id)
+                .field("time", &p.time);
+            for (name, v) in [
+                ("longitude", p.longitude),
+                ("latitude", p.latitude),
+                ("speed", p.speed),
+                ("direction", p.direction),
+                ("altitude", p.altitude),
+            ] {
+                if let Some(v) = v {
+                    b = b.field(name, v);
+                }
+            }
+            b.build()
+        }
+        EndpointEvent::Subscription {
+            device_id,
+            event,
+            change,
+        } => {
+            use crate::core::subscription::Change;
+            let b = gst::Structure::builder("gb28181-subscription")
+                .field("device-id", device_id)
+                .field("event", event);
+            match change {
+                Change::Active { expires_s } => {
+                    b.field("state", "active").field("expires", *expires_s)
+                }
+                Change::Failed {
+                    status,
+                    retry_in_ms,
+                } => b
+                    .field("state", "failed")
+                    .field("status", u32::from(status.unwrap_or(0)))
+                    .field("retry-in-ms", *retry_in_ms),
+                Change::Terminated { reason } => {
+                    b.field("state", "terminated").field("reason", reason)
+                }
+            }
+            .build()
         }
     }
 }

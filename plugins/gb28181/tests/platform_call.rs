@@ -6,10 +6,9 @@
 mod common;
 
 use common::serial;
-use gstgb28181::core::registrar::RegistrarConfig;
 use gstgb28181::core::sdp::{MediaTransport, SessionKind};
-use gstgb28181::device::{DeviceAgent, DeviceConfig, DeviceEvent, SipTransport as DevSip};
-use gstgb28181::endpoint::{Endpoint, EndpointKey, SipTransport};
+use gstgb28181::device::{DeviceAgent, DeviceEvent};
+use gstgb28181::endpoint::{Endpoint, SipTransport};
 use gstgb28181::platform::{Call, CallError, CallEvent, CallParams};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,39 +20,11 @@ const DEV: &str = "34020000001320000001";
 const PASSWORD: &str = "12345678";
 
 fn endpoint() -> Arc<Endpoint> {
-    let key = EndpointKey {
-        address: "127.0.0.1".into(),
-        port: 0,
-        transport: SipTransport::Udp,
-    };
-    Endpoint::obtain(&key, RegistrarConfig::default()).unwrap()
+    common::udp_endpoint()
 }
 
 fn device(server: SocketAddr) -> (Arc<DeviceAgent>, mpsc::Receiver<DeviceEvent>) {
-    let (tx, rx) = mpsc::channel();
-    let agent = DeviceAgent::start(
-        DeviceConfig {
-            server,
-            server_id: SERVER.into(),
-            domain: "3402000000".into(),
-            device_id: DEV.into(),
-            channel_id: DEV.into(),
-            password: PASSWORD.into(),
-            local_ip: "127.0.0.1".into(),
-            local_port: 0,
-            expires: 3600,
-            keepalive_interval_ms: 60_000,
-            retry_ms: 1000,
-            device_name: "call test".into(),
-            transport: DevSip::Udp,
-            records: Vec::new(),
-        },
-        move |e| {
-            let _ = tx.send(e);
-        },
-    )
-    .unwrap();
-    (agent, rx)
+    common::device_agent(server)
 }
 
 fn params(wait: Duration) -> CallParams {
@@ -77,19 +48,11 @@ fn params(wait: Duration) -> CallParams {
     }
 }
 
-/// Waits for a device event matching `pred` (bounded).
 fn wait_event(
     rx: &mpsc::Receiver<DeviceEvent>,
     pred: impl Fn(&DeviceEvent) -> bool,
 ) -> DeviceEvent {
-    let end = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = end.saturating_duration_since(Instant::now());
-        let e = rx.recv_timeout(left).expect("device event");
-        if pred(&e) {
-            return e;
-        }
-    }
+    common::next_matching(rx, pred)
 }
 
 /// A PS frame: pack header, then one video PES carrying `nal` (Annex B).

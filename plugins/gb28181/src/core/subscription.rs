@@ -125,6 +125,16 @@ impl Subscription {
         self.dialog.as_ref().map(|d| d.call_id.as_str())
     }
 
+    /// Whether a NOTIFY with `call_id` is ours: in the dialog, or for the SUBSCRIBE still
+    /// waiting for its answer (devices often NOTIFY before their 200 arrives).
+    pub fn owns_call_id(&self, call_id: &str) -> bool {
+        self.call_id() == Some(call_id)
+            || self
+                .sent
+                .as_ref()
+                .is_some_and(|m| m.call_id() == Some(call_id))
+    }
+
     pub fn is_active(&self) -> bool {
         matches!(self.phase, Phase::Active { .. })
     }

@@ -22,6 +22,8 @@
 //! Limits: one media session at a time (a new INVITE replaces the old one); the GOP cache is
 //! bounded by [`MAX_GOP_BYTES`] and [`MAX_GOP_FRAMES`].
 
+mod subscriptions;
+
 use crate::core::addr;
 use crate::core::client::{
     ClientAction, ClientState, MAX_BACKOFF_SHIFT, RegisterClient, RegisterClientConfig,
@@ -184,6 +186,12 @@ pub enum DeviceEvent {
         scale: Option<f64>,
         npt: Option<f64>,
     },
+    /// The platform subscribed to `event` (Catalog, Alarm, MobilePosition) or refreshed it;
+    /// `expires_s` 0: it unsubscribed.
+    Subscribed {
+        event: String,
+        expires_s: u32,
+    },
 }
 
 enum MediaOut {
@@ -280,6 +288,8 @@ pub struct DeviceAgent {
     dialog: Mutex<Option<Dialog>>,
     gop: Mutex<Gop>,
     client: Mutex<RegisterClient>,
+    /// The platform's subscriptions to our events.
+    subs: Mutex<subscriptions::DeviceSubs>,
     on_event: EventFn,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -344,6 +354,7 @@ impl DeviceAgent {
             dialog: Mutex::new(None),
             gop: Mutex::new(Gop::default()),
             client: Mutex::new(client),
+            subs: Mutex::new(subscriptions::DeviceSubs::default()),
             on_event: Box::new(on_event),
             thread: Mutex::new(None),
         });
@@ -498,6 +509,7 @@ impl DeviceAgent {
             let acts = lock(&self.client).poll(now_ms());
             self.do_actions(acts);
             self.retransmit_ok(now_ms());
+            self.tick_subscriptions(now_ms());
         }
     }
 
@@ -607,6 +619,7 @@ impl DeviceAgent {
             let acts = lock(&self.client).poll(now_ms());
             self.do_actions(acts);
             self.retransmit_ok(now_ms());
+            self.tick_subscriptions(now_ms());
         }
     }
 
@@ -647,6 +660,7 @@ impl DeviceAgent {
                 self.handle_manscdp(&m);
             }
             "INVITE" => self.handle_invite(&m, from),
+            "SUBSCRIBE" => self.handle_subscribe(&m, from),
             "ACK" => {
                 {
                     let mut r = lock(&self.ok_retransmit);
@@ -772,27 +786,33 @@ impl DeviceAgent {
         m
     }
 
+    /// Our one channel as a Catalog item.
+    fn catalog_item(&self) -> CatalogItem {
+        let c = &self.config;
+        CatalogItem {
+            device_id: c.channel_id.clone(),
+            name: c.device_name.clone(),
+            manufacturer: "gst-ipcam".into(),
+            model: "gb28181sink".into(),
+            owner: "gst-ipcam".into(),
+            civil_code: c.domain.chars().take(6).collect(),
+            address: "gst-ipcam".into(),
+            parental: Some(0),
+            parent_id: c.device_id.clone(),
+            register_way: Some(1),
+            secrecy: Some(0),
+            status: "ON".into(),
+            // A fixed camera.
+            ptz_type: Some(3),
+            ..Default::default()
+        }
+    }
+
     fn handle_manscdp(&self, m: &Message) {
         let c = &self.config;
         let body = match Manscdp::parse(&m.body) {
             Ok(Manscdp::CatalogQuery { sn, .. }) => {
-                let item = CatalogItem {
-                    device_id: c.channel_id.clone(),
-                    name: c.device_name.clone(),
-                    manufacturer: "gst-ipcam".into(),
-                    model: "gb28181sink".into(),
-                    owner: "gst-ipcam".into(),
-                    civil_code: c.domain.chars().take(6).collect(),
-                    address: "gst-ipcam".into(),
-                    parental: Some(0),
-                    parent_id: c.device_id.clone(),
-                    register_way: Some(1),
-                    secrecy: Some(0),
-                    status: "ON".into(),
-                    // A fixed camera.
-                    ptz_type: Some(3),
-                    ..Default::default()
-                };
+                let item = self.catalog_item();
                 manscdp::build_catalog_response(sn, &c.device_id, 1, &[item])
             }
             Ok(Manscdp::DeviceInfoQuery { sn, .. }) => manscdp::build_device_info_response(

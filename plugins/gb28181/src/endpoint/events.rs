@@ -42,6 +42,28 @@ pub enum EndpointEvent {
         over_limit: u32,
         example: String,
     },
+    /// Catalog changes a subscribed device notified (each item with its `event`: ADD, DEL,
+    /// UPDATE, ON, OFF, VLOST, DEFECT); items with invalid IDs are dropped first.
+    CatalogChanged {
+        device_id: String,
+        items: Vec<CatalogItem>,
+    },
+    /// An alarm from `device_id` (the alarm's own `device_id` may be one of its channels).
+    Alarm {
+        device_id: String,
+        alarm: Alarm,
+    },
+    MobilePosition {
+        device_id: String,
+        position: MobilePosition,
+    },
+    /// A subscription of ours changed state.
+    Subscription {
+        device_id: String,
+        /// Catalog, Alarm or MobilePosition.
+        event: String,
+        change: Change,
+    },
 }
 
 impl EndpointEvent {
@@ -64,7 +86,11 @@ impl EndpointEvent {
             EndpointEvent::DeviceStatus { status, .. } => &status.device_id,
             EndpointEvent::RecordInfo { device_id, .. } => device_id,
             EndpointEvent::MediaStatus { device_id, .. } => device_id,
-            EndpointEvent::CatalogItemsDropped { device_id, .. } => device_id,
+            EndpointEvent::CatalogItemsDropped { device_id, .. }
+            | EndpointEvent::CatalogChanged { device_id, .. }
+            | EndpointEvent::Alarm { device_id, .. }
+            | EndpointEvent::MobilePosition { device_id, .. }
+            | EndpointEvent::Subscription { device_id, .. } => device_id,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! registered devices only, in-dialog BYE/INFO, responses to our transactions.
 
 use super::*;
+use crate::core::notify;
 
 impl Endpoint {
     /// Handles one incoming datagram from `source` (public for tests and the fuzz-like
@@ -43,9 +44,23 @@ impl Endpoint {
                 vec![],
             ),
         };
+        let accepted = response
+            .as_ref()
+            .is_some_and(|r| r.status().is_some_and(|s| (200..300).contains(&s)));
         if let Some(mut r) = response {
             r.stamp_via_source(peer.addr);
             let _ = self.send_to(&r, reply_addr(&msg, peer.addr, self.key.transport));
+        }
+        let mut events = events;
+        if accepted && method == "NOTIFY" {
+            events.extend(self.note_notify(&msg, now));
+        }
+        // Alarms are answered with a Response of their own (§9.4), after the 200.
+        for e in &events {
+            if let EndpointEvent::Alarm { device_id, alarm } = e {
+                let body = notify::build_alarm_response(alarm.sn, &alarm.device_id);
+                let _ = self.send_manscdp(device_id, &alarm.device_id, &body);
+            }
         }
         self.publish(events);
     }
@@ -219,6 +234,52 @@ impl Endpoint {
                 vec![EndpointEvent::MediaStatus {
                     device_id,
                     notify_type,
+                }],
+            ),
+            Manscdp::CatalogNotify(mut list) => {
+                let policy = inner.registrar.config.id_policy.clone();
+                let before = list.items.len();
+                list.items.retain(|i| policy.is_valid(&i.device_id));
+                let invalid = before - list.items.len();
+                let mut events = Vec::new();
+                if invalid > 0 {
+                    inner.catalog_items_dropped += invalid as u64;
+                    events.push(EndpointEvent::CatalogItemsDropped {
+                        device_id: sender.clone(),
+                        invalid: invalid as u32,
+                        over_limit: 0,
+                        example: String::new(),
+                    });
+                }
+                // Added channels are believed from now on (within the channel budget);
+                // deleted ones no more.
+                for i in &list.items {
+                    if i.event.eq_ignore_ascii_case("DEL") {
+                        if let Some(set) = inner.channels.get_mut(&sender) {
+                            set.remove(&i.device_id);
+                        }
+                    } else {
+                        inner.note_channel(&sender, &i.device_id);
+                    }
+                }
+                events.push(EndpointEvent::CatalogChanged {
+                    device_id: sender.clone(),
+                    items: list.items,
+                });
+                (ok, events)
+            }
+            Manscdp::Alarm(alarm) => (
+                ok,
+                vec![EndpointEvent::Alarm {
+                    device_id: sender.clone(),
+                    alarm,
+                }],
+            ),
+            Manscdp::MobilePosition(position) => (
+                ok,
+                vec![EndpointEvent::MobilePosition {
+                    device_id: sender.clone(),
+                    position,
                 }],
             ),
             Manscdp::DeviceInfo { sn, info } => (ok, vec![EndpointEvent::DeviceInfo { sn, info }]),

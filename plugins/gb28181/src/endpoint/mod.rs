@@ -38,6 +38,7 @@
 mod events;
 mod incoming;
 mod outgoing;
+mod subscriptions;
 #[cfg(test)]
 mod tests;
 mod threads;
@@ -45,6 +46,8 @@ mod threads;
 pub use events::EndpointEvent;
 use events::{dispatch_loop, is_refusal, wrap};
 use incoming::tx_key;
+use subscriptions::SubEntry;
+pub use subscriptions::{MAX_SUBSCRIPTIONS, SubscriptionInfo};
 use threads::{accept_loop, timer_loop, udp_loop};
 
 use crate::core::addr;
@@ -53,11 +56,13 @@ use crate::core::manscdp::{
     self, CatalogItem, DeviceInfo, DeviceStatus, ListMerger, ListResponse, Manscdp,
     RecordInfoQuery, RecordItem,
 };
+use crate::core::notify::{Alarm, MobilePosition};
 use crate::core::random;
 use crate::core::registrar::{
     self, Device, Registrar, RegistrarConfig, RegistrarStats, SenderCheck, reason,
 };
 use crate::core::sip::{Message, NameAddr, StreamFramer};
+use crate::core::subscription::Change;
 use crate::core::transaction::{ClientTransaction, Dialog, TransactionKind, TxAction};
 use gst_ipcam_common::sync::lock;
 use std::collections::{HashMap, HashSet};
@@ -169,6 +174,8 @@ struct Inner {
     /// Over TCP: the connection each device registered on.
     device_conns: HashMap<String, u64>,
     catalog_items_dropped: u64,
+    /// Our subscriptions to devices' events, by (device, event package).
+    subscriptions: HashMap<(String, &'static str), SubEntry>,
     sn: u32,
     next_poll_ms: u64,
 }
@@ -183,6 +190,13 @@ impl Inner {
                         Some(c) => self.device_conns.insert(device_id.clone(), c),
                         None => self.device_conns.remove(device_id),
                     };
+                    // A (re)registered device has lost its dialogs: subscribe anew.
+                    let now = now_ms();
+                    for ((dev, _), e) in self.subscriptions.iter_mut() {
+                        if dev == device_id {
+                            e.restart(now);
+                        }
+                    }
                 }
                 EndpointEvent::Registrar(registrar::Event::Unregistered { device_id, .. }) => {
                     self.device_conns.remove(device_id);
@@ -430,6 +444,7 @@ impl Endpoint {
                 channels: HashMap::new(),
                 device_conns: HashMap::new(),
                 catalog_items_dropped: 0,
+                subscriptions: HashMap::new(),
                 sn: 0,
                 next_poll_ms: 0,
             }),

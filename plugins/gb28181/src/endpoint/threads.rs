@@ -77,6 +77,7 @@ impl Endpoint {
             self.retransmissions.fetch_add(1, Ordering::Relaxed);
             let _ = self.send_bytes(&bytes, dest);
         }
+        events.extend(self.poll_subscriptions(now));
         self.publish(events);
     }
 }

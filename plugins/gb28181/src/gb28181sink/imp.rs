@@ -166,6 +166,12 @@ fn event_structure(e: &DeviceEvent) -> gst::Structure {
                 .field("npt", npt.unwrap_or(-1.0))
                 .build()
         }
+        DeviceEvent::Subscribed { event, expires_s } => {
+            gst::Structure::builder("gb28181-subscribed")
+                .field("event", event)
+                .field("expires", *expires_s)
+                .build()
+        }
     }
 }
 

@@ -230,3 +230,68 @@ pub fn manscdp_message(from_id: &str, body: &str) -> Message {
 pub fn keepalive(from_id: &str, body_id: &str) -> Message {
     manscdp_message(from_id, &manscdp::build_keepalive(1, body_id))
 }
+
+/// A UDP endpoint on 127.0.0.1, a port the OS gives, default registrar settings (devices'
+/// password 12345678).
+pub fn udp_endpoint() -> Arc<Endpoint> {
+    let key = gstgb28181::endpoint::EndpointKey {
+        address: "127.0.0.1".into(),
+        port: 0,
+        transport: SipTransport::Udp,
+    };
+    Endpoint::obtain(
+        &key,
+        gstgb28181::core::registrar::RegistrarConfig::default(),
+    )
+    .unwrap()
+}
+
+/// Device 34020000001320000001 (the device agent of gb28181sink, without GStreamer) over
+/// UDP to `server`, with its events on the returned channel.
+pub fn device_agent(
+    server: SocketAddr,
+) -> (
+    Arc<gstgb28181::device::DeviceAgent>,
+    std::sync::mpsc::Receiver<gstgb28181::device::DeviceEvent>,
+) {
+    use gstgb28181::device::{DeviceAgent, DeviceConfig, SipTransport as DevSip};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let agent = DeviceAgent::start(
+        DeviceConfig {
+            server,
+            server_id: SERVER.into(),
+            domain: "3402000000".into(),
+            device_id: "34020000001320000001".into(),
+            channel_id: "34020000001320000001".into(),
+            password: "12345678".into(),
+            local_ip: "127.0.0.1".into(),
+            local_port: 0,
+            expires: 3600,
+            keepalive_interval_ms: 60_000,
+            retry_ms: 1000,
+            device_name: "test device".into(),
+            transport: DevSip::Udp,
+            records: Vec::new(),
+        },
+        move |e| {
+            let _ = tx.send(e);
+        },
+    )
+    .unwrap();
+    (agent, rx)
+}
+
+/// The next event on `rx` matching `pred`, within 5 s.
+pub fn next_matching<E: std::fmt::Debug>(
+    rx: &std::sync::mpsc::Receiver<E>,
+    pred: impl Fn(&E) -> bool,
+) -> E {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let e = rx.recv_timeout(left).expect("the awaited event within 5 s");
+        if pred(&e) {
+            return e;
+        }
+    }
+}
