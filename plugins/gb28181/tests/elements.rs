@@ -791,3 +791,55 @@ fn platform_forces_a_key_frame() {
     sink.set_state(gst::State::Null).unwrap();
     src.set_state(gst::State::Null).unwrap();
 }
+
+/// Subscriptions from a launch line's elements: gb28181src's `subscribe` signal, the
+/// camera's `position` property and `send-alarm` signal; the events arrive as bus messages.
+#[test]
+fn subscriptions_through_the_elements() {
+    init();
+    let _g = serial();
+    let device = "34020000001320000131";
+    let (src, frames) = src_pipeline(0, device, "udp", "");
+    let src_bus = src.bus().unwrap();
+    src.set_state(gst::State::Playing).unwrap();
+    let port = sip_port(&src, "src");
+    let sink = sink_pipeline(port, device, "secret", "position=116.39,39.91");
+    let sink_bus = sink.bus().unwrap();
+    sink.set_state(gst::State::Playing).unwrap();
+    assert!(wait_frames(&frames, 5, Duration::from_secs(20), &src_bus) >= 5);
+    let el = src.by_name("src").unwrap();
+    assert!(el.emit_by_name::<bool>("subscribe", &[&"mobile-position", &60u32, &1u32]));
+    assert!(el.emit_by_name::<bool>("subscribe", &[&"alarm", &60u32, &0u32]));
+    assert!(!el.emit_by_name::<bool>("subscribe", &[&"weather", &60u32, &0u32]));
+    wait_for(&sink_bus, Duration::from_secs(5), |m| {
+        element_named(m, "gb28181-subscribed")
+    })
+    .expect("the camera saw the subscription");
+    // Two position reports (the initial one and one a second later).
+    for _ in 0..2 {
+        let m = wait_for(&src_bus, Duration::from_secs(5), |m| {
+            element_named(m, "gb28181-mobile-position")
+        })
+        .expect("a position");
+        let s = m.structure().unwrap();
+        assert_eq!(s.get::<String>("device-id").unwrap(), device);
+        assert_eq!(s.get::<f64>("longitude").unwrap(), 116.39);
+        assert_eq!(s.get::<f64>("latitude").unwrap(), 39.91);
+    }
+    let dev = sink.by_name("dev").unwrap();
+    assert!(dev.emit_by_name::<bool>("send-alarm", &[&1u32, &5u32, &"motion at the gate"]));
+    let m = wait_for(&src_bus, Duration::from_secs(5), |m| {
+        element_named(m, "gb28181-alarm")
+    })
+    .expect("the alarm");
+    let s = m.structure().unwrap();
+    assert_eq!(
+        s.get::<String>("description").unwrap(),
+        "motion at the gate"
+    );
+    assert_eq!(s.get::<u32>("priority").unwrap(), 1);
+    assert!(el.emit_by_name::<bool>("unsubscribe", &[&"mobile-position"]));
+    assert!(!el.emit_by_name::<bool>("unsubscribe", &[&"mobile-position"]));
+    sink.set_state(gst::State::Null).unwrap();
+    src.set_state(gst::State::Null).unwrap();
+}

@@ -39,6 +39,8 @@ struct Settings {
     retry_interval: u32,
     device_name: String,
     records: Vec<crate::device::Recording>,
+    /// Longitude, latitude reported to a MobilePosition subscriber.
+    position: Option<(f64, f64)>,
 }
 
 impl Default for Settings {
@@ -59,6 +61,7 @@ impl Default for Settings {
             retry_interval: 10_000,
             device_name: "gst-ipcam".into(),
             records: Vec::new(),
+            position: None,
         }
     }
 }
@@ -175,6 +178,16 @@ fn event_structure(e: &DeviceEvent) -> gst::Structure {
     }
 }
 
+/// `"longitude,latitude"` within range, or None.
+fn parse_position(s: &str) -> Option<(f64, f64)> {
+    let (lon, lat) = s.split_once(',')?;
+    let (lon, lat) = (
+        lon.trim().parse::<f64>().ok()?,
+        lat.trim().parse::<f64>().ok()?,
+    );
+    ((-180.0..=180.0).contains(&lon) && (-90.0..=90.0).contains(&lat)).then_some((lon, lat))
+}
+
 impl ObjectImpl for Gb28181Sink {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
@@ -270,6 +283,11 @@ impl ObjectImpl for Gb28181Sink {
                     .blurb("Recordings listed in RecordInfo answers, as \"start/end;start/end\" (times yyyy-MM-ddTHH:mm:ss)")
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("position")
+                    .nick("Position")
+                    .blurb("\"longitude,latitude\" in degrees, reported to a platform that subscribes to MobilePosition (at once and every interval it asks for); empty: none")
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb("Registration and session state, frames received")
@@ -278,6 +296,42 @@ impl ObjectImpl for Gb28181Sink {
             ]
         });
         PROPERTIES.as_ref()
+    }
+
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
+            vec![
+                // send-alarm(priority 1..4, method 1..7, description) -> sent: an alarm
+                // MESSAGE to the platform (§9.4).
+                glib::subclass::Signal::builder("send-alarm")
+                    .action()
+                    .param_types([
+                        u32::static_type(),
+                        u32::static_type(),
+                        String::static_type(),
+                    ])
+                    .return_type::<bool>()
+                    .class_handler(|args| {
+                        let obj = args[0].get::<super::Gb28181Sink>().ok()?;
+                        let priority = args[1].get::<u32>().ok()?;
+                        let method = args[2].get::<u32>().ok()?;
+                        let description = args[3].get::<String>().ok()?;
+                        let agent = lock(&obj.imp().state).agent.clone();
+                        let sent = agent.is_some_and(|a| {
+                            a.send_alarm(&crate::core::notify::Alarm {
+                                priority: Some(priority.clamp(1, 4)),
+                                method: Some(method.clamp(1, 7)),
+                                description,
+                                ..Default::default()
+                            })
+                            .is_ok()
+                        });
+                        Some(sent.to_value())
+                    })
+                    .build(),
+            ]
+        });
+        SIGNALS.as_ref()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
@@ -304,6 +358,22 @@ impl ObjectImpl for Gb28181Sink {
             "keepalive-interval" => s.keepalive_interval = value.get().unwrap_or(60_000),
             "retry-interval" => s.retry_interval = value.get().unwrap_or(10_000),
             "device-name" => s.device_name = string(),
+            "position" => {
+                let v = string();
+                s.position = parse_position(&v);
+                if s.position.is_none() && !v.is_empty() {
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "position {v:?} refused: want \"longitude,latitude\""
+                    );
+                }
+                let (pos, agent) = (s.position, lock(&self.state).agent.clone());
+                drop(s);
+                if let (Some((lon, lat)), Some(a)) = (pos, agent) {
+                    a.set_position(lon, lat);
+                }
+            }
             "records" => match crate::device::parse_records(&string()) {
                 Ok(r) => s.records = r,
                 Err(e) => {
@@ -347,6 +417,11 @@ impl ObjectImpl for Gb28181Sink {
             "keepalive-interval" => s.keepalive_interval.to_value(),
             "retry-interval" => s.retry_interval.to_value(),
             "device-name" => s.device_name.to_value(),
+            "position" => s
+                .position
+                .map(|(lon, lat)| format!("{lon},{lat}"))
+                .unwrap_or_default()
+                .to_value(),
             "records" => s
                 .records
                 .iter()
@@ -508,6 +583,9 @@ impl BaseSinkImpl for Gb28181Sink {
             agent.local_addr(),
             s.sip_transport
         );
+        if let Some((lon, lat)) = s.position {
+            agent.set_position(lon, lat);
+        }
         let mut st = lock(&self.state);
         st.agent = Some(agent);
         st.frames = 0;

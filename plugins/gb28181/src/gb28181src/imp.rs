@@ -18,6 +18,7 @@ use crate::core::manscdp::PtzCmd;
 use crate::core::media::SsrcPolicy;
 use crate::core::registrar::{self, RegistrarConfig};
 use crate::core::sdp::{MediaTransport, SessionKind};
+use crate::core::subscription::EventKind;
 use crate::endpoint::{Endpoint, EndpointEvent, EndpointKey, SipTransport};
 use crate::messages::{describe, event_structure, is_security_event};
 use crate::platform::{Call, CallError, CallEvent, CallParams};
@@ -564,6 +565,50 @@ impl Gb28181Src {
         ep.request(&info, dest).is_ok()
     }
 
+    /// Subscribes to `event` (catalog, alarm, mobile-position; `interval` seconds for
+    /// positions) of this element's device for `expires` seconds (renewed until
+    /// unsubscribed). Events arrive as bus messages (`gb28181-catalog-changed`,
+    /// `gb28181-alarm`, `gb28181-mobile-position`, `gb28181-subscription`).
+    fn subscribe(&self, event: &str, expires: u32, interval: u32) -> bool {
+        let kind = match event.to_ascii_lowercase().as_str() {
+            "catalog" => EventKind::Catalog,
+            "alarm" => EventKind::Alarm,
+            "mobile-position" | "mobileposition" => EventKind::MobilePosition {
+                interval_s: interval.clamp(1, 3600),
+            },
+            _ => {
+                gst::warning!(CAT, imp = self, "Unknown event {event:?} to subscribe to");
+                return false;
+            }
+        };
+        let device = lock(&self.settings).device_id.clone();
+        match self
+            .endpoint()
+            .map(|ep| ep.subscribe_events(&device, kind, expires))
+        {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "Could not subscribe to {event} of {device}: {e}"
+                );
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn unsubscribe(&self, event: &str) -> bool {
+        let device = lock(&self.settings).device_id.clone();
+        let package = match event.to_ascii_lowercase().as_str() {
+            "mobile-position" => "MobilePosition".to_string(),
+            e => e.to_string(),
+        };
+        self.endpoint()
+            .is_some_and(|ep| ep.unsubscribe_events(&device, &package))
+    }
+
     fn ptz(&self, command: &str, speed: u32) -> bool {
         let speed = speed.min(255) as u8;
         let cmd = match command {
@@ -824,6 +869,32 @@ impl ObjectImpl for Gb28181Src {
                 query("query-catalog", "Catalog"),
                 query("query-device-info", "DeviceInfo"),
                 query("query-device-status", "DeviceStatus"),
+                glib::subclass::Signal::builder("subscribe")
+                    .action()
+                    .param_types([
+                        String::static_type(),
+                        u32::static_type(),
+                        u32::static_type(),
+                    ])
+                    .return_type::<bool>()
+                    .class_handler(|args| {
+                        let obj = args[0].get::<super::Gb28181Src>().ok()?;
+                        let event = args[1].get::<String>().ok()?;
+                        let expires = args[2].get::<u32>().ok()?;
+                        let interval = args[3].get::<u32>().ok()?;
+                        Some(obj.imp().subscribe(&event, expires, interval).to_value())
+                    })
+                    .build(),
+                glib::subclass::Signal::builder("unsubscribe")
+                    .action()
+                    .param_types([String::static_type()])
+                    .return_type::<bool>()
+                    .class_handler(|args| {
+                        let obj = args[0].get::<super::Gb28181Src>().ok()?;
+                        let event = args[1].get::<String>().ok()?;
+                        Some(obj.imp().unsubscribe(&event).to_value())
+                    })
+                    .build(),
                 glib::subclass::Signal::builder("ptz")
                     .action()
                     .param_types([String::static_type(), u32::static_type()])
