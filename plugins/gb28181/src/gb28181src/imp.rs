@@ -54,6 +54,8 @@ struct Settings {
     stream_timeout: u32,
     buffer_size: u32,
     strict_ssrc: bool,
+    /// Events to subscribe to once the call is up: (event, interval s).
+    subscribe: Vec<(String, u32)>,
     keepalive_interval: u32,
     keepalive_max_missed: u32,
     media_port_range: String,
@@ -86,6 +88,7 @@ impl Default for Settings {
             stream_timeout: 10,
             buffer_size: DEFAULT_BUFFER_SIZE,
             strict_ssrc: false,
+            subscribe: Vec::new(),
             keepalive_interval: 60_000,
             keepalive_max_missed: 3,
             media_port_range: String::new(),
@@ -137,6 +140,34 @@ impl Settings {
             },
         }
     }
+}
+
+/// `catalog,alarm,mobile-position=5` → the events and position interval (5 s by default).
+fn parse_subscribe(s: &str) -> Result<Vec<(String, u32)>, String> {
+    let mut v = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, interval) = match part.split_once('=') {
+            Some((n, i)) => (
+                n.trim(),
+                i.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|i| (1..=3600).contains(i))
+                    .ok_or_else(|| format!("interval of {n:?} must be 1..3600 s"))?,
+            ),
+            None => (part, 5),
+        };
+        let name = name.to_ascii_lowercase();
+        if !["catalog", "alarm", "mobile-position"].contains(&name.as_str()) {
+            return Err(format!(
+                "unknown event {name:?} (catalog, alarm, mobile-position)"
+            ));
+        }
+        if v.len() < 3 && !v.iter().any(|(n, _)| *n == name) {
+            v.push((name, interval));
+        }
+    }
+    Ok(v)
 }
 
 /// `id=pw,id=pw` (also `;` separated).
@@ -436,6 +467,9 @@ impl Gb28181Src {
             .src(&*self.obj())
             .build(),
         );
+        for (event, interval) in &s.subscribe {
+            self.subscribe(event, 3600, *interval);
+        }
         let receiver = call.receiver.take().expect("a new call has its receiver");
         Ok(Session {
             kind: s.session_kind,
@@ -738,6 +772,13 @@ impl ObjectImpl for Gb28181Src {
                     .default_value(d.buffer_size)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("subscribe")
+                    .nick("Subscribe")
+                    .blurb("Events of the device to subscribe to once streaming: comma-separated \
+                            catalog, alarm, mobile-position[=interval s] (1 h, renewed); they \
+                            arrive as bus messages")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("strict-ssrc")
                     .nick("Strict SSRC")
                     .blurb("Accept media only with the SSRC the device answered, from one address. \
@@ -938,6 +979,13 @@ impl ObjectImpl for Gb28181Src {
             "stream-timeout" => s.stream_timeout = value.get().unwrap_or(10),
             "buffer-size" => s.buffer_size = value.get().unwrap_or(DEFAULT_BUFFER_SIZE),
             "strict-ssrc" => s.strict_ssrc = value.get().expect("type checked upstream"),
+            "subscribe" => match parse_subscribe(&string()) {
+                Ok(v) => s.subscribe = v,
+                Err(e) => {
+                    gst::warning!(CAT, imp = self, "subscribe refused: {e}");
+                    s.subscribe.clear();
+                }
+            },
             "keepalive-interval" => s.keepalive_interval = value.get().unwrap_or(60_000),
             "keepalive-max-missed" => s.keepalive_max_missed = value.get().unwrap_or(3),
             "media-port-range" => s.media_port_range = string(),
@@ -989,6 +1037,16 @@ impl ObjectImpl for Gb28181Src {
             "stream-timeout" => s.stream_timeout.to_value(),
             "buffer-size" => s.buffer_size.to_value(),
             "strict-ssrc" => s.strict_ssrc.to_value(),
+            "subscribe" => s
+                .subscribe
+                .iter()
+                .map(|(e, i)| match e.as_str() {
+                    "mobile-position" => format!("{e}={i}"),
+                    _ => e.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+                .to_value(),
             "keepalive-interval" => s.keepalive_interval.to_value(),
             "keepalive-max-missed" => s.keepalive_max_missed.to_value(),
             "media-port-range" => s.media_port_range.to_value(),
