@@ -282,8 +282,15 @@ impl Document {
             .ok_or(Error::Missing("CmdType"))?
             .to_string();
         let sn = element.number("SN").ok_or(Error::Missing("SN"))?;
+        // A Broadcast notification names SourceID and TargetID instead (§9.12).
         let device_id = element
             .child_text("DeviceID")
+            .or_else(|| {
+                cmd_type
+                    .eq_ignore_ascii_case("Broadcast")
+                    .then(|| element.child_text("TargetID"))
+                    .flatten()
+            })
             .ok_or(Error::Missing("DeviceID"))?
             .to_string();
         Ok(Document {
@@ -462,6 +469,17 @@ pub enum Manscdp {
         sn: u32,
         device_id: String,
     },
+    /// Voice broadcast (§9.12): the platform's `source_id` wants to talk to `target_id`.
+    Broadcast {
+        sn: u32,
+        source_id: String,
+        target_id: String,
+    },
+    BroadcastResponse {
+        sn: u32,
+        device_id: String,
+        ok: bool,
+    },
     /// Device notification during playback/download; `notify_type` 121 = end of file.
     MediaStatus {
         sn: u32,
@@ -504,7 +522,9 @@ impl Manscdp {
             Manscdp::Alarm(a) => &a.device_id,
             Manscdp::MobilePosition(m) => &m.device_id,
             Manscdp::MobilePositionQuery { device_id, .. }
-            | Manscdp::AlarmQuery { device_id, .. } => device_id,
+            | Manscdp::AlarmQuery { device_id, .. }
+            | Manscdp::BroadcastResponse { device_id, .. } => device_id,
+            Manscdp::Broadcast { target_id, .. } => target_id,
             Manscdp::RecordInfo(l) => &l.device_id,
             Manscdp::DeviceInfo { info, .. } => &info.device_id,
             Manscdp::DeviceStatus { status, .. } => &status.device_id,
@@ -596,6 +616,20 @@ impl Manscdp {
             }
         } else if doc.is(Root::Query, "Alarm") {
             Manscdp::AlarmQuery { sn, device_id }
+        } else if doc.is(Root::Notify, "Broadcast") {
+            Manscdp::Broadcast {
+                sn,
+                source_id: e.string("SourceID"),
+                target_id: device_id,
+            }
+        } else if doc.is(Root::Response, "Broadcast") {
+            Manscdp::BroadcastResponse {
+                sn,
+                device_id,
+                ok: e
+                    .child_text("Result")
+                    .is_some_and(|r| r.trim().eq_ignore_ascii_case("OK")),
+            }
         } else if doc.is(Root::Notify, "MediaStatus") {
             Manscdp::MediaStatus {
                 sn,

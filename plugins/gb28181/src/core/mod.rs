@@ -17,4 +17,5 @@ pub mod sip;
 pub mod ssrc;
 pub mod subject;
 pub mod subscription;
+pub mod talk;
 pub mod transaction;

@@ -23,6 +23,9 @@
 //! bounded by [`MAX_GOP_BYTES`] and [`MAX_GOP_FRAMES`].
 
 mod subscriptions;
+mod talk;
+
+pub use talk::TalkSink;
 
 use crate::core::addr;
 use crate::core::client::{
@@ -39,7 +42,7 @@ use crate::endpoint::now_ms;
 use gstmpegps::rtp::packetizer;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -192,6 +195,17 @@ pub enum DeviceEvent {
         event: String,
         expires_s: u32,
     },
+    /// A voice broadcast started: the platform sends `codec` (PCMA/PCMU) from `source`.
+    TalkStarted {
+        call_id: String,
+        codec: String,
+        source: String,
+    },
+    /// The broadcast ended (`bye`, `stop`, `replaced`) or was refused (`refused: <status>`).
+    TalkStopped {
+        call_id: String,
+        reason: String,
+    },
 }
 
 enum MediaOut {
@@ -229,6 +243,7 @@ const MAX_HEADER_BYTES: usize = 4096;
 
 type EventFn = Box<dyn Fn(DeviceEvent) + Send + Sync>;
 
+#[derive(Clone)]
 struct Dialog {
     call_id: String,
     /// Our From (the INVITE's To with our tag) and their To (the INVITE's From).
@@ -290,6 +305,8 @@ pub struct DeviceAgent {
     client: Mutex<RegisterClient>,
     /// The platform's subscriptions to our events.
     subs: Mutex<subscriptions::DeviceSubs>,
+    /// The voice broadcast (talk) session.
+    talk: Mutex<talk::DeviceTalk>,
     on_event: EventFn,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -355,6 +372,7 @@ impl DeviceAgent {
             gop: Mutex::new(Gop::default()),
             client: Mutex::new(client),
             subs: Mutex::new(subscriptions::DeviceSubs::default()),
+            talk: Mutex::new(talk::DeviceTalk::default()),
             on_event: Box::new(on_event),
             thread: Mutex::new(None),
         });
@@ -413,6 +431,7 @@ impl DeviceAgent {
 
     /// Ends the session with BYE, unregisters, and stops the thread.
     pub fn stop(&self) {
+        self.end_talk("stop");
         if let Some(mut d) = lock(&self.dialog).take() {
             d.cseq += 1;
             let bye = self.in_dialog_request(&d, "BYE");
@@ -510,6 +529,7 @@ impl DeviceAgent {
             self.do_actions(acts);
             self.retransmit_ok(now_ms());
             self.tick_subscriptions(now_ms());
+            self.tick_talk(now_ms());
         }
     }
 
@@ -620,6 +640,7 @@ impl DeviceAgent {
             self.do_actions(acts);
             self.retransmit_ok(now_ms());
             self.tick_subscriptions(now_ms());
+            self.tick_talk(now_ms());
         }
     }
 
@@ -647,6 +668,9 @@ impl DeviceAgent {
 
     fn handle(&self, m: Message, from: SocketAddr) {
         if !m.is_request() {
+            if self.handle_talk_response(&m) {
+                return;
+            }
             let acts = lock(&self.client).on_response(&m, now_ms());
             self.do_actions(acts);
             return;
@@ -713,6 +737,10 @@ impl DeviceAgent {
                 }
             }
             "BYE" => {
+                if self.talk_bye(&m, from) {
+                    reply(Message::response_to(&m, 200, "OK", None));
+                    return;
+                }
                 if !self.in_dialog(&m, from) {
                     reply(no_dialog(&m));
                     return;
@@ -845,6 +873,14 @@ impl DeviceAgent {
             Ok(Manscdp::RecordInfoQuery(q)) => {
                 let items = records_in(&c.records, &q.device_id, &q.start_time, &q.end_time);
                 manscdp::build_record_info_response(q.sn, items.len() as u32, &q.device_id, &items)
+            }
+            Ok(Manscdp::Broadcast {
+                sn,
+                source_id,
+                target_id,
+            }) => {
+                self.handle_broadcast(sn, &source_id, &target_id);
+                return;
             }
             Ok(Manscdp::DeviceControl { ptz, key_frame, .. }) => {
                 if let Some(p) = ptz {

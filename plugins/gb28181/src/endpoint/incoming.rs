@@ -37,7 +37,11 @@ impl Endpoint {
             }
             "MESSAGE" | "NOTIFY" => self.handle_manscdp(&msg, &method, peer, now),
             "BYE" | "INFO" => self.handle_in_dialog(&msg, &method, peer),
-            "ACK" => (None, vec![]),
+            "INVITE" => self.handle_invite(&msg, peer, now),
+            "ACK" => {
+                self.handle_ack(&msg);
+                (None, vec![])
+            }
             "OPTIONS" => (Some(Message::response_to(&msg, 200, "OK", None)), vec![]),
             _ => (
                 Some(Message::response_to(&msg, 501, "Not Implemented", None)),

@@ -42,6 +42,7 @@ mod subscriptions;
 #[cfg(test)]
 mod tests;
 mod threads;
+mod uas;
 
 pub use events::EndpointEvent;
 use events::{dispatch_loop, is_refusal, wrap};
@@ -49,6 +50,7 @@ use incoming::tx_key;
 use subscriptions::SubEntry;
 pub use subscriptions::{MAX_SUBSCRIPTIONS, SubscriptionInfo};
 use threads::{accept_loop, timer_loop, udp_loop};
+pub use uas::MAX_INVITE_WAITERS;
 
 use crate::core::addr;
 use crate::core::id::printable;
@@ -176,6 +178,10 @@ struct Inner {
     catalog_items_dropped: u64,
     /// Our subscriptions to devices' events, by (device, event package).
     subscriptions: HashMap<(String, &'static str), SubEntry>,
+    /// Callers waiting for a device's INVITE, by device.
+    invite_waiters: HashMap<String, uas::InviteWaiter>,
+    /// Our 200s to devices' INVITEs waiting for their ACK, by Call-ID.
+    uas_oks: HashMap<String, uas::UasOk>,
     sn: u32,
     next_poll_ms: u64,
 }
@@ -445,6 +451,8 @@ impl Endpoint {
                 device_conns: HashMap::new(),
                 catalog_items_dropped: 0,
                 subscriptions: HashMap::new(),
+                invite_waiters: HashMap::new(),
+                uas_oks: HashMap::new(),
                 sn: 0,
                 next_poll_ms: 0,
             }),

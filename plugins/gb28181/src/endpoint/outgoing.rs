@@ -216,7 +216,7 @@ impl Endpoint {
         Ok(sn)
     }
 
-    pub(super) fn send_manscdp(
+    pub(crate) fn send_manscdp(
         &self,
         device_id: &str,
         target_id: &str,

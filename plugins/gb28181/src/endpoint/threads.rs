@@ -78,6 +78,7 @@ impl Endpoint {
             let _ = self.send_bytes(&bytes, dest);
         }
         events.extend(self.poll_subscriptions(now));
+        self.poll_uas(now);
         self.publish(events);
     }
 }

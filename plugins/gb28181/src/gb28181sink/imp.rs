@@ -169,6 +169,21 @@ fn event_structure(e: &DeviceEvent) -> gst::Structure {
                 .field("npt", npt.unwrap_or(-1.0))
                 .build()
         }
+        DeviceEvent::TalkStarted {
+            call_id,
+            codec,
+            source,
+        } => gst::Structure::builder("gb28181-talk-started")
+            .field("call-id", call_id)
+            .field("codec", codec)
+            .field("source", source)
+            .build(),
+        DeviceEvent::TalkStopped { call_id, reason } => {
+            gst::Structure::builder("gb28181-talk-stopped")
+                .field("call-id", call_id)
+                .field("reason", reason)
+                .build()
+        }
         DeviceEvent::Subscribed { event, expires_s } => {
             gst::Structure::builder("gb28181-subscribed")
                 .field("event", event)

@@ -144,7 +144,7 @@ impl Call {
         cancelled: &dyn Fn() -> bool,
         on_event: &mut dyn FnMut(CallEvent<'_>),
     ) -> Result<Call, CallError> {
-        let dest = wait_for_device(ep, p, cancelled)?;
+        let dest = wait_for_device(ep, &p.device_id, &p.channel_id, p.wait_timeout, cancelled)?;
         let family = addr::Family::of(dest.ip());
         let bind_ip = p.media_address.unwrap_or_else(|| {
             ep.local_ip_for(dest)
@@ -280,25 +280,27 @@ fn hang_up(ep: &Endpoint, dialog: &Dialog, dest: SocketAddr) {
     let _ = ep.request(&d.bye(), dest);
 }
 
-/// Waits until the device is registered; its messages about the channel are then believed.
-fn wait_for_device(
+/// Waits until `device_id` is registered; its messages about `channel_id` are then believed.
+pub(super) fn wait_for_device(
     ep: &Endpoint,
-    p: &CallParams,
+    device_id: &str,
+    channel_id: &str,
+    wait: Duration,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<SocketAddr, CallError> {
-    let deadline = Instant::now() + p.wait_timeout;
+    let deadline = Instant::now() + wait;
     loop {
         if cancelled() {
             return Err(CallError::Cancelled);
         }
-        if let Some(a) = ep.device_addr(&p.device_id) {
-            ep.note_channel(&p.device_id, &p.channel_id);
+        if let Some(a) = ep.device_addr(device_id) {
+            ep.note_channel(device_id, channel_id);
             return Ok(a);
         }
         if Instant::now() >= deadline {
             return Err(CallError::NotRegistered {
-                device_id: p.device_id.clone(),
-                waited: p.wait_timeout,
+                device_id: device_id.to_string(),
+                waited: wait,
             });
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -1,7 +1,10 @@
 //! The platform side of GB/T 28181 without GStreamer: a [`Call`] is one INVITE session to a
-//! device's channel (live view, playback or download) with its media receiver. `gb28181src`
+//! device's channel (live view, playback or download) with its media receiver; a [`Talk`]
+//! is a voice broadcast to a device (it INVITEs us, we send G.711). `gb28181src`
 //! is glue around it; the gateway and tests can drive calls directly.
 
 mod call;
+mod talk;
 
 pub use call::{Call, CallError, CallEvent, CallParams};
+pub use talk::{SAMPLES_PER_PACKET, Talk, TalkParams};
