@@ -844,3 +844,73 @@ fn subscriptions_through_the_elements() {
     sink.set_state(gst::State::Null).unwrap();
     src.set_state(gst::State::Null).unwrap();
 }
+
+/// Voice broadcast from launch lines: `gb28181talksink` on the platform's endpoint talks to
+/// the camera; the camera's `gb28181sink` puts the audio out of its `talk` pad, where a
+/// decoder plays it; stopping the talk sends BYE and the pad goes.
+#[test]
+fn talkback_through_the_elements() {
+    init();
+    let _g = serial();
+    let device = "34020000001320000141";
+    let (src, frames) = src_pipeline(0, device, "udp", "");
+    let src_bus = src.bus().unwrap();
+    src.set_state(gst::State::Playing).unwrap();
+    let port = sip_port(&src, "src");
+    let cam = gst::parse::launch(&format!(
+        "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=25/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 ! h264parse \
+         ! mpegpsmux ! gb28181sink name=dev server-ip=127.0.0.1 server-port={port} \
+         device-id={device} password=secret retry-interval=300 \
+         dev.talk ! alawdec ! appsink name=heard sync=false async=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let heard = count_samples(&cam, "heard");
+    let cam_bus = cam.bus().unwrap();
+    cam.set_state(gst::State::Playing).unwrap();
+    assert!(wait_frames(&frames, 5, Duration::from_secs(20), &src_bus) >= 5);
+    // One second of a tone, 20 ms buffers.
+    let talk = gst::parse::launch(&format!(
+        "audiotestsrc is-live=true samplesperbuffer=160 num-buffers=50 \
+         ! audio/x-raw,rate=8000,channels=1 ! alawenc \
+         ! gb28181talksink name=talk sip-address=127.0.0.1 sip-port={port} device-id={device}"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let talk_bus = talk.bus().unwrap();
+    talk.set_state(gst::State::Playing).unwrap();
+    wait_for(&talk_bus, Duration::from_secs(10), |m| {
+        element_named(m, "gb28181-talk-started")
+    })
+    .expect("the talk started");
+    wait_for(&cam_bus, Duration::from_secs(5), |m| {
+        element_named(m, "gb28181-talk-started")
+    })
+    .expect("the camera took the call");
+    talk_bus
+        .timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Eos])
+        .expect("the talk pipeline played its second");
+    assert!(
+        gst_ipcam_testutil::wait_until(Duration::from_secs(5), || heard.load(Ordering::SeqCst)
+            >= 45),
+        "decoded talk buffers: {}",
+        heard.load(Ordering::SeqCst)
+    );
+    let stats = talk
+        .by_name("talk")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("packets").unwrap(), 50, "{stats}");
+    // Stopping the talk hangs up: the camera's talk pad goes away.
+    talk.set_state(gst::State::Null).unwrap();
+    wait_for(&cam_bus, Duration::from_secs(5), |m| {
+        element_named(m, "gb28181-talk-stopped")
+    })
+    .expect("the camera saw the BYE");
+    assert!(cam.by_name("dev").unwrap().static_pad("talk").is_none());
+    cam.set_state(gst::State::Null).unwrap();
+    src.set_state(gst::State::Null).unwrap();
+}

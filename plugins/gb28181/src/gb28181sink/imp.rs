@@ -8,6 +8,7 @@ use gst_base::subclass::prelude::*;
 
 use crate::core::addr;
 use crate::core::sdp::MediaTransport;
+use crate::core::talk::G711;
 use crate::device::{DeviceAgent, DeviceConfig, DeviceEvent, SipTransport};
 use crate::gb28181src::SipTransportMode;
 
@@ -87,6 +88,8 @@ impl Settings {
 #[derive(Default)]
 struct State {
     agent: Option<Arc<DeviceAgent>>,
+    /// The `talk` pad while a voice broadcast is on.
+    talk_pad: Option<gst::Pad>,
     frames: u64,
     /// Upstream flags delta units (then its flags tell key frames).
     saw_delta: bool,
@@ -189,6 +192,68 @@ fn event_structure(e: &DeviceEvent) -> gst::Structure {
                 .field("event", event)
                 .field("expires", *expires_s)
                 .build()
+        }
+    }
+}
+
+impl Gb28181Sink {
+    /// Talk audio from the platform: out of the `talk` pad (added with the first packet),
+    /// timestamped with the pipeline's running time at arrival.
+    fn push_talk(&self, law: G711, payload: &[u8]) {
+        let obj = self.obj();
+        let pad = {
+            let mut st = lock(&self.state);
+            match &st.talk_pad {
+                Some(p) => p.clone(),
+                None => {
+                    let templ = obj.pad_template("talk").expect("talk template");
+                    let pad = gst::Pad::builder_from_template(&templ).name("talk").build();
+                    st.talk_pad = Some(pad.clone());
+                    drop(st);
+                    let _ = pad.set_active(true);
+                    let _ = obj.add_pad(&pad);
+                    let caps = gst::Caps::builder(match law {
+                        G711::Alaw => "audio/x-alaw",
+                        G711::Ulaw => "audio/x-mulaw",
+                    })
+                    .field("rate", 8000i32)
+                    .field("channels", 1i32)
+                    .build();
+                    pad.push_event(gst::event::StreamStart::new(&format!(
+                        "{}/talk",
+                        obj.name()
+                    )));
+                    pad.push_event(gst::event::Caps::new(&caps));
+                    pad.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+                        gst::ClockTime,
+                    >::new()));
+                    pad
+                }
+            }
+        };
+        let pts = match (obj.clock(), obj.base_time()) {
+            (Some(c), Some(b)) => c.time().checked_sub(b),
+            _ => None,
+        };
+        let mut buf = gst::Buffer::from_mut_slice(payload.to_vec());
+        {
+            let b = buf.get_mut().expect("new buffer");
+            b.set_pts(pts);
+            b.set_duration(gst::ClockTime::from_nseconds(
+                payload.len() as u64 * 1_000_000_000 / 8000,
+            ));
+        }
+        // Not linked is fine: nobody listens.
+        let _ = pad.push(buf);
+    }
+
+    /// The broadcast ended: EOS on the `talk` pad, then the pad goes.
+    fn end_talk_pad(&self) {
+        let pad = lock(&self.state).talk_pad.take();
+        if let Some(p) = pad {
+            p.push_event(gst::event::Eos::new());
+            let _ = p.set_active(false);
+            let _ = self.obj().remove_pad(&p);
         }
     }
 }
@@ -470,6 +535,20 @@ impl ElementImpl for Gb28181Sink {
             let caps = gst::Caps::builder("video/mpeg")
                 .field("systemstream", true)
                 .build();
+            let talk = gst::Caps::builder_full()
+                .structure(
+                    gst::Structure::builder("audio/x-alaw")
+                        .field("rate", 8000i32)
+                        .field("channels", 1i32)
+                        .build(),
+                )
+                .structure(
+                    gst::Structure::builder("audio/x-mulaw")
+                        .field("rate", 8000i32)
+                        .field("channels", 1i32)
+                        .build(),
+                )
+                .build();
             vec![
                 gst::PadTemplate::new(
                     "sink",
@@ -478,6 +557,14 @@ impl ElementImpl for Gb28181Sink {
                     &caps,
                 )
                 .expect("valid sink template"),
+                // The platform's voice broadcast, while one is on.
+                gst::PadTemplate::new(
+                    "talk",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Sometimes,
+                    &talk,
+                )
+                .expect("valid talk template"),
             ]
         });
         PAD_TEMPLATES.as_ref()
@@ -556,6 +643,7 @@ impl BaseSinkImpl for Gb28181Sink {
                     gst::ResourceError::OpenWrite,
                     ("No answer to the registration from {server}; retrying")
                 ),
+                DeviceEvent::TalkStopped { .. } => obj.imp().end_talk_pad(),
                 // The platform wants a key frame: ask the encoder upstream (psmux and the
                 // parsers pass the force-key-unit event on).
                 DeviceEvent::KeyFrameRequested => {
@@ -601,6 +689,12 @@ impl BaseSinkImpl for Gb28181Sink {
         if let Some((lon, lat)) = s.position {
             agent.set_position(lon, lat);
         }
+        let weak = self.obj().downgrade();
+        agent.set_talk_sink(Some(Arc::new(move |law, payload: &[u8]| {
+            if let Some(obj) = weak.upgrade() {
+                obj.imp().push_talk(law, payload);
+            }
+        })));
         let mut st = lock(&self.state);
         st.agent = Some(agent);
         st.frames = 0;
@@ -613,6 +707,7 @@ impl BaseSinkImpl for Gb28181Sink {
         if let Some(a) = agent {
             a.stop();
         }
+        self.end_talk_pad();
         Ok(())
     }
 
