@@ -88,8 +88,8 @@ impl Settings {
 #[derive(Default)]
 struct State {
     agent: Option<Arc<DeviceAgent>>,
-    /// The `talk` pad while a voice broadcast is on.
-    talk_pad: Option<gst::Pad>,
+    /// The law last announced on the `talk` pad.
+    talk_law: Option<G711>,
     frames: u64,
     /// Upstream flags delta units (then its flags tell key frames).
     saw_delta: bool,
@@ -197,40 +197,24 @@ fn event_structure(e: &DeviceEvent) -> gst::Structure {
 }
 
 impl Gb28181Sink {
-    /// Talk audio from the platform: out of the `talk` pad (added with the first packet),
-    /// timestamped with the pipeline's running time at arrival.
+    fn talk_pad(&self) -> gst::Pad {
+        self.obj().static_pad("talk").expect("talk pad")
+    }
+
+    /// Talk audio from the platform, out of the `talk` pad, timestamped with the pipeline's
+    /// running time at arrival.
     fn push_talk(&self, law: G711, payload: &[u8]) {
         let obj = self.obj();
-        let pad = {
+        let pad = self.talk_pad();
+        let new_law = {
             let mut st = lock(&self.state);
-            match &st.talk_pad {
-                Some(p) => p.clone(),
-                None => {
-                    let templ = obj.pad_template("talk").expect("talk template");
-                    let pad = gst::Pad::builder_from_template(&templ).name("talk").build();
-                    st.talk_pad = Some(pad.clone());
-                    drop(st);
-                    let _ = pad.set_active(true);
-                    let _ = obj.add_pad(&pad);
-                    let caps = gst::Caps::builder(match law {
-                        G711::Alaw => "audio/x-alaw",
-                        G711::Ulaw => "audio/x-mulaw",
-                    })
-                    .field("rate", 8000i32)
-                    .field("channels", 1i32)
-                    .build();
-                    pad.push_event(gst::event::StreamStart::new(&format!(
-                        "{}/talk",
-                        obj.name()
-                    )));
-                    pad.push_event(gst::event::Caps::new(&caps));
-                    pad.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
-                        gst::ClockTime,
-                    >::new()));
-                    pad
-                }
-            }
+            let changed = st.talk_law != Some(law);
+            st.talk_law = Some(law);
+            changed
         };
+        if new_law {
+            pad.push_event(gst::event::Caps::new(&talk_caps(law)));
+        }
         let pts = match (obj.clock(), obj.base_time()) {
             (Some(c), Some(b)) => c.time().checked_sub(b),
             _ => None,
@@ -246,16 +230,16 @@ impl Gb28181Sink {
         // Not linked is fine: nobody listens.
         let _ = pad.push(buf);
     }
+}
 
-    /// The broadcast ended: EOS on the `talk` pad, then the pad goes.
-    fn end_talk_pad(&self) {
-        let pad = lock(&self.state).talk_pad.take();
-        if let Some(p) = pad {
-            p.push_event(gst::event::Eos::new());
-            let _ = p.set_active(false);
-            let _ = self.obj().remove_pad(&p);
-        }
-    }
+fn talk_caps(law: G711) -> gst::Caps {
+    gst::Caps::builder(match law {
+        G711::Alaw => "audio/x-alaw",
+        G711::Ulaw => "audio/x-mulaw",
+    })
+    .field("rate", 8000i32)
+    .field("channels", 1i32)
+    .build()
 }
 
 /// `"longitude,latitude"` within range, or None.
@@ -269,6 +253,14 @@ fn parse_position(s: &str) -> Option<(f64, f64)> {
 }
 
 impl ObjectImpl for Gb28181Sink {
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        let templ = obj.pad_template("talk").expect("talk template");
+        obj.add_pad(&gst::Pad::builder_from_template(&templ).build())
+            .expect("a new pad");
+    }
+
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             let d = Settings::default();
@@ -517,6 +509,31 @@ impl ObjectImpl for Gb28181Sink {
 impl GstObjectImpl for Gb28181Sink {}
 
 impl ElementImpl for Gb28181Sink {
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        let ret = self.parent_change_state(transition)?;
+        if transition == gst::StateChange::ReadyToPaused {
+            // What plays the talk pad prerolls on a gap until the platform talks. Not from
+            // this thread: a sink downstream blocks the gap's pusher until PLAYING.
+            lock(&self.state).talk_law = Some(G711::Alaw);
+            self.obj().call_async(|obj| {
+                let pad = obj.imp().talk_pad();
+                pad.push_event(gst::event::StreamStart::new(&format!(
+                    "{}/talk",
+                    obj.name()
+                )));
+                pad.push_event(gst::event::Caps::new(&talk_caps(G711::Alaw)));
+                pad.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+                    gst::ClockTime,
+                >::new()));
+                pad.push_event(gst::event::Gap::builder(gst::ClockTime::ZERO).build());
+            });
+        }
+        Ok(ret)
+    }
+
     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
         static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
             gst::subclass::ElementMetadata::new(
@@ -557,11 +574,11 @@ impl ElementImpl for Gb28181Sink {
                     &caps,
                 )
                 .expect("valid sink template"),
-                // The platform's voice broadcast, while one is on.
+                // The platform's voice broadcast (gaps while there is none).
                 gst::PadTemplate::new(
                     "talk",
                     gst::PadDirection::Src,
-                    gst::PadPresence::Sometimes,
+                    gst::PadPresence::Always,
                     &talk,
                 )
                 .expect("valid talk template"),
@@ -643,7 +660,6 @@ impl BaseSinkImpl for Gb28181Sink {
                     gst::ResourceError::OpenWrite,
                     ("No answer to the registration from {server}; retrying")
                 ),
-                DeviceEvent::TalkStopped { .. } => obj.imp().end_talk_pad(),
                 // The platform wants a key frame: ask the encoder upstream (psmux and the
                 // parsers pass the force-key-unit event on).
                 DeviceEvent::KeyFrameRequested => {
@@ -707,7 +723,6 @@ impl BaseSinkImpl for Gb28181Sink {
         if let Some(a) = agent {
             a.stop();
         }
-        self.end_talk_pad();
         Ok(())
     }
 
