@@ -15,7 +15,7 @@ use gst_ipcam_gateway::config::Config;
 use gst_ipcam_gateway::gateway::Gateway;
 use gst_ipcam_gateway::http;
 use gst_ipcam_gateway::metrics::find_samples;
-use gst_ipcam_gateway::sim::{Clip, SimCamera, SimSettings, wait_until};
+use gst_ipcam_gateway::sim::{Clip, SimCamera, SimSettings, SipOptions, wait_until};
 use gst_ipcam_testutil::impair::{Direction, Impairment, TcpProxy, UdpProxy};
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
@@ -65,7 +65,7 @@ fn config(media_base: u16) -> Config {
             UserConfig::with_password(
                 READER.0,
                 READER.1,
-                &[(Action::Read, ""), (Action::Metrics, "")],
+                &[(Action::Read, ""), (Action::Metrics, ""), (Action::Api, "")],
             )
             .unwrap(),
         ],
@@ -111,6 +111,24 @@ fn metric(gw: &Gateway, name: &str, labels: &str) -> f64 {
     find_samples(&String::from_utf8_lossy(&r.body), name, labels)
         .iter()
         .sum()
+}
+
+/// Whether `/v1/devices` says device `id` is online (None: not listed).
+fn api_online(gw: &Gateway, id: &str) -> Option<bool> {
+    let auth = basic_value(READER.0, READER.1);
+    let r = http::request(
+        None,
+        gw.metrics_addr().unwrap(),
+        "/v1/devices",
+        &[("Authorization", &auth)],
+    )
+    .expect("API answers");
+    assert_eq!(r.status, 200);
+    let list: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+    list.as_array()?
+        .iter()
+        .find(|d| d["id"] == id)
+        .and_then(|d| d["online"].as_bool())
 }
 
 /// An RTSP viewer (TCP) decoding the video; pictures the decoder finds corrupt are dropped,
@@ -657,4 +675,105 @@ fn recording_disk_full() {
     drop(viewer);
     drop(gw);
     drop(disk);
+}
+
+/// The camera's SIP is cut both ways (no BYE, no keepalive; its media still flows): with
+/// `keepalive_interval_s = 1` and `max_missed_keepalives = 3` it is offline in `/v1/devices`
+/// and `gb28181_devices_online` about 3 s after its last keepalive, not earlier than 2
+/// intervals after the cut; its channel stays mounted and the viewer plays on (the media is
+/// not cut). When SIP is restored its next keepalive brings it back online by itself, without
+/// registering again, and a new viewer plays.
+#[test]
+fn camera_offline_after_missed_keepalives() {
+    let _g = serial();
+    let (base, _media) = media_proxies();
+    let mut cfg = config(base);
+    cfg.simulate = 0;
+    cfg.keepalive_interval_s = 1;
+    cfg.max_missed_keepalives = 3;
+    let gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let sip = UdpProxy::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SocketAddr::new("127.0.0.1".parse().unwrap(), cfg.sip_port),
+        Impairment::none(),
+        Impairment::none(),
+    )
+    .unwrap();
+    let id = cfg.sim_first_id.clone();
+    let settings = SimSettings {
+        server_ip: "127.0.0.1".into(),
+        server_port: sip.port(),
+        server_id: cfg.server_id.clone(),
+        device_id: id.clone(),
+        password: cfg.password.clone(),
+        audio: false,
+    };
+    let clip = Clip::encode_with(Some("h264"), None, 160, 120, 200, 2).expect("clip");
+    let keepalive = SipOptions {
+        keepalive_ms: 1000,
+        ..SipOptions::default()
+    };
+    let cam = SimCamera::start_with_sip(&clip, &settings, &keepalive).expect("camera");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw.channels().contains(&id)
+            && api_online(&gw, &id) == Some(true)),
+        "registered and online"
+    );
+    let online = |gw: &Gateway| metric(gw, "gb28181_devices_online", "");
+    assert_eq!(online(&gw), 1.0);
+    let url = gw.url_with_credentials(&id, READER.0, READER.1);
+    let viewer = Viewer::start(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25),
+        "plays before the cut"
+    );
+    // Some keepalive periods on a clean link: no false offline.
+    let t_clean = Instant::now();
+    assert!(!wait_until(Duration::from_secs(4), || api_online(&gw, &id)
+        != Some(true)));
+    assert!(t_clean.elapsed() >= Duration::from_secs(4));
+
+    sip.cut();
+    let t_cut = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || api_online(&gw, &id)
+            == Some(false)),
+        "offline after the missed keepalives"
+    );
+    let offline_after = t_cut.elapsed().as_secs_f64();
+    assert_eq!(online(&gw), 0.0, "the gauge agrees with the API");
+    eprintln!("offline {offline_after:.2} s after the SIP cut (3 × 1 s keepalives)");
+    assert!(
+        (1.8..=5.0).contains(&offline_after),
+        "offline after 3 missed 1 s keepalives: {offline_after:.2} s"
+    );
+    assert!(gw.channels().contains(&id), "the channel stays mounted");
+    let playing = viewer.frames_during(Duration::from_secs(2));
+    assert!(
+        playing >= 40,
+        "the viewer plays on (media not cut): {playing} pictures in 2 s"
+    );
+
+    sip.restore();
+    let t_back = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || api_online(&gw, &id)
+            == Some(true)),
+        "back online by itself"
+    );
+    let back_after = t_back.elapsed().as_secs_f64();
+    eprintln!("online again {back_after:.2} s after SIP is restored");
+    assert!(
+        back_after < 3.0,
+        "with its next keepalive: {back_after:.2} s"
+    );
+    assert_eq!(online(&gw), 1.0);
+    drop(viewer);
+    let viewer = Viewer::start(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25),
+        "a new viewer plays"
+    );
+    drop(viewer);
+    cam.stop();
 }
