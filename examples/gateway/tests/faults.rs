@@ -113,8 +113,8 @@ fn metric(gw: &Gateway, name: &str, labels: &str) -> f64 {
         .sum()
 }
 
-/// Whether `/v1/devices` says device `id` is online (None: not listed).
-fn api_online(gw: &Gateway, id: &str) -> Option<bool> {
+/// Device `id` as `/v1/devices` lists it (None: not listed).
+fn api_device(gw: &Gateway, id: &str) -> Option<serde_json::Value> {
     let auth = basic_value(READER.0, READER.1);
     let r = http::request(
         None,
@@ -125,10 +125,12 @@ fn api_online(gw: &Gateway, id: &str) -> Option<bool> {
     .expect("API answers");
     assert_eq!(r.status, 200);
     let list: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
-    list.as_array()?
-        .iter()
-        .find(|d| d["id"] == id)
-        .and_then(|d| d["online"].as_bool())
+    list.as_array()?.iter().find(|d| d["id"] == id).cloned()
+}
+
+/// Whether `/v1/devices` says device `id` is online (None: not listed).
+fn api_online(gw: &Gateway, id: &str) -> Option<bool> {
+    api_device(gw, id).and_then(|d| d["online"].as_bool())
 }
 
 /// An RTSP viewer (TCP) decoding the video; pictures the decoder finds corrupt are dropped,
@@ -720,7 +722,10 @@ fn camera_offline_after_missed_keepalives() {
         "registered and online"
     );
     let online = |gw: &Gateway| metric(gw, "gb28181_devices_online", "");
+    let device_gauge = format!("id=\"{id}\"");
     assert_eq!(online(&gw), 1.0);
+    assert_eq!(metric(&gw, "gb28181_device_online", &device_gauge), 1.0);
+    let registered_at = api_device(&gw, &id).unwrap()["registered_at_ms"].clone();
     let url = gw.url_with_credentials(&id, READER.0, READER.1);
     let viewer = Viewer::start(&url);
     assert!(
@@ -742,6 +747,7 @@ fn camera_offline_after_missed_keepalives() {
     );
     let offline_after = t_cut.elapsed().as_secs_f64();
     assert_eq!(online(&gw), 0.0, "the gauge agrees with the API");
+    assert_eq!(metric(&gw, "gb28181_device_online", &device_gauge), 0.0);
     eprintln!("offline {offline_after:.2} s after the SIP cut (3 × 1 s keepalives)");
     assert!(
         (1.8..=5.0).contains(&offline_after),
