@@ -15,6 +15,7 @@ use gst_ipcam_gateway::config::Config;
 use gst_ipcam_gateway::gateway::Gateway;
 use gst_ipcam_gateway::http;
 use gst_ipcam_gateway::metrics::find_samples;
+use gst_ipcam_gateway::outputs;
 use gst_ipcam_gateway::sim::{Clip, SimCamera, SimSettings, SipOptions, wait_until};
 use gst_ipcam_testutil::impair::{Direction, Impairment, TcpProxy, UdpProxy};
 use std::collections::BTreeSet;
@@ -99,14 +100,14 @@ fn start(cfg: &Config) -> Gateway {
 }
 
 fn metric(gw: &Gateway, name: &str, labels: &str) -> f64 {
+    metric_at(gw.metrics_addr().unwrap(), name, labels)
+}
+
+/// The sum of `name`'s samples with `labels` in the `/metrics` of the gateway at `addr`.
+fn metric_at(addr: SocketAddr, name: &str, labels: &str) -> f64 {
     let auth = basic_value(READER.0, READER.1);
-    let r = http::request(
-        None,
-        gw.metrics_addr().unwrap(),
-        "/metrics",
-        &[("Authorization", &auth)],
-    )
-    .expect("metrics answer");
+    let r =
+        http::request(None, addr, "/metrics", &[("Authorization", &auth)]).expect("metrics answer");
     assert_eq!(r.status, 200);
     find_samples(&String::from_utf8_lossy(&r.body), name, labels)
         .iter()
@@ -774,6 +775,12 @@ fn camera_offline_after_missed_keepalives() {
         "with its next keepalive: {back_after:.2} s"
     );
     assert_eq!(online(&gw), 1.0);
+    assert_eq!(metric(&gw, "gb28181_device_online", &device_gauge), 1.0);
+    assert_eq!(
+        api_device(&gw, &id).unwrap()["registered_at_ms"],
+        registered_at,
+        "back by a keepalive, not a new REGISTER"
+    );
     drop(viewer);
     let viewer = Viewer::start(&url);
     assert!(
@@ -782,4 +789,182 @@ fn camera_offline_after_missed_keepalives() {
     );
     drop(viewer);
     cam.stop();
+}
+
+/// A config file for a gateway process: the [`READER`] (read, metrics and API everywhere).
+fn process_config(dir: &Path) -> std::path::PathBuf {
+    let reader = UserConfig::with_password(READER.0, READER.1, &[]).unwrap();
+    let conf = dir.join("gateway.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[users]]\nuser = \"{}\"\npass = \"{}\"\n\
+             permissions = [{{action = \"read\"}}, {{action = \"metrics\"}}, {{action = \"api\"}}]\n",
+            READER.0, reader.pass
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+/// libfaketime, from the `faketime` package (the Makefile's APT_PACKAGES).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The wall clock steps (NTP) under a running gateway with a built-in camera (keepalives every
+/// second, offline after 3 missed, a 1 s MP4 segment recording and a viewer): the gateway
+/// runs under libfaketime whose offset file the test rewrites (+1 h, back 10 s, -1 h; the
+/// monotonic clock is left alone, as NTP leaves it). No false offline, no new REGISTER, no
+/// burst of keepalives, recordings go on in new files named by the stepped wall clock, none
+/// overwritten (the 10 s step back names segments in seconds already used), and the live
+/// view goes on. Before, the SIP timers ran on the wall clock: +1 h expired the camera's
+/// registration (unregistered and unmounted) and took it offline.
+#[test]
+fn wall_clock_steps() {
+    let _g = serial();
+    gst_ipcam_gateway::gateway::init().expect("GStreamer");
+    assert!(
+        Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} (apt-get install faketime)"
+    );
+    let dir = scratch("faults-clock");
+    let rec = dir.join("rec");
+    let offset = dir.join("faketime");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let conf = process_config(&dir);
+    let (sip, rtsp, m) = (free_port(), free_port(), free_port());
+    let mut cmd = gateway_command(&conf, sip, rtsp, m);
+    cmd.args(["--simulate", "1", "--summary-interval-s", "0"])
+        .args(["--sim-width", "320", "--sim-height", "240"])
+        .args([
+            "--keepalive-interval-s",
+            "1",
+            "--max-missed-keepalives",
+            "3",
+        ])
+        .args(["--record-segment-s", "1", "--record-dir"])
+        .arg(&rec)
+        .env("LD_PRELOAD", LIBFAKETIME)
+        .env("FAKETIME_TIMESTAMP_FILE", &offset)
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("FAKETIME_CACHE_DURATION", "1");
+    let mut gw = GatewayProcess::spawn(cmd);
+    let maddr: SocketAddr = format!("127.0.0.1:{m}").parse().unwrap();
+    let id = Config::default().sim_device_id(0);
+    let device = format!("id=\"{id}\"");
+    let online = || {
+        std::net::TcpStream::connect(maddr).is_ok()
+            && metric_at(maddr, "gb28181_device_online", &device) == 1.0
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || online()
+            && media_files(&rec).len() >= 2),
+        "online and recording: {:?}",
+        gw.lines()
+    );
+    let url = format!("rtsp://{}:{}@127.0.0.1:{rtsp}/{id}", READER.0, READER.1);
+    let viewer = Viewer::start(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25),
+        "the viewer plays"
+    );
+    let count = |name: &str| metric_at(maddr, name, "");
+    let (keepalives, registers, t0) = (
+        count("gb28181_keepalives_total"),
+        count("gb28181_registers_total"),
+        Instant::now(),
+    );
+    let real_s = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let stamp_of = |f: &String| {
+        Path::new(f)
+            .file_stem()
+            .map(|s| s.to_string_lossy()[..15].to_string())
+            .unwrap_or_default()
+    };
+    // (offset, the segment names it gives: from this many seconds after the real time)
+    let steps: [(&str, i64); 3] = [("+1h", 3590), ("+3597s", 3590), ("-1h", -3610)];
+    let mut files: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut offline_seen = false;
+    for (step, from_s) in steps {
+        let before = media_files(&rec);
+        for f in &before {
+            let len = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+            files.insert(f.clone(), len);
+        }
+        let frames = viewer.frames();
+        std::fs::write(&offset, format!("{step}\n")).unwrap();
+        let from = outputs::utc_stamp(real_s().saturating_add_signed(from_s));
+        let t = Instant::now();
+        // Two new segments named by the stepped clock: the step took effect and recording
+        // goes on. Meanwhile the device must stay online.
+        let stepped = wait_until(Duration::from_secs(20), || {
+            offline_seen |= !online();
+            media_files(&rec)
+                .iter()
+                .filter(|f| !before.contains(*f) && stamp_of(f) >= from)
+                .count()
+                >= 2
+        });
+        eprintln!(
+            "step {step}: 2 segments named from {from} after {:.1} s; files {:?}",
+            t.elapsed().as_secs_f64(),
+            media_files(&rec)
+                .difference(&before)
+                .map(|f| Path::new(f)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_string())
+                .collect::<Vec<_>>()
+        );
+        assert!(stepped, "recording goes on after the {step} step");
+        // Held for 5 keepalive intervals: a false offline (or a keepalive silence) shows.
+        wait_until(Duration::from_secs(6), || {
+            offline_seen |= !online();
+            t.elapsed() >= Duration::from_secs(5)
+        });
+        assert!(
+            viewer.frames() > frames + 25,
+            "the live view goes on through the {step} step"
+        );
+        // Every earlier segment is still there, none shorter (none overwritten).
+        for (f, len) in &files {
+            let now = std::fs::metadata(f).map(|m| m.len());
+            assert!(
+                now.as_ref().is_ok_and(|n| n >= len),
+                "{f}: {len} bytes before the {step} step, {now:?} after"
+            );
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let (k, r) = (
+        count("gb28181_keepalives_total") - keepalives,
+        count("gb28181_registers_total") - registers,
+    );
+    eprintln!("{secs:.1} s of steps: {k} keepalives, {r} REGISTERs; offline seen {offline_seen}");
+    let printed: Vec<String> = gw
+        .lines()
+        .iter()
+        .filter(|l| l.contains("offline") || l.contains("unregistered"))
+        .cloned()
+        .collect();
+    assert!(printed.is_empty(), "{printed:?}");
+    assert!(!offline_seen, "no false offline");
+    assert_eq!(r, 0.0, "no new REGISTER");
+    assert!(
+        files.keys().any(|f| f.ends_with("-1.mp4")),
+        "the 3 s step back named segments in seconds already used: {:?}",
+        files.keys()
+    );
+    assert!(
+        k >= secs - 4.0 && k <= secs + 4.0,
+        "a keepalive a second, no storm, no silence: {k} in {secs:.1} s"
+    );
+    drop(viewer);
+    drop(gw);
+    std::fs::remove_dir_all(&dir).ok();
 }

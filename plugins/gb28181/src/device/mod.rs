@@ -816,7 +816,7 @@ impl DeviceAgent {
                 format!(
                     "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Response>\r\n<CmdType>DeviceStatus</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<Result>OK</Result>\r\n<Online>{online}</Online>\r\n<Status>OK</Status>\r\n<Encode>ON</Encode>\r\n<Record>OFF</Record>\r\n<DeviceTime>{}</DeviceTime>\r\n</Response>\r\n",
                     c.device_id,
-                    crate::core::registrar::format_gb_date(now_ms(), 480)
+                    crate::core::registrar::format_gb_date(crate::endpoint::wall_ms(), 480)
                         .chars()
                         .take(19)
                         .collect::<String>()
