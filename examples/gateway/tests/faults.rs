@@ -968,3 +968,127 @@ fn wall_clock_steps() {
     drop(gw);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// How the camera's SIP-over-TCP connection to the gateway fails.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SipTcpFault {
+    /// Closed (both peers see it) and new connections refused until restored.
+    Cut,
+    /// Half-open: nothing passes and nobody is told; new connections pass again after the
+    /// thaw (the open one stays dead).
+    Freeze,
+}
+
+/// A camera with SIP over TCP (keepalives every second) through a TcpProxy to a gateway with
+/// SIP over TCP (offline after 3 missed keepalives); `fault` on the SIP connection, lifted
+/// once the gateway has the camera offline. The camera connects again and registers by
+/// itself, the device is online again, a viewer plays. Returns (seconds from the fault to
+/// offline, seconds from lifting it to online again).
+fn sip_tcp_fault(
+    fault: SipTcpFault,
+    offline_within: Duration,
+    back_within: Duration,
+) -> (f64, f64) {
+    let _g = serial();
+    let (base, _media) = media_proxies();
+    let mut cfg = config(base);
+    cfg.simulate = 0;
+    cfg.sip_transport = "tcp".into();
+    cfg.keepalive_interval_s = 1;
+    cfg.max_missed_keepalives = 3;
+    let gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let sip = TcpProxy::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SocketAddr::new("127.0.0.1".parse().unwrap(), gw.config().sip_port),
+        Impairment::none(),
+        Impairment::none(),
+    )
+    .unwrap();
+    let id = cfg.sim_first_id.clone();
+    let settings = SimSettings {
+        server_ip: "127.0.0.1".into(),
+        server_port: sip.port(),
+        server_id: cfg.server_id.clone(),
+        device_id: id.clone(),
+        password: cfg.password.clone(),
+        audio: false,
+    };
+    let clip = Clip::encode_with(Some("h264"), None, 160, 120, 200, 2).expect("clip");
+    let opts = SipOptions {
+        keepalive_ms: 1000,
+        tcp: true,
+    };
+    let cam = SimCamera::start_with_sip(&clip, &settings, &opts).expect("camera");
+    assert!(
+        wait_until(Duration::from_secs(15), || gw.channels().contains(&id)
+            && api_online(&gw, &id) == Some(true)),
+        "registered over TCP and online"
+    );
+    let url = gw.url_with_credentials(&id, READER.0, READER.1);
+    let viewer = Viewer::start(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25),
+        "plays before the fault"
+    );
+    drop(viewer);
+    let accepted = sip.stats().accepted;
+
+    let t = Instant::now();
+    match fault {
+        SipTcpFault::Cut => sip.cut(),
+        SipTcpFault::Freeze => sip.freeze(),
+    }
+    assert!(
+        wait_until(offline_within, || api_online(&gw, &id) == Some(false)),
+        "offline after the {fault:?}"
+    );
+    let offline = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    match fault {
+        SipTcpFault::Cut => sip.restore(),
+        SipTcpFault::Freeze => sip.thaw(),
+    }
+    assert!(
+        wait_until(back_within, || api_online(&gw, &id) == Some(true)),
+        "the camera is back by itself after the {fault:?}: {:?}",
+        cam.stats()
+    );
+    let back = t.elapsed().as_secs_f64();
+    assert!(
+        sip.stats().accepted > accepted,
+        "on a new connection: {:?}",
+        sip.stats()
+    );
+    eprintln!(
+        "SIP over TCP {fault:?}: offline after {offline:.1} s, online again {back:.1} s after \
+         the fault ended; proxy {:?}",
+        sip.stats()
+    );
+    let viewer = Viewer::start(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25),
+        "a viewer plays again: {}",
+        viewer.frames()
+    );
+    drop(viewer);
+    cam.stop();
+    (offline, back)
+}
+
+#[test]
+fn sip_tcp_cut_and_restored() {
+    sip_tcp_fault(
+        SipTcpFault::Cut,
+        Duration::from_secs(10),
+        Duration::from_secs(30),
+    );
+}
+
+#[test]
+fn sip_tcp_half_open() {
+    sip_tcp_fault(
+        SipTcpFault::Freeze,
+        Duration::from_secs(10),
+        Duration::from_secs(90),
+    );
+}

@@ -472,6 +472,14 @@ impl DeviceAgent {
                 }
                 ClientAction::Unregistered => (self.on_event)(DeviceEvent::Unregistered),
                 ClientAction::Failed { status } => {
+                    // Over TCP, no answer at all (REGISTER or keepalives): the connection is
+                    // dead or half-open; drop it, `run_tcp` connects again.
+                    if status.is_none()
+                        && let SipSocket::Tcp(w) = &self.socket
+                        && let Some(s) = lock(w).take()
+                    {
+                        let _ = s.shutdown(std::net::Shutdown::Both);
+                    }
                     (self.on_event)(DeviceEvent::RegisterFailed { status })
                 }
             }
@@ -598,7 +606,9 @@ impl DeviceAgent {
                 Err(e) => Some(format!("read: {e}")),
             };
             // A write error shuts the connection down and empties the writer.
-            let closed = closed.or_else(|| (!self.is_connected()).then(|| "write failed".into()));
+            let closed = closed.or_else(|| {
+                (!self.is_connected()).then(|| "write failed or nothing answered".into())
+            });
             if let Some(reason) = closed {
                 conn = None;
                 connect_at = now_ms() + self.disconnected(reason);
