@@ -1092,3 +1092,134 @@ fn sip_tcp_half_open() {
         Duration::from_secs(90),
     );
 }
+
+/// The platform dies under a streaming `gb28181sink`: the gateway process (with a data dir)
+/// is SIGKILLed while a viewer plays, and started again on the same ports and data dir. Over
+/// UDP the camera (in this process, keepalives every second) is not told anything and keeps
+/// its registration: the restored binding is confirmed by its next keepalive. Over TCP it
+/// sees the connection close, connects again (after its 10 s `retry-interval`) and registers.
+/// A new viewer's INVITE replaces the session the dead gateway had, and the viewer plays.
+/// Returns the seconds from the restart to online and to 25 pictures decoded.
+fn platform_restart(tcp: bool) -> (f64, f64) {
+    let _g = serial();
+    gst_ipcam_gateway::gateway::init().expect("GStreamer");
+    let dir = scratch("faults-restart");
+    let data = dir.join("data");
+    let conf = process_config(&dir);
+    let (sip, rtsp, m) = (free_port(), free_port(), free_port());
+    let start = || {
+        let mut cmd = gateway_command(&conf, sip, rtsp, m);
+        cmd.args(["--simulate", "0", "--summary-interval-s", "0"])
+            .args(["--sip-transport", if tcp { "tcp" } else { "udp" }])
+            .arg("--data-dir")
+            .arg(&data);
+        GatewayProcess::spawn(cmd)
+    };
+    let mut gw = start();
+    let cfg = Config::default();
+    let id = cfg.sim_first_id.clone();
+    let settings = SimSettings {
+        server_ip: "127.0.0.1".into(),
+        server_port: sip,
+        server_id: cfg.server_id.clone(),
+        device_id: id.clone(),
+        password: cfg.password.clone(),
+        audio: false,
+    };
+    let clip = Clip::encode_with(Some("h264"), None, 160, 120, 200, 2).expect("clip");
+    let keepalive = SipOptions {
+        keepalive_ms: 1000,
+        tcp,
+    };
+    assert!(
+        gw.wait_for("[gateway] SIP", Duration::from_secs(20)),
+        "{:?}",
+        gw.lines()
+    );
+    let cam = SimCamera::start_with_sip(&clip, &settings, &keepalive).expect("camera");
+    let mounted = format!("channel {id} of device {id}");
+    assert!(
+        gw.wait_for(&mounted, Duration::from_secs(20)),
+        "{:?}",
+        gw.lines()
+    );
+    let stored = || {
+        let limits = gst_ipcam_gateway::store::Limits {
+            max_devices: 10,
+            max_channels_per_device: 10,
+        };
+        gst_ipcam_gateway::store::Store::open(&data, limits)
+            .ok()
+            .and_then(|s| s.devices().ok())
+            .is_some_and(|d| d.iter().any(|d| d.id == id))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), stored),
+        "registration stored"
+    );
+    let url = format!("rtsp://{}:{}@127.0.0.1:{rtsp}/{id}", READER.0, READER.1);
+    let viewer = Viewer::start(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25
+            && cam.is_streaming()),
+        "plays before the kill"
+    );
+
+    gw.kill9();
+    let ended = viewer.ended(Duration::from_secs(10));
+    assert!(ended.is_some(), "the viewer is told its stream ended");
+    drop(viewer);
+    assert!(cam.is_streaming(), "the camera was not told (no BYE)");
+    drop(gw);
+
+    let restart = Instant::now();
+    let mut gw = start();
+    let back = if tcp { "registered" } else { "online" };
+    assert!(
+        gw.wait_for(&format!("device {id} {back}"), Duration::from_secs(30)),
+        "{back} again: {:?}",
+        gw.lines()
+    );
+    let online = restart.elapsed().as_secs_f64();
+    let viewer = Viewer::start(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25),
+        "a viewer plays again: {} pictures; {:?}",
+        viewer.frames(),
+        gw.lines()
+    );
+    let playing = restart.elapsed().as_secs_f64();
+    eprintln!(
+        "SIP over {}: restart -> {back} {online:.1} s, -> 25 pictures decoded {playing:.1} s",
+        if tcp { "TCP" } else { "UDP" }
+    );
+    let registered = format!("device {id} registered");
+    assert!(
+        tcp || !gw.lines().iter().any(|l| l.contains(&registered)),
+        "served on its stored registration, no new REGISTER: {:?}",
+        gw.lines()
+    );
+    drop(viewer);
+    cam.stop();
+    drop(gw);
+    std::fs::remove_dir_all(&dir).ok();
+    (online, playing)
+}
+
+#[test]
+fn platform_killed_and_restarted_udp() {
+    let (_, playing) = platform_restart(false);
+    assert!(
+        playing < 10.0,
+        "playing again {playing:.1} s after the restart"
+    );
+}
+
+#[test]
+fn platform_killed_and_restarted_tcp() {
+    let (_, playing) = platform_restart(true);
+    assert!(
+        playing < 25.0,
+        "playing again {playing:.1} s after the restart"
+    );
+}
