@@ -75,6 +75,10 @@ pub struct SipCounters {
     pub catalog_items_dropped: u64,
     /// Endpoint events the gateway did not keep up with.
     pub events_dropped: u64,
+    /// REGISTERs and keepalives received, and keepalives refused (device not registered).
+    pub registers: u64,
+    pub keepalives: u64,
+    pub keepalives_refused: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -198,7 +202,7 @@ pub fn render(s: &Snapshot) -> String {
             u8::from(d.online)
         );
     }
-    let sip: [(&str, &str, u64); 6] = [
+    let sip: [(&str, &str, u64); 9] = [
         (
             "gb28181_auth_failures_total",
             "Failed digest authentications (REGISTER)",
@@ -228,6 +232,21 @@ pub fn render(s: &Snapshot) -> String {
             "gb28181_events_dropped_total",
             "SIP endpoint events dropped because subscribers fell behind",
             s.sip.events_dropped,
+        ),
+        (
+            "gb28181_registers_total",
+            "REGISTER requests received",
+            s.sip.registers,
+        ),
+        (
+            "gb28181_keepalives_total",
+            "Keepalive MESSAGEs received",
+            s.sip.keepalives,
+        ),
+        (
+            "gb28181_keepalives_refused_total",
+            "Keepalives refused because the device was not registered (it registers again)",
+            s.sip.keepalives_refused,
         ),
     ];
     for (name, text, v) in sip {

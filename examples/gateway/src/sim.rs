@@ -272,6 +272,24 @@ pub struct SimSettings {
     pub audio: bool,
 }
 
+/// How a simulated camera talks SIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipOptions {
+    /// Milliseconds between its keepalives.
+    pub keepalive_ms: u32,
+    /// SIP over TCP (one connection to the platform) instead of UDP.
+    pub tcp: bool,
+}
+
+impl Default for SipOptions {
+    fn default() -> Self {
+        SipOptions {
+            keepalive_ms: 20_000,
+            tcp: false,
+        }
+    }
+}
+
 /// A running simulated camera.
 pub struct SimCamera {
     pub device_id: String,
@@ -298,6 +316,24 @@ impl SimCamera {
         s: &SimSettings,
         records: &str,
     ) -> Result<SimCamera, String> {
+        SimCamera::start_full(clips, s, records, &SipOptions::default())
+    }
+
+    /// [`SimCamera::start`] with its SIP behaviour chosen ([`SipOptions`]).
+    pub fn start_with_sip(
+        clip: &Clip,
+        s: &SimSettings,
+        sip: &SipOptions,
+    ) -> Result<SimCamera, String> {
+        SimCamera::start_full(&[clip], s, "", sip)
+    }
+
+    fn start_full(
+        clips: &[&Clip],
+        s: &SimSettings,
+        records: &str,
+        sip: &SipOptions,
+    ) -> Result<SimCamera, String> {
         let pipeline = gst::Pipeline::with_name(&format!("camera-{}", s.device_id));
         let mk = |f: &str| {
             gst::ElementFactory::make(f)
@@ -311,7 +347,8 @@ impl SimCamera {
             .property("server-id", &s.server_id)
             .property("device-id", &s.device_id)
             .property("password", &s.password)
-            .property("keepalive-interval", 20_000u32)
+            .property("keepalive-interval", sip.keepalive_ms)
+            .property_from_str("sip-transport", if sip.tcp { "tcp" } else { "udp" })
             .property("device-name", format!("Simulated camera {}", s.device_id))
             .property("records", records)
             .build()
@@ -364,7 +401,7 @@ impl SimCamera {
         sink.set_property("server-id", &s.server_id);
         sink.set_property("device-id", &s.device_id);
         sink.set_property("password", &s.password);
-        sink.set_property("keepalive-interval", 20_000u32);
+        sink.set_property("keepalive-interval", SipOptions::default().keepalive_ms);
         sink.set_property("device-name", format!("Simulated camera {}", s.device_id));
         let stamp = pipeline
             .by_name("stamp")

@@ -15,7 +15,8 @@ use gst_ipcam_gateway::config::Config;
 use gst_ipcam_gateway::gateway::Gateway;
 use gst_ipcam_gateway::http;
 use gst_ipcam_gateway::metrics::find_samples;
-use gst_ipcam_gateway::sim::{Clip, SimCamera, SimSettings, wait_until};
+use gst_ipcam_gateway::outputs;
+use gst_ipcam_gateway::sim::{Clip, SimCamera, SimSettings, SipOptions, wait_until};
 use gst_ipcam_testutil::impair::{Direction, Impairment, TcpProxy, UdpProxy};
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
@@ -65,7 +66,7 @@ fn config(media_base: u16) -> Config {
             UserConfig::with_password(
                 READER.0,
                 READER.1,
-                &[(Action::Read, ""), (Action::Metrics, "")],
+                &[(Action::Read, ""), (Action::Metrics, ""), (Action::Api, "")],
             )
             .unwrap(),
         ],
@@ -99,18 +100,38 @@ fn start(cfg: &Config) -> Gateway {
 }
 
 fn metric(gw: &Gateway, name: &str, labels: &str) -> f64 {
+    metric_at(gw.metrics_addr().unwrap(), name, labels)
+}
+
+/// The sum of `name`'s samples with `labels` in the `/metrics` of the gateway at `addr`.
+fn metric_at(addr: SocketAddr, name: &str, labels: &str) -> f64 {
     let auth = basic_value(READER.0, READER.1);
-    let r = http::request(
-        None,
-        gw.metrics_addr().unwrap(),
-        "/metrics",
-        &[("Authorization", &auth)],
-    )
-    .expect("metrics answer");
+    let r =
+        http::request(None, addr, "/metrics", &[("Authorization", &auth)]).expect("metrics answer");
     assert_eq!(r.status, 200);
     find_samples(&String::from_utf8_lossy(&r.body), name, labels)
         .iter()
         .sum()
+}
+
+/// Device `id` as `/v1/devices` lists it (None: not listed).
+fn api_device(gw: &Gateway, id: &str) -> Option<serde_json::Value> {
+    let auth = basic_value(READER.0, READER.1);
+    let r = http::request(
+        None,
+        gw.metrics_addr().unwrap(),
+        "/v1/devices",
+        &[("Authorization", &auth)],
+    )
+    .expect("API answers");
+    assert_eq!(r.status, 200);
+    let list: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+    list.as_array()?.iter().find(|d| d["id"] == id).cloned()
+}
+
+/// Whether `/v1/devices` says device `id` is online (None: not listed).
+fn api_online(gw: &Gateway, id: &str) -> Option<bool> {
+    api_device(gw, id).and_then(|d| d["online"].as_bool())
 }
 
 /// An RTSP viewer (TCP) decoding the video; pictures the decoder finds corrupt are dropped,
@@ -197,8 +218,9 @@ impl Drop for Viewer {
 /// playing through it and is back at full rate after the next key frame (1 s GOP); the loss
 /// shows in `paths_rtp_packets_lost` at once (the counters are read per request). Returns
 /// (% of the pictures shown while impaired, pictures in the 3 s after, packets the proxy
-/// dropped, lost counted).
-fn run_impaired(impairment: Impairment) -> (u64, u64, usize, f64) {
+/// dropped, lost counted at the end of the lossy window, lost counted once clean packets
+/// followed).
+fn run_impaired(impairment: Impairment) -> (u64, u64, usize, f64, f64) {
     let (base, proxies) = media_proxies();
     let cfg = config(base);
     let gw = start(&cfg);
@@ -242,9 +264,16 @@ fn run_impaired(impairment: Impairment) -> (u64, u64, usize, f64) {
         viewer.frames_during(Duration::from_secs(1)) >= 22
     });
     let after = viewer.frames_during(Duration::from_secs(3));
+    // A gap shows only when the packet after it arrives: the packets dropped at the very end
+    // of the lossy window are counted with the first clean ones.
+    let settled = wait_until(Duration::from_secs(2), || {
+        metric(&gw, "paths_rtp_packets_lost", &lbl) >= dropped as f64
+    });
+    let lost_later = metric(&gw, "paths_rtp_packets_lost", &lbl);
     eprintln!(
         "{impairment:?}: pictures during {during}/{shown}, after {after}/75, dropped {dropped}, \
-         lost counted {lost}, recovered {recovered}"
+         lost counted {lost} at once, {lost_later} once clean packets followed (settled \
+         {settled}), recovered {recovered}"
     );
     assert!(recovered, "full rate again within 3 s of the fault's end");
     assert!(
@@ -257,19 +286,27 @@ fn run_impaired(impairment: Impairment) -> (u64, u64, usize, f64) {
     );
     drop(viewer);
     drop(gw);
-    (during * 100 / shown.max(1), after, dropped, lost)
+    (
+        during * 100 / shown.max(1),
+        after,
+        dropped,
+        lost,
+        lost_later,
+    )
 }
 
 fn burst_loss_case(share: f64, seed: u64) {
     let _g = serial();
-    let (during, _after, dropped, lost) = run_impaired(Impairment::burst_loss(share, 3.0, seed));
+    let (during, _after, dropped, lost, lost_later) =
+        run_impaired(Impairment::burst_loss(share, 3.0, seed));
     assert!(dropped > 0, "the seeded loss dropped packets");
-    // Dropped packets are sequence gaps the receiver counts; not all of them (see README,
-    // "Faults"): at least half, never more.
+    // Dropped packets are sequence gaps the receiver counts: most at once (those at the end
+    // of the window show with the next packet), every one once clean packets followed.
     assert!(
         lost >= dropped as f64 * 0.5 && lost <= dropped as f64,
         "loss in metrics {lost} vs dropped {dropped}"
     );
+    assert_eq!(lost_later, dropped as f64, "every dropped packet counted");
     // The viewer keeps playing through the loss: intact pictures between the bursts.
     assert!(during >= 10, "pictures while lossy: {during} %");
 }
@@ -297,9 +334,10 @@ fn media_reordering() {
         seed: 14,
         ..Impairment::default()
     };
-    let (during, _after, dropped, lost) = run_impaired(imp);
+    let (during, _after, dropped, lost, lost_later) = run_impaired(imp);
     assert_eq!(dropped, 0);
     assert_eq!(lost, 0.0, "reordered packets are not counted lost");
+    assert_eq!(lost_later, 0.0);
     assert!(
         during >= 90,
         "reordering alone costs no picture: {during} %"
@@ -657,4 +695,548 @@ fn recording_disk_full() {
     drop(viewer);
     drop(gw);
     drop(disk);
+}
+
+/// The camera's SIP is cut both ways (no BYE, no keepalive; its media still flows): with
+/// `keepalive_interval_s = 1` and `max_missed_keepalives = 3` it is offline in `/v1/devices`
+/// and `gb28181_devices_online` about 3 s after its last keepalive, not earlier than 2
+/// intervals after the cut; its channel stays mounted and the viewer plays on (the media is
+/// not cut). When SIP is restored its next keepalive brings it back online by itself, without
+/// registering again, and a new viewer plays.
+#[test]
+fn camera_offline_after_missed_keepalives() {
+    let _g = serial();
+    let (base, _media) = media_proxies();
+    let mut cfg = config(base);
+    cfg.simulate = 0;
+    cfg.keepalive_interval_s = 1;
+    cfg.max_missed_keepalives = 3;
+    let gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let sip = UdpProxy::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SocketAddr::new("127.0.0.1".parse().unwrap(), cfg.sip_port),
+        Impairment::none(),
+        Impairment::none(),
+    )
+    .unwrap();
+    let id = cfg.sim_first_id.clone();
+    let settings = SimSettings {
+        server_ip: "127.0.0.1".into(),
+        server_port: sip.port(),
+        server_id: cfg.server_id.clone(),
+        device_id: id.clone(),
+        password: cfg.password.clone(),
+        audio: false,
+    };
+    let clip = Clip::encode_with(Some("h264"), None, 160, 120, 200, 2).expect("clip");
+    let keepalive = SipOptions {
+        keepalive_ms: 1000,
+        ..SipOptions::default()
+    };
+    let cam = SimCamera::start_with_sip(&clip, &settings, &keepalive).expect("camera");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw.channels().contains(&id)
+            && api_online(&gw, &id) == Some(true)),
+        "registered and online"
+    );
+    let online = |gw: &Gateway| metric(gw, "gb28181_devices_online", "");
+    let device_gauge = format!("id=\"{id}\"");
+    assert_eq!(online(&gw), 1.0);
+    assert_eq!(metric(&gw, "gb28181_device_online", &device_gauge), 1.0);
+    let registered_at = api_device(&gw, &id).unwrap()["registered_at_ms"].clone();
+    let url = gw.url_with_credentials(&id, READER.0, READER.1);
+    let viewer = Viewer::start(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25),
+        "plays before the cut"
+    );
+    // Some keepalive periods on a clean link: no false offline.
+    let t_clean = Instant::now();
+    assert!(!wait_until(Duration::from_secs(4), || api_online(&gw, &id)
+        != Some(true)));
+    assert!(t_clean.elapsed() >= Duration::from_secs(4));
+
+    sip.cut();
+    let t_cut = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || api_online(&gw, &id)
+            == Some(false)),
+        "offline after the missed keepalives"
+    );
+    let offline_after = t_cut.elapsed().as_secs_f64();
+    assert_eq!(online(&gw), 0.0, "the gauge agrees with the API");
+    assert_eq!(metric(&gw, "gb28181_device_online", &device_gauge), 0.0);
+    eprintln!("offline {offline_after:.2} s after the SIP cut (3 × 1 s keepalives)");
+    assert!(
+        (1.8..=5.0).contains(&offline_after),
+        "offline after 3 missed 1 s keepalives: {offline_after:.2} s"
+    );
+    assert!(gw.channels().contains(&id), "the channel stays mounted");
+    let playing = viewer.frames_during(Duration::from_secs(2));
+    assert!(
+        playing >= 40,
+        "the viewer plays on (media not cut): {playing} pictures in 2 s"
+    );
+
+    sip.restore();
+    let t_back = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || api_online(&gw, &id)
+            == Some(true)),
+        "back online by itself"
+    );
+    let back_after = t_back.elapsed().as_secs_f64();
+    eprintln!("online again {back_after:.2} s after SIP is restored");
+    assert!(
+        back_after < 3.0,
+        "with its next keepalive: {back_after:.2} s"
+    );
+    assert_eq!(online(&gw), 1.0);
+    assert_eq!(metric(&gw, "gb28181_device_online", &device_gauge), 1.0);
+    assert_eq!(
+        api_device(&gw, &id).unwrap()["registered_at_ms"],
+        registered_at,
+        "back by a keepalive, not a new REGISTER"
+    );
+    drop(viewer);
+    let viewer = Viewer::start(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25),
+        "a new viewer plays"
+    );
+    drop(viewer);
+    cam.stop();
+}
+
+/// A config file for a gateway process: the [`READER`] (read, metrics and API everywhere).
+fn process_config(dir: &Path) -> std::path::PathBuf {
+    let reader = UserConfig::with_password(READER.0, READER.1, &[]).unwrap();
+    let conf = dir.join("gateway.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[users]]\nuser = \"{}\"\npass = \"{}\"\n\
+             permissions = [{{action = \"read\"}}, {{action = \"metrics\"}}, {{action = \"api\"}}]\n",
+            READER.0, reader.pass
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+/// libfaketime, from the `faketime` package (the Makefile's APT_PACKAGES).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The wall clock steps (NTP) under a running gateway with a built-in camera (keepalives every
+/// second, offline after 3 missed, a 1 s MP4 segment recording and a viewer): the gateway
+/// runs under libfaketime whose offset file the test rewrites (+1 h, back 10 s, -1 h; the
+/// monotonic clock is left alone, as NTP leaves it). No false offline, no new REGISTER, no
+/// burst of keepalives, recordings go on in new files named by the stepped wall clock, none
+/// overwritten (the 10 s step back names segments in seconds already used), and the live
+/// view goes on. Before, the SIP timers ran on the wall clock: +1 h expired the camera's
+/// registration (unregistered and unmounted) and took it offline.
+#[test]
+fn wall_clock_steps() {
+    let _g = serial();
+    gst_ipcam_gateway::gateway::init().expect("GStreamer");
+    assert!(
+        Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} (apt-get install faketime)"
+    );
+    let dir = scratch("faults-clock");
+    let rec = dir.join("rec");
+    let offset = dir.join("faketime");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let conf = process_config(&dir);
+    let (sip, rtsp, m) = (free_port(), free_port(), free_port());
+    let mut cmd = gateway_command(&conf, sip, rtsp, m);
+    cmd.args(["--simulate", "1", "--summary-interval-s", "0"])
+        .args(["--sim-width", "320", "--sim-height", "240"])
+        .args([
+            "--keepalive-interval-s",
+            "1",
+            "--max-missed-keepalives",
+            "3",
+        ])
+        .args(["--record-segment-s", "1", "--record-dir"])
+        .arg(&rec)
+        .env("LD_PRELOAD", LIBFAKETIME)
+        .env("FAKETIME_TIMESTAMP_FILE", &offset)
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("FAKETIME_CACHE_DURATION", "1");
+    let mut gw = GatewayProcess::spawn(cmd);
+    let maddr: SocketAddr = format!("127.0.0.1:{m}").parse().unwrap();
+    let id = Config::default().sim_device_id(0);
+    let device = format!("id=\"{id}\"");
+    let online = || {
+        std::net::TcpStream::connect(maddr).is_ok()
+            && metric_at(maddr, "gb28181_device_online", &device) == 1.0
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || online()
+            && media_files(&rec).len() >= 2),
+        "online and recording: {:?}",
+        gw.lines()
+    );
+    let url = format!("rtsp://{}:{}@127.0.0.1:{rtsp}/{id}", READER.0, READER.1);
+    let viewer = Viewer::start(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25),
+        "the viewer plays"
+    );
+    let count = |name: &str| metric_at(maddr, name, "");
+    let (keepalives, registers, t0) = (
+        count("gb28181_keepalives_total"),
+        count("gb28181_registers_total"),
+        Instant::now(),
+    );
+    let real_s = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let stamp_of = |f: &String| {
+        Path::new(f)
+            .file_stem()
+            .map(|s| s.to_string_lossy()[..15].to_string())
+            .unwrap_or_default()
+    };
+    // (offset, the segment names it gives: from this many seconds after the real time)
+    let steps: [(&str, i64); 3] = [("+1h", 3590), ("+3597s", 3590), ("-1h", -3610)];
+    let mut files: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut offline_seen = false;
+    for (step, from_s) in steps {
+        let before = media_files(&rec);
+        for f in &before {
+            let len = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+            files.insert(f.clone(), len);
+        }
+        let frames = viewer.frames();
+        std::fs::write(&offset, format!("{step}\n")).unwrap();
+        let from = outputs::utc_stamp(real_s().saturating_add_signed(from_s));
+        let t = Instant::now();
+        // Two new segments named by the stepped clock: the step took effect and recording
+        // goes on. Meanwhile the device must stay online.
+        let stepped = wait_until(Duration::from_secs(20), || {
+            offline_seen |= !online();
+            media_files(&rec)
+                .iter()
+                .filter(|f| !before.contains(*f) && stamp_of(f) >= from)
+                .count()
+                >= 2
+        });
+        eprintln!(
+            "step {step}: 2 segments named from {from} after {:.1} s; files {:?}",
+            t.elapsed().as_secs_f64(),
+            media_files(&rec)
+                .difference(&before)
+                .map(|f| Path::new(f)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_string())
+                .collect::<Vec<_>>()
+        );
+        assert!(stepped, "recording goes on after the {step} step");
+        // Held for 5 keepalive intervals: a false offline (or a keepalive silence) shows.
+        wait_until(Duration::from_secs(6), || {
+            offline_seen |= !online();
+            t.elapsed() >= Duration::from_secs(5)
+        });
+        assert!(
+            viewer.frames() > frames + 25,
+            "the live view goes on through the {step} step"
+        );
+        // Every earlier segment is still there, none shorter (none overwritten).
+        for (f, len) in &files {
+            let now = std::fs::metadata(f).map(|m| m.len());
+            assert!(
+                now.as_ref().is_ok_and(|n| n >= len),
+                "{f}: {len} bytes before the {step} step, {now:?} after"
+            );
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let (k, r) = (
+        count("gb28181_keepalives_total") - keepalives,
+        count("gb28181_registers_total") - registers,
+    );
+    eprintln!("{secs:.1} s of steps: {k} keepalives, {r} REGISTERs; offline seen {offline_seen}");
+    let printed: Vec<String> = gw
+        .lines()
+        .iter()
+        .filter(|l| l.contains("offline") || l.contains("unregistered"))
+        .cloned()
+        .collect();
+    assert!(printed.is_empty(), "{printed:?}");
+    assert!(!offline_seen, "no false offline");
+    assert_eq!(r, 0.0, "no new REGISTER");
+    assert!(
+        files.keys().any(|f| f.ends_with("-1.mp4")),
+        "the 3 s step back named segments in seconds already used: {:?}",
+        files.keys()
+    );
+    assert!(
+        k >= secs - 4.0 && k <= secs + 4.0,
+        "a keepalive a second, no storm, no silence: {k} in {secs:.1} s"
+    );
+    drop(viewer);
+    drop(gw);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// How the camera's SIP-over-TCP connection to the gateway fails.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SipTcpFault {
+    /// Closed (both peers see it) and new connections refused until restored.
+    Cut,
+    /// Half-open: nothing passes and nobody is told; new connections pass again after the
+    /// thaw (the open one stays dead).
+    Freeze,
+}
+
+/// A camera with SIP over TCP (keepalives every second) through a TcpProxy to a gateway with
+/// SIP over TCP (offline after 3 missed keepalives); `fault` on the SIP connection, lifted
+/// once the gateway has the camera offline. The camera connects again and registers by
+/// itself, the device is online again, a viewer plays. Returns (seconds from the fault to
+/// offline, seconds from lifting it to online again).
+fn sip_tcp_fault(
+    fault: SipTcpFault,
+    offline_within: Duration,
+    back_within: Duration,
+) -> (f64, f64) {
+    let _g = serial();
+    let (base, _media) = media_proxies();
+    let mut cfg = config(base);
+    cfg.simulate = 0;
+    cfg.sip_transport = "tcp".into();
+    cfg.keepalive_interval_s = 1;
+    cfg.max_missed_keepalives = 3;
+    let gw = Gateway::start(cfg.clone()).expect("gateway starts");
+    let sip = TcpProxy::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SocketAddr::new("127.0.0.1".parse().unwrap(), gw.config().sip_port),
+        Impairment::none(),
+        Impairment::none(),
+    )
+    .unwrap();
+    let id = cfg.sim_first_id.clone();
+    let settings = SimSettings {
+        server_ip: "127.0.0.1".into(),
+        server_port: sip.port(),
+        server_id: cfg.server_id.clone(),
+        device_id: id.clone(),
+        password: cfg.password.clone(),
+        audio: false,
+    };
+    let clip = Clip::encode_with(Some("h264"), None, 160, 120, 200, 2).expect("clip");
+    let opts = SipOptions {
+        keepalive_ms: 1000,
+        tcp: true,
+    };
+    let cam = SimCamera::start_with_sip(&clip, &settings, &opts).expect("camera");
+    assert!(
+        wait_until(Duration::from_secs(15), || gw.channels().contains(&id)
+            && api_online(&gw, &id) == Some(true)),
+        "registered over TCP and online"
+    );
+    let url = gw.url_with_credentials(&id, READER.0, READER.1);
+    let viewer = Viewer::start(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25),
+        "plays before the fault"
+    );
+    drop(viewer);
+    let accepted = sip.stats().accepted;
+
+    let t = Instant::now();
+    match fault {
+        SipTcpFault::Cut => sip.cut(),
+        SipTcpFault::Freeze => sip.freeze(),
+    }
+    assert!(
+        wait_until(offline_within, || api_online(&gw, &id) == Some(false)),
+        "offline after the {fault:?}"
+    );
+    let offline = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    match fault {
+        SipTcpFault::Cut => sip.restore(),
+        SipTcpFault::Freeze => sip.thaw(),
+    }
+    assert!(
+        wait_until(back_within, || api_online(&gw, &id) == Some(true)),
+        "the camera is back by itself after the {fault:?}: {:?}",
+        cam.stats()
+    );
+    let back = t.elapsed().as_secs_f64();
+    assert!(
+        sip.stats().accepted > accepted,
+        "on a new connection: {:?}",
+        sip.stats()
+    );
+    eprintln!(
+        "SIP over TCP {fault:?}: offline after {offline:.1} s, online again {back:.1} s after \
+         the fault ended; proxy {:?}",
+        sip.stats()
+    );
+    let viewer = Viewer::start(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25),
+        "a viewer plays again: {}",
+        viewer.frames()
+    );
+    drop(viewer);
+    cam.stop();
+    (offline, back)
+}
+
+#[test]
+fn sip_tcp_cut_and_restored() {
+    sip_tcp_fault(
+        SipTcpFault::Cut,
+        Duration::from_secs(10),
+        Duration::from_secs(30),
+    );
+}
+
+#[test]
+fn sip_tcp_half_open() {
+    sip_tcp_fault(
+        SipTcpFault::Freeze,
+        Duration::from_secs(10),
+        Duration::from_secs(90),
+    );
+}
+
+/// The platform dies under a streaming `gb28181sink`: the gateway process (with a data dir)
+/// is SIGKILLed while a viewer plays, and started again on the same ports and data dir. Over
+/// UDP the camera (in this process, keepalives every second) is not told anything and keeps
+/// its registration: the restored binding is confirmed by its next keepalive. Over TCP it
+/// sees the connection close, connects again (after its 10 s `retry-interval`) and registers.
+/// A new viewer's INVITE replaces the session the dead gateway had, and the viewer plays.
+/// Returns the seconds from the restart to online and to 25 pictures decoded.
+fn platform_restart(tcp: bool) -> (f64, f64) {
+    let _g = serial();
+    gst_ipcam_gateway::gateway::init().expect("GStreamer");
+    let dir = scratch("faults-restart");
+    let data = dir.join("data");
+    let conf = process_config(&dir);
+    let (sip, rtsp, m) = (free_port(), free_port(), free_port());
+    let start = || {
+        let mut cmd = gateway_command(&conf, sip, rtsp, m);
+        cmd.args(["--simulate", "0", "--summary-interval-s", "0"])
+            .args(["--sip-transport", if tcp { "tcp" } else { "udp" }])
+            .arg("--data-dir")
+            .arg(&data);
+        GatewayProcess::spawn(cmd)
+    };
+    let mut gw = start();
+    let cfg = Config::default();
+    let id = cfg.sim_first_id.clone();
+    let settings = SimSettings {
+        server_ip: "127.0.0.1".into(),
+        server_port: sip,
+        server_id: cfg.server_id.clone(),
+        device_id: id.clone(),
+        password: cfg.password.clone(),
+        audio: false,
+    };
+    let clip = Clip::encode_with(Some("h264"), None, 160, 120, 200, 2).expect("clip");
+    let keepalive = SipOptions {
+        keepalive_ms: 1000,
+        tcp,
+    };
+    assert!(
+        gw.wait_for("[gateway] SIP", Duration::from_secs(20)),
+        "{:?}",
+        gw.lines()
+    );
+    let cam = SimCamera::start_with_sip(&clip, &settings, &keepalive).expect("camera");
+    let mounted = format!("channel {id} of device {id}");
+    assert!(
+        gw.wait_for(&mounted, Duration::from_secs(20)),
+        "{:?}",
+        gw.lines()
+    );
+    let stored = || {
+        let limits = gst_ipcam_gateway::store::Limits {
+            max_devices: 10,
+            max_channels_per_device: 10,
+        };
+        gst_ipcam_gateway::store::Store::open(&data, limits)
+            .ok()
+            .and_then(|s| s.devices().ok())
+            .is_some_and(|d| d.iter().any(|d| d.id == id))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), stored),
+        "registration stored"
+    );
+    let url = format!("rtsp://{}:{}@127.0.0.1:{rtsp}/{id}", READER.0, READER.1);
+    let viewer = Viewer::start(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25
+            && cam.is_streaming()),
+        "plays before the kill"
+    );
+
+    gw.kill9();
+    let ended = viewer.ended(Duration::from_secs(10));
+    assert!(ended.is_some(), "the viewer is told its stream ended");
+    drop(viewer);
+    assert!(cam.is_streaming(), "the camera was not told (no BYE)");
+    drop(gw);
+
+    let restart = Instant::now();
+    let mut gw = start();
+    let back = if tcp { "registered" } else { "online" };
+    assert!(
+        gw.wait_for(&format!("device {id} {back}"), Duration::from_secs(30)),
+        "{back} again: {:?}",
+        gw.lines()
+    );
+    let online = restart.elapsed().as_secs_f64();
+    let viewer = Viewer::start(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || viewer.frames() >= 25),
+        "a viewer plays again: {} pictures; {:?}",
+        viewer.frames(),
+        gw.lines()
+    );
+    let playing = restart.elapsed().as_secs_f64();
+    eprintln!(
+        "SIP over {}: restart -> {back} {online:.1} s, -> 25 pictures decoded {playing:.1} s",
+        if tcp { "TCP" } else { "UDP" }
+    );
+    let registered = format!("device {id} registered");
+    assert!(
+        tcp || !gw.lines().iter().any(|l| l.contains(&registered)),
+        "served on its stored registration, no new REGISTER: {:?}",
+        gw.lines()
+    );
+    drop(viewer);
+    cam.stop();
+    drop(gw);
+    std::fs::remove_dir_all(&dir).ok();
+    (online, playing)
+}
+
+#[test]
+fn platform_killed_and_restarted_udp() {
+    let (_, playing) = platform_restart(false);
+    assert!(
+        playing < 10.0,
+        "playing again {playing:.1} s after the restart"
+    );
+}
+
+#[test]
+fn platform_killed_and_restarted_tcp() {
+    let (_, playing) = platform_restart(true);
+    assert!(
+        playing < 25.0,
+        "playing again {playing:.1} s after the restart"
+    );
 }

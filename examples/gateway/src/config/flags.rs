@@ -159,6 +159,12 @@ pub struct Settings {
     /// Seconds gb28181src waits for media (1-3600)
     #[arg(long, value_name = "S")]
     pub stream_timeout_s: Option<u32>,
+    /// Seconds between a device's expected keepalives (1-3600)
+    #[arg(long, value_name = "S")]
+    pub keepalive_interval_s: Option<u32>,
+    /// Keepalives missed in a row before a device is offline (1-100)
+    #[arg(long, value_name = "N")]
+    pub max_missed_keepalives: Option<u32>,
     /// Device and channel IDs accepted, a regular expression over the whole ID
     #[arg(long, value_name = "RE")]
     pub id_pattern: Option<String>,

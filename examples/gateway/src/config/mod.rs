@@ -122,6 +122,12 @@ pub struct Config {
     pub wait_timeout_s: u32,
     #[serde(deserialize_with = "file::bounded::<_, _, 1, 3600>")]
     pub stream_timeout_s: u32,
+    /// Seconds between the keepalives a device is expected to send (GB28181: 60).
+    #[serde(deserialize_with = "file::bounded::<_, _, 1, 3600>")]
+    pub keepalive_interval_s: u32,
+    /// Keepalives missed in a row before a device is offline (GB28181 platforms: 3).
+    #[serde(deserialize_with = "file::bounded::<_, _, 1, 100>")]
+    pub max_missed_keepalives: u32,
     /// Device and channel IDs accepted (a regular expression over the whole ID, see
     /// `gstgb28181::core::id`); checked when set.
     #[serde(deserialize_with = "file::id_pattern")]
@@ -186,6 +192,8 @@ impl Default for Config {
             summary_interval_s: 5,
             wait_timeout_s: 10,
             stream_timeout_s: 10,
+            keepalive_interval_s: 60,
+            max_missed_keepalives: 3,
             id_pattern: gstgb28181::core::id::DEFAULT_PATTERN.into(),
             max_channels_per_device: 1024,
             max_devices: 10_000,

@@ -12,7 +12,7 @@ use crate::ingest::Ingest;
 use crate::metrics::{self, DeviceStat, PathStat, SessionStat, SipCounters, Snapshot};
 use crate::outputs::{ChannelOutputs, OutputSettings};
 use crate::rtsp_auth::{self, RtspGuard, RtspLimits, client_ip};
-use crate::sim::{Clip, SimCamera, SimSettings};
+use crate::sim::{Clip, SimCamera, SimSettings, SipOptions};
 use crate::store::worker::{StoreSender, StoreStats, StoreWorker};
 use crate::store::{ChannelInfo, Limits as StoreLimits, Store, Write};
 use gst::glib;
@@ -202,6 +202,10 @@ impl Gateway {
             .map_err(|e| format!("SIP endpoint {}:{}: {e}", cfg.sip_address, cfg.sip_port))?;
         // Port 0: the port the endpoint got (elements join it there, cameras are told it).
         cfg.sip_port = endpoint.local_addr().port();
+        endpoint.set_keepalive(
+            u64::from(cfg.keepalive_interval_s) * 1000,
+            cfg.max_missed_keepalives,
+        );
         // At once, so that the first keepalives after a restart find their binding.
         let restored = match &store {
             Some(st) => restore_from_store(st, &endpoint)?,
@@ -448,7 +452,14 @@ impl Gateway {
             };
             for i in 0..cfg.simulate {
                 let id = cfg.sim_device_id(i);
-                let cam = SimCamera::start(
+                // Keepalives at least as often as the gateway expects them.
+                let sip = SipOptions {
+                    keepalive_ms: SipOptions::default()
+                        .keepalive_ms
+                        .min(cfg.keepalive_interval_s.saturating_mul(1000)),
+                    ..SipOptions::default()
+                };
+                let cam = SimCamera::start_with_sip(
                     &clip,
                     &SimSettings {
                         server_ip: server_ip.clone(),
@@ -462,6 +473,7 @@ impl Gateway {
                         device_id: id,
                         audio: true,
                     },
+                    &sip,
                 )?;
                 gw.cameras.push(cam);
             }

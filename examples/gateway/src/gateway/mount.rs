@@ -12,6 +12,9 @@ pub(super) enum MountJob {
         channels: Vec<String>,
     },
     Online(String),
+    /// Keepalives missed: its channels stay mounted (viewers' streams end by the stream
+    /// timeout when its media stops), it comes back with its next keepalive or REGISTER.
+    Offline(String),
     Unregistered(String),
     Catalog {
         device: String,
@@ -51,6 +54,9 @@ pub(super) fn on_endpoint_event(sh: &Shared, tx: &SyncSender<MountJob>, ev: &End
         }
         EndpointEvent::Registrar(RegEvent::Online { device_id }) => {
             MountJob::Online(device_id.clone())
+        }
+        EndpointEvent::Registrar(RegEvent::Offline { device_id }) => {
+            MountJob::Offline(device_id.clone())
         }
         EndpointEvent::Catalog {
             device_id, items, ..
@@ -125,6 +131,13 @@ pub(super) fn mount_worker(weak: Weak<Shared>, rx: Receiver<MountJob>) {
             }
             MountJob::Online(device) => {
                 println!("[gateway] device {} online", printable(&device));
+            }
+            MountJob::Offline(device) => {
+                println!(
+                    "[gateway] device {} offline: {} keepalives missed",
+                    printable(&device),
+                    sh.cfg.max_missed_keepalives
+                );
             }
             MountJob::Unregistered(device) => {
                 println!("[gateway] device {} unregistered", printable(&device));

@@ -139,6 +139,9 @@ pub(super) fn snapshot(sh: &Shared) -> Snapshot {
         invalid_ids: ep_stats.registrar.invalid_ids,
         catalog_items_dropped: ep_stats.catalog_items_dropped,
         events_dropped: ep_stats.events_dropped,
+        registers: ep_stats.registrar.registers,
+        keepalives: ep_stats.registrar.keepalives,
+        keepalives_refused: ep_stats.registrar.keepalives_refused,
     };
     let devices: Vec<DeviceStat> = sh
         .endpoint

@@ -87,3 +87,66 @@ pub fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receive
     });
     rx
 }
+
+/// The gateway as a process of its own (started from a command such as [`gateway_command`]
+/// with a piped stdout), its lines kept; SIGKILLed on drop.
+pub struct GatewayProcess {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl GatewayProcess {
+    pub fn spawn(mut cmd: std::process::Command) -> GatewayProcess {
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the gateway starts");
+        let lines = stdout_lines(&mut child);
+        GatewayProcess {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (at most `timeout`) for a line containing `what`; every line read is kept.
+    pub fn wait_for(&mut self, what: &str, timeout: std::time::Duration) -> bool {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            if self.lines().iter().any(|l| l.contains(what)) {
+                return true;
+            }
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            if let Ok(l) = self
+                .lines
+                .recv_timeout(left.min(std::time::Duration::from_millis(100)))
+            {
+                self.seen.push(l);
+            }
+        }
+    }
+
+    /// The lines printed so far.
+    pub fn lines(&mut self) -> &[String] {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        &self.seen
+    }
+
+    /// SIGKILL, and reaped.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

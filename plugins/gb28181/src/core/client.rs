@@ -323,6 +323,10 @@ impl RegisterClient {
             .is_some_and(|c| c.stale)
     }
 
+    /// A keepalive went unanswered. After `max_keepalive_failures` in a row: over UDP,
+    /// register again; over TCP the connection itself is suspect (a half-open one answers
+    /// nothing and is never closed): fail ([`ClientAction::Failed`] without a status), the
+    /// glue drops it and registers on a new one.
     fn keepalive_failed(&mut self, now: u64) -> Vec<ClientAction> {
         self.keepalive_failures += 1;
         if self.keepalive_failures >= self.config.max_keepalive_failures.max(1)
@@ -330,6 +334,9 @@ impl RegisterClient {
         {
             self.keepalive_failures = 0;
             self.keepalive_at = None;
+            if self.reliable() {
+                return self.backoff(now, None);
+            }
             return self.start(now);
         }
         Vec::new()
@@ -384,6 +391,18 @@ impl RegisterClient {
                 let req = self.register_request(self.config.expires, None);
                 out.push(self.send(req, true, false, now));
             } else if self.keepalive_at.is_some_and(|t| now >= t) {
+                // Over TCP an answer is not lost: a keepalive still unanswered when the next
+                // is due has failed (rather than after Timer F, 32 s).
+                if self.reliable() {
+                    let before = self.pending.len();
+                    self.pending.retain(|p| p.is_register);
+                    for _ in self.pending.len()..before {
+                        out.extend(self.keepalive_failed(now));
+                    }
+                    if self.state != ClientState::Registered {
+                        return out;
+                    }
+                }
                 self.keepalive_at = Some(now + self.config.keepalive_interval_ms);
                 let req = self.keepalive_request();
                 out.push(self.send(req, false, false, now));
@@ -484,6 +503,39 @@ mod tests {
         assert_eq!(ka.len(), 1);
         assert_eq!(ka[0].method(), Some("MESSAGE"));
         assert!(sent(&c.poll(1600)).is_empty(), "keepalive re-sent over TCP");
+    }
+
+    /// Over TCP, keepalives unanswered when the next is due fail; after
+    /// `max_keepalive_failures` the client fails (the glue reconnects) instead of registering
+    /// again on a connection that answers nothing.
+    #[test]
+    fn tcp_unanswered_keepalives_fail_the_connection() {
+        let mut c = RegisterClient::new(RegisterClientConfig {
+            transport: "TCP".into(),
+            keepalive_interval_ms: 1000,
+            max_keepalive_failures: 3,
+            ..Default::default()
+        });
+        let reg = sent(&c.start(0)).remove(0);
+        c.on_response(&ok_to(&reg), 10);
+        // An answered keepalive resets nothing to fail.
+        let ka = sent(&c.poll(1010)).remove(0);
+        c.on_response(&ok_to(&ka), 1020);
+        let mut failed_at = None;
+        for now in (2010..10_000).step_by(100) {
+            let acts = c.poll(now);
+            if acts.contains(&ClientAction::Failed { status: None }) {
+                failed_at = Some(now);
+                break;
+            }
+            assert!(
+                sent(&acts).iter().all(|m| m.method() == Some("MESSAGE")),
+                "no REGISTER on the silent connection"
+            );
+        }
+        // Keepalives at 2010, 3010, 4010, 5010: the first three fail when the next is due.
+        assert_eq!(failed_at, Some(5010));
+        assert_eq!(c.state, ClientState::Backoff);
     }
 
     #[test]

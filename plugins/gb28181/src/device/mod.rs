@@ -502,6 +502,14 @@ impl DeviceAgent {
                 }
                 ClientAction::Unregistered => (self.on_event)(DeviceEvent::Unregistered),
                 ClientAction::Failed { status } => {
+                    // Over TCP, no answer at all (REGISTER or keepalives): the connection is
+                    // dead or half-open; drop it, `run_tcp` connects again.
+                    if status.is_none()
+                        && let SipSocket::Tcp(w) = &self.socket
+                        && let Some(s) = lock(w).take()
+                    {
+                        let _ = s.shutdown(std::net::Shutdown::Both);
+                    }
                     (self.on_event)(DeviceEvent::RegisterFailed { status })
                 }
             }
@@ -630,7 +638,9 @@ impl DeviceAgent {
                 Err(e) => Some(format!("read: {e}")),
             };
             // A write error shuts the connection down and empties the writer.
-            let closed = closed.or_else(|| (!self.is_connected()).then(|| "write failed".into()));
+            let closed = closed.or_else(|| {
+                (!self.is_connected()).then(|| "write failed or nothing answered".into())
+            });
             if let Some(reason) = closed {
                 conn = None;
                 connect_at = now_ms() + self.disconnected(reason);
@@ -864,7 +874,7 @@ impl DeviceAgent {
                 format!(
                     "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Response>\r\n<CmdType>DeviceStatus</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<Result>OK</Result>\r\n<Online>{online}</Online>\r\n<Status>OK</Status>\r\n<Encode>ON</Encode>\r\n<Record>OFF</Record>\r\n<DeviceTime>{}</DeviceTime>\r\n</Response>\r\n",
                     c.device_id,
-                    crate::core::registrar::format_gb_date(now_ms(), 480)
+                    crate::core::registrar::format_gb_date(crate::endpoint::wall_ms(), 480)
                         .chars()
                         .take(19)
                         .collect::<String>()

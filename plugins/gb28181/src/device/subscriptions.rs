@@ -136,7 +136,7 @@ impl DeviceAgent {
                     item.event = "ADD".into();
                     self.notify_catalog(&[item]);
                 }
-                "MobilePosition" => self.report_position(now),
+                "MobilePosition" => self.report_position(),
                 _ => {}
             }
         }
@@ -179,15 +179,15 @@ impl DeviceAgent {
     /// and every interval.
     pub fn set_position(&self, longitude: f64, latitude: f64) {
         lock(&self.subs).position = Some((longitude, latitude));
-        self.report_position(now_ms());
+        self.report_position();
     }
 
-    fn report_position(&self, now: u64) {
+    fn report_position(&self) {
         let Some((lon, lat)) = lock(&self.subs).position else {
             return;
         };
         let id = self.config.device_id.clone();
-        let time = crate::core::registrar::format_gb_date(now, 480)
+        let time = crate::core::registrar::format_gb_date(crate::endpoint::wall_ms(), 480)
             .chars()
             .take(19)
             .collect::<String>();
@@ -217,7 +217,7 @@ impl DeviceAgent {
             a.sn = subs.sn;
         }
         if a.time.is_empty() {
-            a.time = crate::core::registrar::format_gb_date(now_ms(), 480)
+            a.time = crate::core::registrar::format_gb_date(crate::endpoint::wall_ms(), 480)
                 .chars()
                 .take(19)
                 .collect();
@@ -254,7 +254,7 @@ impl DeviceAgent {
             }
         };
         if report {
-            self.report_position(now);
+            self.report_position();
         }
     }
 }

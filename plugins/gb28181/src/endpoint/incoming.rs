@@ -33,7 +33,13 @@ impl Endpoint {
                     .handle_register(&msg, &peer.addr.to_string(), now);
                 let events = wrap(out.events);
                 inner.track_bindings(&events, peer.connection);
-                (Some(out.response), events)
+                let mut response = out.response;
+                // Cameras set their clock from it: the wall clock, not the timers' clock.
+                if response.header("date").is_some() {
+                    let offset = inner.registrar.config.utc_offset_minutes;
+                    response.set_header("Date", registrar::format_gb_date(wall_ms(), offset));
+                }
+                (Some(response), events)
             }
             "MESSAGE" | "NOTIFY" => self.handle_manscdp(&msg, &method, peer, now),
             "BYE" | "INFO" => self.handle_in_dialog(&msg, &method, peer),

@@ -74,7 +74,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const MAX_TRANSACTIONS: usize = 4096;
 pub const MAX_DIALOGS: usize = 4096;
@@ -105,8 +105,20 @@ impl Peer {
     }
 }
 
-/// Wall clock in Unix milliseconds (what the core's timers use).
+/// The clock of the SIP timers (what the core's state machines are given: keepalive and
+/// offline deadlines, registration expiry, retransmissions, refresh): Unix milliseconds read
+/// once at the first call, then advanced by the monotonic clock. A wall-clock step (NTP, an
+/// operator setting the date) moves no deadline: with the wall clock, +1 h expired every
+/// registration and took every device offline at once, -1 h stopped offline detection and
+/// a device's keepalives for an hour. Times it gives are near the wall clock but drift from
+/// it by the steps; dates shown to devices use [`wall_ms`].
 pub fn now_ms() -> u64 {
+    static START: LazyLock<(Instant, u64)> = LazyLock::new(|| (Instant::now(), wall_ms()));
+    START.1 + START.0.elapsed().as_millis() as u64
+}
+
+/// The wall clock in Unix milliseconds (the `Date` of a REGISTER's 200, device times).
+pub fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
