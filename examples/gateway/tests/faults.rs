@@ -899,7 +899,7 @@ fn wall_clock_steps() {
     let stamp_of = |f: &String| {
         Path::new(f)
             .file_stem()
-            .map(|s| s.to_string_lossy()[..15].to_string())
+            .and_then(|s| s.to_string_lossy().get(..15).map(str::to_string))
             .unwrap_or_default()
     };
     // (offset, the segment names it gives: from this many seconds after the real time)

@@ -1,5 +1,18 @@
 use super::*;
 
+/// The timers' clock starts at the wall clock and only moves forward.
+#[test]
+fn timer_clock_is_monotonic_from_the_wall_clock() {
+    let (a, wall) = (now_ms(), wall_ms());
+    assert!(a.abs_diff(wall) < 60_000, "{a} vs {wall}");
+    let mut last = a;
+    for _ in 0..1000 {
+        let t = now_ms();
+        assert!(t >= last);
+        last = t;
+    }
+}
+
 fn key() -> EndpointKey {
     EndpointKey {
         address: "127.0.0.1".into(),
