@@ -6,6 +6,7 @@
 
 use gst_ipcam_common::sync::lock;
 use gstgb28181::core::manscdp::{CatalogItem, DeviceInfo, DeviceStatus, RecordItem};
+use gstgb28181::core::notify::{Alarm, MobilePosition};
 use gstgb28181::core::registrar::Event as RegEvent;
 use gstgb28181::endpoint::EndpointEvent;
 use std::collections::HashMap;
@@ -19,7 +20,16 @@ pub struct Entry {
     pub catalog: Option<(u32, Vec<CatalogItem>)>,
     /// The latest RecordInfo answer (at most [`MAX_RECORD_ITEMS`] items).
     pub records: Option<(u32, Vec<RecordItem>)>,
+    /// The latest position report (MobilePosition subscription).
+    pub position: Option<MobilePosition>,
+    /// The latest alarms, oldest first, at most [`MAX_ALARMS`].
+    pub alarms: std::collections::VecDeque<Alarm>,
+    /// Catalog changes notified (subscription), oldest first, at most [`MAX_ALARMS`].
+    pub catalog_changes: std::collections::VecDeque<CatalogItem>,
 }
+
+/// Alarms (and catalog changes) kept per device.
+pub const MAX_ALARMS: usize = 100;
 
 /// Recording items kept of one RecordInfo answer.
 pub const MAX_RECORD_ITEMS: usize = 1000;
@@ -63,6 +73,9 @@ impl Directory {
                     | EndpointEvent::DeviceStatus { .. }
                     | EndpointEvent::Catalog { .. }
                     | EndpointEvent::RecordInfo { .. }
+                    | EndpointEvent::MobilePosition { .. }
+                    | EndpointEvent::Alarm { .. }
+                    | EndpointEvent::CatalogChanged { .. }
             );
             if !relevant || !registered(device) {
                 return;
@@ -83,6 +96,23 @@ impl Directory {
                 EndpointEvent::RecordInfo { sn, items, .. } => {
                     let items = items.iter().take(MAX_RECORD_ITEMS).cloned().collect();
                     e.records = Some((*sn, items));
+                }
+                EndpointEvent::MobilePosition { position, .. } => {
+                    e.position = Some(position.clone())
+                }
+                EndpointEvent::Alarm { alarm, .. } => {
+                    if e.alarms.len() >= MAX_ALARMS {
+                        e.alarms.pop_front();
+                    }
+                    e.alarms.push_back(alarm.clone());
+                }
+                EndpointEvent::CatalogChanged { items, .. } => {
+                    for i in items.iter().take(MAX_ALARMS) {
+                        if e.catalog_changes.len() >= MAX_ALARMS {
+                            e.catalog_changes.pop_front();
+                        }
+                        e.catalog_changes.push_back(i.clone());
+                    }
                 }
                 _ => {}
             }

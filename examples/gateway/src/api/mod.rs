@@ -9,6 +9,7 @@ pub mod channels;
 pub mod config;
 pub mod devices;
 pub mod directory;
+pub mod events;
 pub mod playback;
 pub mod ptz;
 pub mod recordings;
@@ -301,6 +302,7 @@ fn openapi_router() -> OpenApiRouter<Api> {
         .routes(routes!(devices::refresh_catalog))
         .routes(routes!(devices::query_info))
         .routes(routes!(devices::query_status))
+        .routes(routes!(events::device_events))
         .routes(routes!(records::list_records))
         .routes(routes!(playback::start_playback))
         .routes(routes!(playback::control_playback))

@@ -184,6 +184,29 @@ pub struct Settings {
     /// Playback/download sessions of camera recordings (API) at once at most (0-256)
     #[arg(long, value_name = "N")]
     pub max_playbacks: Option<usize>,
+    /// Subscribe to every device's Catalog changes when it registers
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub subscribe_catalog: Option<bool>,
+    /// Subscribe to every device's alarms when it registers
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub subscribe_alarm: Option<bool>,
+    /// Subscribe to every device's position (MobilePosition) when it registers
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub subscribe_mobile_position: Option<bool>,
+    /// Seconds between position reports asked for (1-3600)
+    #[arg(long, value_name = "S")]
+    pub mobile_position_interval_s: Option<u32>,
+    /// Expires of subscriptions in seconds, refreshed at three quarters (60-86400)
+    #[arg(long, value_name = "S")]
+    pub subscription_expires_s: Option<u32>,
+    /// Camera media only with the SSRC the camera answered, from one address (default: by
+    /// dialog, another SSRC from the camera's own IP is taken)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub strict_ssrc: Option<bool>,
 }
 
 impl Settings {

@@ -147,6 +147,20 @@ pub struct Config {
     /// Playback/download sessions of camera recordings (API) at once at most.
     #[serde(deserialize_with = "file::bounded::<_, _, 0, 256>")]
     pub max_playbacks: usize,
+    /// Subscribe to every device's Catalog changes / alarms / positions when it registers
+    /// (GB28181 SUBSCRIBE, renewed until it unregisters).
+    pub subscribe_catalog: bool,
+    pub subscribe_alarm: bool,
+    pub subscribe_mobile_position: bool,
+    /// Seconds between position reports asked for.
+    #[serde(deserialize_with = "file::bounded::<_, _, 1, 3600>")]
+    pub mobile_position_interval_s: u32,
+    /// Expires asked for in subscriptions (refreshed at three quarters).
+    #[serde(deserialize_with = "file::bounded::<_, _, 60, 86_400>")]
+    pub subscription_expires_s: u32,
+    /// Camera media only with the SSRC the camera answered, from one address (off: by
+    /// dialog, what cameras need: another SSRC from the camera's own IP is taken and said).
+    pub strict_ssrc: bool,
 }
 
 impl Default for Config {
@@ -199,6 +213,12 @@ impl Default for Config {
             max_devices: 10_000,
             data_dir: PathBuf::new(),
             key_frame_request_after_s: 2,
+            subscribe_catalog: true,
+            subscribe_alarm: true,
+            subscribe_mobile_position: false,
+            mobile_position_interval_s: 5,
+            subscription_expires_s: 3600,
+            strict_ssrc: false,
             max_playbacks: 16,
         }
     }

@@ -8,6 +8,7 @@ use crate::api::directory::Directory;
 use crate::config::Config;
 use crate::metrics::SessionStat;
 use gst_rtsp_server::prelude::*;
+use gstgb28181::core::id::printable;
 use gstgb28181::core::manscdp::PtzCmd;
 use gstgb28181::core::registrar::Device;
 use gstgb28181::endpoint::Endpoint;
@@ -173,6 +174,7 @@ impl Control {
         }
         let weak_dir = Arc::downgrade(&directory);
         let weak_ep = Arc::downgrade(&sh.endpoint);
+        let cfg = sh.cfg.clone();
         let subscription = sh.endpoint.subscribe(move |ev| {
             if let (Some(dir), Some(ep)) = (weak_dir.upgrade(), weak_ep.upgrade()) {
                 dir.apply(ev, |id| ep.device(id).is_some());
@@ -186,6 +188,7 @@ impl Control {
                 ) = ev
                 {
                     let _ = ep.query(device_id, "DeviceInfo");
+                    subscribe_events(&ep, &cfg, device_id);
                 }
             }
         });
@@ -196,6 +199,15 @@ impl Control {
             subscription,
             api_requests: Default::default(),
         })
+    }
+
+    /// The endpoint's subscriptions to `device`'s events.
+    pub fn subscriptions(&self, device: &str) -> Vec<gstgb28181::endpoint::SubscriptionInfo> {
+        self.endpoint
+            .subscriptions()
+            .into_iter()
+            .filter(|s| s.device_id == device)
+            .collect()
     }
 
     fn sh(&self) -> Result<Arc<Shared>, Gone> {
@@ -421,5 +433,30 @@ impl Control {
     pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
         let sh = self.shared.upgrade().ok_or(ReloadError::Gone)?;
         reload(&sh)
+    }
+}
+
+/// Subscribes to the events of a device that registered, as the config says (the endpoint
+/// renews them, and subscribes anew when the device registers again).
+fn subscribe_events(ep: &Endpoint, cfg: &Config, device: &str) {
+    use gstgb28181::core::subscription::EventKind;
+    let wanted = [
+        (cfg.subscribe_catalog, EventKind::Catalog),
+        (cfg.subscribe_alarm, EventKind::Alarm),
+        (
+            cfg.subscribe_mobile_position,
+            EventKind::MobilePosition {
+                interval_s: cfg.mobile_position_interval_s,
+            },
+        ),
+    ];
+    for (on, kind) in wanted {
+        if on && let Err(e) = ep.subscribe_events(device, kind, cfg.subscription_expires_s) {
+            eprintln!(
+                "[gateway] device {}: no {} subscription: {e}",
+                printable(device),
+                kind.as_str()
+            );
+        }
     }
 }

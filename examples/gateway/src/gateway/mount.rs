@@ -190,6 +190,7 @@ pub(super) fn src_properties(cfg: &Config, device: &str, channel: &str) -> Vec<(
         ("sdp-address", cfg.sdp_address.clone()),
         ("wait-timeout", cfg.wait_timeout_s.to_string()),
         ("stream-timeout", cfg.stream_timeout_s.to_string()),
+        ("strict-ssrc", cfg.strict_ssrc.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
