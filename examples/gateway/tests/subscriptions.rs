@@ -57,7 +57,7 @@ fn camera_events_reach_the_api() {
         .iterate_recurse()
         .into_iter()
         .flatten()
-        .find(|e| e.type_().name() == "GstIpcamGb28181Sink")
+        .find(|e| e.factory().is_some_and(|f| f.name() == "gb28181sink"))
         .expect("the camera's gb28181sink");
     sink.set_property("position", "121.47,31.23");
     // Three subscriptions, accepted; positions come in.

@@ -45,9 +45,14 @@ use stats::*;
 /// Registers every plugin the gateway uses (statically linked ones).
 pub fn init() -> Result<(), glib::Error> {
     gst::init()?;
-    let _ = gstgb28181::plugin_register_static();
-    let _ = gstmpegps::plugin_register_static();
-    let _ = gstrtcpstats::plugin_register_static();
+    // Once per process: registering a plugin again replaces its features under the element
+    // classes that already point at them (their factory then reads as another element's).
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        let _ = gstgb28181::plugin_register_static();
+        let _ = gstmpegps::plugin_register_static();
+        let _ = gstrtcpstats::plugin_register_static();
+    });
     Ok(())
 }
 
