@@ -3,6 +3,9 @@
 //! INVITE answered with the same 200, media sent to the offer's port with the offer's SSRC,
 //! the GOP cache replayed to a new viewer, BYE.
 
+mod common;
+
+use common::ps_frame;
 use gstgb28181::core::sip::Message;
 use gstgb28181::device::{DeviceAgent, DeviceConfig, DeviceEvent, SipTransport};
 use std::net::{SocketAddr, UdpSocket};
@@ -34,26 +37,6 @@ fn invite(media_port: u16, call_id: &str) -> Message {
         );
     m.set_body("APPLICATION/SDP", sdp.into_bytes());
     m
-}
-
-/// A PS frame: pack header, then one video PES carrying `nal` (Annex B).
-fn ps_frame(nal: &[u8]) -> Vec<u8> {
-    let mut f = vec![0, 0, 1, 0xBA, 0x44, 0, 4, 0, 4, 1, 1, 0x89, 0xC3, 0xF8];
-    let pes_len = 3 + 4 + nal.len();
-    f.extend([
-        0,
-        0,
-        1,
-        0xE0,
-        (pes_len >> 8) as u8,
-        pes_len as u8,
-        0x80,
-        0,
-        0,
-    ]);
-    f.extend([0, 0, 0, 1]);
-    f.extend(nal);
-    f
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::serial;
+use common::{ps_frame, serial};
 use gstgb28181::core::sdp::{MediaTransport, SessionKind};
 use gstgb28181::device::{DeviceAgent, DeviceEvent};
 use gstgb28181::endpoint::{Endpoint, SipTransport};
@@ -53,26 +53,6 @@ fn wait_event(
     pred: impl Fn(&DeviceEvent) -> bool,
 ) -> DeviceEvent {
     common::next_matching(rx, pred)
-}
-
-/// A PS frame: pack header, then one video PES carrying `nal` (Annex B).
-fn ps_frame(nal: &[u8]) -> Vec<u8> {
-    let mut f = vec![0, 0, 1, 0xBA, 0x44, 0, 4, 0, 4, 1, 1, 0x89, 0xC3, 0xF8];
-    let pes_len = 3 + 4 + nal.len();
-    f.extend([
-        0,
-        0,
-        1,
-        0xE0,
-        (pes_len >> 8) as u8,
-        pes_len as u8,
-        0x80,
-        0,
-        0,
-    ]);
-    f.extend([0, 0, 0, 1]);
-    f.extend(nal);
-    f
 }
 
 #[test]

@@ -11,6 +11,7 @@ use crate::core::sdp::MediaTransport;
 use crate::core::talk::G711;
 use crate::device::{DeviceAgent, DeviceConfig, DeviceEvent, SipTransport};
 use crate::gb28181src::SipTransportMode;
+use crate::gb28181talksink::imp::g711_caps;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -233,13 +234,7 @@ impl Gb28181Sink {
 }
 
 fn talk_caps(law: G711) -> gst::Caps {
-    gst::Caps::builder(match law {
-        G711::Alaw => "audio/x-alaw",
-        G711::Ulaw => "audio/x-mulaw",
-    })
-    .field("rate", 8000i32)
-    .field("channels", 1i32)
-    .build()
+    g711_caps(Some(law))
 }
 
 /// `"longitude,latitude"` within range, or None.
@@ -552,20 +547,7 @@ impl ElementImpl for Gb28181Sink {
             let caps = gst::Caps::builder("video/mpeg")
                 .field("systemstream", true)
                 .build();
-            let talk = gst::Caps::builder_full()
-                .structure(
-                    gst::Structure::builder("audio/x-alaw")
-                        .field("rate", 8000i32)
-                        .field("channels", 1i32)
-                        .build(),
-                )
-                .structure(
-                    gst::Structure::builder("audio/x-mulaw")
-                        .field("rate", 8000i32)
-                        .field("channels", 1i32)
-                        .build(),
-                )
-                .build();
+            let talk = g711_caps(None);
             vec![
                 gst::PadTemplate::new(
                     "sink",

@@ -297,20 +297,7 @@ impl ElementImpl for Gb28181TalkSink {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let caps = gst::Caps::builder_full()
-                .structure(
-                    gst::Structure::builder("audio/x-alaw")
-                        .field("rate", 8000i32)
-                        .field("channels", 1i32)
-                        .build(),
-                )
-                .structure(
-                    gst::Structure::builder("audio/x-mulaw")
-                        .field("rate", 8000i32)
-                        .field("channels", 1i32)
-                        .build(),
-                )
-                .build();
+            let caps = g711_caps(None);
             vec![
                 gst::PadTemplate::new(
                     "sink",
@@ -323,6 +310,26 @@ impl ElementImpl for Gb28181TalkSink {
         });
         TEMPLATES.as_ref()
     }
+}
+
+/// G.711 at 8 kHz mono as talk audio is: `law`, or either law.
+pub(crate) fn g711_caps(law: Option<G711>) -> gst::Caps {
+    let mut caps = gst::Caps::new_empty();
+    let caps_mut = caps.get_mut().expect("new caps");
+    for l in [G711::Alaw, G711::Ulaw] {
+        if law.is_none_or(|w| w == l) {
+            caps_mut.append_structure(
+                gst::Structure::builder(match l {
+                    G711::Alaw => "audio/x-alaw",
+                    G711::Ulaw => "audio/x-mulaw",
+                })
+                .field("rate", 8000i32)
+                .field("channels", 1i32)
+                .build(),
+            );
+        }
+    }
+    caps
 }
 
 impl BaseSinkImpl for Gb28181TalkSink {

@@ -12,7 +12,7 @@
 use gst::glib;
 use gst::prelude::*;
 
-mod imp;
+pub(crate) mod imp;
 
 glib::wrapper! {
     pub struct Gb28181TalkSink(ObjectSubclass<imp::Gb28181TalkSink>)

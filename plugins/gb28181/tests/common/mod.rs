@@ -295,3 +295,23 @@ pub fn next_matching<E: std::fmt::Debug>(
         }
     }
 }
+
+/// A PS frame: pack header, then one video PES carrying `nal` (Annex B).
+pub fn ps_frame(nal: &[u8]) -> Vec<u8> {
+    let mut f = vec![0, 0, 1, 0xBA, 0x44, 0, 4, 0, 4, 1, 1, 0x89, 0xC3, 0xF8];
+    let pes_len = 3 + 4 + nal.len();
+    f.extend([
+        0,
+        0,
+        1,
+        0xE0,
+        (pes_len >> 8) as u8,
+        pes_len as u8,
+        0x80,
+        0,
+        0,
+    ]);
+    f.extend([0, 0, 0, 1]);
+    f.extend(nal);
+    f
+}
