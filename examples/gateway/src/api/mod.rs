@@ -10,6 +10,7 @@ pub mod config;
 pub mod devices;
 pub mod directory;
 pub mod playback;
+pub mod playback_time;
 pub mod ptz;
 pub mod recordings;
 pub mod records;
