@@ -1184,6 +1184,9 @@ fn playback_h265_over_rtsp_and_hls_ends_with_the_file() {
     assert_eq!(pb["start_unix"], 1_709_280_000);
     assert_eq!(pb["end_unix"], 1_709_280_015);
     let n = pb["id"].as_u64().unwrap();
+    let listed = admin(addr, "GET", "/v1/playback", None).json();
+    assert_eq!(listed, Value::Array(vec![pb.clone()]), "listed as answered");
+    assert_eq!(pb["channel_id"], id);
     let bus = cam.pipeline().bus().unwrap();
     let mut call_id = None;
     for _ in 0..20 {
@@ -1255,6 +1258,11 @@ fn playback_h265_over_rtsp_and_hls_ends_with_the_file() {
             let m = call(addr, "GET", "/metrics", Some(OPS), None);
             String::from_utf8_lossy(&m.body).contains("gateway_playback_sessions 0\n")
         }),
+        "the session is no longer counted"
+    );
+    assert_eq!(
+        admin(addr, "GET", "/v1/playback", None).json(),
+        Value::Array(vec![]),
         "the session is no longer listed"
     );
     let mut hung_up = false;

@@ -304,6 +304,7 @@ fn openapi_router() -> OpenApiRouter<Api> {
         .routes(routes!(devices::query_status))
         .routes(routes!(records::list_records))
         .routes(routes!(playback::start_playback))
+        .routes(routes!(playback::list_playbacks))
         .routes(routes!(playback::control_playback))
         .routes(routes!(playback::stop_playback))
         .routes(routes!(channels::list_channels))

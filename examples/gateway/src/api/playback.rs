@@ -35,6 +35,9 @@ pub struct PlaybackBody {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PlaybackView {
     pub id: u64,
+    pub device_id: String,
+    pub channel_id: String,
+    pub download: bool,
     pub rtsp_url: String,
     /// The session's HLS playlist (null when the gateway serves no HLS); it appears once the
     /// first segment is written.
@@ -125,16 +128,42 @@ pub async fn start_playback(
         download: b.download,
         speed: b.speed,
     };
-    let (n, url) = blocking(move || control.start_playback(&r)?.map_err(to_api)).await?;
-    Ok(Json(PlaybackView {
+    let (n, _) = blocking({
+        let r = r.clone();
+        move || control.start_playback(&r)?.map_err(to_api)
+    })
+    .await?;
+    Ok(Json(view(&api, n, r)?))
+}
+
+fn view(api: &Api, n: u64, r: PlaybackRequest) -> Result<PlaybackView, ApiError> {
+    let path = format!("playback-{n}");
+    Ok(PlaybackView {
         id: n,
-        rtsp_url: url,
-        hls_url: api.control.hls_url(&format!("playback-{n}"))?,
-        start: gb_time(start),
-        end: gb_time(end),
-        start_unix: start,
-        end_unix: end,
-    }))
+        rtsp_url: api.control.rtsp_url(&path)?,
+        hls_url: api.control.hls_url(&path)?,
+        start: gb_time(r.start),
+        end: gb_time(r.end),
+        start_unix: r.start,
+        end_unix: r.end,
+        device_id: r.device,
+        channel_id: r.channel,
+        download: r.download,
+    })
+}
+
+/// The running playback sessions (one that ended, by DELETE or at the end of the file, is
+/// no longer listed).
+#[utoipa::path(get, path = "/v1/playback", tag = "playback",
+    responses((status = 200, body = [PlaybackView]), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub async fn list_playbacks(State(api): State<Api>) -> ApiResult<Vec<PlaybackView>> {
+    let list = api.control.list_playbacks()?;
+    Ok(Json(
+        list.into_iter()
+            .map(|(n, r)| view(&api, n, r))
+            .collect::<Result<_, _>>()?,
+    ))
 }
 
 /// Pauses, resumes, seeks or changes the speed of a playback session (MANSRTSP to the

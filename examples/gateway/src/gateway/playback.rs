@@ -34,6 +34,7 @@ pub struct PlaybackRequest {
 
 struct Session {
     path: String,
+    request: PlaybackRequest,
     ingest: Arc<Ingest>,
     /// HLS, once the streams are known (started in the background).
     outputs: Option<ChannelOutputs>,
@@ -125,6 +126,7 @@ pub(super) fn start(sh: &Arc<Shared>, r: &PlaybackRequest) -> Result<(u64, Strin
         n,
         Session {
             path: path.clone(),
+            request: r.clone(),
             ingest: ingest.clone(),
             outputs: None,
         },
@@ -307,6 +309,15 @@ gateway_playback_sessions {}
         let _ = writeln!(o, "gateway_playback_path{{path=\"{}\"}} 1", s.path);
     }
     o
+}
+
+/// The running sessions: number and request.
+pub(super) fn list(sh: &Shared) -> Vec<(u64, PlaybackRequest)> {
+    lock(&sh.playbacks)
+        .sessions
+        .iter()
+        .map(|(n, s)| (*n, s.request.clone()))
+        .collect()
 }
 
 /// The mounted playback paths (metrics, console).
