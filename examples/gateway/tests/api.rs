@@ -1304,3 +1304,83 @@ fn playback_h265_over_rtsp_and_hls_ends_with_the_file() {
     drop(gw);
     std::fs::remove_dir_all(&hls_dir).ok();
 }
+
+/// A download of an H.264 + AAC recording: RTSP carries the camera's codecs (H.264 and AAC
+/// over RTP, no transcoding), and the session ends by itself at the end of the camera's file
+/// (8 s): the reader gets end-of-stream and the session is no longer listed.
+#[test]
+fn download_h264_aac_served_until_the_file_ends() {
+    let _g = serial();
+    gst::init().unwrap();
+    let gw = Gateway::start(config(0)).expect("gateway starts");
+    let addr = gw.metrics_addr().unwrap();
+    let id = "34020000001320000303";
+    let clip =
+        gst_ipcam_gateway::sim::Clip::encode_with(Some("h264"), Some("aac"), 160, 120, 200, 2)
+            .unwrap();
+    let cam = gst_ipcam_gateway::sim::SimCamera::start(
+        &clip,
+        &gst_ipcam_gateway::sim::SimSettings {
+            server_ip: "127.0.0.1".into(),
+            server_port: gw.endpoint().local_addr().port(),
+            server_id: Config::default().server_id,
+            device_id: id.into(),
+            password: Config::default().password,
+            audio: true,
+        },
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .endpoint()
+            .device(id)
+            .is_some()),
+        "camera registered"
+    );
+    let r = admin(
+        addr,
+        "POST",
+        &format!("/v1/devices/{id}/channels/{id}/playback"),
+        Some(
+            r#"{"start": "1709280000", "end": "2024-03-01T08:00:08", "download": true, "speed": 4}"#,
+        ),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let pb = r.json();
+    assert_eq!(pb["download"], true);
+    assert_eq!(pb["hls_url"], Value::Null, "HLS is off in this gateway");
+    let rtsp = pb["rtsp_url"].as_str().unwrap().replacen(
+        "rtsp://",
+        &format!("rtsp://{}:{}@", ADMIN.0, ADMIN.1),
+        1,
+    );
+    let client = gst::parse::launch(&format!(
+        "rtspsrc location={rtsp} protocols=tcp latency=0 ! fakesink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    client.set_state(gst::State::Playing).unwrap();
+    let v = ffprobe_frames(&["-rtsp_transport", "tcp", "-read_intervals", "%+2"], &rtsp);
+    assert!(frames_of(&v, "h264") >= 10, "{v:?}");
+    assert!(frames_of(&v, "aac") >= 1, "{v:?}");
+    let end = client.bus().unwrap().timed_pop_filtered(
+        gst::ClockTime::from_seconds(30),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    client.set_state(gst::State::Null).unwrap();
+    let end = end.expect("the reader's stream ended");
+    assert_eq!(end.type_(), gst::MessageType::Eos, "{end:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || admin(
+            addr,
+            "GET",
+            "/v1/playback",
+            None
+        )
+        .json()
+            == Value::Array(vec![])),
+        "the session is no longer listed"
+    );
+    drop(cam);
+}

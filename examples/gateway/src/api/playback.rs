@@ -1,8 +1,8 @@
 //! Playback and download of a camera's recordings: `POST /v1/devices/{id}/channels/{ch}/playback`
 //! mounts a temporary RTSP path (and HLS when on) served from the camera's recording (times
 //! as Unix seconds or `yyyy-MM-ddTHH:mm:ss` UTC, [`super::playback_time`]; answered in both),
-//! `POST /v1/playback/{n}/control` pauses, seeks or changes the speed, `DELETE /v1/playback/{n}`
-//! stops it (BYE). At most `max_playbacks` (setting) at once (409 beyond).
+//! `GET /v1/playback` lists the running sessions, `POST /v1/playback/{n}/control` pauses,
+//! seeks or changes the speed, `DELETE /v1/playback/{n}` stops it (BYE). At most `max_playbacks` (setting) at once (409 beyond).
 
 use super::devices::registered;
 use super::playback_time::{TimeValue, gb_time};
