@@ -793,6 +793,11 @@ impl Ingest {
     }
 
     /// Stops the pipeline (gb28181src sends BYE) and ends every subscriber's stream.
+    /// The camera's gb28181src (playback control signals).
+    pub fn source(&self) -> &gst::Element {
+        &self.src
+    }
+
     pub fn stop(&self) {
         let subs = {
             let mut st = lock(&self.state);

@@ -915,6 +915,18 @@ fn camera_records_for_a_time_range() {
     assert_eq!(list[0]["start"], "2024-03-01T08:00:00");
     assert_eq!(list[1]["end"], "2024-03-01T10:30:00");
     assert_eq!(list[0]["channel_id"], id);
+    // Both time forms in the answer (wvp's taken as UTC)...
+    assert_eq!(list[0]["start_unix"], 1_709_280_000);
+    assert_eq!(list[1]["end_unix"], 1_709_289_000);
+    // ...and in the query: Unix seconds, or one of each, ask the camera the same range.
+    for q in [
+        "start=1709251200&end=1709337599",
+        "start=2024-03-01T00:00:00&end=1709337599",
+    ] {
+        let r = admin(addr, "GET", &format!("{base}?{q}"), None);
+        assert_eq!(r.status, 200, "{q}: {r:?}");
+        assert_eq!(r.json(), Value::Array(list.clone()), "{q}");
+    }
     let none = admin(
         addr,
         "GET",
@@ -924,7 +936,9 @@ fn camera_records_for_a_time_range() {
     assert_eq!(none.status, 200);
     assert!(none.json().as_array().unwrap().is_empty());
     for bad in [
-        format!("{base}?start=1700000000&end=1700003600"),
+        format!("{base}?start=1700003600&end=1700000000"),
+        format!("{base}?start=2024-02-30T00:00:00&end=2024-03-01T00:00:00"),
+        format!("{base}?start=-5&end=1700000000"),
         format!("{base}?start=2024-03-02T00:00:00&end=2024-03-01T00:00:00"),
         format!("{base}?start=2024-03-01T00:00:00"),
         format!("{base}?start=2024-03-01T00:00:00&end=2024-03-01T23:59:59&x=1"),
@@ -1019,6 +1033,8 @@ fn playback_session_served_controlled_and_stopped() {
         r#"{"start": 1709280000}"#,
         r#"{"start": 1709280000, "end": 1709283600, "speed": 4}"#,
         r#"{"start": 1709280000, "end": 1709283600, "x": 1}"#,
+        r#"{"start": "2024-03-01 08:00:00", "end": 1709283600}"#,
+        r#"{"start": -1, "end": 1709283600}"#,
         "not json",
     ] {
         let r = admin(addr, "POST", &path, Some(bad));
@@ -1054,12 +1070,7 @@ fn playback_session_served_controlled_and_stopped() {
         metrics.contains(&format!("gateway_playback_path{{path=\"playback-{n}\"}} 1")),
         "{metrics}"
     );
-    // Not started by a reader yet: nothing to control.
     let c = format!("/v1/playback/{n}/control");
-    assert_eq!(
-        admin(addr, "POST", &c, Some(r#"{"pause": true}"#)).status,
-        409
-    );
     let with_creds = url.replacen("rtsp://", &format!("rtsp://{}:{}@", ADMIN.0, ADMIN.1), 1);
     let v = ffprobe_frames(
         &["-rtsp_transport", "tcp", "-read_intervals", "%+2"],
@@ -1115,6 +1126,261 @@ fn playback_session_served_controlled_and_stopped() {
     assert_eq!(
         admin(addr, "DELETE", &format!("/v1/playback/{n}"), None).status,
         404
+    );
+    drop(cam);
+}
+
+/// A playback of an H.265 + G.711 recording, served like a live channel: the answer gives
+/// both time forms and an RTSP and an HLS URL that decode (ffprobe: HEVC and A-law over RTSP,
+/// HEVC and AAC over HLS) with the admin's credentials. The camera's "file" is the requested
+/// 15 s: at its end the camera sends MediaStatus 121 and the session ends by itself (the
+/// reader gets end-of-stream, the camera BYE, the mount and the HLS directory go, the
+/// session is no longer listed).
+#[test]
+fn playback_h265_over_rtsp_and_hls_ends_with_the_file() {
+    let _g = serial();
+    gst::init().unwrap();
+    let hls_dir = scratch("api-playback-hls");
+    let gw = Gateway::start(Config {
+        hls: true,
+        hls_dir: hls_dir.clone(),
+        ..config(0)
+    })
+    .expect("gateway starts");
+    let (addr, hls) = (gw.metrics_addr().unwrap(), gw.hls_addr().unwrap());
+    let id = "34020000001320000302";
+    let clip =
+        gst_ipcam_gateway::sim::Clip::encode_with(Some("h265"), Some("alaw"), 160, 120, 200, 2)
+            .unwrap();
+    let cam = gst_ipcam_gateway::sim::SimCamera::start(
+        &clip,
+        &gst_ipcam_gateway::sim::SimSettings {
+            server_ip: "127.0.0.1".into(),
+            server_port: gw.endpoint().local_addr().port(),
+            server_id: Config::default().server_id,
+            device_id: id.into(),
+            password: Config::default().password,
+            audio: true,
+        },
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .endpoint()
+            .device(id)
+            .is_some()),
+        "camera registered"
+    );
+    let r = admin(
+        addr,
+        "POST",
+        &format!("/v1/devices/{id}/channels/{id}/playback"),
+        Some(r#"{"start": "2024-03-01T08:00:00", "end": 1709280015}"#),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let pb = r.json();
+    assert_eq!(pb["start"], "2024-03-01T08:00:00");
+    assert_eq!(pb["end"], "2024-03-01T08:00:15");
+    assert_eq!(pb["start_unix"], 1_709_280_000);
+    assert_eq!(pb["end_unix"], 1_709_280_015);
+    let n = pb["id"].as_u64().unwrap();
+    let listed = admin(addr, "GET", "/v1/playback", None).json();
+    assert_eq!(listed, Value::Array(vec![pb.clone()]), "listed as answered");
+    assert_eq!(pb["channel_id"], id);
+    let bus = cam.pipeline().bus().unwrap();
+    let mut call_id = None;
+    for _ in 0..20 {
+        let Some(s) = wait_message(&bus, "gb28181-session-started", Duration::from_secs(10)) else {
+            break;
+        };
+        if s.get::<String>("kind").is_ok_and(|k| k == "Playback") {
+            call_id = s.get::<String>("call-id").ok();
+            break;
+        }
+    }
+    let call_id = call_id.expect("the camera got the playback INVITE");
+    let creds = format!("{}:{}@", ADMIN.0, ADMIN.1);
+    let rtsp = pb["rtsp_url"]
+        .as_str()
+        .unwrap()
+        .replacen("rtsp://", &format!("rtsp://{creds}"), 1);
+    let hls_url = pb["hls_url"].as_str().expect("an HLS URL");
+    assert!(
+        hls_url.ends_with(&format!("/playback-{n}/index.m3u8")),
+        "{hls_url}"
+    );
+    let hls_url = hls_url.replacen("http://", &format!("http://{creds}"), 1);
+    // A reader that stays to the end.
+    let client = gst::parse::launch(&format!(
+        "rtspsrc location={rtsp} protocols=tcp latency=0 ! fakesink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    client.set_state(gst::State::Playing).unwrap();
+    let v = ffprobe_frames(&["-rtsp_transport", "tcp", "-read_intervals", "%+2"], &rtsp);
+    assert!(frames_of(&v, "hevc") >= 10, "RTSP: {v:?}");
+    assert!(frames_of(&v, "pcm_alaw") >= 1, "RTSP: {v:?}");
+    let playlist = format!("/playback-{n}/index.m3u8");
+    let mut segment = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let r = call(hls, "GET", &playlist, Some(ADMIN), None);
+            segment = (r.status == 200)
+                .then(|| {
+                    String::from_utf8_lossy(&r.body)
+                        .lines()
+                        .find(|l| l.ends_with(".ts"))
+                        .map(String::from)
+                })
+                .flatten();
+            segment.is_some()
+        }),
+        "the session's HLS playlist has a segment"
+    );
+    // The playlist's first segment, by the URL the answer gave.
+    let segment_url = hls_url.replace("index.m3u8", &segment.unwrap());
+    let v = ffprobe_frames(&[], &segment_url);
+    assert!(frames_of(&v, "hevc") >= 10, "HLS: {v:?}");
+    assert!(frames_of(&v, "aac") >= 1, "HLS: {v:?}");
+    assert!(hls_dir.join(format!("playback-{n}")).exists());
+
+    // The end of the file: MediaStatus 121, then everything goes by itself.
+    let end = client.bus().unwrap().timed_pop_filtered(
+        gst::ClockTime::from_seconds(30),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    client.set_state(gst::State::Null).unwrap();
+    let end = end.expect("the reader's stream ended");
+    assert_eq!(end.type_(), gst::MessageType::Eos, "{end:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let m = call(addr, "GET", "/metrics", Some(OPS), None);
+            String::from_utf8_lossy(&m.body).contains("gateway_playback_sessions 0\n")
+        }),
+        "the session is no longer counted"
+    );
+    assert_eq!(
+        admin(addr, "GET", "/v1/playback", None).json(),
+        Value::Array(vec![]),
+        "the session is no longer listed"
+    );
+    let mut hung_up = false;
+    for _ in 0..20 {
+        let Some(s) = wait_message(&bus, "gb28181-session-stopped", Duration::from_secs(10)) else {
+            break;
+        };
+        if s.get::<String>("call-id").is_ok_and(|c| c == call_id) {
+            assert_eq!(s.get::<String>("reason").unwrap(), "bye");
+            hung_up = true;
+            break;
+        }
+    }
+    assert!(hung_up, "BYE: the gateway hung up the playback");
+    assert!(
+        wait_until(Duration::from_secs(10), || !hls_dir
+            .join(format!("playback-{n}"))
+            .exists()),
+        "HLS directory removed"
+    );
+    assert_eq!(call(hls, "GET", &playlist, Some(ADMIN), None).status, 404);
+    assert!(
+        ffprobe_frames(&["-rtsp_transport", "tcp"], &rtsp).is_empty(),
+        "unmounted"
+    );
+    assert_eq!(
+        admin(addr, "DELETE", &format!("/v1/playback/{n}"), None).status,
+        404
+    );
+    // The gateway keeps serving: another session starts.
+    let r = admin(
+        addr,
+        "POST",
+        &format!("/v1/devices/{id}/channels/{id}/playback"),
+        Some(r#"{"start": 1709280000, "end": 1709280060}"#),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    drop(cam);
+    drop(gw);
+    std::fs::remove_dir_all(&hls_dir).ok();
+}
+
+/// A download of an H.264 + AAC recording: RTSP carries the camera's codecs (H.264 and AAC
+/// over RTP, no transcoding), and the session ends by itself at the end of the camera's file
+/// (8 s): the reader gets end-of-stream and the session is no longer listed.
+#[test]
+fn download_h264_aac_served_until_the_file_ends() {
+    let _g = serial();
+    gst::init().unwrap();
+    let gw = Gateway::start(config(0)).expect("gateway starts");
+    let addr = gw.metrics_addr().unwrap();
+    let id = "34020000001320000303";
+    let clip =
+        gst_ipcam_gateway::sim::Clip::encode_with(Some("h264"), Some("aac"), 160, 120, 200, 2)
+            .unwrap();
+    let cam = gst_ipcam_gateway::sim::SimCamera::start(
+        &clip,
+        &gst_ipcam_gateway::sim::SimSettings {
+            server_ip: "127.0.0.1".into(),
+            server_port: gw.endpoint().local_addr().port(),
+            server_id: Config::default().server_id,
+            device_id: id.into(),
+            password: Config::default().password,
+            audio: true,
+        },
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .endpoint()
+            .device(id)
+            .is_some()),
+        "camera registered"
+    );
+    let r = admin(
+        addr,
+        "POST",
+        &format!("/v1/devices/{id}/channels/{id}/playback"),
+        Some(
+            r#"{"start": "1709280000", "end": "2024-03-01T08:00:08", "download": true, "speed": 4}"#,
+        ),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let pb = r.json();
+    assert_eq!(pb["download"], true);
+    assert_eq!(pb["hls_url"], Value::Null, "HLS is off in this gateway");
+    let rtsp = pb["rtsp_url"].as_str().unwrap().replacen(
+        "rtsp://",
+        &format!("rtsp://{}:{}@", ADMIN.0, ADMIN.1),
+        1,
+    );
+    let client = gst::parse::launch(&format!(
+        "rtspsrc location={rtsp} protocols=tcp latency=0 ! fakesink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    client.set_state(gst::State::Playing).unwrap();
+    let v = ffprobe_frames(&["-rtsp_transport", "tcp", "-read_intervals", "%+2"], &rtsp);
+    assert!(frames_of(&v, "h264") >= 10, "{v:?}");
+    assert!(frames_of(&v, "aac") >= 1, "{v:?}");
+    let end = client.bus().unwrap().timed_pop_filtered(
+        gst::ClockTime::from_seconds(30),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    client.set_state(gst::State::Null).unwrap();
+    let end = end.expect("the reader's stream ended");
+    assert_eq!(end.type_(), gst::MessageType::Eos, "{end:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || admin(
+            addr,
+            "GET",
+            "/v1/playback",
+            None
+        )
+        .json()
+            == Value::Array(vec![])),
+        "the session is no longer listed"
     );
     drop(cam);
 }

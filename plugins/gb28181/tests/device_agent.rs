@@ -21,8 +21,13 @@ fn recv(sock: &UdpSocket) -> (Message, SocketAddr) {
 }
 
 fn invite(media_port: u16, call_id: &str) -> Message {
+    invite_kind(media_port, call_id, "Play", "0 0")
+}
+
+/// An INVITE of session kind `s` (`Play`, `Playback`, `Download`) for the range `t`.
+fn invite_kind(media_port: u16, call_id: &str, s: &str, t: &str) -> Message {
     let sdp = format!(
-        "v=0\r\no=34020000002000000001 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video {media_port} RTP/AVP 96\r\na=recvonly\r\na=rtpmap:96 PS/90000\r\ny=0200000042\r\n"
+        "v=0\r\no=34020000002000000001 0 0 IN IP4 127.0.0.1\r\ns={s}\r\nc=IN IP4 127.0.0.1\r\nt={t}\r\nm=video {media_port} RTP/AVP 96\r\na=recvonly\r\na=rtpmap:96 PS/90000\r\ny=0200000042\r\n"
     );
     let mut m = Message::request("INVITE", "sip:34020000001320000001@3402000000");
     m.add_header("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1")
@@ -166,6 +171,100 @@ fn invite_ack_media_gop_and_bye() {
         DeviceEvent::SessionStopped { .. }
     ));
     assert!(!agent.has_session());
+    agent.stop();
+}
+
+/// A playback's "file" is the INVITE's range (`t=`, played at real time): at its end the
+/// device sends MediaStatus 121 and no more media; while it runs, a live INVITE is refused
+/// (486) instead of cutting it.
+#[test]
+fn playback_file_ends_with_media_status_121() {
+    let platform = UdpSocket::bind("127.0.0.1:0").unwrap();
+    platform
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    media
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let agent = DeviceAgent::start(
+        DeviceConfig {
+            server: platform.local_addr().unwrap(),
+            server_id: "34020000002000000001".into(),
+            domain: "3402000000".into(),
+            device_id: "34020000001320000001".into(),
+            channel_id: "34020000001320000001".into(),
+            password: "x".into(),
+            local_ip: "127.0.0.1".into(),
+            local_port: 0,
+            expires: 3600,
+            keepalive_interval_ms: 60_000,
+            retry_ms: 1000,
+            device_name: "test".into(),
+            transport: SipTransport::Udp,
+            records: Vec::new(),
+        },
+        |_| {},
+    )
+    .unwrap();
+    let (reg, dev) = recv(&platform);
+    let mut ok = Message::response_to(&reg, 200, "OK", Some("r"));
+    ok.add_header("Expires", "3600");
+    platform.send_to(&ok.to_bytes(), dev).unwrap();
+    assert!(wait_until(Duration::from_secs(2), || agent.is_registered()));
+
+    let port = media.local_addr().unwrap().port();
+    let inv = invite_kind(port, "p1", "Playback", "1709280000 1709280001");
+    platform.send_to(&inv.to_bytes(), dev).unwrap();
+    let (trying, _) = recv(&platform);
+    assert_eq!(trying.status(), Some(100));
+    let (ok1, _) = recv(&platform);
+    assert_eq!(ok1.status(), Some(200));
+    let mut ack = Message::request("ACK", "sip:34020000001320000001@127.0.0.1");
+    for h in ["via", "from", "call-id"] {
+        ack.add_header(h, inv.header(h).unwrap());
+    }
+    ack.add_header("To", ok1.header("to").unwrap());
+    ack.add_header("CSeq", "1 ACK");
+    platform.send_to(&ack.to_bytes(), dev).unwrap();
+    assert!(wait_until(Duration::from_secs(2), || agent.has_session()));
+    let key = ps_frame(&[0x67, 0x42, 1, 2]);
+    let mut buf = [0u8; 2048];
+    agent.send_frame(&key, None, 0);
+    assert!(media.recv_from(&mut buf).is_ok(), "media during the file");
+
+    // A live request meanwhile is refused; the playback goes on.
+    platform
+        .send_to(&invite(port, "live").to_bytes(), dev)
+        .unwrap();
+    let (busy, _) = recv(&platform);
+    assert_eq!(busy.status(), Some(486));
+
+    // Frames keep coming in; about 1 s after the INVITE the file ends.
+    let t0 = Instant::now();
+    let mut status = None;
+    platform
+        .set_read_timeout(Some(Duration::from_millis(40)))
+        .unwrap();
+    while status.is_none() && t0.elapsed() < Duration::from_secs(5) {
+        agent.send_frame(&key, None, 0);
+        let mut b = [0u8; 4096];
+        if let Ok((n, _)) = platform.recv_from(&mut b)
+            && let Ok(m) = Message::parse(&b[..n])
+            && m.method() == Some("MESSAGE")
+        {
+            status = Some(gstgb28181::core::manscdp::Manscdp::parse(&m.body).unwrap());
+        }
+    }
+    let Some(gstgb28181::core::manscdp::Manscdp::MediaStatus { notify_type, .. }) = status else {
+        panic!("no MediaStatus: {status:?}");
+    };
+    assert_eq!(notify_type, 121);
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    // No media after the end of the file.
+    while media.recv_from(&mut buf).is_ok() {}
+    agent.send_frame(&key, None, 0);
+    assert!(media.recv_from(&mut buf).is_err(), "media after the end");
     agent.stop();
 }
 

@@ -11,6 +11,7 @@ pub mod devices;
 pub mod directory;
 pub mod events;
 pub mod playback;
+pub mod playback_time;
 pub mod ptz;
 pub mod recordings;
 pub mod records;
@@ -305,6 +306,7 @@ fn openapi_router() -> OpenApiRouter<Api> {
         .routes(routes!(events::device_events))
         .routes(routes!(records::list_records))
         .routes(routes!(playback::start_playback))
+        .routes(routes!(playback::list_playbacks))
         .routes(routes!(playback::control_playback))
         .routes(routes!(playback::stop_playback))
         .routes(routes!(channels::list_channels))

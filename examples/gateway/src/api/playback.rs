@@ -1,9 +1,11 @@
 //! Playback and download of a camera's recordings: `POST /v1/devices/{id}/channels/{ch}/playback`
-//! mounts a temporary RTSP path served from the camera's recording (times in Unix seconds),
-//! `POST /v1/playback/{n}/control` pauses, seeks or changes the speed, `DELETE /v1/playback/{n}`
-//! stops it (BYE). At most `max_playbacks` (setting) at once (409 beyond).
+//! mounts a temporary RTSP path (and HLS when on) served from the camera's recording (times
+//! as Unix seconds or `yyyy-MM-ddTHH:mm:ss` UTC, [`super::playback_time`]; answered in both),
+//! `GET /v1/playback` lists the running sessions, `POST /v1/playback/{n}/control` pauses,
+//! seeks or changes the speed, `DELETE /v1/playback/{n}` stops it (BYE). At most `max_playbacks` (setting) at once (409 beyond).
 
 use super::devices::registered;
+use super::playback_time::{TimeValue, gb_time};
 use super::{Api, ApiError, ApiResult, ErrorBody, blocking, checked_id};
 use crate::gateway::{PlaybackError, PlaybackRequest};
 use axum::Json;
@@ -19,9 +21,10 @@ pub const MAX_SPAN_S: u64 = 7 * 86_400;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaybackBody {
-    /// Start and end of the recording to play, Unix seconds.
-    pub start: u64,
-    pub end: u64,
+    /// Start and end of the recording to play: Unix seconds (a number or a string) or
+    /// `yyyy-MM-ddTHH:mm:ss` (UTC).
+    pub start: TimeValue,
+    pub end: TimeValue,
     /// A download (as fast as `speed` allows) rather than a playback.
     #[serde(default)]
     pub download: bool,
@@ -32,9 +35,18 @@ pub struct PlaybackBody {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PlaybackView {
     pub id: u64,
+    pub device_id: String,
+    pub channel_id: String,
+    pub download: bool,
     pub rtsp_url: String,
-    /// HLS is not offered for playback sessions (always null).
+    /// The session's HLS playlist (null when the gateway serves no HLS); it appears once the
+    /// first segment is written.
     pub hls_url: Option<String>,
+    /// The range played, `yyyy-MM-ddTHH:mm:ss` (UTC) and Unix seconds.
+    pub start: String,
+    pub end: String,
+    pub start_unix: u64,
+    pub end_unix: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -56,7 +68,9 @@ pub struct ControlView {
 
 fn to_api(e: PlaybackError) -> ApiError {
     match e {
-        PlaybackError::TooMany(_) | PlaybackError::NotStarted => ApiError::conflict(e.to_string()),
+        PlaybackError::TooMany(_) | PlaybackError::NotStarted | PlaybackError::Failed(_) => {
+            ApiError::conflict(e.to_string())
+        }
         PlaybackError::NotFound => ApiError::not_found(e.to_string()),
     }
 }
@@ -66,14 +80,18 @@ fn session_number(id: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::bad_request("a playback session number"))
 }
 
-/// Checks a playback request body (400 with a message).
-pub(super) fn check_body(b: &PlaybackBody) -> Result<(), ApiError> {
-    if b.start == 0 || b.end <= b.start {
-        return Err(ApiError::bad_request(
-            "end must be after start (Unix seconds)",
-        ));
+/// Checks a playback request body (400 with a message); start and end in Unix seconds.
+pub(super) fn check_body(b: &PlaybackBody) -> Result<(u64, u64), ApiError> {
+    let parse = |name: &str, t: &TimeValue| {
+        t.unix().ok_or_else(|| {
+            ApiError::bad_request(format!("{name}: Unix seconds or yyyy-MM-ddTHH:mm:ss (UTC)"))
+        })
+    };
+    let (start, end) = (parse("start", &b.start)?, parse("end", &b.end)?);
+    if start == 0 || end <= start {
+        return Err(ApiError::bad_request("end must be after start"));
     }
-    if b.end - b.start > MAX_SPAN_S {
+    if end - start > MAX_SPAN_S {
         return Err(ApiError::bad_request(format!(
             "at most {MAX_SPAN_S} seconds per session"
         )));
@@ -81,7 +99,7 @@ pub(super) fn check_body(b: &PlaybackBody) -> Result<(), ApiError> {
     if b.speed.is_some_and(|s| !(1..=16).contains(&s)) || (b.speed.is_some() && !b.download) {
         return Err(ApiError::bad_request("speed: 1 to 16, for a download"));
     }
-    Ok(())
+    Ok((start, end))
 }
 
 /// Starts a playback (or download) session of a channel's recording.
@@ -100,26 +118,56 @@ pub async fn start_playback(
     registered(&api, &id)?;
     checked_id(&api, &channel)?;
     let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    check_body(&b)?;
+    let (start, end) = check_body(&b)?;
     let control = api.control.clone();
     let r = PlaybackRequest {
         device: id,
         channel,
-        start: b.start,
-        end: b.end,
+        start,
+        end,
         download: b.download,
         speed: b.speed,
     };
-    let (n, url) = blocking(move || control.start_playback(&r)?.map_err(to_api)).await?;
-    Ok(Json(PlaybackView {
+    let (n, _) = blocking({
+        let r = r.clone();
+        move || control.start_playback(&r)?.map_err(to_api)
+    })
+    .await?;
+    Ok(Json(view(&api, n, r)?))
+}
+
+fn view(api: &Api, n: u64, r: PlaybackRequest) -> Result<PlaybackView, ApiError> {
+    let path = format!("playback-{n}");
+    Ok(PlaybackView {
         id: n,
-        rtsp_url: url,
-        hls_url: None,
-    }))
+        rtsp_url: api.control.rtsp_url(&path)?,
+        hls_url: api.control.hls_url(&path)?,
+        start: gb_time(r.start),
+        end: gb_time(r.end),
+        start_unix: r.start,
+        end_unix: r.end,
+        device_id: r.device,
+        channel_id: r.channel,
+        download: r.download,
+    })
+}
+
+/// The running playback sessions (one that ended, by DELETE or at the end of the file, is
+/// no longer listed).
+#[utoipa::path(get, path = "/v1/playback", tag = "playback",
+    responses((status = 200, body = [PlaybackView]), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub async fn list_playbacks(State(api): State<Api>) -> ApiResult<Vec<PlaybackView>> {
+    let list = api.control.list_playbacks()?;
+    Ok(Json(
+        list.into_iter()
+            .map(|(n, r)| view(&api, n, r))
+            .collect::<Result<_, _>>()?,
+    ))
 }
 
 /// Pauses, resumes, seeks or changes the speed of a playback session (MANSRTSP to the
-/// camera). 409 while no reader has started it.
+/// camera). 409 once the camera session has ended.
 #[utoipa::path(post, path = "/v1/playback/{n}/control", tag = "playback",
     params(("n" = u64, Path, description = "playback session number")),
     request_body = ControlBody,
@@ -174,12 +222,27 @@ mod tests {
     #[test]
     fn bodies() {
         let b = |start, end, download, speed| PlaybackBody {
-            start,
-            end,
+            start: TimeValue::Unix(start),
+            end: TimeValue::Unix(end),
             download,
             speed,
         };
-        assert!(check_body(&b(1_700_000_000, 1_700_003_600, false, None)).is_ok());
+        assert_eq!(
+            check_body(&b(1_700_000_000, 1_700_003_600, false, None)).unwrap(),
+            (1_700_000_000, 1_700_003_600)
+        );
+        let text = PlaybackBody {
+            start: TimeValue::Text("2024-03-01T08:00:00".into()),
+            end: TimeValue::Text("1709283600".into()),
+            download: false,
+            speed: None,
+        };
+        assert_eq!(check_body(&text).unwrap(), (1_709_280_000, 1_709_283_600));
+        let bad_text = PlaybackBody {
+            start: TimeValue::Text("2024-03-01 08:00".into()),
+            ..text
+        };
+        assert!(check_body(&bad_text).is_err());
         assert!(check_body(&b(1_700_000_000, 1_700_003_600, true, Some(4))).is_ok());
         for bad in [
             b(1_700_003_600, 1_700_000_000, false, None),

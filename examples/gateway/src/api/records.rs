@@ -1,17 +1,18 @@
 //! `GET /v1/devices/{id}/channels/{channel}/records?start=&end=`: the recordings a camera
-//! holds for a time range (a GB/T 28181 RecordInfo query). Times are the device's local time
-//! as GB/T 28181 and wvp write them, `yyyy-MM-ddTHH:mm:ss`, passed to the device as they
-//! are. The answer is waited for at most [`ANSWER_TIMEOUT`] and holds at most
+//! holds for a time range (a GB/T 28181 RecordInfo query). Times are Unix seconds or
+//! `yyyy-MM-ddTHH:mm:ss` as GB/T 28181 and wvp write them, taken as UTC
+//! ([`super::playback_time`]); the device is asked in the second form, and each item is
+//! answered in both. The answer is waited for at most [`ANSWER_TIMEOUT`] and holds at most
 //! [`MAX_RECORD_ITEMS`] items.
 
 use super::devices::{ANSWER_TIMEOUT, no_answer, registered};
 use super::directory::MAX_RECORD_ITEMS;
+use super::playback_time::{gb_time, parse_time};
 use super::{Api, ApiError, ApiResult, ErrorBody, blocking, checked_id};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use gstgb28181::core::manscdp::RecordItem;
-use gstgb28181::device::is_gb_time;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -19,9 +20,9 @@ use utoipa::{IntoParams, ToSchema};
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct RecordRange {
-    /// Start, device local time `yyyy-MM-ddTHH:mm:ss`.
+    /// Start: Unix seconds or `yyyy-MM-ddTHH:mm:ss` (UTC).
     pub start: String,
-    /// End (after start), same format.
+    /// End (after start), either form.
     pub end: String,
 }
 
@@ -30,8 +31,12 @@ pub struct RecordView {
     pub channel_id: String,
     pub name: String,
     pub file_path: String,
+    /// As the device wrote it (`yyyy-MM-ddTHH:mm:ss`).
     pub start: String,
     pub end: String,
+    /// The same as Unix seconds (taken as UTC; null when the device wrote no valid time).
+    pub start_unix: Option<u64>,
+    pub end_unix: Option<u64>,
     /// `time`, `alarm`, `manual` or `all` as the device says.
     pub record_type: String,
     pub file_size: Option<u64>,
@@ -43,6 +48,8 @@ impl From<RecordItem> for RecordView {
             channel_id: i.device_id,
             name: i.name,
             file_path: i.file_path,
+            start_unix: parse_time(&i.start_time),
+            end_unix: parse_time(&i.end_time),
             start: i.start_time,
             end: i.end_time,
             record_type: i.record_type,
@@ -51,20 +58,21 @@ impl From<RecordItem> for RecordView {
     }
 }
 
-/// Checks a `start`/`end` pair (400 with a message).
-pub(super) fn check_range(start: &str, end: &str) -> Result<(), ApiError> {
-    for (name, t) in [("start", start), ("end", end)] {
-        if !is_gb_time(t) {
-            return Err(ApiError::bad_request(format!(
-                "{name}: a time yyyy-MM-ddTHH:mm:ss, not {}",
+/// Checks a `start`/`end` pair (400 with a message); both as `yyyy-MM-ddTHH:mm:ss`.
+pub(super) fn check_range(start: &str, end: &str) -> Result<(String, String), ApiError> {
+    let parse = |name: &str, t: &str| {
+        parse_time(t).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{name}: Unix seconds or yyyy-MM-ddTHH:mm:ss, not {}",
                 gstgb28181::core::id::printable(t)
-            )));
-        }
-    }
-    if start >= end {
+            ))
+        })
+    };
+    let (s, e) = (parse("start", start)?, parse("end", end)?);
+    if s >= e {
         return Err(ApiError::bad_request("end must be after start"));
     }
-    Ok(())
+    Ok((gb_time(s), gb_time(e)))
 }
 
 /// The camera's recordings of a channel in a time range (RecordInfo).
@@ -83,12 +91,12 @@ pub async fn list_records(
     registered(&api, &id)?;
     checked_id(&api, &channel)?;
     let Query(range) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    check_range(&range.start, &range.end)?;
+    let (start, end) = check_range(&range.start, &range.end)?;
     let control = api.control.clone();
     let device = id.clone();
     let sn = blocking(move || {
         control
-            .query_records(&device, &channel, &range.start, &range.end)
+            .query_records(&device, &channel, &start, &end)
             .map_err(|e| ApiError::conflict(format!("RecordInfo query not sent: {e}")))
     })
     .await?;
@@ -118,11 +126,22 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert!(check_range("2024-01-01T00:00:00", "2024-01-02T00:00:00").is_ok());
+        let day = (
+            "2024-01-01T00:00:00".to_string(),
+            "2024-01-02T00:00:00".to_string(),
+        );
+        assert_eq!(
+            check_range("2024-01-01T00:00:00", "2024-01-02T00:00:00").unwrap(),
+            day
+        );
+        assert_eq!(
+            check_range("1704067200", "2024-01-02T00:00:00").unwrap(),
+            day
+        );
         for (s, e) in [
             ("2024-01-02T00:00:00", "2024-01-01T00:00:00"),
             ("2024-01-01T00:00:00", "2024-01-01T00:00:00"),
-            ("1700000000", "1700003600"),
+            ("1700003600", "1700000000"),
             ("2024-01-01 00:00:00", "2024-01-02T00:00:00"),
             ("", "2024-01-02T00:00:00"),
         ] {

@@ -413,6 +413,11 @@ impl Control {
         Ok(super::playback::stop(&*self.sh()?, n))
     }
 
+    /// The running playback sessions: number and request.
+    pub fn list_playbacks(&self) -> Result<Vec<(u64, super::PlaybackRequest)>, Gone> {
+        Ok(super::playback::list(&*self.sh()?))
+    }
+
     /// Mounted playback paths.
     pub fn playback_paths(&self) -> Result<Vec<String>, Gone> {
         Ok(super::playback::paths(&*self.sh()?))

@@ -630,6 +630,7 @@ impl Gateway {
             o.stop();
         }
         drop(outputs);
+        playback::stop_all(&self.shared);
         // Disconnect every client: shared medias get unprepared (gb28181src stops: BYE).
         let _ = self
             .shared

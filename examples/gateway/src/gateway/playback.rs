@@ -1,16 +1,23 @@
-//! Playback and download sessions of a camera's recordings: each one a temporary RTSP mount
-//! (`/playback-<n>`) served from a gb28181src in session kind playback/download (it shares
-//! the gateway's SIP endpoint), controlled through the element's `playback-play` /
-//! `playback-pause` signals and stopped by unmounting (the pipeline stops: BYE). At most
-//! `max_playbacks` (setting) at once. The stream ends by itself (EOS) on the device's
-//! MediaStatus 121.
+//! Playback and download sessions of a camera's recordings. Each one is the live path's
+//! machinery under its own path name `playback-<n>`: an [`Ingest`] (gb28181src in session
+//! kind playback/download, sharing the gateway's SIP endpoint, then our psdemux: H.264,
+//! H.265 and the audio codecs the live path takes), an RTSP mount served from it by a
+//! [`ChannelFactory`], and HLS (`<hls_dir>/playback-<n>/`) when HLS is on. The camera
+//! session starts when the session is created (HLS needs it without an RTSP reader).
+//! Controlled through the element's `playback-play` / `playback-pause` signals. It ends on
+//! DELETE, or by itself when the camera says the file ended (MediaStatus 121: gb28181src
+//! hangs up and ends its stream): readers get end-of-stream, the mount, HLS directory and
+//! session go. At most `max_playbacks` (setting) at once.
 
 use super::{Shared, lock};
-use gst::glib;
+use crate::factory::{ChannelFactory, ChannelHooks, MediaCounters};
+use crate::ingest::Ingest;
+use crate::outputs::{ChannelOutputs, OutputSettings, path_inside};
 use gst::prelude::*;
 use gst_rtsp_server::prelude::*;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 /// What a playback session is asked for.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,8 +34,10 @@ pub struct PlaybackRequest {
 
 struct Session {
     path: String,
-    /// The gb28181src of the (shared) media, once a reader prepared it.
-    source: Option<glib::WeakRef<gst::Element>>,
+    request: PlaybackRequest,
+    ingest: Arc<Ingest>,
+    /// HLS, once the streams are known (started in the background).
+    outputs: Option<ChannelOutputs>,
 }
 
 #[derive(Default)]
@@ -42,8 +51,10 @@ pub(super) struct Playbacks {
 pub enum PlaybackError {
     TooMany(usize),
     NotFound,
-    /// No reader has started the session yet (nothing to control).
+    /// The camera session is not up (nothing to control).
     NotStarted,
+    /// The camera session could not be started.
+    Failed(String),
 }
 
 impl std::fmt::Display for PlaybackError {
@@ -51,38 +62,47 @@ impl std::fmt::Display for PlaybackError {
         match self {
             PlaybackError::TooMany(n) => write!(f, "at most {n} playback sessions"),
             PlaybackError::NotFound => f.write_str("no such playback session"),
-            PlaybackError::NotStarted => f.write_str("no reader has started it yet"),
+            PlaybackError::NotStarted => f.write_str("the camera session is not up"),
+            PlaybackError::Failed(e) => write!(f, "playback not started: {e}"),
         }
     }
 }
 
-/// The launch line of a playback media. The IDs were checked with the gateway's ID policy.
-/// The SIP address, port (as bound: with port 0 configured, the one the endpoint got, under
-/// which it is also registered) and transport are the gateway endpoint's, so the element
-/// shares that endpoint rather than opening another.
-fn launch_line(sh: &Shared, r: &PlaybackRequest) -> String {
+/// The gb28181src properties of a playback: the live ones (the gateway endpoint's SIP
+/// address, port as bound and transport, so the element shares that endpoint), plus the
+/// session kind and range. The IDs were checked with the gateway's ID policy.
+fn src_properties(sh: &Shared, r: &PlaybackRequest) -> Vec<(String, String)> {
+    let mut p = super::mount::src_properties(&sh.cfg, &r.device, &r.channel);
     let kind = if r.download { "download" } else { "playback" };
-    let speed = r
-        .speed
-        .filter(|_| r.download)
-        .map(|s| format!(" download-speed={s}"))
-        .unwrap_or_default();
-    format!(
-        "( gb28181src name=src sip-address={} sip-port={} sip-transport={} device-id={} \
-         channel-id={} session-kind={kind} start-time={} end-time={}{speed} wait-timeout={} \
-         ! mpegpsdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
-        sh.cfg.sip_address,
-        sh.cfg.sip_port,
-        sh.cfg.sip_transport,
-        r.device,
-        r.channel,
-        r.start,
-        r.end,
-        sh.cfg.wait_timeout_s.max(1)
-    )
+    p.push(("session-kind".into(), kind.into()));
+    p.push(("start-time".into(), r.start.to_string()));
+    p.push(("end-time".into(), r.end.to_string()));
+    if let Some(s) = r.speed.filter(|_| r.download) {
+        p.push(("download-speed".into(), s.to_string()));
+    }
+    p
 }
 
-/// Mounts a playback session; its number and path.
+/// The factory's view of one playback session: its one ingest, never restarted.
+struct Hooks {
+    ingest: Arc<Ingest>,
+}
+
+impl ChannelHooks for Hooks {
+    fn ingest(&self, _: &str) -> Result<Arc<Ingest>, String> {
+        if self.ingest.is_failed() {
+            return Err("the playback has ended".into());
+        }
+        Ok(self.ingest.clone())
+    }
+
+    fn media_configured(&self, _: &str, _: &gst_rtsp_server::RTSPMedia, _: Arc<MediaCounters>) {}
+
+    /// The session lives until DELETE or the end of the file, not until its last reader.
+    fn maybe_stop(&self, _: &str) {}
+}
+
+/// Starts a playback session (camera session, RTSP mount, HLS); its number and path.
 pub(super) fn start(sh: &Arc<Shared>, r: &PlaybackRequest) -> Result<(u64, String), PlaybackError> {
     let mut pb = lock(&sh.playbacks);
     if pb.sessions.len() >= sh.cfg.max_playbacks {
@@ -91,21 +111,14 @@ pub(super) fn start(sh: &Arc<Shared>, r: &PlaybackRequest) -> Result<(u64, Strin
     pb.next += 1;
     let n = pb.next;
     let path = format!("playback-{n}");
-    let factory = gst_rtsp_server::RTSPMediaFactory::new();
-    factory.set_launch(&launch_line(sh, r));
-    factory.set_shared(true);
-    let weak = Arc::downgrade(sh);
-    factory.connect_media_configure(move |_, media| {
-        let Some(sh) = weak.upgrade() else { return };
-        let src = media
-            .element()
-            .downcast::<gst::Bin>()
-            .ok()
-            .and_then(|b| b.by_name("src"));
-        if let (Some(src), Some(s)) = (src, lock(&sh.playbacks).sessions.get_mut(&n)) {
-            s.source = Some(src.downgrade());
-        }
-    });
+    let ingest = Ingest::start(&path, &src_properties(sh, r)).map_err(PlaybackError::Failed)?;
+    let factory = ChannelFactory::new(
+        &path,
+        Arc::new(Hooks {
+            ingest: ingest.clone(),
+        }),
+        Duration::from_secs(u64::from(sh.cfg.wait_timeout_s.max(1)) + 5),
+    );
     if let Some(m) = sh.server.mount_points() {
         m.add_factory(&format!("/{path}"), factory);
     }
@@ -113,14 +126,85 @@ pub(super) fn start(sh: &Arc<Shared>, r: &PlaybackRequest) -> Result<(u64, Strin
         n,
         Session {
             path: path.clone(),
-            source: None,
+            request: r.clone(),
+            ingest: ingest.clone(),
+            outputs: None,
         },
     );
+    drop(pb);
+    let weak = Arc::downgrade(sh);
+    let hls = sh.cfg.hls.then(|| sh.cfg.hls_dir.clone());
+    let spawned = std::thread::Builder::new()
+        .name(format!("{path}-watch"))
+        .spawn(move || watch(weak, n, ingest, hls));
+    if let Err(e) = spawned {
+        let _ = stop(sh, n);
+        return Err(PlaybackError::Failed(e.to_string()));
+    }
     println!(
         "[gateway] playback {n} of {} channel {}: /{path}",
         r.device, r.channel
     );
     Ok((n, path))
+}
+
+/// Starts the session's HLS once the streams are known, then waits for the camera session to
+/// end (end of the file, BYE, error) and ends the playback session.
+fn watch(weak: Weak<Shared>, n: u64, ingest: Arc<Ingest>, hls: Option<std::path::PathBuf>) {
+    if let Some(dir) = hls {
+        let s = OutputSettings {
+            channel: ingest.channel.clone(),
+            hls_dir: Some(dir),
+            record_dir: None,
+            segment_s: 60,
+        };
+        match ChannelOutputs::start(s, ingest.clone()) {
+            Ok(o) => {
+                let Some(sh) = weak.upgrade() else { return };
+                let mut pb = lock(&sh.playbacks);
+                match pb.sessions.get_mut(&n) {
+                    Some(s) => s.outputs = Some(o),
+                    None => {
+                        drop(pb);
+                        o.stop();
+                        remove_hls(&sh, &ingest.channel);
+                    }
+                }
+            }
+            Err(e) => super::warn(&format!("playback {n}: no HLS: {e}")),
+        }
+    }
+    let generation = ingest.generation();
+    loop {
+        if ingest.is_failed() {
+            break;
+        }
+        if ingest.wait_failed_or_changed(generation, Duration::from_secs(1)) && ingest.is_failed() {
+            break;
+        }
+        match weak.upgrade() {
+            Some(sh) if lock(&sh.playbacks).sessions.contains_key(&n) => {}
+            // Stopped (DELETE, gateway stop).
+            _ => return,
+        }
+    }
+    if let Some(sh) = weak.upgrade()
+        && stop(&sh, n).is_ok()
+    {
+        println!("[gateway] playback {n} ended by the camera");
+    }
+}
+
+fn remove_hls(sh: &Shared, path: &str) {
+    if !sh.cfg.hls {
+        return;
+    }
+    if let Ok(dir) = path_inside(&sh.cfg.hls_dir, path)
+        && dir.exists()
+        && let Err(e) = std::fs::remove_dir_all(&dir)
+    {
+        super::warn(&format!("{path}: HLS directory not removed: {e}"));
+    }
 }
 
 /// Pause, or play at `scale` from `seek` seconds (npt) or where it is.
@@ -134,10 +218,10 @@ pub(super) fn control(
     let src = {
         let pb = lock(&sh.playbacks);
         let s = pb.sessions.get(&n).ok_or(PlaybackError::NotFound)?;
-        s.source
-            .as_ref()
-            .and_then(|w| w.upgrade())
-            .ok_or(PlaybackError::NotStarted)?
+        if s.ingest.is_failed() {
+            return Err(PlaybackError::NotStarted);
+        }
+        s.ingest.source().clone()
     };
     Ok(if pause {
         src.emit_by_name::<bool>("playback-pause", &[])
@@ -149,7 +233,8 @@ pub(super) fn control(
     })
 }
 
-/// Unmounts a session and ends its readers' sessions (the media stops: BYE to the camera).
+/// Ends a session: unmounted, its HLS finalized and its directory removed, the camera
+/// session ended (BYE), its readers' sessions ended.
 pub(super) fn stop(sh: &Shared, n: u64) -> Result<(), PlaybackError> {
     let s = lock(&sh.playbacks)
         .sessions
@@ -159,6 +244,11 @@ pub(super) fn stop(sh: &Shared, n: u64) -> Result<(), PlaybackError> {
     if let Some(m) = sh.server.mount_points() {
         m.remove_factory(&mount);
     }
+    if let Some(o) = &s.outputs {
+        o.stop();
+    }
+    s.ingest.stop();
+    remove_hls(sh, &s.path);
     // As a kick: each reader's session leaves the pool (its media stops) and its
     // connection is closed.
     let mut readers = Vec::new();
@@ -189,6 +279,14 @@ pub(super) fn stop(sh: &Shared, n: u64) -> Result<(), PlaybackError> {
     Ok(())
 }
 
+/// Ends every session (gateway stop).
+pub(super) fn stop_all(sh: &Shared) {
+    let ns: Vec<u64> = lock(&sh.playbacks).sessions.keys().copied().collect();
+    for n in ns {
+        let _ = stop(sh, n);
+    }
+}
+
 /// The playback sessions as metrics (a gauge, and each mounted path).
 pub(super) fn render(sh: &Shared) -> String {
     use std::fmt::Write;
@@ -211,6 +309,15 @@ gateway_playback_sessions {}
         let _ = writeln!(o, "gateway_playback_path{{path=\"{}\"}} 1", s.path);
     }
     o
+}
+
+/// The running sessions: number and request.
+pub(super) fn list(sh: &Shared) -> Vec<(u64, PlaybackRequest)> {
+    lock(&sh.playbacks)
+        .sessions
+        .iter()
+        .map(|(n, s)| (*n, s.request.clone()))
+        .collect()
 }
 
 /// The mounted playback paths (metrics, console).

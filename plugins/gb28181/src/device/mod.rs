@@ -224,6 +224,10 @@ pub struct MediaSession {
     /// The cached GOP has not been sent yet.
     need_gop: bool,
     active: bool,
+    /// Playback / Download: when (ms) the requested range (`t=` end - start, played at real
+    /// time) has been sent: the "file" ends there (MediaStatus 121, no more media).
+    file_end_at: Option<u64>,
+    file_ended: bool,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -932,6 +936,16 @@ impl DeviceAgent {
                 return;
             }
         };
+        // A playback or download being sent is not cut by a live request (a camera with
+        // one media channel is busy until the file ends or the platform hangs up).
+        if offer.session_name.eq_ignore_ascii_case("Play")
+            && lock(&self.session)
+                .as_ref()
+                .is_some_and(|s| !s.kind.eq_ignore_ascii_case("Play"))
+        {
+            reply(Message::response_to(m, 486, "Busy Here", None));
+            return;
+        }
         reply(Message::response_to(m, 100, "Trying", None));
         let ssrc_str = offer
             .ssrc
@@ -1031,6 +1045,12 @@ impl DeviceAgent {
                 seq: random::u64() as u16,
                 need_gop: true,
                 active: true,
+                file_end_at: (!offer.session_name.eq_ignore_ascii_case("Play")
+                    && offer.end > offer.start)
+                    .then(|| {
+                        now_ms().saturating_add((offer.end - offer.start).saturating_mul(1000))
+                    }),
+                file_ended: false,
                 packets: 0,
                 bytes: 0,
             },
@@ -1099,6 +1119,15 @@ impl DeviceAgent {
         }
         let mut guard = lock(&self.session);
         let Some(s) = guard.as_mut() else { return };
+        if s.file_ended {
+            return;
+        }
+        if s.file_end_at.is_some_and(|t| now_ms() >= t) {
+            s.file_ended = true;
+            drop(guard);
+            self.end_of_media();
+            return;
+        }
         if let MediaOut::Listening(l) = &s.out {
             match l.accept() {
                 Ok((t, _)) => {
