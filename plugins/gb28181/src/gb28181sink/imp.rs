@@ -1,3 +1,4 @@
+use gst_ipcam_common::sync::lock;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -107,10 +108,6 @@ impl ObjectSubclass for Gb28181Sink {
     const NAME: &'static str = "GstIpcamGb28181Sink";
     type Type = super::Gb28181Sink;
     type ParentType = gst_base::BaseSink;
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn event_structure(e: &DeviceEvent) -> gst::Structure {
