@@ -31,6 +31,26 @@ pub fn codec_of(caps: &gst::CapsRef) -> Codec {
     }
 }
 
+/// The peer's PLI/FIR (webrtcbin's rtpsession turns them into an upstream
+/// `GstForceKeyUnit` event towards the payloader) becomes a key frame request to the camera,
+/// rate-limited per channel by the ingest. The event goes no further: the appsrc has no
+/// encoder to ask.
+fn forward_key_unit_requests(pad: &gst::Pad, ingest: std::sync::Weak<Ingest>) {
+    pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+        let Some(gst::PadProbeData::Event(e)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        if e.structure().is_none_or(|s| s.name() != "GstForceKeyUnit") {
+            return gst::PadProbeReturn::Ok;
+        }
+        if let Some(i) = ingest.upgrade() {
+            gst::debug!(CAT, "{}: a WebRTC peer asks for a key frame", i.channel);
+            i.viewer_wants_key_frame();
+        }
+        gst::PadProbeReturn::Drop
+    });
+}
+
 /// A running WHEP viewer.
 pub struct Session {
     pub channel: String,
@@ -147,6 +167,9 @@ impl Session {
             }
             if let Some(pad) = bin.by_name("pay").and_then(|p| p.static_pad("src")) {
                 counters.watch(&pad);
+                if kind == Kind::Video {
+                    forward_key_unit_requests(&pad, Arc::downgrade(&ingest));
+                }
             }
             pipeline.add(&bin).map_err(|e| e.to_string())?;
             let sink = webrtcbin
