@@ -223,7 +223,11 @@ const PLAY_AND_TIME: &str = r#"
       }
     }
   }
-  return { error: document.getElementById('error').textContent, state: window.gw.pc ? window.gw.pc.connectionState : 'none' };
+  const seen = [];
+  if (window.gw.pc) for (const s of (await window.gw.pc.getStats()).values()) {
+    if (s.type === 'inbound-rtp' || s.type === 'transport') seen.push(s);
+  }
+  return { error: document.getElementById('error').textContent, state: window.gw.pc ? window.gw.pc.connectionState : 'none', stats: seen, answer: window.gw.pc && window.gw.pc.remoteDescription && window.gw.pc.remoteDescription.sdp };
 })"#;
 
 #[test]
@@ -968,4 +972,135 @@ fn whep_peer_pli_reaches_the_camera_rate_limited() {
     // The gateway still serves.
     assert!(peer.frames.load(std::sync::atomic::Ordering::Relaxed) > 0);
     assert_eq!(gw.snapshot().webrtc_sessions.len(), 1);
+}
+
+/// H.265 cameras in the browser: the page's plain WHEP offer gets 406, it asks for
+/// `?transcode=h264` and says so; Chromium decodes the gateway's H.264. One transcoder per
+/// channel, shared by its viewers, at most `webrtc_max_transcodes` channels (503 beyond),
+/// stopped after its last viewer; hostile queries are refused (400).
+#[test]
+fn chromium_plays_an_h265_camera_transcoded_to_h264() {
+    let _g = serial();
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let cfg = Config {
+        sim_codec: "h265".into(),
+        simulate: 2,
+        webrtc_max_transcodes: 1,
+        webrtc_connect_timeout_s: 2,
+        ..config()
+    };
+    let gw = Gateway::start(cfg).expect("gateway starts");
+    assert!(
+        wait_until(Duration::from_secs(15), || gw.channels().len() == 2),
+        "both simulated cameras are mounted"
+    );
+    let (a, b) = (gw.channels()[0].clone(), gw.channels()[1].clone());
+    let addr = gw.metrics_addr().unwrap();
+    let base = format!("http://{addr}");
+    let admin = gst_ipcam_gateway::auth::basic_value(ADMIN.0, ADMIN.1);
+    let post = |path: &str| {
+        http(
+            addr,
+            "POST",
+            path,
+            &[
+                ("Content-Type", "application/sdp"),
+                ("Authorization", &admin),
+            ],
+            offer(1).as_bytes(),
+        )
+    };
+    let transcodes = || gw.snapshot().webrtc_transcodes;
+    // Hostile queries: refused before anything starts.
+    let long = format!("/{a}/whep?transcode={}", "h264".repeat(50));
+    for q in [
+        format!("/{a}/whep?transcode=h265"),
+        format!("/{a}/whep?transcode=h264&transcode=h264"),
+        format!("/{a}/whep?x=%00%ff"),
+        format!("/{a}/whep?transcode"),
+        long,
+    ] {
+        let r = post(&q);
+        assert_eq!(r.status, 400, "{}: {}", &q[..q.len().min(80)], r.body);
+    }
+    // A 20 KB query: refused by the HTTP stack or by us.
+    let huge = post(&format!("/{a}/whep?transcode={}", "h264".repeat(5000)));
+    assert!(
+        (400..500).contains(&huge.status) || huge.status == 0,
+        "{}",
+        huge.status
+    );
+    assert_eq!(transcodes(), 0);
+
+    let browser = chromium();
+    let mut page = Page::open(&browser);
+    log_in(&mut page, &base, &a);
+    let r = page.eval(&format!("{PLAY_AND_TIME}('{a}')"));
+    let ms = r["ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no frame decoded: {r}"));
+    println!(
+        "browser: H.265 camera, click to first decoded (transcoded) frame {ms:.0} ms ({} frames)",
+        r["frames"]
+    );
+    let note = page.eval("document.getElementById('note').textContent");
+    assert!(
+        note.as_str().is_some_and(|t| t.contains("transcoded")),
+        "the page says it is transcoded: {note}"
+    );
+    assert_eq!(transcodes(), 1);
+    let m = http(addr, "GET", "/metrics", &[("Authorization", &admin)], b"");
+    assert!(m.body.contains("webrtc_transcodes 1"), "{}", m.body);
+
+    // A second viewer of the same channel shares the transcoder; another channel is over
+    // the cap.
+    assert_eq!(post(&format!("/{a}/whep?transcode=h264")).status, 201);
+    assert_eq!(transcodes(), 1, "one transcoder per channel");
+    let r = post(&format!("/{b}/whep?transcode=h264"));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("webrtc_max_transcodes"), "{}", r.body);
+    // Without the query, H.265 is still 406.
+    assert_eq!(post(&format!("/{b}/whep")).status, 406);
+
+    // The last viewer gone (the page stops, the unconnected one times out): no transcoder.
+    page.eval("document.getElementById('stop').click(); true");
+    let t = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(15), || transcodes() == 0
+            && gw.snapshot().webrtc_sessions.is_empty()),
+        "the transcoder stops after the last viewer"
+    );
+    println!(
+        "transcoder stopped {:?} after the last viewer's stop",
+        t.elapsed()
+    );
+    let m = http(addr, "GET", "/metrics", &[("Authorization", &admin)], b"");
+    assert!(m.body.contains("webrtc_transcodes 0"), "{}", m.body);
+    // The cap is free again: the other channel can be transcoded.
+    assert_eq!(post(&format!("/{b}/whep?transcode=h264")).status, 201);
+    assert_eq!(transcodes(), 1);
+}
+
+/// The transcoded H.264 reaches a WebRTC peer (webrtcbin) too.
+#[test]
+fn whep_peer_receives_an_h265_camera_transcoded() {
+    let _g = serial();
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let cfg = Config {
+        sim_codec: "h265".into(),
+        ..config()
+    };
+    let gw = Gateway::start(cfg).expect("gateway starts");
+    assert!(wait_until(Duration::from_secs(10), || !gw
+        .channels()
+        .is_empty()));
+    let channel = gw.channels()[0].clone();
+    let admin = gst_ipcam_gateway::auth::basic_value(ADMIN.0, ADMIN.1);
+    let peer = Peer::connect(
+        gw.metrics_addr().unwrap(),
+        &format!("/{channel}/whep?transcode=h264"),
+        &admin,
+    );
+    assert_eq!(gw.snapshot().webrtc_transcodes, 1);
+    drop(peer);
 }
