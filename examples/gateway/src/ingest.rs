@@ -605,6 +605,12 @@ impl Ingest {
         }
     }
 
+    /// A viewer asks for a key frame (a WebRTC peer's PLI/FIR): sent to the camera at most
+    /// once per key frame request interval, however many viewers ask how often.
+    pub fn viewer_wants_key_frame(&self) {
+        self.request_key_frame(true);
+    }
+
     /// Sets how this ingest asks its camera for key frames.
     pub fn set_key_frame_requests(&self, k: KeyFrameRequests) {
         *lock(&self.key_frames) = Some(k);
