@@ -110,6 +110,34 @@ pub fn build_media_bin(
     Ok(bin)
 }
 
+/// gst-rtsp-server sends RTP over TCP (interleaved) through an `appsink` per stream that
+/// syncs on the clock. Our frames are live already: waiting for each of them made the
+/// viewer's streaming thread sleep and wake once more per packet list, and played the cached
+/// GOP out at the camera's pace (the viewer a GOP behind live). Without the sync the cached
+/// GOP leaves at once and live frames as they come, as ZLMediaKit's GOP cache does; the client
+/// plays them by their timestamps. UDP senders (`multiudpsink`) keep the pacing: a burst of a
+/// GOP over UDP would overflow the client's socket buffer.
+fn unsync_tcp_senders(media_element: &gst::Element) {
+    let Some(pipeline) = media_element.parent().and_downcast::<gst::Bin>() else {
+        return;
+    };
+    pipeline.connect_deep_element_added(|_, _, element| {
+        if element
+            .factory()
+            .is_none_or(|f| f.name().as_str() != "appsink")
+        {
+            return;
+        }
+        element.set_property("sync", false);
+        // The stream sets it again from the media's rate control after adding the sink.
+        element.connect_notify(Some("sync"), |e, _| {
+            if e.property::<bool>("sync") {
+                e.set_property("sync", false);
+            }
+        });
+    });
+}
+
 mod imp {
     use super::*;
 
@@ -214,6 +242,7 @@ mod imp {
                     Some((kind, src))
                 })
                 .collect();
+            unsync_tcp_senders(&element);
             let ids = ingest.subscribe_viewer(&srcs);
             ingest.release();
             let counters = Arc::new(MediaCounters::default());

@@ -270,13 +270,14 @@ impl Ingest {
                 i.on_pad(pad);
             }
         });
-        // Errors (camera gone, refused INVITE, stream timeout) end the ingest.
+        // Errors (camera gone, refused INVITE, stream timeout) end the ingest, handled in the
+        // thread that posts them: no thread per channel polling the bus.
         let weak = Arc::downgrade(&ingest);
         let bus = pipeline.bus().ok_or("no bus")?;
-        std::thread::Builder::new()
-            .name(format!("ingest-bus-{channel}"))
-            .spawn(move || watch_bus(bus, weak))
-            .map_err(|e| e.to_string())?;
+        bus.set_sync_handler(move |_, msg| {
+            on_bus_message(&weak, msg);
+            gst::BusSyncReply::Drop
+        });
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| format!("ingest {channel}: {e}"))?;
@@ -605,6 +606,12 @@ impl Ingest {
         }
     }
 
+    /// A viewer asks for a key frame (a WebRTC peer's PLI/FIR): sent to the camera at most
+    /// once per key frame request interval, however many viewers ask how often.
+    pub fn viewer_wants_key_frame(&self) {
+        self.request_key_frame(true);
+    }
+
     /// Sets how this ingest asks its camera for key frames.
     pub fn set_key_frame_requests(&self, k: KeyFrameRequests) {
         *lock(&self.key_frames) = Some(k);
@@ -882,24 +889,27 @@ impl Drop for Ingest {
     }
 }
 
-fn watch_bus(bus: gst::Bus, weak: Weak<Ingest>) {
-    loop {
-        let msg = bus.timed_pop_filtered(
-            gst::ClockTime::from_mseconds(200),
-            &[gst::MessageType::Error, gst::MessageType::Eos],
-        );
-        let Some(ingest) = weak.upgrade() else { return };
-        if lock(&ingest.state).stopped {
-            return;
-        }
-        let Some(msg) = msg else { continue };
-        let why = match msg.view() {
-            gst::MessageView::Error(e) => format!("{}", e.error()),
-            _ => "end of stream (BYE)".to_string(),
-        };
+fn on_bus_message(weak: &Weak<Ingest>, msg: &gst::Message) {
+    let why = match msg.view() {
+        gst::MessageView::Error(e) => format!("{}", e.error()),
+        gst::MessageView::Eos(_) => "end of stream (BYE)".to_string(),
+        _ => return,
+    };
+    let Some(ingest) = weak.upgrade() else { return };
+    let done = {
+        let st = lock(&ingest.state);
+        st.stopped || st.failed.is_some()
+    };
+    if !done {
         eprintln!("[gateway] channel {}: {why}", ingest.channel);
         ingest.fail(why);
-        return;
+    }
+    // The last reference must not be dropped here: dropping stops the pipeline, which
+    // cannot be done from one of its streaming threads.
+    if Arc::strong_count(&ingest) == 1 {
+        let _ = std::thread::Builder::new()
+            .name("ingest-drop".into())
+            .spawn(move || drop(ingest));
     }
 }
 

@@ -101,6 +101,8 @@ pub struct Snapshot {
     pub webrtc_sessions: Vec<SessionStat>,
     pub webrtc_bytes_total: u64,
     pub webrtc_refused: u64,
+    /// Channels transcoded (H.265 -> H.264) for WebRTC readers now.
+    pub webrtc_transcodes: usize,
 }
 
 impl Snapshot {
@@ -545,6 +547,13 @@ pub fn render(s: &Snapshot) -> String {
         "WHEP offers refused because webrtc_max_sessions readers were running",
     );
     let _ = writeln!(o, "webrtc_sessions_refused_total {}", s.webrtc_refused);
+    help(
+        &mut o,
+        "webrtc_transcodes",
+        "gauge",
+        "Channels transcoded from H.265 to H.264 for WebRTC readers",
+    );
+    let _ = writeln!(o, "webrtc_transcodes {}", s.webrtc_transcodes);
     o
 }
 
@@ -617,6 +626,7 @@ mod tests {
             }],
             webrtc_bytes_total: 9999,
             webrtc_refused: 2,
+            webrtc_transcodes: 0,
         };
         let t = render(&s);
         assert_eq!(

@@ -223,7 +223,11 @@ const PLAY_AND_TIME: &str = r#"
       }
     }
   }
-  return { error: document.getElementById('error').textContent, state: window.gw.pc ? window.gw.pc.connectionState : 'none' };
+  const seen = [];
+  if (window.gw.pc) for (const s of (await window.gw.pc.getStats()).values()) {
+    if (s.type === 'inbound-rtp' || s.type === 'transport') seen.push(s);
+  }
+  return { error: document.getElementById('error').textContent, state: window.gw.pc ? window.gw.pc.connectionState : 'none', stats: seen, answer: window.gw.pc && window.gw.pc.remoteDescription && window.gw.pc.remoteDescription.sdp };
 })"#;
 
 #[test]
@@ -781,4 +785,322 @@ fn whep_caps_sessions_per_address() {
     assert_eq!(r.status, 429, "{}", r.body);
     assert!(r.body.contains("from this address"), "{}", r.body);
     assert_eq!(gw.snapshot().webrtc_sessions.len(), 2);
+}
+
+/// A WebRTC peer in this process (webrtcbin, ICE on 127.0.0.1) receiving `path`'s WHEP
+/// stream: its pipeline and the src pad its video comes out of, once it has frames.
+struct Peer {
+    pipeline: gst::Pipeline,
+    video: std::sync::Arc<std::sync::Mutex<Option<gst::Pad>>>,
+    frames: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Peer {
+    fn connect(addr: std::net::SocketAddr, path: &str, auth: &str) -> Peer {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+        let pipeline = gst::Pipeline::new();
+        let wb = gst::ElementFactory::make("webrtcbin")
+            .property_from_str("bundle-policy", "max-bundle")
+            .build()
+            .unwrap();
+        pipeline.add(&wb).unwrap();
+        let ice = wb.property::<gst_webrtc::WebRTCICE>("ice-agent");
+        assert!(ice.emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]));
+        let caps: gst::Caps =
+            "application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000,\
+             packetization-mode=(string)1,profile-level-id=(string)42e01f,\
+             rtcp-fb-nack-pli=(boolean)true"
+                .parse()
+                .unwrap();
+        wb.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
+            "add-transceiver",
+            &[&gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly, &caps],
+        );
+        let video = Arc::new(Mutex::new(None));
+        let frames = Arc::new(AtomicU64::new(0));
+        let (v, f, p) = (video.clone(), frames.clone(), pipeline.downgrade());
+        wb.connect_pad_added(move |_, pad| {
+            let Some(p) = p.upgrade() else { return };
+            let sink = gst::ElementFactory::make("fakesink")
+                .property("sync", false)
+                .build()
+                .unwrap();
+            p.add(&sink).unwrap();
+            sink.sync_state_with_parent().unwrap();
+            pad.link(&sink.static_pad("sink").unwrap()).unwrap();
+            let f = f.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                f.fetch_add(1, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+            *v.lock().unwrap() = Some(pad.clone());
+        });
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let p = gst::Promise::new();
+        wb.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &p]);
+        assert_eq!(p.wait(), gst::PromiseResult::Replied);
+        let offer = p
+            .get_reply()
+            .unwrap()
+            .get::<gst_webrtc::WebRTCSessionDescription>("offer")
+            .unwrap();
+        wb.emit_by_name::<()>("set-local-description", &[&offer, &None::<gst::Promise>]);
+        assert!(
+            wait_until(Duration::from_secs(10), || wb
+                .property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
+                == gst_webrtc::WebRTCICEGatheringState::Complete),
+            "ICE gathering completes"
+        );
+        let sdp = wb
+            .property::<gst_webrtc::WebRTCSessionDescription>("local-description")
+            .sdp()
+            .as_text()
+            .unwrap();
+        let r = http(
+            addr,
+            "POST",
+            path,
+            &[("Content-Type", "application/sdp"), ("Authorization", auth)],
+            sdp.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert!(
+            r.body.contains("nack pli"),
+            "the answer takes PLI: {}",
+            r.body
+        );
+        let answer = gst_webrtc::WebRTCSessionDescription::new(
+            gst_webrtc::WebRTCSDPType::Answer,
+            gst_sdp::SDPMessage::parse_buffer(r.body.as_bytes()).unwrap(),
+        );
+        wb.emit_by_name::<()>("set-remote-description", &[&answer, &None::<gst::Promise>]);
+        let peer = Peer {
+            pipeline,
+            video,
+            frames,
+        };
+        assert!(
+            wait_until(Duration::from_secs(15), || peer
+                .frames
+                .load(Ordering::Relaxed)
+                > 10),
+            "the peer receives video"
+        );
+        peer
+    }
+
+    /// What a receiver does on a decoding error: asks upstream for a key unit, which its
+    /// rtpsession sends to the gateway as RTCP PLI.
+    fn send_pli(&self) {
+        let pad = self.video.lock().unwrap().clone().unwrap();
+        let ev = gst::event::CustomUpstream::new(
+            gst::Structure::builder("GstForceKeyUnit")
+                .field("all-headers", true)
+                .build(),
+        );
+        pad.send_event(ev);
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// Key frame requests the camera saw within `d` (its sink posts one per IFameCmd).
+fn camera_key_requests(bus: &gst::Bus, d: Duration, mut during: impl FnMut()) -> usize {
+    let end = Instant::now() + d;
+    let mut n = 0;
+    while Instant::now() < end {
+        during();
+        while let Some(m) = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(50),
+            &[gst::MessageType::Element],
+        ) {
+            if m.structure()
+                .is_some_and(|s| s.name() == "gb28181-key-frame-requested")
+            {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// A viewer's PLI reaches the camera as a key frame request (GB28181 IFameCmd), and a flood
+/// of them is rate-limited per channel (key_frame_request_after_s = 2 s): the camera is not
+/// made to send only I-frames.
+#[test]
+fn whep_peer_pli_reaches_the_camera_rate_limited() {
+    let _g = serial();
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let gw = Gateway::start(config()).expect("gateway starts");
+    assert!(wait_until(Duration::from_secs(10), || !gw
+        .channels()
+        .is_empty()));
+    let channel = gw.channels()[0].clone();
+    let admin = gst_ipcam_gateway::auth::basic_value(ADMIN.0, ADMIN.1);
+    let bus = gw.cameras()[0].pipeline().bus().unwrap();
+    let peer = Peer::connect(
+        gw.metrics_addr().unwrap(),
+        &format!("/{channel}/whep"),
+        &admin,
+    );
+    // Requests from the start (a viewer waiting for its first key frame) are not counted,
+    // nor is the rate limit's window they opened.
+    camera_key_requests(&bus, Duration::from_millis(2500), || {});
+    // One PLI: one request.
+    peer.send_pli();
+    let one = camera_key_requests(&bus, Duration::from_millis(1500), || {});
+    assert_eq!(one, 1, "one PLI, one key frame request");
+    camera_key_requests(&bus, Duration::from_millis(1000), || {});
+    // A flood: 20 PLIs a second for 6 s.
+    let t = Instant::now();
+    let mut sent = 0;
+    let flood = camera_key_requests(&bus, Duration::from_secs(6), || {
+        peer.send_pli();
+        sent += 1;
+    });
+    println!(
+        "{sent} PLIs in {:?}: {flood} key frame requests to the camera",
+        t.elapsed()
+    );
+    assert!(sent >= 60, "{sent}");
+    assert!((2..=4).contains(&flood), "{flood} requests for {sent} PLIs");
+    // The gateway still serves.
+    assert!(peer.frames.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert_eq!(gw.snapshot().webrtc_sessions.len(), 1);
+}
+
+/// H.265 cameras in the browser: the page's plain WHEP offer gets 406, it asks for
+/// `?transcode=h264` and says so; Chromium decodes the gateway's H.264. One transcoder per
+/// channel, shared by its viewers, at most `webrtc_max_transcodes` channels (503 beyond),
+/// stopped after its last viewer; hostile queries are refused (400).
+#[test]
+fn chromium_plays_an_h265_camera_transcoded_to_h264() {
+    let _g = serial();
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let cfg = Config {
+        sim_codec: "h265".into(),
+        simulate: 2,
+        webrtc_max_transcodes: 1,
+        webrtc_connect_timeout_s: 2,
+        ..config()
+    };
+    let gw = Gateway::start(cfg).expect("gateway starts");
+    assert!(
+        wait_until(Duration::from_secs(15), || gw.channels().len() == 2),
+        "both simulated cameras are mounted"
+    );
+    let (a, b) = (gw.channels()[0].clone(), gw.channels()[1].clone());
+    let addr = gw.metrics_addr().unwrap();
+    let base = format!("http://{addr}");
+    let admin = gst_ipcam_gateway::auth::basic_value(ADMIN.0, ADMIN.1);
+    let post = |path: &str| {
+        http(
+            addr,
+            "POST",
+            path,
+            &[
+                ("Content-Type", "application/sdp"),
+                ("Authorization", &admin),
+            ],
+            offer(1).as_bytes(),
+        )
+    };
+    let transcodes = || gw.snapshot().webrtc_transcodes;
+    // Hostile queries: refused before anything starts.
+    let long = format!("/{a}/whep?transcode={}", "h264".repeat(50));
+    for q in [
+        format!("/{a}/whep?transcode=h265"),
+        format!("/{a}/whep?transcode=h264&transcode=h264"),
+        format!("/{a}/whep?x=%00%ff"),
+        format!("/{a}/whep?transcode"),
+        long,
+    ] {
+        let r = post(&q);
+        assert_eq!(r.status, 400, "{}: {}", &q[..q.len().min(80)], r.body);
+    }
+    // A 20 KB query: refused by the HTTP stack or by us.
+    let huge = post(&format!("/{a}/whep?transcode={}", "h264".repeat(5000)));
+    assert!(
+        (400..500).contains(&huge.status) || huge.status == 0,
+        "{}",
+        huge.status
+    );
+    assert_eq!(transcodes(), 0);
+
+    let browser = chromium();
+    let mut page = Page::open(&browser);
+    log_in(&mut page, &base, &a);
+    let r = page.eval(&format!("{PLAY_AND_TIME}('{a}')"));
+    let ms = r["ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no frame decoded: {r}"));
+    println!(
+        "browser: H.265 camera, click to first decoded (transcoded) frame {ms:.0} ms ({} frames)",
+        r["frames"]
+    );
+    let note = page.eval("document.getElementById('note').textContent");
+    assert!(
+        note.as_str().is_some_and(|t| t.contains("transcoded")),
+        "the page says it is transcoded: {note}"
+    );
+    assert_eq!(transcodes(), 1);
+    let m = http(addr, "GET", "/metrics", &[("Authorization", &admin)], b"");
+    assert!(m.body.contains("webrtc_transcodes 1"), "{}", m.body);
+
+    // A second viewer of the same channel shares the transcoder; another channel is over
+    // the cap.
+    assert_eq!(post(&format!("/{a}/whep?transcode=h264")).status, 201);
+    assert_eq!(transcodes(), 1, "one transcoder per channel");
+    let r = post(&format!("/{b}/whep?transcode=h264"));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("webrtc_max_transcodes"), "{}", r.body);
+    // Without the query, H.265 is still 406.
+    assert_eq!(post(&format!("/{b}/whep")).status, 406);
+
+    // The last viewer gone (the page stops, the unconnected one times out): no transcoder.
+    page.eval("document.getElementById('stop').click(); true");
+    let t = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(15), || transcodes() == 0
+            && gw.snapshot().webrtc_sessions.is_empty()),
+        "the transcoder stops after the last viewer"
+    );
+    println!(
+        "transcoder stopped {:?} after the last viewer's stop",
+        t.elapsed()
+    );
+    let m = http(addr, "GET", "/metrics", &[("Authorization", &admin)], b"");
+    assert!(m.body.contains("webrtc_transcodes 0"), "{}", m.body);
+    // The cap is free again: the other channel can be transcoded.
+    assert_eq!(post(&format!("/{b}/whep?transcode=h264")).status, 201);
+    assert_eq!(transcodes(), 1);
+}
+
+/// The transcoded H.264 reaches a WebRTC peer (webrtcbin) too.
+#[test]
+fn whep_peer_receives_an_h265_camera_transcoded() {
+    let _g = serial();
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let cfg = Config {
+        sim_codec: "h265".into(),
+        ..config()
+    };
+    let gw = Gateway::start(cfg).expect("gateway starts");
+    assert!(wait_until(Duration::from_secs(10), || !gw
+        .channels()
+        .is_empty()));
+    let channel = gw.channels()[0].clone();
+    let admin = gst_ipcam_gateway::auth::basic_value(ADMIN.0, ADMIN.1);
+    let peer = Peer::connect(
+        gw.metrics_addr().unwrap(),
+        &format!("/{channel}/whep?transcode=h264"),
+        &admin,
+    );
+    assert_eq!(gw.snapshot().webrtc_transcodes, 1);
+    drop(peer);
 }

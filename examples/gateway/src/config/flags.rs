@@ -86,6 +86,9 @@ pub struct Settings {
     /// WebRTC (WHEP) readers at once (0-10000); more offers get 503
     #[arg(long, value_name = "N")]
     pub webrtc_max_sessions: Option<u32>,
+    /// H.265 channels transcoded to H.264 for browsers at once (0-64); more get 503
+    #[arg(long, value_name = "N")]
+    pub webrtc_max_transcodes: Option<u32>,
     /// End a WebRTC reader not connected (or disconnected) for S seconds (1-600)
     #[arg(long, value_name = "S")]
     pub webrtc_connect_timeout_s: Option<u64>,

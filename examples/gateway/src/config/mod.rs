@@ -55,6 +55,10 @@ pub struct Config {
     /// WebRTC (WHEP) readers at once; further offers get 503.
     #[serde(deserialize_with = "file::bounded::<_, _, 0, 10_000>")]
     pub webrtc_max_sessions: u32,
+    /// H.265 channels transcoded to H.264 for browsers at once (WHEP `?transcode=h264`;
+    /// each costs a decoder and an encoder); further ones get 503.
+    #[serde(deserialize_with = "file::bounded::<_, _, 0, 64>")]
+    pub webrtc_max_transcodes: u32,
     /// A WebRTC reader whose peer is not connected this many seconds after the answer (or
     /// disconnected this long) is ended.
     #[serde(deserialize_with = "file::bounded::<_, _, 1, 600>")]
@@ -181,6 +185,7 @@ impl Default for Config {
             max_rtsp_clients: 256,
             rtsp_idle_timeout_s: 30,
             webrtc_max_sessions: 64,
+            webrtc_max_transcodes: 2,
             webrtc_connect_timeout_s: 10,
             webrtc_local_addresses: "127.0.0.1".into(),
             rtsp_session_timeout_s: 60,

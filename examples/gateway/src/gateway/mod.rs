@@ -313,6 +313,7 @@ impl Gateway {
             device_info_queries: Mutex::new(HashMap::new()),
             webrtc: crate::webrtc::Sessions::new(crate::webrtc::Settings {
                 max_sessions: cfg.webrtc_max_sessions as usize,
+                max_transcodes: cfg.webrtc_max_transcodes as usize,
                 max_per_ip: cfg.http_max_connections_per_ip as usize,
                 connect_timeout: Duration::from_secs(cfg.webrtc_connect_timeout_s),
                 stream_timeout: Duration::from_secs(u64::from(cfg.wait_timeout_s.max(1)) + 5),

@@ -346,6 +346,7 @@ pub(super) fn snapshot(sh: &Shared) -> Snapshot {
             .collect(),
         webrtc_bytes_total: sh.webrtc.bytes_total(),
         webrtc_refused: sh.webrtc.refused_full.load(Ordering::Relaxed),
+        webrtc_transcodes: sh.webrtc.transcodes(),
     }
 }
 

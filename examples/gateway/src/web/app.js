@@ -62,6 +62,7 @@ async function play() {
   await stop();
   showError("");
   $("hls").textContent = "";
+  $("note").textContent = "";
   const pc = new RTCPeerConnection({ iceServers: [] });
   gw.pc = pc;
   pc.addTransceiver("video", { direction: "recvonly" });
@@ -79,7 +80,20 @@ async function play() {
   });
   const headers = { "Content-Type": "application/sdp" };
   if (gw.auth) headers["Authorization"] = gw.auth;
-  const r = await fetch("/" + encodeURIComponent(gw.channel) + "/whep", { method: "POST", headers, body: pc.localDescription.sdp });
+  const whep = "/" + encodeURIComponent(gw.channel) + "/whep";
+  let r = await fetch(whep, { method: "POST", headers, body: pc.localDescription.sdp });
+  // An H.265 channel is refused with 406 (browsers decode no H.265 over WebRTC): ask for
+  // the gateway's H.264 transcode of it (video only), and say so.
+  if (r.status === 406) {
+    let m = "";
+    try { m = (await r.json()).message; } catch (e) {}
+    if (m.includes("transcode=h264")) {
+      r = await fetch(whep + "?transcode=h264", { method: "POST", headers, body: pc.localDescription.sdp });
+      if (r.status === 201) $("note").textContent = "H.265 channel: transcoded to H.264 by the gateway";
+    } else {
+      r = new Response(JSON.stringify({ message: m }), { status: 406 });
+    }
+  }
   if (r.status !== 201) {
     let m = "WHEP " + r.status;
     try { m += ": " + (await r.json()).message; } catch (e) {}

@@ -8,8 +8,10 @@
 pub mod offer;
 pub mod routes;
 pub mod session;
+pub mod transcode;
 
 use crate::factory::ChannelHooks;
+use crate::ingest;
 use gst_webrtc::WebRTCPeerConnectionState as Pc;
 use session::Session;
 use std::collections::HashMap;
@@ -28,6 +30,8 @@ pub const FIRST_NUMBER: u64 = 1 << 40;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub max_sessions: usize,
+    /// Channels transcoded (H.265 -> H.264) for browsers at once at most.
+    pub max_transcodes: usize,
     /// Readers from one IP address at most (the HTTP per-address connection cap).
     pub max_per_ip: usize,
     /// A peer not connected this long after the answer, or disconnected this long, ends.
@@ -91,6 +95,7 @@ pub struct Sessions {
     /// Bytes sent by readers that ended.
     bytes_done: AtomicU64,
     started_total: AtomicU64,
+    transcoders: transcode::Transcoders,
 }
 
 /// Why a WHEP request failed: HTTP status and message.
@@ -135,18 +140,21 @@ fn random_token() -> String {
 impl Sessions {
     pub fn new(settings: Settings) -> Arc<Sessions> {
         Arc::new(Sessions {
-            settings,
             entries: Mutex::new(HashMap::new()),
             pending: Mutex::new(0),
             next_number: AtomicU64::new(FIRST_NUMBER),
             refused_full: AtomicU64::new(0),
             bytes_done: AtomicU64::new(0),
             started_total: AtomicU64::new(0),
+            transcoders: transcode::Transcoders::new(settings.max_transcodes),
+            settings,
         })
     }
 
     /// Answers a WHEP offer for `channel` (blocking: waits for the camera's streams and
     /// ICE gathering). Returns the answer and the session's `/<channel>/whep/<token>`.
+    /// `transcode`: an H.265 channel is sent as H.264 from its shared transcoder (video
+    /// only) instead of being refused.
     pub fn offer(
         self: &Arc<Self>,
         hooks: Arc<dyn ChannelHooks>,
@@ -154,6 +162,7 @@ impl Sessions {
         body: &[u8],
         remote: String,
         user: String,
+        transcode: bool,
     ) -> Result<(String, String), WhepError> {
         let parsed =
             offer::parse_offer(body).map_err(|r| WhepError::new(r.status(), r.message()))?;
@@ -208,6 +217,29 @@ impl Sessions {
                 return Err(WhepError::new(503, e));
             }
         };
+        let h265 = streams
+            .video
+            .as_ref()
+            .is_some_and(|c| session::codec_of(c) == offer::Codec::H265);
+        let mut transcoder = None;
+        let streams = if transcode && h265 {
+            let video = streams.video.clone().unwrap_or_else(gst::Caps::new_empty);
+            match self.transcoders.get(channel, &ingest, &hooks, &video) {
+                Ok(t) => transcoder = Some(t),
+                Err((status, message)) => {
+                    ingest.release();
+                    hooks.maybe_stop(channel);
+                    return Err(WhepError::new(status, message));
+                }
+            }
+            ingest::Streams {
+                video: Some(transcode::output_caps()),
+                audio: streams.audio.clone(),
+                generation: streams.generation,
+            }
+        } else {
+            streams
+        };
         let profile = streams
             .video
             .as_ref()
@@ -235,6 +267,7 @@ impl Sessions {
             &streams,
             &plan,
             body,
+            transcoder,
         )
         .map_err(|e| WhepError::new(500, e))?;
         let token = random_token();
@@ -313,6 +346,11 @@ impl Sessions {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Channels transcoded for browsers now.
+    pub fn transcodes(&self) -> usize {
+        self.transcoders.len()
     }
 
     /// Sessions started since the gateway started.

@@ -79,9 +79,9 @@ impl Refusal {
         match self {
             Refusal::BadOffer(m) => format!("bad SDP offer: {m}"),
             Refusal::TooLarge => format!("SDP offer larger than {MAX_OFFER_BYTES} bytes"),
-            Refusal::UseHls => {
-                "the channel is H.265, which is not sent over WebRTC: use HLS".to_string()
-            }
+            Refusal::UseHls => "the channel is H.265, which is not sent over WebRTC as it is: \
+                                ask for POST .../whep?transcode=h264, or use HLS"
+                .to_string(),
             Refusal::NoCommonCodec(m) => m.clone(),
         }
     }
@@ -94,6 +94,20 @@ pub struct Plan {
     pub video: Option<(u8, [u8; 6])>,
     /// G.711 payload type and codec.
     pub audio: Option<(u8, Codec)>,
+}
+
+/// The WHEP POST's query: empty, or `transcode=h264` (send an H.265 channel as H.264 from
+/// its shared transcoder). Anything else, or longer than 64 bytes, is refused (400).
+pub fn parse_query(query: Option<&str>) -> Result<bool, String> {
+    match query.unwrap_or("") {
+        "" => Ok(false),
+        "transcode=h264" => Ok(true),
+        q if q.len() > 64 => Err("query longer than 64 bytes".into()),
+        q => Err(format!(
+            "unknown query {:?}: the only one is transcode=h264",
+            q.escape_debug().to_string()
+        )),
+    }
 }
 
 /// Parses and bounds an offer.
@@ -322,5 +336,25 @@ mod tests {
                 .status(),
             406
         );
+    }
+
+    #[test]
+    fn query_is_transcode_or_nothing() {
+        assert_eq!(super::parse_query(None), Ok(false));
+        assert_eq!(super::parse_query(Some("")), Ok(false));
+        assert_eq!(super::parse_query(Some("transcode=h264")), Ok(true));
+        let long = "x".repeat(10_000);
+        for bad in [
+            "transcode=h265",
+            "transcode=H264",
+            "transcode=h264&transcode=h264",
+            "transcode",
+            "a=b",
+            "transcode=h264\u{0}",
+            long.as_str(),
+        ] {
+            let e = super::parse_query(Some(bad)).unwrap_err();
+            assert!(e.len() < 200, "{e}");
+        }
     }
 }

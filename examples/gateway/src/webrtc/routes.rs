@@ -10,7 +10,7 @@ use crate::factory::ChannelHooks;
 use crate::http::{Authorize, Denied};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
@@ -84,12 +84,17 @@ async fn offer(
     State(w): State<Whep>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(channel): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let user = match admit(&w, &headers, peer, &channel).await {
         Ok(u) => u,
         Err(r) => return r,
+    };
+    let transcode = match super::offer::parse_query(query.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return json_error(400, &e, None),
     };
     let sdp_type = headers
         .get(header::CONTENT_TYPE)
@@ -111,8 +116,10 @@ async fn offer(
     let (sessions, hooks) = (w.sessions.clone(), w.hooks.clone());
     let remote = peer.to_string();
     let ch = channel.clone();
-    let done =
-        tokio::task::spawn_blocking(move || sessions.offer(hooks, &ch, &body, remote, user)).await;
+    let done = tokio::task::spawn_blocking(move || {
+        sessions.offer(hooks, &ch, &body, remote, user, transcode)
+    })
+    .await;
     match done {
         Ok(Ok((answer, location))) => (
             StatusCode::CREATED,

@@ -5,6 +5,7 @@
 //! before DTLS is up would be lost, and the browser would wait for the next key frame).
 
 use super::offer::{Codec, Plan};
+use super::transcode::Transcoder;
 use crate::factory::{CAT, ChannelHooks, MediaCounters};
 use crate::ingest::{Ingest, Kind, Streams};
 use gst::prelude::*;
@@ -31,6 +32,26 @@ pub fn codec_of(caps: &gst::CapsRef) -> Codec {
     }
 }
 
+/// The peer's PLI/FIR (webrtcbin's rtpsession turns them into an upstream
+/// `GstForceKeyUnit` event towards the payloader) becomes a key frame request to the camera,
+/// rate-limited per channel by the ingest. The event goes no further: the appsrc has no
+/// encoder to ask.
+fn forward_key_unit_requests(pad: &gst::Pad, ingest: std::sync::Weak<Ingest>) {
+    pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+        let Some(gst::PadProbeData::Event(e)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        if e.structure().is_none_or(|s| s.name() != "GstForceKeyUnit") {
+            return gst::PadProbeReturn::Ok;
+        }
+        if let Some(i) = ingest.upgrade() {
+            gst::debug!(CAT, "{}: a WebRTC peer asks for a key frame", i.channel);
+            i.viewer_wants_key_frame();
+        }
+        gst::PadProbeReturn::Drop
+    });
+}
+
 /// A running WHEP viewer.
 pub struct Session {
     pub channel: String,
@@ -39,7 +60,11 @@ pub struct Session {
     ingest: Arc<Ingest>,
     hooks: Arc<dyn ChannelHooks>,
     srcs: Vec<(Kind, gst_app::AppSrc)>,
-    subscriptions: Mutex<Option<Vec<u64>>>,
+    /// (from the transcoder, id): the ingest's subscriptions or the transcoder's viewers.
+    subscriptions: Mutex<Option<Vec<(bool, u64)>>>,
+    /// The channel's shared H.265 -> H.264 transcoder feeding the video (the audio still
+    /// comes from the ingest), held until the session ends.
+    transcoder: Mutex<Option<Arc<Transcoder>>>,
     pub counters: Arc<MediaCounters>,
     /// A stream got end-of-stream from the ingest.
     stream_ended: Arc<AtomicBool>,
@@ -52,6 +77,8 @@ pub struct Session {
 impl Session {
     /// Builds the viewer for `plan` and answers `offer`. `ingest` is held by the caller
     /// (released here once subscribed or on failure paths by [`end`](Self::end)).
+    // The viewer's parts, each from elsewhere: bundling them would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         local_addresses: &[std::net::IpAddr],
         channel: &str,
@@ -60,6 +87,7 @@ impl Session {
         streams: &Streams,
         plan: &Plan,
         offer: &[u8],
+        transcoder: Option<Arc<Transcoder>>,
     ) -> Result<(Arc<Session>, String), String> {
         let pipeline = gst::Pipeline::with_name(&format!("whep-{channel}"));
         let webrtcbin = gst::ElementFactory::make("webrtcbin")
@@ -147,6 +175,9 @@ impl Session {
             }
             if let Some(pad) = bin.by_name("pay").and_then(|p| p.static_pad("src")) {
                 counters.watch(&pad);
+                if kind == Kind::Video {
+                    forward_key_unit_requests(&pad, Arc::downgrade(&ingest));
+                }
             }
             pipeline.add(&bin).map_err(|e| e.to_string())?;
             let sink = webrtcbin
@@ -173,6 +204,7 @@ impl Session {
             hooks,
             srcs,
             subscriptions: Mutex::new(None),
+            transcoder: Mutex::new(transcoder),
             counters,
             stream_ended,
             last_rtcp,
@@ -261,7 +293,22 @@ impl Session {
         if subs.is_some() || self.ended.load(Ordering::SeqCst) {
             return;
         }
-        *subs = Some(self.ingest.subscribe_viewer(&self.srcs));
+        let transcoder = lock(&self.transcoder).clone();
+        let (transcoded, direct): (Vec<_>, Vec<_>) = self
+            .srcs
+            .iter()
+            .cloned()
+            .partition(|(k, _)| transcoder.is_some() && *k == Kind::Video);
+        let mut ids: Vec<(bool, u64)> = self
+            .ingest
+            .subscribe_viewer(&direct)
+            .into_iter()
+            .map(|id| (false, id))
+            .collect();
+        if let Some(t) = &transcoder {
+            ids.extend(transcoded.iter().map(|(_, src)| (true, t.add_viewer(src))));
+        }
+        *subs = Some(ids);
         self.ingest.release();
         gst::info!(CAT, "{}: WHEP viewer connected", self.channel);
     }
@@ -299,14 +346,22 @@ impl Session {
         if self.ended.swap(true, Ordering::SeqCst) {
             return;
         }
+        let transcoder = lock(&self.transcoder).take();
         match lock(&self.subscriptions).take() {
             Some(ids) => {
-                for id in ids {
-                    self.ingest.unsubscribe(id);
+                for (from_transcoder, id) in ids {
+                    match &transcoder {
+                        Some(t) if from_transcoder => t.remove_viewer(id),
+                        _ => {
+                            self.ingest.unsubscribe(id);
+                        }
+                    }
                 }
             }
             None => self.ingest.release(),
         }
+        // The last viewer's end stops the transcoder (and its use of the ingest).
+        drop(transcoder);
         let _ = self.pipeline.set_state(gst::State::Null);
         self.hooks.maybe_stop(&self.channel);
         gst::info!(CAT, "{}: WHEP viewer ended", self.channel);
