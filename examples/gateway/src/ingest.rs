@@ -31,6 +31,7 @@
 
 use crate::factory::CAT;
 use gst::prelude::*;
+use gst_ipcam_common::sync::lock;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -41,10 +42,6 @@ pub const AUDIO_WAIT: Duration = Duration::from_millis(1500);
 pub const GOP_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Video and audio frames (10 s of 25 fps video with 50 audio frames a second).
 pub const GOP_MAX_FRAMES: usize = 750;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

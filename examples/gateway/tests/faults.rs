@@ -232,8 +232,11 @@ fn run_impaired(impairment: Impairment) -> (u64, u64, usize, f64, f64) {
         viewer.frames()
     );
     let relayed: usize = proxies.iter().map(|p| p.stats().0.forwarded).sum();
+    // Every picture shown came in at least one packet, all through the proxies (a camera
+    // bypassing them would leave 0 here). A fixed larger threshold raced the camera's pace:
+    // 50 packets had carried the 25 pictures once.
     assert!(
-        relayed > 50,
+        relayed >= 25,
         "the media goes through the proxies: {relayed}"
     );
     let lbl = format!("name=\"{ch}\"");

@@ -18,6 +18,7 @@ use crate::store::{ChannelInfo, Limits as StoreLimits, Store, Write};
 use gst::glib;
 use gst::glib::translate::ToGlibPtr;
 use gst::prelude::*;
+use gst_ipcam_common::sync::lock;
 use gst_rtsp_server::prelude::*;
 use gstgb28181::core::id::{IdPolicy, printable};
 use gstgb28181::core::registrar::{Event as RegEvent, RegistrarConfig, RestoredBinding};
@@ -54,10 +55,6 @@ pub fn init() -> Result<(), glib::Error> {
         let _ = gstrtcpstats::plugin_register_static();
     });
     Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A mounted channel.

@@ -12,16 +12,13 @@ pub mod transcode;
 
 use crate::factory::ChannelHooks;
 use crate::ingest;
+use gst_ipcam_common::sync::lock;
 use gst_webrtc::WebRTCPeerConnectionState as Pc;
 use session::Session;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// WebRTC session numbers (what the API lists and kicks) start here, apart from RTSP's.
 pub const FIRST_NUMBER: u64 = 1 << 40;

@@ -9,14 +9,11 @@ use super::transcode::Transcoder;
 use crate::factory::{CAT, ChannelHooks, MediaCounters};
 use crate::ingest::{Ingest, Kind, Streams};
 use gst::prelude::*;
+use gst_ipcam_common::sync::lock;
 use gst_webrtc::WebRTCPeerConnectionState as Pc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// How long ICE gathering may take before the answer goes out with what there is.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(5);

@@ -7,12 +7,9 @@
 use crate::factory::{CAT, ChannelHooks};
 use crate::ingest::{Ingest, Kind};
 use gst::prelude::*;
+use gst_ipcam_common::sync::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The encoder's bitrate (kbit/s) and key frame interval (frames, about 2 s at 25 fps): a
 /// transcoded view costs the gateway a bounded share of CPU and of the viewers' bandwidth.

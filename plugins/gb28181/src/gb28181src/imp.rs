@@ -1,3 +1,4 @@
+use gst_ipcam_common::sync::lock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -251,10 +252,6 @@ impl ObjectSubclass for Gb28181Src {
     const NAME: &'static str = "GstIpcamGb28181Src";
     type Type = super::Gb28181Src;
     type ParentType = gst_base::PushSrc;
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Gb28181Src {
