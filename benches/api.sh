@@ -66,13 +66,15 @@ urls=$(mktemp "${TMPDIR:-/tmp}/gw-api-bench-urls-XXXXXX")
 for i in $(seq 1 100); do
     id=$(printf "3402000000132%07d" $(( (i - 1) % n + 1 )))
     echo "url = \"http://127.0.0.1:$metrics/v1/devices\""
+    echo 'output = "/dev/null"'
     echo "url = \"http://127.0.0.1:$metrics/v1/devices/$id\""
+    echo 'output = "/dev/null"'
 done >"$urls"
 requests=0 failed=0
 t0=$(date +%s.%N); g0=$(cpu_ticks $gw)
 end=$(( $(date +%s) + secs ))
 while [ "$(date +%s)" -lt "$end" ]; do
-    codes=$(curl -s -u "bench:$pw" -K "$urls" -o /dev/null -w '%{http_code}\n')
+    codes=$(curl -s -u "bench:$pw" -K "$urls" -w '%{http_code}\n')
     requests=$((requests + $(echo "$codes" | wc -l)))
     failed=$((failed + $(echo "$codes" | grep -vc '^200$' || true)))
 done
