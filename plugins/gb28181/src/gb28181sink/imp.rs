@@ -10,7 +10,7 @@ use gst_base::subclass::prelude::*;
 use crate::core::addr;
 use crate::core::sdp::MediaTransport;
 use crate::core::talk::G711;
-use crate::device::{DeviceAgent, DeviceConfig, DeviceEvent, SipTransport};
+use crate::device::{DeviceAgent, DeviceConfig, DeviceEvent};
 use crate::gb28181src::SipTransportMode;
 use crate::gb28181talksink::imp::g711_caps;
 
@@ -618,10 +618,7 @@ impl BaseSinkImpl for Gb28181Sink {
             retry_ms: u64::from(s.retry_interval),
             device_name: s.device_name.clone(),
             records: s.records.clone(),
-            transport: match s.sip_transport {
-                SipTransportMode::Udp => SipTransport::Udp,
-                SipTransportMode::Tcp => SipTransport::Tcp,
-            },
+            transport: s.sip_transport.into(),
         };
         let weak = self.obj().downgrade();
         let agent = DeviceAgent::start(config, move |e| {

@@ -20,7 +20,7 @@ use crate::core::media::SsrcPolicy;
 use crate::core::registrar::{self, RegistrarConfig};
 use crate::core::sdp::{MediaTransport, SessionKind};
 use crate::core::subscription::EventKind;
-use crate::endpoint::{Endpoint, EndpointEvent, EndpointKey, SipTransport};
+use crate::endpoint::{Endpoint, EndpointEvent, EndpointKey};
 use crate::messages::{describe, event_structure, is_security_event};
 use crate::platform::{Call, CallError, CallEvent, CallParams};
 use crate::receiver::MediaReceiver;
@@ -129,17 +129,7 @@ impl Settings {
     }
 
     fn key(&self) -> EndpointKey {
-        EndpointKey {
-            // `[::1]` and `::1` name the same endpoint.
-            address: addr::parse_ip(&self.sip_address)
-                .map(|ip| ip.to_string())
-                .unwrap_or_else(|| self.sip_address.clone()),
-            port: self.sip_port as u16,
-            transport: match self.sip_transport {
-                SipTransportMode::Udp => SipTransport::Udp,
-                SipTransportMode::Tcp => SipTransport::Tcp,
-            },
-        }
+        super::endpoint_key(&self.sip_address, self.sip_port, self.sip_transport)
     }
 }
 

@@ -26,6 +26,31 @@ pub enum MediaTransportMode {
     TcpActive = 2,
 }
 
+impl From<SipTransportMode> for crate::endpoint::SipTransport {
+    fn from(m: SipTransportMode) -> Self {
+        match m {
+            SipTransportMode::Udp => crate::endpoint::SipTransport::Udp,
+            SipTransportMode::Tcp => crate::endpoint::SipTransport::Tcp,
+        }
+    }
+}
+
+/// The shared endpoint of (address, port, transport) properties: `[::1]` and `::1` name the
+/// same endpoint.
+pub(crate) fn endpoint_key(
+    address: &str,
+    port: u32,
+    transport: SipTransportMode,
+) -> crate::endpoint::EndpointKey {
+    crate::endpoint::EndpointKey {
+        address: crate::core::addr::parse_ip(address)
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| address.to_string()),
+        port: port as u16,
+        transport: transport.into(),
+    }
+}
+
 #[derive(Debug, Eq, PartialEq, Hash, Clone, Copy, glib::Enum, Default)]
 #[repr(u32)]
 #[enum_type(name = "GstIpcamGb28181SipTransport")]

@@ -13,11 +13,10 @@ use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 use gst_ipcam_common::sync::lock;
 
-use crate::core::addr;
 use crate::core::registrar::RegistrarConfig;
 use crate::core::talk::G711;
-use crate::endpoint::{Endpoint, EndpointKey, SipTransport};
-use crate::gb28181src::SipTransportMode;
+use crate::endpoint::Endpoint;
+use crate::gb28181src::{SipTransportMode, endpoint_key};
 use crate::platform::{CallError, Talk, TalkParams};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -341,16 +340,7 @@ impl BaseSinkImpl for Gb28181TalkSink {
                 ["device-id is not set"]
             ));
         }
-        let key = EndpointKey {
-            address: addr::parse_ip(&s.sip_address)
-                .map(|ip| ip.to_string())
-                .unwrap_or_else(|| s.sip_address.clone()),
-            port: s.sip_port as u16,
-            transport: match s.sip_transport {
-                SipTransportMode::Udp => SipTransport::Udp,
-                SipTransportMode::Tcp => SipTransport::Tcp,
-            },
-        };
+        let key = endpoint_key(&s.sip_address, s.sip_port, s.sip_transport);
         let config = RegistrarConfig {
             server_id: s.server_id.clone(),
             realm: s.server_id.chars().take(10).collect(),
