@@ -56,22 +56,7 @@ fn invite_ack_media_gop_and_bye() {
         .unwrap();
     let (tx, events) = mpsc::channel();
     let agent = DeviceAgent::start(
-        DeviceConfig {
-            server: platform.local_addr().unwrap(),
-            server_id: "34020000002000000001".into(),
-            domain: "3402000000".into(),
-            device_id: "34020000001320000001".into(),
-            channel_id: "34020000001320000001".into(),
-            password: "x".into(),
-            local_ip: "127.0.0.1".into(),
-            local_port: 0,
-            expires: 3600,
-            keepalive_interval_ms: 60_000,
-            retry_ms: 1000,
-            device_name: "test".into(),
-            transport: SipTransport::Udp,
-            records: Vec::new(),
-        },
+        common::device_config(platform.local_addr().unwrap()),
         move |e| {
             let _ = tx.send(e);
         },
@@ -188,22 +173,7 @@ fn playback_file_ends_with_media_status_121() {
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
     let agent = DeviceAgent::start(
-        DeviceConfig {
-            server: platform.local_addr().unwrap(),
-            server_id: "34020000002000000001".into(),
-            domain: "3402000000".into(),
-            device_id: "34020000001320000001".into(),
-            channel_id: "34020000001320000001".into(),
-            password: "x".into(),
-            local_ip: "127.0.0.1".into(),
-            local_port: 0,
-            expires: 3600,
-            keepalive_interval_ms: 60_000,
-            retry_ms: 1000,
-            device_name: "test".into(),
-            transport: SipTransport::Udp,
-            records: Vec::new(),
-        },
+        common::device_config(platform.local_addr().unwrap()),
         |_| {},
     )
     .unwrap();

@@ -254,24 +254,13 @@ pub fn device_agent(
     Arc<gstgb28181::device::DeviceAgent>,
     std::sync::mpsc::Receiver<gstgb28181::device::DeviceEvent>,
 ) {
-    use gstgb28181::device::{DeviceAgent, DeviceConfig, SipTransport as DevSip};
+    use gstgb28181::device::{DeviceAgent, DeviceConfig};
     let (tx, rx) = std::sync::mpsc::channel();
     let agent = DeviceAgent::start(
         DeviceConfig {
-            server,
-            server_id: SERVER.into(),
-            domain: "3402000000".into(),
-            device_id: "34020000001320000001".into(),
-            channel_id: "34020000001320000001".into(),
             password: "12345678".into(),
-            local_ip: "127.0.0.1".into(),
-            local_port: 0,
-            expires: 3600,
-            keepalive_interval_ms: 60_000,
-            retry_ms: 1000,
             device_name: "test device".into(),
-            transport: DevSip::Udp,
-            records: Vec::new(),
+            ..device_config(server)
         },
         move |e| {
             let _ = tx.send(e);
@@ -314,4 +303,25 @@ pub fn ps_frame(nal: &[u8]) -> Vec<u8> {
     f.extend([0, 0, 0, 1]);
     f.extend(nal);
     f
+}
+
+/// Device 34020000001320000001 over UDP from 127.0.0.1 (any port) to `server`: password `x`,
+/// 1 h registrations, 60 s keepalives, 1 s retries, no recordings.
+pub fn device_config(server: SocketAddr) -> gstgb28181::device::DeviceConfig {
+    gstgb28181::device::DeviceConfig {
+        server,
+        server_id: SERVER.into(),
+        domain: "3402000000".into(),
+        device_id: "34020000001320000001".into(),
+        channel_id: "34020000001320000001".into(),
+        password: "x".into(),
+        local_ip: "127.0.0.1".into(),
+        local_port: 0,
+        expires: 3600,
+        keepalive_interval_ms: 60_000,
+        retry_ms: 1000,
+        device_name: "test".into(),
+        transport: gstgb28181::device::SipTransport::Udp,
+        records: Vec::new(),
+    }
 }
