@@ -102,6 +102,15 @@ pub fn opt_ip<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     }
 }
 
+/// Empty, or a multicast range in CIDR form ([`crate::multicast::range_bounds`]).
+pub fn multicast_range<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = String::deserialize(d)?;
+    if !v.is_empty() {
+        crate::multicast::range_bounds(&v).map_err(D::Error::custom)?;
+    }
+    Ok(v)
+}
+
 /// Empty, or `min-max` with 0 < min <= max <= 65535.
 pub fn port_range<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let v = String::deserialize(d)?;

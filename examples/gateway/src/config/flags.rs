@@ -98,6 +98,18 @@ pub struct Settings {
     /// End an RTSP session whose client went silent, or whose TCP connection stops acknowledging, after S seconds (1-86400)
     #[arg(long, value_name = "S")]
     pub rtsp_session_timeout_s: Option<u32>,
+    /// Offer RTSP multicast to readers with groups from this IPv4 range, e.g. 224.1.0.0/24 (empty: none)
+    #[arg(long, value_name = "CIDR")]
+    pub multicast_ip_range: Option<String>,
+    /// ... and from this IPv6 range, e.g. ff15::8:0/120 (empty: none)
+    #[arg(long, value_name = "CIDR")]
+    pub multicast_ipv6_range: Option<String>,
+    /// RTP port of the multicast groups; RTCP on the next one (1024-65534)
+    #[arg(long, value_name = "PORT")]
+    pub multicast_rtp_port: Option<u16>,
+    /// TTL / hop limit of multicast packets (1-255; 1: this network only)
+    #[arg(long, value_name = "N")]
+    pub multicast_ttl: Option<u8>,
     /// Host printed in URLs
     #[arg(long, value_name = "HOST")]
     pub public_host: Option<String>,

@@ -71,6 +71,18 @@ pub struct Config {
     /// seconds; so does a TCP connection whose peer stops acknowledging (half-open).
     #[serde(deserialize_with = "file::bounded::<_, _, 1, 86_400>")]
     pub rtsp_session_timeout_s: u32,
+    /// RTSP multicast for readers (`RTP/AVP;multicast`): the groups given out, an IPv4 and/or
+    /// an IPv6 multicast range in CIDR form (empty: none; both empty: no multicast).
+    #[serde(deserialize_with = "file::multicast_range")]
+    pub multicast_ip_range: String,
+    #[serde(deserialize_with = "file::multicast_range")]
+    pub multicast_ipv6_range: String,
+    /// RTP port of the multicast groups (RTCP on the next one).
+    #[serde(deserialize_with = "file::bounded::<_, _, 1024, 65_534>")]
+    pub multicast_rtp_port: u16,
+    /// TTL (IPv6: hop limit) of multicast packets (1: this network only).
+    #[serde(deserialize_with = "file::bounded::<_, _, 1, 255>")]
+    pub multicast_ttl: u8,
     /// Readers and publishers (`[[users]]` tables of the config file; none: nobody is let in).
     #[serde(skip_serializing, deserialize_with = "file::users")]
     pub users: Vec<UserConfig>,
@@ -189,6 +201,10 @@ impl Default for Config {
             webrtc_connect_timeout_s: 10,
             webrtc_local_addresses: "127.0.0.1".into(),
             rtsp_session_timeout_s: 60,
+            multicast_ip_range: String::new(),
+            multicast_ipv6_range: String::new(),
+            multicast_rtp_port: 8002,
+            multicast_ttl: 1,
             users: Vec::new(),
             public_host: "127.0.0.1".into(),
             rtsp_port: 8554,

@@ -112,6 +112,8 @@ struct Shared {
     /// Where a reload reads the configuration, and the settings as last applied.
     reload: Mutex<control::Reload>,
     playbacks: Mutex<playback::Playbacks>,
+    /// Multicast groups for RTSP readers (`multicast_ip_range`/`multicast_ipv6_range`).
+    multicast_pool: Option<gst_rtsp_server::RTSPAddressPool>,
 }
 
 /// The running gateway.
@@ -291,7 +293,14 @@ impl Gateway {
             None
         };
 
+        let multicast_pool = crate::multicast::address_pool(
+            &cfg.multicast_ip_range,
+            &cfg.multicast_ipv6_range,
+            cfg.multicast_rtp_port,
+            cfg.multicast_ttl,
+        )?;
         let shared = Arc::new(Shared {
+            multicast_pool,
             cfg: cfg.clone(),
             endpoint: endpoint.clone(),
             server,

@@ -265,9 +265,7 @@ pub(super) fn mount(sh: &Arc<Shared>, device: &str, channel: &str) -> Result<boo
         hooks,
         Duration::from_secs(u64::from(sh.cfg.wait_timeout_s.max(1)) + 5),
     );
-    if let Some(m) = sh.server.mount_points() {
-        m.add_factory(&format!("/{channel}"), factory);
-    }
+    add_mount(sh, channel, factory);
     let url = format!("rtsp://{}:{}/{channel}", sh.cfg.public_host, sh.rtsp_port);
     println!("[gateway] channel {channel} of device {device}: {url}");
     if sh.cfg.hls || sh.cfg.record_dir.is_some() {
@@ -295,6 +293,22 @@ pub(super) fn mount(sh: &Arc<Shared>, device: &str, channel: &str) -> Result<boo
     Ok(true)
 }
 /// Moves a finished ingest's figures into the channel's totals.
+/// Mounts `factory` at `/<path>` on the RTSP server, with the transports the gateway offers
+/// (multicast too when a range is configured). Every mount goes through here.
+pub(super) fn add_mount(sh: &Shared, path: &str, factory: ChannelFactory) {
+    if let Some(pool) = &sh.multicast_pool {
+        factory.set_address_pool(Some(pool));
+        factory.set_protocols(
+            gst_rtsp_server::gst_rtsp::RTSPLowerTrans::TCP
+                | gst_rtsp_server::gst_rtsp::RTSPLowerTrans::UDP
+                | gst_rtsp_server::gst_rtsp::RTSPLowerTrans::UDP_MCAST,
+        );
+    }
+    if let Some(m) = sh.server.mount_points() {
+        m.add_factory(&format!("/{path}"), factory);
+    }
+}
+
 pub(super) fn retire_stats(c: &mut Channel, ingest: &Ingest) {
     if let Some(st) = ingest.src_stats() {
         c.invites_done += u64_field(&st, "invites");

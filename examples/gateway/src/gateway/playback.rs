@@ -119,9 +119,7 @@ pub(super) fn start(sh: &Arc<Shared>, r: &PlaybackRequest) -> Result<(u64, Strin
         }),
         Duration::from_secs(u64::from(sh.cfg.wait_timeout_s.max(1)) + 5),
     );
-    if let Some(m) = sh.server.mount_points() {
-        m.add_factory(&format!("/{path}"), factory);
-    }
+    super::mount::add_mount(sh, &path, factory);
     pb.sessions.insert(
         n,
         Session {
