@@ -18,7 +18,7 @@ APT_PACKAGES := \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp \
 	ffmpeg tshark meson ninja-build python3 python3-gi gir1.2-gst-rtsp-server-1.0 curl \
 	bc python3-matplotlib \
-	chromium gstreamer1.0-nice fonts-dejavu-core faketime
+	chromium gstreamer1.0-nice fonts-dejavu-core faketime iproute2 util-linux
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
