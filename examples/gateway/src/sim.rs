@@ -298,6 +298,9 @@ fn seek_position(parts: &[Part], to: gst::ClockTime) -> Option<(usize, usize, gs
     Some((part, i, gst::ClockTime::from_nseconds(base)))
 }
 
+/// Longest a frame is held: anything due later is taken as a new start.
+const MAX_HOLD_NS: f64 = 5e9;
+
 /// The pacing of a simulated camera's streams, shared by them (they stay in sync): when each
 /// frame (by its content time) leaves, at the scale the platform asked for.
 #[derive(Default)]
@@ -392,9 +395,13 @@ impl Pace {
     /// Holds a frame of content time `content` (seek `generation`) until it is due on
     /// `element`'s clock; false: drop it (an older seek).
     fn wait(&self, element: &gst::Element, content: u64, generation: u64) -> bool {
+        // Before PLAYING (preroll) there is no base time to wait on: the frame goes.
         let (Some(clock), Some(base)) = (element.clock(), element.base_time()) else {
             return true;
         };
+        if element.current_state() != gst::State::Playing {
+            return true;
+        }
         let mut s = self.lock();
         while s.paused && !s.stopping {
             s = self
@@ -411,7 +418,13 @@ impl Pace {
         }
         let now = clock.time().saturating_sub(base).nseconds();
         let (c, r) = *s.anchor.get_or_insert((content, now));
-        let due = r as f64 + (content as f64 - c as f64) / s.scale;
+        let mut due = r as f64 + (content as f64 - c as f64) / s.scale;
+        if due > now as f64 + MAX_HOLD_NS {
+            // Not a frame of this timeline (the clip looped back, a new base time): start
+            // again from it.
+            s.anchor = Some((content, now));
+            due = now as f64;
+        }
         drop(s);
         if due > now as f64 {
             let id = clock.new_single_shot_id(base + gst::ClockTime::from_nseconds(due as u64));

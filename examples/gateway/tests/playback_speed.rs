@@ -14,50 +14,11 @@ use gstgb28181::core::registrar::RegistrarConfig;
 use gstgb28181::core::sdp::{MediaTransport, SessionKind};
 use gstgb28181::endpoint::{Endpoint, EndpointKey, SipTransport};
 use gstgb28181::platform::{self, Call, CallParams, ControlError};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The registrar's default password and the platform ID cameras register to.
 const PASSWORD: &str = "12345678";
 const SERVER_ID: &str = "34020000002000000001";
-
-/// (arrival, timestamp ns, DISCONT) of the buffers seen at a pad.
-type Samples = Arc<Mutex<Vec<(Instant, u64, bool)>>>;
-
-fn record(pad: &gst::Pad) -> Samples {
-    let samples = Samples::default();
-    let s = samples.clone();
-    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        if let Some(gst::PadProbeData::Buffer(b)) = &info.data
-            && let Some(pts) = b.pts()
-        {
-            let discont = b.flags().contains(gst::BufferFlags::DISCONT);
-            s.lock()
-                .unwrap()
-                .push((Instant::now(), pts.nseconds(), discont));
-        }
-        gst::PadProbeReturn::Ok
-    });
-    samples
-}
-
-fn snapshot(s: &Samples) -> Vec<(Instant, u64, bool)> {
-    s.lock().unwrap().clone()
-}
-
-/// Timestamp progress over wall-clock progress of the samples that arrived within
-/// [from, to] (first to last of them), and how many there were.
-fn rate(s: &Samples, from: Instant, to: Instant) -> (f64, usize) {
-    let v: Vec<_> = snapshot(s)
-        .into_iter()
-        .filter(|(at, ..)| *at >= from && *at <= to)
-        .collect();
-    let (Some(a), Some(b)) = (v.first(), v.last()) else {
-        return (0.0, 0);
-    };
-    let wall = b.0.duration_since(a.0).as_secs_f64();
-    ((b.1 as f64 - a.1 as f64) / 1e9 / wall.max(1e-3), v.len())
-}
 
 fn camera(port: u16, id: &str) -> SimCamera {
     // Two seconds in a loop, a key frame a second.
