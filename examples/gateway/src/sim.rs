@@ -3,9 +3,15 @@
 //! `appsrc ! psmux ! gb28181sink` with timestamps that keep counting, so a camera costs no
 //! encoding, only muxing and sending. The sink registers with the platform like a real camera
 //! and streams when INVITEd.
+//!
+//! Playback control as a recorder does it ([`Pace`]): the clip's timeline is the recording
+//! (content time 0 = the start of the INVITE's range); MANSRTSP `Scale` makes frames leave
+//! at content time divided by the scale, with their content timestamps unchanged (a camera
+//! sends faster, it does not rewrite its recording); `Range: npt=<s>-` jumps to the key
+//! frame at or before that position; `PAUSE` holds the frames until the next `PLAY`.
 
 use gst::prelude::*;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// One encoded access unit or audio frame.
@@ -213,13 +219,21 @@ type Part = (gst::Caps, Vec<Frame>, gst::ClockTime);
 /// Feeds `parts` into `src`, each once and the last one forever, timestamps continuing
 /// across parts and loops; at a part whose caps differ, the new caps go first (a camera
 /// reconfigured to another codec or size).
-fn feed(src: &gst_app::AppSrc, parts: Vec<Part>) {
+fn feed(src: &gst_app::AppSrc, parts: Vec<Part>, pace: Arc<Pace>) {
     // (part, frame in part, time at which the part's current loop starts)
     let next = Mutex::new((0usize, 0usize, gst::ClockTime::ZERO));
+    let mut generation = 0;
     src.set_callbacks(
         gst_app::AppSrcCallbacks::builder()
             .need_data(move |src, _| {
                 let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
+                let (g, seek_to) = pace.generation();
+                if g != generation {
+                    generation = g;
+                    if let Some(at) = seek_position(&parts, seek_to) {
+                        *n = at;
+                    }
+                }
                 // A few frames per call keeps the callback rate low.
                 for _ in 0..4 {
                     let (part, i, base) = *n;
@@ -241,6 +255,8 @@ fn feed(src: &gst_app::AppSrc, parts: Vec<Part>) {
                         b.set_pts(f.pts + base);
                         b.set_dts(gst::ClockTime::NONE);
                         b.set_duration(f.duration);
+                        // Tells the pacer which seek the frame belongs to.
+                        b.set_offset(generation);
                         if base > gst::ClockTime::ZERO {
                             b.unset_flags(gst::BufferFlags::DISCONT);
                         }
@@ -259,6 +275,163 @@ fn feed(src: &gst_app::AppSrc, parts: Vec<Part>) {
             })
             .build(),
     );
+}
+
+/// Where the feed of `parts` goes on for content time `to`: the last part (the looping one;
+/// the earlier ones play once), at its frame at or before `to` in the loop that holds it,
+/// a key frame for video.
+fn seek_position(parts: &[Part], to: gst::ClockTime) -> Option<(usize, usize, gst::ClockTime)> {
+    let part = parts.len().checked_sub(1)?;
+    let (_, frames, length) = &parts[part];
+    let length = length.nseconds().max(1);
+    let base = to.nseconds() / length * length;
+    let within = to.nseconds() - base;
+    let i = frames
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| {
+            f.pts.nseconds() <= within && !f.buffer.flags().contains(gst::BufferFlags::DELTA_UNIT)
+        })
+        .map(|(i, _)| i)
+        .next_back()
+        .unwrap_or(0);
+    Some((part, i, gst::ClockTime::from_nseconds(base)))
+}
+
+/// Longest a frame is held: anything due later is taken as a new start.
+const MAX_HOLD_NS: f64 = 5e9;
+
+/// The pacing of a simulated camera's streams, shared by them (they stay in sync): when each
+/// frame (by its content time) leaves, at the scale the platform asked for.
+#[derive(Default)]
+pub struct Pace {
+    state: Mutex<PaceState>,
+    wake: Condvar,
+}
+
+struct PaceState {
+    scale: f64,
+    /// (content ns, running time ns) that map to each other; set by the first frame.
+    anchor: Option<(u64, u64)>,
+    paused: bool,
+    /// The pipeline is going down: nothing waits any more.
+    stopping: bool,
+    /// Bumped by each seek (frames of an older one are dropped) and the position asked for.
+    generation: u64,
+    seek_to: gst::ClockTime,
+}
+
+impl Default for PaceState {
+    fn default() -> Self {
+        PaceState {
+            scale: 1.0,
+            anchor: None,
+            paused: false,
+            stopping: false,
+            generation: 0,
+            seek_to: gst::ClockTime::ZERO,
+        }
+    }
+}
+
+impl PaceState {
+    /// Content time reached at running time `now`.
+    fn position(&self, now: u64) -> Option<u64> {
+        let (c, r) = self.anchor?;
+        Some(c + (now.saturating_sub(r) as f64 * self.scale) as u64)
+    }
+}
+
+impl Pace {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PaceState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn generation(&self) -> (u64, gst::ClockTime) {
+        let s = self.lock();
+        (s.generation, s.seek_to)
+    }
+
+    /// A MANSRTSP request the sink passed on (`gb28181-playback-control`) at running time
+    /// `now`: PLAY with scale and/or position, or PAUSE.
+    fn control(&self, method: &str, scale: Option<f64>, npt: Option<f64>, now: u64) {
+        let mut s = self.lock();
+        let position = s.position(now);
+        match method {
+            "PAUSE" => {
+                if !s.paused {
+                    s.anchor = position.map(|p| (p, now));
+                    s.paused = true;
+                }
+            }
+            _ => {
+                // Paused: the position stays where the pause left it.
+                let from = if s.paused {
+                    s.anchor.map(|a| a.0)
+                } else {
+                    position
+                };
+                s.anchor = from.map(|p| (p, now));
+                s.paused = false;
+                if let Some(x) = scale {
+                    s.scale = x;
+                }
+                if let Some(t) = npt {
+                    let to = (t * 1e9) as u64;
+                    s.generation += 1;
+                    s.seek_to = gst::ClockTime::from_nseconds(to);
+                    s.anchor = Some((to, now));
+                }
+            }
+        }
+        self.wake.notify_all();
+    }
+
+    fn stop(&self) {
+        self.lock().stopping = true;
+        self.wake.notify_all();
+    }
+
+    /// Holds a frame of content time `content` (seek `generation`) until it is due on
+    /// `element`'s clock; false: drop it (an older seek).
+    fn wait(&self, element: &gst::Element, content: u64, generation: u64) -> bool {
+        // Before PLAYING (preroll) there is no base time to wait on: the frame goes.
+        let (Some(clock), Some(base)) = (element.clock(), element.base_time()) else {
+            return true;
+        };
+        if element.current_state() != gst::State::Playing {
+            return true;
+        }
+        let mut s = self.lock();
+        while s.paused && !s.stopping {
+            s = self
+                .wake
+                .wait_timeout(s, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        if s.stopping {
+            return true;
+        }
+        if generation != s.generation {
+            return false;
+        }
+        let now = clock.time().saturating_sub(base).nseconds();
+        let (c, r) = *s.anchor.get_or_insert((content, now));
+        let mut due = r as f64 + (content as f64 - c as f64) / s.scale;
+        if due > now as f64 + MAX_HOLD_NS {
+            // Not a frame of this timeline (the clip looped back, a new base time): start
+            // again from it.
+            s.anchor = Some((content, now));
+            due = now as f64;
+        }
+        drop(s);
+        if due > now as f64 {
+            let id = clock.new_single_shot_id(base + gst::ClockTime::from_nseconds(due as u64));
+            let _ = id.wait();
+        }
+        true
+    }
 }
 
 /// Settings of one simulated camera.
@@ -295,6 +468,7 @@ pub struct SimCamera {
     pub device_id: String,
     pipeline: gst::Pipeline,
     sink: gst::Element,
+    pace: Arc<Pace>,
 }
 
 impl SimCamera {
@@ -351,13 +525,16 @@ impl SimCamera {
             .property_from_str("sip-transport", if sip.tcp { "tcp" } else { "udp" })
             .property("device-name", format!("Simulated camera {}", s.device_id))
             .property("records", records)
+            // Paced before the mux ([`Pace`]): the content timestamps are not the send times.
+            .property("sync", false)
             .build()
             .map_err(|e| format!("gb28181sink: {e}"))?;
         pipeline
             .add_many([&mux, &sink])
             .map_err(|e| e.to_string())?;
         mux.link(&sink).map_err(|e| e.to_string())?;
-        add_paced_sources(&pipeline, &mux, clips, s.audio)?;
+        let pace = add_paced_sources(&pipeline, &mux, clips, s.audio)?;
+        follow_playback_control(&pipeline, &pace);
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| format!("camera {}: {e}", s.device_id))?;
@@ -365,6 +542,7 @@ impl SimCamera {
             device_id: s.device_id.clone(),
             pipeline,
             sink,
+            pace,
         })
     }
 
@@ -428,6 +606,7 @@ impl SimCamera {
             device_id: s.device_id.clone(),
             pipeline,
             sink,
+            pace: Arc::default(),
         })
     }
 
@@ -452,8 +631,14 @@ impl SimCamera {
         &self.pipeline
     }
 
+    /// The camera's gb28181sink (its input's timestamps are the recording's content time).
+    pub fn sink(&self) -> &gst::Element {
+        &self.sink
+    }
+
     /// Stops the camera: EOS lets the sink end its session (BYE) and unregister.
     pub fn stop(&self) {
+        self.pace.stop();
         self.pipeline.send_event(gst::event::Eos::new());
         if let Some(bus) = self.pipeline.bus() {
             let _ = bus.timed_pop_filtered(
@@ -465,14 +650,15 @@ impl SimCamera {
     }
 }
 
-/// `appsrc ! queue ! clocksync` per stream of `clips` (each once, the last one in a loop) into
-/// `mux`: frames leave when their time comes, like a real camera's.
+/// `appsrc ! queue` per stream of `clips` (each once, the last one in a loop) into `mux`,
+/// each frame held at the queue's output until its time comes ([`Pace`]), like a real
+/// camera's.
 fn add_paced_sources(
     pipeline: &gst::Pipeline,
     mux: &gst::Element,
     clips: &[&Clip],
     audio: bool,
-) -> Result<(), String> {
+) -> Result<Arc<Pace>, String> {
     let Some(clip) = clips.first() else {
         return Err("no clip".into());
     };
@@ -497,6 +683,7 @@ fn add_paced_sources(
     };
     // Each stream paced like a real camera: one frame when its time comes (the appsrc is
     // not live and runs ahead; psmux would then send a second of frames in one burst).
+    let pace = Arc::new(Pace::default());
     let streams = [
         (clip.video_caps.as_ref(), true, 4 * 1024 * 1024),
         (
@@ -514,14 +701,54 @@ fn add_paced_sources(
             .max_bytes(max_bytes)
             .build();
         let q = mk("queue")?;
-        let sync = mk("clocksync")?;
         pipeline
-            .add_many([src.upcast_ref(), &q, &sync])
+            .add_many([src.upcast_ref(), &q])
             .map_err(|e| e.to_string())?;
-        gst::Element::link_many([src.upcast_ref(), &q, &sync, mux]).map_err(|e| e.to_string())?;
-        feed(&src, parts);
+        gst::Element::link_many([src.upcast_ref(), &q, mux]).map_err(|e| e.to_string())?;
+        let out = q.static_pad("src").ok_or("queue without src pad")?;
+        let (p, el) = (pace.clone(), q.clone());
+        out.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let Some(gst::PadProbeData::Buffer(b)) = &info.data else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let content = b.pts().map(|t| t.nseconds()).unwrap_or(0);
+            if p.wait(&el, content, b.offset()) {
+                gst::PadProbeReturn::Ok
+            } else {
+                gst::PadProbeReturn::Drop
+            }
+        });
+        feed(&src, parts, pace.clone());
     }
-    Ok(())
+    Ok(pace)
+}
+
+/// Hands the sink's `gb28181-playback-control` messages to `pace` as they are posted (they
+/// stay on the bus for whoever reads it).
+fn follow_playback_control(pipeline: &gst::Pipeline, pace: &Arc<Pace>) {
+    let Some(bus) = pipeline.bus() else { return };
+    let pace = Arc::downgrade(pace);
+    let weak = pipeline.downgrade();
+    bus.set_sync_handler(move |_, msg| {
+        if let gst::MessageView::Element(e) = msg.view()
+            && let Some(s) = e.structure()
+            && s.name() == "gb28181-playback-control"
+            && let (Some(pace), Some(pipeline)) = (pace.upgrade(), weak.upgrade())
+        {
+            let now = pipeline
+                .clock()
+                .zip(pipeline.base_time())
+                .map(|(c, b)| c.time().saturating_sub(b).nseconds())
+                .unwrap_or(0);
+            pace.control(
+                s.get::<&str>("method").unwrap_or("PLAY"),
+                s.get::<f64>("scale").ok(),
+                s.get::<f64>("npt").ok(),
+                now,
+            );
+        }
+        gst::BusSyncReply::Pass
+    });
 }
 
 /// Side of one block of the time code, in pixels.
@@ -619,6 +846,7 @@ impl Drop for RtpPsSender {
 /// (bounded) and tears them down.
 pub fn stop_all(cams: &[SimCamera]) {
     for c in cams {
+        c.pace.stop();
         c.pipeline.send_event(gst::event::Eos::new());
     }
     let end = std::time::Instant::now() + Duration::from_millis(1500);
@@ -638,6 +866,7 @@ pub fn stop_all(cams: &[SimCamera]) {
 
 impl Drop for SimCamera {
     fn drop(&mut self) {
+        self.pace.stop();
         let _ = self.pipeline.set_state(gst::State::Null);
     }
 }

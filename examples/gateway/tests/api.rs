@@ -1130,6 +1130,113 @@ fn playback_session_served_controlled_and_stopped() {
     drop(cam);
 }
 
+/// `POST /v1/playback/{n}/control {"scale": 2.0}`: the camera gets the INFO with Scale 2 and
+/// sends its recording twice as fast, while an RTSP reader's frame timestamps (RTP, taken as
+/// they are) advance with the wall clock: two of the camera's 40 ms frames per 40 ms. Scale
+/// 1e308, NaN, negative, 0 or 3 and seeks out of range are refused (400) with nothing sent,
+/// an unknown session is 404, and the session keeps serving.
+#[test]
+fn playback_scale_reaches_the_camera_and_the_rtsp_reader() {
+    let _g = serial();
+    gst::init().unwrap();
+    let gw = Gateway::start(config(0)).expect("gateway starts");
+    let addr = gw.metrics_addr().unwrap();
+    let id = "34020000001320000302";
+    let cam = sim_camera(&gw, id, &Config::default().password);
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .endpoint()
+            .device(id)
+            .is_some()),
+        "camera registered"
+    );
+    let r = admin(
+        addr,
+        "POST",
+        &format!("/v1/devices/{id}/channels/{id}/playback"),
+        Some(r#"{"start": 1709280000, "end": 1709283600}"#),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let n = r.json()["id"].as_u64().unwrap();
+    let url = r.json()["rtsp_url"].as_str().unwrap().to_string();
+    let with_creds = url.replacen("rtsp://", &format!("rtsp://{}:{}@", ADMIN.0, ADMIN.1), 1);
+    let reader = gst::parse::launch(&format!(
+        "rtspsrc location={with_creds} protocols=tcp latency=0 buffer-mode=none \
+         ! rtph264depay ! fakesink name=out sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let played = record(&reader.by_name("out").unwrap().static_pad("sink").unwrap());
+    let content = record(&cam.sink().static_pad("sink").unwrap());
+    reader.set_state(gst::State::Playing).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || snapshot(&played).len() >= 25),
+        "the reader plays"
+    );
+    let c = format!("/v1/playback/{n}/control");
+    for bad in [
+        r#"{"scale": 1e308}"#,
+        r#"{"scale": NaN}"#,
+        r#"{"scale": -2}"#,
+        r#"{"scale": 0}"#,
+        r#"{"scale": 3}"#,
+        r#"{"seek": -1}"#,
+        r#"{"seek": 1e300}"#,
+        r#"{"scale": "2"}"#,
+    ] {
+        let r = admin(addr, "POST", &c, Some(bad));
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+        assert!(r.is_json_error(), "{bad}");
+    }
+    let unknown = format!("/v1/playback/{}/control", n + 100);
+    assert_eq!(
+        admin(addr, "POST", &unknown, Some(r#"{"scale": 2.0}"#)).status,
+        404
+    );
+    let bus = cam.pipeline().bus().unwrap();
+    let r = admin(addr, "POST", &c, Some(r#"{"scale": 2.0}"#));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["sent"], true, "{r:?}");
+    let t0 = std::time::Instant::now();
+    let s = wait_message(&bus, "gb28181-playback-control", Duration::from_secs(5))
+        .expect("the INFO reached the camera");
+    assert_eq!(s.get::<String>("method").unwrap(), "PLAY");
+    assert_eq!(s.get::<f64>("scale").unwrap(), 2.0, "{s}");
+    assert!(
+        wait_message(&bus, "gb28181-playback-control", Duration::from_millis(200)).is_none(),
+        "only the valid request reached the camera"
+    );
+    let settled = t0 + Duration::from_millis(1500);
+    let end = settled + Duration::from_secs(3);
+    assert!(wait_until(
+        Duration::from_secs(10),
+        || std::time::Instant::now() > end
+    ));
+    let (cam_rate, cam_n) = rate(&content, settled, end);
+    let (out_rate, out_n) = rate(&played, settled, end);
+    reader.set_state(gst::State::Null).unwrap();
+    assert!(
+        (1.6..=2.5).contains(&cam_rate),
+        "the camera sends 2x: {cam_rate} ({cam_n} frames)"
+    );
+    assert!(
+        (0.8..=1.25).contains(&out_rate),
+        "the reader's timestamps follow the clock: {out_rate} ({out_n} frames)"
+    );
+    let per_s = out_n as f64 / (out_rate * end.duration_since(settled).as_secs_f64());
+    assert!(
+        (40.0..=62.0).contains(&per_s),
+        "{per_s} frames per second of PTS"
+    );
+    assert_eq!(admin(addr, "GET", "/v1/playback", None).json()[0]["id"], n);
+    assert_eq!(
+        admin(addr, "DELETE", &format!("/v1/playback/{n}"), None).status,
+        204
+    );
+    drop(cam);
+}
+
 /// A playback of an H.265 + G.711 recording, served like a live channel: the answer gives
 /// both time forms and an RTSP and an HLS URL that decode (ffprobe: HEVC and A-law over RTSP,
 /// HEVC and AAC over HLS) with the admin's credentials. The camera's "file" is the requested

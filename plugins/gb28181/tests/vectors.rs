@@ -325,7 +325,7 @@ fn dialog_matches_ack_and_bye() {
         .add_header("CSeq", "1 BYE");
     assert!(d.matches(&from_cam));
     assert!(!d.matches(&their_bye));
-    let info = d.info(&gstgb28181::core::transaction::mansrtsp_pause(1));
+    let info = d.info(&gstgb28181::core::mansrtsp::Request::pause(1).to_body());
     assert_eq!(info.cseq().unwrap().seq, 6);
     assert_eq!(info.content_type(), Some("Application/MANSRTSP"));
 }

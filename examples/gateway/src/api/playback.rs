@@ -12,6 +12,7 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use gstgb28181::core::mansrtsp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -52,9 +53,10 @@ pub struct PlaybackView {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ControlBody {
-    /// Speed, 0.25 to 16.
+    /// Speed: 0.25, 0.5, 1, 2, 4 or 8 (what cameras play; the RTSP/HLS readers' timestamps
+    /// follow it).
     pub scale: Option<f64>,
-    /// Seconds from the start to jump to.
+    /// Seconds from the start to jump to (0 to 7 days).
     pub seek: Option<f64>,
     #[serde(default)]
     pub pause: bool,
@@ -62,7 +64,7 @@ pub struct ControlBody {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ControlView {
-    /// Whether the request reached the camera.
+    /// Whether the camera accepted the request (200 to the MANSRTSP INFO).
     pub sent: bool,
 }
 
@@ -181,13 +183,13 @@ pub async fn control_playback(
 ) -> ApiResult<ControlView> {
     let n = session_number(&n)?;
     let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if b.scale.is_some_and(|s| !(0.25..=16.0).contains(&s)) {
-        return Err(ApiError::bad_request("scale: 0.25 to 16"));
+    if b.scale.is_some_and(|s| !mansrtsp::valid_scale(s)) {
+        return Err(ApiError::bad_request("scale: 0.25, 0.5, 1, 2, 4 or 8"));
     }
-    if b.seek
-        .is_some_and(|s| !(0.0..=MAX_SPAN_S as f64).contains(&s))
-    {
-        return Err(ApiError::bad_request("seek: seconds from the start"));
+    if b.seek.is_some_and(|s| !mansrtsp::valid_npt(s)) {
+        return Err(ApiError::bad_request(
+            "seek: seconds from the start (up to 7 days)",
+        ));
     }
     let control = api.control.clone();
     let sent = blocking(move || {

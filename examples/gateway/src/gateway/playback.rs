@@ -205,7 +205,8 @@ fn remove_hls(sh: &Shared, path: &str) {
     }
 }
 
-/// Pause, or play at `scale` from `seek` seconds (npt) or where it is.
+/// Pause, or play at `scale` (or the speed as it is) from `seek` seconds (npt) or where it
+/// is. True once the camera accepted it (gb28181src waits for its 200).
 pub(super) fn control(
     sh: &Shared,
     n: u64,
@@ -226,7 +227,8 @@ pub(super) fn control(
     } else {
         src.emit_by_name::<bool>(
             "playback-play",
-            &[&scale.unwrap_or(1.0), &seek.unwrap_or(-1.0)],
+            // -1: keep the speed / play on from where it is.
+            &[&scale.unwrap_or(-1.0), &seek.unwrap_or(-1.0)],
         )
     })
 }

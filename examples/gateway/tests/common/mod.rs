@@ -1,6 +1,7 @@
 //! Helpers shared by the gateway's integration tests (each test file says `mod common;`).
 #![allow(dead_code, unused_imports)]
 
+use gst::prelude::*;
 use std::path::PathBuf;
 
 pub use gst_ipcam_testutil::programs::{
@@ -149,4 +150,43 @@ impl Drop for GatewayProcess {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// (arrival, timestamp ns, DISCONT) of the buffers seen at a pad.
+pub type Samples = std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, u64, bool)>>>;
+
+/// Records the buffers that pass `pad` from now on.
+pub fn record(pad: &gst::Pad) -> Samples {
+    let samples = Samples::default();
+    let s = samples.clone();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(b)) = &info.data
+            && let Some(pts) = b.pts()
+        {
+            let discont = b.flags().contains(gst::BufferFlags::DISCONT);
+            s.lock()
+                .unwrap()
+                .push((std::time::Instant::now(), pts.nseconds(), discont));
+        }
+        gst::PadProbeReturn::Ok
+    });
+    samples
+}
+
+pub fn snapshot(s: &Samples) -> Vec<(std::time::Instant, u64, bool)> {
+    s.lock().unwrap().clone()
+}
+
+/// Timestamp progress over wall-clock progress of the samples that arrived within
+/// [from, to] (first to last of them), and how many there were.
+pub fn rate(s: &Samples, from: std::time::Instant, to: std::time::Instant) -> (f64, usize) {
+    let v: Vec<_> = snapshot(s)
+        .into_iter()
+        .filter(|(at, ..)| *at >= from && *at <= to)
+        .collect();
+    let (Some(a), Some(b)) = (v.first(), v.last()) else {
+        return (0.0, 0);
+    };
+    let wall = b.0.duration_since(a.0).as_secs_f64();
+    ((b.1 as f64 - a.1 as f64) / 1e9 / wall.max(1e-3), v.len())
 }

@@ -2,7 +2,7 @@
 //! the corpus-replay test: each runs one input through everything that parses untrusted bytes
 //! and checks a few properties (no panic is the main one).
 
-use super::{client, digest, manscdp, registrar, sdp, sip, subject, transaction};
+use super::{client, digest, manscdp, mansrtsp, registrar, sdp, sip, subject};
 
 /// SIP: datagram parse, structured headers, serialize → re-parse, stream framing, and the
 /// registrar on whatever parses.
@@ -64,7 +64,7 @@ pub fn sip(data: &[u8]) {
             let _ = c.on_response(&m, 10);
             let _ = c.poll(40_000);
         }
-        let _ = transaction::parse_mansrtsp(&m.body);
+        let _ = mansrtsp::Request::parse(&m.body);
         let _ = sip::Message::response_to(&m, 200, "OK", Some("1")).to_bytes();
     }
     let mut framer = sip::StreamFramer::new();

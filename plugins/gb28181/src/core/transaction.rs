@@ -1,6 +1,6 @@
 //! RFC 3261 §17.1 client transactions over UDP as pure state machines driven by `now` (ms),
-//! and dialog bookkeeping for the platform's INVITE / ACK / BYE / INFO, plus MANSRTSP bodies
-//! for playback control.
+//! and dialog bookkeeping for the platform's INVITE / ACK / BYE / INFO (the MANSRTSP bodies
+//! of playback control: [`super::mansrtsp`]).
 
 use super::sip::{Message, NameAddr};
 
@@ -268,68 +268,6 @@ impl Dialog {
     }
 }
 
-/// MANSRTSP `PLAY` (resume, optionally seeking to `npt_start` seconds and/or with `scale`).
-pub fn mansrtsp_play(cseq: u32, npt_start: Option<f64>, scale: Option<f64>) -> String {
-    let mut s = format!("PLAY RTSP/1.0\r\nCSeq: {cseq}\r\n");
-    match npt_start {
-        Some(t) if t.is_finite() && t >= 0.0 => s.push_str(&format!("Range: npt={t}-\r\n")),
-        _ => s.push_str("Range: npt=now-\r\n"),
-    }
-    if let Some(x) = scale.filter(|x| x.is_finite()) {
-        s.push_str(&format!("Scale: {x}\r\n"));
-    }
-    s.push_str("\r\n");
-    s
-}
-
-/// MANSRTSP `PAUSE`.
-pub fn mansrtsp_pause(cseq: u32) -> String {
-    format!("PAUSE RTSP/1.0\r\nCSeq: {cseq}\r\nPauseTime: now\r\n\r\n")
-}
-
-/// A parsed MANSRTSP request (device side, or tests).
-#[derive(Debug, Clone, PartialEq)]
-pub struct MansRtsp {
-    pub method: String,
-    pub cseq: u32,
-    pub npt_start: Option<f64>,
-    pub scale: Option<f64>,
-}
-
-pub fn parse_mansrtsp(body: &[u8]) -> Option<MansRtsp> {
-    let text = std::str::from_utf8(body).ok()?;
-    let mut lines = text.lines();
-    let first = lines.next()?.trim();
-    let (method, version) = first.split_once(' ')?;
-    if !version.trim().eq_ignore_ascii_case("RTSP/1.0") {
-        return None;
-    }
-    let mut out = MansRtsp {
-        method: method.to_string(),
-        cseq: 0,
-        npt_start: None,
-        scale: None,
-    };
-    for line in lines.take(32) {
-        let Some((k, v)) = line.split_once(':') else {
-            continue;
-        };
-        let v = v.trim();
-        match k.trim().to_ascii_lowercase().as_str() {
-            "cseq" => out.cseq = v.parse().ok()?,
-            "scale" => out.scale = v.parse().ok(),
-            "range" => {
-                out.npt_start = v
-                    .strip_prefix("npt=")
-                    .and_then(|r| r.split('-').next())
-                    .and_then(|s| s.trim().parse().ok())
-            }
-            _ => {}
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,17 +342,5 @@ mod tests {
         let mut t = ClientTransaction::new_reliable(TransactionKind::Invite, 0);
         assert_eq!(t.poll(T1_MS * 4), TxAction::None);
         assert_eq!(t.poll(64 * T1_MS), TxAction::Timeout);
-    }
-
-    #[test]
-    fn mansrtsp_round_trip() {
-        let p = parse_mansrtsp(mansrtsp_play(3, Some(120.0), Some(2.0)).as_bytes()).unwrap();
-        assert_eq!(p.method, "PLAY");
-        assert_eq!(p.cseq, 3);
-        assert_eq!(p.npt_start, Some(120.0));
-        assert_eq!(p.scale, Some(2.0));
-        let p = parse_mansrtsp(mansrtsp_pause(4).as_bytes()).unwrap();
-        assert_eq!(p.method, "PAUSE");
-        assert!(parse_mansrtsp(b"PLAY HTTP/1.1\r\n").is_none());
     }
 }

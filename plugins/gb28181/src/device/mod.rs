@@ -40,6 +40,7 @@ use crate::core::client::{
     ClientAction, ClientState, MAX_BACKOFF_SHIFT, RegisterClient, RegisterClientConfig,
 };
 use crate::core::manscdp::{self, CatalogItem, Manscdp};
+use crate::core::mansrtsp;
 use crate::core::media::{frame_rfc4571, has_psm, is_header_only, is_key_frame};
 use crate::core::random;
 use crate::core::sdp::{self, MediaTransport};
@@ -612,14 +613,23 @@ impl DeviceAgent {
                     reply(no_dialog(&m));
                     return;
                 }
+                // Malformed or out of range (scale, position): 400, the session goes on.
+                let (method, scale, npt) = match mansrtsp::Request::parse(&m.body) {
+                    Ok(r) => match r.command {
+                        mansrtsp::Command::Play { npt, scale } => ("PLAY", scale, npt),
+                        mansrtsp::Command::Pause => ("PAUSE", None, None),
+                    },
+                    Err(_) => {
+                        reply(Message::response_to(&m, 400, "Bad Request", None));
+                        return;
+                    }
+                };
                 reply(Message::response_to(&m, 200, "OK", None));
-                if let Some(c) = crate::core::transaction::parse_mansrtsp(&m.body) {
-                    (self.on_event)(DeviceEvent::PlaybackControl {
-                        method: c.method,
-                        scale: c.scale,
-                        npt: c.npt_start,
-                    });
-                }
+                (self.on_event)(DeviceEvent::PlaybackControl {
+                    method: method.into(),
+                    scale,
+                    npt,
+                });
             }
             "BYE" => {
                 if self.talk_bye(&m, from) {

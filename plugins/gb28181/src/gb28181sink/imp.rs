@@ -164,10 +164,12 @@ fn event_structure(e: &DeviceEvent) -> gst::Structure {
             gst::Structure::builder("gb28181-key-frame-requested").build()
         }
         DeviceEvent::PlaybackControl { method, scale, npt } => {
+            // Scale and npt only when the request carries them (a PLAY without Scale keeps
+            // the speed).
             gst::Structure::builder("gb28181-playback-control")
                 .field("method", method)
-                .field("scale", scale.unwrap_or(1.0))
-                .field("npt", npt.unwrap_or(-1.0))
+                .field_if_some("scale", *scale)
+                .field_if_some("npt", *npt)
                 .build()
         }
         DeviceEvent::TalkStarted {

@@ -16,13 +16,17 @@ use super::{MediaTransportMode, SessionKindMode, SipTransportMode};
 use crate::core::addr;
 use crate::core::id::{self, IdPolicy};
 use crate::core::manscdp::PtzCmd;
+use crate::core::mansrtsp::Command;
 use crate::core::media::SsrcPolicy;
 use crate::core::registrar::{self, RegistrarConfig};
+use crate::core::retime::{self, Scaler};
 use crate::core::sdp::{MediaTransport, SessionKind};
 use crate::core::subscription::EventKind;
 use crate::endpoint::{Endpoint, EndpointEvent, EndpointKey};
 use crate::messages::{describe, event_structure, is_security_event};
-use crate::platform::{Call, CallError, CallEvent, CallParams};
+use crate::platform::{
+    CONTROL_TIMEOUT, Call, CallError, CallEvent, CallParams, ControlError, send_control,
+};
 use crate::receiver::MediaReceiver;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -179,7 +183,13 @@ struct Session {
     /// The INVITE session (dialog, device address, BYE channel).
     call: Call,
     kind: SessionKindMode,
-    mansrtsp_cseq: u32,
+    /// Playback/download: the camera's content time to output time ([`retime`]); the PS
+    /// timestamps are rewritten with it. None for live view (arrival time).
+    scaler: Option<Scaler>,
+    /// The camera was told to PAUSE (no stream timeout meanwhile).
+    paused: bool,
+    /// ... by the element going from PLAYING to PAUSED (resumed on the way back).
+    paused_by_state: bool,
     /// Taken out by the streaming thread while it waits on the socket, so that the state
     /// lock is never held across a blocking receive (`stats` reads `media` instead).
     receiver: Option<MediaReceiver>,
@@ -460,7 +470,13 @@ impl Gb28181Src {
         let receiver = call.receiver.take().expect("a new call has its receiver");
         Ok(Session {
             kind: s.session_kind,
-            mansrtsp_cseq: 0,
+            scaler: match s.session_kind {
+                SessionKindMode::Play => None,
+                SessionKindMode::Playback => Some(Scaler::playback()),
+                SessionKindMode::Download => Some(Scaler::download()),
+            },
+            paused: false,
+            paused_by_state: false,
             media: MediaSnapshot::of(&receiver),
             receiver: Some(receiver),
             call,
@@ -504,6 +520,9 @@ impl Gb28181Src {
             }
             if let Some(a) = s.call.answer_ssrc {
                 b = b.field("ssrc-answered", a);
+            }
+            if let Some(sc) = &s.scaler {
+                b = b.field("scale", sc.scale()).field("paused", s.paused);
             }
         }
         if let Some(ep) = &st.endpoint {
@@ -556,34 +575,124 @@ impl Gb28181Src {
         }
     }
 
-    /// MANSRTSP INFO in the playback dialog: PAUSE, or PLAY with scale and start (npt < 0 =
-    /// from where it is).
-    fn playback_control(&self, pause: bool, scale: f64, npt: f64) -> bool {
-        let Some(ep) = self.endpoint() else {
-            return false;
+    /// MANSRTSP INFO in the playback dialog: PAUSE, or PLAY with `scale` (None: as it is)
+    /// from `npt` seconds (None: where it is). Waits for the device's answer (at most
+    /// [`CONTROL_TIMEOUT`]) unless `wait` is false; once the device agreed (or, without
+    /// waiting, once sent) the output timestamps follow the new scale.
+    fn playback_control(&self, command: Command, wait: bool) -> Result<(), ControlError> {
+        let ep = self.endpoint().ok_or(ControlError::Cancelled)?;
+        let (info, dest) = {
+            let mut st = lock(&self.state);
+            let sess = st.session.as_mut().ok_or(ControlError::Cancelled)?;
+            if sess.kind != SessionKindMode::Playback {
+                return Err(ControlError::Invalid("session kind (playback only)"));
+            }
+            (sess.call.control_info(command)?, sess.call.dest)
         };
-        let mut st = lock(&self.state);
-        let Some(sess) = st.session.as_mut() else {
-            return false;
-        };
-        if sess.kind == SessionKindMode::Play {
-            gst::warning!(CAT, imp = self, "Playback control in a live session");
-            return false;
-        }
-        sess.mansrtsp_cseq += 1;
-        let body = if pause {
-            crate::core::transaction::mansrtsp_pause(sess.mansrtsp_cseq)
+        gst::debug!(CAT, imp = self, "Playback control {command:?}");
+        if wait {
+            let flushing = self.flushing.clone();
+            send_control(&ep, &info, dest, CONTROL_TIMEOUT, &move || {
+                flushing.load(Ordering::SeqCst)
+            })?;
         } else {
-            crate::core::transaction::mansrtsp_play(
-                sess.mansrtsp_cseq,
-                (npt >= 0.0).then_some(npt),
-                (scale > 0.0).then_some(scale),
-            )
+            ep.request(&info, dest).map_err(ControlError::NoAnswer)?;
+        }
+        let mut st = lock(&self.state);
+        if let Some(sess) = st.session.as_mut() {
+            match command {
+                Command::Pause => sess.paused = true,
+                Command::Play { scale, .. } => {
+                    if sess.paused {
+                        // The stream timeout starts again.
+                        sess.last_data = Instant::now();
+                    }
+                    sess.paused = false;
+                    if let (Some(x), Some(sc)) = (scale, sess.scaler.as_mut()) {
+                        sc.set_scale(x);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The `playback-play` / `playback-pause` signals: false (and a warning) on failure.
+    fn playback_signal(&self, command: Command) -> bool {
+        match self.playback_control(command, true) {
+            Ok(()) => true,
+            Err(e) => {
+                gst::warning!(CAT, imp = self, "Playback control {command:?} failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// A playback session follows the pipeline as rtspsrc does: PAUSE to the camera when the
+    /// element goes from PLAYING to PAUSED (a live source produces nothing in PAUSED), PLAY
+    /// when it comes back. Sent without waiting: a state change does not block on the
+    /// network (the transaction retransmits by itself, CSeq keeps the order).
+    fn pause_with_pipeline(&self, pause: bool) {
+        let due = {
+            let mut st = lock(&self.state);
+            match st.session.as_mut() {
+                Some(s) if s.kind == SessionKindMode::Playback && s.paused_by_state != pause => {
+                    s.paused_by_state = pause;
+                    true
+                }
+                _ => false,
+            }
         };
-        let info = sess.call.dialog.info(&body);
-        let dest = sess.call.dest;
-        drop(st);
-        ep.request(&info, dest).is_ok()
+        if !due {
+            return;
+        }
+        let command = if pause {
+            Command::Pause
+        } else {
+            Command::Play {
+                npt: None,
+                scale: None,
+            }
+        };
+        if let Err(e) = self.playback_control(command, false) {
+            gst::warning!(CAT, imp = self, "{command:?} with the pipeline failed: {e}");
+        }
+    }
+
+    /// Some(handled) for a seek during a playback session, None for anything else.
+    fn seek_event(&self, event: &gst::Event) -> Option<bool> {
+        let gst::EventView::Seek(seek) = event.view() else {
+            return None;
+        };
+        let playback = lock(&self.state)
+            .session
+            .as_ref()
+            .is_some_and(|s| s.kind == SessionKindMode::Playback);
+        playback.then(|| self.handle_seek(seek))
+    }
+
+    /// A seek event on a playback session: its rate becomes the camera's Scale, a start
+    /// position (SET, TIME) the npt to play from (seconds from start-time). Nothing is
+    /// flushed: the camera keeps the dialog and the output timestamps stay continuous (a
+    /// jump in the content is a DISCONT buffer).
+    fn handle_seek(&self, seek: &gst::event::Seek) -> bool {
+        let (rate, _flags, start_type, start, _, _) = seek.get();
+        let npt = match (start_type, start) {
+            (gst::SeekType::Set, gst::GenericFormattedValue::Time(Some(t))) => {
+                Some(t.nseconds() as f64 / 1e9)
+            }
+            (gst::SeekType::None, _) => None,
+            _ => {
+                gst::warning!(CAT, imp = self, "Seek refused: only SET in TIME format");
+                return false;
+            }
+        };
+        let current = lock(&self.state)
+            .session
+            .as_ref()
+            .and_then(|s| s.scaler.as_ref().map(Scaler::scale));
+        let scale = (Some(rate) != current).then_some(rate);
+        self.playback_signal(Command::Play { npt, scale })
     }
 
     /// Subscribes to `event` (catalog, alarm, mobile-position; `interval` seconds for
@@ -880,7 +989,7 @@ impl ObjectImpl for Gb28181Src {
                     .return_type::<bool>()
                     .class_handler(|args| {
                         let obj = args[0].get::<super::Gb28181Src>().ok()?;
-                        Some(obj.imp().playback_control(true, 0.0, -1.0).to_value())
+                        Some(obj.imp().playback_signal(Command::Pause).to_value())
                     })
                     .build(),
                 glib::subclass::Signal::builder("playback-play")
@@ -891,7 +1000,11 @@ impl ObjectImpl for Gb28181Src {
                         let obj = args[0].get::<super::Gb28181Src>().ok()?;
                         let scale = args[1].get::<f64>().ok()?;
                         let npt = args[2].get::<f64>().ok()?;
-                        Some(obj.imp().playback_control(false, scale, npt).to_value())
+                        let command = Command::Play {
+                            npt: (npt >= 0.0).then_some(npt),
+                            scale: (scale > 0.0).then_some(scale),
+                        };
+                        Some(obj.imp().playback_signal(command).to_value())
                     })
                     .build(),
                 query("query-catalog", "Catalog"),
@@ -1092,6 +1205,13 @@ impl ElementImpl for Gb28181Src {
         PAD_TEMPLATES.as_ref()
     }
 
+    /// A seek given to the element itself (as `gst_element_seek` does) is handled as one
+    /// coming up from downstream.
+    fn send_event(&self, event: gst::Event) -> bool {
+        self.seek_event(&event)
+            .unwrap_or_else(|| self.parent_send_event(event))
+    }
+
     fn change_state(
         &self,
         transition: gst::StateChange,
@@ -1102,9 +1222,14 @@ impl ElementImpl for Gb28181Src {
             self.post_error_message(e);
             return Err(gst::StateChangeError);
         }
+        if transition == gst::StateChange::PlayingToPaused {
+            self.pause_with_pipeline(true);
+        }
         let ret = self.parent_change_state(transition);
-        if transition == gst::StateChange::ReadyToNull {
-            self.close_endpoint();
+        match transition {
+            gst::StateChange::ReadyToNull => self.close_endpoint(),
+            gst::StateChange::PausedToPlaying => self.pause_with_pipeline(false),
+            _ => {}
         }
         ret
     }
@@ -1125,6 +1250,11 @@ impl BaseSrcImpl for Gb28181Src {
 
     fn is_seekable(&self) -> bool {
         false
+    }
+
+    fn event(&self, event: &gst::Event) -> bool {
+        self.seek_event(event)
+            .unwrap_or_else(|| self.parent_event(event))
     }
 
     fn unlock(&self) -> Result<(), gst::ErrorMessage> {
@@ -1228,8 +1358,8 @@ impl PushSrcImpl for Gb28181Src {
                     return Err(gst::FlowError::Error);
                 }
             };
-            let Some(frame) = frame else {
-                if sess.last_data.elapsed() > stream_timeout {
+            let Some(mut frame) = frame else {
+                if !sess.paused && sess.last_data.elapsed() > stream_timeout {
                     drop(st);
                     gst::element_imp_error!(
                         self,
@@ -1247,12 +1377,21 @@ impl PushSrcImpl for Gb28181Src {
             sess.frames += 1;
             sess.bytes += frame.data.len() as u64;
             let first = sess.frames == 1;
-            drop(st);
             let obj = self.obj();
-            let pts = match (obj.clock(), obj.base_time()) {
+            let mut pts = match (obj.clock(), obj.base_time()) {
                 (Some(c), Some(b)) => c.time().checked_sub(b),
                 _ => None,
             };
+            if let (Some(scaler), Some(now)) = (sess.scaler.as_mut(), pts) {
+                // Playback/download: the camera's timestamps, scaled, in the PS and on the
+                // buffer (running time), so that a downstream syncing to the clock plays at
+                // the speed asked for.
+                let t = scaler.frame(retime::frame_timestamp(&frame.data), now.nseconds());
+                retime::retime_ps(&mut frame.data, |ts| scaler.map_ticks(ts));
+                pts = Some(gst::ClockTime::from_nseconds(t.pts_ns));
+                frame.discont |= t.discont;
+            }
+            drop(st);
             let mut buffer = gst::Buffer::from_mut_slice(frame.data);
             {
                 let b = buffer.get_mut().expect("new buffer");

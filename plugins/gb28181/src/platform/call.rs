@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::core::addr;
+use crate::core::mansrtsp::{self, Command};
 use crate::core::media::SsrcPolicy;
 use crate::core::sdp::{self, MediaTransport, Offer, SessionKind};
 use crate::core::sip::Message;
@@ -23,6 +24,10 @@ static SSRC_SERIAL: AtomicU32 = AtomicU32::new(1);
 
 /// How long a device has to answer an INVITE (Timer B is 32 s; the device may ring first).
 const INVITE_TIMEOUT: Duration = Duration::from_secs(34);
+
+/// How long a device has to answer a playback control INFO (wvp-GB28181-pro does not wait;
+/// cameras answer within a second).
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// What a call asks for.
 #[derive(Debug, Clone)]
@@ -122,6 +127,29 @@ impl fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
+/// Why a playback control (MANSRTSP INFO) failed.
+#[derive(Debug)]
+pub enum ControlError {
+    /// A scale not in [`mansrtsp::SCALES`] or a position out of range: nothing sent.
+    Invalid(&'static str),
+    Cancelled,
+    NoAnswer(std::io::Error),
+    Refused(u16),
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlError::Invalid(what) => write!(f, "invalid {what}"),
+            ControlError::Cancelled => write!(f, "cancelled"),
+            ControlError::NoAnswer(e) => write!(f, "the device did not answer the INFO: {e}"),
+            ControlError::Refused(status) => write!(f, "the device refused the INFO: {status}"),
+        }
+    }
+}
+
+impl std::error::Error for ControlError {}
+
 /// An established call. Hang up with [`Call::hang_up`]; the device's BYE arrives on `bye_rx`.
 pub struct Call {
     pub dialog: Dialog,
@@ -134,6 +162,8 @@ pub struct Call {
     /// Taken out by whoever receives (the call keeps no lock around it).
     pub receiver: Option<MediaReceiver>,
     pub bye_rx: mpsc::Receiver<Message>,
+    /// CSeq of the last MANSRTSP request.
+    control_cseq: u32,
 }
 
 impl Call {
@@ -264,13 +294,56 @@ impl Call {
             answer_ssrc,
             receiver: Some(receiver),
             bye_rx,
+            control_cseq: 0,
         })
+    }
+
+    /// The INFO carrying `command` (MANSRTSP, next CSeq) in this call's dialog, to send with
+    /// [`send_control`] (without holding whatever lock guards the call). Refuses a scale
+    /// outside [`mansrtsp::SCALES`] and a position outside 0..[`mansrtsp::MAX_NPT_S`].
+    pub fn control_info(&mut self, command: Command) -> Result<Message, ControlError> {
+        if let Command::Play { npt, scale } = command {
+            if scale.is_some_and(|x| !mansrtsp::valid_scale(x)) {
+                return Err(ControlError::Invalid("scale"));
+            }
+            if npt.is_some_and(|t| !mansrtsp::valid_npt(t)) {
+                return Err(ControlError::Invalid("position"));
+            }
+        }
+        self.control_cseq = self.control_cseq.wrapping_add(1);
+        let body = mansrtsp::Request {
+            cseq: self.control_cseq,
+            command,
+        }
+        .to_body();
+        Ok(self.dialog.info(&body))
     }
 
     /// Ends the call from our side: the dialog is forgotten and BYE sent (its transaction
     /// retransmits by itself; nobody waits for the answer).
     pub fn hang_up(&self, ep: &Endpoint) {
         hang_up(ep, &self.dialog, self.dest);
+    }
+}
+
+/// Sends a playback control INFO ([`Call::control_info`]) to `dest` and waits for the final
+/// answer: 2xx is success.
+pub fn send_control(
+    ep: &Endpoint,
+    info: &Message,
+    dest: SocketAddr,
+    timeout: Duration,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(), ControlError> {
+    let resp = ep
+        .request_sync(info, dest, timeout, cancelled)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::Interrupted => ControlError::Cancelled,
+            _ => ControlError::NoAnswer(e),
+        })?;
+    match resp.status().unwrap_or(0) {
+        200..=299 => Ok(()),
+        status => Err(ControlError::Refused(status)),
     }
 }
 

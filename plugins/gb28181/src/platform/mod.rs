@@ -6,5 +6,7 @@
 mod call;
 mod talk;
 
-pub use call::{Call, CallError, CallEvent, CallParams};
+pub use call::{
+    CONTROL_TIMEOUT, Call, CallError, CallEvent, CallParams, ControlError, send_control,
+};
 pub use talk::{SAMPLES_PER_PACKET, Talk, TalkParams};
