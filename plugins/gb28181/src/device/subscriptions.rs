@@ -132,9 +132,16 @@ impl DeviceAgent {
             // The initial NOTIFY (RFC 6665 §4.2.1): what there is now.
             match event {
                 "Catalog" => {
-                    let mut item = self.catalog_item();
-                    item.event = "ADD".into();
-                    self.notify_catalog(&[item]);
+                    let (mut items, page) = match &self.channels {
+                        Some(c) => (self.shared_catalog(c), c.catalog_page),
+                        None => (vec![self.catalog_item()], 1),
+                    };
+                    for i in &mut items {
+                        i.event = "ADD".into();
+                    }
+                    for p in super::catalog_pages(&items, page) {
+                        self.notify_catalog(p);
+                    }
                 }
                 "MobilePosition" => self.report_position(),
                 _ => {}
