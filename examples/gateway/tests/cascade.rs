@@ -15,9 +15,11 @@ mod common;
 use common::*;
 
 use gst::prelude::*;
+use gst_ipcam_gateway::auth::{Action, UserConfig, basic_value};
 use gst_ipcam_gateway::cascade::CascadeConfig;
 use gst_ipcam_gateway::config::Config;
 use gst_ipcam_gateway::gateway::Gateway;
+use gst_ipcam_gateway::http;
 use gst_ipcam_gateway::sim::wait_until;
 use gst_ipcam_testutil::programs::{ffprobe_frames, frames_of};
 use gstgb28181::core::sdp::{MediaTransport, Offer, SessionKind};
@@ -178,6 +180,8 @@ struct FakeUpper {
     /// Where the gateway's agent sends from (learnt from its REGISTER).
     agent: Arc<std::sync::Mutex<Option<SocketAddr>>>,
     responses: mpsc::Receiver<Message>,
+    /// BYEs the gateway sent.
+    byes: mpsc::Receiver<Message>,
     catalogs: Arc<AtomicUsize>,
 }
 
@@ -187,6 +191,7 @@ impl FakeUpper {
         let agent = Arc::new(std::sync::Mutex::new(None));
         let catalogs = Arc::new(AtomicUsize::new(0));
         let (tx, responses) = mpsc::channel();
+        let (bye_tx, byes) = mpsc::channel();
         let (s, a, c) = (socket.clone(), agent.clone(), catalogs.clone());
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65_536];
@@ -206,6 +211,9 @@ impl FakeUpper {
                 if m.method() == Some("REGISTER") {
                     *a.lock().unwrap() = Some(from);
                 }
+                if m.method() == Some("BYE") {
+                    let _ = bye_tx.send(m.clone());
+                }
                 if String::from_utf8_lossy(&m.body).contains("<CmdType>Catalog</CmdType>") {
                     c.fetch_add(1, Ordering::SeqCst);
                 }
@@ -222,6 +230,7 @@ impl FakeUpper {
             socket,
             agent,
             responses,
+            byes,
             catalogs,
         }
     }
@@ -310,7 +319,10 @@ fn hostile_invites_are_refused_and_the_gateway_keeps_serving() {
     let _serial = gst_ipcam_testutil::programs::serial();
     gst_ipcam_gateway::gateway::init().unwrap();
     let up = FakeUpper::start();
+    let mut users = loopback_config("127.0.0.1").users;
+    users.push(UserConfig::with_password(ADMIN.0, ADMIN.1, &[(Action::Api, "")]).unwrap());
     let cfg = Config {
+        users,
         cascade: vec![CascadeConfig {
             password: String::new(),
             max_sessions: 1,
@@ -357,63 +369,88 @@ fn hostile_invites_are_refused_and_the_gateway_keeps_serving() {
         n
     };
     assert!(rtp_count(20) >= 20, "PS over RTP reaches the upper");
+    let state = api_cascade(&gw);
+    assert_eq!(state[0]["registered"], true, "{state}");
+    assert_eq!(state[0]["sessions"][0]["channel"], CAM, "{state}");
+    assert!(
+        state[0]["sessions"][0]["packets"].as_u64().unwrap() > 0,
+        "{state}"
+    );
+    assert!(state[0].get("password").is_none(), "{state}");
 
-    let cases: Vec<(&str, String, String, u16)> = vec![
+    // (what, channel, media address, media port, SSRC, status expected)
+    let cases: [(&str, String, &str, u16, &str, u16); 11] = [
         (
             "unshared channel",
             "34020000001320009999".into(),
-            good.clone(),
+            "127.0.0.1",
+            mport,
+            "0200000001",
             404,
         ),
-        ("malformed channel", "a.b/c".into(), good.clone(), 404),
-        ("overlong channel", "1".repeat(100), good.clone(), 404),
         (
-            "broadcast media address",
+            "malformed channel",
+            "a.b/c".into(),
+            "127.0.0.1",
+            mport,
+            "0200000001",
+            404,
+        ),
+        (
+            "overlong channel",
+            "1".repeat(100),
+            "127.0.0.1",
+            mport,
+            "0200000001",
+            404,
+        ),
+        (
+            "broadcast address",
             CAM.into(),
-            offer("255.255.255.255", mport, "0200000001"),
+            "255.255.255.255",
+            mport,
+            "0200000001",
             488,
         ),
         (
-            "unspecified media address",
+            "unspecified address",
             CAM.into(),
-            offer("0.0.0.0", mport, "0200000001"),
+            "0.0.0.0",
+            mport,
+            "0200000001",
             488,
         ),
         (
-            "multicast media address",
+            "multicast address",
             CAM.into(),
-            offer("239.1.2.3", mport, "0200000001"),
+            "239.1.2.3",
+            mport,
+            "0200000001",
             488,
         ),
         (
-            "privileged media port",
+            "privileged port",
             CAM.into(),
-            offer("127.0.0.1", 7, "0200000001"),
+            "127.0.0.1",
+            7,
+            "0200000001",
             488,
         ),
+        ("port 0", CAM.into(), "127.0.0.1", 0, "0200000001", 488),
+        ("other family", CAM.into(), "::1", mport, "0200000001", 488),
+        ("bad SSRC", CAM.into(), "127.0.0.1", mport, "12;DROP", 488),
         (
-            "port 0",
+            "one session too many",
             CAM.into(),
-            offer("127.0.0.1", 0, "0200000001"),
-            488,
+            "127.0.0.1",
+            mport,
+            "0200000001",
+            486,
         ),
-        (
-            "other family",
-            CAM.into(),
-            offer("::1", mport, "0200000001"),
-            488,
-        ),
-        (
-            "bad SSRC",
-            CAM.into(),
-            offer("127.0.0.1", mport, "12;DROP"),
-            488,
-        ),
-        ("one session too many", CAM.into(), good.clone(), 486),
     ];
-    for (i, (what, channel, sdp, status)) in cases.iter().enumerate() {
+    for (i, (what, channel, ip, port, ssrc, status)) in cases.iter().enumerate() {
         let cid = format!("attack-{i}");
-        send(&invite(channel, agent, &cid, sdp));
+        send(&invite(channel, agent, &cid, &offer(ip, *port, ssrc)));
         assert_eq!(up.final_response(&cid).status(), Some(*status), "{what}");
     }
     // A stranger (another address) may not INVITE, nor query.
@@ -459,11 +496,71 @@ fn hostile_invites_are_refused_and_the_gateway_keeps_serving() {
             > before),
         "the Catalog is answered"
     );
+    let state = api_cascade(&gw);
+    assert_eq!(
+        state[0]["refused"], 12,
+        "11 INVITEs and the stranger's: {state}"
+    );
+    let metrics = metrics_text(&gw);
+    assert!(
+        metrics.contains("gateway_cascade_registered{upper=\"34020000002000000001\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("gateway_cascade_sessions{upper=\"34020000002000000001\"} 1"));
     // The upper hangs up: the camera is released.
     send(&ack_or_bye("BYE", &ok, agent, 2));
     assert!(
         wait_until(Duration::from_secs(10), || !gw.cameras()[0].is_streaming()),
         "the camera session ended after the upper's BYE"
     );
+    // A new session; then the camera goes away: the gateway hangs up on the upper.
+    send(&invite(CAM, agent, "good-2", &good));
+    let ok = up.final_response("good-2");
+    assert_eq!(ok.status(), Some(200));
+    send(&ack_or_bye("ACK", &ok, agent, 1));
+    assert!(rtp_count(20) >= 20, "the second session streams");
+    gw.cameras()[0].stop();
+    let bye = up
+        .byes
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the gateway sends BYE when the camera is gone");
+    assert_eq!(bye.call_id(), Some("good-2"));
+    assert!(
+        wait_until(Duration::from_secs(5), || api_cascade(&gw)[0]["sessions"]
+            .as_array()
+            .is_some_and(|s| s.is_empty())),
+        "no session left"
+    );
     gw.stop();
+}
+
+const ADMIN: (&str, &str) = ("admin", "admin-pw");
+
+/// `GET /v1/cascade` as the admin.
+fn api_cascade(gw: &Gateway) -> serde_json::Value {
+    serde_json::from_slice(&get_as(gw, ADMIN, "/v1/cascade")).unwrap()
+}
+
+/// `/metrics` as the reader.
+fn metrics_text(gw: &Gateway) -> String {
+    String::from_utf8_lossy(&get_as(gw, READER, "/metrics")).into_owned()
+}
+
+/// The body of `path` on the API/metrics listener as `user` (200 expected).
+fn get_as(gw: &Gateway, user: (&str, &str), path: &str) -> Vec<u8> {
+    let auth = basic_value(user.0, user.1);
+    let r = http::request(
+        None,
+        gw.metrics_addr().unwrap(),
+        path,
+        &[("Authorization", &auth)],
+    )
+    .expect("the HTTP listener answers");
+    assert_eq!(
+        r.status,
+        200,
+        "{path}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    r.body
 }
