@@ -6,7 +6,8 @@
 //!   the PS through `psdemux ! h264parse`; its BYE releases the gateway's ingest (the camera
 //!   gets BYE).
 //! - Gateway above gateway: gateway A cascades to gateway B; B lists A as a device, mounts
-//!   the camera's channel from A's Catalog and an RTSP reader of B gets pictures (ffprobe).
+//!   the camera's channel from A's Catalog and an RTSP reader of B gets pictures (ffprobe);
+//!   B's Catalog subscription is told of the channel's coming (ADD) and going (DEL).
 //! - Attacks from a hand-written upper platform (a UDP socket of the test): unshared and
 //!   malformed channel IDs, hostile SDP, an INVITE from a stranger's address, one session
 //!   too many; each refused while the session that was admitted keeps streaming.
@@ -135,7 +136,10 @@ fn gateway_above_gateway_serves_rtsp() {
     let _serial = gst_ipcam_testutil::programs::serial();
     gst_ipcam_gateway::gateway::init().unwrap();
     // B: SIP over TCP (A's cameras use the UDP endpoint on port 0), no camera of its own.
+    let mut users = loopback_config("127.0.0.1").users;
+    users.push(UserConfig::with_password(ADMIN.0, ADMIN.1, &[(Action::Api, "")]).unwrap());
     let b_cfg = Config {
+        users,
         sip_transport: "tcp".into(),
         password: UPPER_PW.into(),
         ..loopback_config("127.0.0.1")
@@ -169,6 +173,26 @@ fn gateway_above_gateway_serves_rtsp() {
     let probed = ffprobe_frames(&["-rtsp_transport", "tcp", "-read_intervals", "%+3"], &url);
     let n = frames_of(&probed, "h264");
     assert!(n >= 10, "frames read from B: {probed:?}");
+    // B subscribed to A's Catalog when A registered: A NOTIFYs what changes (its camera
+    // mounted, then gone).
+    let change = |event: &str| {
+        let v: serde_json::Value =
+            serde_json::from_slice(&get_as(&b, ADMIN, &format!("/v1/devices/{GW_ID}/events")))
+                .unwrap();
+        v["catalog_changes"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|i| i["channel_id"] == CAM && i["event"] == event)
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || change("ADD")),
+        "B is told the camera's channel was added"
+    );
+    a.cameras()[0].stop();
+    assert!(
+        wait_until(Duration::from_secs(15), || change("DEL")),
+        "B is told the camera's channel is gone"
+    );
     a.stop();
     b.stop();
 }

@@ -15,10 +15,13 @@ use super::media::send_rtp;
 use super::*;
 use crate::core::id;
 use crate::core::registrar::user_of;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 /// Most catalog items answered (a directory listing more is cut).
 pub const MAX_CATALOG_ITEMS: usize = 100_000;
+/// How often a Catalog subscriber's view is compared with the shared channels.
+pub const CATALOG_CHECK_MS: u64 = 2000;
 
 /// What the device shares, asked at each query and INVITE.
 pub trait ChannelDirectory: Send + Sync {
@@ -46,6 +49,44 @@ pub(super) struct ChannelCall {
     dialog: Dialog,
     /// Our 200 until the ACK comes (None once acknowledged).
     ok: Option<OkRetransmit>,
+}
+
+/// What a Catalog subscriber was last told: channel → status; when to look again.
+#[derive(Default)]
+pub(super) struct CatalogWatch {
+    seen: Option<HashMap<String, String>>,
+    next_at: u64,
+}
+
+/// The Catalog NOTIFY items telling a subscriber who saw `old` (channel → status) about
+/// `new`: ADD for a new channel, DEL for one gone, ON / OFF for a status change. Pure.
+pub fn catalog_changes(old: &HashMap<String, String>, new: &[CatalogItem]) -> Vec<CatalogItem> {
+    let mut out = Vec::new();
+    for i in new {
+        let event = match old.get(&i.device_id) {
+            None => "ADD",
+            Some(s) if !s.eq_ignore_ascii_case(&i.status) => {
+                if i.status.eq_ignore_ascii_case("ON") {
+                    "ON"
+                } else {
+                    "OFF"
+                }
+            }
+            Some(_) => continue,
+        };
+        let mut i = i.clone();
+        i.event = event.into();
+        out.push(i);
+    }
+    let now: HashSet<&str> = new.iter().map(|i| i.device_id.as_str()).collect();
+    let mut gone: Vec<&String> = old.keys().filter(|k| !now.contains(k.as_str())).collect();
+    gone.sort();
+    out.extend(gone.into_iter().map(|id| CatalogItem {
+        device_id: id.clone(),
+        event: "DEL".into(),
+        ..Default::default()
+    }));
+    out
 }
 
 /// Where media for an upper platform may go: `target`'s address must be unicast, of the
@@ -117,6 +158,46 @@ impl DeviceAgent {
             i.parent_id = self.config.device_id.clone();
         }
         items
+    }
+
+    /// The shared channels as a Catalog subscriber now knows them.
+    pub(super) fn remember_catalog(&self, items: &[CatalogItem]) {
+        lock(&self.catalog_watch).seen = Some(
+            items
+                .iter()
+                .map(|i| (i.device_id.clone(), i.status.clone()))
+                .collect(),
+        );
+    }
+
+    /// Every [`CATALOG_CHECK_MS`]: a Catalog subscriber is told what changed (channels
+    /// mounted or gone, cameras on or off line) in NOTIFYs of `catalog_page` items.
+    pub(super) fn tick_catalog(&self, now: u64) {
+        let Some(c) = &self.channels else { return };
+        {
+            let mut w = lock(&self.catalog_watch);
+            if now < w.next_at {
+                return;
+            }
+            w.next_at = now + CATALOG_CHECK_MS;
+        }
+        if !self.is_subscribed("Catalog") {
+            lock(&self.catalog_watch).seen = None;
+            return;
+        }
+        let items = self.shared_catalog(c);
+        let changes = match &lock(&self.catalog_watch).seen {
+            Some(old) => catalog_changes(old, &items),
+            None => Vec::new(),
+        };
+        self.remember_catalog(&items);
+        for page in changes.chunks(c.catalog_page.max(1)) {
+            let mut page = page.to_vec();
+            for i in &mut page {
+                i.parent_id = self.config.device_id.clone();
+            }
+            self.notify_catalog(&page);
+        }
     }
 
     /// Answers a Catalog query with every shared channel, `catalog_page` items a MESSAGE.
@@ -387,6 +468,46 @@ mod tests {
         // A v4-mapped signalling address is IPv4.
         let mapped = a("[::ffff:127.0.0.1]:5060");
         assert!(check_media_target(Some(a("127.0.0.1:30000")), mapped, true).is_ok());
+    }
+
+    #[test]
+    fn changes_for_a_subscriber() {
+        let item = |id: &str, status: &str| CatalogItem {
+            device_id: id.into(),
+            status: status.into(),
+            ..Default::default()
+        };
+        let old: HashMap<String, String> = [("a", "ON"), ("b", "ON"), ("c", "OFF"), ("d", "ON")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let new = [
+            item("a", "ON"),
+            item("b", "OFF"),
+            item("c", "ON"),
+            item("e", "ON"),
+        ];
+        let got: Vec<(String, String)> = catalog_changes(&old, &new)
+            .into_iter()
+            .map(|i| (i.device_id, i.event))
+            .collect();
+        let want: Vec<(String, String)> = [("b", "OFF"), ("c", "ON"), ("e", "ADD"), ("d", "DEL")]
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(got, want);
+        assert!(
+            catalog_changes(
+                &old,
+                &[
+                    item("a", "ON"),
+                    item("b", "ON"),
+                    item("c", "OFF"),
+                    item("d", "ON")
+                ]
+            )
+            .is_empty()
+        );
     }
 
     #[test]

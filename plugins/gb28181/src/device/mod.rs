@@ -31,7 +31,8 @@ mod subscriptions;
 mod talk;
 
 pub use channels::{
-    ChannelDirectory, Channels, MAX_CATALOG_ITEMS, catalog_pages, check_media_target, is_ssrc,
+    CATALOG_CHECK_MS, ChannelDirectory, Channels, MAX_CATALOG_ITEMS, catalog_changes,
+    catalog_pages, check_media_target, is_ssrc,
 };
 use gst_ipcam_common::sync::lock;
 use invite::no_dialog;
@@ -226,6 +227,7 @@ pub struct DeviceAgent {
     /// Many-channel mode (a lower platform): what it shares, and its calls.
     channels: Option<Channels>,
     calls: Mutex<Vec<channels::ChannelCall>>,
+    catalog_watch: Mutex<channels::CatalogWatch>,
 }
 
 fn other(s: &str) -> io::Error {
@@ -298,6 +300,7 @@ impl DeviceAgent {
             thread: Mutex::new(None),
             channels,
             calls: Mutex::new(Vec::new()),
+            catalog_watch: Mutex::new(Default::default()),
         });
         let a = agent.clone();
         let t = std::thread::Builder::new()
@@ -468,6 +471,7 @@ impl DeviceAgent {
             self.tick_subscriptions(now_ms());
             self.tick_talk(now_ms());
             self.tick_calls(now_ms());
+            self.tick_catalog(now_ms());
         }
     }
 
@@ -582,6 +586,7 @@ impl DeviceAgent {
             self.tick_subscriptions(now_ms());
             self.tick_talk(now_ms());
             self.tick_calls(now_ms());
+            self.tick_catalog(now_ms());
         }
     }
 

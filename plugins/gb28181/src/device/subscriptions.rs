@@ -133,7 +133,11 @@ impl DeviceAgent {
             match event {
                 "Catalog" => {
                     let (mut items, page) = match &self.channels {
-                        Some(c) => (self.shared_catalog(c), c.catalog_page),
+                        Some(c) => {
+                            let items = self.shared_catalog(c);
+                            self.remember_catalog(&items);
+                            (items, c.catalog_page)
+                        }
                         None => (vec![self.catalog_item()], 1),
                     };
                     for i in &mut items {
@@ -230,6 +234,11 @@ impl DeviceAgent {
                 .collect();
         }
         self.send(&self.new_message(&notify::build_alarm_notify(&a)))
+    }
+
+    /// Whether the platform is subscribed to `event` now.
+    pub(super) fn is_subscribed(&self, event: &str) -> bool {
+        lock(&self.subs).subs.iter().any(|s| s.event == event)
     }
 
     /// The platform's current subscriptions: (event package, ms until they expire).
