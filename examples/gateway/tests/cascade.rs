@@ -306,17 +306,24 @@ fn invite(channel: &str, to: SocketAddr, call_id: &str, sdp: &str) -> Message {
     m
 }
 
+/// An SDP offer to `ip`:`port`; a history SSRC (first digit 1) makes it a Playback of the
+/// last hour.
 fn offer(ip: &str, port: u16, ssrc: &str) -> String {
+    let playback = ssrc.starts_with('1');
     Offer {
-        kind: SessionKind::Play,
+        kind: if playback {
+            SessionKind::Playback
+        } else {
+            SessionKind::Play
+        },
         origin_id: "34020000002000000001".into(),
         ip: ip.into(),
         port,
         transport: MediaTransport::Udp,
         ssrc: ssrc.into(),
-        channel_id: String::new(),
-        start: 0,
-        end: 0,
+        channel_id: if playback { CAM.into() } else { String::new() },
+        start: if playback { 1_700_000_000 } else { 0 },
+        end: if playback { 1_700_003_600 } else { 0 },
         download_speed: None,
         format: None,
     }
@@ -403,7 +410,7 @@ fn hostile_invites_are_refused_and_the_gateway_keeps_serving() {
     assert!(state[0].get("password").is_none(), "{state}");
 
     // (what, channel, media address, media port, SSRC, status expected)
-    let cases: [(&str, String, &str, u16, &str, u16); 11] = [
+    let cases: [(&str, String, &str, u16, &str, u16); 12] = [
         (
             "unshared channel",
             "34020000001320009999".into(),
@@ -464,6 +471,14 @@ fn hostile_invites_are_refused_and_the_gateway_keeps_serving() {
         ("other family", CAM.into(), "::1", mport, "0200000001", 488),
         ("bad SSRC", CAM.into(), "127.0.0.1", mport, "12;DROP", 488),
         (
+            "playback",
+            CAM.into(),
+            "127.0.0.1",
+            mport,
+            "1200000001",
+            488,
+        ),
+        (
             "one session too many",
             CAM.into(),
             "127.0.0.1",
@@ -522,8 +537,8 @@ fn hostile_invites_are_refused_and_the_gateway_keeps_serving() {
     );
     let state = api_cascade(&gw);
     assert_eq!(
-        state[0]["refused"], 12,
-        "11 INVITEs and the stranger's: {state}"
+        state[0]["refused"], 13,
+        "12 INVITEs and the stranger's: {state}"
     );
     let metrics = metrics_text(&gw);
     assert!(

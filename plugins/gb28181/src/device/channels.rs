@@ -7,7 +7,8 @@
 //! The upper platform is trusted only as far as this: requests must come from its address
 //! (the server we register with; anything else gets 403); the channel must be one the
 //! directory shares (404); the media target of its SDP must be a unicast address of the
-//! family it signals from with a non-privileged port, and the SSRC 10 digits (488); at most
+//! family it signals from with a non-privileged port, the SSRC 10 digits and the session a
+//! live view (`s=Play`; playback and download are not forwarded: 488); at most
 //! [`Channels::max_sessions`] calls run (486).
 
 use super::invite::Answered;
@@ -243,6 +244,17 @@ impl DeviceAgent {
             Ok(o) => o,
             Err(e) => return refuse(488, "Not Acceptable Here", format!("SDP: {e:?}")),
         };
+        // Live view only: a recording asked of a lower platform is not served as live.
+        if !offer.session_name.eq_ignore_ascii_case("Play") {
+            return refuse(
+                488,
+                "Not Acceptable Here",
+                format!(
+                    "session {:?}: only Play",
+                    id::printable(&offer.session_name)
+                ),
+            );
+        }
         let port_used = offer.transport() != MediaTransport::TcpActive;
         if let Err(e) = check_media_target(offer.media_addr(), from, port_used) {
             return refuse(488, "Not Acceptable Here", e);
