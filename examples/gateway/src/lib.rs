@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cascade;
 pub mod cli;
 pub mod config;
 pub mod factory;

@@ -321,6 +321,7 @@ fn openapi_router() -> OpenApiRouter<Api> {
         .routes(routes!(recordings::fetch_recording))
         .routes(routes!(config::get_config))
         .routes(routes!(config::reload_config))
+        .routes(routes!(crate::cascade::api::list_uppers))
 }
 
 /// The generated OpenAPI document (also what `/v1/openapi.json` serves).

@@ -177,6 +177,13 @@ pub struct Config {
     /// Camera media only with the SSRC the camera answered, from one address (off: by
     /// dialog, what cameras need: another SSRC from the camera's own IP is taken and said).
     pub strict_ssrc: bool,
+    /// Upper platforms the gateway registers with as a lower platform (GB28181 cascade,
+    /// `[[cascade]]` tables of the file only; none: no cascade).
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::cascade::settings::uppers"
+    )]
+    pub cascade: Vec<crate::cascade::CascadeConfig>,
 }
 
 impl Default for Config {
@@ -241,6 +248,7 @@ impl Default for Config {
             subscription_expires_s: 3600,
             strict_ssrc: false,
             max_playbacks: 16,
+            cascade: Vec::new(),
         }
     }
 }

@@ -256,6 +256,16 @@ impl Control {
         }
     }
 
+    /// The upper platforms of the cascade and their state.
+    pub fn cascade(&self) -> Result<Vec<crate::cascade::api::UpperView>, Gone> {
+        Ok(self
+            .sh()?
+            .cascade
+            .get()
+            .map(|c| c.state())
+            .unwrap_or_default())
+    }
+
     /// Mounted channels and their devices, by channel ID.
     pub fn channels(&self) -> Result<Vec<(String, String)>, Gone> {
         let sh = self.sh()?;

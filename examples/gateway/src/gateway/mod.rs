@@ -114,6 +114,8 @@ struct Shared {
     playbacks: Mutex<playback::Playbacks>,
     /// Multicast groups for RTSP readers (`multicast_ip_range`/`multicast_ipv6_range`).
     multicast_pool: Option<gst_rtsp_server::RTSPAddressPool>,
+    /// The upper platforms the gateway registers with (set once at start).
+    cascade: std::sync::OnceLock<crate::cascade::Cascade>,
 }
 
 /// The running gateway.
@@ -327,6 +329,7 @@ impl Gateway {
             }),
             reload: Mutex::new(control::Reload::new(as_given)),
             playbacks: Mutex::new(Default::default()),
+            cascade: std::sync::OnceLock::new(),
         });
 
         // Per-client byte counts start when the client's PLAY is answered.
@@ -377,12 +380,25 @@ impl Gateway {
         let auth = http_authorize(shared.rtsp_guard.users().clone());
         let weak = Arc::downgrade(&shared);
         let control = Control::new(&shared);
+        if !cfg.cascade.is_empty() {
+            let hooks = Arc::new(Hooks {
+                shared: Arc::downgrade(&shared),
+            });
+            let cascade = crate::cascade::Cascade::start(
+                &cfg.cascade,
+                &cfg.sip_address,
+                control.clone(),
+                hooks,
+            );
+            let _ = shared.cascade.set(cascade);
+        }
         let api_control = control.clone();
         let render: http::routes::Render = Arc::new(move || {
             weak.upgrade().map(|sh| {
                 metrics::render(&snapshot(&sh))
                     + &api_control.api_requests().render()
                     + &playback::render(&sh)
+                    + &sh.cascade.get().map(|c| c.render()).unwrap_or_default()
             })
         });
         let metrics_server = metrics_listener.serve(
@@ -637,6 +653,10 @@ impl Gateway {
             o.stop();
         }
         drop(outputs);
+        // BYE to the upper platforms' sessions, unregister from them.
+        if let Some(c) = self.shared.cascade.get() {
+            c.stop();
+        }
         playback::stop_all(&self.shared);
         // Disconnect every client: shared medias get unprepared (gb28181src stops: BYE).
         let _ = self

@@ -89,6 +89,8 @@ struct Pending {
 pub struct RegisterClient {
     pub config: RegisterClientConfig,
     pub state: ClientState,
+    /// When the latest keepalive was answered with 2xx.
+    pub last_keepalive_ok_ms: Option<u64>,
     call_id: String,
     from_tag: String,
     cseq: u32,
@@ -123,6 +125,7 @@ impl RegisterClient {
             retry_at: None,
             keepalive_failures: 0,
             keepalive_sn: 0,
+            last_keepalive_ok_ms: None,
             register_failures: 0,
         }
     }
@@ -267,6 +270,7 @@ impl RegisterClient {
             // Keepalive answer.
             if (200..300).contains(&status) {
                 self.keepalive_failures = 0;
+                self.last_keepalive_ok_ms = Some(now);
                 return Vec::new();
             }
             // Refused: the platform doesn't know us (any more). Register again at once.

@@ -48,6 +48,10 @@ impl DeviceAgent {
     pub(super) fn handle_manscdp(&self, m: &Message) {
         let c = &self.config;
         let body = match Manscdp::parse(&m.body) {
+            Ok(Manscdp::CatalogQuery { sn, .. }) if let Some(ch) = &self.channels => {
+                self.send_catalog(ch, sn);
+                return;
+            }
             Ok(Manscdp::CatalogQuery { sn, .. }) => {
                 let item = self.catalog_item();
                 manscdp::build_catalog_response(sn, &c.device_id, 1, &[item])
@@ -59,9 +63,17 @@ impl DeviceAgent {
                     result: "OK".into(),
                     device_name: c.device_name.clone(),
                     manufacturer: "gst-ipcam".into(),
-                    model: "gb28181sink".into(),
+                    model: if self.channels.is_some() {
+                        "gst-ipcam platform"
+                    } else {
+                        "gb28181sink"
+                    }
+                    .into(),
                     firmware: env!("CARGO_PKG_VERSION").into(),
-                    channel: Some(1),
+                    channel: Some(match &self.channels {
+                        Some(ch) => self.shared_catalog(ch).len() as u32,
+                        None => 1,
+                    }),
                 },
             ),
             Ok(Manscdp::DeviceStatusQuery { sn, .. }) => {

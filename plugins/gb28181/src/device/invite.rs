@@ -78,6 +78,39 @@ impl DeviceAgent {
             .clone()
             .or_else(|| m.header("subject").and_then(Subject::parse).map(|s| s.ssrc))
             .unwrap_or_else(|| "0000000001".into());
+        let Some(Answered {
+            session,
+            dialog,
+            ok,
+        }) = self.answer(m, &offer, &self.config.channel_id, &ssrc_str, from)
+        else {
+            reply(Message::response_to(m, 488, "Not Acceptable Here", None));
+            return;
+        };
+        // A new INVITE replaces the current session.
+        if let Some(old) = lock(&self.session).take() {
+            (self.on_event)(DeviceEvent::SessionStopped {
+                call_id: old.call_id,
+                reason: "replaced".into(),
+            });
+        }
+        *lock(&self.pending) = Some((session, dialog));
+        let now = now_ms();
+        *lock(&self.ok_retransmit) = Some(OkRetransmit::new(m, &ok, from, now));
+        reply(ok);
+    }
+
+    /// Our answer to `offer` (INVITE `m` from `from`) for `channel_id`: the media socket
+    /// (UDP, TCP connected to the platform, or TCP listening for it), the dialog and the 200
+    /// with our SDP. None when the offer cannot be served (no usable address, no socket).
+    pub(super) fn answer(
+        &self,
+        m: &Message,
+        offer: &sdp::SessionDescription,
+        channel_id: &str,
+        ssrc_str: &str,
+        from: SocketAddr,
+    ) -> Option<Answered> {
         let ssrc: u32 = ssrc_str.parse().unwrap_or(1);
         let dest = offer.media_addr();
         // Media from our SIP address, or (another family, or a wildcard) from the address
@@ -113,30 +146,23 @@ impl DeviceAgent {
                     .ok()
                     .map(MediaOut::Listening)
             }
-        };
-        let Some(out) = out else {
-            reply(Message::response_to(m, 488, "Not Acceptable Here", None));
-            return;
-        };
+        }?;
         let media_addr = match &out {
             MediaOut::Udp(s, _) => s.local_addr(),
             MediaOut::Tcp(s) => s.local_addr(),
             MediaOut::Listening(l) => l.local_addr(),
-        };
-        let Ok(media_addr) = media_addr else {
-            reply(Message::response_to(m, 488, "Not Acceptable Here", None));
-            return;
-        };
+        }
+        .ok()?;
         let answer = sdp::build_answer(
-            &offer,
-            &self.config.channel_id,
+            offer,
+            channel_id,
             &addr::canonical(media_addr).ip().to_string(),
             media_addr.port(),
-            &ssrc_str,
+            ssrc_str,
         );
         let tag = random::tag();
         let mut ok = Message::response_to(m, 200, "OK", Some(&tag));
-        ok.add_header("Contact", self.contact(&self.config.channel_id));
+        ok.add_header("Contact", self.contact(channel_id));
         ok.set_body("APPLICATION/SDP", answer.into_bytes());
         let call_id = m.call_id().unwrap_or_default().to_string();
         let dialog = Dialog {
@@ -155,43 +181,26 @@ impl DeviceAgent {
                 .unwrap_or_else(|| format!("sip:{}@{}", self.config.server_id, from)),
             cseq: 0,
         };
-        // A new INVITE replaces the current session.
-        if let Some(old) = lock(&self.session).take() {
-            (self.on_event)(DeviceEvent::SessionStopped {
-                call_id: old.call_id,
-                reason: "replaced".into(),
-            });
-        }
-        *lock(&self.pending) = Some((
-            MediaSession {
-                call_id,
-                kind: offer.session_name.clone(),
-                out,
-                ssrc,
-                seq: random::u64() as u16,
-                need_gop: true,
-                active: true,
-                file_end_at: (!offer.session_name.eq_ignore_ascii_case("Play")
-                    && offer.end > offer.start)
-                    .then(|| {
-                        now_ms().saturating_add((offer.end - offer.start).saturating_mul(1000))
-                    }),
-                file_ended: false,
-                packets: 0,
-                bytes: 0,
-            },
+        let session = MediaSession {
+            call_id,
+            kind: offer.session_name.clone(),
+            out,
+            ssrc,
+            seq: random::u64() as u16,
+            need_gop: true,
+            active: true,
+            file_end_at: (!offer.session_name.eq_ignore_ascii_case("Play")
+                && offer.end > offer.start)
+                .then(|| now_ms().saturating_add((offer.end - offer.start).saturating_mul(1000))),
+            file_ended: false,
+            packets: 0,
+            bytes: 0,
+        };
+        Some(Answered {
+            session,
             dialog,
-        ));
-        let now = now_ms();
-        *lock(&self.ok_retransmit) = Some(OkRetransmit {
-            call_id: m.call_id().unwrap_or_default().to_string(),
-            bytes: ok.to_bytes(),
-            dest: from,
-            next_at: now + crate::core::transaction::T1_MS,
-            interval: crate::core::transaction::T1_MS,
-            give_up_at: now + 64 * crate::core::transaction::T1_MS,
-        });
-        reply(ok);
+            ok,
+        })
     }
 
     /// The input ended: for a Playback / Download session, tell the platform the "file"
@@ -214,6 +223,27 @@ impl DeviceAgent {
             .add_header("CSeq", format!("{} {method}", d.cseq))
             .add_header("Max-Forwards", "70");
         m
+    }
+}
+
+/// What [`DeviceAgent::answer`] makes of an INVITE.
+pub(super) struct Answered {
+    pub(super) session: MediaSession,
+    pub(super) dialog: Dialog,
+    pub(super) ok: Message,
+}
+
+impl OkRetransmit {
+    /// Our 200 `ok` to INVITE `m` from `dest`, re-sent from `now` on until the ACK.
+    pub(super) fn new(m: &Message, ok: &Message, dest: SocketAddr, now: u64) -> OkRetransmit {
+        OkRetransmit {
+            call_id: m.call_id().unwrap_or_default().to_string(),
+            bytes: ok.to_bytes(),
+            dest,
+            next_at: now + crate::core::transaction::T1_MS,
+            interval: crate::core::transaction::T1_MS,
+            give_up_at: now + 64 * crate::core::transaction::T1_MS,
+        }
     }
 }
 

@@ -42,16 +42,8 @@ impl DeviceAgent {
             self.end_of_media();
             return;
         }
-        if let MediaOut::Listening(l) = &s.out {
-            match l.accept() {
-                Ok((t, _)) => {
-                    let _ = t.set_nonblocking(false);
-                    let _ = t.set_write_timeout(Some(Duration::from_secs(2)));
-                    let _ = t.set_nodelay(true);
-                    s.out = MediaOut::Tcp(t);
-                }
-                Err(_) => return,
-            }
+        if !s.out.accept_if_listening() {
+            return;
         }
         let res = if s.need_gop {
             s.need_gop = false;
@@ -124,6 +116,48 @@ pub(super) enum MediaOut {
     Tcp(TcpStream),
     /// Waiting for the platform to connect (TCP active on the platform's side).
     Listening(TcpListener),
+}
+
+impl MediaOut {
+    /// Whether media can go out: while listening, takes the platform's connection if it has
+    /// come (without waiting).
+    pub(super) fn accept_if_listening(&mut self) -> bool {
+        let MediaOut::Listening(l) = self else {
+            return true;
+        };
+        match l.accept() {
+            Ok((t, _)) => {
+                let _ = t.set_nonblocking(false);
+                let _ = t.set_write_timeout(Some(Duration::from_secs(2)));
+                let _ = t.set_nodelay(true);
+                *self = MediaOut::Tcp(t);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl MediaSession {
+    /// The event telling that this session (for `channel`) started.
+    pub(super) fn started_event(&self, channel: &str) -> DeviceEvent {
+        DeviceEvent::SessionStarted {
+            call_id: self.call_id.clone(),
+            channel: channel.to_string(),
+            kind: self.kind.clone(),
+            transport: match self.out {
+                MediaOut::Udp(..) => MediaTransport::Udp,
+                MediaOut::Tcp(_) => MediaTransport::TcpPassive,
+                MediaOut::Listening(_) => MediaTransport::TcpActive,
+            },
+            dest: match &self.out {
+                MediaOut::Udp(_, a) => a.to_string(),
+                MediaOut::Tcp(t) => t.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+                MediaOut::Listening(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            },
+            ssrc: self.ssrc,
+        }
+    }
 }
 
 pub struct MediaSession {

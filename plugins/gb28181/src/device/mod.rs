@@ -23,12 +23,17 @@
 //! bounded by [`MAX_GOP_BYTES`] and [`MAX_GOP_FRAMES`].
 
 mod answers;
+mod channels;
 mod invite;
 mod media;
 mod records;
 mod subscriptions;
 mod talk;
 
+pub use channels::{
+    CATALOG_CHECK_MS, ChannelDirectory, Channels, MAX_CATALOG_ITEMS, catalog_changes,
+    catalog_pages, check_media_target, is_ssrc,
+};
 use gst_ipcam_common::sync::lock;
 use invite::no_dialog;
 use media::{Gop, MediaOut, MediaSession};
@@ -103,6 +108,8 @@ pub enum DeviceEvent {
     },
     SessionStarted {
         call_id: String,
+        /// The channel asked for (the Request-URI's; for a one-channel device, its channel).
+        channel: String,
         /// `Play`, `Playback` or `Download` (the offer's `s=`).
         kind: String,
         transport: MediaTransport,
@@ -140,6 +147,13 @@ pub enum DeviceEvent {
     TalkStopped {
         call_id: String,
         reason: String,
+    },
+    /// A request was refused with `status` (many-channel mode: a stranger, an unshared or
+    /// malformed channel, a hostile SDP, too many sessions); `why` is printable.
+    Refused {
+        method: String,
+        status: u16,
+        why: String,
     },
 }
 
@@ -211,6 +225,10 @@ pub struct DeviceAgent {
     talk: Mutex<talk::DeviceTalk>,
     on_event: EventFn,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Many-channel mode (a lower platform): what it shares, and its calls.
+    channels: Option<Channels>,
+    calls: Mutex<Vec<channels::ChannelCall>>,
+    catalog_watch: Mutex<channels::CatalogWatch>,
 }
 
 fn other(s: &str) -> io::Error {
@@ -220,6 +238,14 @@ fn other(s: &str) -> io::Error {
 impl DeviceAgent {
     pub fn start(
         config: DeviceConfig,
+        on_event: impl Fn(DeviceEvent) + Send + Sync + 'static,
+    ) -> io::Result<Arc<DeviceAgent>> {
+        Self::start_inner(config, None, on_event)
+    }
+
+    fn start_inner(
+        config: DeviceConfig,
+        channels: Option<Channels>,
         on_event: impl Fn(DeviceEvent) + Send + Sync + 'static,
     ) -> io::Result<Arc<DeviceAgent>> {
         let bind = match addr::parse_ip(&config.local_ip) {
@@ -273,6 +299,9 @@ impl DeviceAgent {
             talk: Mutex::new(talk::DeviceTalk::default()),
             on_event: Box::new(on_event),
             thread: Mutex::new(None),
+            channels,
+            calls: Mutex::new(Vec::new()),
+            catalog_watch: Mutex::new(Default::default()),
         });
         let a = agent.clone();
         let t = std::thread::Builder::new()
@@ -323,6 +352,11 @@ impl DeviceAgent {
         lock(&self.client).state == ClientState::Registered
     }
 
+    /// When (`now_ms` clock) the platform last answered a keepalive.
+    pub fn last_keepalive_ms(&self) -> Option<u64> {
+        lock(&self.client).last_keepalive_ok_ms
+    }
+
     pub fn has_session(&self) -> bool {
         lock(&self.session).is_some()
     }
@@ -330,6 +364,7 @@ impl DeviceAgent {
     /// Ends the session with BYE, unregisters, and stops the thread.
     pub fn stop(&self) {
         self.end_talk("stop");
+        self.hang_up_all();
         if let Some(mut d) = lock(&self.dialog).take() {
             d.cseq += 1;
             let bye = self.in_dialog_request(&d, "BYE");
@@ -436,6 +471,8 @@ impl DeviceAgent {
             self.retransmit_ok(now_ms());
             self.tick_subscriptions(now_ms());
             self.tick_talk(now_ms());
+            self.tick_calls(now_ms());
+            self.tick_catalog(now_ms());
         }
     }
 
@@ -549,6 +586,8 @@ impl DeviceAgent {
             self.retransmit_ok(now_ms());
             self.tick_subscriptions(now_ms());
             self.tick_talk(now_ms());
+            self.tick_calls(now_ms());
+            self.tick_catalog(now_ms());
         }
     }
 
@@ -564,7 +603,28 @@ impl DeviceAgent {
         let reply = |r: Message| {
             let _ = self.send_bytes(&r.to_bytes(), from);
         };
-        match m.method().unwrap_or_default().to_ascii_uppercase().as_str() {
+        let method = m.method().unwrap_or_default().to_ascii_uppercase();
+        if let Some(c) = &self.channels {
+            // A lower platform takes requests from its upper platform only.
+            if !self.is_upper(from) {
+                if method != "ACK" {
+                    reply(Message::response_to(&m, 403, "Forbidden", None));
+                }
+                (self.on_event)(DeviceEvent::Refused {
+                    method,
+                    status: 403,
+                    why: format!("from {from}, not the upper platform"),
+                });
+                return;
+            }
+            match method.as_str() {
+                "INVITE" => return self.handle_channel_invite(c, &m, from),
+                "ACK" if self.channel_ack(&m) => return,
+                "BYE" if self.channel_bye(&m, from) => return,
+                _ => {}
+            }
+        }
+        match method.as_str() {
             "MESSAGE" => {
                 reply(Message::response_to(&m, 200, "OK", Some(&random::tag())));
                 self.handle_manscdp(&m);
@@ -581,25 +641,7 @@ impl DeviceAgent {
                 let p = lock(&self.pending).take();
                 if let Some((s, d)) = p {
                     if Some(s.call_id.as_str()) == m.call_id() {
-                        let ev = DeviceEvent::SessionStarted {
-                            call_id: s.call_id.clone(),
-                            kind: s.kind.clone(),
-                            transport: match s.out {
-                                MediaOut::Udp(..) => MediaTransport::Udp,
-                                MediaOut::Tcp(_) => MediaTransport::TcpPassive,
-                                MediaOut::Listening(_) => MediaTransport::TcpActive,
-                            },
-                            dest: match &s.out {
-                                MediaOut::Udp(_, a) => a.to_string(),
-                                MediaOut::Tcp(t) => {
-                                    t.peer_addr().map(|a| a.to_string()).unwrap_or_default()
-                                }
-                                MediaOut::Listening(l) => {
-                                    l.local_addr().map(|a| a.to_string()).unwrap_or_default()
-                                }
-                            },
-                            ssrc: s.ssrc,
-                        };
+                        let ev = s.started_event(&self.config.channel_id);
                         *lock(&self.session) = Some(s);
                         *lock(&self.dialog) = Some(d);
                         (self.on_event)(ev);

@@ -132,9 +132,20 @@ impl DeviceAgent {
             // The initial NOTIFY (RFC 6665 §4.2.1): what there is now.
             match event {
                 "Catalog" => {
-                    let mut item = self.catalog_item();
-                    item.event = "ADD".into();
-                    self.notify_catalog(&[item]);
+                    let (mut items, page) = match &self.channels {
+                        Some(c) => {
+                            let items = self.shared_catalog(c);
+                            self.remember_catalog(&items);
+                            (items, c.catalog_page)
+                        }
+                        None => (vec![self.catalog_item()], 1),
+                    };
+                    for i in &mut items {
+                        i.event = "ADD".into();
+                    }
+                    for p in super::catalog_pages(&items, page) {
+                        self.notify_catalog(p);
+                    }
                 }
                 "MobilePosition" => self.report_position(),
                 _ => {}
@@ -223,6 +234,11 @@ impl DeviceAgent {
                 .collect();
         }
         self.send(&self.new_message(&notify::build_alarm_notify(&a)))
+    }
+
+    /// Whether the platform is subscribed to `event` now.
+    pub(super) fn is_subscribed(&self, event: &str) -> bool {
+        lock(&self.subs).subs.iter().any(|s| s.event == event)
     }
 
     /// The platform's current subscriptions: (event package, ms until they expire).

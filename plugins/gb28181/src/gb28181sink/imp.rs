@@ -133,12 +133,14 @@ fn event_structure(e: &DeviceEvent) -> gst::Structure {
             .build(),
         DeviceEvent::SessionStarted {
             call_id,
+            channel,
             kind,
             transport,
             dest,
             ssrc,
         } => gst::Structure::builder("gb28181-session-started")
             .field("call-id", call_id)
+            .field("channel", channel)
             .field("kind", kind)
             .field(
                 "transport",
@@ -193,6 +195,15 @@ fn event_structure(e: &DeviceEvent) -> gst::Structure {
                 .field("expires", *expires_s)
                 .build()
         }
+        DeviceEvent::Refused {
+            method,
+            status,
+            why,
+        } => gst::Structure::builder("gb28181-refused")
+            .field("method", method)
+            .field("status", u32::from(*status))
+            .field("reason", why)
+            .build(),
     }
 }
 

@@ -1,0 +1,225 @@
+//! One live session of an upper platform: the channel's ingest (held while it is set up,
+//! started if nobody watched) feeds `appsrc ! h264parse|h265parse ! psmux ! appsink`; each
+//! PS frame goes to the agent, which sends it as RTP to the upper platform. The viewer
+//! subscription starts with the ingest's cached GOP, so the upper decodes at once.
+//!
+//! It ends when the upper hangs up ([`Handle::stop`]), the media cannot be sent, or the
+//! camera session ends or changes codec (channel unmounted, camera gone): then the gateway
+//! sends BYE to the upper. Either way the subscription is dropped and the ingest released
+//! (the camera gets BYE when nobody else watches).
+
+use super::{Upper, WeakUpper};
+use crate::ingest::{Ingest, Kind};
+use gst::prelude::*;
+use gst_ipcam_common::sync::lock;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a session waits for the camera's streams.
+const STREAM_WAIT: Duration = Duration::from_secs(15);
+/// How often a running session looks at its ingest (the stop signal wakes it at once).
+const WATCH: Duration = Duration::from_millis(250);
+
+pub(super) struct Handle {
+    pub(super) channel: String,
+    pub(super) started: Instant,
+    stop: Mutex<Sender<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Handle {
+    /// Asks the session to end (it does at once, from its own thread).
+    pub(super) fn stop(&self) {
+        let _ = lock(&self.stop).send(());
+    }
+
+    /// Ends the session and waits for it.
+    pub(super) fn stop_and_join(self) {
+        self.stop();
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts serving call `call_id` (acknowledged) with `channel`.
+pub(super) fn start(upper: &Arc<Upper>, call_id: String, channel: String) {
+    let (tx, rx) = mpsc::channel();
+    let weak = Arc::downgrade(upper);
+    let (id, ch) = (call_id.clone(), channel.clone());
+    let handle = Handle {
+        channel,
+        started: Instant::now(),
+        stop: Mutex::new(tx.clone()),
+        thread: Mutex::new(None),
+    };
+    // Registered before the thread runs, so that a BYE coming at once finds it.
+    lock(&upper.sessions).insert(call_id.clone(), handle);
+    let t = std::thread::Builder::new()
+        .name(format!("cascade-{ch}"))
+        .spawn(move || run(weak, id, ch, tx, rx));
+    match t {
+        Ok(t) => {
+            if let Some(h) = lock(&upper.sessions).get(&call_id) {
+                *lock(&h.thread) = Some(t);
+            }
+        }
+        Err(e) => {
+            crate::gateway::warn(&format!("cascade: session thread: {e}"));
+            lock(&upper.sessions).remove(&call_id);
+            if let Some(a) = upper.agent() {
+                a.hang_up(&call_id);
+            }
+        }
+    }
+}
+
+fn run(weak: WeakUpper, call_id: String, channel: String, tx: Sender<()>, rx: Receiver<()>) {
+    let Some(upper) = weak.upgrade() else { return };
+    let id = upper.cfg.server_id.clone();
+    println!("[gateway] cascade {id}: session for {channel} started");
+    let why = match serve(&upper, &call_id, &channel, tx, &rx) {
+        Ok(why) => why,
+        Err(e) => {
+            crate::gateway::warn(&format!("cascade {id}: {channel}: {e}"));
+            e
+        }
+    };
+    // BYE to the upper unless it hung up (then the call is gone and this does nothing).
+    if let Some(a) = upper.agent() {
+        a.hang_up(&call_id);
+    }
+    lock(&upper.sessions).remove(&call_id);
+    println!("[gateway] cascade {id}: session for {channel} ended ({why})");
+}
+
+/// The ingest of `channel`, held. One that stopped just before the hold (its last viewer
+/// left at that moment) is replaced by a new one.
+fn held_ingest(upper: &Upper, channel: &str) -> Result<Arc<Ingest>, String> {
+    for _ in 0..2 {
+        let i = upper.hooks.ingest(channel)?;
+        i.hold();
+        if !i.is_failed() {
+            return Ok(i);
+        }
+        i.release();
+    }
+    Err("the camera session keeps ending".into())
+}
+
+/// Runs the session until it ends; Ok(why) or Err(what failed).
+fn serve(
+    upper: &Upper,
+    call_id: &str,
+    channel: &str,
+    tx: Sender<()>,
+    rx: &Receiver<()>,
+) -> Result<String, String> {
+    let agent = upper.agent().ok_or("no SIP agent")?.clone();
+    let ingest = held_ingest(upper, channel)?;
+    let built = ingest
+        .wait_streams(STREAM_WAIT)
+        .and_then(|s| Ok((build(channel, &s)?, s.generation)));
+    let ((pipeline, src, sink), generation) = match built {
+        Ok(b) => b,
+        Err(e) => {
+            ingest.release();
+            upper.hooks.maybe_stop(channel);
+            return Err(e);
+        }
+    };
+    let id = call_id.to_string();
+    let ended = Mutex::new(tx);
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let Some(buf) = sample.buffer() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let rtp_ts = buf
+                    .pts()
+                    .or(buf.dts())
+                    .map(|t| t.nseconds().wrapping_mul(9) / 100_000)
+                    .unwrap_or(0) as u32;
+                let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
+                if agent.send_call_frame(&id, &map, rtp_ts) {
+                    Ok(gst::FlowSuccess::Ok)
+                } else {
+                    let _ = lock(&ended).send(());
+                    Err(gst::FlowError::Eos)
+                }
+            })
+            .build(),
+    );
+    let subscription = match pipeline.set_state(gst::State::Playing) {
+        Ok(_) => ingest.subscribe_viewer(&[(Kind::Video, src)]),
+        Err(e) => {
+            crate::gateway::warn(&format!("cascade: {channel}: pipeline: {e}"));
+            Vec::new()
+        }
+    };
+    ingest.release();
+    let why = if subscription.is_empty() {
+        Err("no subscription to the camera's stream".to_string())
+    } else {
+        Ok(watch(&ingest, generation, rx))
+    };
+    for s in subscription {
+        ingest.unsubscribe(s);
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+    upper.hooks.maybe_stop(channel);
+    why
+}
+
+/// Waits until the session is told to stop or its camera session ends or changes.
+fn watch(ingest: &Ingest, generation: u64, rx: &Receiver<()>) -> String {
+    loop {
+        match rx.recv_timeout(WATCH) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return "hung up".into(),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if ingest.is_failed() {
+            return "the camera session ended".into();
+        }
+        if ingest.generation() != generation {
+            return "the camera's stream changed".into();
+        }
+    }
+}
+
+/// `appsrc ! parse ! psmux ! appsink` for the ingest's video.
+fn build(
+    channel: &str,
+    streams: &crate::ingest::Streams,
+) -> Result<(gst::Pipeline, gst_app::AppSrc, gst_app::AppSink), String> {
+    let caps = streams.video.as_ref().ok_or("the camera sends no video")?;
+    let parse = match caps.structure(0).map(|s| s.name().as_str()) {
+        Some("video/x-h264") => "h264parse",
+        Some("video/x-h265") => "h265parse",
+        other => return Err(format!("video {other:?} cannot go into PS")),
+    };
+    let pipeline = gst::Pipeline::with_name(&format!("cascade-{channel}"));
+    let src = gst_app::AppSrc::builder()
+        .caps(caps)
+        .format(gst::Format::Time)
+        .is_live(true)
+        .do_timestamp(false)
+        .build();
+    let parse = gst::ElementFactory::make(parse)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mux = gst::ElementFactory::make("psmux")
+        .build()
+        .map_err(|e| format!("psmux: {e}"))?;
+    let sink = gst_app::AppSink::builder().sync(false).build();
+    pipeline
+        .add_many([src.upcast_ref(), &parse, &mux, sink.upcast_ref()])
+        .map_err(|e| e.to_string())?;
+    gst::Element::link_many([src.upcast_ref(), &parse, &mux, sink.upcast_ref()])
+        .map_err(|e| e.to_string())?;
+    Ok((pipeline, src, sink))
+}
