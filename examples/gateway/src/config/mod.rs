@@ -151,6 +151,9 @@ pub struct Config {
     /// Playback/download sessions of camera recordings (API) at once at most.
     #[serde(deserialize_with = "file::bounded::<_, _, 0, 256>")]
     pub max_playbacks: usize,
+    /// Paths published (RTSP ANNOUNCE/RECORD, RTMP) at once at most.
+    #[serde(deserialize_with = "file::bounded::<_, _, 0, 10_000>")]
+    pub max_publishers: usize,
     /// Subscribe to every device's Catalog changes / alarms / positions when it registers
     /// (GB28181 SUBSCRIBE, renewed until it unregisters).
     pub subscribe_catalog: bool,
@@ -225,6 +228,7 @@ impl Default for Config {
             subscription_expires_s: 3600,
             strict_ssrc: false,
             max_playbacks: 16,
+            max_publishers: 64,
         }
     }
 }

@@ -1,0 +1,363 @@
+//! RTSP publishing into the gateway, over loopback with the real peers: ffmpeg publishes a
+//! generated H.264 + AAC file (ANNOUNCE/RECORD over TCP and UDP), ffprobe reads the path
+//! over RTSP and HLS; when the publisher leaves, readers get end-of-stream and the path goes
+//! (DESCRIBE 404). Attacks: publishing without the `publish` permission, a second publisher
+//! on a path, hostile path names, more publishers than `max_publishers`, hostile SDPs; each
+//! is refused with a reason while the gateway keeps serving the publishers it has.
+
+mod common;
+use common::*;
+
+use gst_ipcam_gateway::auth::{Action, UserConfig, basic_value};
+use gst_ipcam_gateway::config::Config;
+use gst_ipcam_gateway::gateway::{Gateway, SourceKind};
+use gst_ipcam_gateway::sim::wait_until;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+const PUBLISHER: (&str, &str) = ("publisher", "publisher-pw");
+
+fn start(cfg: Config) -> Gateway {
+    let mut users = loopback_config("127.0.0.1").users;
+    users.push(
+        UserConfig::with_password(
+            PUBLISHER.0,
+            PUBLISHER.1,
+            &[(Action::Publish, ""), (Action::Read, "")],
+        )
+        .unwrap(),
+    );
+    Gateway::start(Config { users, ..cfg }).expect("gateway starts")
+}
+
+/// A 320x240 25 fps H.264 + AAC MP4 of `seconds`, made once per length by ffmpeg (lavfi).
+fn clip(seconds: u32) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| scratch("publish-clips"));
+    let out = dir.join(format!("clip-{seconds}.mp4"));
+    if !out.exists() {
+        let ok = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc=size=320x240:rate=25:duration={seconds}"))
+            .args(["-f", "lavfi", "-i"])
+            .arg(format!(
+                "sine=frequency=440:sample_rate=44100:duration={seconds}"
+            ))
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
+            .args(["-c:a", "aac", "-shortest"])
+            .arg(&out)
+            .status()
+            .expect("ffmpeg runs")
+            .success();
+        assert!(ok, "clip made");
+    }
+    out
+}
+
+fn url(gw: &Gateway, path: &str, user: (&str, &str)) -> String {
+    gw.url_with_credentials(path, user.0, user.1)
+}
+
+/// ffmpeg publishing `file` once (in real time) to `url` over `transport`.
+fn ffmpeg_publish(file: &Path, url: &str, transport: &str) -> ChildGuard {
+    ChildGuard(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-re", "-i"])
+            .arg(file)
+            .args([
+                "-c",
+                "copy",
+                "-f",
+                "rtsp",
+                "-rtsp_transport",
+                transport,
+                url,
+            ])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ffmpeg runs"),
+    )
+}
+
+/// The exit status and stderr of a publisher that is expected to end by itself.
+fn publisher_result(mut p: ChildGuard, timeout: Duration) -> (Option<i32>, String) {
+    let mut status = None;
+    wait_until(timeout, || {
+        status = p.0.try_wait().ok().flatten();
+        status.is_some()
+    });
+    let mut err = String::new();
+    if let Some(mut e) = p.0.stderr.take() {
+        if status.is_none() {
+            let _ = p.0.kill();
+        }
+        let _ = e.read_to_string(&mut err);
+    }
+    (status.and_then(|s| s.code()), err)
+}
+
+fn published(gw: &Gateway, path: &str) -> bool {
+    gw.published()
+        .iter()
+        .any(|p| p.name == path && p.bytes_received > 0)
+}
+
+/// One RTSP request on a new connection: the response's status line and head.
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    user: Option<(&str, &str)>,
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("{method} rtsp://127.0.0.1:{port}/{path} RTSP/1.0\r\nCSeq: 1\r\n");
+    if let Some(u) = user {
+        req.push_str(&format!("Authorization: {}\r\n", basic_value(u.0, u.1)));
+    }
+    if !body.is_empty() {
+        req.push_str(&format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => break,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head)
+}
+
+/// An SDP as ffmpeg announces H.264 (what the hostile ones are variations of).
+const H264_SDP: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=No Name\r\nc=IN IP4 127.0.0.1\r\n\
+    t=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
+    a=fmtp:96 packetization-mode=1\r\na=control:streamid=0\r\n";
+
+/// ffprobe's frames of `url` read until the stream ends (bounded by 25 s).
+fn read_rtsp(url: &str) -> Vec<(String, u64)> {
+    ffprobe_frames(&["-rtsp_transport", "tcp"], url)
+}
+
+fn publish_and_read(transport: &str) {
+    let _g = serial();
+    let mut gw = start(loopback_config("127.0.0.1"));
+    let file = clip(8);
+    let publisher = ffmpeg_publish(&file, &url(&gw, "mystream", PUBLISHER), transport);
+    assert!(
+        wait_until(Duration::from_secs(15), || published(&gw, "mystream")),
+        "path published over {transport}"
+    );
+    let p = gw
+        .published()
+        .into_iter()
+        .find(|p| p.name == "mystream")
+        .unwrap();
+    assert_eq!(p.source, SourceKind::RtspPublisher);
+    // Read until the publisher leaves: the reader's stream ends with it.
+    let frames = read_rtsp(&url(&gw, "mystream", READER));
+    assert!(frames_of(&frames, "h264") >= 25, "{frames:?}");
+    assert!(frames_of(&frames, "aac") >= 1, "{frames:?}");
+    let (code, err) = publisher_result(publisher, Duration::from_secs(20));
+    assert_eq!(code, Some(0), "publisher: {err}");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw.published().is_empty()),
+        "path gone"
+    );
+    let (status, _) = request(gw.rtsp_port(), "DESCRIBE", "mystream", Some(READER), b"");
+    assert_eq!(status, 404);
+    gw.stop();
+}
+
+#[test]
+fn ffmpeg_publishes_over_tcp_and_readers_play() {
+    publish_and_read("tcp");
+}
+
+#[test]
+fn ffmpeg_publishes_over_udp_and_readers_play() {
+    publish_and_read("udp");
+}
+
+/// A raw ANNOUNCE of [`H264_SDP`] by [`PUBLISHER`] to `path`: its status and head.
+fn announce(gw: &Gateway, path: &str, sdp: &[u8]) -> (u16, String) {
+    request(gw.rtsp_port(), "ANNOUNCE", path, Some(PUBLISHER), sdp)
+}
+
+/// A publisher that announced and left (connection closed) leaves nothing behind.
+fn announce_accepted_then_gone(gw: &Gateway, path: &str) {
+    let (status, head) = announce(gw, path, H264_SDP.as_bytes());
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw.published().is_empty()),
+        "a publisher that left is forgotten: {:?}",
+        gw.published()
+    );
+}
+
+#[test]
+fn publishing_needs_the_publish_permission() {
+    let _g = serial();
+    let mut gw = start(loopback_config("127.0.0.1"));
+    let port = gw.rtsp_port();
+    let sdp = H264_SDP.as_bytes();
+    assert_eq!(request(port, "ANNOUNCE", "mystream", None, sdp).0, 401);
+    assert_eq!(
+        request(port, "ANNOUNCE", "mystream", Some(READER), sdp).0,
+        403
+    );
+    assert_eq!(
+        request(
+            port,
+            "ANNOUNCE",
+            "mystream",
+            Some(("publisher", "wrong")),
+            sdp
+        )
+        .0,
+        401
+    );
+    // ffmpeg as a reader-only user: refused, nothing published.
+    let p = ffmpeg_publish(&clip(8), &url(&gw, "mystream", READER), "tcp");
+    let (code, err) = publisher_result(p, Duration::from_secs(15));
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("403"), "{err}");
+    assert!(gw.published().is_empty());
+    announce_accepted_then_gone(&gw, "mystream");
+    gw.stop();
+}
+
+#[test]
+fn second_publisher_is_refused_and_the_first_keeps_publishing() {
+    let _g = serial();
+    let mut gw = start(loopback_config("127.0.0.1"));
+    let first = ffmpeg_publish(&clip(12), &url(&gw, "mystream", PUBLISHER), "tcp");
+    assert!(wait_until(Duration::from_secs(15), || published(
+        &gw, "mystream"
+    )));
+    let (status, head) = announce(&gw, "mystream", H264_SDP.as_bytes());
+    assert_eq!(status, 455, "{head}");
+    assert!(head.contains("already has a publisher"), "{head}");
+    let second = ffmpeg_publish(&clip(8), &url(&gw, "mystream", PUBLISHER), "udp");
+    let (code, err) = publisher_result(second, Duration::from_secs(15));
+    assert_ne!(code, Some(0), "{err}");
+    // The first one still publishes, and readers get it.
+    let before = gw.published()[0].bytes_received;
+    let frames = ffprobe_frames(
+        &["-rtsp_transport", "tcp", "-read_intervals", "%+3"],
+        &url(&gw, "mystream", READER),
+    );
+    assert!(frames_of(&frames, "h264") >= 25, "{frames:?}");
+    let p = gw.published();
+    assert_eq!(p.len(), 1);
+    assert!(p[0].bytes_received > before, "{p:?}");
+    drop(first);
+    assert!(wait_until(Duration::from_secs(10), || gw
+        .published()
+        .is_empty()));
+    gw.stop();
+}
+
+#[test]
+fn hostile_path_names_are_refused() {
+    let _g = serial();
+    let mut gw = start(loopback_config("127.0.0.1"));
+    let sdp = H264_SDP.as_bytes();
+    let long = "x".repeat(200);
+    for (path, want) in [
+        ("../x", 400),
+        ("a/../../x", 400),
+        ("%2e%2e/x", 400),
+        (long.as_str(), 400),
+        ("a/b/c/d/e", 400),
+        // A GB28181 channel ID, a playback, the gateway's own routes.
+        ("34020000001320000001", 403),
+        ("playback-1", 403),
+        ("v1", 403),
+    ] {
+        let (status, head) = announce(&gw, path, sdp);
+        assert_eq!(status, want, "{path}: {head}");
+        assert!(gw.published().is_empty(), "{path}");
+    }
+    // Still serving publishers with good names.
+    announce_accepted_then_gone(&gw, "live/x");
+    gw.stop();
+}
+
+#[test]
+fn publishers_beyond_max_publishers_are_refused() {
+    let _g = serial();
+    let mut gw = start(Config {
+        max_publishers: 2,
+        ..loopback_config("127.0.0.1")
+    });
+    let file = clip(12);
+    let a = ffmpeg_publish(&file, &url(&gw, "a", PUBLISHER), "tcp");
+    let b = ffmpeg_publish(&file, &url(&gw, "b", PUBLISHER), "tcp");
+    assert!(wait_until(Duration::from_secs(15), || published(&gw, "a")
+        && published(&gw, "b")));
+    let (status, head) = announce(&gw, "c", H264_SDP.as_bytes());
+    assert_eq!(status, 503, "{head}");
+    assert!(head.contains("max_publishers"), "{head}");
+    let before: u64 = gw.published().iter().map(|p| p.bytes_received).sum();
+    assert!(wait_until(Duration::from_secs(5), || {
+        let p = gw.published();
+        p.len() == 2 && p.iter().map(|p| p.bytes_received).sum::<u64>() > before
+    }));
+    drop((a, b));
+    assert!(wait_until(Duration::from_secs(10), || gw
+        .published()
+        .is_empty()));
+    announce_accepted_then_gone(&gw, "c");
+    gw.stop();
+}
+
+#[test]
+fn hostile_sdps_are_refused() {
+    let _g = serial();
+    let mut gw = start(loopback_config("127.0.0.1"));
+    let head = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
+    let mut hundred = head.to_string();
+    for n in 0..100 {
+        hundred.push_str(&format!(
+            "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:streamid={n}\r\n"
+        ));
+    }
+    let mut huge = H264_SDP.to_string();
+    while huge.len() < 20_000 {
+        huge.push_str("a=x-filler:0123456789abcdef0123456789abcdef\r\n");
+    }
+    let vp8 = format!("{head}m=video 0 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n");
+    let garbage: Vec<u8> = (0..4000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    for (what, sdp, want) in [
+        ("100 media sections", hundred.as_bytes(), 400),
+        ("20 kB", huge.as_bytes(), 413),
+        ("VP8 only", vp8.as_bytes(), 415),
+        ("garbage", &garbage[..], 400),
+        ("no body", b"", 400),
+    ] {
+        let (status, resp) = announce(&gw, "mystream", sdp);
+        assert_eq!(status, want, "{what}: {resp}");
+        assert!(gw.published().is_empty(), "{what}");
+    }
+    announce_accepted_then_gone(&gw, "mystream");
+    gw.stop();
+}
