@@ -20,9 +20,18 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 const PUBLISHER: (&str, &str) = ("publisher", "publisher-pw");
+const ADMIN: (&str, &str) = ("admin", "admin-pw");
 
 fn start(cfg: Config) -> Gateway {
     let mut users = loopback_config("127.0.0.1").users;
+    users.push(
+        UserConfig::with_password(
+            ADMIN.0,
+            ADMIN.1,
+            &[(Action::Api, ""), (Action::Metrics, "")],
+        )
+        .unwrap(),
+    );
     users.push(
         UserConfig::with_password(
             PUBLISHER.0,
@@ -147,6 +156,25 @@ fn request(
     (status, head)
 }
 
+/// The body of an HTTP GET of `path` on the gateway's API/metrics port, as [`ADMIN`].
+fn http_get(gw: &Gateway, path: &str) -> String {
+    let addr = gw.metrics_addr().expect("metrics on");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+        basic_value(ADMIN.0, ADMIN.1)
+    )
+    .unwrap();
+    let mut r = String::new();
+    let _ = s.read_to_string(&mut r);
+    assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");
+    r.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
 /// An SDP as ffmpeg announces H.264 (what the hostile ones are variations of).
 const H264_SDP: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=No Name\r\nc=IN IP4 127.0.0.1\r\n\
     t=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
@@ -157,9 +185,25 @@ fn read_rtsp(url: &str) -> Vec<(String, u64)> {
     ffprobe_frames(&["-rtsp_transport", "tcp"], url)
 }
 
-fn publish_and_read(transport: &str) {
+/// The first segment of `path`'s HLS playlist in `hls_dir`, once there is one.
+fn first_segment(hls_dir: &Path, path: &str) -> Option<String> {
+    let playlist = std::fs::read_to_string(hls_dir.join(path).join("index.m3u8")).ok()?;
+    playlist
+        .lines()
+        .find(|l| l.ends_with(".ts"))
+        .map(String::from)
+}
+
+/// ffmpeg publishes an 8 s clip over `transport`; a reader plays it over RTSP until the
+/// publisher leaves, and (with `hls`) a segment over HLS; then the path is gone.
+fn publish_and_read(transport: &str, hls: bool) {
     let _g = serial();
-    let mut gw = start(loopback_config("127.0.0.1"));
+    let hls_dir = scratch("publish-hls");
+    let mut gw = start(Config {
+        hls,
+        hls_dir: hls_dir.clone(),
+        ..loopback_config("127.0.0.1")
+    });
     let file = clip(8);
     let publisher = ffmpeg_publish(&file, &url(&gw, "mystream", PUBLISHER), transport);
     assert!(
@@ -172,10 +216,46 @@ fn publish_and_read(transport: &str) {
         .find(|p| p.name == "mystream")
         .unwrap();
     assert_eq!(p.source, SourceKind::RtspPublisher);
+    let hls_reader = hls.then(|| {
+        let hls_port = gw.hls_addr().expect("HLS on").port();
+        std::thread::spawn(move || {
+            let mut segment = None;
+            wait_until(Duration::from_secs(15), || {
+                segment = first_segment(&hls_dir, "mystream");
+                segment.is_some()
+            });
+            let segment = segment.expect("a HLS segment");
+            let (u, p) = READER;
+            ffprobe_frames(
+                &[],
+                &format!("http://{u}:{p}@127.0.0.1:{hls_port}/mystream/{segment}"),
+            )
+        })
+    });
+    // Listed in the API and the metrics, with its source and what it received.
+    let paths: serde_json::Value = serde_json::from_str(&http_get(&gw, "/v1/paths")).unwrap();
+    let p = &paths.as_array().unwrap()[0];
+    assert_eq!(p["name"], "mystream", "{paths}");
+    assert_eq!(p["source"], "rtspPublisher", "{paths}");
+    assert!(p["bytes_received"].as_u64().unwrap() > 0, "{paths}");
+    let metrics = http_get(&gw, "/metrics");
+    assert!(
+        metrics.contains("gateway_paths{source=\"rtspPublisher\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("paths_bytes_received{name=\"mystream\""),
+        "{metrics}"
+    );
     // Read until the publisher leaves: the reader's stream ends with it.
     let frames = read_rtsp(&url(&gw, "mystream", READER));
     assert!(frames_of(&frames, "h264") >= 25, "{frames:?}");
     assert!(frames_of(&frames, "aac") >= 1, "{frames:?}");
+    if let Some(r) = hls_reader {
+        let frames = r.join().unwrap();
+        assert!(frames_of(&frames, "h264") >= 25, "HLS: {frames:?}");
+        assert!(frames_of(&frames, "aac") >= 1, "HLS: {frames:?}");
+    }
     let (code, err) = publisher_result(publisher, Duration::from_secs(20));
     assert_eq!(code, Some(0), "publisher: {err}");
     assert!(
@@ -184,17 +264,27 @@ fn publish_and_read(transport: &str) {
     );
     let (status, _) = request(gw.rtsp_port(), "DESCRIBE", "mystream", Some(READER), b"");
     assert_eq!(status, 404);
+    if hls {
+        assert!(
+            wait_until(Duration::from_secs(10), || !gw
+                .hls_dir()
+                .unwrap()
+                .join("mystream")
+                .exists()),
+            "its HLS directory goes with it"
+        );
+    }
     gw.stop();
 }
 
 #[test]
-fn ffmpeg_publishes_over_tcp_and_readers_play() {
-    publish_and_read("tcp");
+fn ffmpeg_publishes_over_tcp_and_readers_play_rtsp_and_hls() {
+    publish_and_read("tcp", true);
 }
 
 #[test]
 fn ffmpeg_publishes_over_udp_and_readers_play() {
-    publish_and_read("udp");
+    publish_and_read("udp", false);
 }
 
 /// A raw ANNOUNCE of [`H264_SDP`] by [`PUBLISHER`] to `path`: its status and head.
