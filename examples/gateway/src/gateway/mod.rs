@@ -714,6 +714,24 @@ fn whep_router(sh: &Arc<Shared>, auth: Authorize) -> axum::Router {
     crate::webrtc::routes::router(sh.webrtc.clone(), hooks, check_id, auth)
 }
 
+/// Drops the medias that are gone from `medias`; returns the payload bytes they sent.
+fn retire_gone_medias(
+    medias: &mut Vec<(
+        glib::WeakRef<gst_rtsp_server::RTSPMedia>,
+        Arc<MediaCounters>,
+    )>,
+) -> u64 {
+    let mut done = 0;
+    medias.retain(|(m, k)| {
+        let alive = m.upgrade().is_some();
+        if !alive {
+            done += k.get().0;
+        }
+        alive
+    });
+    done
+}
+
 /// Ends the reader sessions on `mount` (each one leaves the pool, its media stops) and
 /// closes their connections; a publisher's session (record media) is left alone.
 fn kick_readers(sh: &Shared, mount: &str) {

@@ -359,15 +359,7 @@ impl ChannelHooks for Hooks {
             return;
         };
         if let Some(c) = lock(&sh.channels).get_mut(channel) {
-            let mut done = 0;
-            c.medias.retain(|(m, k)| {
-                let alive = m.upgrade().is_some();
-                if !alive {
-                    done += k.get().0;
-                }
-                alive
-            });
-            c.sent_done += done;
+            c.sent_done += retire_gone_medias(&mut c.medias);
             c.medias.push((media.downgrade(), counters));
         }
     }

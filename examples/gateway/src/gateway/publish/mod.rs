@@ -359,15 +359,7 @@ pub(super) fn list(sh: &Shared) -> Vec<PublishedPath> {
             let Slot::Published(pb) = slot else {
                 return None;
             };
-            let mut gone = 0;
-            pb.medias.retain(|(m, k)| {
-                let alive = m.upgrade().is_some();
-                if !alive {
-                    gone += k.get().0;
-                }
-                alive
-            });
-            pb.sent_done += gone;
+            pb.sent_done += super::retire_gone_medias(&mut pb.medias);
             let received = pb.bytes_received.load(Ordering::Relaxed);
             let running = |f: fn(&OutputSettings) -> bool| {
                 pb.outputs
