@@ -45,24 +45,53 @@ fn start(cfg: Config) -> Gateway {
 
 /// A 320x240 25 fps H.264 + AAC MP4 of `seconds`, made once per length by ffmpeg (lavfi).
 fn clip(seconds: u32) -> PathBuf {
+    make_clip(
+        &format!("clip-{seconds}.mp4"),
+        seconds,
+        &["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"],
+        &["-c:a", "aac"],
+        44100,
+    )
+}
+
+/// The same picture in H.265 with G.711 A-law (8 kHz), in Matroska.
+fn clip_h265_alaw(seconds: u32) -> PathBuf {
+    make_clip(
+        &format!("clip-h265-{seconds}.mkv"),
+        seconds,
+        &[
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-x265-params",
+            "keyint=25:log-level=error",
+        ],
+        &["-c:a", "pcm_alaw", "-ac", "1"],
+        8000,
+    )
+}
+
+fn make_clip(name: &str, seconds: u32, video: &[&str], audio: &[&str], rate: u32) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| scratch("publish-clips"));
-    let out = dir.join(format!("clip-{seconds}.mp4"));
+    let out = dir.join(name);
     if !out.exists() {
         let ok = Command::new("ffmpeg")
             .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
             .arg(format!("testsrc=size=320x240:rate=25:duration={seconds}"))
             .args(["-f", "lavfi", "-i"])
             .arg(format!(
-                "sine=frequency=440:sample_rate=44100:duration={seconds}"
+                "sine=frequency=440:sample_rate={rate}:duration={seconds}"
             ))
-            .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
-            .args(["-c:a", "aac", "-shortest"])
+            .args(video)
+            .args(audio)
+            .arg("-shortest")
             .arg(&out)
             .status()
             .expect("ffmpeg runs")
             .success();
-        assert!(ok, "clip made");
+        assert!(ok, "clip {name} made");
     }
     out
 }
@@ -194,9 +223,9 @@ fn first_segment(hls_dir: &Path, path: &str) -> Option<String> {
         .map(String::from)
 }
 
-/// ffmpeg publishes an 8 s clip over `transport`; a reader plays it over RTSP until the
+/// ffmpeg publishes `file` (8 s, `codecs` video and audio) over `transport`; a reader plays it over RTSP until the
 /// publisher leaves, and (with `hls`) a segment over HLS; then the path is gone.
-fn publish_and_read(transport: &str, hls: bool) {
+fn publish_and_read(transport: &str, hls: bool, file: &Path, codecs: [&str; 2]) {
     let _g = serial();
     let hls_dir = scratch("publish-hls");
     let mut gw = start(Config {
@@ -204,8 +233,7 @@ fn publish_and_read(transport: &str, hls: bool) {
         hls_dir: hls_dir.clone(),
         ..loopback_config("127.0.0.1")
     });
-    let file = clip(8);
-    let publisher = ffmpeg_publish(&file, &url(&gw, "mystream", PUBLISHER), transport);
+    let publisher = ffmpeg_publish(file, &url(&gw, "mystream", PUBLISHER), transport);
     assert!(
         wait_until(Duration::from_secs(15), || published(&gw, "mystream")),
         "path published over {transport}"
@@ -249,12 +277,12 @@ fn publish_and_read(transport: &str, hls: bool) {
     );
     // Read until the publisher leaves: the reader's stream ends with it.
     let frames = read_rtsp(&url(&gw, "mystream", READER));
-    assert!(frames_of(&frames, "h264") >= 25, "{frames:?}");
-    assert!(frames_of(&frames, "aac") >= 1, "{frames:?}");
+    assert!(frames_of(&frames, codecs[0]) >= 25, "{frames:?}");
+    assert!(frames_of(&frames, codecs[1]) >= 1, "{frames:?}");
     if let Some(r) = hls_reader {
         let frames = r.join().unwrap();
-        assert!(frames_of(&frames, "h264") >= 25, "HLS: {frames:?}");
-        assert!(frames_of(&frames, "aac") >= 1, "HLS: {frames:?}");
+        assert!(frames_of(&frames, codecs[0]) >= 25, "HLS: {frames:?}");
+        assert!(frames_of(&frames, codecs[1]) >= 1, "HLS: {frames:?}");
     }
     let (code, err) = publisher_result(publisher, Duration::from_secs(20));
     assert_eq!(code, Some(0), "publisher: {err}");
@@ -279,12 +307,17 @@ fn publish_and_read(transport: &str, hls: bool) {
 
 #[test]
 fn ffmpeg_publishes_over_tcp_and_readers_play_rtsp_and_hls() {
-    publish_and_read("tcp", true);
+    publish_and_read("tcp", true, &clip(8), ["h264", "aac"]);
 }
 
 #[test]
 fn ffmpeg_publishes_over_udp_and_readers_play() {
-    publish_and_read("udp", false);
+    publish_and_read("udp", false, &clip(8), ["h264", "aac"]);
+}
+
+#[test]
+fn ffmpeg_publishes_h265_and_g711() {
+    publish_and_read("tcp", false, &clip_h265_alaw(8), ["hevc", "pcm_alaw"]);
 }
 
 /// A raw ANNOUNCE of [`H264_SDP`] by [`PUBLISHER`] to `path`: its status and head.
@@ -449,5 +482,42 @@ fn hostile_sdps_are_refused() {
         assert!(gw.published().is_empty(), "{what}");
     }
     announce_accepted_then_gone(&gw, "mystream");
+    gw.stop();
+}
+
+/// A publisher that announces and then holds its connection without a session (never
+/// SETUP/RECORD) keeps the path only until the idle timeout closes its connection.
+#[test]
+fn announcer_that_never_records_frees_the_path() {
+    let _g = serial();
+    let mut gw = start(Config {
+        rtsp_idle_timeout_s: 2,
+        ..loopback_config("127.0.0.1")
+    });
+    let port = gw.rtsp_port();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = H264_SDP.as_bytes();
+    write!(
+        s,
+        "ANNOUNCE rtsp://127.0.0.1:{port}/held RTSP/1.0\r\nCSeq: 1\r\nAuthorization: {}\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n",
+        basic_value(PUBLISHER.0, PUBLISHER.1),
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"RTSP/1.0 200");
+    assert_eq!(gw.published().len(), 1);
+    // Held: another publisher is refused meanwhile.
+    assert_eq!(announce(&gw, "held", body).0, 455);
+    assert!(
+        wait_until(Duration::from_secs(15), || gw.published().is_empty()),
+        "the idle announcer's connection is closed and the path freed"
+    );
+    announce_accepted_then_gone(&gw, "held");
+    drop(s);
     gw.stop();
 }

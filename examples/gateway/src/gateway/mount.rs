@@ -211,6 +211,9 @@ pub(super) fn mount(sh: &Arc<Shared>, device: &str, channel: &str) -> Result<boo
     sh.ids
         .check(channel)
         .map_err(|e| format!("channel {}: {e}", printable(channel)))?;
+    if super::publish::is_published(sh, channel) {
+        return Err(format!("channel {channel}: a publisher has that path"));
+    }
     let generation = {
         let mut chans = lock(&sh.channels);
         if let Some(c) = chans.get(channel) {

@@ -350,6 +350,12 @@ pub(super) fn stop_all(sh: &Arc<Shared>) {
     }
 }
 
+/// Whether `path` is published or held for a publisher (a GB28181 channel of that name is
+/// not mounted then: with the default ID pattern names never meet, with another they could).
+pub(super) fn is_published(sh: &Shared, path: &str) -> bool {
+    lock(&sh.publishers).paths.contains_key(path)
+}
+
 /// The published paths now.
 pub(super) fn list(sh: &Shared) -> Vec<PublishedPath> {
     let mut p = lock(&sh.publishers);
