@@ -15,6 +15,8 @@ pub struct DeviceStat {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PathStat {
     pub name: String,
+    /// What feeds the path: `gb28181Channel`, `rtspPublisher`, ...
+    pub source: &'static str,
     pub device_id: String,
     /// A camera session is up and media flows.
     pub ready: bool,
@@ -271,6 +273,19 @@ pub fn render(s: &Snapshot) -> String {
     let _ = writeln!(o, "gb28181_streams_active {}", s.streams_active());
 
     let state = |p: &PathStat| if p.ready { "ready" } else { "notReady" };
+    help(
+        &mut o,
+        "gateway_paths",
+        "gauge",
+        "Paths by what feeds them (gb28181Channel, rtspPublisher, ...)",
+    );
+    let mut sources: std::collections::BTreeMap<&str, usize> = Default::default();
+    for p in &s.paths {
+        *sources.entry(p.source).or_default() += 1;
+    }
+    for (source, n) in sources {
+        let _ = writeln!(o, "gateway_paths{{source=\"{source}\"}} {n}");
+    }
     help(&mut o, "paths", "gauge", "Paths (one per channel)");
     for p in &s.paths {
         let _ = writeln!(

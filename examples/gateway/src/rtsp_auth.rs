@@ -14,7 +14,7 @@
 
 use crate::auth::{Action, Attempt, AuthError, Protocol, Users};
 use gst::glib;
-use gst::glib::translate::ToGlibPtr;
+use gst::glib::translate::{IntoGlib, ToGlibPtr};
 use gst_ipcam_common::sync::lock;
 use gst_rtsp_server::gst_rtsp::{self, RTSPHeaderField, RTSPStatusCode};
 use gst_rtsp_server::prelude::*;
@@ -53,6 +53,12 @@ impl RtspLimits {
         }
     }
 }
+
+/// What the URL check asks of an ANNOUNCE whose user may publish on its path (the
+/// gateway's registry of published paths): Ok, or the status and reason to refuse it with.
+pub type AnnounceGate = Box<
+    dyn Fn(&gst_rtsp_server::RTSPContext) -> Result<(), (RTSPStatusCode, String)> + Send + Sync,
+>;
 
 /// Which connection created each live RTSP session, and the gateway-side opaque number shown
 /// for it in metrics instead of its ID. GStreamer-free; bounded by `max` entries.
@@ -139,9 +145,28 @@ pub struct RtspGuard {
     refused_takeovers: AtomicU64,
     closed_idle: AtomicU64,
     server: glib::WeakRef<gst_rtsp_server::RTSPServer>,
+    announce_gate: GateCell,
+}
+
+#[derive(Default)]
+struct GateCell(OnceLock<AnnounceGate>);
+
+impl std::fmt::Debug for GateCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "set"
+        } else {
+            "unset"
+        })
+    }
 }
 
 impl RtspGuard {
+    /// Sets what decides on ANNOUNCEs (once; without one every ANNOUNCE gets 404).
+    pub fn set_announce_gate(&self, gate: AnnounceGate) {
+        let _ = self.announce_gate.0.set(gate);
+    }
+
     pub fn users(&self) -> &Arc<Users> {
         &self.users
     }
@@ -239,6 +264,7 @@ pub fn install(
         refused_takeovers: AtomicU64::new(0),
         closed_idle: AtomicU64::new(0),
         server: server.downgrade(),
+        announce_gate: GateCell::default(),
     });
     server.set_backlog(limits.backlog);
     server.set_content_length_limit(limits.content_length_limit);
@@ -340,16 +366,20 @@ fn request_path(ctx: &gst_rtsp_server::RTSPContext) -> String {
 }
 
 fn authorization(msg: &gst_rtsp::rtsp_message::RTSPMessage) -> Option<String> {
+    header(msg, gst_rtsp::ffi::GST_RTSP_HDR_AUTHORIZATION)
+}
+
+/// The first value of a header of `msg`.
+fn header(
+    msg: &gst_rtsp::rtsp_message::RTSPMessage,
+    field: gst_rtsp::ffi::GstRTSPHeaderField,
+) -> Option<String> {
     let mut value: *mut std::ffi::c_char = std::ptr::null_mut();
     // SAFETY: the message is the request being handled; the value is owned by it and copied
     // at once.
     unsafe {
-        let r = gst_rtsp::ffi::gst_rtsp_message_get_header(
-            msg.to_glib_none().0,
-            gst_rtsp::ffi::GST_RTSP_HDR_AUTHORIZATION,
-            &mut value,
-            0,
-        );
+        let r =
+            gst_rtsp::ffi::gst_rtsp_message_get_header(msg.to_glib_none().0, field, &mut value, 0);
         if r != gst_rtsp::ffi::GST_RTSP_OK || value.is_null() {
             return None;
         }
@@ -359,6 +389,33 @@ fn authorization(msg: &gst_rtsp::rtsp_message::RTSPMessage) -> Option<String> {
                 .into_owned(),
         )
     }
+}
+
+/// Whether a request sends media to the gateway (needs `publish`, not `read`): ANNOUNCE,
+/// RECORD, a SETUP in record mode, or any request of a session that records.
+fn publishing(ctx: &gst_rtsp_server::RTSPContext, method: gst_rtsp::ffi::GstRTSPMethod) -> bool {
+    if method & (gst_rtsp::ffi::GST_RTSP_ANNOUNCE | gst_rtsp::ffi::GST_RTSP_RECORD) != 0 {
+        return true;
+    }
+    if method == gst_rtsp::ffi::GST_RTSP_SETUP
+        && ctx
+            .request()
+            .and_then(|r| header(r, gst_rtsp::ffi::GST_RTSP_HDR_TRANSPORT))
+            .is_some_and(|t| {
+                t.to_ascii_lowercase().contains("mode=record")
+                    || t.to_ascii_lowercase().contains("mode=\"record\"")
+            })
+    {
+        return true;
+    }
+    ctx.session().is_some_and(|s| {
+        s.filter(None).iter().any(|sm| {
+            sm.media().is_some_and(|m| {
+                m.transport_mode()
+                    .contains(gst_rtsp_server::RTSPTransportMode::RECORD)
+            })
+        })
+    })
 }
 
 fn method_name(method: gst_rtsp::ffi::GstRTSPMethod) -> String {
@@ -417,7 +474,9 @@ mod imp {
                     if let Some(c) = ctx.client() {
                         g.touch(c, true);
                     }
-                    self.check_ownership(g, ctx) && self.check_request(g, ctx)
+                    self.check_ownership(g, ctx)
+                        && self.check_request(g, ctx)
+                        && self.check_announce(g, ctx)
                 }
                 c if c.starts_with("auth.check.media.factory.") => self.check_request(g, ctx),
                 // Client-chosen multicast destinations and the like: never.
@@ -552,10 +611,7 @@ mod imp {
                     return false;
                 }
             };
-            let action = if method
-                & (gst_rtsp::ffi::GST_RTSP_ANNOUNCE | gst_rtsp::ffi::GST_RTSP_RECORD)
-                != 0
-            {
+            let action = if publishing(ctx, method) {
                 Action::Publish
             } else {
                 Action::Read
@@ -578,6 +634,44 @@ mod imp {
                 );
                 self.respond(g, ctx, RTSPStatusCode::Forbidden, false, false);
             }
+            false
+        }
+
+        /// An ANNOUNCE its user may publish: the gateway's registry decides (a refusal is
+        /// answered here, with its reason).
+        fn check_announce(&self, g: &RtspGuard, ctx: &gst_rtsp_server::RTSPContext) -> bool {
+            // SAFETY: the context is the current request's.
+            if unsafe { (*raw(ctx)).method } != gst_rtsp::ffi::GST_RTSP_ANNOUNCE {
+                return true;
+            }
+            let Some(gate) = g.announce_gate.0.get() else {
+                return true;
+            };
+            let Err((code, reason)) = gate(ctx) else {
+                return true;
+            };
+            let ip = ctx.client().map(client_ip).unwrap_or_default();
+            eprintln!(
+                "[rtsp] ANNOUNCE from {ip} refused ({}): {reason}",
+                code.into_glib()
+            );
+            let (Some(resp), Some(client)) = (ctx.response(), ctx.client()) else {
+                return false;
+            };
+            let reason =
+                std::ffi::CString::new(reason.replace(['\r', '\n'], " ")).unwrap_or_default();
+            // SAFETY: the response and request are the current request's; the reason is
+            // copied by the call.
+            unsafe {
+                gst_rtsp::ffi::gst_rtsp_message_init_response(
+                    resp.to_glib_none().0,
+                    code.into_glib(),
+                    reason.as_ptr(),
+                    ctx.request()
+                        .map_or(std::ptr::null(), |r| r.to_glib_none().0),
+                );
+            }
+            let _ = client.send_message(resp, ctx.session());
             false
         }
 

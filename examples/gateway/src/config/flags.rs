@@ -199,6 +199,9 @@ pub struct Settings {
     /// Playback/download sessions of camera recordings (API) at once at most (0-256)
     #[arg(long, value_name = "N")]
     pub max_playbacks: Option<usize>,
+    /// Paths published (RTSP ANNOUNCE/RECORD, RTMP) at once at most (0-10000)
+    #[arg(long, value_name = "N")]
+    pub max_publishers: Option<usize>,
     /// Subscribe to every device's Catalog changes when it registers
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]

@@ -163,6 +163,9 @@ pub struct Config {
     /// Playback/download sessions of camera recordings (API) at once at most.
     #[serde(deserialize_with = "file::bounded::<_, _, 0, 256>")]
     pub max_playbacks: usize,
+    /// Paths published (RTSP ANNOUNCE/RECORD, RTMP) at once at most.
+    #[serde(deserialize_with = "file::bounded::<_, _, 0, 10_000>")]
+    pub max_publishers: usize,
     /// Subscribe to every device's Catalog changes / alarms / positions when it registers
     /// (GB28181 SUBSCRIBE, renewed until it unregisters).
     pub subscribe_catalog: bool,
@@ -249,6 +252,7 @@ impl Default for Config {
             strict_ssrc: false,
             max_playbacks: 16,
             cascade: Vec::new(),
+            max_publishers: 64,
         }
     }
 }

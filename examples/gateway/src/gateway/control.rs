@@ -348,6 +348,12 @@ impl Control {
             .collect())
     }
 
+    /// Every path (GB28181 channels, published paths) with its figures.
+    pub fn paths(&self) -> Result<Vec<crate::metrics::PathStat>, Gone> {
+        let sh = self.sh()?;
+        Ok(snapshot(&sh).paths)
+    }
+
     /// The user an RTSP reader session (by its number) authenticated as.
     pub fn session_user(&self, number: u64) -> Result<Option<String>, Gone> {
         Ok(self.sh()?.rtsp_guard.session_user(number))

@@ -34,12 +34,14 @@ mod control;
 mod mount;
 mod persist;
 mod playback;
+mod publish;
 mod recording;
 mod stats;
 pub use control::{Control, Gone, Loader, ReloadError, ReloadReport};
 use mount::*;
 use persist::*;
 pub use playback::{PlaybackError, PlaybackRequest};
+pub use publish::{PublishError, PublishGuard, PublishedPath, Reservation, SourceKind};
 use recording::*;
 use stats::*;
 
@@ -116,6 +118,8 @@ struct Shared {
     multicast_pool: Option<gst_rtsp_server::RTSPAddressPool>,
     /// The upper platforms the gateway registers with (set once at start).
     cascade: std::sync::OnceLock<crate::cascade::Cascade>,
+    /// Published paths (RTSP publishers, RTMP).
+    publishers: Mutex<publish::Publishers>,
 }
 
 /// The running gateway.
@@ -330,7 +334,11 @@ impl Gateway {
             reload: Mutex::new(control::Reload::new(as_given)),
             playbacks: Mutex::new(Default::default()),
             cascade: std::sync::OnceLock::new(),
+            publishers: Mutex::new(Default::default()),
         });
+        shared
+            .rtsp_guard
+            .set_announce_gate(publish::rtsp::announce_gate(Arc::downgrade(&shared)));
 
         // Per-client byte counts start when the client's PLAY is answered.
         let weak = Arc::downgrade(&shared);
@@ -565,6 +573,22 @@ impl Gateway {
         control::reload(&self.shared)
     }
 
+    /// Publishes `source`'s streams under path `path` (see [`publish`]): readers get it
+    /// until the guard is dropped.
+    pub fn publish(
+        &self,
+        path: &str,
+        kind: SourceKind,
+        source: crate::ingest::IngestSource,
+    ) -> Result<PublishGuard, PublishError> {
+        publish::publish(&self.shared, path, kind, source)
+    }
+
+    /// The published paths now.
+    pub fn published(&self) -> Vec<PublishedPath> {
+        publish::list(&self.shared)
+    }
+
     /// The RTSP server's access-control state (refusal counts, tracked sessions).
     pub fn rtsp_guard(&self) -> &Arc<RtspGuard> {
         &self.shared.rtsp_guard
@@ -658,6 +682,7 @@ impl Gateway {
             c.stop();
         }
         playback::stop_all(&self.shared);
+        publish::stop_all(&self.shared);
         // Disconnect every client: shared medias get unprepared (gb28181src stops: BYE).
         let _ = self
             .shared
@@ -716,6 +741,56 @@ fn whep_router(sh: &Arc<Shared>, auth: Authorize) -> axum::Router {
     let check_id: crate::webrtc::routes::CheckId =
         Arc::new(move |id| ids.check(id).map_err(|e| format!("{}: {e}", printable(id))));
     crate::webrtc::routes::router(sh.webrtc.clone(), hooks, check_id, auth)
+}
+
+/// Drops the medias that are gone from `medias`; returns the payload bytes they sent.
+fn retire_gone_medias(
+    medias: &mut Vec<(
+        glib::WeakRef<gst_rtsp_server::RTSPMedia>,
+        Arc<MediaCounters>,
+    )>,
+) -> u64 {
+    let mut done = 0;
+    medias.retain(|(m, k)| {
+        let alive = m.upgrade().is_some();
+        if !alive {
+            done += k.get().0;
+        }
+        alive
+    });
+    done
+}
+
+/// Ends the reader sessions on `mount` (each one leaves the pool, its media stops) and
+/// closes their connections; a publisher's session (record media) is left alone.
+fn kick_readers(sh: &Shared, mount: &str) {
+    let mut readers = Vec::new();
+    for client in sh.server.client_filter(None) {
+        for session in client.session_filter(None) {
+            let on_mount = session.filter(None).iter().any(|sm| {
+                sm.matches(mount).is_some()
+                    && sm.media().is_some_and(|m| {
+                        !m.transport_mode()
+                            .contains(gst_rtsp_server::RTSPTransportMode::RECORD)
+                    })
+            });
+            if on_mount {
+                if let Some(pool) = sh.server.session_pool() {
+                    let _ = pool.remove(&session);
+                }
+                readers.push(client.clone());
+            }
+        }
+    }
+    if !readers.is_empty() {
+        let _ = sh.server.client_filter(Some(&mut |_, c| {
+            if readers.contains(c) {
+                gst_rtsp_server::RTSPFilterResult::Remove
+            } else {
+                gst_rtsp_server::RTSPFilterResult::Keep
+            }
+        }));
+    }
 }
 
 /// TCP_USER_TIMEOUT on an RTSP client's socket (Linux): what we send staying unacknowledged,

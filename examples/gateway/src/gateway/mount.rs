@@ -211,6 +211,9 @@ pub(super) fn mount(sh: &Arc<Shared>, device: &str, channel: &str) -> Result<boo
     sh.ids
         .check(channel)
         .map_err(|e| format!("channel {}: {e}", printable(channel)))?;
+    if super::publish::is_published(sh, channel) {
+        return Err(format!("channel {channel}: a publisher has that path"));
+    }
     let generation = {
         let mut chans = lock(&sh.channels);
         if let Some(c) = chans.get(channel) {
@@ -373,15 +376,7 @@ impl ChannelHooks for Hooks {
             return;
         };
         if let Some(c) = lock(&sh.channels).get_mut(channel) {
-            let mut done = 0;
-            c.medias.retain(|(m, k)| {
-                let alive = m.upgrade().is_some();
-                if !alive {
-                    done += k.get().0;
-                }
-                alive
-            });
-            c.sent_done += done;
+            c.sent_done += retire_gone_medias(&mut c.medias);
             c.medias.push((media.downgrade(), counters));
         }
     }

@@ -193,7 +193,7 @@ fn watch(weak: Weak<Shared>, n: u64, ingest: Arc<Ingest>, hls: Option<std::path:
     }
 }
 
-fn remove_hls(sh: &Shared, path: &str) {
+pub(super) fn remove_hls(sh: &Shared, path: &str) {
     if !sh.cfg.hls {
         return;
     }
@@ -249,32 +249,7 @@ pub(super) fn stop(sh: &Shared, n: u64) -> Result<(), PlaybackError> {
     }
     s.ingest.stop();
     remove_hls(sh, &s.path);
-    // As a kick: each reader's session leaves the pool (its media stops) and its
-    // connection is closed.
-    let mut readers = Vec::new();
-    for client in sh.server.client_filter(None) {
-        for session in client.session_filter(None) {
-            let on_mount = session
-                .filter(None)
-                .iter()
-                .any(|sm| sm.matches(&mount).is_some());
-            if on_mount {
-                if let Some(pool) = sh.server.session_pool() {
-                    let _ = pool.remove(&session);
-                }
-                readers.push(client.clone());
-            }
-        }
-    }
-    if !readers.is_empty() {
-        let _ = sh.server.client_filter(Some(&mut |_, c| {
-            if readers.contains(c) {
-                gst_rtsp_server::RTSPFilterResult::Remove
-            } else {
-                gst_rtsp_server::RTSPFilterResult::Keep
-            }
-        }));
-    }
+    super::kick_readers(sh, &mount);
     println!("[gateway] playback {n} stopped");
     Ok(())
 }

@@ -181,6 +181,7 @@ pub(super) fn snapshot(sh: &Shared) -> Snapshot {
         for (id, c) in chans.iter() {
             let mut p = PathStat {
                 name: id.clone(),
+                source: "gb28181Channel",
                 device_id: c.device_id.clone(),
                 invites: c.invites_done,
                 bytes_received: c.bytes_done,
@@ -224,6 +225,22 @@ pub(super) fn snapshot(sh: &Shared) -> Snapshot {
             paths.push(p);
         }
     }
+    for pb in super::publish::list(sh) {
+        let name = pb.name;
+        paths.push(PathStat {
+            source: pb.source.as_str(),
+            ready: pb.ready,
+            bytes_received: pb.bytes_received,
+            bytes_sent: pb.bytes_sent,
+            bitrate_in_bps: rates.rate(&format!("in:{name}"), pb.bytes_received, now),
+            bitrate_out_bps: rates.rate(&format!("out:{name}"), pb.bytes_sent, now),
+            hls: pb.hls,
+            recording: pb.recording,
+            name,
+            ..Default::default()
+        });
+    }
+    media_channel.extend(super::publish::medias(sh));
 
     let mut sessions = Vec::new();
     let mut live: std::collections::HashSet<String> = std::collections::HashSet::new();
