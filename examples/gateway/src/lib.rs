@@ -14,6 +14,7 @@ pub mod malloc;
 pub mod metrics;
 pub mod outputs;
 pub mod paths;
+pub mod pull;
 pub mod rtsp_auth;
 pub mod sim;
 pub mod store;

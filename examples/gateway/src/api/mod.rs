@@ -10,6 +10,7 @@ pub mod config;
 pub mod devices;
 pub mod directory;
 pub mod events;
+pub mod paths;
 pub mod playback;
 pub mod playback_time;
 pub mod ptz;
@@ -315,6 +316,7 @@ fn openapi_router() -> OpenApiRouter<Api> {
         .routes(routes!(channels::set_preset, channels::delete_preset))
         .routes(routes!(channels::call_preset))
         .routes(routes!(channels::key_frame))
+        .routes(routes!(paths::list_paths))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::kick_session))
         .routes(routes!(recordings::list_recordings))
@@ -370,6 +372,7 @@ mod tests {
             include_str!("devices.rs"),
             include_str!("channels.rs"),
             include_str!("sessions.rs"),
+            include_str!("paths.rs"),
             include_str!("recordings.rs"),
             include_str!("config.rs"),
             include_str!("records.rs"),

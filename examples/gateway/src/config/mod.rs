@@ -74,6 +74,9 @@ pub struct Config {
     /// Readers and publishers (`[[users]]` tables of the config file; none: nobody is let in).
     #[serde(skip_serializing, deserialize_with = "file::users")]
     pub users: Vec<UserConfig>,
+    /// Pulled cameras (`[[paths]]` tables of the config file, see [`crate::pull`]).
+    #[serde(skip_serializing, deserialize_with = "crate::pull::paths")]
+    pub paths: Vec<crate::pull::PathConfig>,
     /// Host printed in URLs.
     pub public_host: String,
     pub rtsp_port: u16,
@@ -190,6 +193,7 @@ impl Default for Config {
             webrtc_local_addresses: "127.0.0.1".into(),
             rtsp_session_timeout_s: 60,
             users: Vec::new(),
+            paths: Vec::new(),
             public_host: "127.0.0.1".into(),
             rtsp_port: 8554,
             metrics_port: 9998,
@@ -291,9 +295,10 @@ impl Config {
             }
         }
         format!(
-            "{}# {} user(s)\n",
+            "{}# {} user(s)\n# {} pulled path(s)\n",
             toml::to_string(&t).unwrap_or_default(),
-            self.users.len()
+            self.users.len(),
+            self.paths.len()
         )
     }
 
@@ -447,7 +452,7 @@ mod tests {
         assert!(t.contains("password = \"<hidden>\""), "{t}");
         assert!(t.contains("device_passwords = \"\""), "{t}");
         assert!(t.contains("sip_port = 5070\n"), "{t}");
-        assert!(t.ends_with("# 0 user(s)\n"), "{t}");
+        assert!(t.ends_with("# 0 user(s)\n# 0 pulled path(s)\n"), "{t}");
     }
 
     #[test]

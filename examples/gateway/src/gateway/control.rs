@@ -338,6 +338,11 @@ impl Control {
             .collect())
     }
 
+    /// Every path (GB28181 channels, pulled cameras) with its figures, as the metrics show it.
+    pub fn paths(&self) -> Result<Vec<crate::metrics::PathStat>, Gone> {
+        Ok(snapshot(&*self.sh()?).paths)
+    }
+
     /// The user an RTSP reader session (by its number) authenticated as.
     pub fn session_user(&self, number: u64) -> Result<Option<String>, Gone> {
         Ok(self.sh()?.rtsp_guard.session_user(number))

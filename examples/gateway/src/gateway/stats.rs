@@ -206,7 +206,14 @@ pub(super) fn snapshot(sh: &Shared) -> Snapshot {
                 p.packets_lost += u64_field(&st, "packets-lost");
                 p.frames += u64_field(&st, "frames");
                 p.ready = st.get::<bool>("streaming").unwrap_or(false);
+                p.jitter_ms = st.get::<f64>("jitter-ms").ok();
             }
+            p.source = if c.pull.is_some() {
+                "rtspSource"
+            } else {
+                "gb28181Channel"
+            }
+            .into();
             if let Some((avg, max)) = lat.get(id) {
                 p.latency_avg_ms = *avg;
                 p.latency_max_ms = *max;
