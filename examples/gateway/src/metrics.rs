@@ -288,7 +288,7 @@ pub fn render(s: &Snapshot) -> String {
         (
             "paths_bytes_received",
             "counter",
-            "PS bytes received from the camera",
+            "Bytes received from the source (PS of a GB28181 camera, RTP payload of a pulled one)",
             |p| p.bytes_received,
         ),
         (
