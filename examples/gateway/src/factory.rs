@@ -195,7 +195,7 @@ mod imp {
                     }
                     Err(e) => {
                         crate::gateway::warn(&format!("channel {channel}: no RTSP media: {e}"));
-                        return Some(gst::Bin::new().upcast());
+                        return None;
                     }
                 }
             }
@@ -203,7 +203,7 @@ mod imp {
                 crate::gateway::warn(&format!(
                     "channel {channel}: no RTSP media: the camera session keeps ending"
                 ));
-                return Some(gst::Bin::new().upcast());
+                return None;
             };
             let streams = ingest.wait_streams(timeout);
             let bin = streams.and_then(|s| build_media_bin(s.video.as_ref(), s.audio.as_ref()));
@@ -217,8 +217,9 @@ mod imp {
                     crate::gateway::warn(&format!("channel {channel}: no RTSP media: {e}"));
                     ingest.release();
                     hooks.maybe_stop(&channel);
-                    // An empty bin (no payloader) makes the media fail cleanly: 503.
-                    Some(gst::Bin::new().upcast())
+                    // No element: gst-rtsp-server answers 503 (an empty bin made a media without
+                    // streams, answered 200 with an empty SDP).
+                    None
                 }
             }
         }

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod multicast;
 pub mod outputs;
 pub mod paths;
+pub mod pull;
 pub mod rtsp_auth;
 pub mod sim;
 pub mod store;

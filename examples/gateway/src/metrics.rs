@@ -15,7 +15,8 @@ pub struct DeviceStat {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PathStat {
     pub name: String,
-    /// What feeds the path: `gb28181Channel`, `rtspPublisher`, ...
+    /// What feeds the path, as MediaMTX names it: `gb28181Channel`, `rtspPublisher`,
+    /// `rtmpPublisher`, `rtspSource` (a pulled camera).
     pub source: &'static str,
     pub device_id: String,
     /// A camera session is up and media flows.
@@ -41,6 +42,8 @@ pub struct PathStat {
     pub stream_changes: u64,
     /// Key frames asked of the camera (GB28181 IFameCmd) for new viewers.
     pub key_frame_requests: u64,
+    /// Interarrival jitter of the source's RTP (pulled cameras), the largest of its streams.
+    pub jitter_ms: Option<f64>,
 }
 
 /// One RTSP session (one client watching one path).
@@ -305,7 +308,7 @@ pub fn render(s: &Snapshot) -> String {
         (
             "paths_bytes_received",
             "counter",
-            "PS bytes received from the camera",
+            "Bytes received from the source (PS of a GB28181 camera, RTP payload of a pulled one)",
             |p| p.bytes_received,
         ),
         (
@@ -406,6 +409,17 @@ pub fn render(s: &Snapshot) -> String {
             esc(&p.name),
             p.latency_max_ms
         );
+    }
+    help(
+        &mut o,
+        "paths_rtp_jitter_ms",
+        "gauge",
+        "Interarrival jitter of the source's RTP (pulled cameras)",
+    );
+    for p in &s.paths {
+        if let Some(j) = p.jitter_ms {
+            let _ = writeln!(o, "paths_rtp_jitter_ms{{name=\"{}\"}} {j:.3}", esc(&p.name));
+        }
     }
     help(&mut o, "hls_muxers", "gauge", "HLS muxers");
     for p in s.paths.iter().filter(|p| p.hls) {
@@ -616,6 +630,7 @@ mod tests {
                 readers: 2,
                 invites: 1,
                 bytes_received: 1000,
+                jitter_ms: Some(2.5),
                 ..Default::default()
             }],
             sessions: vec![SessionStat {
@@ -700,6 +715,10 @@ mod tests {
             vec![1000.0]
         );
         assert_eq!(find_samples(&t, "gb28181_invites", "name=\"a\""), vec![1.0]);
+        assert_eq!(
+            find_samples(&t, "paths_rtp_jitter_ms", "name=\"a\""),
+            vec![2.5]
+        );
         assert_eq!(
             find_samples(&t, "rtsp_sessions_bytes_sent", "id=\"s1\""),
             vec![777.0]

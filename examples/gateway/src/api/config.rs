@@ -45,6 +45,17 @@ pub struct ConfigView {
     /// Devices with their own password (IDs only).
     pub device_passwords: Vec<String>,
     pub users: Vec<UserView>,
+    /// Pulled cameras: `name` and `source` with the password masked.
+    pub paths: Vec<PulledPathView>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PulledPathView {
+    pub name: String,
+    /// The URL with `***` for the password.
+    pub source: String,
+    pub source_protocol: String,
+    pub source_on_demand: bool,
 }
 
 impl From<&Config> for ConfigView {
@@ -83,6 +94,16 @@ impl From<&Config> for ConfigView {
                         .iter()
                         .map(|p| format!("{:?} {}", p.action, p.path).to_ascii_lowercase())
                         .collect(),
+                })
+                .collect(),
+            paths: c
+                .paths
+                .iter()
+                .map(|p| PulledPathView {
+                    name: p.name.clone(),
+                    source: crate::pull::masked(&p.source),
+                    source_protocol: p.source_protocol.clone(),
+                    source_on_demand: p.source_on_demand,
                 })
                 .collect(),
         }
@@ -135,10 +156,17 @@ mod tests {
                 tokens: vec!["sha256:aa:tok-secret".into()],
                 ..UserConfig::with_password("u", "user-secret", &[(Action::Api, "")]).unwrap()
             }],
+            paths: vec![crate::pull::PathConfig {
+                name: "garage".into(),
+                source: "rtsp://cam:cam-secret@10.0.0.5/live".into(),
+                ..Default::default()
+            }],
             ..Config::default()
         };
         let json = serde_json::to_string(&ConfigView::from(&c)).unwrap();
+        assert!(json.contains("rtsp://cam:***@10.0.0.5/live"), "{json}");
         for secret in [
+            "cam-secret",
             "dev-secret",
             "user-secret",
             "tok-secret",

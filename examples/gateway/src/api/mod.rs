@@ -373,6 +373,7 @@ mod tests {
             include_str!("devices.rs"),
             include_str!("channels.rs"),
             include_str!("sessions.rs"),
+            include_str!("paths.rs"),
             include_str!("recordings.rs"),
             include_str!("config.rs"),
             include_str!("records.rs"),

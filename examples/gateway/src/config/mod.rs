@@ -86,6 +86,9 @@ pub struct Config {
     /// Readers and publishers (`[[users]]` tables of the config file; none: nobody is let in).
     #[serde(skip_serializing, deserialize_with = "file::users")]
     pub users: Vec<UserConfig>,
+    /// Pulled cameras (`[[paths]]` tables of the config file, see [`crate::pull`]).
+    #[serde(skip_serializing, deserialize_with = "crate::pull::paths")]
+    pub paths: Vec<crate::pull::PathConfig>,
     /// Host printed in URLs.
     pub public_host: String,
     pub rtsp_port: u16,
@@ -216,6 +219,7 @@ impl Default for Config {
             multicast_rtp_port: 8002,
             multicast_ttl: 1,
             users: Vec::new(),
+            paths: Vec::new(),
             public_host: "127.0.0.1".into(),
             rtsp_port: 8554,
             metrics_port: 9998,
@@ -319,9 +323,10 @@ impl Config {
             }
         }
         format!(
-            "{}# {} user(s)\n",
+            "{}# {} user(s)\n# {} pulled path(s)\n",
             toml::to_string(&t).unwrap_or_default(),
-            self.users.len()
+            self.users.len(),
+            self.paths.len()
         )
     }
 
@@ -475,7 +480,7 @@ mod tests {
         assert!(t.contains("password = \"<hidden>\""), "{t}");
         assert!(t.contains("device_passwords = \"\""), "{t}");
         assert!(t.contains("sip_port = 5070\n"), "{t}");
-        assert!(t.ends_with("# 0 user(s)\n"), "{t}");
+        assert!(t.ends_with("# 0 user(s)\n# 0 pulled path(s)\n"), "{t}");
     }
 
     #[test]

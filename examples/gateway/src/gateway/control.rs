@@ -348,10 +348,10 @@ impl Control {
             .collect())
     }
 
-    /// Every path (GB28181 channels, published paths) with its figures.
+    /// Every path (GB28181 channels, published paths, pulled cameras) with its figures, as
+    /// the metrics show it.
     pub fn paths(&self) -> Result<Vec<crate::metrics::PathStat>, Gone> {
-        let sh = self.sh()?;
-        Ok(snapshot(&sh).paths)
+        Ok(snapshot(&*self.sh()?).paths)
     }
 
     /// The user an RTSP reader session (by its number) authenticated as.

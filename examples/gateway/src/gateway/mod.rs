@@ -35,6 +35,7 @@ mod mount;
 mod persist;
 mod playback;
 mod publish;
+mod pull;
 mod recording;
 mod stats;
 pub use control::{Control, Gone, Loader, ReloadError, ReloadReport};
@@ -59,7 +60,8 @@ pub fn init() -> Result<(), glib::Error> {
     Ok(())
 }
 
-/// A mounted channel.
+/// A mounted channel (or pulled path).
+#[derive(Default)]
 struct Channel {
     device_id: String,
     /// Which mount of the channel this is (an unmounted then remounted channel gets a new one).
@@ -83,6 +85,8 @@ struct Channel {
     changes_done: u64,
     key_requests_done: u64,
     outputs: Option<ChannelOutputs>,
+    /// A pulled camera's path (`[[paths]]`), not a GB28181 channel.
+    pull: Option<Arc<pull::Pulled>>,
 }
 
 struct Shared {
@@ -383,6 +387,7 @@ impl Gateway {
             }
         });
 
+        pull::mount_pulled(&shared)?;
         let limits = http_limits(&cfg);
         // One user table (and one failed-attempt limiter) for RTSP and HTTP.
         let auth = http_authorize(shared.rtsp_guard.users().clone());

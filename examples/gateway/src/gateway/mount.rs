@@ -245,21 +245,28 @@ pub(super) fn mount(sh: &Arc<Shared>, device: &str, channel: &str) -> Result<boo
             Channel {
                 device_id: device.to_string(),
                 generation,
-                ingest: None,
-                medias: Vec::new(),
-                sent_done: 0,
-                invites_done: 0,
-                bytes_done: 0,
-                packets_done: 0,
-                lost_done: 0,
-                frames_done: 0,
-                changes_done: 0,
-                key_requests_done: 0,
-                outputs: None,
+                ..Default::default()
             },
         );
         generation
     };
+    println!(
+        "[gateway] channel {channel} of device {device}: rtsp://{}:{}/{channel}",
+        sh.cfg.public_host, sh.rtsp_port
+    );
+    serve_path(sh, channel, generation, true, true);
+    Ok(true)
+}
+
+/// Mounts a path on the RTSP server and starts its HLS/recording (when the gateway has them
+/// and `hls`/`record` allow), kept running for as long as this mount (`generation`) lasts.
+pub(super) fn serve_path(
+    sh: &Arc<Shared>,
+    channel: &str,
+    generation: u64,
+    hls: bool,
+    record: bool,
+) {
     let hooks: Arc<dyn ChannelHooks> = Arc::new(Hooks {
         shared: Arc::downgrade(sh),
     });
@@ -269,16 +276,16 @@ pub(super) fn mount(sh: &Arc<Shared>, device: &str, channel: &str) -> Result<boo
         Duration::from_secs(u64::from(sh.cfg.wait_timeout_s.max(1)) + 5),
     );
     add_mount(sh, channel, factory);
-    let url = format!("rtsp://{}:{}/{channel}", sh.cfg.public_host, sh.rtsp_port);
-    println!("[gateway] channel {channel} of device {device}: {url}");
-    if sh.cfg.hls || sh.cfg.record_dir.is_some() {
+    let hls = hls && sh.cfg.hls;
+    let record_dir = sh.cfg.record_dir.clone().filter(|_| record);
+    if hls || record_dir.is_some() {
         let s = OutputSettings {
             channel: channel.to_string(),
-            hls_dir: sh.cfg.hls.then(|| sh.cfg.hls_dir.clone()),
-            record_dir: sh.cfg.record_dir.clone(),
+            hls_dir: hls.then(|| sh.cfg.hls_dir.clone()),
+            record_dir,
             segment_s: sh.cfg.record_segment_s,
         };
-        if sh.cfg.hls {
+        if hls {
             println!(
                 "[gateway]   HLS: http://{}:{}/{channel}/index.m3u8",
                 sh.cfg.public_host, sh.cfg.hls_port
@@ -293,7 +300,6 @@ pub(super) fn mount(sh: &Arc<Shared>, device: &str, channel: &str) -> Result<boo
             warn(&format!("channel {channel}: outputs thread: {e}"));
         }
     }
-    Ok(true)
 }
 /// Moves a finished ingest's figures into the channel's totals.
 /// Mounts `factory` at `/<path>` on the RTSP server, with the transports the gateway offers
@@ -322,6 +328,9 @@ pub(super) fn retire_stats(c: &mut Channel, ingest: &Ingest) {
     }
     c.changes_done += ingest.generation();
     c.key_requests_done += ingest.key_frame_requests();
+    if let Some(p) = &c.pull {
+        p.ended(ingest);
+    }
 }
 
 /// The factories' view of the gateway.
@@ -346,6 +355,25 @@ impl ChannelHooks for Hooks {
                 retire_stats(c, &old);
                 old.stop();
             }
+        }
+        if let Some(p) = c.pull.clone() {
+            // Not under the lock: the start may wait out the source's back-off.
+            drop(chans);
+            let i = p.start_ingest(channel)?;
+            let mut chans = lock(&sh.channels);
+            let c = chans.get_mut(channel).ok_or("path not mounted")?;
+            if let Some(running) = c.ingest.as_ref().filter(|r| !r.is_failed()) {
+                // Another reader started one meanwhile.
+                let running = running.clone();
+                drop(chans);
+                i.stop();
+                return Ok(running);
+            }
+            if let Some(old) = c.ingest.replace(i.clone()) {
+                retire_stats(c, &old);
+                old.stop();
+            }
+            return Ok(i);
         }
         let i = Ingest::start(channel, &src_properties(&sh.cfg, &c.device_id, channel))?;
         let (endpoint, device, chan) = (
@@ -385,25 +413,39 @@ impl ChannelHooks for Hooks {
         let Some(sh) = self.shared.upgrade() else {
             return;
         };
-        let stop = {
-            let mut chans = lock(&sh.channels);
-            let Some(c) = chans.get_mut(channel) else {
-                return;
-            };
-            match &c.ingest {
-                Some(i) if i.is_unused() || i.is_failed() => {
-                    let i = c.ingest.take();
-                    if let Some(i) = &i {
-                        retire_stats(c, i);
-                    }
-                    i
-                }
-                _ => None,
-            }
-        };
-        if let Some(i) = stop {
-            i.stop();
+        // A pulled path still running stays open for its close delay.
+        let later = lock(&sh.channels).get(channel).and_then(|c| {
+            let p = c.pull.as_ref()?;
+            let i = c.ingest.as_ref()?;
+            (i.is_unused() && !i.is_failed() && !p.close_after().is_zero()).then(|| p.clone())
+        });
+        match later {
+            Some(p) => pull::close_later(&sh, channel, &p),
+            None => stop_if_unused(&sh, channel),
         }
+    }
+}
+
+/// Stops the channel's ingest if nobody uses it (or it failed).
+pub(super) fn stop_if_unused(sh: &Shared, channel: &str) {
+    let stop = {
+        let mut chans = lock(&sh.channels);
+        let Some(c) = chans.get_mut(channel) else {
+            return;
+        };
+        match &c.ingest {
+            Some(i) if i.is_unused() || i.is_failed() => {
+                let i = c.ingest.take();
+                if let Some(i) = &i {
+                    retire_stats(c, i);
+                }
+                i
+            }
+            _ => None,
+        }
+    };
+    if let Some(i) = stop {
+        i.stop();
     }
 }
 

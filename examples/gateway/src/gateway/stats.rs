@@ -181,7 +181,11 @@ pub(super) fn snapshot(sh: &Shared) -> Snapshot {
         for (id, c) in chans.iter() {
             let mut p = PathStat {
                 name: id.clone(),
-                source: "gb28181Channel",
+                source: if c.pull.is_some() {
+                    "rtspSource"
+                } else {
+                    "gb28181Channel"
+                },
                 device_id: c.device_id.clone(),
                 invites: c.invites_done,
                 bytes_received: c.bytes_done,
@@ -208,6 +212,7 @@ pub(super) fn snapshot(sh: &Shared) -> Snapshot {
                 p.packets_lost += u64_field(&st, "packets-lost");
                 p.frames += u64_field(&st, "frames");
                 p.ready = st.get::<bool>("streaming").unwrap_or(false);
+                p.jitter_ms = st.get::<f64>("jitter-ms").ok();
             }
             if let Some((avg, max)) = lat.get(id) {
                 p.latency_avg_ms = *avg;
