@@ -393,7 +393,7 @@ impl Pace {
     }
 
     /// Holds a frame of content time `content` (seek `generation`) until it is due on
-    /// `element`'s clock; false: drop it (an older seek).
+    /// `element`'s clock; false: drop it (an older seek, or the camera is stopping).
     fn wait(&self, element: &gst::Element, content: u64, generation: u64) -> bool {
         // Before PLAYING (preroll) there is no base time to wait on: the frame goes.
         let (Some(clock), Some(base)) = (element.clock(), element.base_time()) else {
@@ -410,10 +410,8 @@ impl Pace {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        if s.stopping {
-            return true;
-        }
-        if generation != s.generation {
+        // Stopping: what is still queued is not sent in a burst ahead of the EOS.
+        if s.stopping || generation != s.generation {
             return false;
         }
         let now = clock.time().saturating_sub(base).nseconds();

@@ -24,7 +24,14 @@ impl Shared {
         let list = cfg
             .channels
             .iter()
-            .filter(|c| *c != "all" && control.check_id(c).is_ok())
+            .filter(|c| *c != "all")
+            .filter(|c| match control.check_id(c) {
+                Ok(()) => true,
+                Err(e) => {
+                    crate::gateway::warn(&format!("cascade {}: not shared: {e}", cfg.server_id));
+                    false
+                }
+            })
             .filter(|c| listed.insert(c.to_string()))
             .cloned()
             .collect();

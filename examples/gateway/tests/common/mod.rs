@@ -190,3 +190,29 @@ pub fn rate(s: &Samples, from: std::time::Instant, to: std::time::Instant) -> (f
     let wall = b.0.duration_since(a.0).as_secs_f64();
     ((b.1 as f64 - a.1 as f64) / 1e9 / wall.max(1e-3), v.len())
 }
+
+/// Over the 3 s from `from` (waited for): the camera's content time (`content`, buffers at
+/// its sink) advanced at twice the wall clock, the output's timestamps (`played`) with the
+/// wall clock, so 50 of the camera's 25 fps frames per second of output time.
+pub fn assert_plays_at_2x(content: &Samples, played: &Samples, from: std::time::Instant) {
+    let end = from + std::time::Duration::from_secs(3);
+    assert!(gst_ipcam_gateway::sim::wait_until(
+        std::time::Duration::from_secs(15),
+        || std::time::Instant::now() > end
+    ));
+    let (cam_rate, cam_n) = rate(content, from, end);
+    let (out_rate, out_n) = rate(played, from, end);
+    assert!(
+        (1.6..=2.5).contains(&cam_rate),
+        "the camera sends its content at 2x: {cam_rate} ({cam_n} frames)"
+    );
+    assert!(
+        (0.8..=1.25).contains(&out_rate),
+        "the output timestamps follow the clock: {out_rate} ({out_n} frames)"
+    );
+    let per_s = out_n as f64 / (out_rate * end.duration_since(from).as_secs_f64());
+    assert!(
+        (40.0..=62.0).contains(&per_s),
+        "{per_s} frames per second of output time"
+    );
+}

@@ -114,7 +114,8 @@ pub fn manscdp(data: &[u8]) {
 /// Media over TCP: RFC 4571 / `$` deframing (seed corpus: generated streams around the first
 /// 600 PS bytes of shared/testdata/ps/hikvision-g711a-first-ps-bytes.bin, from the SRS project's
 /// unit tests, MIT licence) fed in uneven chunks (chunk sizes taken from the
-/// input), the PS frame classifiers used by the sink's GOP cache, and the sender lock.
+/// input), the PS frame classifiers used by the sink's GOP cache, the playback retimer and
+/// the sender lock.
 pub fn media(data: &[u8]) {
     use super::media;
     let mut d = media::TcpDeframer::new();
@@ -135,6 +136,12 @@ pub fn media(data: &[u8]) {
         media::has_psm(data),
         media::is_header_only(data),
     );
+    // The playback retimer rewrites timestamps in place, within the frame.
+    let mut frame = data.to_vec();
+    let mut scaler = super::retime::Scaler::playback();
+    scaler.frame(super::retime::frame_timestamp(&frame), 1_000_000_000);
+    super::retime::retime_ps(&mut frame, |ts| scaler.map_ticks(ts));
+    assert_eq!(frame.len(), data.len());
     let mut reorder = media::ReorderBuffer::new(8);
     let mut released = 0usize;
     let mut pushed = 0usize;
