@@ -521,3 +521,36 @@ fn announcer_that_never_records_frees_the_path() {
     drop(s);
     gw.stop();
 }
+
+/// A publisher whose connection stays open but sends nothing (here ffmpeg stopped with
+/// SIGSTOP) loses the path after `stream_timeout_s`, not after the RTSP session timeout.
+#[test]
+fn stalled_publisher_is_ended() {
+    let _g = serial();
+    let mut gw = start(Config {
+        stream_timeout_s: 2,
+        ..loopback_config("127.0.0.1")
+    });
+    let publisher = ffmpeg_publish(&clip(12), &url(&gw, "mystream", PUBLISHER), "tcp");
+    assert!(wait_until(Duration::from_secs(15), || published(
+        &gw, "mystream"
+    )));
+    let pid = publisher.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || gw.published().is_empty()),
+        "the stalled publisher's path is gone"
+    );
+    let (status, _) = request(gw.rtsp_port(), "DESCRIBE", "mystream", Some(READER), b"");
+    assert_eq!(status, 404);
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    drop(publisher);
+    announce_accepted_then_gone(&gw, "mystream");
+    gw.stop();
+}

@@ -435,6 +435,7 @@ impl Gateway {
                         return;
                     }
                     refresh_ingest_stats(&sh);
+                    publish::end_stalled(&sh);
                     sh.rtsp_guard.close_idle();
                 }
             })
@@ -769,14 +770,21 @@ fn retire_gone_medias(
 /// Ends the reader sessions on `mount` (each one leaves the pool, its media stops) and
 /// closes their connections; a publisher's session (record media) is left alone.
 fn kick_readers(sh: &Shared, mount: &str) {
+    kick_sessions(sh, mount, false);
+}
+
+/// Ends the sessions on `mount` of its readers, or (`publishers`) of its publishers (record
+/// medias), and closes their connections.
+fn kick_sessions(sh: &Shared, mount: &str, publishers: bool) {
     let mut readers = Vec::new();
     for client in sh.server.client_filter(None) {
         for session in client.session_filter(None) {
             let on_mount = session.filter(None).iter().any(|sm| {
                 sm.matches(mount).is_some()
                     && sm.media().is_some_and(|m| {
-                        !m.transport_mode()
+                        m.transport_mode()
                             .contains(gst_rtsp_server::RTSPTransportMode::RECORD)
+                            == publishers
                     })
             });
             if on_mount {

@@ -88,6 +88,8 @@ struct Published {
         Arc<MediaCounters>,
     )>,
     sent_done: u64,
+    /// Bytes received at the last change, and when (stalled publishers are ended).
+    last_received: (u64, Instant),
 }
 
 enum Slot {
@@ -134,6 +136,14 @@ pub struct PublishGuard {
 impl PublishGuard {
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The path was ended by the gateway (its publisher sent nothing for `stream_timeout_s`,
+    /// or the gateway stops): the source should stop.
+    pub fn is_ended(&self) -> bool {
+        self.shared.upgrade().is_none_or(|sh| {
+            !matches!(lock(&sh.publishers).paths.get(&self.path), Some((id, _)) if *id == self.id)
+        })
     }
 
     /// Where the source counts the bytes it receives.
@@ -236,6 +246,7 @@ impl Reservation {
                         outputs: None,
                         medias: Vec::new(),
                         sent_done: 0,
+                        last_received: (0, Instant::now()),
                     }));
                 }
                 _ => {
@@ -333,6 +344,39 @@ fn unpublish(weak: &Weak<Shared>, path: &str, id: u64) {
     super::playback::remove_hls(&sh, path);
     super::kick_readers(&sh, &mount);
     println!("[gateway] path {path} unpublished");
+}
+
+/// Ends the publications whose source has sent nothing for `stream_timeout_s` (a publisher
+/// whose connection stays open without data: stopped, or gone behind a NAT): the path goes
+/// and an RTSP publisher's connection is closed. Called periodically.
+pub(super) fn end_stalled(sh: &Arc<Shared>) {
+    let timeout = Duration::from_secs(u64::from(sh.cfg.stream_timeout_s.max(1)));
+    let now = Instant::now();
+    let stalled: Vec<(String, u64)> = {
+        let mut p = lock(&sh.publishers);
+        p.paths
+            .iter_mut()
+            .filter_map(|(name, (id, slot))| {
+                let Slot::Published(pb) = slot else {
+                    return None;
+                };
+                let received = pb.bytes_received.load(Ordering::Relaxed);
+                if received != pb.last_received.0 {
+                    pb.last_received = (received, now);
+                    return None;
+                }
+                (now.duration_since(pb.last_received.1) >= timeout).then(|| (name.clone(), *id))
+            })
+            .collect()
+    };
+    for (path, id) in stalled {
+        warn(&format!(
+            "path {path}: nothing received for {}s (stream_timeout_s): publisher ended",
+            timeout.as_secs()
+        ));
+        unpublish(&Arc::downgrade(sh), &path, id);
+        super::kick_sessions(sh, &format!("/{path}"), true);
+    }
 }
 
 /// Ends every publication (gateway stop).
