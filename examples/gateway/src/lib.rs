@@ -12,6 +12,7 @@ pub mod http;
 pub mod ingest;
 pub mod malloc;
 pub mod metrics;
+pub mod onvif;
 pub mod outputs;
 pub mod paths;
 pub mod pull;
