@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod malloc;
 pub mod metrics;
 pub mod multicast;
+pub mod onvif;
 pub mod outputs;
 pub mod paths;
 pub mod pull;

@@ -10,6 +10,7 @@ pub mod config;
 pub mod devices;
 pub mod directory;
 pub mod events;
+pub mod onvif;
 pub mod paths;
 pub mod playback;
 pub mod playback_time;
@@ -317,6 +318,7 @@ fn openapi_router() -> OpenApiRouter<Api> {
         .routes(routes!(channels::call_preset))
         .routes(routes!(channels::key_frame))
         .routes(routes!(paths::list_paths))
+        .routes(routes!(onvif::discover))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::kick_session))
         .routes(routes!(recordings::list_recordings))
@@ -374,6 +376,7 @@ mod tests {
             include_str!("channels.rs"),
             include_str!("sessions.rs"),
             include_str!("paths.rs"),
+            include_str!("onvif.rs"),
             include_str!("recordings.rs"),
             include_str!("config.rs"),
             include_str!("records.rs"),
