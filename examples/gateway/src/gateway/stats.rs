@@ -315,7 +315,7 @@ pub(super) fn snapshot(sh: &Shared) -> Snapshot {
         sessions,
         rtsp_conns: clients.len() as u32,
         sip,
-        auth_failures: [Protocol::Rtsp, Protocol::Http]
+        auth_failures: [Protocol::Rtsp, Protocol::Http, Protocol::Rtmp]
             .iter()
             .map(|p| (p.as_str().to_string(), sh.rtsp_guard.users().failures(*p)))
             .collect(),
