@@ -8,6 +8,8 @@ use common::*;
 
 use gst::prelude::*;
 use gst_ipcam_gateway::auth::{Action, REALM, UserConfig, Users};
+use gst_ipcam_gateway::config::Config;
+use gst_ipcam_gateway::gateway::Gateway;
 use gst_ipcam_gateway::rtmp::amf0::{self, Value};
 use gst_ipcam_gateway::rtmp::chunk::{ChunkWriter, Message};
 use gst_ipcam_gateway::rtmp::media::FlvSource;
@@ -141,7 +143,7 @@ impl Drop for Demuxed {
 
 fn start(paths: Arc<dyn Paths>, settings: Settings) -> Server {
     gst_ipcam_gateway::gateway::init().unwrap();
-    Server::start("127.0.0.1", 0, users(), paths, settings).unwrap()
+    Server::start("127.0.0.1", 0, users(), paths, settings, Default::default()).unwrap()
 }
 
 fn url(addr: SocketAddr, path: &str, creds: (&str, &str)) -> String {
@@ -385,5 +387,50 @@ fn hostile_clients_are_cut_off_and_others_served() {
         .stats()
         .conns
         .load(Ordering::SeqCst)
+        == 0));
+}
+
+/// A gateway on loopback with its RTMP server on a free port and `simulate` cameras.
+fn gateway(simulate: u32) -> Gateway {
+    let cfg = Config {
+        simulate,
+        sim_width: 320,
+        sim_height: 240,
+        sim_bitrate_kbps: 500,
+        rtmp_address: "127.0.0.1".into(),
+        rtmp_port: free_port(),
+        ..loopback_config("127.0.0.1")
+    };
+    let gw = Gateway::start(cfg).expect("gateway starts");
+    let want: Vec<String> = (0..simulate)
+        .map(|i| gw.config().sim_device_id(i))
+        .collect();
+    assert!(wait_until(Duration::from_secs(10), || {
+        let chans = gw.channels();
+        want.iter().all(|w| chans.contains(w))
+    }));
+    gw
+}
+
+#[test]
+fn gb28181_channel_read_over_rtmp() {
+    let _s = serial();
+    let gw = gateway(1);
+    let addr = gw.rtmp_addr().expect("RTMP server");
+    let ch = gw.config().sim_device_id(0);
+    let t = Instant::now();
+    let v = ffprobe_frames(&["-read_intervals", "%+3"], &url(addr, &ch, READER));
+    eprintln!("ffprobe over RTMP: {v:?} in {:?}", t.elapsed());
+    assert!(frames_of(&v, "h264") >= 25, "{v:?}");
+    assert!(frames_of(&v, "pcm_alaw") >= 10, "{v:?}");
+    // Wrong password: nothing.
+    let v = ffprobe_frames(&[], &url(addr, &ch, (READER.0, "nope")));
+    assert!(v.is_empty(), "{v:?}");
+    let snap = gw.snapshot();
+    assert!(snap.rtmp_bytes_received > 0);
+    // The reader left: the camera session ends (BYE) as after an RTSP reader.
+    assert!(wait_until(Duration::from_secs(10), || gw
+        .snapshot()
+        .rtmp_conns
         == 0));
 }

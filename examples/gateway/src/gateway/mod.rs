@@ -112,6 +112,8 @@ struct Shared {
     /// Where a reload reads the configuration, and the settings as last applied.
     reload: Mutex<control::Reload>,
     playbacks: Mutex<playback::Playbacks>,
+    /// The RTMP server's counters (zero without one).
+    rtmp_stats: Arc<crate::rtmp::Stats>,
 }
 
 /// The running gateway.
@@ -123,6 +125,7 @@ pub struct Gateway {
     mount_thread: Option<JoinHandle<()>>,
     metrics_server: Option<HttpServer>,
     hls_server: Option<HttpServer>,
+    rtmp_server: Option<crate::rtmp::Server>,
     http_runtime: Option<HttpRuntime>,
     /// The HLS directory made for this run (removed at stop).
     hls_temp_dir: Option<std::path::PathBuf>,
@@ -318,6 +321,7 @@ impl Gateway {
             }),
             reload: Mutex::new(control::Reload::new(as_given)),
             playbacks: Mutex::new(Default::default()),
+            rtmp_stats: Default::default(),
         });
 
         // Per-client byte counts start when the client's PLAY is answered.
@@ -424,6 +428,11 @@ impl Gateway {
             }))
         };
 
+        let rtmp_server = if cfg.rtmp_port == 0 {
+            None
+        } else {
+            Some(start_rtmp(&shared)?)
+        };
         let mut gw = Gateway {
             shared,
             main_loop,
@@ -432,6 +441,7 @@ impl Gateway {
             mount_thread: Some(mount_thread),
             metrics_server: Some(metrics_server),
             hls_server,
+            rtmp_server,
             http_runtime: Some(http_runtime),
             hls_temp_dir,
             summary_thread,
@@ -501,6 +511,11 @@ impl Gateway {
 
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
         self.metrics_server.as_ref().map(|s| s.local_addr())
+    }
+
+    /// The RTMP server's address (with the port got when the configuration said 0).
+    pub fn rtmp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.rtmp_server.as_ref().map(|s| s.local_addr())
     }
 
     pub fn metrics_server(&self) -> Option<&HttpServer> {
@@ -611,6 +626,9 @@ impl Gateway {
         }
         self.stopped = true;
         self.shared.stopping.store(true, Ordering::SeqCst);
+        if let Some(mut r) = self.rtmp_server.take() {
+            r.stop();
+        }
         self.shared.endpoint.unsubscribe(self.subscription);
         // The queue's sender went with the subscription: the worker ends after its current job.
         if let Some(t) = self.mount_thread.take() {
@@ -676,6 +694,23 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The RTMP listener on `rtmp_address:rtmp_port`, serving every path with an ingest.
+fn start_rtmp(sh: &Arc<Shared>) -> Result<crate::rtmp::Server, String> {
+    let hooks: Arc<dyn ChannelHooks> = Arc::new(Hooks {
+        shared: Arc::downgrade(sh),
+    });
+    let timeout = Duration::from_secs(u64::from(sh.cfg.wait_timeout_s.max(1)) + 5);
+    let paths = Arc::new(crate::rtmp::paths::GatewayPaths::new(hooks, timeout));
+    crate::rtmp::Server::start(
+        &sh.cfg.rtmp_address,
+        sh.cfg.rtmp_port,
+        sh.rtsp_guard.users().clone(),
+        paths,
+        crate::rtmp::Settings::default(),
+        sh.rtmp_stats.clone(),
+    )
 }
 
 /// `POST /<channel>/whep` and the session resources (see [`crate::webrtc`]).

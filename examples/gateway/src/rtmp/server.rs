@@ -125,13 +125,15 @@ struct Ctx {
 }
 
 impl Server {
-    /// Listens on `address:port` (port 0: any free one, see [`local_addr`](Self::local_addr)).
+    /// Listens on `address:port` (port 0: any free one, see [`local_addr`](Self::local_addr)),
+    /// counting into `stats`.
     pub fn start(
         address: &str,
         port: u16,
         users: Arc<Users>,
         paths: Arc<dyn Paths>,
         settings: Settings,
+        stats: Arc<Stats>,
     ) -> Result<Server, String> {
         let ip: IpAddr = gstgb28181::core::addr::parse_ip(address)
             .ok_or_else(|| format!("RTMP address {address:?} is not an IP address"))?;
@@ -139,7 +141,6 @@ impl Server {
             TcpListener::bind((ip, port)).map_err(|e| format!("RTMP port {port}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let stop = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(Stats::default());
         let open = Arc::new(Mutex::new(HashMap::new()));
         let ctx = Arc::new(Ctx {
             users,

@@ -617,4 +617,49 @@ mod tests {
         );
         assert!(s_.feed(&media).unwrap().is_empty());
     }
+
+    /// The fuzz target's body over random bytes and mutations of a real publish (a short
+    /// stand-in for `make fuzz`): no panic, the limits hold.
+    #[test]
+    fn random_and_mutated_input() {
+        let seed_input = include_bytes!("../../../../fuzz/corpus/rtmp_session/publish");
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..3000 {
+            let mut data: Vec<u8> = if round % 2 == 0 {
+                seed_input[1..].to_vec()
+            } else {
+                (0..rnd() % 600).map(|_| rnd() as u8).collect()
+            };
+            for _ in 0..rnd() % 8 {
+                if !data.is_empty() {
+                    let at = rnd() as usize % data.len();
+                    data[at] = rnd() as u8;
+                }
+            }
+            let mut s_ = Session::new(chunk::Limits::default());
+            let step = (rnd() % 64 + 1) as usize;
+            for piece in data.chunks(step) {
+                match s_.feed(piece) {
+                    Ok(events) => {
+                        for e in events {
+                            match e {
+                                Event::Publish { .. } => s_.accept_publish("p"),
+                                Event::Play { .. } => drop(s_.accept_play("p")),
+                                _ => {}
+                            }
+                        }
+                    }
+                    Err(_) => break,
+                }
+                s_.take_output();
+                assert!(s_.reader.buffered() <= 65_536 + 18 + step);
+            }
+        }
+    }
 }
