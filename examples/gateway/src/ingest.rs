@@ -1,7 +1,9 @@
-//! The camera side of one channel: `gb28181src ! psdemux`, each elementary stream parsed
-//! (`h264parse`/`h265parse`/`aacparse`, G.711 as is) into an appsink, and fanned out to any
-//! number of subscribers (`appsrc`s of RTSP medias, HLS/recording). One ingest = one INVITE;
-//! it stops (BYE) when its last subscriber leaves.
+//! The source side of one path: an [`IngestSource`] (a GB28181 camera's `gb28181src !
+//! psdemux`, or any element whose pads carry elementary streams: a pulled RTSP camera, a
+//! publisher), each elementary stream parsed (`h264parse`/`h265parse`/`aacparse`, G.711 as
+//! is) into an appsink, and fanned out to any number of subscribers (`appsrc`s of RTSP
+//! medias, HLS/recording). For a camera, one ingest = one INVITE; it stops (BYE) when its
+//! last subscriber leaves.
 //!
 //! Decoupling the camera from gst-rtsp-server this way keeps the RTSP media static
 //! (`appsrc ! rtph264pay name=pay0 ...`, built once the streams are known) instead of relying
@@ -92,7 +94,7 @@ struct State {
     /// times; empty when there is no key frame yet or the GOP outgrew the limits.
     gop: Vec<(Kind, gst::Buffer, u64)>,
     gop_bytes: usize,
-    /// Arrival (gb28181src timestamp) to fan-out, since the last [`Ingest::take_latency`].
+    /// Arrival (the source's timestamp) to fan-out, since the last [`Ingest::take_latency`].
     lat_sum_ns: u64,
     lat_count: u64,
     lat_max_ns: u64,
@@ -180,6 +182,44 @@ pub struct Streams {
     pub generation: u64,
 }
 
+/// Where an ingest's elementary streams come from.
+pub struct IngestSource {
+    /// Added to the ingest's pipeline and linked in this order (a source that links
+    /// dynamically inside, like `rtspsrc` to depayloaders, is one bin that adds ghost pads).
+    pub elements: Vec<gst::Element>,
+    /// The element (one of `elements`) whose src pads, sometimes or always, carry the
+    /// elementary streams (H.264/H.265 in any stream format, AAC, G.711); a pad's stream is
+    /// taken when its caps are known.
+    pub streams_from: gst::Element,
+    /// The element asked for statistics (its `stats` structure property, when it has one)
+    /// and for control ([`Ingest::source`]): gb28181src for a camera.
+    pub control: gst::Element,
+}
+
+impl IngestSource {
+    /// A GB28181 camera: `gb28181src ! psdemux`, gb28181src with `src_properties` (the
+    /// ones it does not have are ignored). The INVITE happens as the pipeline starts.
+    pub fn gb28181(src_properties: &[(String, String)]) -> Result<IngestSource, String> {
+        let src = gst::ElementFactory::make("gb28181src")
+            .name("src")
+            .build()
+            .map_err(|e| format!("gb28181src: {e}"))?;
+        for (k, v) in src_properties {
+            if src.find_property(k).is_some() {
+                src.set_property_from_str(k, v);
+            }
+        }
+        let demux = gst::ElementFactory::make("psdemux")
+            .build()
+            .map_err(|e| format!("psdemux: {e}"))?;
+        Ok(IngestSource {
+            elements: vec![src.clone(), demux.clone()],
+            streams_from: demux,
+            control: src,
+        })
+    }
+}
+
 /// A running ingest.
 pub struct Ingest {
     pub channel: String,
@@ -229,28 +269,22 @@ pub fn payloader_for(caps: &gst::CapsRef, pt: u32) -> Option<String> {
 }
 
 impl Ingest {
-    /// Starts the camera session (INVITE happens as the pipeline starts).
+    /// Starts a GB28181 camera session (INVITE happens as the pipeline starts).
     pub fn start(
         channel: &str,
         src_properties: &[(String, String)],
     ) -> Result<Arc<Ingest>, String> {
+        Self::start_source(channel, IngestSource::gb28181(src_properties)?)
+    }
+
+    /// Starts an ingest of `source`'s streams for path `channel`.
+    pub fn start_source(channel: &str, source: IngestSource) -> Result<Arc<Ingest>, String> {
         let pipeline = gst::Pipeline::with_name(&format!("ingest-{channel}"));
-        let src = gst::ElementFactory::make("gb28181src")
-            .name("src")
-            .build()
-            .map_err(|e| format!("gb28181src: {e}"))?;
-        for (k, v) in src_properties {
-            if src.find_property(k).is_some() {
-                src.set_property_from_str(k, v);
-            }
-        }
-        let demux = gst::ElementFactory::make("psdemux")
-            .build()
-            .map_err(|e| format!("psdemux: {e}"))?;
         pipeline
-            .add_many([&src, &demux])
+            .add_many(&source.elements)
             .map_err(|e| e.to_string())?;
-        src.link(&demux).map_err(|e| e.to_string())?;
+        gst::Element::link_many(&source.elements).map_err(|e| format!("{channel}: {e}"))?;
+        let (src, demux) = (source.control, source.streams_from);
         let ingest = Arc::new(Ingest {
             channel: channel.to_string(),
             pipeline: pipeline.clone(),
@@ -267,6 +301,9 @@ impl Ingest {
                 i.on_pad(pad);
             }
         });
+        for pad in demux.src_pads() {
+            ingest.on_pad(&pad);
+        }
         // Errors (camera gone, refused INVITE, stream timeout) end the ingest, handled in the
         // thread that posts them: no thread per channel polling the bus.
         let weak = Arc::downgrade(&ingest);
@@ -282,7 +319,30 @@ impl Ingest {
     }
 
     fn on_pad(self: &Arc<Self>, pad: &gst::Pad) {
-        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let Some(caps) = pad.current_caps() else {
+            // Taken when its caps come (an always pad, or a pad added before its caps).
+            let weak: Weak<Ingest> = Arc::downgrade(self);
+            pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| {
+                let Some(gst::PadProbeData::Event(e)) = &info.data else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                if e.type_() != gst::EventType::Caps {
+                    return gst::PadProbeReturn::Ok;
+                }
+                if let (Some(i), gst::EventView::Caps(c)) = (weak.upgrade(), e.view()) {
+                    let caps = c.caps_owned();
+                    // Sticky: once the probe is gone the caps event goes on to the chain
+                    // linked here.
+                    i.take_stream(pad, caps);
+                }
+                gst::PadProbeReturn::Remove
+            });
+            return;
+        };
+        self.take_stream(pad, caps);
+    }
+
+    fn take_stream(self: &Arc<Self>, pad: &gst::Pad, caps: gst::Caps) {
         let Some((kind, _)) = parser_for(&caps) else {
             gst::info!(
                 CAT,
@@ -765,7 +825,7 @@ impl Ingest {
         st.failed.is_some() || st.stopped || st.generation != generation
     }
 
-    /// (average, maximum) time in ms from a frame's arrival in gb28181src to its hand-over to
+    /// (average, maximum) time in ms from a frame's arrival in the source to its hand-over to
     /// the subscribers since the last call.
     pub fn take_latency(&self) -> Option<(f64, f64)> {
         let mut st = lock(&self.state);
@@ -782,26 +842,33 @@ impl Ingest {
         Some(r)
     }
 
-    /// gb28181src's statistics as last refreshed (never blocks).
+    /// The source's statistics (gb28181src's) as last refreshed (never blocks).
     pub fn src_stats(&self) -> Option<gst::Structure> {
         lock(&self.stats).clone()
     }
 
-    /// Reads gb28181src's `stats` property (may block while the element is busy: call it
-    /// without holding other locks).
+    /// Reads the source's `stats` property (may block while the element is busy: call it
+    /// without holding other locks); nothing for a source without one.
     pub fn refresh_stats(&self) {
+        if self
+            .src
+            .find_property("stats")
+            .is_none_or(|p| p.value_type() != gst::Structure::static_type())
+        {
+            return;
+        }
         let s = self.src.property::<Option<gst::Structure>>("stats");
         if s.is_some() {
             *lock(&self.stats) = s;
         }
     }
 
-    /// Stops the pipeline (gb28181src sends BYE) and ends every subscriber's stream.
-    /// The camera's gb28181src (playback control signals).
+    /// The source's control element (a camera's gb28181src: playback control signals).
     pub fn source(&self) -> &gst::Element {
         &self.src
     }
 
+    /// Stops the pipeline (gb28181src sends BYE) and ends every subscriber's stream.
     pub fn stop(&self) {
         let subs = {
             let mut st = lock(&self.state);
@@ -946,6 +1013,91 @@ mod tests {
             caps_change(&c("audio/x-alaw,rate=8000"), &c("audio/x-alaw,rate=16000")),
             CapsChange::Size
         );
+    }
+
+    /// Any element whose pads carry elementary streams feeds an ingest: here a bin whose
+    /// always pads give H.264 in AVC form (as a publisher's or an RTSP camera's depayloader
+    /// does) and A-law; a viewer gets byte-stream H.264 starting with a key frame.
+    #[test]
+    fn any_source_of_elementary_streams_feeds_viewers() {
+        gst::init().unwrap();
+        let bin = gst::parse::bin_from_description(
+            "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=25/1 \
+             ! x264enc tune=zerolatency key-int-max=10 ! h264parse \
+             ! video/x-h264,stream-format=avc ! queue name=v \
+             audiotestsrc is-live=true ! alawenc ! queue name=a",
+            false,
+        )
+        .unwrap();
+        for q in ["v", "a"] {
+            let pad = bin.by_name(q).unwrap().static_pad("src").unwrap();
+            let ghost = gst::GhostPad::builder_with_target(&pad)
+                .unwrap()
+                .name(q)
+                .build();
+            bin.add_pad(&ghost).unwrap();
+        }
+        let bin = bin.upcast::<gst::Element>();
+        let ingest = Ingest::start_source(
+            "generic",
+            IngestSource {
+                elements: vec![bin.clone()],
+                streams_from: bin.clone(),
+                control: bin,
+            },
+        )
+        .unwrap();
+        let streams = ingest.wait_streams(Duration::from_secs(20)).unwrap();
+        let video = streams.video.expect("video");
+        let v = video.structure(0).unwrap();
+        assert_eq!(v.name(), "video/x-h264");
+        assert_eq!(v.get::<&str>("stream-format").unwrap(), "byte-stream");
+        assert_eq!(
+            streams.audio.expect("audio").structure(0).unwrap().name(),
+            "audio/x-alaw"
+        );
+        // No stats property on a plain bin: nothing read, nothing panics.
+        ingest.refresh_stats();
+        assert!(ingest.src_stats().is_none());
+
+        let viewer = gst::parse::launch(
+            "appsrc name=src format=time is-live=true ! appsink name=sink sync=false",
+        )
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let src = viewer
+            .by_name("src")
+            .unwrap()
+            .downcast::<gst_app::AppSrc>()
+            .unwrap();
+        src.set_caps(Some(&video));
+        let sink = viewer
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        viewer.set_state(gst::State::Playing).unwrap();
+        let ids = ingest.subscribe_viewer(&[(Kind::Video, src)]);
+        assert_eq!(ids.len(), 1);
+        let mut frames = 0;
+        while frames < 20 {
+            let sample = sink
+                .try_pull_sample(gst::ClockTime::from_seconds(10))
+                .expect("a frame within 10 s");
+            let b = sample.buffer().unwrap();
+            if frames == 0 {
+                assert!(
+                    !b.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                    "starts with a key frame"
+                );
+                let map = b.map_readable().unwrap();
+                assert!(map.starts_with(&[0, 0, 0, 1]) || map.starts_with(&[0, 0, 1]));
+            }
+            frames += 1;
+        }
+        viewer.set_state(gst::State::Null).unwrap();
+        ingest.stop();
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod malloc;
 pub mod metrics;
 pub mod outputs;
+pub mod paths;
 pub mod rtmp;
 pub mod rtsp_auth;
 pub mod sim;

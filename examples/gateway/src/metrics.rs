@@ -79,6 +79,8 @@ pub struct SipCounters {
     pub registers: u64,
     pub keepalives: u64,
     pub keepalives_refused: u64,
+    /// SIP/TCP connections closed for silence (never a message, or a frozen device).
+    pub tcp_idle_closed: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -207,7 +209,7 @@ pub fn render(s: &Snapshot) -> String {
             u8::from(d.online)
         );
     }
-    let sip: [(&str, &str, u64); 9] = [
+    let sip: [(&str, &str, u64); 10] = [
         (
             "gb28181_auth_failures_total",
             "Failed digest authentications (REGISTER)",
@@ -252,6 +254,11 @@ pub fn render(s: &Snapshot) -> String {
             "gb28181_keepalives_refused_total",
             "Keepalives refused because the device was not registered (it registers again)",
             s.sip.keepalives_refused,
+        ),
+        (
+            "gb28181_sip_tcp_idle_closed_total",
+            "SIP/TCP connections closed because they stayed silent (half-open, or never used)",
+            s.sip.tcp_idle_closed,
         ),
     ];
     for (name, text, v) in sip {

@@ -434,3 +434,67 @@ fn gb28181_channel_read_over_rtmp() {
         .rtmp_conns
         == 0));
 }
+
+/// ffmpeg publishing `file` in a loop (real time) to `url` until dropped.
+fn publish_loop(file: &Path, url: &str) -> ChildGuard {
+    ChildGuard(
+        Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-re",
+                "-stream_loop",
+                "-1",
+                "-i",
+            ])
+            .arg(file)
+            .args(["-c", "copy", "-f", "flv", url])
+            .spawn()
+            .expect("ffmpeg runs"),
+    )
+}
+
+#[test]
+fn ffmpeg_publishes_a_path_read_over_rtsp_and_rtmp() {
+    let _s = serial();
+    let dir = scratch("rtmp-gw-publish");
+    let file = clip(&dir);
+    let mut cfg = Config {
+        rtmp_address: "127.0.0.1".into(),
+        rtmp_port: free_port(),
+        ..loopback_config("127.0.0.1")
+    };
+    cfg.users.push(
+        UserConfig::with_password(PUBLISHER.0, PUBLISHER.1, &[(Action::Publish, "~^live/")])
+            .unwrap(),
+    );
+    let gw = Gateway::start(cfg).expect("gateway starts");
+    let addr = gw.rtmp_addr().expect("RTMP server");
+    let publisher = publish_loop(&file, &url(addr, "live/x", PUBLISHER));
+    assert!(wait_until(Duration::from_secs(10), || {
+        gw.snapshot().rtmp_bytes_received > 50_000
+    }));
+    let rtsp = gw.url_with_credentials("live/x", READER.0, READER.1);
+    let t = Instant::now();
+    let v = ffprobe_frames(&["-rtsp_transport", "tcp", "-read_intervals", "%+2"], &rtsp);
+    eprintln!("RTSP: {v:?} in {:?}", t.elapsed());
+    assert!(frames_of(&v, "h264") >= 25, "{v:?}");
+    assert!(frames_of(&v, "aac") >= 25, "{v:?}");
+    let t = Instant::now();
+    let v = ffprobe_frames(&["-read_intervals", "%+2"], &url(addr, "live/x", READER));
+    eprintln!("RTMP: {v:?} in {:?}", t.elapsed());
+    assert!(frames_of(&v, "h264") >= 25, "{v:?}");
+    assert!(frames_of(&v, "aac") >= 25, "{v:?}");
+    // A second publisher of the same path is refused while the first one runs.
+    assert!(!publish(&file, &url(addr, "live/x", PUBLISHER)).success());
+    // The publisher leaves: the path goes with it.
+    drop(publisher);
+    assert!(wait_until(Duration::from_secs(10), || gw
+        .snapshot()
+        .rtmp_conns
+        == 0));
+    let v = ffprobe_frames(&["-rtsp_transport", "tcp"], &rtsp);
+    assert!(v.is_empty(), "{v:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}

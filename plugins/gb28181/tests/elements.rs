@@ -845,6 +845,75 @@ fn subscriptions_through_the_elements() {
     src.set_state(gst::State::Null).unwrap();
 }
 
+/// The platform's video and its talk in ONE pipeline (`gb28181src ! ...` and `... !
+/// gb28181talksink`, both on the port-0 endpoint, which they share): the video plays and the
+/// camera hears every buffer of the talk.
+#[test]
+fn talkback_in_the_pipeline_of_the_video() {
+    init();
+    let _g = serial();
+    let device = "34020000001320000142";
+    let platform = gst_ipcam_testutil::launch(&format!(
+        "gb28181src name=src sip-address=127.0.0.1 sip-port=0 device-id={device} \
+         password=secret wait-timeout=15 stream-timeout=5 \
+         ! mpegpsdemux ! h264parse ! avdec_h264 ! appsink name=out sync=false \
+         audiotestsrc is-live=true samplesperbuffer=160 num-buffers=100 \
+         ! audio/x-raw,rate=8000,channels=1 ! alawenc \
+         ! gb28181talksink name=talk sip-address=127.0.0.1 sip-port=0 device-id={device}"
+    ));
+    let frames = count_samples(&platform, "out");
+    let bus = platform.bus().unwrap();
+    platform.set_state(gst::State::Playing).unwrap();
+    let port = sip_port(&platform, "src");
+    assert_eq!(
+        gst_ipcam_testutil::by_name(&platform, "talk").property::<u32>("sip-port"),
+        u32::from(port),
+        "the talk sink shares the video's endpoint"
+    );
+    let cam = gst::parse::launch(&format!(
+        "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=25/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 ! h264parse \
+         ! mpegpsmux ! gb28181sink name=dev server-ip=127.0.0.1 server-port={port} \
+         device-id={device} password=secret retry-interval=300 \
+         dev.talk ! alawdec ! appsink name=heard sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let heard = count_samples(&cam, "heard");
+    let cam_bus = cam.bus().unwrap();
+    cam.set_state(gst::State::Playing).unwrap();
+    wait_for(&bus, Duration::from_secs(20), |m| {
+        element_named(m, "gb28181-talk-started")
+    })
+    .expect("the talk started");
+    wait_for(&cam_bus, Duration::from_secs(5), |m| {
+        element_named(m, "gb28181-talk-started")
+    })
+    .expect("the camera took the call");
+    assert!(wait_frames(&frames, 10, Duration::from_secs(20), &bus) >= 10);
+    // The talk's 100 buffers (2 s) all sent, and heard by the camera.
+    let talk = gst_ipcam_testutil::by_name(&platform, "talk");
+    assert!(
+        gst_ipcam_testutil::wait_until(Duration::from_secs(10), || {
+            talk.property::<gst::Structure>("stats")
+                .get::<u64>("packets")
+                .unwrap_or(0)
+                == 100
+        }),
+        "{}",
+        talk.property::<gst::Structure>("stats")
+    );
+    assert!(
+        gst_ipcam_testutil::wait_until(Duration::from_secs(5), || heard.load(Ordering::SeqCst)
+            >= 95),
+        "decoded talk buffers: {}",
+        heard.load(Ordering::SeqCst)
+    );
+    cam.set_state(gst::State::Null).unwrap();
+    platform.set_state(gst::State::Null).unwrap();
+}
+
 /// Voice broadcast from launch lines: `gb28181talksink` on the platform's endpoint talks to
 /// the camera; the camera's `gb28181sink` puts the audio out of its `talk` pad, where a
 /// decoder plays it; stopping the talk sends BYE and the pad goes.

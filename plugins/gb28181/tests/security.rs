@@ -919,3 +919,79 @@ fn forged_bye_does_not_end_a_real_stream() {
     sink.set_state(gst::State::Null).unwrap();
     src.set_state(gst::State::Null).unwrap();
 }
+
+// ---- 6. SIP/TCP connections left silent ----
+
+/// Holding the endpoint's TCP slots: connections opened and never used, and a registered
+/// device that froze (half-open: it neither sends nor closes). Both are closed when silent
+/// for too long (the first message within min(idle limit, TCP_FIRST_MESSAGE_MS); then one
+/// keepalive interval more than makes the device offline), the slots come back, the device
+/// goes offline and registers again on a new connection; a device keeping alive stays.
+#[test]
+fn silent_tcp_connections_are_closed() {
+    use std::io::Read;
+    let _g = serial();
+    let config = RegistrarConfig {
+        keepalive_interval_ms: 500,
+        max_missed_keepalives: 2,
+        ..RegistrarConfig::default()
+    };
+    let limit = gstgb28181::endpoint::tcp_idle_limit_ms(500, 2);
+    assert_eq!(limit, 1500);
+    let ep = endpoint(SipTransport::Tcp, config);
+    let events = collect(&ep);
+    // The live device first: it keeps alive every 300 ms.
+    let mut live = Conn::open(SipTransport::Tcp, ep.local_addr());
+    assert_eq!(live.register(DEV, PASSWORD), Some(200));
+    // Ten connections that never say anything, and a device that registers and freezes.
+    let silent: Vec<std::net::TcpStream> = (0..10)
+        .map(|_| std::net::TcpStream::connect(ep.local_addr()).unwrap())
+        .collect();
+    let frozen_id = "34020000001320000002";
+    let mut frozen = Conn::open(SipTransport::Tcp, ep.local_addr());
+    assert_eq!(frozen.register(frozen_id, PASSWORD), Some(200));
+    assert!(wait_until(Duration::from_secs(5), || ep
+        .stats()
+        .tcp_connections
+        == 12));
+    let t0 = Instant::now();
+    let d = Duration::from_secs(2);
+    // Until every silent one is closed (bounded), the live device keeps alive.
+    while ep.stats().tcp_idle_closed < 11 && t0.elapsed() < Duration::from_secs(15) {
+        assert_eq!(live.request(&keepalive(DEV, DEV), d), Some(200));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let took = t0.elapsed();
+    let st = ep.stats();
+    assert_eq!(st.tcp_idle_closed, 11, "{st:?}");
+    assert_eq!(
+        st.tcp_connections, 1,
+        "only the live device's connection is left"
+    );
+    assert!(took >= Duration::from_millis(1400), "closed after {took:?}");
+    // The silent ones see the close (EOF or reset), no reply ever came.
+    for mut s in silent {
+        s.set_read_timeout(Some(d)).unwrap();
+        let mut b = [0u8; 16];
+        assert!(matches!(s.read(&mut b), Ok(0) | Err(_)));
+    }
+    // The frozen device is offline, the live one online.
+    assert!(wait_until(Duration::from_secs(5), || {
+        ep.device(frozen_id).is_some_and(|d| !d.online)
+    }));
+    assert!(ep.device(DEV).is_some_and(|d| d.online));
+    assert!(
+        wait_event(&events, d, |e| matches!(
+            e,
+            EndpointEvent::Registrar(Event::Offline { device_id }) if device_id == frozen_id
+        ))
+        .is_some()
+    );
+    // It comes back on a new connection.
+    let mut back = Conn::open(SipTransport::Tcp, ep.local_addr());
+    assert_eq!(back.register(frozen_id, PASSWORD), Some(200));
+    assert_eq!(back.request(&keepalive(frozen_id, frozen_id), d), Some(200));
+    assert!(ep.device(frozen_id).is_some_and(|d| d.online));
+    drop(frozen);
+    ep.shutdown();
+}

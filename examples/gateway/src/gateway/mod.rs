@@ -39,6 +39,8 @@ mod stats;
 pub use control::{Control, Gone, Loader, ReloadError, ReloadReport};
 use mount::*;
 use persist::*;
+/// Factory hooks of a path with one fixed ingest (a playback, a publisher).
+pub(crate) use playback::Hooks as OneIngest;
 pub use playback::{PlaybackError, PlaybackRequest};
 use recording::*;
 use stats::*;
@@ -702,7 +704,7 @@ fn start_rtmp(sh: &Arc<Shared>) -> Result<crate::rtmp::Server, String> {
         shared: Arc::downgrade(sh),
     });
     let timeout = Duration::from_secs(u64::from(sh.cfg.wait_timeout_s.max(1)) + 5);
-    let paths = Arc::new(crate::rtmp::paths::GatewayPaths::new(hooks, timeout));
+    let paths = crate::rtmp::paths::GatewayPaths::new(hooks, sh.server.clone(), timeout);
     crate::rtmp::Server::start(
         &sh.cfg.rtmp_address,
         sh.cfg.rtmp_port,

@@ -142,6 +142,7 @@ pub(super) fn snapshot(sh: &Shared) -> Snapshot {
         registers: ep_stats.registrar.registers,
         keepalives: ep_stats.registrar.keepalives,
         keepalives_refused: ep_stats.registrar.keepalives_refused,
+        tcp_idle_closed: ep_stats.tcp_idle_closed,
     };
     let devices: Vec<DeviceStat> = sh
         .endpoint

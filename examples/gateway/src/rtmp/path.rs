@@ -1,31 +1,13 @@
 //! From an RTMP `app` and stream name to a gateway path and credentials, as MediaMTX takes
 //! them: `rtmp://host/live/x?user=alice&pass=secret` → app `live`, name `x?user=...` → path
-//! `live/x`, credentials from the query (in the app's or the name's). GStreamer-free.
-
-/// Longest path accepted, and most components.
-pub const MAX_PATH_LEN: usize = 255;
-pub const MAX_COMPONENTS: usize = 8;
+//! `live/x`, credentials from the query (in the app's or the name's); the path checked with
+//! [`crate::paths`]. GStreamer-free.
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub path: String,
     pub user: Option<String>,
     pub pass: Option<String>,
-}
-
-/// A path the gateway can name things with: components of `A-Za-z0-9._~-`, none `.` or
-/// `..`, at most [`MAX_COMPONENTS`] and [`MAX_PATH_LEN`] bytes.
-pub fn valid_path(path: &str) -> bool {
-    !path.is_empty()
-        && path.len() <= MAX_PATH_LEN
-        && path.split('/').count() <= MAX_COMPONENTS
-        && path.split('/').all(|c| {
-            !c.is_empty()
-                && c != "."
-                && c != ".."
-                && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b))
-        })
 }
 
 /// What a request asked for, for logs: app and name without their queries (credentials),
@@ -46,8 +28,10 @@ pub fn target(app: &str, name: &str) -> Result<Target, String> {
         .filter(|p| !p.is_empty())
         .collect::<Vec<_>>()
         .join("/");
-    if !valid_path(&path) {
-        return Err("invalid path".into());
+    // Publishers get the full check (reserved names included) where their path is made.
+    match crate::paths::check_path_name(&path) {
+        Ok(()) | Err(crate::paths::PathNameError::Reserved(_)) => {}
+        Err(e) => return Err(e.to_string()),
     }
     let mut t = Target {
         path,
@@ -95,8 +79,8 @@ mod tests {
         ] {
             assert!(target(app, name).is_err(), "{app} {name}");
         }
-        assert!(!valid_path(&"a/".repeat(20)));
+        assert!(target("a", &"b/".repeat(10)).is_err());
         assert_eq!(shown("live?pass=x", "a\n?pass=secret"), "live/a\\n");
-        assert!(!valid_path(&"a".repeat(300)));
+        assert!(target("a", &"b".repeat(300)).is_err());
     }
 }

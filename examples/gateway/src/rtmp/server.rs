@@ -362,6 +362,8 @@ fn serve(ctx: &Ctx, mut stream: TcpStream, peer: SocketAddr) -> Result<(), Strin
                 break Err(format!("nothing received for {} s", timeout.as_secs()));
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // A player that just goes (ffprobe does) resets the connection.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break Ok(()),
             Err(e) => break Err(e.to_string()),
         };
         ctx.stats

@@ -79,6 +79,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const MAX_TRANSACTIONS: usize = 4096;
 pub const MAX_DIALOGS: usize = 4096;
 pub const MAX_TCP_CONNECTIONS: usize = 4096;
+/// A TCP connection accepted from a peer that sent no complete SIP message within this long
+/// is closed (a connection opened and left silent holds one of [`MAX_TCP_CONNECTIONS`]).
+pub const TCP_FIRST_MESSAGE_MS: u64 = 10_000;
+
+/// How long a SIP/TCP connection may stay silent: one keepalive interval more than it takes
+/// the registrar to call its device offline. A device that froze or vanished without closing
+/// (half-open connection) thus gives its slot back; a live one reconnects.
+pub fn tcp_idle_limit_ms(keepalive_interval_ms: u64, max_missed_keepalives: u32) -> u64 {
+    keepalive_interval_ms
+        .saturating_mul(u64::from(max_missed_keepalives) + 1)
+        .max(1000)
+}
 /// Events waiting for the dispatcher thread; further events are dropped (and counted).
 pub const EVENT_QUEUE: usize = 4096;
 /// Events caused by unauthenticated requests (failed or refused authentication, forged
@@ -316,6 +328,11 @@ pub struct EndpointStats {
     /// Events about unauthenticated requests not published (beyond
     /// [`REFUSAL_EVENTS_PER_S`]); the requests are still counted in `registrar`.
     pub events_suppressed: u64,
+    /// Open SIP/TCP connections.
+    pub tcp_connections: usize,
+    /// SIP/TCP connections closed for silence ([`TCP_FIRST_MESSAGE_MS`],
+    /// [`tcp_idle_limit_ms`]).
+    pub tcp_idle_closed: u64,
 }
 
 pub struct Endpoint {
@@ -339,6 +356,7 @@ pub struct Endpoint {
     messages_out: AtomicU64,
     parse_errors: AtomicU64,
     retransmissions: AtomicU64,
+    tcp_idle_closed: AtomicU64,
 }
 
 static ENDPOINTS: LazyLock<Mutex<HashMap<EndpointKey, Arc<Endpoint>>>> =
@@ -480,6 +498,7 @@ impl Endpoint {
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
             parse_errors: AtomicU64::new(0),
+            tcp_idle_closed: AtomicU64::new(0),
             retransmissions: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&ep);
@@ -591,6 +610,11 @@ impl Endpoint {
             catalog_items_dropped: inner.catalog_items_dropped,
             events_dropped: self.events_dropped.load(Ordering::Relaxed),
             events_suppressed: self.events_suppressed.load(Ordering::Relaxed),
+            tcp_connections: match &self.socket {
+                Socket::Tcp { conns } => lock(conns).len(),
+                Socket::Udp(_) => 0,
+            },
+            tcp_idle_closed: self.tcp_idle_closed.load(Ordering::Relaxed),
         }
     }
 

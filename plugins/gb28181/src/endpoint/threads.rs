@@ -6,11 +6,18 @@ use super::*;
 impl Endpoint {
     pub(super) fn connect_tcp(&self, dest: SocketAddr) -> io::Result<TcpStream> {
         let s = TcpStream::connect_timeout(&dest, Duration::from_secs(3))?;
-        self.add_tcp_connection(s.try_clone()?, dest)?;
+        self.add_tcp_connection(s.try_clone()?, dest, false)?;
         Ok(s)
     }
 
-    pub(super) fn add_tcp_connection(&self, s: TcpStream, peer: SocketAddr) -> io::Result<()> {
+    /// Reads SIP from `s` on a thread of its own; `accepted`: the peer opened it (it must
+    /// then send a message within [`TCP_FIRST_MESSAGE_MS`]).
+    pub(super) fn add_tcp_connection(
+        &self,
+        s: TcpStream,
+        peer: SocketAddr,
+        accepted: bool,
+    ) -> io::Result<()> {
         let Socket::Tcp { conns } = &self.socket else {
             return Ok(());
         };
@@ -28,7 +35,7 @@ impl Endpoint {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let handle = std::thread::Builder::new()
             .name("gb28181-sip-conn".into())
-            .spawn(move || tcp_conn_loop(weak, s, peer, id))?;
+            .spawn(move || tcp_conn_loop(weak, s, peer, id, accepted))?;
         let mut threads = lock(&self.threads);
         // Forget the threads of closed connections.
         threads.retain(|t| !t.is_finished());
@@ -129,7 +136,7 @@ pub(super) fn accept_loop(weak: Weak<Endpoint>, listener: TcpListener) {
             match listener.accept() {
                 Ok((s, peer)) => {
                     let _ = s.set_nonblocking(false);
-                    let _ = ep.add_tcp_connection(s, addr::canonical(peer));
+                    let _ = ep.add_tcp_connection(s, addr::canonical(peer), true);
                     continue;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -140,9 +147,25 @@ pub(super) fn accept_loop(weak: Weak<Endpoint>, listener: TcpListener) {
     }
 }
 
-pub(super) fn tcp_conn_loop(weak: Weak<Endpoint>, mut s: TcpStream, peer: SocketAddr, id: u64) {
+pub(super) fn tcp_conn_loop(
+    weak: Weak<Endpoint>,
+    mut s: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    accepted: bool,
+) {
     let mut framer = StreamFramer::new();
     let mut buf = vec![0u8; 16 * 1024];
+    let idle_limit = match weak.upgrade() {
+        Some(ep) => {
+            let inner = lock(&ep.inner);
+            let c = &inner.registrar.config;
+            tcp_idle_limit_ms(c.keepalive_interval_ms, c.max_missed_keepalives)
+        }
+        None => return,
+    };
+    let mut last_rx = now_ms();
+    let mut messages = 0u64;
     loop {
         let n = match s.read(&mut buf) {
             Ok(0) => break,
@@ -153,24 +176,40 @@ pub(super) fn tcp_conn_loop(weak: Weak<Endpoint>, mut s: TcpStream, peer: Socket
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                match weak.upgrade() {
-                    Some(ep) if !ep.stop.load(Ordering::SeqCst) => continue,
-                    _ => return,
+                let Some(ep) = weak.upgrade().filter(|ep| !ep.stop.load(Ordering::SeqCst)) else {
+                    return;
+                };
+                let silent = now_ms().saturating_sub(last_rx);
+                let limit = if accepted && messages == 0 {
+                    idle_limit.min(TCP_FIRST_MESSAGE_MS)
+                } else {
+                    idle_limit
+                };
+                if silent >= limit {
+                    // Counted (EndpointStats::tcp_idle_closed); the endpoint does not log.
+                    ep.tcp_idle_closed.fetch_add(1, Ordering::Relaxed);
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                    break;
                 }
+                continue;
             }
             Err(_) => break,
         };
+        last_rx = now_ms();
         let Some(ep) = weak.upgrade() else { return };
         for m in framer.push(&buf[..n]) {
             ep.messages_in.fetch_add(1, Ordering::Relaxed);
             match m {
-                Ok(m) => ep.handle_message(
-                    m,
-                    Peer {
-                        addr: peer,
-                        connection: Some(id),
-                    },
-                ),
+                Ok(m) => {
+                    messages += 1;
+                    ep.handle_message(
+                        m,
+                        Peer {
+                            addr: peer,
+                            connection: Some(id),
+                        },
+                    )
+                }
                 Err(_) => {
                     ep.parse_errors.fetch_add(1, Ordering::Relaxed);
                 }

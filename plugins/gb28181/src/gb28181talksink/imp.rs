@@ -174,7 +174,7 @@ impl ObjectImpl for Gb28181TalkSink {
                     .build(),
                 glib::ParamSpecUInt::builder("sip-port")
                     .nick("SIP port")
-                    .blurb("Port of the shared SIP endpoint")
+                    .blurb("Port of the shared SIP endpoint (0 = the one elements of this process asking for any port share; read back the bound port)")
                     .maximum(65535)
                     .default_value(d.sip_port)
                     .mutable_ready()
@@ -262,6 +262,11 @@ impl ObjectImpl for Gb28181TalkSink {
                 .field("bytes", bytes)
                 .build()
                 .to_value();
+        }
+        if pspec.name() == "sip-port"
+            && let Some(ep) = &lock(&self.state).endpoint
+        {
+            return u32::from(ep.local_addr().port()).to_value();
         }
         let s = lock(&self.settings);
         match pspec.name() {
