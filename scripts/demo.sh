@@ -19,7 +19,7 @@ conf=$(mktemp "${TMPDIR:-/tmp}/gst-ipcam-demo-XXXXXX.toml")
 {
     echo '[[users]]'
     printf '%s\n' "$pw" | "$gateway" --hash-password --user demo
-    echo 'permissions = [{action = "read"}, {action = "playback"}, {action = "metrics"}, {action = "api"}]'
+    echo 'permissions = [{action = "read"}, {action = "publish"}, {action = "playback"}, {action = "metrics"}, {action = "api"}]'
 } >"$conf"
 url="rtsp://demo:$pw@127.0.0.1:8554/$channel"
 
@@ -51,6 +51,7 @@ done
 echo "== open $url (e.g. ffplay, VLC); metrics: curl -u demo:$pw http://127.0.0.1:9998/metrics; Ctrl-C stops"
 echo "== web page: http://127.0.0.1:9998/ (log in as demo / $pw)"
 echo "== WHEP (e.g. a WHEP player): http://demo:$pw@127.0.0.1:9998/$channel/whep"
+echo "== RTMP: ffplay 'rtmp://127.0.0.1:1935/$channel?user=demo&pass=$pw'; publish: ffmpeg -re -i FILE -c copy -f flv 'rtmp://127.0.0.1:1935/live/x?user=demo&pass=$pw'"
 if [ "$seconds" -gt 0 ]; then
     ( sleep "$seconds"; kill -INT "$gw" 2>/dev/null || true ) &
 fi

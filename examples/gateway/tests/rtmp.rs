@@ -29,7 +29,14 @@ const PUBLISHER: (&str, &str) = ("pub", "pub-pw");
 fn clip(dir: &Path) -> PathBuf {
     let f = dir.join("clip.mp4");
     let ok = Command::new("timeout")
-        .args(["60", "ffmpeg", "-hide_banner", "-loglevel", "error"])
+        .args([
+            "60",
+            "ffmpeg",
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+        ])
         .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
         .args([
@@ -49,6 +56,7 @@ fn publish(file: &Path, url: &str) -> std::process::ExitStatus {
         .args([
             "30",
             "ffmpeg",
+            "-nostdin",
             "-hide_banner",
             "-loglevel",
             "error",
@@ -440,6 +448,7 @@ fn publish_loop(file: &Path, url: &str) -> ChildGuard {
     ChildGuard(
         Command::new("ffmpeg")
             .args([
+                "-nostdin",
                 "-hide_banner",
                 "-loglevel",
                 "error",
@@ -490,10 +499,9 @@ fn ffmpeg_publishes_a_path_read_over_rtsp_and_rtmp() {
     assert!(!publish(&file, &url(addr, "live/x", PUBLISHER)).success());
     // The publisher leaves: the path goes with it.
     drop(publisher);
-    assert!(wait_until(Duration::from_secs(10), || gw
-        .snapshot()
-        .rtmp_conns
-        == 0));
+    assert!(wait_until(Duration::from_secs(10), || {
+        gw.snapshot().rtmp_conns == 0
+    }));
     let v = ffprobe_frames(&["-rtsp_transport", "tcp"], &rtsp);
     assert!(v.is_empty(), "{v:?}");
     std::fs::remove_dir_all(&dir).ok();

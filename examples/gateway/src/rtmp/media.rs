@@ -9,6 +9,7 @@ use crate::factory::{CAT, ChannelHooks};
 use crate::ingest::{Ingest, Kind};
 use gst::prelude::*;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// `appsrc ! flvdemux` in a bin whose `video`/`audio` ghost pads appear as the publisher's
@@ -190,6 +191,8 @@ impl Reader {
             .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
             .ok_or("no appsink")?;
         let tags = std::sync::Mutex::new(flv::TagReader::new(16 * 1024 * 1024));
+        let end = out.clone();
+        let meta_sent = AtomicBool::new(false);
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |s| {
@@ -203,7 +206,11 @@ impl Reader {
                     loop {
                         match tags.next_tag() {
                             Ok(Some(t)) => {
-                                if let Some(kind) = t.kind
+                                // flvmux repeats onMetaData; players take later
+                                // ones for a subtitle stream: the first one only.
+                                let repeat = t.kind == Some(MediaKind::Data)
+                                    && meta_sent.swap(true, Ordering::Relaxed);
+                                if let Some(kind) = t.kind.filter(|_| !repeat)
                                     && !out.send(kind, t.timestamp, t.payload)
                                 {
                                     return Err(gst::FlowError::Eos);
@@ -217,6 +224,8 @@ impl Reader {
                         }
                     }
                 })
+                // The path's source went away: so does the reader.
+                .eos(move |_| end.end())
                 .build(),
         );
         let mut srcs = Vec::new();

@@ -66,9 +66,16 @@ pub struct Outbox {
     tx: SyncSender<(MediaKind, u32, Vec<u8>)>,
     queued: Arc<AtomicUsize>,
     overflow: Arc<AtomicBool>,
+    /// Set when the source ends: the writer sends what is queued and stops.
+    ended: Arc<AtomicBool>,
 }
 
 impl Outbox {
+    /// The source ended (end-of-stream): the reader is disconnected once its queue is sent.
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+    }
+
     /// Queues a frame; false once the reader is gone or too slow (stop sending).
     pub fn send(&self, kind: MediaKind, timestamp: u32, payload: Vec<u8>) -> bool {
         if self.overflow.load(Ordering::Relaxed) {
@@ -399,7 +406,7 @@ fn serve(ctx: &Ctx, mut stream: TcpStream, peer: SocketAddr) -> Result<(), Strin
                     }
                 },
                 Event::Play { app, name } => {
-                    match start_play(ctx, &app, &name, peer.ip()) {
+                    match start_play(ctx, &app, &name, peer.ip(), stop_writer.clone()) {
                         Ok(Play {
                             path,
                             handle,
@@ -507,7 +514,13 @@ struct Play {
     overflow: Arc<AtomicBool>,
 }
 
-fn start_play(ctx: &Ctx, app: &str, name: &str, ip: IpAddr) -> Result<Play, Refusal> {
+fn start_play(
+    ctx: &Ctx,
+    app: &str,
+    name: &str,
+    ip: IpAddr,
+    ended: Arc<AtomicBool>,
+) -> Result<Play, Refusal> {
     let t = path::target(app, name).map_err(|e| {
         refusal(
             "NetStream.Play.StreamNotFound",
@@ -521,6 +534,7 @@ fn start_play(ctx: &Ctx, app: &str, name: &str, ip: IpAddr) -> Result<Play, Refu
         tx,
         queued: Arc::new(AtomicUsize::new(0)),
         overflow: Arc::new(AtomicBool::new(false)),
+        ended,
     };
     let (queued, overflow) = (outbox.queued.clone(), outbox.overflow.clone());
     let handle = ctx.paths.play(&t.path, outbox)?;
