@@ -546,6 +546,15 @@ mod tests {
         ));
     }
 
+    /// A session after `connect` to app `live`.
+    fn connected() -> Session {
+        let mut s_ = Session::new(chunk::Limits::default());
+        let connect = Value::object(&[("app", s("live"))]);
+        let cmd = client_command(0, &[s("connect"), Value::Number(1.0), connect]);
+        s_.feed(&cmd).unwrap();
+        s_
+    }
+
     #[test]
     fn out_of_order_and_refused() {
         let mut s_ = Session::new(chunk::Limits::default());
@@ -557,13 +566,7 @@ mod tests {
             ))
             .is_err()
         );
-        let mut s_ = Session::new(chunk::Limits::default());
-        let connect = Value::object(&[("app", s("live"))]);
-        s_.feed(&client_command(
-            0,
-            &[s("connect"), Value::Number(1.0), connect],
-        ))
-        .unwrap();
+        let mut s_ = connected();
         // play on a stream never created
         assert!(
             s_.feed(&client_command(
@@ -572,13 +575,7 @@ mod tests {
             ))
             .is_err()
         );
-        let mut s_ = Session::new(chunk::Limits::default());
-        let connect = Value::object(&[("app", s("live"))]);
-        s_.feed(&client_command(
-            0,
-            &[s("connect"), Value::Number(1.0), connect],
-        ))
-        .unwrap();
+        let mut s_ = connected();
         for _ in 0..MAX_STREAMS {
             s_.feed(&client_command(
                 0,
