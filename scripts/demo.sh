@@ -52,6 +52,7 @@ echo "== open $url (e.g. ffplay, VLC); metrics: curl -u demo:$pw http://127.0.0.
 echo "== web page: http://127.0.0.1:9998/ (log in as demo / $pw)"
 echo "== publish a file: ffmpeg -re -stream_loop -1 -i FILE.mp4 -c copy -f rtsp rtsp://demo:$pw@127.0.0.1:8554/mystream"
 echo "== WHEP (e.g. a WHEP player): http://demo:$pw@127.0.0.1:9998/$channel/whep"
+echo "== RTMP: ffplay 'rtmp://127.0.0.1:1935/$channel?user=demo&pass=$pw'; publish: ffmpeg -re -i FILE -c copy -f flv 'rtmp://127.0.0.1:1935/live/x?user=demo&pass=$pw'"
 if [ "$seconds" -gt 0 ]; then
     ( sleep "$seconds"; kill -INT "$gw" 2>/dev/null || true ) &
 fi

@@ -95,6 +95,9 @@ pub struct Snapshot {
     pub sessions: Vec<SessionStat>,
     /// RTSP connections (clients), playing or not.
     pub rtsp_conns: u32,
+    /// RTMP connections (publishers, readers, handshakes), and bytes received from them.
+    pub rtmp_conns: u32,
+    pub rtmp_bytes_received: u64,
     pub sip: SipCounters,
     /// Failed authentications per protocol (`rtsp`, `http`).
     pub auth_failures: Vec<(String, u64)>,
@@ -431,6 +434,15 @@ pub fn render(s: &Snapshot) -> String {
     }
     help(&mut o, "rtsp_conns_total", "gauge", "RTSP connections");
     let _ = writeln!(o, "rtsp_conns_total {}", s.rtsp_conns);
+    help(&mut o, "rtmp_conns", "gauge", "RTMP connections");
+    let _ = writeln!(o, "rtmp_conns {}", s.rtmp_conns);
+    help(
+        &mut o,
+        "rtmp_bytes_received",
+        "counter",
+        "Bytes received from RTMP connections",
+    );
+    let _ = writeln!(o, "rtmp_bytes_received {}", s.rtmp_bytes_received);
     help(
         &mut o,
         "auth_failures_total",
@@ -642,6 +654,8 @@ mod tests {
                 ..Default::default()
             }],
             rtsp_conns: 1,
+            rtmp_conns: 2,
+            rtmp_bytes_received: 1234,
             sip: SipCounters {
                 auth_failures: 6,
                 forged_requests: 2,
@@ -684,6 +698,8 @@ mod tests {
         );
         assert!(s.summary().contains("webrtc 1"), "{}", s.summary());
         assert_eq!(find_samples(&t, "gateway_mounts_refused", ""), vec![3.0]);
+        assert_eq!(find_samples(&t, "rtmp_conns", ""), vec![2.0]);
+        assert_eq!(find_samples(&t, "rtmp_bytes_received", ""), vec![1234.0]);
         assert_eq!(
             find_samples(&t, "gateway_store_errors_total", ""),
             vec![4.0]

@@ -168,6 +168,7 @@ impl Identity {
 pub enum Protocol {
     Rtsp,
     Http,
+    Rtmp,
 }
 
 impl Protocol {
@@ -175,6 +176,7 @@ impl Protocol {
         match self {
             Protocol::Rtsp => "rtsp",
             Protocol::Http => "http",
+            Protocol::Rtmp => "rtmp",
         }
     }
 }
@@ -394,7 +396,7 @@ pub struct Users {
     cache_key: [u8; 32],
     epoch: Instant,
     state: Mutex<State>,
-    failures: [AtomicU64; 2],
+    failures: [AtomicU64; 3],
 }
 
 impl std::fmt::Debug for Users {
@@ -442,7 +444,7 @@ impl Users {
                 cache: HashMap::new(),
                 limiter: FailureLimiter::new(limiter),
             }),
-            failures: [AtomicU64::new(0), AtomicU64::new(0)],
+            failures: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         })
     }
 

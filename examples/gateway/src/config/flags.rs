@@ -116,6 +116,12 @@ pub struct Settings {
     /// RTSP port
     #[arg(long, value_name = "PORT")]
     pub rtsp_port: Option<u16>,
+    /// Address of the RTMP server
+    #[arg(long, value_name = "ADDR")]
+    pub rtmp_address: Option<String>,
+    /// RTMP port (0: off)
+    #[arg(long, value_name = "PORT")]
+    pub rtmp_port: Option<u16>,
     /// Prometheus /metrics port
     #[arg(long, value_name = "PORT")]
     pub metrics_port: Option<u16>,

@@ -92,6 +92,10 @@ pub struct Config {
     /// Host printed in URLs.
     pub public_host: String,
     pub rtsp_port: u16,
+    /// Address of the RTMP server (publishers and readers).
+    pub rtmp_address: String,
+    /// RTMP port (0: no RTMP server).
+    pub rtmp_port: u16,
     pub metrics_port: u16,
     pub hls_port: u16,
     /// HLS per channel (needs an always-on session with the camera).
@@ -222,6 +226,8 @@ impl Default for Config {
             paths: Vec::new(),
             public_host: "127.0.0.1".into(),
             rtsp_port: 8554,
+            rtmp_address: "0.0.0.0".into(),
+            rtmp_port: 1935,
             metrics_port: 9998,
             hls_port: 8888,
             hls: false,

@@ -41,6 +41,8 @@ mod stats;
 pub use control::{Control, Gone, Loader, ReloadError, ReloadReport};
 use mount::*;
 use persist::*;
+/// Factory hooks of a path with one fixed ingest (a playback, a publisher).
+pub(crate) use playback::Hooks as OneIngest;
 pub use playback::{PlaybackError, PlaybackRequest};
 pub use publish::{PublishError, PublishGuard, PublishedPath, Reservation, SourceKind};
 use recording::*;
@@ -124,6 +126,8 @@ struct Shared {
     cascade: std::sync::OnceLock<crate::cascade::Cascade>,
     /// Published paths (RTSP publishers, RTMP).
     publishers: Mutex<publish::Publishers>,
+    /// The RTMP server's counters (zero without one).
+    rtmp_stats: Arc<crate::rtmp::Stats>,
 }
 
 /// The running gateway.
@@ -135,6 +139,7 @@ pub struct Gateway {
     mount_thread: Option<JoinHandle<()>>,
     metrics_server: Option<HttpServer>,
     hls_server: Option<HttpServer>,
+    rtmp_server: Option<crate::rtmp::Server>,
     http_runtime: Option<HttpRuntime>,
     /// The HLS directory made for this run (removed at stop).
     hls_temp_dir: Option<std::path::PathBuf>,
@@ -339,6 +344,7 @@ impl Gateway {
             playbacks: Mutex::new(Default::default()),
             cascade: std::sync::OnceLock::new(),
             publishers: Mutex::new(Default::default()),
+            rtmp_stats: Default::default(),
         });
         shared
             .rtsp_guard
@@ -463,6 +469,11 @@ impl Gateway {
             }))
         };
 
+        let rtmp_server = if cfg.rtmp_port == 0 {
+            None
+        } else {
+            Some(start_rtmp(&shared)?)
+        };
         let mut gw = Gateway {
             shared,
             main_loop,
@@ -471,6 +482,7 @@ impl Gateway {
             mount_thread: Some(mount_thread),
             metrics_server: Some(metrics_server),
             hls_server,
+            rtmp_server,
             http_runtime: Some(http_runtime),
             hls_temp_dir,
             summary_thread,
@@ -540,6 +552,11 @@ impl Gateway {
 
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
         self.metrics_server.as_ref().map(|s| s.local_addr())
+    }
+
+    /// The RTMP server's address (with the port got when the configuration said 0).
+    pub fn rtmp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.rtmp_server.as_ref().map(|s| s.local_addr())
     }
 
     pub fn metrics_server(&self) -> Option<&HttpServer> {
@@ -666,6 +683,9 @@ impl Gateway {
         }
         self.stopped = true;
         self.shared.stopping.store(true, Ordering::SeqCst);
+        if let Some(mut r) = self.rtmp_server.take() {
+            r.stop();
+        }
         self.shared.endpoint.unsubscribe(self.subscription);
         // The queue's sender went with the subscription: the worker ends after its current job.
         if let Some(t) = self.mount_thread.take() {
@@ -736,6 +756,29 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The RTMP listener on `rtmp_address:rtmp_port`, serving every path with an ingest.
+fn start_rtmp(sh: &Arc<Shared>) -> Result<crate::rtmp::Server, String> {
+    let hooks: Arc<dyn ChannelHooks> = Arc::new(Hooks {
+        shared: Arc::downgrade(sh),
+    });
+    let timeout = Duration::from_secs(u64::from(sh.cfg.wait_timeout_s.max(1)) + 5);
+    let weak = Arc::downgrade(sh);
+    let in_use = Box::new(move |path: &str| {
+        weak.upgrade().is_some_and(|sh| {
+            publish::is_published(&sh, path) || lock(&sh.channels).contains_key(path)
+        })
+    });
+    let paths = crate::rtmp::paths::GatewayPaths::new(hooks, sh.server.clone(), timeout, in_use);
+    crate::rtmp::Server::start(
+        &sh.cfg.rtmp_address,
+        sh.cfg.rtmp_port,
+        sh.rtsp_guard.users().clone(),
+        paths,
+        crate::rtmp::Settings::default(),
+        sh.rtmp_stats.clone(),
+    )
 }
 
 /// `POST /<channel>/whep` and the session resources (see [`crate::webrtc`]).

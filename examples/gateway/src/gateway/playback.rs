@@ -84,8 +84,8 @@ fn src_properties(sh: &Shared, r: &PlaybackRequest) -> Vec<(String, String)> {
 }
 
 /// The factory's view of one playback session: its one ingest, never restarted.
-struct Hooks {
-    ingest: Arc<Ingest>,
+pub(crate) struct Hooks {
+    pub(crate) ingest: Arc<Ingest>,
 }
 
 impl ChannelHooks for Hooks {

@@ -337,8 +337,10 @@ pub(super) fn snapshot(sh: &Shared) -> Snapshot {
         paths,
         sessions,
         rtsp_conns: clients.len() as u32,
+        rtmp_conns: sh.rtmp_stats.conns.load(Ordering::Relaxed) as u32,
+        rtmp_bytes_received: sh.rtmp_stats.bytes_received.load(Ordering::Relaxed),
         sip,
-        auth_failures: [Protocol::Rtsp, Protocol::Http]
+        auth_failures: [Protocol::Rtsp, Protocol::Http, Protocol::Rtmp]
             .iter()
             .map(|p| (p.as_str().to_string(), sh.rtsp_guard.users().failures(*p)))
             .collect(),

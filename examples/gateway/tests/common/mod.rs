@@ -39,7 +39,8 @@ pub fn gateway_command(
             "--rtsp-port",
             &rtsp.to_string(),
         ])
-        .args(["--metrics-port", &metrics.to_string()]);
+        .args(["--metrics-port", &metrics.to_string()])
+        .args(["--rtmp-port", "0"]);
     cmd
 }
 
@@ -62,6 +63,7 @@ pub fn loopback_config(host: &str) -> gst_ipcam_gateway::config::Config {
         sip_port: 0,
         listen_address: host.into(),
         rtsp_port: 0,
+        rtmp_port: 0,
         metrics_port: 0,
         hls_port: 0,
         simulate: 0,
