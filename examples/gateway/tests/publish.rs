@@ -264,7 +264,7 @@ fn publish_and_read(transport: &str, hls: bool, file: &Path, codecs: [&str; 2]) 
     let paths: serde_json::Value = serde_json::from_str(&http_get(&gw, "/v1/paths")).unwrap();
     let p = &paths.as_array().unwrap()[0];
     assert_eq!(p["name"], "mystream", "{paths}");
-    assert_eq!(p["source"], "rtspPublisher", "{paths}");
+    assert_eq!(p["source"]["type"], "rtspPublisher", "{paths}");
     assert!(p["bytes_received"].as_u64().unwrap() > 0, "{paths}");
     let metrics = http_get(&gw, "/metrics");
     assert!(

@@ -517,7 +517,9 @@ mod tests {
             .filter_map(|l| l.strip_prefix("# "))
             .filter(|l| {
                 l.split_once(" = ").is_some_and(|(k, _)| {
-                    !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    !k.is_empty()
+                        && k.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                 })
             })
             .map(|l| format!("{l}\n"))
