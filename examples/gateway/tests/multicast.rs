@@ -82,6 +82,34 @@ fn in_readers_ns(program: &[&str], mut during: impl FnMut()) -> std::process::Ou
     child.wait_with_output().expect("output")
 }
 
+/// ffprobe's codec and frame count of `url` (`-rtsp_transport transport`, reading
+/// `interval`) in the readers' namespace, `during` called meanwhile.
+fn ffprobe_in_readers_ns(
+    url: &str,
+    transport: &str,
+    interval: &str,
+    during: impl FnMut(),
+) -> std::process::Output {
+    in_readers_ns(
+        &[
+            "ffprobe",
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-read_intervals",
+            interval,
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,nb_read_frames",
+            "-of",
+            "csv=p=0",
+            url,
+        ],
+        during,
+    )
+}
+
 fn camera(cfg: &Config, host: &str, id: &str) -> SimCamera {
     let clip = Clip::encode_with(Some("h264"), Some("alaw"), 160, 120, 200, 2).expect("clip");
     SimCamera::start(
@@ -123,24 +151,7 @@ fn multicast_readers_on(listen: &str, cfg: Config, id: &str) {
         }
     };
     // ffprobe asks for multicast the way ffmpeg/VLC users do.
-    let out = in_readers_ns(
-        &[
-            "ffprobe",
-            "-v",
-            "error",
-            "-rtsp_transport",
-            "udp_multicast",
-            "-read_intervals",
-            "%+3",
-            "-count_frames",
-            "-show_entries",
-            "stream=codec_name,nb_read_frames",
-            "-of",
-            "csv=p=0",
-            &url,
-        ],
-        || seen(&gw),
-    );
+    let out = ffprobe_in_readers_ns(&url, "udp_multicast", "%+3", || seen(&gw));
     let probed = String::from_utf8_lossy(&out.stdout).to_string();
     let frames = |codec: &str| {
         probed
@@ -227,26 +238,7 @@ fn no_multicast_without_a_range() {
         .channels()
         .contains(&id.to_string())));
     let url = gw.url_with_credentials(id, READER.0, READER.1);
-    let probe = |transport: &str| {
-        in_readers_ns(
-            &[
-                "ffprobe",
-                "-v",
-                "error",
-                "-rtsp_transport",
-                transport,
-                "-read_intervals",
-                "%+2",
-                "-count_frames",
-                "-show_entries",
-                "stream=codec_name,nb_read_frames",
-                "-of",
-                "csv=p=0",
-                &url,
-            ],
-            || {},
-        )
-    };
+    let probe = |transport: &str| ffprobe_in_readers_ns(&url, transport, "%+2", || {});
     let mc = probe("udp_multicast");
     assert!(!mc.status.success(), "multicast without a range");
     assert!(
