@@ -845,6 +845,25 @@ fn subscriptions_through_the_elements() {
     src.set_state(gst::State::Null).unwrap();
 }
 
+/// A playing camera (H.264 through `gb28181sink` registering at `port`) whose `talk` pad is
+/// decoded into a counted appsink: (pipeline, decoded talk buffers, bus).
+fn talking_camera(port: u16, device: &str) -> (gst::Pipeline, Arc<AtomicUsize>, gst::Bus) {
+    let cam = gst::parse::launch(&format!(
+        "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=25/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 ! h264parse \
+         ! mpegpsmux ! gb28181sink name=dev server-ip=127.0.0.1 server-port={port} \
+         device-id={device} password=secret retry-interval=300 \
+         dev.talk ! alawdec ! appsink name=heard sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let heard = count_samples(&cam, "heard");
+    let bus = cam.bus().unwrap();
+    cam.set_state(gst::State::Playing).unwrap();
+    (cam, heard, bus)
+}
+
 /// The platform's video and its talk in ONE pipeline (`gb28181src ! ...` and `... !
 /// gb28181talksink`, both on the port-0 endpoint, which they share): the video plays and the
 /// camera hears every buffer of the talk.
@@ -870,19 +889,7 @@ fn talkback_in_the_pipeline_of_the_video() {
         u32::from(port),
         "the talk sink shares the video's endpoint"
     );
-    let cam = gst::parse::launch(&format!(
-        "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=25/1 \
-         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 ! h264parse \
-         ! mpegpsmux ! gb28181sink name=dev server-ip=127.0.0.1 server-port={port} \
-         device-id={device} password=secret retry-interval=300 \
-         dev.talk ! alawdec ! appsink name=heard sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let heard = count_samples(&cam, "heard");
-    let cam_bus = cam.bus().unwrap();
-    cam.set_state(gst::State::Playing).unwrap();
+    let (cam, heard, cam_bus) = talking_camera(port, device);
     wait_for(&bus, Duration::from_secs(20), |m| {
         element_named(m, "gb28181-talk-started")
     })
@@ -926,19 +933,7 @@ fn talkback_through_the_elements() {
     let src_bus = src.bus().unwrap();
     src.set_state(gst::State::Playing).unwrap();
     let port = sip_port(&src, "src");
-    let cam = gst::parse::launch(&format!(
-        "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=25/1 \
-         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 ! h264parse \
-         ! mpegpsmux ! gb28181sink name=dev server-ip=127.0.0.1 server-port={port} \
-         device-id={device} password=secret retry-interval=300 \
-         dev.talk ! alawdec ! appsink name=heard sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let heard = count_samples(&cam, "heard");
-    let cam_bus = cam.bus().unwrap();
-    cam.set_state(gst::State::Playing).unwrap();
+    let (cam, heard, cam_bus) = talking_camera(port, device);
     assert!(wait_frames(&frames, 5, Duration::from_secs(20), &src_bus) >= 5);
     // One second of a tone, 20 ms buffers.
     let talk = gst::parse::launch(&format!(
