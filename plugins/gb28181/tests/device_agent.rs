@@ -246,20 +246,9 @@ use std::net::{TcpListener, TcpStream};
 
 fn tcp_config(server: SocketAddr, retry_ms: u64) -> DeviceConfig {
     DeviceConfig {
-        server,
-        server_id: "34020000002000000001".into(),
-        domain: "3402000000".into(),
-        device_id: "34020000001320000001".into(),
-        channel_id: "34020000001320000001".into(),
-        password: "x".into(),
-        local_ip: "127.0.0.1".into(),
-        local_port: 0,
-        expires: 3600,
-        keepalive_interval_ms: 60_000,
         retry_ms,
-        device_name: "test".into(),
         transport: SipTransport::Tcp,
-        records: Vec::new(),
+        ..common::device_config(server)
     }
 }
 
