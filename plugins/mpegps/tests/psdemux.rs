@@ -779,7 +779,14 @@ fn only_video_linked_plays_when_audio_comes_first() {
     init();
     let (mut h, rx, _collector) = frame_aligned_harness(None);
     for i in 0..10u64 {
-        let mut buf = gst::Buffer::from_mut_slice(ps_audio_frame(90_000 + i * 1800));
+        let mut frame = ps_audio_frame(90_000 + i * 1800);
+        if i == 0 {
+            // The map comes with the first pack (without one the audio would wait for it,
+            // and its pad would not exist yet).
+            let map = psm(0x1B);
+            frame.splice(14..14, map);
+        }
+        let mut buf = gst::Buffer::from_mut_slice(frame);
         buf.get_mut()
             .unwrap()
             .set_pts(gst::ClockTime::from_mseconds(i * 20));

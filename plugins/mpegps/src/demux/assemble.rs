@@ -42,6 +42,7 @@ impl Demuxer {
     pub(super) fn handle_psm(&mut self, body: &[u8], out: &mut Vec<Event>) {
         let mut entries = std::mem::take(&mut self.psm_scratch);
         headers::parse_psm(body, &mut entries);
+        self.map_known = true;
         for e in &entries {
             let (Some(idx), Some(codec)) = (stream_index(e.stream_id), e.codec) else {
                 continue;
@@ -59,13 +60,15 @@ impl Demuxer {
         self.psm_scratch = entries;
     }
 
-    /// Decides the stream's codec from its PSM entry and what the payload looks like.
+    /// Decides the stream's codec from its PSM entry and what the payload looks like; `None`
+    /// for audio that waits for the first PSM to tell its codec ([`AUDIO_PSM_WAIT_PES`]).
     pub(super) fn resolve_codec(
         &mut self,
         idx: usize,
         first: &[u8],
         out: &mut Vec<Event>,
-    ) -> Codec {
+    ) -> Option<Codec> {
+        let map_known = self.map_known;
         let s = self.stream_mut(idx);
         if s.is_video() {
             if let Some(c) = probe::probe_video(first)
@@ -86,6 +89,15 @@ impl Demuxer {
                 }
                 _ => {}
             }
+            if s.payload_codec.is_none()
+                && s.psm_codec.is_none()
+                && s.announced.is_none()
+                && !map_known
+                && s.waited_for_psm < AUDIO_PSM_WAIT_PES
+            {
+                s.waited_for_psm += 1;
+                return None;
+            }
         }
         let codec = s.codec();
         let audio = match probe::parse_adts(first) {
@@ -96,7 +108,7 @@ impl Demuxer {
             _ => AudioInfo::default(),
         };
         self.announce(idx, audio, out);
-        codec
+        Some(codec)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -118,7 +130,15 @@ impl Demuxer {
         let is_video = ps::is_video_stream_id(sid);
         if !is_video {
             self.complete_au(idx, out);
-            let codec = self.resolve_codec(idx, first, out);
+            let Some(codec) = self.resolve_codec(idx, first, out) else {
+                // Its payload is dropped (no AU to attach to) and counted.
+                out.push(Event::Dropped {
+                    stream_id: sid,
+                    bytes: payload_len_hint,
+                    reason: DropReason::WaitingForPsm,
+                });
+                return;
+            };
             let s = self.stream_mut(idx);
             s.au = Some(Au {
                 pts,
@@ -144,7 +164,17 @@ impl Demuxer {
             return; // continuation of the current AU
         }
         let codec = if pts.is_some() {
-            self.resolve_codec(idx, first, out)
+            // Video is never held back (its codec is probed or guessed from the payload).
+            let codec = match self.resolve_codec(idx, first, out) {
+                Some(c) => c,
+                None => self.stream_mut(idx).codec(),
+            };
+            // A key frame starts (a muxer writes its map just before): audio of an unknown
+            // codec waits no longer.
+            if probe::is_key_frame(codec, &first[..first.len().min(HEAD_MAX)]) {
+                self.map_known = true;
+            }
+            codec
         } else {
             let s = self.stream_mut(idx);
             s.au.as_ref()
@@ -485,6 +515,10 @@ impl Demuxer {
         };
         if key {
             s.need_key = false;
+            // A muxer that writes no map: audio of an unknown codec waits no longer.
+            if s.is_video() {
+                self.map_known = true;
+            }
         }
         s.stats.frames += 1;
         s.stats.bytes += au.size as u64;

@@ -96,7 +96,18 @@ pub enum DropReason {
     Partial,
     /// Video after a loss, until the next key frame.
     WaitingForKeyFrame,
+    /// Audio whose codec only the program stream map can tell (G.711 A-law or µ-law), before
+    /// the first map: see [`AUDIO_PSM_WAIT_PES`].
+    WaitingForPsm,
 }
+
+/// Audio PES a stream whose codec neither a PSM nor its payload tells may wait for the
+/// first PSM (dropped meanwhile) before it is announced with the GB28181 default (G.711
+/// A-law): muxers write the map with their key frames, and audio often comes first, so
+/// announcing the default at once means announcing A-law, then µ-law a moment later.
+/// 250 PES is 5 s of 20 ms packets; the wait also ends with a video key frame without a map
+/// (a muxer that writes none).
+pub const AUDIO_PSM_WAIT_PES: u32 = 250;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -176,6 +187,8 @@ struct Stream {
     /// A likely codec from the NAL syntax, when neither the PSM nor a confident probe said.
     guessed_codec: Option<Codec>,
     announced: Option<(Codec, AudioInfo)>,
+    /// Audio PES dropped while waiting for the first PSM ([`AUDIO_PSM_WAIT_PES`]).
+    waited_for_psm: u32,
     /// Scan every payload for AU starts (muxers that do not align PES to AUs, and every new
     /// stream until [`ALIGNED_RUN`] PES with a PTS in a row started exactly at an AU).
     unaligned: bool,
@@ -209,6 +222,7 @@ impl Stream {
             payload_codec: None,
             guessed_codec: None,
             announced: None,
+            waited_for_psm: 0,
             unaligned: ps::is_video_stream_id(id),
             aligned_run: 0,
             pes_fresh: false,
@@ -257,6 +271,9 @@ pub struct Demuxer {
     stats: Stats,
     psm_scratch: Vec<PsmEntry>,
     split_scratch: Vec<usize>,
+    /// A program stream map was seen, or a video key frame came without one: audio of an
+    /// unknown codec no longer waits for a map.
+    map_known: bool,
 }
 
 fn stream_index(sid: u8) -> Option<usize> {
@@ -276,6 +293,7 @@ impl Demuxer {
             stats: Stats::default(),
             psm_scratch: Vec::new(),
             split_scratch: Vec::new(),
+            map_known: false,
         }
     }
 

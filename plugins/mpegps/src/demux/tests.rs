@@ -607,3 +607,102 @@ fn unbounded_pes_flushed_at_frame_end() {
         );
     }
 }
+
+fn changed(ev: &[Event]) -> Vec<(u8, Codec)> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::StreamChanged {
+                stream_id, codec, ..
+            } => Some((*stream_id, *codec)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A camera whose G.711 µ-law audio comes before its first map (written with the key frame):
+/// the audio waits for the map and is announced once, as µ-law (announcing the default A-law
+/// first made every viewer built in between fail when the map corrected it).
+#[test]
+fn audio_before_the_first_map_waits_for_it() {
+    let mut data = Vec::new();
+    for i in 0..5u64 {
+        data.extend(pack(&[]));
+        data.extend(pes(0xC0, Some(i * 3600), ALAW, false));
+    }
+    data.extend(pack(&[]));
+    data.extend(psm(&[(0x1B, 0xE0, &[]), (0x91, 0xC0, &[])]));
+    data.extend(pes(0xE0, Some(5 * 3600), H264_IDR, false));
+    data.extend(pes(0xC0, Some(5 * 3600), ALAW, false));
+    data.extend(pack(&[]));
+    let ev = run(&data);
+    assert_eq!(
+        added(&ev),
+        vec![(0xE0, Codec::H264), (0xC0, Codec::G711Mulaw)]
+    );
+    assert_eq!(changed(&ev), vec![]);
+    let audio: Vec<_> = frames(&ev)
+        .into_iter()
+        .filter(|f| f.stream_id == 0xC0)
+        .collect();
+    assert_eq!(audio.len(), 1, "only the audio after the map");
+    assert!(audio.iter().all(|f| f.codec == Codec::G711Mulaw));
+    let waited = ev
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Dropped {
+                    stream_id: 0xC0,
+                    reason: DropReason::WaitingForPsm,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(waited, 5);
+}
+
+/// A muxer that never writes a map: audio waits a bounded number of PES, then is G.711
+/// A-law (the GB28181 default).
+#[test]
+fn audio_without_any_map_waits_a_bounded_time() {
+    let n = u64::from(AUDIO_PSM_WAIT_PES) + 3;
+    let mut data = Vec::new();
+    for i in 0..n {
+        data.extend(pack(&[]));
+        data.extend(pes(0xC0, Some(i * 1800), ALAW, false));
+    }
+    data.extend(pack(&[]));
+    let ev = run(&data);
+    assert_eq!(added(&ev), vec![(0xC0, Codec::G711Alaw)]);
+    let audio = frames(&ev).len() as u64;
+    assert_eq!(audio, n - u64::from(AUDIO_PSM_WAIT_PES));
+}
+
+/// No map, but video: the first key frame without a map ends the audio's wait.
+#[test]
+fn a_key_frame_without_a_map_ends_the_audio_wait() {
+    let mut data = Vec::new();
+    for i in 0..3u64 {
+        data.extend(pack(&[]));
+        data.extend(pes(0xC0, Some(i * 3600), ALAW, false));
+    }
+    for i in 3..6u64 {
+        data.extend(pack(&[]));
+        data.extend(pes(
+            0xE0,
+            Some(i * 3600),
+            if i == 3 { H264_IDR } else { H264_P },
+            false,
+        ));
+        data.extend(pes(0xC0, Some(i * 3600), ALAW, false));
+    }
+    data.extend(pack(&[]));
+    let ev = run(&data);
+    assert_eq!(
+        added(&ev),
+        vec![(0xE0, Codec::H264), (0xC0, Codec::G711Alaw)]
+    );
+    let audio = frames(&ev).iter().filter(|f| f.stream_id == 0xC0).count();
+    assert!((2..=3).contains(&audio), "{audio} audio frames");
+}
