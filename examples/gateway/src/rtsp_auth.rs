@@ -356,13 +356,53 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
     s.split('%').next()?.parse().ok()
 }
 
-/// The first path segment of the request URL: the mount (channel) it names, or "".
-fn request_path(ctx: &gst_rtsp_server::RTSPContext) -> String {
-    ctx.uri()
-        .map(|u| u.decode_path_components())
-        .and_then(|c| c.into_iter().find(|s| !s.is_empty()))
-        .map(|s| s.to_string())
-        .unwrap_or_default()
+/// The raw context of a request (to read its fields the bindings do not expose).
+pub(crate) fn raw_context(
+    ctx: &gst_rtsp_server::RTSPContext,
+) -> *mut gst_rtsp_server::ffi::GstRTSPContext {
+    ctx.to_glib_none().0
+}
+
+/// The path a request names, without its leading `/` ("" when there is none), as
+/// gst-rtsp-server matches mounts (undecoded): the mounted path the URL starts with (a SETUP
+/// adds its stream's control, `live/x/stream=0`), else (an ANNOUNCE of a new path, or a path
+/// nothing serves) the URL's whole path. Permissions and publishers see the whole path.
+pub(crate) fn request_path(ctx: &gst_rtsp_server::RTSPContext) -> String {
+    // SAFETY: the context is the current request's: its URL and server live as long as the
+    // request; the mount points and the factory are references we take and give back; the
+    // path is copied at once.
+    unsafe {
+        let c = raw_context(ctx);
+        let uri = (*c).uri;
+        if uri.is_null() || (*uri).abspath.is_null() {
+            return String::new();
+        }
+        let full = std::ffi::CStr::from_ptr((*uri).abspath).to_bytes();
+        let mut len = full.len();
+        let server = (*c).server;
+        if (*c).method != gst_rtsp::ffi::GST_RTSP_ANNOUNCE && !server.is_null() {
+            let mounts = gst_rtsp_server::ffi::gst_rtsp_server_get_mount_points(server);
+            if !mounts.is_null() {
+                let mut matched: std::ffi::c_int = 0;
+                let factory = gst_rtsp_server::ffi::gst_rtsp_mount_points_match(
+                    mounts,
+                    (*uri).abspath,
+                    &mut matched,
+                );
+                if !factory.is_null() {
+                    gst::glib::gobject_ffi::g_object_unref(factory.cast());
+                    if let Ok(m) = usize::try_from(matched)
+                        && m > 0
+                    {
+                        len = m.min(full.len());
+                    }
+                }
+                gst::glib::gobject_ffi::g_object_unref(mounts.cast());
+            }
+        }
+        let path = String::from_utf8_lossy(&full[..len]);
+        path.strip_prefix('/').unwrap_or(&path).to_string()
+    }
 }
 
 fn authorization(msg: &gst_rtsp::rtsp_message::RTSPMessage) -> Option<String> {
@@ -502,9 +542,7 @@ mod imp {
         }
     }
 
-    fn raw(ctx: &gst_rtsp_server::RTSPContext) -> *mut gst_rtsp_server::ffi::GstRTSPContext {
-        ctx.to_glib_none().0
-    }
+    use super::raw_context as raw;
 
     impl GatewayAuth {
         /// A new connection: refused (closed at once) when `max_clients` are connected.

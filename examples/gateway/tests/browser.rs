@@ -448,26 +448,6 @@ fn glass_to_glass_latency_in_chromium_is_under_500_ms() {
     );
 }
 
-/// A browser-like offer (recvonly H.264 + PCMA/PCMU) from a peer that will never connect.
-fn offer(video_pm: u8) -> String {
-    format!(
-        "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
-         a=msid-semantic: WMS\r\n\
-         m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
-         a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
-         a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
-         a=setup:actpass\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n\
-         a=rtpmap:102 H264/90000\r\n\
-         a=fmtp:102 level-asymmetry-allowed=1;packetization-mode={video_pm};profile-level-id=42e01f\r\n\
-         a=candidate:1 1 udp 2122260223 127.0.0.1 9 typ host\r\n\
-         m=audio 9 UDP/TLS/RTP/SAVPF 0 8\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
-         a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
-         a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
-         a=setup:actpass\r\na=mid:1\r\na=recvonly\r\na=rtcp-mux\r\n\
-         a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
-    )
-}
-
 struct Reply {
     status: u16,
     head: String,
@@ -539,7 +519,7 @@ fn whep_refuses_hostile_offers_and_bounds_sessions() {
     let other = gst_ipcam_gateway::auth::basic_value("other", "other-pw");
     let sdp = ("Content-Type", "application/sdp");
     let whep = format!("/{channel}/whep");
-    let good = offer(1);
+    let good = whep_offer(1);
     let post = |auth: &str, path: &str, body: &[u8]| {
         http(addr, "POST", path, &[sdp, ("Authorization", auth)], body)
     };
@@ -558,14 +538,14 @@ fn whep_refuses_hostile_offers_and_bounds_sessions() {
     );
     assert!(is_json(&r));
     assert_eq!(post(&other, &whep, good.as_bytes()).status, 403);
-    // IDs are checked before anything: traversal or junk is 400.
-    for bad in [
-        "/abc/whep",
-        "/..%2F..%2Fetc/whep",
-        "/340200000013200000011/whep",
-    ] {
-        let r = post(&admin, bad, good.as_bytes());
-        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    // Path names are checked before anything: traversal or junk is 400; a good name that
+    // is no path is 404 (to a user allowed to read it).
+    for bad in ["/..%2F..%2Fetc/whep", "/a%20b/whep"] {
+        assert_eq!(post(&admin, bad, good.as_bytes()).status, 400, "{bad}");
+    }
+    for missing in ["/abc/whep", "/live/nothing/whep", "/340200000013200000011/whep"] {
+        let r = post(&admin, missing, good.as_bytes());
+        assert_eq!(r.status, 404, "{missing}: {}", r.body);
         assert!(is_json(&r));
     }
     // Bodies: wrong type 415, oversized 413, garbage 400, nothing in common 406.
@@ -590,7 +570,7 @@ fn whep_refuses_hostile_offers_and_bounds_sessions() {
         assert_eq!(r.status, 400, "{:?}: {}", garbage, r.body);
         assert!(is_json(&r));
     }
-    let r = post(&admin, &whep, offer(0).as_bytes());
+    let r = post(&admin, &whep, whep_offer(0).as_bytes());
     assert_eq!(r.status, 406, "{}", r.body);
     assert!(is_json(&r));
     // No trickle: PATCH is 405.
@@ -744,7 +724,7 @@ fn whep_answers_h265_channels_with_use_hls() {
             ("Content-Type", "application/sdp"),
             ("Authorization", &admin),
         ],
-        offer(1).as_bytes(),
+        whep_offer(1).as_bytes(),
     );
     assert_eq!(r.status, 406, "{}", r.body);
     let v: Value = serde_json::from_str(&r.body).unwrap();
@@ -776,7 +756,7 @@ fn whep_caps_sessions_per_address() {
                 ("Content-Type", "application/sdp"),
                 ("Authorization", &admin),
             ],
-            offer(1).as_bytes(),
+            whep_offer(1).as_bytes(),
         )
     };
     assert_eq!(post().status, 201);
@@ -1007,7 +987,7 @@ fn chromium_plays_an_h265_camera_transcoded_to_h264() {
                 ("Content-Type", "application/sdp"),
                 ("Authorization", &admin),
             ],
-            offer(1).as_bytes(),
+            whep_offer(1).as_bytes(),
         )
     };
     let transcodes = || gw.snapshot().webrtc_transcodes;

@@ -464,18 +464,46 @@ fn publish_loop(file: &Path, url: &str) -> ChildGuard {
     )
 }
 
+/// ffmpeg publishing `file` once over RTSP (TCP) to `url`: whether it succeeded, and what it
+/// said.
+fn publish_rtsp(file: &Path, url: &str) -> (bool, String) {
+    let out = Command::new("timeout")
+        .args(["30", "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error"])
+        .args(["-re", "-i"])
+        .arg(file)
+        .args(["-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", url])
+        .output()
+        .expect("ffmpeg runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// An RTMP-published path is a path like any other: one registry with the RTSP publishers
+/// (listed with its source, refused to a second publisher of either protocol), RTSP, RTMP and
+/// HLS readers, and its readers cut when the publisher leaves.
 #[test]
 fn ffmpeg_publishes_a_path_read_over_rtsp_and_rtmp() {
     let _s = serial();
     let dir = scratch("rtmp-gw-publish");
     let file = clip(&dir);
+    let hls_dir = dir.join("hls");
     let mut cfg = Config {
         rtmp_address: "127.0.0.1".into(),
         rtmp_port: free_port(),
+        hls: true,
+        hls_dir: hls_dir.clone(),
         ..loopback_config("127.0.0.1")
     };
     cfg.users.push(
         UserConfig::with_password(PUBLISHER.0, PUBLISHER.1, &[(Action::Publish, "~^live/")])
+            .unwrap(),
+    );
+    // May read what is under live/ only: the RTSP permission sees the whole path.
+    const LIVE_READER: (&str, &str) = ("live-reader", "live-pw");
+    cfg.users.push(
+        UserConfig::with_password(LIVE_READER.0, LIVE_READER.1, &[(Action::Read, "~^live/")])
             .unwrap(),
     );
     let gw = Gateway::start(cfg).expect("gateway starts");
@@ -484,23 +512,81 @@ fn ffmpeg_publishes_a_path_read_over_rtsp_and_rtmp() {
     assert!(wait_until(Duration::from_secs(10), || {
         gw.snapshot().rtmp_bytes_received > 50_000
     }));
+    let listed = gw.published();
+    assert!(
+        listed.iter().any(|p| p.name == "live/x"
+            && p.source == gst_ipcam_gateway::gateway::SourceKind::RtmpPublisher
+            && p.bytes_received > 0),
+        "{listed:?}"
+    );
     let rtsp = gw.url_with_credentials("live/x", READER.0, READER.1);
     let t = Instant::now();
     let v = ffprobe_frames(&["-rtsp_transport", "tcp", "-read_intervals", "%+2"], &rtsp);
     eprintln!("RTSP: {v:?} in {:?}", t.elapsed());
     assert!(frames_of(&v, "h264") >= 25, "{v:?}");
     assert!(frames_of(&v, "aac") >= 25, "{v:?}");
+    let v = ffprobe_frames(
+        &["-rtsp_transport", "tcp", "-read_intervals", "%+1"],
+        &gw.url_with_credentials("live/x", LIVE_READER.0, LIVE_READER.1),
+    );
+    assert!(frames_of(&v, "h264") >= 10, "a reader of live/ only: {v:?}");
     let t = Instant::now();
     let v = ffprobe_frames(&["-read_intervals", "%+2"], &url(addr, "live/x", READER));
     eprintln!("RTMP: {v:?} in {:?}", t.elapsed());
     assert!(frames_of(&v, "h264") >= 25, "{v:?}");
     assert!(frames_of(&v, "aac") >= 25, "{v:?}");
-    // A second publisher of the same path is refused while the first one runs.
+    // WebRTC (WHEP) of the published path, as of any path: an answer with its H.264.
+    let api = gw.metrics_addr().expect("API listener");
+    let answer = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-u", &format!("{}:{}", READER.0, READER.1)])
+        .args(["-H", "Content-Type: application/sdp", "-w", "\n%{http_code}"])
+        .args(["--data-binary", &whep_offer(1)])
+        .arg(format!("http://{api}/live/x/whep"))
+        .output()
+        .expect("curl runs");
+    let answer = String::from_utf8_lossy(&answer.stdout).to_string();
+    assert!(answer.trim_end().ends_with("201"), "{answer}");
+    assert!(answer.contains("H264/90000"), "{answer}");
+    // HLS of the published path, as of any path.
+    let playlist = hls_dir.join("live/x/index.m3u8");
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            std::fs::read_to_string(&playlist).is_ok_and(|t| t.contains(".ts"))
+        }),
+        "HLS playlist {}",
+        playlist.display()
+    );
+    // A second publisher of the same path is refused while the first one runs, over RTMP
+    // and over RTSP (one registry).
     assert!(!publish(&file, &url(addr, "live/x", PUBLISHER)).success());
-    // The publisher leaves: the path goes with it.
-    drop(publisher);
+    let rtsp_pub = gw.url_with_credentials("live/x", PUBLISHER.0, PUBLISHER.1);
+    let (ok, said) = publish_rtsp(&file, &rtsp_pub);
+    // 455: the path has a publisher (not 403: the publisher may publish under live/).
+    assert!(!ok && said.contains("455"), "{said}");
+    assert!(gw.published().iter().any(|p| p.name == "live/x"
+        && p.source == gst_ipcam_gateway::gateway::SourceKind::RtmpPublisher));
+    // An RTMP reader that would read for a minute.
+    let mut reader = ChildGuard(
+        Command::new("ffmpeg")
+            .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-i"])
+            .arg(url(addr, "live/x", READER))
+            .args(["-t", "60", "-c", "copy", "-f", "null", "-"])
+            .spawn()
+            .expect("ffmpeg runs"),
+    );
     assert!(wait_until(Duration::from_secs(10), || {
-        gw.snapshot().rtmp_conns == 0
+        gw.snapshot().rtmp_conns == 2
+    }));
+    // The publisher leaves: the path goes with it, and its reader is cut.
+    drop(publisher);
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            matches!(reader.0.try_wait(), Ok(Some(_)))
+        }),
+        "the RTMP reader was not cut"
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        gw.snapshot().rtmp_conns == 0 && gw.published().is_empty()
     }));
     let v = ffprobe_frames(&["-rtsp_transport", "tcp"], &rtsp);
     assert!(v.is_empty(), "{v:?}");

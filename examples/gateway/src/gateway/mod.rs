@@ -11,6 +11,7 @@ use crate::http::{self, Authorize, Denied, HttpRuntime, HttpServer, Limits};
 use crate::ingest::Ingest;
 use crate::metrics::{self, DeviceStat, PathStat, SessionStat, SipCounters, Snapshot};
 use crate::outputs::{ChannelOutputs, OutputSettings};
+use crate::paths::check_path_name;
 use crate::rtsp_auth::{self, RtspGuard, RtspLimits, client_ip};
 use crate::sim::{Clip, SimCamera, SimSettings, SipOptions};
 use crate::store::worker::{StoreSender, StoreStats, StoreWorker};
@@ -758,19 +759,13 @@ impl Drop for Gateway {
     }
 }
 
-/// The RTMP listener on `rtmp_address:rtmp_port`, serving every path with an ingest.
+/// The RTMP listener on `rtmp_address:rtmp_port`, serving every path with a source; its
+/// publishers go into the registry of published paths ([`publish::rtmp`]).
 fn start_rtmp(sh: &Arc<Shared>) -> Result<crate::rtmp::Server, String> {
-    let hooks: Arc<dyn ChannelHooks> = Arc::new(Hooks {
+    let paths = Arc::new(publish::rtmp::RtmpPaths {
         shared: Arc::downgrade(sh),
+        stream_timeout: Duration::from_secs(u64::from(sh.cfg.wait_timeout_s.max(1)) + 5),
     });
-    let timeout = Duration::from_secs(u64::from(sh.cfg.wait_timeout_s.max(1)) + 5);
-    let weak = Arc::downgrade(sh);
-    let in_use = Box::new(move |path: &str| {
-        weak.upgrade().is_some_and(|sh| {
-            publish::is_published(&sh, path) || lock(&sh.channels).contains_key(path)
-        })
-    });
-    let paths = crate::rtmp::paths::GatewayPaths::new(hooks, sh.server.clone(), timeout, in_use);
     crate::rtmp::Server::start(
         &sh.cfg.rtmp_address,
         sh.cfg.rtmp_port,
@@ -781,15 +776,31 @@ fn start_rtmp(sh: &Arc<Shared>) -> Result<crate::rtmp::Server, String> {
     )
 }
 
-/// `POST /<channel>/whep` and the session resources (see [`crate::webrtc`]).
+/// How a reader of `path` gets its ingest, whatever the path's source: a publisher (RTSP or
+/// RTMP), a GB28181 channel or a pulled camera; None when no such path exists.
+pub(crate) fn reader_hooks(sh: &Arc<Shared>, path: &str) -> Option<Arc<dyn ChannelHooks>> {
+    if let Some(h) = publish::reader_hooks(sh, path) {
+        return Some(h);
+    }
+    lock(&sh.channels).contains_key(path).then(|| {
+        Arc::new(Hooks {
+            shared: Arc::downgrade(sh),
+        }) as Arc<dyn ChannelHooks>
+    })
+}
+
+/// `POST /<path>/whep` and the session resources (see [`crate::webrtc`]), for every path.
 fn whep_router(sh: &Arc<Shared>, auth: Authorize) -> axum::Router {
-    let hooks: Arc<dyn ChannelHooks> = Arc::new(Hooks {
-        shared: Arc::downgrade(sh),
+    let weak = Arc::downgrade(sh);
+    let resolve: crate::webrtc::routes::Resolve =
+        Arc::new(move |path| weak.upgrade().and_then(|sh| reader_hooks(&sh, path)));
+    let check_path: crate::webrtc::routes::CheckPath = Arc::new(|path| match check_path_name(path)
+    {
+        // GB28181 IDs and other reserved names are paths to read (not to publish).
+        Ok(()) | Err(crate::paths::PathNameError::Reserved(_)) => Ok(()),
+        Err(e) => Err(format!("{}: {e}", printable(path))),
     });
-    let ids = sh.ids.clone();
-    let check_id: crate::webrtc::routes::CheckId =
-        Arc::new(move |id| ids.check(id).map_err(|e| format!("{}: {e}", printable(id))));
-    crate::webrtc::routes::router(sh.webrtc.clone(), hooks, check_id, auth)
+    crate::webrtc::routes::router(sh.webrtc.clone(), resolve, check_path, auth)
 }
 
 /// Drops the medias that are gone from `medias`; returns the payload bytes they sent.

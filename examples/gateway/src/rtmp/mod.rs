@@ -13,7 +13,6 @@ pub mod flv;
 pub mod handshake;
 pub mod media;
 pub mod path;
-pub mod paths;
 pub mod server;
 pub mod session;
 

@@ -1,6 +1,8 @@
 //! The WHEP routes (on the API/metrics listener, next to `/v1` and the web page):
-//! `POST /<channel>/whep` (permission `read` on the channel, body `application/sdp` of at
-//! most [`super::offer::MAX_OFFER_BYTES`]), `DELETE /<channel>/whep/<session>`, and
+//! `POST /<path>/whep` for any path (a GB28181 channel, a pulled camera, a published path; 1
+//! to [`MAX_SEGMENTS`] segments, as MediaMTX's `http://host/mystream/whep`), with permission
+//! `read` on the path and a body `application/sdp` of at most
+//! [`super::offer::MAX_OFFER_BYTES`]; `DELETE /<path>/whep/<session>`, and
 //! `PATCH` answered 405 (no trickle ICE: the answer carries every candidate). Errors are
 //! JSON `{"message": ...}`.
 
@@ -17,15 +19,31 @@ use axum::routing::{delete, post};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// Validates a channel ID (the gateway's ID policy).
-pub type CheckId = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+/// Validates a path name (400 when it is not one).
+pub type CheckPath = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// How readers of a path get its ingest; None when there is no such path (404).
+pub type Resolve = Arc<dyn Fn(&str) -> Option<Arc<dyn ChannelHooks>> + Send + Sync>;
+
+/// Segments a path may have ([`crate::paths::check_path_name`]).
+pub const MAX_SEGMENTS: usize = 4;
 
 #[derive(Clone)]
 struct Whep {
     sessions: Arc<Sessions>,
-    hooks: Arc<dyn ChannelHooks>,
-    check_id: CheckId,
+    resolve: Resolve,
+    check_path: CheckPath,
     auth: Authorize,
+}
+
+/// The path of a WHEP URL from its matched segments (every parameter but the session).
+fn path_of(params: &[(String, String)]) -> String {
+    params
+        .iter()
+        .filter(|(k, _)| k != "session")
+        .map(|(_, v)| v.as_str())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn json_error(status: u16, message: &str, challenge: Option<String>) -> Response {
@@ -48,14 +66,14 @@ impl From<WhepError> for Response {
     }
 }
 
-/// ID check then `read` permission on the channel; the user name for the session list.
+/// Name check then `read` permission on the path; the user name for the session list.
 async fn admit(
     w: &Whep,
     headers: &HeaderMap,
     peer: SocketAddr,
     channel: &str,
 ) -> Result<String, Response> {
-    (w.check_id)(channel).map_err(|e| json_error(400, &e, None))?;
+    (w.check_path)(channel).map_err(|e| json_error(400, &e, None))?;
     let auth = w.auth.clone();
     let (h, c) = (headers.clone(), channel.to_string());
     let decided = tokio::task::spawn_blocking(move || auth(&h, peer.ip(), Action::Read, &c)).await;
@@ -83,14 +101,18 @@ async fn admit(
 async fn offer(
     State(w): State<Whep>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(channel): Path<String>,
+    Path(params): Path<Vec<(String, String)>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let channel = path_of(&params);
     let user = match admit(&w, &headers, peer, &channel).await {
         Ok(u) => u,
         Err(r) => return r,
+    };
+    let Some(hooks) = (w.resolve)(&channel) else {
+        return json_error(404, "no such path", None);
     };
     let transcode = match super::offer::parse_query(query.as_deref()) {
         Ok(t) => t,
@@ -113,7 +135,7 @@ async fn offer(
             None,
         );
     };
-    let (sessions, hooks) = (w.sessions.clone(), w.hooks.clone());
+    let sessions = w.sessions.clone();
     let remote = peer.to_string();
     let ch = channel.clone();
     let done = tokio::task::spawn_blocking(move || {
@@ -146,9 +168,15 @@ async fn offer(
 async fn remove(
     State(w): State<Whep>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((channel, token)): Path<(String, String)>,
+    Path(params): Path<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
+    let channel = path_of(&params);
+    let token = params
+        .iter()
+        .find(|(k, _)| k == "session")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     if let Err(r) = admit(&w, &headers, peer, &channel).await {
         return r;
     }
@@ -171,23 +199,27 @@ async fn no_trickle() -> Response {
     r
 }
 
-/// The WHEP routes.
+/// The WHEP routes, for paths of 1 to [`MAX_SEGMENTS`] segments.
 pub fn router(
     sessions: Arc<Sessions>,
-    hooks: Arc<dyn ChannelHooks>,
-    check_id: CheckId,
+    resolve: Resolve,
+    check_path: CheckPath,
     auth: Authorize,
 ) -> Router {
-    Router::new()
-        .route("/{channel}/whep", post(offer))
-        .route(
-            "/{channel}/whep/{session}",
-            delete(remove).patch(no_trickle),
-        )
-        .with_state(Whep {
-            sessions,
-            hooks,
-            check_id,
-            auth,
-        })
+    let mut r = Router::new();
+    for n in 1..=MAX_SEGMENTS {
+        let base: String = (1..=n).map(|i| format!("/{{p{i}}}")).collect();
+        r = r
+            .route(&format!("{base}/whep"), post(offer))
+            .route(
+                &format!("{base}/whep/{{session}}"),
+                delete(remove).patch(no_trickle),
+            );
+    }
+    r.with_state(Whep {
+        sessions,
+        resolve,
+        check_path,
+        auth,
+    })
 }

@@ -1,5 +1,5 @@
 //! The registry of published paths: streams pushed into the gateway (an RTSP publisher's
-//! ANNOUNCE/RECORD, [`rtsp`]; RTMP next) under a path name of their choosing, read like any
+//! ANNOUNCE/RECORD, [`rtsp`]; an RTMP publisher, [`rtmp`]) under a path name of their choosing, read like any
 //! GB28181 channel (RTSP, HLS, recording, WebRTC) while they publish, gone when they leave.
 //!
 //! The API for any publisher: [`reserve`] a path (name checked once by
@@ -14,6 +14,7 @@
 //! As in MediaMTX a path has one publisher; a second one is refused while the first
 //! publishes (MediaMTX's `overridePublisher` is not offered: taking over a path is off).
 
+pub mod rtmp;
 pub mod rtsp;
 pub mod sdp;
 
@@ -396,6 +397,18 @@ pub(super) fn stop_all(sh: &Arc<Shared>) {
 /// not mounted then: with the default ID pattern names never meet, with another they could).
 pub(super) fn is_published(sh: &Shared, path: &str) -> bool {
     lock(&sh.publishers).paths.contains_key(path)
+}
+
+/// The readers' view of `path` if it is published (None when it is not, or only reserved).
+pub(super) fn reader_hooks(sh: &Arc<Shared>, path: &str) -> Option<Arc<dyn ChannelHooks>> {
+    match lock(&sh.publishers).paths.get(path) {
+        Some((id, Slot::Published(pb))) => Some(Arc::new(Hooks {
+            shared: Arc::downgrade(sh),
+            id: *id,
+            ingest: pb.ingest.clone(),
+        })),
+        _ => None,
+    }
 }
 
 /// The published paths now.

@@ -22,6 +22,7 @@ use crate::rtsp_auth::AnnounceGate;
 use gst::glib;
 use gst::glib::translate::ToGlibPtr;
 use gst::prelude::*;
+use crate::rtsp_auth::{raw_context as raw, request_path};
 use gst_ipcam_common::sync::lock;
 use gst_rtsp_server::gst_rtsp::{self, RTSPStatusCode};
 use gst_rtsp_server::prelude::*;
@@ -72,25 +73,6 @@ fn sdp_status(e: &SdpRefusal) -> RTSPStatusCode {
         SdpRefusal::TooLarge(_) => RTSPStatusCode::RequestEntityTooLarge,
         SdpRefusal::NothingUsable => RTSPStatusCode::UnsupportedMediaType,
         SdpRefusal::TooManyMedia(_) | SdpRefusal::Malformed(_) => RTSPStatusCode::BadRequest,
-    }
-}
-
-fn raw(ctx: &gst_rtsp_server::RTSPContext) -> *mut gst_rtsp_server::ffi::GstRTSPContext {
-    ctx.to_glib_none().0
-}
-
-/// The request URL's path as gst-rtsp-server matches mounts (undecoded), without its
-/// leading `/` ("" when there is none).
-fn request_path(ctx: &gst_rtsp_server::RTSPContext) -> String {
-    // SAFETY: the context is the current request's; its URL lives as long as the request
-    // and the path is copied at once.
-    unsafe {
-        let uri = (*raw(ctx)).uri;
-        if uri.is_null() || (*uri).abspath.is_null() {
-            return String::new();
-        }
-        let p = std::ffi::CStr::from_ptr((*uri).abspath).to_string_lossy();
-        p.strip_prefix('/').unwrap_or(&p).to_string()
     }
 }
 
