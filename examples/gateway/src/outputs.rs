@@ -132,10 +132,11 @@ fn ensure_dir(d: &Path) -> Result<(), String> {
     std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))
 }
 
-/// `dir/name` for a name from the network (a channel ID): the name must pass
-/// [`check_shape`](gstgb28181::core::id::check_shape) and the joined path must be a direct
-/// child of `dir` (no `..`, no absolute path, no separator), so nothing is written outside
-/// `dir`. The one place output paths are built from IDs.
+/// `dir/name` for a path name from the network (a channel ID, a published path of up to
+/// [`crate::paths::MAX_SEGMENTS`] segments): the name must pass
+/// [`check_reader_path`](crate::paths::check_reader_path) and every component of the joined
+/// path below `dir` must be one of its plain segments (no `..`, no absolute path), so nothing
+/// is written outside `dir`. The one place output paths are built from path names.
 pub fn path_inside(dir: &Path, name: &str) -> Result<PathBuf, String> {
     let refuse = |why: String| {
         format!(
@@ -144,15 +145,23 @@ pub fn path_inside(dir: &Path, name: &str) -> Result<PathBuf, String> {
             dir.display()
         )
     };
-    gstgb28181::core::id::check_shape(name).map_err(|e| refuse(e.to_string()))?;
+    crate::paths::check_reader_path(name).map_err(|e| refuse(e.to_string()))?;
     let joined = dir.join(name);
-    let mut comps = joined
+    let comps: Vec<_> = joined
         .strip_prefix(dir)
         .map_err(|e| refuse(e.to_string()))?
-        .components();
-    match (comps.next(), comps.next()) {
-        (Some(std::path::Component::Normal(c)), None) if c == name => Ok(joined),
-        _ => Err(refuse("not a single path component".into())),
+        .components()
+        .collect();
+    let segments: Vec<&str> = name.split('/').collect();
+    let plain = comps.len() == segments.len()
+        && comps
+            .iter()
+            .zip(&segments)
+            .all(|(c, s)| matches!(c, std::path::Component::Normal(n) if n == s));
+    if plain {
+        Ok(joined)
+    } else {
+        Err(refuse("not plain path segments".into()))
     }
 }
 
@@ -351,15 +360,22 @@ mod tests {
             path_inside(d, "34020000001320000001").unwrap(),
             d.join("34020000001320000001")
         );
+        assert_eq!(path_inside(d, "live/x").unwrap(), d.join("live").join("x"));
+        assert_eq!(path_inside(d, "cam.1").unwrap(), d.join("cam.1"));
         for bad in [
             "../escape",
+            "live/../../etc",
+            "live/./x",
             "/tmp/elsewhere",
+            "live//x",
+            "live/x/",
             "..",
             ".",
             "",
-            "a/b",
+            "a/b/c/d/e",
             "a\\b",
             "a\0b",
+            "a%2Fb",
         ] {
             assert!(path_inside(d, bad).is_err(), "{bad:?}");
         }

@@ -91,6 +91,15 @@ pub fn check_path_name(name: &str) -> Result<(), PathNameError> {
     Ok(())
 }
 
+/// Checks the name of a path to read (RTSP, HLS, WebRTC, recordings): any path name,
+/// the reserved ones included (GB28181 channel IDs and playbacks are read, not published).
+pub fn check_reader_path(name: &str) -> Result<(), PathNameError> {
+    match check_path_name(name) {
+        Ok(()) | Err(PathNameError::Reserved(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -543,7 +543,11 @@ fn whep_refuses_hostile_offers_and_bounds_sessions() {
     for bad in ["/..%2F..%2Fetc/whep", "/a%20b/whep"] {
         assert_eq!(post(&admin, bad, good.as_bytes()).status, 400, "{bad}");
     }
-    for missing in ["/abc/whep", "/live/nothing/whep", "/340200000013200000011/whep"] {
+    for missing in [
+        "/abc/whep",
+        "/live/nothing/whep",
+        "/340200000013200000011/whep",
+    ] {
         let r = post(&admin, missing, good.as_bytes());
         assert_eq!(r.status, 404, "{missing}: {}", r.body);
         assert!(is_json(&r));

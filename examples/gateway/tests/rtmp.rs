@@ -468,7 +468,14 @@ fn publish_loop(file: &Path, url: &str) -> ChildGuard {
 /// said.
 fn publish_rtsp(file: &Path, url: &str) -> (bool, String) {
     let out = Command::new("timeout")
-        .args(["30", "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error"])
+        .args([
+            "30",
+            "ffmpeg",
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+        ])
         .args(["-re", "-i"])
         .arg(file)
         .args(["-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", url])
@@ -538,8 +545,19 @@ fn ffmpeg_publishes_a_path_read_over_rtsp_and_rtmp() {
     // WebRTC (WHEP) of the published path, as of any path: an answer with its H.264.
     let api = gw.metrics_addr().expect("API listener");
     let answer = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-u", &format!("{}:{}", READER.0, READER.1)])
-        .args(["-H", "Content-Type: application/sdp", "-w", "\n%{http_code}"])
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-u",
+            &format!("{}:{}", READER.0, READER.1),
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/sdp",
+            "-w",
+            "\n%{http_code}",
+        ])
         .args(["--data-binary", &whep_offer(1)])
         .arg(format!("http://{api}/live/x/whep"))
         .output()
@@ -563,8 +581,10 @@ fn ffmpeg_publishes_a_path_read_over_rtsp_and_rtmp() {
     let (ok, said) = publish_rtsp(&file, &rtsp_pub);
     // 455: the path has a publisher (not 403: the publisher may publish under live/).
     assert!(!ok && said.contains("455"), "{said}");
-    assert!(gw.published().iter().any(|p| p.name == "live/x"
-        && p.source == gst_ipcam_gateway::gateway::SourceKind::RtmpPublisher));
+    assert!(
+        gw.published().iter().any(|p| p.name == "live/x"
+            && p.source == gst_ipcam_gateway::gateway::SourceKind::RtmpPublisher)
+    );
     // An RTMP reader that would read for a minute.
     let mut reader = ChildGuard(
         Command::new("ffmpeg")

@@ -11,7 +11,6 @@ use crate::http::{self, Authorize, Denied, HttpRuntime, HttpServer, Limits};
 use crate::ingest::Ingest;
 use crate::metrics::{self, DeviceStat, PathStat, SessionStat, SipCounters, Snapshot};
 use crate::outputs::{ChannelOutputs, OutputSettings};
-use crate::paths::check_path_name;
 use crate::rtsp_auth::{self, RtspGuard, RtspLimits, client_ip};
 use crate::sim::{Clip, SimCamera, SimSettings, SipOptions};
 use crate::store::worker::{StoreSender, StoreStats, StoreWorker};
@@ -43,7 +42,6 @@ pub use control::{Control, Gone, Loader, ReloadError, ReloadReport};
 use mount::*;
 use persist::*;
 /// Factory hooks of a path with one fixed ingest (a playback, a publisher).
-pub(crate) use playback::Hooks as OneIngest;
 pub use playback::{PlaybackError, PlaybackRequest};
 pub use publish::{PublishError, PublishGuard, PublishedPath, Reservation, SourceKind};
 use recording::*;
@@ -778,7 +776,7 @@ fn start_rtmp(sh: &Arc<Shared>) -> Result<crate::rtmp::Server, String> {
 
 /// How a reader of `path` gets its ingest, whatever the path's source: a publisher (RTSP or
 /// RTMP), a GB28181 channel or a pulled camera; None when no such path exists.
-pub(crate) fn reader_hooks(sh: &Arc<Shared>, path: &str) -> Option<Arc<dyn ChannelHooks>> {
+fn reader_hooks(sh: &Arc<Shared>, path: &str) -> Option<Arc<dyn ChannelHooks>> {
     if let Some(h) = publish::reader_hooks(sh, path) {
         return Some(h);
     }
@@ -794,11 +792,8 @@ fn whep_router(sh: &Arc<Shared>, auth: Authorize) -> axum::Router {
     let weak = Arc::downgrade(sh);
     let resolve: crate::webrtc::routes::Resolve =
         Arc::new(move |path| weak.upgrade().and_then(|sh| reader_hooks(&sh, path)));
-    let check_path: crate::webrtc::routes::CheckPath = Arc::new(|path| match check_path_name(path)
-    {
-        // GB28181 IDs and other reserved names are paths to read (not to publish).
-        Ok(()) | Err(crate::paths::PathNameError::Reserved(_)) => Ok(()),
-        Err(e) => Err(format!("{}: {e}", printable(path))),
+    let check_path: crate::webrtc::routes::CheckPath = Arc::new(|path| {
+        crate::paths::check_reader_path(path).map_err(|e| format!("{}: {e}", printable(path)))
     });
     crate::webrtc::routes::router(sh.webrtc.clone(), resolve, check_path, auth)
 }

@@ -84,7 +84,7 @@ fn src_properties(sh: &Shared, r: &PlaybackRequest) -> Vec<(String, String)> {
 }
 
 /// The factory's view of one playback session: its one ingest, never restarted.
-pub(crate) struct Hooks {
+pub(super) struct Hooks {
     pub(crate) ingest: Arc<Ingest>,
 }
 

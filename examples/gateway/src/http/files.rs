@@ -1,10 +1,10 @@
 //! The HLS directory: created private (0700) and served read-only. A request names
-//! `/<channel>/<file>` and nothing else: the channel passes the one ID check
-//! (`gstgb28181::core::id::check_shape`), the file is a plain name with an HLS extension, and
+//! `/<path>/<file>` and nothing else: the path (a channel ID, a published path of up to 4
+//! segments) passes the one path check ([`crate::paths::check_reader_path`]), the file is a
+//! plain name with an HLS extension, and
 //! the file opened must resolve inside the directory (no symlink out, no dotfiles, no `..`,
 //! no percent-encoding at all). GStreamer-free.
 
-use gstgb28181::core::id;
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -39,11 +39,11 @@ pub enum PathRefusal {
     Extension,
 }
 
-/// Parses a raw (still percent-encoded) URL path `/<channel>/<file>`.
+/// Parses a raw (still percent-encoded) URL path `/<path>/<file>`.
 pub fn hls_target(url_path: &str) -> Result<HlsTarget<'_>, PathRefusal> {
     let rest = url_path.strip_prefix('/').ok_or(PathRefusal::Shape)?;
-    let (channel, file) = rest.split_once('/').ok_or(PathRefusal::Shape)?;
-    id::check_shape(channel).map_err(|_| PathRefusal::Channel)?;
+    let (channel, file) = rest.rsplit_once('/').ok_or(PathRefusal::Shape)?;
+    crate::paths::check_reader_path(channel).map_err(|_| PathRefusal::Channel)?;
     if file.is_empty()
         || file.len() > MAX_NAME
         || file.starts_with('.')
@@ -195,7 +195,9 @@ mod tests {
             "/%2e%2e/x.ts",
             "/ch/%2e%2e%2fx.ts",
             "/ch/.hidden.ts",
-            "/ch/a/b.ts",
+            "/ch/./b.ts",
+            "/ch/../b.ts",
+            "/a/b/c/d/e/x.ts",
             "/ch/passwd",
             "/ch/x.html",
             "/ch/x.ts\0",
@@ -205,14 +207,16 @@ mod tests {
         ] {
             assert!(hls_target(bad).is_err(), "{bad:?}");
         }
+        let t = hls_target("/live/x/index.m3u8").unwrap();
+        assert_eq!((t.channel, t.file), ("live/x", "index.m3u8"));
         let long = format!("/ch/{}.ts", "a".repeat(MAX_NAME));
         assert_eq!(hls_target(&long), Err(PathRefusal::FileName));
         let long_ch = format!("/{}/x.ts", "1".repeat(100));
         assert_eq!(hls_target(&long_ch), Err(PathRefusal::Channel));
     }
 
-    /// Random paths never panic, and whatever is accepted stays one plain name below one
-    /// channel directory.
+    /// Random paths never panic, and whatever is accepted stays one plain name below plain
+    /// path segments.
     #[test]
     fn garbage_paths() {
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
@@ -231,7 +235,12 @@ mod tests {
             let path = String::from_utf8_lossy(&bytes);
             if let Ok(t) = hls_target(&path) {
                 assert!(!t.file.starts_with('.') && !t.file.contains(['/', '%', '\\']));
-                assert!(!t.channel.is_empty() && !t.channel.contains(['/', '.', '%']));
+                assert!(!t.channel.is_empty() && !t.channel.contains(['%', '\\']));
+                assert!(
+                    t.channel
+                        .split('/')
+                        .all(|s| !s.is_empty() && s != "." && s != "..")
+                );
             }
         }
     }

@@ -122,10 +122,11 @@ struct HlsState {
     auth: Authorize,
 }
 
-/// `GET /<channel>/<file>` below `dir` (action `read` on the channel).
+/// `GET /<path>/<file>` below `dir` (action `read` on the path; [`hls_target`] checks
+/// the URL).
 pub fn hls_router(dir: ServedDir, auth: Authorize) -> Router {
     Router::new()
-        .route("/{channel}/{file}", get(hls))
+        .route("/{*path}", get(hls))
         .with_state(HlsState {
             dir: Arc::new(dir),
             auth,

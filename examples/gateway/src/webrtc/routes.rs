@@ -209,12 +209,10 @@ pub fn router(
     let mut r = Router::new();
     for n in 1..=MAX_SEGMENTS {
         let base: String = (1..=n).map(|i| format!("/{{p{i}}}")).collect();
-        r = r
-            .route(&format!("{base}/whep"), post(offer))
-            .route(
-                &format!("{base}/whep/{{session}}"),
-                delete(remove).patch(no_trickle),
-            );
+        r = r.route(&format!("{base}/whep"), post(offer)).route(
+            &format!("{base}/whep/{{session}}"),
+            delete(remove).patch(no_trickle),
+        );
     }
     r.with_state(Whep {
         sessions,

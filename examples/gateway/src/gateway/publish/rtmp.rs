@@ -11,8 +11,8 @@ use crate::ingest::IngestSource;
 use crate::rtmp::media::{FlvSource, Reader};
 use crate::rtmp::session::MediaKind;
 use crate::rtmp::{Outbox, Paths, Publisher, Refusal};
+use std::sync::Weak;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 pub(in crate::gateway) struct RtmpPaths {
@@ -59,8 +59,8 @@ impl Paths for RtmpPaths {
             .upgrade()
             .ok_or_else(|| refusal(&PublishError::Stopping))?;
         // Refused before an element is made when the name or the path says no.
-        let reservation = super::reserve(&sh, path, SourceKind::RtmpPublisher)
-            .map_err(|e| refusal(&e))?;
+        let reservation =
+            super::reserve(&sh, path, SourceKind::RtmpPublisher).map_err(|e| refusal(&e))?;
         let source = FlvSource::new(&format!("rtmp-{path}"))
             .map_err(|e| refusal(&PublishError::Failed(e)))?;
         let bin = source.element();
