@@ -494,6 +494,18 @@ impl Ingest {
         else {
             return;
         };
+        // Audio a little behind the previous frame (an encoder's padded last frame, jitter):
+        // muxers (HLS, MP4, FLV) stop on timestamps going back, so it is dropped. A large step
+        // back is a new time line (a camera that restarted) and passes.
+        if kind == Kind::Audio && last.is_some_and(|l| abs < l && l - abs < AUDIO_BACK_STEP_NS) {
+            gst::debug!(
+                CAT,
+                "{}: audio frame {} ns behind the previous one dropped",
+                self.channel,
+                last.unwrap_or(abs) - abs
+            );
+            return;
+        }
         *last = Some(abs);
         if let Some(l) = lat {
             st.lat_sum_ns += l;
@@ -927,6 +939,9 @@ fn cache_frame(st: &mut State, kind: Kind, buffer: &gst::Buffer, abs: u64, key: 
     st.gop.push((kind, buffer.clone(), abs));
 }
 
+/// Steps back in audio time below this are dropped frames, above it a new time line.
+const AUDIO_BACK_STEP_NS: u64 = 1_000_000_000;
+
 /// Pushes `buffer` (clock time `abs`) into `src`: shifted by `offset` for viewers, or at the
 /// same instant in `src`'s running time (camera timing). Frames that would fall before the
 /// pipeline's start are not pushed.
@@ -1013,6 +1028,84 @@ mod tests {
             caps_change(&c("audio/x-alaw,rate=8000"), &c("audio/x-alaw,rate=16000")),
             CapsChange::Size
         );
+    }
+
+    /// Audio a little behind the previous frame (an AAC encoder's padded last frame at a
+    /// clip's loop, jitter) is dropped: HLS and MP4 muxers stop on timestamps going back.
+    #[test]
+    fn audio_stepping_back_is_dropped() {
+        gst::init().unwrap();
+        let bin = gst::parse::bin_from_description(
+            "appsrc name=cam format=time is-live=true \
+             caps=audio/x-alaw,rate=8000,channels=1 ! queue name=a",
+            false,
+        )
+        .unwrap();
+        let pad = bin.by_name("a").unwrap().static_pad("src").unwrap();
+        bin.add_pad(
+            &gst::GhostPad::builder_with_target(&pad)
+                .unwrap()
+                .name("a")
+                .build(),
+        )
+        .unwrap();
+        let cam = bin
+            .by_name("cam")
+            .unwrap()
+            .downcast::<gst_app::AppSrc>()
+            .unwrap();
+        let bin = bin.upcast::<gst::Element>();
+        let ingest = Ingest::start_source(
+            "stepping",
+            IngestSource {
+                elements: vec![bin.clone()],
+                streams_from: bin.clone(),
+                control: bin,
+            },
+        )
+        .unwrap();
+        let out = gst::parse::launch(
+            "appsrc name=src format=time is-live=true ! appsink name=sink sync=false",
+        )
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let src = out
+            .by_name("src")
+            .unwrap()
+            .downcast::<gst_app::AppSrc>()
+            .unwrap();
+        src.set_caps(Some(
+            &gst::Caps::builder("audio/x-alaw")
+                .field("rate", 8000)
+                .field("channels", 1)
+                .build(),
+        ));
+        let sink = out
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        out.set_state(gst::State::Playing).unwrap();
+        assert!(ingest.subscribe_camera(Kind::Audio, &src).is_some());
+        for ms in [1000u64, 1020, 1040, 1060, 1050, 1080, 1100] {
+            let mut b = gst::Buffer::from_mut_slice(vec![0xD5u8; 160]);
+            b.get_mut()
+                .unwrap()
+                .set_pts(gst::ClockTime::from_mseconds(ms));
+            cam.push_buffer(b).unwrap();
+        }
+        let mut pts = Vec::new();
+        while pts.len() < 6 {
+            let s = sink
+                .try_pull_sample(gst::ClockTime::from_seconds(10))
+                .expect("a frame within 10 s");
+            pts.push(s.buffer().unwrap().pts().unwrap().mseconds());
+        }
+        let steps: Vec<u64> = pts.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+        assert_eq!(steps, vec![20, 20, 20, 20, 20], "{pts:?}");
+        out.set_state(gst::State::Null).unwrap();
+        ingest.stop();
     }
 
     /// Any element whose pads carry elementary streams feeds an ingest: here a bin whose
