@@ -264,9 +264,11 @@ fn feed(src: &gst_app::AppSrc, parts: Vec<Part>, pace: Arc<Pace>) {
                             b.unset_flags(gst::BufferFlags::DISCONT);
                         }
                     }
+                    let may_end =
+                        (part as u64) < pace.clips_done.load(std::sync::atomic::Ordering::SeqCst);
                     *n = if i + 1 < frames.len() {
                         (part, i + 1, base)
-                    } else if part + 1 < parts.len() {
+                    } else if part + 1 < parts.len() && may_end {
                         (part + 1, 0, base + *length)
                     } else {
                         (part, 0, base + *length)
@@ -306,10 +308,12 @@ const MAX_HOLD_NS: f64 = 5e9;
 
 /// The pacing of a simulated camera's streams, shared by them (they stay in sync): when each
 /// frame (by its content time) leaves, at the scale the platform asked for.
-#[derive(Default)]
 pub struct Pace {
     state: Mutex<PaceState>,
     wake: Condvar,
+    /// Clips of a sequence that may end (the next one starts after them); a clip not allowed
+    /// to end loops. `u64::MAX`: each plays once ([`SimCamera::start_sequence`]).
+    clips_done: std::sync::atomic::AtomicU64,
 }
 
 struct PaceState {
@@ -337,6 +341,16 @@ impl Default for PaceState {
             generation: 0,
             seek_to: gst::ClockTime::ZERO,
             hold_for: None,
+        }
+    }
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            state: Mutex::default(),
+            wake: Condvar::new(),
+            clips_done: std::sync::atomic::AtomicU64::new(u64::MAX),
         }
     }
 }
@@ -521,6 +535,24 @@ impl SimCamera {
     /// starts when the platform first asks for the stream.
     pub fn start_sequence(clips: &[&Clip], s: &SimSettings) -> Result<SimCamera, String> {
         SimCamera::start_with_records(clips, s, "")
+    }
+
+    /// Like [`SimCamera::start_sequence`], but each clip but the last loops until
+    /// [`SimCamera::next_clip`] lets it end: the test decides when the camera changes.
+    pub fn start_stepped(clips: &[&Clip], s: &SimSettings) -> Result<SimCamera, String> {
+        let cam = SimCamera::start_with_records(clips, s, "")?;
+        cam.pace
+            .clips_done
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+        Ok(cam)
+    }
+
+    /// Lets the clip now looping ([`SimCamera::start_stepped`]) end at its end: the next
+    /// one follows.
+    pub fn next_clip(&self) {
+        self.pace
+            .clips_done
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// [`SimCamera::start_sequence`] with recordings the camera lists in RecordInfo answers

@@ -585,10 +585,11 @@ fn size_change_keeps_rtsp_viewers_playing() {
     let mut gw = Gateway::start(cfg.clone()).expect("gateway starts");
     let cfg = gw.config().clone();
     let id = "34020000001320000501";
-    let small = Clip::encode_with(Some("h264"), None, 160, 120, 200, 6).expect("clip");
+    let small = Clip::encode_with(Some("h264"), None, 160, 120, 200, 2).expect("clip");
     let large = Clip::encode_with(Some("h264"), None, 320, 240, 300, 2).expect("clip");
+    // The small picture until the viewer has had some of it, then the large one.
     let cam =
-        SimCamera::start_sequence(&[&small, &large], &settings(&cfg, id, false)).expect("camera");
+        SimCamera::start_stepped(&[&small, &large], &settings(&cfg, id, false)).expect("camera");
     assert!(
         wait_until(Duration::from_secs(10), || gw
             .channels()
@@ -596,9 +597,9 @@ fn size_change_keeps_rtsp_viewers_playing() {
         "mounted"
     );
     let url = gw.url_with_credentials(id, READER.0, READER.1);
-    let out = std::process::Command::new("timeout")
+    let viewer = std::process::Command::new("timeout")
         .args([
-            "30",
+            "60",
             "ffmpeg",
             "-hide_banner",
             "-rtsp_transport",
@@ -606,9 +607,27 @@ fn size_change_keeps_rtsp_viewers_playing() {
             "-i",
             &url,
         ])
-        .args(["-t", "10", "-vf", "showinfo", "-f", "null", "-"])
-        .output()
+        .args(["-t", "8", "-vf", "showinfo", "-f", "null", "-"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("ffmpeg runs");
+    let sent = |gw: &Gateway| {
+        gw.snapshot()
+            .paths
+            .into_iter()
+            .find(|p| p.name == id)
+            .map_or(0, |p| p.bytes_sent)
+    };
+    // A second and a half of the small picture sent to the viewer (RTP headers on top).
+    let enough = small.bitrate_bps() * 3 / 16;
+    assert!(
+        wait_until(Duration::from_secs(30), || sent(&gw) > enough),
+        "the viewer gets the small picture ({} of {enough} bytes)",
+        sent(&gw)
+    );
+    cam.next_clip();
+    let out = viewer.wait_with_output().expect("ffmpeg ends");
     let log = String::from_utf8_lossy(&out.stderr);
     let frames = |size: &str| {
         log.lines()
