@@ -9,20 +9,28 @@
 use crate::core::media::{ReorderBuffer, SenderLock, SsrcPolicy, TcpDeframer};
 use gstmpegps::rtp::depacketizer::{Depacketizer, Event, Stats};
 use gstmpegps::rtp::replay::parse_packet;
+use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const MAX_QUEUED_FRAMES: usize = 64;
 /// UDP packets held to repair reordering.
 pub const REORDER_PACKETS: usize = 32;
+/// UDP packets, or TCP bytes / 64 KiB, read per receive at most (the rest on the next one).
+const READ_BUDGET: usize = 256;
+
+const SOCKET: Token = Token(0);
+const WAKE: Token = Token(1);
+const CONNECTION: Token = Token(2);
 
 enum Io {
-    Udp(UdpSocket),
+    Udp(mio::net::UdpSocket),
     /// Waiting for the device to connect; then the stream and its peer.
-    Listen(TcpListener, Option<(TcpStream, SocketAddr)>),
-    Stream(TcpStream, SocketAddr),
+    Listen(mio::net::TcpListener, Option<(mio::net::TcpStream, SocketAddr)>),
+    Stream(mio::net::TcpStream, SocketAddr),
 }
 
 /// One reassembled PS frame.
@@ -33,8 +41,17 @@ pub struct ReceivedFrame {
     pub discont: bool,
 }
 
+/// The receiver's sockets sleep in one `poll` (no timed polling): data, or a [`Waker`] from
+/// another thread (an element's `unlock`, a BYE), end the wait at once.
 pub struct MediaReceiver {
     io: Io,
+    poll: Poll,
+    events: Events,
+    waker: Arc<Waker>,
+    /// The last read stopped at its budget with data left (the poll is edge-triggered and
+    /// would not report it again).
+    pending: bool,
+    woken: bool,
     deframer: TcpDeframer,
     lock: SenderLock,
     depay: Depacketizer<Vec<u8>>,
@@ -48,26 +65,48 @@ pub struct MediaReceiver {
 impl MediaReceiver {
     /// UDP socket bound to `bind`.
     pub fn udp(bind: SocketAddr, max_frame_size: usize) -> io::Result<Self> {
-        let s = UdpSocket::bind(bind)?;
-        Ok(Self::new(Io::Udp(s), max_frame_size))
+        let s = std::net::UdpSocket::bind(bind)?;
+        s.set_nonblocking(true)?;
+        Self::new(Io::Udp(mio::net::UdpSocket::from_std(s)), max_frame_size)
     }
 
     /// TCP listener bound to `bind` (TCP passive on our side).
     pub fn tcp_listen(bind: SocketAddr, max_frame_size: usize) -> io::Result<Self> {
-        let l = TcpListener::bind(bind)?;
+        let l = std::net::TcpListener::bind(bind)?;
         l.set_nonblocking(true)?;
-        Ok(Self::new(Io::Listen(l, None), max_frame_size))
+        Self::new(
+            Io::Listen(mio::net::TcpListener::from_std(l), None),
+            max_frame_size,
+        )
     }
 
     /// TCP connection to `dest` (TCP active on our side).
     pub fn tcp_connect(dest: SocketAddr, max_frame_size: usize) -> io::Result<Self> {
-        let s = TcpStream::connect_timeout(&dest, Duration::from_secs(3))?;
-        Ok(Self::new(Io::Stream(s, dest), max_frame_size))
+        let s = std::net::TcpStream::connect_timeout(&dest, Duration::from_secs(3))?;
+        s.set_nonblocking(true)?;
+        Self::new(
+            Io::Stream(mio::net::TcpStream::from_std(s), dest),
+            max_frame_size,
+        )
     }
 
-    fn new(io: Io, max_frame_size: usize) -> Self {
-        MediaReceiver {
+    fn new(mut io: Io, max_frame_size: usize) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let registry = poll.registry();
+        match &mut io {
+            Io::Udp(s) => registry.register(s, SOCKET, Interest::READABLE)?,
+            Io::Listen(l, _) => registry.register(l, SOCKET, Interest::READABLE)?,
+            Io::Stream(s, _) => registry.register(s, CONNECTION, Interest::READABLE)?,
+        }
+        Ok(MediaReceiver {
             io,
+            poll,
+            events: Events::with_capacity(8),
+            waker,
+            // Data may have come before the registration.
+            pending: true,
+            woken: false,
             deframer: TcpDeframer::new(),
             lock: SenderLock::new(None),
             depay: Depacketizer::new(max_frame_size),
@@ -75,7 +114,18 @@ impl MediaReceiver {
             queue: VecDeque::new(),
             closed: false,
             queue_dropped: 0,
-        }
+        })
+    }
+
+    /// Ends a wait in [`next_frame`](Self::next_frame) from any thread (it returns `None`
+    /// and [`take_woken`](Self::take_woken) says so).
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    /// Whether a [`waker`](Self::waker) woke the receiver since the last call.
+    pub fn take_woken(&mut self) -> bool {
+        std::mem::take(&mut self.woken)
     }
 
     /// Asks the kernel for a UDP receive buffer of `bytes` (it caps the request at
@@ -133,7 +183,7 @@ impl MediaReceiver {
         self.lock.locked()
     }
 
-    /// Next complete frame, waiting at most `timeout` for data.
+    /// Next complete frame, waiting at most `timeout` for data (or until woken).
     pub fn next_frame(&mut self, timeout: Duration) -> io::Result<Option<ReceivedFrame>> {
         if let Some(f) = self.queue.pop_front() {
             return Ok(Some(f));
@@ -142,66 +192,93 @@ impl MediaReceiver {
         Ok(self.queue.pop_front())
     }
 
+    /// Sleeps in the poll until the socket is readable, a waker wakes it, or `timeout`
+    /// passes (not when a read left data behind); then reads what is there, within
+    /// [`READ_BUDGET`].
     fn receive(&mut self, timeout: Duration) -> io::Result<()> {
-        let timeout = timeout.max(Duration::from_millis(1));
+        if !self.pending {
+            match self.poll.poll(&mut self.events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            for e in self.events.iter() {
+                if e.token() == WAKE {
+                    self.woken = true;
+                } else {
+                    self.pending = true;
+                }
+            }
+            if self.woken || !self.pending {
+                return self.idle();
+            }
+        }
         let mut buf = [0u8; 65_536];
         let mut packets: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
+        // Until the socket says WouldBlock (then the next poll reports new data) or the budget
+        // is spent (then `pending` stays and the next receive reads on without polling).
+        let mut drained = false;
         match &mut self.io {
             Io::Udp(s) => {
-                s.set_read_timeout(Some(timeout))?;
-                match s.recv_from(&mut buf) {
-                    Ok((n, from)) => packets.push((buf[..n].to_vec(), from)),
-                    Err(e) if is_timeout(&e) => {}
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-                    Err(e) => return Err(e),
-                }
-                // Drain what else is there without waiting.
-                s.set_nonblocking(true)?;
-                while packets.len() < 256 {
+                while packets.len() < READ_BUDGET {
                     match s.recv_from(&mut buf) {
                         Ok((n, from)) => packets.push((buf[..n].to_vec(), from)),
-                        Err(_) => break,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            drained = true;
+                            break;
+                        }
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+                            ) => {}
+                        Err(e) => return Err(e),
                     }
                 }
-                s.set_nonblocking(false)?;
             }
             Io::Listen(l, conn) => {
                 if conn.is_none() {
                     match l.accept() {
-                        Ok((s, peer)) => {
-                            s.set_nonblocking(false)?;
+                        Ok((mut s, peer)) => {
+                            // One device connection; later ones wait in the backlog unread.
+                            self.poll.registry().deregister(l)?;
+                            self.poll
+                                .registry()
+                                .register(&mut s, CONNECTION, Interest::READABLE)?;
                             *conn = Some((s, peer));
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(timeout.min(Duration::from_millis(20)));
-                            return Ok(());
-                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => drained = true,
                         Err(e) => return Err(e),
                     }
                 }
                 if let Some((s, peer)) = conn {
                     let peer = *peer;
-                    let n = read_stream(s, &mut buf, timeout, &mut self.closed)?;
-                    for p in self.deframer.push(&buf[..n]) {
-                        packets.push((p, peer));
-                    }
+                    drained = read_stream(s, &mut buf, &mut self.deframer, &mut self.closed, |p| {
+                        packets.push((p, peer))
+                    })?;
                 }
             }
             Io::Stream(s, peer) => {
                 let peer = *peer;
-                let n = read_stream(s, &mut buf, timeout, &mut self.closed)?;
-                for p in self.deframer.push(&buf[..n]) {
-                    packets.push((p, peer));
-                }
+                drained = read_stream(s, &mut buf, &mut self.deframer, &mut self.closed, |p| {
+                    packets.push((p, peer))
+                })?;
             }
         }
-        let idle = packets.is_empty();
+        self.pending = !drained;
+        if packets.is_empty() {
+            return self.idle();
+        }
         for (p, from) in packets {
             // One form for the sender lock and stats, whatever the socket's family.
             self.push_packet(&p, crate::core::addr::canonical(from));
         }
-        if idle && self.reorder.held() > 0 {
-            // Nothing came for a receive timeout: the missing packets are lost.
+        Ok(())
+    }
+
+    /// Nothing came: packets held for reordering are given up as lost.
+    fn idle(&mut self) -> io::Result<()> {
+        if self.reorder.held() > 0 {
             for p in self.reorder.flush() {
                 self.depacketize(&p);
             }
@@ -267,33 +344,32 @@ impl MediaReceiver {
     }
 }
 
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-    )
-}
-
+/// Reads a TCP stream until WouldBlock (true), the peer closes it (true: nothing more to
+/// read; `closed` set) or [`READ_BUDGET`] reads (false), handing each deframed packet to
+/// `packet`.
 fn read_stream(
-    s: &mut TcpStream,
+    s: &mut mio::net::TcpStream,
     buf: &mut [u8],
-    timeout: Duration,
+    deframer: &mut TcpDeframer,
     closed: &mut bool,
-) -> io::Result<usize> {
+    mut packet: impl FnMut(Vec<u8>),
+) -> io::Result<bool> {
     if *closed {
-        std::thread::sleep(timeout.min(Duration::from_millis(20)));
-        return Ok(0);
+        return Ok(true);
     }
-    s.set_read_timeout(Some(timeout))?;
-    match s.read(buf) {
-        Ok(0) => {
-            *closed = true;
-            Ok(0)
+    for _ in 0..READ_BUDGET {
+        match s.read(buf) {
+            Ok(0) => {
+                *closed = true;
+                return Ok(true);
+            }
+            Ok(n) => deframer.push(&buf[..n]).into_iter().for_each(&mut packet),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        Ok(n) => Ok(n),
-        Err(e) if is_timeout(&e) => Ok(0),
-        Err(e) => Err(e),
     }
+    Ok(false)
 }
 
 #[cfg(test)]
@@ -301,6 +377,28 @@ mod tests {
     use super::*;
     use crate::core::media::frame_rfc4571;
     use std::io::Write;
+    use std::net::{TcpStream, UdpSocket};
+
+    /// A waker from another thread (an element's unlock) ends a long wait at once, whether
+    /// it comes before or during the wait.
+    #[test]
+    fn a_waker_ends_the_wait() {
+        for transport in ["udp", "tcp-passive"] {
+            let bind = "127.0.0.1:0".parse().unwrap();
+            let mut rx = match transport {
+                "udp" => MediaReceiver::udp(bind, 1 << 20).unwrap(),
+                _ => MediaReceiver::tcp_listen(bind, 1 << 20).unwrap(),
+            };
+            let w = rx.waker();
+            let t = std::time::Instant::now();
+            let waker = std::thread::spawn(move || w.wake().unwrap());
+            assert!(rx.next_frame(Duration::from_secs(60)).unwrap().is_none());
+            assert!(rx.take_woken(), "{transport}");
+            assert!(!rx.take_woken());
+            assert!(t.elapsed() < Duration::from_secs(30), "{transport}: {:?}", t.elapsed());
+            waker.join().unwrap();
+        }
+    }
 
     #[test]
     fn udp_receive_buffer_is_raised_up_to_the_kernel_cap() {

@@ -113,6 +113,9 @@ impl Endpoint {
             && let Some(d) = inner.dialogs.remove(call_id)
         {
             let _ = d.owner.send(msg.clone());
+            if let Some(w) = &d.wake {
+                w();
+            }
         }
         (Some(Message::response_to(msg, 200, "OK", None)), vec![])
     }

@@ -176,9 +176,14 @@ struct PendingTx {
     reply: mpsc::Sender<TxReply>,
 }
 
+/// Called after a dialog's owner was sent a request (it may sleep on I/O, not on its channel).
+pub type DialogWake = Arc<dyn Fn() + Send + Sync>;
+
 struct DialogEntry {
     /// Told about in-dialog requests (BYE).
     owner: mpsc::Sender<Message>,
+    /// Woken after `owner` was told ([`Endpoint::set_dialog_wake`]).
+    wake: Option<DialogWake>,
     /// ACK to re-send when the 2xx is retransmitted.
     ack: Option<(Vec<u8>, SocketAddr)>,
     /// Our tag (From of our INVITE) and the device's (To of its 2xx).
@@ -351,6 +356,8 @@ pub struct Endpoint {
     next_id: AtomicU64,
     next_connection: AtomicU64,
     stop: Arc<AtomicBool>,
+    /// Wakes the SIP/TCP accept thread from its poll at shutdown.
+    accept_wake: Mutex<Option<Arc<mio::Waker>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     messages_in: AtomicU64,
     messages_out: AtomicU64,
@@ -494,6 +501,7 @@ impl Endpoint {
             next_id: AtomicU64::new(1),
             next_connection: AtomicU64::new(1),
             stop,
+            accept_wake: Mutex::new(None),
             threads: Mutex::new(Vec::new()),
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
@@ -533,6 +541,9 @@ impl Endpoint {
     pub fn shutdown(&self) {
         lock(&ENDPOINTS).retain(|_, e| !std::ptr::eq(e.as_ref(), self));
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(w) = lock(&self.accept_wake).as_ref() {
+            let _ = w.wake();
+        }
         if let Socket::Tcp { conns } = &self.socket {
             for c in lock(conns).values() {
                 let _ = c.shutdown(std::net::Shutdown::Both);

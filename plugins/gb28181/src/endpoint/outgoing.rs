@@ -147,6 +147,7 @@ impl Endpoint {
             dialog.call_id.clone(),
             DialogEntry {
                 owner,
+                wake: None,
                 ack: ack.map(|m| (m.to_bytes(), peer)),
                 local_tag: dialog.local_tag.clone(),
                 remote_tag: dialog.remote_tag.clone(),
@@ -160,6 +161,14 @@ impl Endpoint {
     /// accepted. Bounded by `max_channels_per_device`.
     pub fn note_channel(&self, device_id: &str, channel_id: &str) {
         lock(&self.inner).note_channel(device_id, channel_id);
+    }
+
+    /// Has `wake` called whenever the owner of dialog `call_id` is told about a request
+    /// (a BYE): an owner sleeping on its media sockets wakes at once.
+    pub fn set_dialog_wake(&self, call_id: &str, wake: super::DialogWake) {
+        if let Some(d) = lock(&self.inner).dialogs.get_mut(call_id) {
+            d.wake = Some(wake);
+        }
     }
 
     pub fn remove_dialog(&self, call_id: &str) {

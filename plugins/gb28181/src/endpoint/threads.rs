@@ -126,24 +126,54 @@ pub(super) fn timer_loop(weak: Weak<Endpoint>) {
     }
 }
 
+/// Accepts SIP/TCP connections, asleep in a poll between them (woken by a connection or by
+/// [`Endpoint::shutdown`]).
 pub(super) fn accept_loop(weak: Weak<Endpoint>, listener: TcpListener) {
+    use std::os::fd::AsRawFd;
+    const LISTENER: mio::Token = mio::Token(0);
+    const WAKE: mio::Token = mio::Token(1);
+    let fd = listener.as_raw_fd();
+    let setup = || -> io::Result<(mio::Poll, Arc<mio::Waker>)> {
+        listener.set_nonblocking(true)?;
+        let poll = mio::Poll::new()?;
+        poll.registry().register(
+            &mut mio::unix::SourceFd(&fd),
+            LISTENER,
+            mio::Interest::READABLE,
+        )?;
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKE)?);
+        Ok((poll, waker))
+    };
+    let Ok((mut poll, waker)) = setup() else {
+        return;
+    };
+    match weak.upgrade() {
+        // Stored before `stop` is read: a shutdown either finds the waker or is seen below.
+        Some(ep) => *lock(&ep.accept_wake) = Some(waker),
+        None => return,
+    }
+    let mut events = mio::Events::with_capacity(4);
     loop {
         {
             let Some(ep) = weak.upgrade() else { return };
             if ep.stop.load(Ordering::SeqCst) {
                 return;
             }
-            match listener.accept() {
-                Ok((s, peer)) => {
-                    let _ = s.set_nonblocking(false);
-                    let _ = ep.add_tcp_connection(s, addr::canonical(peer), true);
-                    continue;
+            // Every pending connection (the poll is edge-triggered).
+            loop {
+                match listener.accept() {
+                    Ok((s, peer)) => {
+                        let _ = s.set_nonblocking(false);
+                        let _ = ep.add_tcp_connection(s, addr::canonical(peer), true);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // WouldBlock: none left; another error (out of descriptors...): the next
+                    // connection or a minute brings the next try.
+                    Err(_) => break,
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => {}
             }
         }
-        std::thread::sleep(TICK);
+        let _ = poll.poll(&mut events, Some(Duration::from_secs(60)));
     }
 }
 

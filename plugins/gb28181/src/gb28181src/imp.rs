@@ -245,6 +245,15 @@ pub struct Gb28181Src {
     flushing: Arc<AtomicBool>,
     /// The device reported the end of the file (MediaStatus 121) during playback/download.
     media_ended: Arc<AtomicBool>,
+    /// Wakes `create` from its wait on the media sockets (unlock, BYE, end of file).
+    waker: Arc<Mutex<Option<Arc<mio::Waker>>>>,
+}
+
+/// Wakes the receiver `create` waits on, if there is one.
+fn wake(waker: &Mutex<Option<Arc<mio::Waker>>>) {
+    if let Some(w) = lock(waker).as_ref() {
+        let _ = w.wake();
+    }
 }
 
 #[glib::object_subclass]
@@ -318,6 +327,7 @@ impl Gb28181Src {
         );
         let weak = self.obj().downgrade();
         let media_ended = self.media_ended.clone();
+        let waker = self.waker.clone();
         let device = s.device_id.clone();
         let sub = ep.subscribe(move |e| {
             if let EndpointEvent::MediaStatus {
@@ -327,6 +337,7 @@ impl Gb28181Src {
                 && *device_id == device
             {
                 media_ended.store(true, Ordering::SeqCst);
+                wake(&waker);
             }
             if let Some(obj) = weak.upgrade() {
                 let st = event_structure(e);
@@ -468,6 +479,14 @@ impl Gb28181Src {
             self.subscribe(event, 3600, *interval);
         }
         let receiver = call.receiver.take().expect("a new call has its receiver");
+        let w = receiver.waker();
+        *lock(&self.waker) = Some(w.clone());
+        ep.set_dialog_wake(
+            &call.dialog.call_id,
+            Arc::new(move || {
+                let _ = w.wake();
+            }),
+        );
         Ok(Session {
             kind: s.session_kind,
             scaler: match s.session_kind {
@@ -487,6 +506,7 @@ impl Gb28181Src {
     }
 
     fn end_session(&self) {
+        *lock(&self.waker) = None;
         let (session, ep) = {
             let mut st = lock(&self.state);
             (st.session.take(), st.endpoint.clone())
@@ -1260,6 +1280,8 @@ impl BaseSrcImpl for Gb28181Src {
     fn unlock(&self) -> Result<(), gst::ErrorMessage> {
         gst::debug!(CAT, imp = self, "unlock");
         self.flushing.store(true, Ordering::SeqCst);
+        // `create` sleeps on the media sockets: woken, it sees the flag at once.
+        wake(&self.waker);
         Ok(())
     }
 
@@ -1328,7 +1350,10 @@ impl PushSrcImpl for Gb28181Src {
                 return Err(gst::FlowError::Flushing);
             };
             drop(st);
-            let received = receiver.next_frame(Duration::from_millis(50));
+            // Sleeps until media comes or a waker ends the wait (unlock, BYE, end of file);
+            // the timeout only paces the no-media check.
+            let received = receiver.next_frame(Duration::from_secs(1));
+            receiver.take_woken();
             let media = MediaSnapshot::of(&receiver);
             let mut st = lock(&self.state);
             // Stopped while we waited: the session (and with it the dialog) is gone.
