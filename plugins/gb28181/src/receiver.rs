@@ -29,7 +29,10 @@ const CONNECTION: Token = Token(2);
 enum Io {
     Udp(mio::net::UdpSocket),
     /// Waiting for the device to connect; then the stream and its peer.
-    Listen(mio::net::TcpListener, Option<(mio::net::TcpStream, SocketAddr)>),
+    Listen(
+        mio::net::TcpListener,
+        Option<(mio::net::TcpStream, SocketAddr)>,
+    ),
     Stream(mio::net::TcpStream, SocketAddr),
 }
 
@@ -192,31 +195,38 @@ impl MediaReceiver {
         Ok(self.queue.pop_front())
     }
 
-    /// Sleeps in the poll until the socket is readable, a waker wakes it, or `timeout`
-    /// passes (not when a read left data behind); then reads what is there, within
-    /// [`READ_BUDGET`].
+    /// Reads what a previous read left behind; else sleeps in the poll until the socket is
+    /// readable, a waker wakes it, or `timeout` passes, and reads what is there (within
+    /// [`READ_BUDGET`]).
     fn receive(&mut self, timeout: Duration) -> io::Result<()> {
-        if !self.pending {
-            match self.poll.poll(&mut self.events, Some(timeout)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            for e in self.events.iter() {
-                if e.token() == WAKE {
-                    self.woken = true;
-                } else {
-                    self.pending = true;
-                }
-            }
-            if self.woken || !self.pending {
-                return self.idle();
+        if self.pending && self.read_available()? {
+            return Ok(());
+        }
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        let mut readable = false;
+        for e in self.events.iter() {
+            if e.token() == WAKE {
+                self.woken = true;
+            } else {
+                readable = true;
             }
         }
+        if readable && self.read_available()? {
+            return Ok(());
+        }
+        self.idle()
+    }
+
+    /// Reads the socket until WouldBlock (then the next poll reports new data) or the budget
+    /// is spent (then `pending` stays and the next receive reads on without polling), and
+    /// feeds the packets; whether there were any.
+    fn read_available(&mut self) -> io::Result<bool> {
         let mut buf = [0u8; 65_536];
         let mut packets: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
-        // Until the socket says WouldBlock (then the next poll reports new data) or the budget
-        // is spent (then `pending` stays and the next receive reads on without polling).
         let mut drained = false;
         match &mut self.io {
             Io::Udp(s) => {
@@ -242,9 +252,11 @@ impl MediaReceiver {
                         Ok((mut s, peer)) => {
                             // One device connection; later ones wait in the backlog unread.
                             self.poll.registry().deregister(l)?;
-                            self.poll
-                                .registry()
-                                .register(&mut s, CONNECTION, Interest::READABLE)?;
+                            self.poll.registry().register(
+                                &mut s,
+                                CONNECTION,
+                                Interest::READABLE,
+                            )?;
                             *conn = Some((s, peer));
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => drained = true,
@@ -253,9 +265,10 @@ impl MediaReceiver {
                 }
                 if let Some((s, peer)) = conn {
                     let peer = *peer;
-                    drained = read_stream(s, &mut buf, &mut self.deframer, &mut self.closed, |p| {
-                        packets.push((p, peer))
-                    })?;
+                    drained =
+                        read_stream(s, &mut buf, &mut self.deframer, &mut self.closed, |p| {
+                            packets.push((p, peer))
+                        })?;
                 }
             }
             Io::Stream(s, peer) => {
@@ -266,14 +279,12 @@ impl MediaReceiver {
             }
         }
         self.pending = !drained;
-        if packets.is_empty() {
-            return self.idle();
-        }
+        let any = !packets.is_empty();
         for (p, from) in packets {
             // One form for the sender lock and stats, whatever the socket's family.
             self.push_packet(&p, crate::core::addr::canonical(from));
         }
-        Ok(())
+        Ok(any)
     }
 
     /// Nothing came: packets held for reordering are given up as lost.
@@ -395,7 +406,11 @@ mod tests {
             assert!(rx.next_frame(Duration::from_secs(60)).unwrap().is_none());
             assert!(rx.take_woken(), "{transport}");
             assert!(!rx.take_woken());
-            assert!(t.elapsed() < Duration::from_secs(30), "{transport}: {:?}", t.elapsed());
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{transport}: {:?}",
+                t.elapsed()
+            );
             waker.join().unwrap();
         }
     }
