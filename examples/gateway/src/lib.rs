@@ -18,6 +18,7 @@ pub mod onvif;
 pub mod outputs;
 pub mod paths;
 pub mod pull;
+pub mod push;
 pub mod rtmp;
 pub mod rtsp_auth;
 pub mod sim;

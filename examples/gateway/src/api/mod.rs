@@ -12,6 +12,7 @@ pub mod directory;
 pub mod events;
 pub mod onvif;
 pub mod paths;
+pub mod push;
 pub mod playback;
 pub mod playback_time;
 pub mod ptz;
@@ -318,6 +319,8 @@ fn openapi_router() -> OpenApiRouter<Api> {
         .routes(routes!(channels::call_preset))
         .routes(routes!(channels::key_frame))
         .routes(routes!(paths::list_paths))
+        .routes(routes!(push::list_pushes, push::add_push))
+        .routes(routes!(push::remove_push))
         .routes(routes!(onvif::discover))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::kick_session))
@@ -376,6 +379,7 @@ mod tests {
             include_str!("channels.rs"),
             include_str!("sessions.rs"),
             include_str!("paths.rs"),
+            include_str!("push.rs"),
             include_str!("onvif.rs"),
             include_str!("recordings.rs"),
             include_str!("config.rs"),

@@ -89,6 +89,10 @@ pub struct Config {
     /// Pulled cameras (`[[paths]]` tables of the config file, see [`crate::pull`]).
     #[serde(skip_serializing, deserialize_with = "crate::pull::paths")]
     pub paths: Vec<crate::pull::PathConfig>,
+    /// Paths pushed to external RTMP servers (`[[push]]` tables of the config file, see
+    /// [`crate::push`]; never served back: their URLs hold stream keys).
+    #[serde(skip_serializing, deserialize_with = "crate::push::pushes")]
+    pub push: Vec<crate::push::PushConfig>,
     /// Host printed in URLs.
     pub public_host: String,
     pub rtsp_port: u16,
@@ -224,6 +228,7 @@ impl Default for Config {
             multicast_ttl: 1,
             users: Vec::new(),
             paths: Vec::new(),
+            push: Vec::new(),
             public_host: "127.0.0.1".into(),
             rtsp_port: 8554,
             rtmp_address: "0.0.0.0".into(),

@@ -256,6 +256,24 @@ impl Control {
         }
     }
 
+    /// Paths pushed to external RTMP servers.
+    pub fn pushes(&self) -> Result<Vec<super::PushView>, Gone> {
+        Ok(super::push::list(&self.sh()?))
+    }
+
+    /// Starts pushing `cfg.path` to `cfg.url`.
+    pub fn add_push(
+        &self,
+        cfg: crate::push::PushConfig,
+    ) -> Result<Result<super::PushView, super::PushError>, Gone> {
+        Ok(super::push::add(&self.sh()?, cfg, "api"))
+    }
+
+    /// Stops push `id`; false when there is none.
+    pub fn remove_push(&self, id: u64) -> Result<bool, Gone> {
+        Ok(super::push::remove(&self.sh()?, id))
+    }
+
     /// The upper platforms of the cascade and their state.
     pub fn cascade(&self) -> Result<Vec<crate::cascade::api::UpperView>, Gone> {
         Ok(self

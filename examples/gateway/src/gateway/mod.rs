@@ -36,6 +36,7 @@ mod persist;
 mod playback;
 mod publish;
 mod pull;
+mod push;
 mod recording;
 mod stats;
 pub use control::{Control, Gone, Loader, ReloadError, ReloadReport};
@@ -44,6 +45,7 @@ use persist::*;
 /// Factory hooks of a path with one fixed ingest (a playback, a publisher).
 pub use playback::{PlaybackError, PlaybackRequest};
 pub use publish::{PublishError, PublishGuard, PublishedPath, Reservation, SourceKind};
+pub use push::{PushError, PushView};
 use recording::*;
 use stats::*;
 
@@ -127,6 +129,8 @@ struct Shared {
     publishers: Mutex<publish::Publishers>,
     /// The RTMP server's counters (zero without one).
     rtmp_stats: Arc<crate::rtmp::Stats>,
+    /// Paths pushed to external RTMP servers.
+    pushes: Mutex<push::Pushes>,
 }
 
 /// The running gateway.
@@ -343,6 +347,7 @@ impl Gateway {
             playbacks: Mutex::new(Default::default()),
             cascade: std::sync::OnceLock::new(),
             publishers: Mutex::new(Default::default()),
+            pushes: Mutex::new(Default::default()),
             rtmp_stats: Default::default(),
         });
         shared
@@ -473,6 +478,9 @@ impl Gateway {
         } else {
             Some(start_rtmp(&shared)?)
         };
+        for p in &cfg.push {
+            push::add(&shared, p.clone(), "config").map_err(|e| format!("push: {e}"))?;
+        }
         let mut gw = Gateway {
             shared,
             main_loop,
@@ -682,6 +690,7 @@ impl Gateway {
         }
         self.stopped = true;
         self.shared.stopping.store(true, Ordering::SeqCst);
+        push::stop_all(&self.shared);
         if let Some(mut r) = self.rtmp_server.take() {
             r.stop();
         }

@@ -157,39 +157,7 @@ impl Reader {
         timeout: Duration,
         out: Outbox,
     ) -> Result<(gst::Pipeline, Vec<u64>), String> {
-        let streams = ingest.wait_streams(timeout)?;
-        let mut launch =
-            String::from("flvmux name=m streamable=true ! appsink name=out sync=false");
-        let mut kinds = Vec::new();
-        if let Some(v) = &streams.video {
-            let chain = flv_input(v)?;
-            launch += &format!(
-                " appsrc name=vsrc is-live=true format=time min-latency=0 ! {chain} ! m.video"
-            );
-            kinds.push((Kind::Video, "vsrc", v.clone()));
-        }
-        if let Some(a) = &streams.audio {
-            match flv_input(a) {
-                Ok(chain) => {
-                    launch += &format!(
-                        " appsrc name=asrc is-live=true format=time min-latency=0 ! {chain} ! m.audio"
-                    );
-                    kinds.push((Kind::Audio, "asrc", a.clone()));
-                }
-                Err(e) => crate::gateway::warn(&format!("{path}: RTMP reader without audio: {e}")),
-            }
-        }
-        if kinds.is_empty() {
-            return Err("no stream FLV can carry".into());
-        }
-        let pipeline = gst::parse::launch(&launch)
-            .map_err(|e| e.to_string())?
-            .downcast::<gst::Pipeline>()
-            .map_err(|_| "not a pipeline")?;
-        let sink = pipeline
-            .by_name("out")
-            .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
-            .ok_or("no appsink")?;
+        let sink = gst_app::AppSink::builder().name("out").sync(false).build();
         let tags = std::sync::Mutex::new(flv::TagReader::new(16 * 1024 * 1024));
         let end = out.clone();
         let meta_sent = AtomicBool::new(false);
@@ -228,22 +196,66 @@ impl Reader {
                 .eos(move |_| end.end())
                 .build(),
         );
-        let mut srcs = Vec::new();
-        for (kind, name, caps) in kinds {
-            let src = pipeline
-                .by_name(name)
-                .and_then(|s| s.downcast::<gst_app::AppSrc>().ok())
-                .ok_or("no appsrc")?;
-            src.set_caps(Some(&caps));
-            srcs.push((kind, src));
-        }
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|e| format!("RTMP reader pipeline: {e}"))?;
-        let ids = ingest.subscribe_viewer(&srcs);
+        let (pipeline, ids) = flv_pipeline(path, ingest, timeout, sink.upcast())?;
         gst::info!(CAT, "{path}: RTMP reader started");
         Ok((pipeline, ids))
     }
+}
+
+/// A pipeline from `ingest`'s streams (those FLV carries) through `flvmux streamable=true`
+/// into `sink`, playing and subscribed as a viewer (it starts at a key frame); returns it
+/// with the subscription ids. Waits at most `timeout` for the streams.
+pub fn flv_pipeline(
+    path: &str,
+    ingest: &Arc<Ingest>,
+    timeout: Duration,
+    sink: gst::Element,
+) -> Result<(gst::Pipeline, Vec<u64>), String> {
+    let streams = ingest.wait_streams(timeout)?;
+    let mut launch = String::from("flvmux name=m streamable=true");
+    let mut kinds = Vec::new();
+    if let Some(v) = &streams.video {
+        let chain = flv_input(v)?;
+        launch += &format!(
+            " appsrc name=vsrc is-live=true format=time min-latency=0 ! {chain} ! m.video"
+        );
+        kinds.push((Kind::Video, "vsrc", v.clone()));
+    }
+    if let Some(a) = &streams.audio {
+        match flv_input(a) {
+            Ok(chain) => {
+                launch += &format!(
+                    " appsrc name=asrc is-live=true format=time min-latency=0 ! {chain} ! m.audio"
+                );
+                kinds.push((Kind::Audio, "asrc", a.clone()));
+            }
+            Err(e) => crate::gateway::warn(&format!("{path}: FLV without audio: {e}")),
+        }
+    }
+    if kinds.is_empty() {
+        return Err("no stream FLV can carry".into());
+    }
+    let pipeline = gst::parse::launch(&launch)
+        .map_err(|e| e.to_string())?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| "not a pipeline")?;
+    let mux = pipeline.by_name("m").ok_or("no flvmux")?;
+    pipeline.add(&sink).map_err(|e| e.to_string())?;
+    mux.link(&sink).map_err(|e| e.to_string())?;
+    let mut srcs = Vec::new();
+    for (kind, name, caps) in kinds {
+        let src = pipeline
+            .by_name(name)
+            .and_then(|s| s.downcast::<gst_app::AppSrc>().ok())
+            .ok_or("no appsrc")?;
+        src.set_caps(Some(&caps));
+        srcs.push((kind, src));
+    }
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|e| format!("FLV pipeline of {path}: {e}"))?;
+    let ids = ingest.subscribe_viewer(&srcs);
+    Ok((pipeline, ids))
 }
 
 impl Drop for Reader {
