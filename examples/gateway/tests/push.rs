@@ -21,8 +21,16 @@ const ADMIN: (&str, &str) = ("admin", "admin-pw");
 fn api(gw: &Gateway, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let addr = gw.metrics_addr().expect("API listener");
     let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "20", "-X", method, "-w", "\n%{http_code}"])
-        .args(["-u", &format!("{}:{}", ADMIN.0, ADMIN.1)]);
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+    ])
+    .args(["-u", &format!("{}:{}", ADMIN.0, ADMIN.1)]);
     if let Some(b) = body {
         cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
     }
@@ -75,7 +83,10 @@ fn paths_are_pushed_over_rtmp_from_config_and_api() {
 
     // The configured push: the camera's channel arrives as live/from-config and plays.
     assert!(
-        wait_until(Duration::from_secs(30), || published(&gw, "live/from-config")),
+        wait_until(Duration::from_secs(30), || published(
+            &gw,
+            "live/from-config"
+        )),
         "pushed path published: {:?}",
         gw.published()
     );
@@ -87,12 +98,18 @@ fn paths_are_pushed_over_rtmp_from_config_and_api() {
     };
     let v = read("live/from-config");
     assert!(frames_of(&v, "h264") >= 25, "{v:?}");
-    assert!(frames_of(&v, "pcm_alaw") >= 10, "G.711 goes through FLV as is: {v:?}");
+    assert!(
+        frames_of(&v, "pcm_alaw") >= 10,
+        "G.711 goes through FLV as is: {v:?}"
+    );
 
     // Listed without the secret, with what it sent.
     let (code, body) = api(&gw, "GET", "/v1/push", None);
     assert_eq!(code, 200, "{body}");
-    assert!(!body.contains(PUBLISHER.1) && !body.contains("from-config"), "{body}");
+    assert!(
+        !body.contains(PUBLISHER.1) && !body.contains("from-config"),
+        "{body}"
+    );
     let list: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(list[0]["path"], camera.as_str());
     assert_eq!(list[0]["state"], "pushing");
@@ -106,7 +123,10 @@ fn paths_are_pushed_over_rtmp_from_config_and_api() {
     let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
         .as_u64()
         .unwrap();
-    assert!(wait_until(Duration::from_secs(30), || published(&gw, "live/from-api")));
+    assert!(wait_until(Duration::from_secs(30), || published(
+        &gw,
+        "live/from-api"
+    )));
     let v = read("live/from-api");
     assert!(frames_of(&v, "h264") >= 25, "{v:?}");
     // Refusals: the same push again 409, bad URL or path 400, unknown id 404.

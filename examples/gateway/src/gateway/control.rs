@@ -258,7 +258,7 @@ impl Control {
 
     /// Paths pushed to external RTMP servers.
     pub fn pushes(&self) -> Result<Vec<super::PushView>, Gone> {
-        Ok(super::push::list(&self.sh()?))
+        Ok(super::push::list(&*self.sh()?))
     }
 
     /// Starts pushing `cfg.path` to `cfg.url`.
@@ -271,7 +271,7 @@ impl Control {
 
     /// Stops push `id`; false when there is none.
     pub fn remove_push(&self, id: u64) -> Result<bool, Gone> {
-        Ok(super::push::remove(&self.sh()?, id))
+        Ok(super::push::remove(&*self.sh()?, id))
     }
 
     /// The upper platforms of the cascade and their state.

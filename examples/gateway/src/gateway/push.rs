@@ -283,12 +283,8 @@ fn attempt(push: &Push, ingest: &Arc<Ingest>) -> (String, bool) {
         Err(e) => return (format!("rtmp2sink: {e}"), false),
     };
     ingest.hold();
-    let built = crate::rtmp::media::flv_pipeline(
-        path,
-        ingest,
-        Duration::from_secs(20),
-        sink.clone(),
-    );
+    let built =
+        crate::rtmp::media::flv_pipeline(path, ingest, Duration::from_secs(20), sink.clone());
     ingest.release();
     let (pipeline, ids) = match built {
         Ok(b) => b,
