@@ -255,3 +255,91 @@ fn no_multicast_without_a_range() {
     cam.stop();
     gw.stop();
 }
+
+/// A camera's RTSP multicast as a source: the "camera" is a second gateway (the binary, with a
+/// simulated camera and a multicast range) in the readers' namespace; this gateway pulls it
+/// with `source_protocol = "multicast"` (rtspsrc `udp-mcast`), and ffprobe reads the pulled
+/// path over RTSP/TCP. The camera lists the session as `udp-mcast`.
+#[test]
+fn a_cameras_multicast_stream_is_a_source() {
+    if rerun_in_netns("a_cameras_multicast_stream_is_a_source") {
+        return;
+    }
+    let _serial = serial();
+    gst_ipcam_gateway::gateway::init().unwrap();
+    let ns = std::env::var(IN_NETNS).expect("in the test's namespace");
+    let dir = scratch("mcast-source");
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("camera.toml");
+    let user = |u: (&str, &str), permissions: &str| {
+        format!(
+            "[[users]]\nuser = \"{}\"\npass = \"{}\"\npermissions = [{permissions}]\n",
+            u.0,
+            gst_ipcam_gateway::auth::hash_sha256(u.1).unwrap()
+        )
+    };
+    std::fs::write(
+        &conf,
+        user(READER, r#"{action = "read"}, {action = "api"}"#),
+    )
+    .unwrap();
+    let camera_id = "34020000001320000001";
+    let mut camera = ChildGuard(
+        Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(gateway_bin())
+            .arg("--config")
+            .arg(&conf)
+            .args(["--simulate", "1", "--sim-width", "160", "--sim-height", "120"])
+            .args(["--sip-address", "127.0.0.1", "--listen-address", "10.99.0.2"])
+            .args(["--public-host", "10.99.0.2", "--rtmp-port", "0", "--hls-port", "0"])
+            .args(["--multicast-ip-range", "224.3.0.0/28", "--metrics-address", "10.99.0.2"])
+            .args(["--summary-interval-s", "0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the camera gateway runs"),
+    );
+    let camera_api = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5", "-u", &format!("{}:{}", READER.0, READER.1)])
+            .arg(format!("http://10.99.0.2:9998{path}"))
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || camera_api("/v1/channels")
+            .contains(camera_id)),
+        "the camera gateway serves its simulated camera"
+    );
+    assert!(matches!(camera.0.try_wait(), Ok(None)), "camera gateway running");
+
+    let mut cfg = Config {
+        listen_address: "127.0.0.1".into(),
+        ..loopback_config("127.0.0.1")
+    };
+    cfg.paths = vec![gst_ipcam_gateway::pull::PathConfig {
+        name: "mcast-cam".into(),
+        source: format!(
+            "rtsp://{}:{}@10.99.0.2:8554/{camera_id}",
+            READER.0, READER.1
+        ),
+        source_protocol: "multicast".into(),
+        ..Default::default()
+    }];
+    let gw = Gateway::start(cfg).expect("gateway starts");
+    let mut seen = String::new();
+    let v = ffprobe_frames(
+        &["-rtsp_transport", "tcp", "-read_intervals", "%+3"],
+        &gw.url_with_credentials("mcast-cam", READER.0, READER.1),
+    );
+    // While the pull runs (closed 10 s after the reader): the camera's session list.
+    seen.push_str(&camera_api("/v1/sessions"));
+    assert!(frames_of(&v, "h264") >= 25, "{v:?}");
+    assert!(frames_of(&v, "pcm_alaw") >= 25, "{v:?}");
+    assert!(seen.contains("udp-mcast"), "camera sessions: {seen}");
+    drop(gw);
+    drop(camera);
+    std::fs::remove_dir_all(&dir).ok();
+}

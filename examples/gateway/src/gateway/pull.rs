@@ -362,6 +362,7 @@ impl RtspPull {
             match protocol {
                 "tcp" => "tcp",
                 "udp" => "udp",
+                "multicast" => "udp-mcast",
                 _ => "udp+tcp",
             },
         );

@@ -7,7 +7,7 @@
 //! Matched from MediaMTX (`internal/conf/path.go`, `internal/staticsources/rtsp`): `source`
 //! (rtsp:// and rtsps://), `sourceOnDemand` (here `source_on_demand`, default on as our
 //! GB28181 channels), `sourceOnDemandCloseAfter` (10 s), `rtspTransport` (here
-//! `source_protocol`: automatic, tcp, udp), a static source retried after a pause while it is
+//! `source_protocol`: automatic, tcp, udp, multicast), a static source retried after a pause while it is
 //! wanted (here a back-off of 1 s doubling to 30 s instead of a fixed 5 s), and the path list
 //! item `{name, source: {type: "rtspSource"}, ready, readers, bytesReceived}`.
 
@@ -33,7 +33,8 @@ pub struct PathConfig {
     /// `rtsp://[user:pass@]host[:port]/...` or `rtsps://...`.
     pub source: String,
     /// Lower transport asked of the camera: `automatic` (UDP, TCP when UDP gets nothing),
-    /// `tcp` or `udp`.
+    /// `tcp`, `udp`, or `multicast` (the camera's RTSP multicast transport: the group stream
+    /// other receivers of the camera share).
     pub source_protocol: String,
     /// Opened on the first reader and closed after the last; false: always open.
     pub source_on_demand: bool,
@@ -64,9 +65,9 @@ impl PathConfig {
         crate::paths::check_path_name(&self.name).map_err(|e| format!("paths: {e}"))?;
         let name = &self.name;
         SourceUrl::parse(&self.source).map_err(|e| format!("path {name}: source: {e}"))?;
-        if !["automatic", "tcp", "udp"].contains(&self.source_protocol.as_str()) {
+        if !["automatic", "tcp", "udp", "multicast"].contains(&self.source_protocol.as_str()) {
             return Err(format!(
-                "path {name}: source_protocol `{}` is not one of automatic, tcp, udp",
+                "path {name}: source_protocol `{}` is not one of automatic, tcp, udp, multicast",
                 self.source_protocol.escape_debug()
             ));
         }
