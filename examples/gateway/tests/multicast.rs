@@ -290,10 +290,34 @@ fn a_cameras_multicast_stream_is_a_source() {
             .arg(gateway_bin())
             .arg("--config")
             .arg(&conf)
-            .args(["--simulate", "1", "--sim-width", "160", "--sim-height", "120"])
-            .args(["--sip-address", "127.0.0.1", "--listen-address", "10.99.0.2"])
-            .args(["--public-host", "10.99.0.2", "--rtmp-port", "0", "--hls-port", "0"])
-            .args(["--multicast-ip-range", "224.3.0.0/28", "--metrics-address", "10.99.0.2"])
+            .args([
+                "--simulate",
+                "1",
+                "--sim-width",
+                "160",
+                "--sim-height",
+                "120",
+            ])
+            .args([
+                "--sip-address",
+                "127.0.0.1",
+                "--listen-address",
+                "10.99.0.2",
+            ])
+            .args([
+                "--public-host",
+                "10.99.0.2",
+                "--rtmp-port",
+                "0",
+                "--hls-port",
+                "0",
+            ])
+            .args([
+                "--multicast-ip-range",
+                "224.3.0.0/28",
+                "--metrics-address",
+                "10.99.0.2",
+            ])
             .args(["--summary-interval-s", "0"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -302,7 +326,13 @@ fn a_cameras_multicast_stream_is_a_source() {
     );
     let camera_api = |path: &str| {
         let out = Command::new("curl")
-            .args(["-sS", "--max-time", "5", "-u", &format!("{}:{}", READER.0, READER.1)])
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                "-u",
+                &format!("{}:{}", READER.0, READER.1),
+            ])
             .arg(format!("http://10.99.0.2:9998{path}"))
             .output()
             .expect("curl runs");
@@ -313,7 +343,10 @@ fn a_cameras_multicast_stream_is_a_source() {
             .contains(camera_id)),
         "the camera gateway serves its simulated camera"
     );
-    assert!(matches!(camera.0.try_wait(), Ok(None)), "camera gateway running");
+    assert!(
+        matches!(camera.0.try_wait(), Ok(None)),
+        "camera gateway running"
+    );
 
     let mut cfg = Config {
         listen_address: "127.0.0.1".into(),
@@ -329,13 +362,12 @@ fn a_cameras_multicast_stream_is_a_source() {
         ..Default::default()
     }];
     let gw = Gateway::start(cfg).expect("gateway starts");
-    let mut seen = String::new();
     let v = ffprobe_frames(
         &["-rtsp_transport", "tcp", "-read_intervals", "%+3"],
         &gw.url_with_credentials("mcast-cam", READER.0, READER.1),
     );
     // While the pull runs (closed 10 s after the reader): the camera's session list.
-    seen.push_str(&camera_api("/v1/sessions"));
+    let seen = camera_api("/v1/sessions");
     assert!(frames_of(&v, "h264") >= 25, "{v:?}");
     assert!(frames_of(&v, "pcm_alaw") >= 25, "{v:?}");
     assert!(seen.contains("udp-mcast"), "camera sessions: {seen}");
