@@ -275,6 +275,23 @@ fn publish_and_read(transport: &str, hls: bool, file: &Path, codecs: [&str; 2]) 
         metrics.contains("paths_bytes_received{name=\"mystream\""),
         "{metrics}"
     );
+    // The publisher's RTP health, from the record media's RTP sessions (loopback: no loss).
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .published()
+            .iter()
+            .any(|p| p.rtp.is_some_and(|h| h.packets > 50))),
+        "RTP packets counted: {:?}",
+        gw.published()
+    );
+    let health = gw.published()[0].rtp.expect("RTP health");
+    assert_eq!(health.lost, 0, "{health:?}");
+    let paths: serde_json::Value = serde_json::from_str(&http_get(&gw, "/v1/paths")).unwrap();
+    assert!(
+        paths[0]["rtp_packets_received"].as_u64().unwrap() > 50,
+        "{paths}"
+    );
+    assert!(paths[0]["rtp_jitter_ms"].as_f64().is_some(), "{paths}");
     // Read until the publisher leaves: the reader's stream ends with it.
     let frames = read_rtsp(&url(&gw, "mystream", READER));
     assert!(frames_of(&frames, codecs[0]) >= 25, "{frames:?}");

@@ -47,6 +47,7 @@ pub use playback::{PlaybackError, PlaybackRequest};
 pub use publish::{PublishError, PublishGuard, PublishedPath, Reservation, SourceKind};
 pub use push::{PushError, PushView};
 use recording::*;
+pub use stats::RtpHealth;
 use stats::*;
 
 /// Registers every plugin the gateway uses (statically linked ones).

@@ -300,34 +300,19 @@ mod imp {
 
     impl RtspPull {
         fn stats(&self) -> gst::Structure {
-            let (mut packets, mut lost, mut bytes, mut jitter_ms) = (0u64, 0i64, 0u64, 0f64);
             let rtpbin = lock(&self.rtpbin).as_ref().and_then(|w| w.upgrade());
-            for id in 0..MAX_STREAMS {
-                let Some(session) = rtpbin.as_ref().and_then(|b| {
+            let h = super::super::stats::rtp_health((0..MAX_STREAMS).filter_map(|id| {
+                rtpbin.as_ref().and_then(|b| {
                     b.emit_by_name::<Option<glib::Object>>("get-internal-session", &[&id])
-                }) else {
-                    continue;
-                };
-                for s in source_stats(&session) {
-                    if s.get::<bool>("internal").unwrap_or(true) {
-                        continue;
-                    }
-                    packets += u64_field(&s, "packets-received");
-                    bytes += u64_field(&s, "octets-received");
-                    lost += i64::from(s.get::<i32>("packets-lost").unwrap_or(0));
-                    let clock = f64::from(s.get::<i32>("clock-rate").unwrap_or(0));
-                    if clock > 0.0 {
-                        jitter_ms = jitter_ms.max(u64_field(&s, "jitter") as f64 * 1000.0 / clock);
-                    }
-                }
-            }
+                })
+            }));
             let frames = self.frames.load(Ordering::Relaxed);
             gst::Structure::builder("rtsp-pull-stats")
-                .field("bytes", bytes)
-                .field("packets-received", packets)
-                .field("packets-lost", lost.max(0) as u64)
+                .field("bytes", h.bytes)
+                .field("packets-received", h.packets)
+                .field("packets-lost", h.lost)
                 .field("frames", frames)
-                .field("jitter-ms", jitter_ms)
+                .field("jitter-ms", h.jitter_ms)
                 .field("streaming", frames > 0)
                 .build()
         }

@@ -46,6 +46,40 @@ pub(super) fn u64_field(s: &gst::StructureRef, name: &str) -> u64 {
 }
 
 /// Per-source statistics structures of an RTPSession object.
+/// RTP health of a source as its receiving RTP sessions saw it (remote senders only).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RtpHealth {
+    pub packets: u64,
+    pub lost: u64,
+    pub bytes: u64,
+    /// The worst stream's interarrival jitter.
+    pub jitter_ms: f64,
+}
+
+/// Sums the remote senders' statistics of `sessions` (rtpbin's RTP sessions).
+pub(super) fn rtp_health(sessions: impl IntoIterator<Item = glib::Object>) -> RtpHealth {
+    let mut h = RtpHealth::default();
+    let mut lost = 0i64;
+    for session in sessions {
+        for s in source_stats(&session) {
+            if s.get::<bool>("internal").unwrap_or(true) {
+                continue;
+            }
+            h.packets += u64_field(&s, "packets-received");
+            h.bytes += u64_field(&s, "octets-received");
+            lost += i64::from(s.get::<i32>("packets-lost").unwrap_or(0));
+            let clock = f64::from(s.get::<i32>("clock-rate").unwrap_or(0));
+            if clock > 0.0 {
+                h.jitter_ms = h
+                    .jitter_ms
+                    .max(u64_field(&s, "jitter") as f64 * 1000.0 / clock);
+            }
+        }
+    }
+    h.lost = lost.max(0) as u64;
+    h
+}
+
 pub(super) fn source_stats(rtpsession: &glib::Object) -> Vec<gst::Structure> {
     let Some(stats) = rtpsession
         .find_property("stats")
@@ -241,6 +275,9 @@ pub(super) fn snapshot(sh: &Shared) -> Snapshot {
             bitrate_out_bps: rates.rate(&format!("out:{name}"), pb.bytes_sent, now),
             hls: pb.hls,
             recording: pb.recording,
+            packets_received: pb.rtp.map_or(0, |h| h.packets),
+            packets_lost: pb.rtp.map_or(0, |h| h.lost),
+            jitter_ms: pb.rtp.map(|h| h.jitter_ms),
             name,
             ..Default::default()
         });

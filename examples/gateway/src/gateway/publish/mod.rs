@@ -91,6 +91,8 @@ struct Published {
     sent_done: u64,
     /// Bytes received at the last change, and when (stalled publishers are ended).
     last_received: (u64, Instant),
+    /// An RTSP publisher's record media (its RTP sessions tell loss and jitter).
+    record: Option<glib::WeakRef<gst_rtsp_server::RTSPMedia>>,
 }
 
 enum Slot {
@@ -116,6 +118,8 @@ pub struct PublishedPath {
     pub bytes_sent: u64,
     pub hls: bool,
     pub recording: bool,
+    /// RTP health of an RTSP publisher's streams (None for RTMP).
+    pub rtp: Option<super::stats::RtpHealth>,
 }
 
 /// A path held for a publisher until it publishes (or [`RESERVATION_TTL`] passes).
@@ -150,6 +154,18 @@ impl PublishGuard {
     /// Where the source counts the bytes it receives.
     pub fn bytes_received(&self) -> &Arc<AtomicU64> {
         &self.bytes_received
+    }
+
+    /// The RTSP record media of this publication (its RTP health is listed).
+    pub fn set_record_media(&self, media: &gst_rtsp_server::RTSPMedia) {
+        let Some(sh) = self.shared.upgrade() else {
+            return;
+        };
+        if let Some((id, Slot::Published(pb))) = lock(&sh.publishers).paths.get_mut(&self.path)
+            && *id == self.id
+        {
+            pb.record = Some(media.downgrade());
+        }
     }
 }
 
@@ -248,6 +264,7 @@ impl Reservation {
                         medias: Vec::new(),
                         sent_done: 0,
                         last_received: (0, Instant::now()),
+                        record: None,
                     }));
                 }
                 _ => {
@@ -439,6 +456,13 @@ pub(super) fn list(sh: &Shared) -> Vec<PublishedPath> {
                 bytes_sent: pb.sent_done + pb.medias.iter().map(|(_, k)| k.get().0).sum::<u64>(),
                 hls: running(|s| s.hls_dir.is_some()),
                 recording: running(|s| s.record_dir.is_some()),
+                rtp: pb.record.as_ref().and_then(|w| w.upgrade()).map(|m| {
+                    super::stats::rtp_health(
+                        (0..m.n_streams())
+                            .filter_map(|i| m.stream(i))
+                            .filter_map(|s| s.rtpsession()),
+                    )
+                }),
             })
         })
         .collect()

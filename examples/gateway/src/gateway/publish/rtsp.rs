@@ -298,6 +298,7 @@ mod imp {
             let Some(guard) = lock(&self.pending).take() else {
                 return;
             };
+            guard.set_record_media(media);
             // The path lives as long as the record media: it ends when the media is
             // unprepared (TEARDOWN, connection or session gone) or dropped unprepared.
             let held = Arc::new(Mutex::new(Some(guard)));
