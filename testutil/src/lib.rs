@@ -4,6 +4,7 @@
 //! bound to port 0, and a seeded UDP impairment relay (loss, duplication, reordering that is
 //! the same on every run).
 
+pub mod fuzz;
 pub mod impair;
 pub mod programs;
 

@@ -8,6 +8,7 @@ pub mod cascade;
 pub mod cli;
 pub mod config;
 pub mod factory;
+pub mod fuzz;
 pub mod gateway;
 pub mod http;
 pub mod ingest;
