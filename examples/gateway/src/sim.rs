@@ -326,9 +326,6 @@ struct PaceState {
     /// Bumped by each seek (frames of an older one are dropped) and the position asked for.
     generation: u64,
     seek_to: gst::ClockTime,
-    /// Frames wait until this sink streams (a session exists): a sequence's first clip plays
-    /// for the platform, not before it asked.
-    hold_for: Option<gst::Element>,
 }
 
 impl Default for PaceState {
@@ -340,7 +337,6 @@ impl Default for PaceState {
             stopping: false,
             generation: 0,
             seek_to: gst::ClockTime::ZERO,
-            hold_for: None,
         }
     }
 }
@@ -413,37 +409,6 @@ impl Pace {
         self.wake.notify_all();
     }
 
-    /// Waits (at most a minute) until the sink [`PaceState::hold_for`] streams; false when
-    /// the camera stops meanwhile.
-    fn wait_streaming(&self) -> bool {
-        let Some(sink) = self.lock().hold_for.clone() else {
-            return true;
-        };
-        let streaming = || {
-            sink.property::<Option<gst::Structure>>("stats")
-                .and_then(|s| s.get::<bool>("streaming").ok())
-                .unwrap_or(false)
-        };
-        let end = std::time::Instant::now() + Duration::from_secs(60);
-        while !streaming() && std::time::Instant::now() < end {
-            let s = self.lock();
-            if s.stopping {
-                return false;
-            }
-            drop(
-                self.wake
-                    .wait_timeout(s, Duration::from_millis(50))
-                    .unwrap_or_else(|e| e.into_inner()),
-            );
-        }
-        let mut s = self.lock();
-        // The first stream through starts the time line.
-        if s.hold_for.take().is_some() {
-            s.anchor = None;
-        }
-        !s.stopping
-    }
-
     /// Holds a frame of content time `content` (seek `generation`) until it is due on
     /// `element`'s clock; false: drop it (an older seek, or the camera is stopping).
     fn wait(&self, element: &gst::Element, content: u64, generation: u64) -> bool {
@@ -453,9 +418,6 @@ impl Pace {
         };
         if element.current_state() != gst::State::Playing {
             return true;
-        }
-        if !self.wait_streaming() {
-            return false;
         }
         let mut s = self.lock();
         while s.paused && !s.stopping {
@@ -531,8 +493,7 @@ impl SimCamera {
 
     /// A camera that plays `clips` one after the other (each once, the last one in a loop)
     /// in one session: a camera reconfigured mid-session to another codec or picture size.
-    /// Every clip must have the streams of the first one. With several clips, the first one
-    /// starts when the platform first asks for the stream.
+    /// Every clip must have the streams of the first one.
     pub fn start_sequence(clips: &[&Clip], s: &SimSettings) -> Result<SimCamera, String> {
         SimCamera::start_with_records(clips, s, "")
     }
@@ -606,10 +567,6 @@ impl SimCamera {
             .map_err(|e| e.to_string())?;
         mux.link(&sink).map_err(|e| e.to_string())?;
         let pace = add_paced_sources(&pipeline, &mux, clips, s.audio)?;
-        if clips.len() > 1 {
-            // A sequence shows each clip to the platform: it starts with the first session.
-            pace.lock().hold_for = Some(sink.clone());
-        }
         follow_playback_control(&pipeline, &pace);
         pipeline
             .set_state(gst::State::Playing)
