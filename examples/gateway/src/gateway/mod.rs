@@ -42,7 +42,6 @@ mod stats;
 pub use control::{Control, Gone, Loader, ReloadError, ReloadReport};
 use mount::*;
 use persist::*;
-/// Factory hooks of a path with one fixed ingest (a playback, a publisher).
 pub use playback::{PlaybackError, PlaybackRequest};
 pub use publish::{PublishError, PublishGuard, PublishedPath, Reservation, SourceKind};
 pub use push::{PushError, PushView};

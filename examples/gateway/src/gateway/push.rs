@@ -112,12 +112,7 @@ impl Push {
 
     fn view(&self) -> PushView {
         let s = lock(&self.status);
-        let bytes_sent = s
-            .sink
-            .as_ref()
-            .and_then(|k| k.property::<Option<gst::Structure>>("stats"))
-            .and_then(|st| st.get::<u64>("out-bytes-total").ok())
-            .unwrap_or(0);
+        let bytes_sent = s.sink.as_ref().map_or(0, bytes_sent);
         PushView {
             id: self.id,
             path: self.cfg.path.clone(),
@@ -314,13 +309,17 @@ fn attempt(push: &Push, ingest: &Arc<Ingest>) -> (String, bool) {
             _ => {}
         }
     };
-    let had_media = sink
-        .property::<Option<gst::Structure>>("stats")
-        .and_then(|st| st.get::<u64>("out-bytes-total").ok())
-        .is_some_and(|b| b > 0);
+    let had_media = bytes_sent(&sink) > 0;
     for id in ids {
         ingest.unsubscribe(id);
     }
     let _ = pipeline.set_state(gst::State::Null);
     (why, had_media)
+}
+
+/// Bytes an `rtmp2sink`'s connection has sent (its `stats`).
+fn bytes_sent(sink: &gst::Element) -> u64 {
+    sink.property::<Option<gst::Structure>>("stats")
+        .and_then(|st| st.get::<u64>("out-bytes-total").ok())
+        .unwrap_or(0)
 }

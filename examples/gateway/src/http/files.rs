@@ -1,9 +1,8 @@
 //! The HLS directory: created private (0700) and served read-only. A request names
 //! `/<path>/<file>` and nothing else: the path (a channel ID, a published path of up to 4
 //! segments) passes the one path check ([`crate::paths::check_reader_path`]), the file is a
-//! plain name with an HLS extension, and
-//! the file opened must resolve inside the directory (no symlink out, no dotfiles, no `..`,
-//! no percent-encoding at all). GStreamer-free.
+//! plain name with an HLS extension, and the file opened must resolve inside the directory
+//! (no symlink out, no dotfiles, no `..`, no percent-encoding at all). GStreamer-free.
 
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
