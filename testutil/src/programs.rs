@@ -58,33 +58,44 @@ pub fn example(name: &str) -> PathBuf {
     p
 }
 
-/// Decoded frames per codec, by ffprobe (bounded by `timeout 25`).
-pub fn ffprobe_frames(args: &[&str], url: &str) -> Vec<(String, u64)> {
-    let out = Command::new("timeout")
-        .arg("25")
-        .arg("ffprobe")
-        .args(["-v", "error"])
-        .args(args)
-        .args([
-            "-count_frames",
-            "-show_entries",
-            "stream=codec_name,nb_read_frames",
-            "-of",
-            "csv=p=0",
-            url,
-        ])
-        .output()
-        .expect("ffprobe runs");
-    if !out.status.success() {
-        eprintln!("ffprobe {url}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    String::from_utf8_lossy(&out.stdout)
+/// The ffprobe arguments (after the program name) that count the decoded frames per codec of
+/// `url`, with `args` (transport, read intervals...) first; [`parse_frames`] reads its output.
+pub fn ffprobe_frames_args<'a>(args: &[&'a str], url: &'a str) -> Vec<&'a str> {
+    let mut v = vec!["-v", "error"];
+    v.extend_from_slice(args);
+    v.extend_from_slice(&[
+        "-count_frames",
+        "-show_entries",
+        "stream=codec_name,nb_read_frames",
+        "-of",
+        "csv=p=0",
+        url,
+    ]);
+    v
+}
+
+/// `(codec, frames)` per stream from the output of [`ffprobe_frames_args`].
+pub fn parse_frames(stdout: &[u8]) -> Vec<(String, u64)> {
+    String::from_utf8_lossy(stdout)
         .lines()
         .filter_map(|l| {
             let (c, n) = l.split_once(',')?;
             Some((c.to_string(), n.trim().parse().ok()?))
         })
         .collect()
+}
+
+/// Decoded frames per codec, by ffprobe (bounded by `timeout 25`).
+pub fn ffprobe_frames(args: &[&str], url: &str) -> Vec<(String, u64)> {
+    let out = Command::new("timeout")
+        .args(["25", "ffprobe"])
+        .args(ffprobe_frames_args(args, url))
+        .output()
+        .expect("ffprobe runs");
+    if !out.status.success() {
+        eprintln!("ffprobe {url}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    parse_frames(&out.stdout)
 }
 
 pub fn frames_of(v: &[(String, u64)], codec: &str) -> u64 {

@@ -15,6 +15,7 @@ use common::*;
 use gst_ipcam_gateway::config::Config;
 use gst_ipcam_gateway::gateway::Gateway;
 use gst_ipcam_gateway::sim::{Clip, SimCamera, SimSettings, wait_until};
+use gst_ipcam_testutil::programs::{ffprobe_frames_args, parse_frames};
 use std::process::Command;
 use std::time::Duration;
 
@@ -90,24 +91,12 @@ fn ffprobe_in_readers_ns(
     interval: &str,
     during: impl FnMut(),
 ) -> std::process::Output {
-    in_readers_ns(
-        &[
-            "ffprobe",
-            "-v",
-            "error",
-            "-rtsp_transport",
-            transport,
-            "-read_intervals",
-            interval,
-            "-count_frames",
-            "-show_entries",
-            "stream=codec_name,nb_read_frames",
-            "-of",
-            "csv=p=0",
-            url,
-        ],
-        during,
-    )
+    let mut program = vec!["ffprobe"];
+    program.extend(ffprobe_frames_args(
+        &["-rtsp_transport", transport, "-read_intervals", interval],
+        url,
+    ));
+    in_readers_ns(&program, during)
 }
 
 fn camera(cfg: &Config, host: &str, id: &str) -> SimCamera {
@@ -152,18 +141,10 @@ fn multicast_readers_on(listen: &str, cfg: Config, id: &str) {
     };
     // ffprobe asks for multicast the way ffmpeg/VLC users do.
     let out = ffprobe_in_readers_ns(&url, "udp_multicast", "%+3", || seen(&gw));
-    let probed = String::from_utf8_lossy(&out.stdout).to_string();
-    let frames = |codec: &str| {
-        probed
-            .lines()
-            .filter_map(|l| l.split_once(','))
-            .find(|(c, _)| *c == codec)
-            .and_then(|(_, n)| n.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let probed = parse_frames(&out.stdout);
     assert!(
-        frames("h264") >= 25 && frames("pcm_alaw") >= 25,
-        "{listen}: ffprobe over multicast: {probed} {}",
+        frames_of(&probed, "h264") >= 25 && frames_of(&probed, "pcm_alaw") >= 25,
+        "{listen}: ffprobe over multicast: {probed:?} {}",
         String::from_utf8_lossy(&out.stderr)
     );
     // A GStreamer reader that takes multicast only: 25 frames, then EOS.

@@ -50,21 +50,27 @@ fn clip(dir: &Path) -> PathBuf {
     f
 }
 
+/// ffmpeg sending `file` in real time with `-c copy` and the `output` options and URL: once,
+/// bounded by `timeout 30`, or (`looped`) for ever.
+fn ffmpeg_send(file: &Path, looped: bool, output: &[&str]) -> Command {
+    let mut cmd = if looped {
+        Command::new("ffmpeg")
+    } else {
+        let mut c = Command::new("timeout");
+        c.args(["30", "ffmpeg"]);
+        c
+    };
+    cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-re"]);
+    if looped {
+        cmd.args(["-stream_loop", "-1"]);
+    }
+    cmd.arg("-i").arg(file).args(["-c", "copy"]).args(output);
+    cmd
+}
+
 /// ffmpeg publishing `file` (real time) to `url`; its exit status.
 fn publish(file: &Path, url: &str) -> std::process::ExitStatus {
-    Command::new("timeout")
-        .args([
-            "30",
-            "ffmpeg",
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-i",
-        ])
-        .arg(file)
-        .args(["-c", "copy", "-f", "flv", url])
+    ffmpeg_send(file, false, &["-f", "flv", url])
         .status()
         .expect("ffmpeg runs")
 }
@@ -446,19 +452,7 @@ fn gb28181_channel_read_over_rtmp() {
 /// ffmpeg publishing `file` in a loop (real time) to `url` until dropped.
 fn publish_loop(file: &Path, url: &str) -> ChildGuard {
     ChildGuard(
-        Command::new("ffmpeg")
-            .args([
-                "-nostdin",
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-re",
-                "-stream_loop",
-                "-1",
-                "-i",
-            ])
-            .arg(file)
-            .args(["-c", "copy", "-f", "flv", url])
+        ffmpeg_send(file, true, &["-f", "flv", url])
             .spawn()
             .expect("ffmpeg runs"),
     )
@@ -467,18 +461,7 @@ fn publish_loop(file: &Path, url: &str) -> ChildGuard {
 /// ffmpeg publishing `file` once over RTSP (TCP) to `url`: whether it succeeded, and what it
 /// said.
 fn publish_rtsp(file: &Path, url: &str) -> (bool, String) {
-    let out = Command::new("timeout")
-        .args([
-            "30",
-            "ffmpeg",
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-        ])
-        .args(["-re", "-i"])
-        .arg(file)
-        .args(["-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", url])
+    let out = ffmpeg_send(file, false, &["-f", "rtsp", "-rtsp_transport", "tcp", url])
         .output()
         .expect("ffmpeg runs");
     (
