@@ -847,12 +847,16 @@ fn subscriptions_through_the_elements() {
 
 /// A playing camera (H.264 through `gb28181sink` registering at `port`) whose `talk` pad is
 /// decoded into a counted appsink: (pipeline, decoded talk buffers, bus).
-fn talking_camera(port: u16, device: &str) -> (gst::Pipeline, Arc<AtomicUsize>, gst::Bus) {
+fn talking_camera(
+    port: u16,
+    device: &str,
+    talk_transport: &str,
+) -> (gst::Pipeline, Arc<AtomicUsize>, gst::Bus) {
     let cam = gst::parse::launch(&format!(
         "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=25/1 \
          ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 ! h264parse \
          ! mpegpsmux ! gb28181sink name=dev server-ip=127.0.0.1 server-port={port} \
-         device-id={device} password=secret retry-interval=300 \
+         device-id={device} password=secret retry-interval=300 talk-transport={talk_transport} \
          dev.talk ! alawdec ! appsink name=heard sync=false"
     ))
     .unwrap()
@@ -889,7 +893,7 @@ fn talkback_in_the_pipeline_of_the_video() {
         u32::from(port),
         "the talk sink shares the video's endpoint"
     );
-    let (cam, heard, cam_bus) = talking_camera(port, device);
+    let (cam, heard, cam_bus) = talking_camera(port, device, "udp");
     wait_for(&bus, Duration::from_secs(20), |m| {
         element_named(m, "gb28181-talk-started")
     })
@@ -926,14 +930,30 @@ fn talkback_in_the_pipeline_of_the_video() {
 /// decoder plays it; stopping the talk sends BYE and the pad goes.
 #[test]
 fn talkback_through_the_elements() {
+    talkback("udp", "34020000001320000141");
+}
+
+/// The same over TCP, the camera listening (`a=setup:passive`: the platform connects).
+#[test]
+fn talkback_over_tcp_camera_listening() {
+    talkback("tcp-passive", "34020000001320000143");
+}
+
+/// The same over TCP, the camera connecting to the platform's listener (`a=setup:active`,
+/// wvp's "TCP active" talk).
+#[test]
+fn talkback_over_tcp_camera_connecting() {
+    talkback("tcp-active", "34020000001320000144");
+}
+
+fn talkback(transport: &str, device: &str) {
     init();
     let _g = serial();
-    let device = "34020000001320000141";
     let (src, frames) = src_pipeline(0, device, "udp", "");
     let src_bus = src.bus().unwrap();
     src.set_state(gst::State::Playing).unwrap();
     let port = sip_port(&src, "src");
-    let (cam, heard, cam_bus) = talking_camera(port, device);
+    let (cam, heard, cam_bus) = talking_camera(port, device, transport);
     assert!(wait_frames(&frames, 5, Duration::from_secs(20), &src_bus) >= 5);
     // One second of a tone, 20 ms buffers.
     let talk = gst::parse::launch(&format!(
@@ -957,17 +977,17 @@ fn talkback_through_the_elements() {
     talk_bus
         .timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Eos])
         .expect("the talk pipeline played its second");
+    let stats = talk
+        .by_name("talk")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("packets").unwrap(), 50, "{stats}");
     assert!(
         gst_ipcam_testutil::wait_until(Duration::from_secs(5), || heard.load(Ordering::SeqCst)
             >= 45),
         "decoded talk buffers: {}",
         heard.load(Ordering::SeqCst)
     );
-    let stats = talk
-        .by_name("talk")
-        .unwrap()
-        .property::<gst::Structure>("stats");
-    assert_eq!(stats.get::<u64>("packets").unwrap(), 50, "{stats}");
     // Stopping the talk hangs up.
     talk.set_state(gst::State::Null).unwrap();
     wait_for(&cam_bus, Duration::from_secs(5), |m| {

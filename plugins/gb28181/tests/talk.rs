@@ -6,6 +6,7 @@ mod common;
 
 use common::{Conn, device_agent, next_matching, serial, udp_endpoint};
 use gst_ipcam_testutil::wait_until;
+use gstgb28181::core::sdp::MediaTransport;
 use gstgb28181::core::sip::Message;
 use gstgb28181::core::talk::{self, G711};
 use gstgb28181::device::DeviceEvent;
@@ -30,9 +31,27 @@ fn params() -> TalkParams {
 
 #[test]
 fn the_platform_talks_and_the_device_hears_every_sample() {
+    talk_over(MediaTransport::Udp);
+}
+
+/// Over TCP, the device listening: the platform connects; every sample arrives in order.
+#[test]
+fn talk_over_tcp_to_a_listening_device() {
+    talk_over(MediaTransport::TcpPassive);
+}
+
+/// Over TCP, the device connecting (wvp's "TCP active" talk): the platform listens and takes
+/// the device's connection before `start` returns.
+#[test]
+fn talk_over_tcp_from_a_connecting_device() {
+    talk_over(MediaTransport::TcpActive);
+}
+
+fn talk_over(transport: MediaTransport) {
     let _g = serial();
     let ep = udp_endpoint();
     let (agent, dev) = device_agent(ep.local_addr());
+    agent.set_talk_transport(transport);
     next_matching(&dev, |e| matches!(e, DeviceEvent::Registered { .. }));
     let heard = Arc::new(Mutex::new(Vec::new()));
     let h = heard.clone();
@@ -42,15 +61,17 @@ fn the_platform_talks_and_the_device_hears_every_sample() {
     })));
     let mut talk = Talk::start(&ep, &params(), &|| false).expect("talk set up");
     assert_eq!(talk.law, G711::Alaw);
+    assert_eq!(talk.is_tcp(), transport != MediaTransport::Udp);
     let DeviceEvent::TalkStarted { codec, .. } =
         next_matching(&dev, |e| matches!(e, DeviceEvent::TalkStarted { .. }))
     else {
         unreachable!()
     };
     assert_eq!(codec, "PCMA");
-    // One second of A-law, in the order sent: 50 packets of 160 samples.
+    // One second of A-law, in the order sent, in blocks that do not fall on packets (as a
+    // decoder's resampled frames): 50 packets of 160 samples.
     let samples: Vec<u8> = (0..8000u32).map(|i| (i * 7 % 251) as u8).collect();
-    for block in samples.chunks(800) {
+    for block in samples.chunks(171) {
         talk.send(block).unwrap();
     }
     assert_eq!(talk.packets, 50);
@@ -94,7 +115,14 @@ fn the_device_hangs_up() {
 
 /// An INVITE to the platform from a registered device, to `to_user`.
 fn invite_from(conn: &Conn, to_user: &str) -> Message {
-    let offer = talk::build_talk_offer(DEV, "127.0.0.1", 9, G711::Alaw, "0000000001");
+    let offer = talk::build_talk_offer(
+        DEV,
+        "127.0.0.1",
+        9,
+        G711::Alaw,
+        "0000000001",
+        MediaTransport::Udp,
+    );
     let mut m = Message::request("INVITE", &format!("sip:{to_user}@3402000000"));
     m.add_header(
         "Via",

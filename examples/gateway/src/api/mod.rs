@@ -19,6 +19,7 @@ pub mod push;
 pub mod recordings;
 pub mod records;
 pub mod sessions;
+pub mod talk;
 
 use crate::auth::Action;
 use crate::gateway::Control;
@@ -321,6 +322,8 @@ fn openapi_router() -> OpenApiRouter<Api> {
         .routes(routes!(paths::list_paths))
         .routes(routes!(push::list_pushes, push::add_push))
         .routes(routes!(push::remove_push))
+        .routes(routes!(talk::list_talks, talk::add_talk))
+        .routes(routes!(talk::remove_talk))
         .routes(routes!(onvif::discover))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::kick_session))

@@ -274,6 +274,24 @@ impl Control {
         Ok(super::push::remove(&*self.sh()?, id))
     }
 
+    /// Voice broadcasts to devices.
+    pub fn talks(&self) -> Result<Vec<super::TalkView>, Gone> {
+        Ok(super::talk::list(&*self.sh()?))
+    }
+
+    /// Starts sending the audio of `req.source` to `req.device_id`.
+    pub fn add_talk(
+        &self,
+        req: super::TalkRequest,
+    ) -> Result<Result<super::TalkView, super::TalkError>, Gone> {
+        Ok(super::talk::add(&self.sh()?, req))
+    }
+
+    /// Ends talk `id` (BYE); false when there is none.
+    pub fn remove_talk(&self, id: u64) -> Result<bool, Gone> {
+        Ok(super::talk::remove(&*self.sh()?, id))
+    }
+
     /// The upper platforms of the cascade and their state.
     pub fn cascade(&self) -> Result<Vec<crate::cascade::api::UpperView>, Gone> {
         Ok(self

@@ -39,6 +39,7 @@ mod pull;
 mod push;
 mod recording;
 mod stats;
+mod talk;
 pub use control::{Control, Gone, Loader, ReloadError, ReloadReport};
 use mount::*;
 use persist::*;
@@ -48,6 +49,7 @@ pub use push::{PushError, PushView};
 use recording::*;
 pub use stats::RtpHealth;
 use stats::*;
+pub use talk::{TalkError, TalkRequest, TalkView};
 
 /// Registers every plugin the gateway uses (statically linked ones).
 pub fn init() -> Result<(), glib::Error> {
@@ -131,6 +133,8 @@ struct Shared {
     rtmp_stats: Arc<crate::rtmp::Stats>,
     /// Paths pushed to external RTMP servers.
     pushes: Mutex<push::Pushes>,
+    /// Voice broadcasts to devices from paths' audio.
+    talks: Mutex<talk::Talks>,
 }
 
 /// The running gateway.
@@ -348,6 +352,7 @@ impl Gateway {
             cascade: std::sync::OnceLock::new(),
             publishers: Mutex::new(Default::default()),
             pushes: Mutex::new(Default::default()),
+            talks: Mutex::new(Default::default()),
             rtmp_stats: Default::default(),
         });
         shared
@@ -691,6 +696,7 @@ impl Gateway {
         self.stopped = true;
         self.shared.stopping.store(true, Ordering::SeqCst);
         push::stop_all(&self.shared);
+        talk::stop_all(&self.shared);
         if let Some(mut r) = self.rtmp_server.take() {
             r.stop();
         }

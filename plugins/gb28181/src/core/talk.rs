@@ -12,7 +12,7 @@ use std::fmt::Write;
 
 use super::addr::sdp_addrtype;
 use super::manscdp::{Root, head, push_el};
-use super::sdp::SessionDescription;
+use super::sdp::{MediaTransport, SessionDescription};
 
 /// A G.711 law as RTP carries it (RFC 3551 static payload types, 8 kHz).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,21 +81,49 @@ pub fn build_broadcast_response(sn: u32, device_id: &str, ok: bool) -> String {
     s
 }
 
-/// Device side: the INVITE offer for the broadcast audio (received on `ip:port` over UDP).
-pub fn build_talk_offer(device_id: &str, ip: &str, port: u16, law: G711, ssrc: &str) -> String {
+/// Device side: the INVITE offer for the broadcast audio, received on `ip:port` over UDP, or
+/// over TCP with the device listening there (`TcpPassive`) or connecting (`TcpActive`).
+pub fn build_talk_offer(
+    device_id: &str,
+    ip: &str,
+    port: u16,
+    law: G711,
+    ssrc: &str,
+    transport: MediaTransport,
+) -> String {
     let pt = law.payload_type();
     let mut s = String::with_capacity(256);
     let _ = write!(
         s,
-        "v=0\r\no={device_id} 0 0 IN {at} {ip}\r\ns=Play\r\nc=IN {at} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {pt}\r\na=recvonly\r\na=rtpmap:{pt} {}/8000\r\ny={ssrc}\r\nf=v/////a/1/8/1\r\n",
+        "v=0\r\no={device_id} 0 0 IN {at} {ip}\r\ns=Play\r\nc=IN {at} {ip}\r\nt=0 0\r\nm=audio {port} {} {pt}\r\na=recvonly\r\na=rtpmap:{pt} {}/8000\r\n{}y={ssrc}\r\nf=v/////a/1/8/1\r\n",
+        proto(transport),
         law.encoding(),
+        setup(transport),
         at = sdp_addrtype(ip)
     );
     s
 }
 
+/// The `m=` protocol of a transport.
+fn proto(t: MediaTransport) -> &'static str {
+    match t {
+        MediaTransport::Udp => "RTP/AVP",
+        _ => "TCP/RTP/AVP",
+    }
+}
+
+/// The RFC 4145 lines of the SDP's author in `t`: `TcpPassive` listens, `TcpActive` connects.
+fn setup(t: MediaTransport) -> &'static str {
+    match t {
+        MediaTransport::Udp => "",
+        MediaTransport::TcpPassive => "a=setup:passive\r\na=connection:new\r\n",
+        MediaTransport::TcpActive => "a=setup:active\r\na=connection:new\r\n",
+    }
+}
+
 /// Platform side: the answer to a talk offer: we send (`sendonly`) `law` from `ip:port`,
-/// with the offer's SSRC.
+/// with the offer's SSRC; over TCP in the role opposite to the offer's (the device listens:
+/// we connect, and the other way round).
 pub fn build_talk_answer(
     offer: &SessionDescription,
     platform_id: &str,
@@ -104,11 +132,18 @@ pub fn build_talk_answer(
     law: G711,
 ) -> String {
     let pt = law.payload_type();
+    let ours = match offer.transport() {
+        MediaTransport::Udp => MediaTransport::Udp,
+        MediaTransport::TcpPassive => MediaTransport::TcpActive,
+        MediaTransport::TcpActive => MediaTransport::TcpPassive,
+    };
     let mut s = String::with_capacity(256);
     let _ = write!(
         s,
-        "v=0\r\no={platform_id} 0 0 IN {at} {ip}\r\ns=Play\r\nc=IN {at} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {pt}\r\na=sendonly\r\na=rtpmap:{pt} {}/8000\r\n",
+        "v=0\r\no={platform_id} 0 0 IN {at} {ip}\r\ns=Play\r\nc=IN {at} {ip}\r\nt=0 0\r\nm=audio {port} {} {pt}\r\na=sendonly\r\na=rtpmap:{pt} {}/8000\r\n{}",
+        proto(ours),
         law.encoding(),
+        setup(ours),
         at = sdp_addrtype(ip)
     );
     if let Some(y) = &offer.ssrc {
@@ -148,6 +183,40 @@ mod tests {
         );
     }
 
+    /// Over TCP the answer takes the other role: a listening device is connected to, a
+    /// connecting one is listened for (RFC 4145), as wvp's TCP talk does.
+    #[test]
+    fn tcp_offers_get_the_other_role() {
+        for (device, platform) in [
+            (MediaTransport::TcpPassive, MediaTransport::TcpActive),
+            (MediaTransport::TcpActive, MediaTransport::TcpPassive),
+        ] {
+            let o = build_talk_offer(
+                "34020000001320000001",
+                "127.0.0.1",
+                31000,
+                G711::Ulaw,
+                "0100000001",
+                device,
+            );
+            let offer = sdp::parse(o.as_bytes()).unwrap();
+            assert!(offer.is_tcp(), "{o}");
+            assert_eq!(offer.transport(), device, "{o}");
+            assert_eq!(G711::of_offer(&offer), Some(G711::Ulaw));
+            let a = build_talk_answer(
+                &offer,
+                "34020000002000000001",
+                "127.0.0.1",
+                32000,
+                G711::Ulaw,
+            );
+            let answer = sdp::parse(a.as_bytes()).unwrap();
+            assert!(answer.is_tcp(), "{a}");
+            assert_eq!(answer.transport(), platform, "{a}");
+            assert_eq!(answer.direction.as_deref(), Some("sendonly"));
+        }
+    }
+
     #[test]
     fn offer_and_answer() {
         let o = build_talk_offer(
@@ -156,10 +225,13 @@ mod tests {
             31000,
             G711::Alaw,
             "0100000001",
+            MediaTransport::Udp,
         );
         let offer = sdp::parse(o.as_bytes()).unwrap();
+        assert_eq!(offer.transport(), MediaTransport::Udp);
         assert_eq!(offer.media, "audio");
         assert_eq!(offer.port, 31000);
+        assert!(!o.contains("setup"), "{o}");
         assert_eq!(offer.direction.as_deref(), Some("recvonly"));
         assert_eq!(G711::of_offer(&offer), Some(G711::Alaw));
         let a = build_talk_answer(&offer, "34020000002000000001", "::1", 32000, G711::Alaw);

@@ -1,7 +1,8 @@
 //! The device side of a voice broadcast (§9.12): the platform's Broadcast notification is
 //! answered (200, then a `<Response>` MESSAGE), the device INVITEs the platform's audio
-//! source with an audio offer on a UDP port of its own, ACKs the 200, and receives G.711 RTP
-//! there until either side sends BYE. Received audio goes to the talk sink set with
+//! source with an audio offer on a UDP port of its own (or over TCP, listening or connecting:
+//! [`DeviceAgent::set_talk_transport`]), ACKs the 200, and receives G.711 RTP there until
+//! either side sends BYE. Received audio goes to the talk sink set with
 //! [`DeviceAgent::set_talk_sink`] (gb28181sink's `talk` pad).
 //!
 //! Only the broadcast our server asked for is called; one talk at a time (a new Broadcast
@@ -9,15 +10,25 @@
 //! payload type), payloads of at most 1500 bytes.
 
 use super::*;
+use crate::core::media::TcpDeframer;
 use crate::core::talk::{self, G711};
 
 /// Called with each received audio payload (G.711 bytes).
 pub type TalkSink = Arc<dyn Fn(G711, &[u8]) + Send + Sync>;
 
+/// Where the talk audio arrives.
+enum TalkSocket {
+    Udp(UdpSocket),
+    /// TCP, the device listening (`a=setup:passive`).
+    Listen(TcpListener),
+    /// TCP, the device connecting to the answer's address (`a=setup:active`).
+    Connect,
+}
+
 struct PendingInvite {
     invite: Message,
     bytes: Vec<u8>,
-    socket: UdpSocket,
+    socket: TalkSocket,
     next_at: u64,
     interval: u64,
     give_up_at: u64,
@@ -26,22 +37,43 @@ struct PendingInvite {
 struct ActiveTalk {
     dialog: Dialog,
     stop: Arc<AtomicBool>,
+    /// Wakes a TCP receiver asleep in its poll.
+    waker: Option<Arc<mio::Waker>>,
     thread: Option<JoinHandle<()>>,
 }
 
-#[derive(Default)]
 pub(super) struct DeviceTalk {
     pending: Option<PendingInvite>,
     active: Option<ActiveTalk>,
     sink: Option<TalkSink>,
+    transport: MediaTransport,
     packets: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
+}
+
+impl Default for DeviceTalk {
+    fn default() -> Self {
+        DeviceTalk {
+            pending: None,
+            active: None,
+            sink: None,
+            transport: MediaTransport::Udp,
+            packets: Default::default(),
+            bytes: Default::default(),
+        }
+    }
 }
 
 impl DeviceAgent {
     /// Where received talk audio goes (None: counted and dropped).
     pub fn set_talk_sink(&self, sink: Option<TalkSink>) {
         lock(&self.talk).sink = sink;
+    }
+
+    /// How the next talk's audio is offered: UDP (the default), TCP with the device listening
+    /// (`TcpPassive`) or connecting (`TcpActive`).
+    pub fn set_talk_transport(&self, t: MediaTransport) {
+        lock(&self.talk).transport = t;
     }
 
     /// Whether a talk session is up.
@@ -69,11 +101,20 @@ impl DeviceAgent {
         }
         self.end_talk("replaced");
         let ip = self.local_addr().ip();
-        let socket = match UdpSocket::bind(SocketAddr::new(ip, 0)) {
-            Ok(s) => s,
-            Err(_) => return,
+        let transport = lock(&self.talk).transport;
+        let bind = SocketAddr::new(ip, 0);
+        let socket = match transport {
+            MediaTransport::Udp => UdpSocket::bind(bind).map(TalkSocket::Udp),
+            MediaTransport::TcpPassive => TcpListener::bind(bind).map(TalkSocket::Listen),
+            MediaTransport::TcpActive => Ok(TalkSocket::Connect),
         };
-        let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+        let Ok(socket) = socket else { return };
+        let port = match &socket {
+            TalkSocket::Udp(s) => s.local_addr().map(|a| a.port()).unwrap_or(0),
+            TalkSocket::Listen(l) => l.local_addr().map(|a| a.port()).unwrap_or(0),
+            // The port of a connecting side (RFC 4145).
+            TalkSocket::Connect => 9,
+        };
         let ssrc = format!("0{:09}", random::u64() % 1_000_000_000);
         let offer = talk::build_talk_offer(
             &c.device_id,
@@ -81,6 +122,7 @@ impl DeviceAgent {
             port,
             G711::Alaw,
             &ssrc,
+            transport,
         );
         let local = self.local_addr();
         let mut m = Message::request("INVITE", &format!("sip:{source_id}@{}", c.server));
@@ -175,14 +217,44 @@ impl DeviceAgent {
         let sink = t.sink.clone();
         let (packets, bytes) = (t.packets.clone(), t.bytes.clone());
         let s = stop.clone();
-        let socket = p.socket;
-        let thread = std::thread::Builder::new()
-            .name("gb28181-talk".into())
-            .spawn(move || receive_talk(socket, media, law, s, sink, packets, bytes))
-            .ok();
+        let take = move |pkt: &[u8]| {
+            let Ok(rtp) = rtp_types::RtpPacket::parse(pkt) else {
+                return;
+            };
+            if rtp.payload_type() != law.payload_type() || rtp.payload_len() > 1500 {
+                return;
+            }
+            packets.fetch_add(1, Ordering::Relaxed);
+            bytes.fetch_add(rtp.payload_len() as u64, Ordering::Relaxed);
+            if let Some(s) = &sink {
+                s(law, rtp.payload());
+            }
+        };
+        let (thread, waker) = match p.socket {
+            TalkSocket::Udp(socket) => (
+                std::thread::Builder::new()
+                    .name("gb28181-talk".into())
+                    .spawn(move || receive_talk(socket, media, s, take))
+                    .ok(),
+                None,
+            ),
+            tcp => match mio::Poll::new()
+                .and_then(|poll| Ok((Arc::new(mio::Waker::new(poll.registry(), WAKE)?), poll)))
+            {
+                Ok((waker, poll)) => (
+                    std::thread::Builder::new()
+                        .name("gb28181-talk".into())
+                        .spawn(move || receive_talk_tcp(tcp, media, poll, s, take))
+                        .ok(),
+                    Some(waker),
+                ),
+                Err(_) => (None, None),
+            },
+        };
         t.active = Some(ActiveTalk {
             dialog,
             stop,
+            waker,
             thread,
         });
         drop(t);
@@ -222,6 +294,9 @@ impl DeviceAgent {
         let active = lock(&self.talk).active.take();
         if let Some(mut a) = active {
             a.stop.store(true, Ordering::SeqCst);
+            if let Some(w) = &a.waker {
+                let _ = w.wake();
+            }
             if let Some(t) = a.thread.take() {
                 let _ = t.join();
             }
@@ -248,15 +323,12 @@ impl DeviceAgent {
     }
 }
 
-/// The talk receiver thread: RTP from `from` with `law`'s payload type, to `sink`.
+/// The talk receiver thread over UDP: RTP from `from`'s IP to `take`.
 fn receive_talk(
     socket: UdpSocket,
     from: SocketAddr,
-    law: G711,
     stop: Arc<AtomicBool>,
-    sink: Option<TalkSink>,
-    packets: Arc<AtomicU64>,
-    bytes: Arc<AtomicU64>,
+    mut take: impl FnMut(&[u8]),
 ) {
     let _ = socket.set_read_timeout(Some(Duration::from_millis(100)));
     let mut buf = [0u8; 2048];
@@ -267,16 +339,95 @@ fn receive_talk(
         if addr::canonical(src).ip() != addr::canonical(from).ip() {
             continue;
         }
-        let Ok(rtp) = rtp_types::RtpPacket::parse(&buf[..n]) else {
-            continue;
-        };
-        if rtp.payload_type() != law.payload_type() || rtp.payload_len() > 1500 {
-            continue;
+        take(&buf[..n]);
+    }
+}
+
+const LISTENER: mio::Token = mio::Token(0);
+const CONNECTION: mio::Token = mio::Token(1);
+const WAKE: mio::Token = mio::Token(2);
+
+/// The talk receiver thread over TCP (RFC 4571 or `$` framing): the platform's connection
+/// (only from `from`'s IP) to our listener, or ours to `from`. Asleep in `poll` between
+/// reads; the stop's waker ends it at once. Ends when the connection closes.
+fn receive_talk_tcp(
+    socket: TalkSocket,
+    from: SocketAddr,
+    mut poll: mio::Poll,
+    stop: Arc<AtomicBool>,
+    mut take: impl FnMut(&[u8]),
+) {
+    let mut events = mio::Events::with_capacity(4);
+    let wait = |poll: &mut mio::Poll, events: &mut mio::Events| match poll.poll(events, None) {
+        Err(e) if e.kind() != io::ErrorKind::Interrupted => false,
+        _ => !stop.load(Ordering::SeqCst),
+    };
+    let stream = match socket {
+        TalkSocket::Udp(_) => return,
+        TalkSocket::Connect => match TcpStream::connect_timeout(&from, Duration::from_secs(3))
+            .and_then(|s| s.set_nonblocking(true).map(|_| s))
+        {
+            Ok(s) => mio::net::TcpStream::from_std(s),
+            Err(_) => return,
+        },
+        TalkSocket::Listen(l) => {
+            if l.set_nonblocking(true).is_err() {
+                return;
+            }
+            let mut l = mio::net::TcpListener::from_std(l);
+            if poll
+                .registry()
+                .register(&mut l, LISTENER, mio::Interest::READABLE)
+                .is_err()
+            {
+                return;
+            }
+            'accept: loop {
+                loop {
+                    match l.accept() {
+                        Ok((s, peer))
+                            if addr::canonical(peer).ip() == addr::canonical(from).ip() =>
+                        {
+                            break 'accept s;
+                        }
+                        // Someone else: closed at once.
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => return,
+                    }
+                }
+                if !wait(&mut poll, &mut events) {
+                    return;
+                }
+            }
         }
-        packets.fetch_add(1, Ordering::Relaxed);
-        bytes.fetch_add(rtp.payload_len() as u64, Ordering::Relaxed);
-        if let Some(s) = &sink {
-            s(law, rtp.payload());
+    };
+    let mut stream = stream;
+    if poll
+        .registry()
+        .register(&mut stream, CONNECTION, mio::Interest::READABLE)
+        .is_err()
+    {
+        return;
+    }
+    let mut deframer = TcpDeframer::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    for pkt in deframer.push(&buf[..n]) {
+                        take(&pkt);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+        if !wait(&mut poll, &mut events) {
+            return;
         }
     }
 }

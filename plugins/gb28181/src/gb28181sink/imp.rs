@@ -40,6 +40,7 @@ struct Settings {
     expires: u32,
     keepalive_interval: u32,
     retry_interval: u32,
+    talk_transport: super::TalkTransportMode,
     device_name: String,
     records: Vec<crate::device::Recording>,
     /// Longitude, latitude reported to a MobilePosition subscriber.
@@ -62,6 +63,7 @@ impl Default for Settings {
             expires: 3600,
             keepalive_interval: 60_000,
             retry_interval: 10_000,
+            talk_transport: super::TalkTransportMode::Udp,
             device_name: "gst-ipcam".into(),
             records: Vec::new(),
             position: None,
@@ -349,6 +351,11 @@ impl ObjectImpl for Gb28181Sink {
                     .default_value(d.retry_interval)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("talk-transport", d.talk_transport)
+                    .nick("Talk transport")
+                    .blurb("How this device asks for the platform's talk audio (voice broadcast): UDP, or TCP with this device listening (tcp-passive) or connecting (tcp-active)")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecString::builder("device-name")
                     .nick("Device name")
                     .blurb("Name reported in Catalog and DeviceInfo answers")
@@ -434,6 +441,7 @@ impl ObjectImpl for Gb28181Sink {
             "expires" => s.expires = value.get().unwrap_or(3600),
             "keepalive-interval" => s.keepalive_interval = value.get().unwrap_or(60_000),
             "retry-interval" => s.retry_interval = value.get().unwrap_or(10_000),
+            "talk-transport" => s.talk_transport = value.get().unwrap_or_default(),
             "device-name" => s.device_name = string(),
             "position" => {
                 let v = string();
@@ -493,6 +501,7 @@ impl ObjectImpl for Gb28181Sink {
             "expires" => s.expires.to_value(),
             "keepalive-interval" => s.keepalive_interval.to_value(),
             "retry-interval" => s.retry_interval.to_value(),
+            "talk-transport" => s.talk_transport.to_value(),
             "device-name" => s.device_name.to_value(),
             "position" => s
                 .position
@@ -694,6 +703,7 @@ impl BaseSinkImpl for Gb28181Sink {
         if let Some((lon, lat)) = s.position {
             agent.set_position(lon, lat);
         }
+        agent.set_talk_transport(s.talk_transport.into());
         let weak = self.obj().downgrade();
         agent.set_talk_sink(Some(Arc::new(move |law, payload: &[u8]| {
             if let Some(obj) = weak.upgrade() {

@@ -16,12 +16,37 @@ use gst::prelude::*;
 
 mod imp;
 
+/// How the `talk` audio comes from the platform (this device offers it in its INVITE).
+#[derive(Debug, Eq, PartialEq, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstIpcamGb28181TalkTransport")]
+pub enum TalkTransportMode {
+    #[default]
+    #[enum_value(name = "RTP over UDP", nick = "udp")]
+    Udp = 0,
+    #[enum_value(name = "RTP over TCP, this device listens", nick = "tcp-passive")]
+    TcpPassive = 1,
+    #[enum_value(name = "RTP over TCP, this device connects", nick = "tcp-active")]
+    TcpActive = 2,
+}
+
+impl From<TalkTransportMode> for crate::core::sdp::MediaTransport {
+    fn from(m: TalkTransportMode) -> Self {
+        match m {
+            TalkTransportMode::Udp => Self::Udp,
+            TalkTransportMode::TcpPassive => Self::TcpPassive,
+            TalkTransportMode::TcpActive => Self::TcpActive,
+        }
+    }
+}
+
 glib::wrapper! {
     pub struct Gb28181Sink(ObjectSubclass<imp::Gb28181Sink>)
         @extends gst_base::BaseSink, gst::Element, gst::Object;
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    TalkTransportMode::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "gb28181sink",

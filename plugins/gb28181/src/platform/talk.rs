@@ -1,14 +1,19 @@
 //! The platform's side of a voice broadcast (§9.12) without GStreamer: tell the device to
 //! call us (Broadcast MESSAGE), take its audio INVITE, answer `sendonly`, then send G.711
-//! over RTP (UDP) to the address it offered until either side hangs up.
+//! over RTP to the address it offered until either side hangs up: over UDP, or over TCP
+//! (RFC 4571 framing) in the role opposite to the device's `a=setup` (a listening device is
+//! connected to; a connecting one is accepted, only from its own IP), the connection made
+//! before `start` returns.
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::call::{CallError, wait_for_device};
 use crate::core::addr;
-use crate::core::sdp;
+use crate::core::media::frame_rfc4571;
+use crate::core::sdp::{self, MediaTransport};
 use crate::core::sip::Message;
 use crate::core::talk::{self, G711};
 use crate::core::transaction::Dialog;
@@ -16,6 +21,77 @@ use crate::endpoint::Endpoint;
 
 /// Samples per RTP packet: 20 ms at 8 kHz, what devices expect.
 pub const SAMPLES_PER_PACKET: usize = 160;
+/// How long connecting to a listening device may take, and a blocked write to it.
+const TCP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the talk's RTP goes.
+enum MediaOut {
+    Udp(UdpSocket),
+    /// RFC 4571 over TCP: our connection to a listening device (`a=setup:passive`), or a
+    /// connecting device's to us (`a=setup:active`).
+    Tcp(TcpStream),
+}
+
+impl MediaOut {
+    fn send(&mut self, pkt: &[u8], dest: SocketAddr) -> std::io::Result<()> {
+        match self {
+            MediaOut::Udp(s) => s.send_to(pkt, dest).map(|_| ()),
+            MediaOut::Tcp(s) => {
+                let framed = frame_rfc4571(pkt)
+                    .ok_or_else(|| std::io::Error::other("RTP packet too large for RFC 4571"))?;
+                s.write_all(&framed)
+            }
+        }
+    }
+}
+
+/// The first connection to `listener` from `from` (others are closed), within `timeout`;
+/// asleep in a poll meanwhile.
+fn accept_from(
+    listener: TcpListener,
+    from: IpAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let same =
+        |a: SocketAddr| addr::canonical(a).ip() == addr::canonical(SocketAddr::new(from, 0)).ip();
+    listener.set_nonblocking(true)?;
+    let mut l = mio::net::TcpListener::from_std(listener);
+    let mut poll = mio::Poll::new()?;
+    poll.registry()
+        .register(&mut l, mio::Token(0), mio::Interest::READABLE)?;
+    let mut events = mio::Events::with_capacity(4);
+    let deadline = Instant::now() + timeout;
+    loop {
+        loop {
+            match l.accept() {
+                Ok((s, peer)) if same(peer) => {
+                    let s = TcpStream::from(s);
+                    s.set_nonblocking(false)?;
+                    return Ok(s);
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the device did not connect for the talk audio",
+            ));
+        }
+        match poll.poll(&mut events, Some(left)) {
+            Err(e) if e.kind() != std::io::ErrorKind::Interrupted => return Err(e),
+            _ => {}
+        }
+    }
+}
+
+fn tcp_options(s: &TcpStream) -> std::io::Result<()> {
+    s.set_nodelay(true)?;
+    s.set_write_timeout(Some(TCP_TIMEOUT))
+}
 
 #[derive(Debug, Clone)]
 pub struct TalkParams {
@@ -40,10 +116,12 @@ pub struct Talk {
     pub media_dest: SocketAddr,
     pub law: G711,
     pub ssrc: u32,
-    socket: UdpSocket,
+    media: MediaOut,
     seq: u16,
     timestamp: u32,
     first: bool,
+    /// Samples short of a whole packet, sent with the next ones.
+    partial: Vec<u8>,
     /// The device's BYE.
     pub bye_rx: mpsc::Receiver<Message>,
     pub packets: u64,
@@ -107,10 +185,8 @@ impl Talk {
                 return Err(CallError::BadAnswer);
             }
         };
-        let (Some(law), Some(media_dest), false) =
-            (G711::of_offer(&offer), offer.media_addr(), offer.is_tcp())
-        else {
-            // Only G.711 over UDP for now.
+        let (Some(law), Some(media_dest)) = (G711::of_offer(&offer), offer.media_addr()) else {
+            // G.711 only.
             refuse(488, "Not Acceptable Here");
             return Err(CallError::BadAnswer);
         };
@@ -120,11 +196,27 @@ impl Talk {
                 .unwrap_or(addr::Family::of(dest.ip()).unspecified())
         });
         let bind = SocketAddr::new(bind_ip, 0);
-        let socket =
-            UdpSocket::bind(bind).map_err(|error| CallError::MediaSocket { bind, error })?;
-        let local = socket
-            .local_addr()
-            .map_err(|error| CallError::MediaSocket { bind, error })?;
+        let socket_error = |error| CallError::MediaSocket { bind, error };
+        /// What the answer's port is for.
+        enum Prepared {
+            Udp(UdpSocket),
+            /// We connect once answered (the port of a connecting side is 9, RFC 4145).
+            Connect,
+            Listen(TcpListener),
+        }
+        let (prepared, local) = match offer.transport() {
+            MediaTransport::Udp => {
+                let s = UdpSocket::bind(bind).map_err(socket_error)?;
+                let local = s.local_addr().map_err(socket_error)?;
+                (Prepared::Udp(s), local)
+            }
+            MediaTransport::TcpPassive => (Prepared::Connect, SocketAddr::new(bind_ip, 9)),
+            MediaTransport::TcpActive => {
+                let l = TcpListener::bind(bind).map_err(socket_error)?;
+                let local = l.local_addr().map_err(socket_error)?;
+                (Prepared::Listen(l), local)
+            }
+        };
         let answer = talk::build_talk_answer(
             &offer,
             &p.source_id,
@@ -136,6 +228,23 @@ impl Talk {
         let (dialog, dest) = ep
             .answer_invite(&invite, &answer, bye_tx)
             .map_err(CallError::MediaConnect)?;
+        // Over TCP the connection is made before the first audio.
+        let media = match prepared {
+            Prepared::Udp(s) => Ok(MediaOut::Udp(s)),
+            Prepared::Connect => TcpStream::connect_timeout(&media_dest, TCP_TIMEOUT)
+                .and_then(|s| tcp_options(&s).map(|_| MediaOut::Tcp(s))),
+            Prepared::Listen(l) => accept_from(l, media_dest.ip(), TCP_TIMEOUT)
+                .and_then(|s| tcp_options(&s).map(|_| MediaOut::Tcp(s))),
+        };
+        let media = match media {
+            Ok(m) => m,
+            Err(e) => {
+                ep.remove_dialog(&dialog.call_id);
+                let mut d = dialog.clone();
+                let _ = ep.request(&d.bye(), dest);
+                return Err(CallError::MediaConnect(e));
+            }
+        };
         let ssrc = offer
             .ssrc
             .as_deref()
@@ -147,35 +256,71 @@ impl Talk {
             media_dest,
             law,
             ssrc,
-            socket,
+            media,
             seq: crate::core::random::u64() as u16,
             timestamp: crate::core::random::u64() as u32,
             first: true,
+            partial: Vec::with_capacity(SAMPLES_PER_PACKET),
             bye_rx,
             packets: 0,
             bytes: 0,
         })
     }
 
-    /// Sends G.711 samples (one byte each, in this talk's law), in packets of 20 ms.
+    /// Whether the audio goes over TCP.
+    pub fn is_tcp(&self) -> bool {
+        !matches!(self.media, MediaOut::Udp(_))
+    }
+
+    /// Sends G.711 samples (one byte each, in this talk's law) in packets of 20 ms: samples
+    /// short of a whole packet wait for the next call (a decoder's 1024-sample frames
+    /// resampled to 8 kHz do not fall on 160).
     pub fn send(&mut self, samples: &[u8]) -> std::io::Result<()> {
-        for chunk in samples.chunks(SAMPLES_PER_PACKET) {
-            let mut pkt = Vec::with_capacity(12 + chunk.len());
-            let marker = if self.first { 0x80 } else { 0 };
-            pkt.push(0x80);
-            pkt.push(marker | self.law.payload_type());
-            pkt.extend_from_slice(&self.seq.to_be_bytes());
-            pkt.extend_from_slice(&self.timestamp.to_be_bytes());
-            pkt.extend_from_slice(&self.ssrc.to_be_bytes());
-            pkt.extend_from_slice(chunk);
-            self.socket.send_to(&pkt, self.media_dest)?;
-            self.first = false;
-            self.seq = self.seq.wrapping_add(1);
-            self.timestamp = self.timestamp.wrapping_add(chunk.len() as u32);
-            self.packets += 1;
-            self.bytes += chunk.len() as u64;
+        let mut rest = samples;
+        if !self.partial.is_empty() {
+            let take = (SAMPLES_PER_PACKET - self.partial.len()).min(rest.len());
+            self.partial.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.partial.len() < SAMPLES_PER_PACKET {
+                return Ok(());
+            }
+            let chunk = std::mem::take(&mut self.partial);
+            let sent = self.send_packet(&chunk);
+            self.partial = chunk;
+            self.partial.clear();
+            sent?;
         }
+        let whole = rest.len() / SAMPLES_PER_PACKET * SAMPLES_PER_PACKET;
+        for chunk in rest[..whole].chunks(SAMPLES_PER_PACKET) {
+            self.send_packet(chunk)?;
+        }
+        self.partial.extend_from_slice(&rest[whole..]);
         Ok(())
+    }
+
+    fn send_packet(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        let mut pkt = Vec::with_capacity(12 + chunk.len());
+        let marker = if self.first { 0x80 } else { 0 };
+        pkt.push(0x80);
+        pkt.push(marker | self.law.payload_type());
+        pkt.extend_from_slice(&self.seq.to_be_bytes());
+        pkt.extend_from_slice(&self.timestamp.to_be_bytes());
+        pkt.extend_from_slice(&self.ssrc.to_be_bytes());
+        pkt.extend_from_slice(chunk);
+        self.media.send(&pkt, self.media_dest)?;
+        self.first = false;
+        self.seq = self.seq.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(chunk.len() as u32);
+        self.packets += 1;
+        self.bytes += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// The device's BYE as a channel of its own, for a caller that waits on it (another
+    /// thread, a select): [`ended_by_device`](Self::ended_by_device) no longer sees it.
+    /// Disconnected once the dialog is gone (after [`hang_up`](Self::hang_up)).
+    pub fn take_bye(&mut self) -> mpsc::Receiver<Message> {
+        std::mem::replace(&mut self.bye_rx, mpsc::channel().1)
     }
 
     /// Whether the device hung up.
