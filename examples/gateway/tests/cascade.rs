@@ -8,6 +8,9 @@
 //! - Gateway above gateway: gateway A cascades to gateway B; B lists A as a device, mounts
 //!   the camera's channel from A's Catalog and an RTSP reader of B gets pictures (ffprobe);
 //!   B's Catalog subscription is told of the channel's coming (ADD) and going (DEL).
+//! - Forwarding through A: B's PTZ reaches the camera below A, B's RecordInfo query gets the
+//!   camera's recordings, B's playback of a range plays (ffprobe) and ends with the camera's
+//!   MediaStatus 121 relayed by A.
 //! - Attacks from a hand-written upper platform (a UDP socket of the test): unshared and
 //!   malformed channel IDs, hostile SDP, an INVITE from a stranger's address, one session
 //!   too many; each refused while the session that was admitted keeps streaming.
@@ -193,6 +196,158 @@ fn gateway_above_gateway_serves_rtsp() {
         wait_until(Duration::from_secs(15), || change("DEL")),
         "B is told the camera's channel is gone"
     );
+    a.stop();
+    b.stop();
+}
+
+/// Gateway B above gateway A: what B's API asks of a channel of A reaches the camera below A
+/// and comes back, as wvp's cascade forwards it: PTZ (the camera's gb28181sink posts it),
+/// RecordInfo (the camera's list relayed under B's SN), and playback (B INVITEs A for a
+/// range, A plays it from the camera: B's RTSP reader gets pictures; the camera's end of the
+/// recording, MediaStatus 121, reaches B, whose playback ends by itself).
+#[test]
+fn upper_platform_controls_lists_and_plays_back_through_the_gateway() {
+    let _serial = gst_ipcam_testutil::programs::serial();
+    gst_ipcam_gateway::gateway::init().unwrap();
+    const CAM2: &str = "34020000001320000301";
+    let mut users = loopback_config("127.0.0.1").users;
+    users.push(UserConfig::with_password(ADMIN.0, ADMIN.1, &[(Action::Api, "")]).unwrap());
+    let mut b = Gateway::start(Config {
+        users: users.clone(),
+        sip_transport: "tcp".into(),
+        password: UPPER_PW.into(),
+        ..loopback_config("127.0.0.1")
+    })
+    .expect("gateway B starts");
+    let mut a = Gateway::start(Config {
+        users,
+        cascade: vec![upper(b.sip_port(), "tcp")],
+        ..loopback_config("127.0.0.1")
+    })
+    .expect("gateway A starts");
+    let clip = gst_ipcam_gateway::sim::Clip::encode(&Config::default().sim_codec, 160, 120, 100, 1)
+        .unwrap();
+    let cam = gst_ipcam_gateway::sim::SimCamera::start_with_records(
+        &[&clip],
+        &gst_ipcam_gateway::sim::SimSettings {
+            server_ip: "127.0.0.1".into(),
+            server_port: a.endpoint().local_addr().port(),
+            server_id: Config::default().server_id,
+            device_id: CAM2.into(),
+            password: Config::default().password,
+            audio: false,
+        },
+        "2024-03-01T08:00:00/2024-03-01T09:00:00;2024-03-01T10:00:00/2024-03-01T10:30:00",
+    )
+    .unwrap();
+    let mut asked = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            if mounted(&a, CAM2) && asked.elapsed() > Duration::from_secs(1) {
+                let _ = b.endpoint().query(GW_ID, "Catalog");
+                asked = Instant::now();
+            }
+            mounted(&b, CAM2)
+        }),
+        "B mounts the camera's channel from A's Catalog"
+    );
+
+    // RecordInfo: B asks A, A asks the camera, the camera's list comes back.
+    let (code, body) = api_as(
+        &b,
+        ADMIN,
+        "GET",
+        &format!(
+            "/v1/devices/{GW_ID}/channels/{CAM2}/records?start=2024-03-01T00:00:00&end=2024-03-01T23:59:59"
+        ),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{body}");
+    assert_eq!(list[0]["start"], "2024-03-01T08:00:00");
+    assert_eq!(list[1]["end"], "2024-03-01T10:30:00");
+    assert_eq!(list[0]["channel_id"], CAM2);
+
+    // PTZ: B's DeviceControl for the channel goes on to the camera.
+    let bus = cam.pipeline().bus().unwrap();
+    let (code, body) = api_as(
+        &b,
+        ADMIN,
+        "POST",
+        &format!("/v1/channels/{CAM2}/ptz"),
+        Some(r#"{"pan":"left","speed":64}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    let ptz = gst_ipcam_testutil::wait_message(&bus, Duration::from_secs(10), |m| {
+        gst_ipcam_testutil::is_element_message(m, "gb28181-ptz")
+    })
+    .expect("the camera got the PTZ command");
+    let command = ptz.structure().unwrap().get::<String>("command").unwrap();
+    assert!(command.to_uppercase().starts_with("A50F01"), "{command}");
+
+    // Playback of 6 s: B's reader plays it, then the camera's end of file ends it on B.
+    let file_ended = Arc::new(AtomicUsize::new(0));
+    let f = file_ended.clone();
+    let sub = b.endpoint().subscribe(move |e| {
+        if let gstgb28181::endpoint::EndpointEvent::MediaStatus {
+            device_id,
+            channel_id,
+            notify_type: 121,
+        } = e
+            && device_id == GW_ID
+            && channel_id == CAM2
+        {
+            f.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let (code, body) = api_as(
+        &b,
+        ADMIN,
+        "POST",
+        &format!("/v1/devices/{GW_ID}/channels/{CAM2}/playback"),
+        Some(r#"{"start":"2024-03-01T08:00:00","end":"2024-03-01T08:00:06"}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    let pb: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let path = format!("playback-{}", pb["id"]);
+    let probed = ffprobe_frames(
+        &["-rtsp_transport", "tcp", "-read_intervals", "%+2"],
+        &b.url_with_credentials(&path, READER.0, READER.1),
+    );
+    assert!(frames_of(&probed, "h264") >= 10, "{probed:?}");
+    assert!(
+        api_cascade(&a)[0]["sessions"]
+            .as_array()
+            .is_some_and(|s| s.len() == 1),
+        "A serves the playback to B: {}",
+        api_cascade(&a)
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || api_as(
+            &b,
+            ADMIN,
+            "GET",
+            "/v1/playback",
+            None
+        )
+        .1
+        .trim()
+            == "[]"),
+        "B's playback ended with the recording: {}",
+        api_as(&b, ADMIN, "GET", "/v1/playback", None).1
+    );
+    // Ended by A's MediaStatus 121 for the channel, not by B's no-media timeout.
+    assert_eq!(file_ended.load(Ordering::SeqCst), 1);
+    b.endpoint().unsubscribe(sub);
+    assert!(
+        wait_until(Duration::from_secs(10), || api_cascade(&a)[0]["sessions"]
+            .as_array()
+            .is_some_and(|s| s.is_empty())),
+        "A's session with B ended"
+    );
+    drop(cam);
     a.stop();
     b.stop();
 }
@@ -471,7 +626,7 @@ fn hostile_invites_are_refused_and_the_gateway_keeps_serving() {
         ("other family", CAM.into(), "::1", mport, "0200000001", 488),
         ("bad SSRC", CAM.into(), "127.0.0.1", mport, "12;DROP", 488),
         (
-            "playback",
+            "playback of more than a week",
             CAM.into(),
             "127.0.0.1",
             mport,
@@ -489,7 +644,12 @@ fn hostile_invites_are_refused_and_the_gateway_keeps_serving() {
     ];
     for (i, (what, channel, ip, port, ssrc, status)) in cases.iter().enumerate() {
         let cid = format!("attack-{i}");
-        send(&invite(channel, agent, &cid, &offer(ip, *port, ssrc)));
+        let mut sdp = offer(ip, *port, ssrc);
+        if what.starts_with("playback") {
+            sdp = sdp.replace("t=1700000000 1700003600", "t=1700000000 1700700000");
+            assert!(sdp.contains("t=1700000000 1700700000"), "{sdp}");
+        }
+        send(&invite(channel, agent, &cid, &sdp));
         assert_eq!(up.final_response(&cid).status(), Some(*status), "{what}");
     }
     // A stranger (another address) may not INVITE, nor query.

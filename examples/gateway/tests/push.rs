@@ -11,36 +11,13 @@ use gst_ipcam_gateway::config::Config;
 use gst_ipcam_gateway::gateway::{Gateway, SourceKind};
 use gst_ipcam_gateway::push::PushConfig;
 use gst_ipcam_gateway::sim::wait_until;
-use std::process::Command;
 use std::time::Duration;
 
 const PUBLISHER: (&str, &str) = ("pub", "pub-secret-pw");
 const ADMIN: (&str, &str) = ("admin", "admin-pw");
 
-/// `curl` on the API: (status, body).
 fn api(gw: &Gateway, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let addr = gw.metrics_addr().expect("API listener");
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "--max-time",
-        "20",
-        "-X",
-        method,
-        "-w",
-        "\n%{http_code}",
-    ])
-    .args(["-u", &format!("{}:{}", ADMIN.0, ADMIN.1)]);
-    if let Some(b) = body {
-        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
-    }
-    let out = cmd
-        .arg(format!("http://{addr}{path}"))
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.trim_end().rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    api_as(gw, ADMIN, method, path, body)
 }
 
 fn published(gw: &Gateway, path: &str) -> bool {

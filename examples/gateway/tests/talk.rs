@@ -22,30 +22,10 @@ const PUBLISHER: (&str, &str) = ("mic", "mic-secret-pw");
 const DEVICE: &str = "34020000001320000077";
 
 fn api(gw: &Gateway, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
-    let addr = gw.metrics_addr().expect("API listener");
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "--max-time",
-        "20",
-        "-X",
-        method,
-        "-w",
-        "\n%{http_code}",
-    ])
-    .args(["-u", &format!("{}:{}", ADMIN.0, ADMIN.1)]);
-    if let Some(b) = body {
-        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
-    }
-    let out = cmd
-        .arg(format!("http://{addr}{path}"))
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.trim_end().rsplit_once('\n').unwrap_or(("", &text));
+    let (code, body) = api_as(gw, ADMIN, method, path, body);
     (
-        code.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        code,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
     )
 }
 

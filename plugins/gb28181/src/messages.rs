@@ -198,9 +198,11 @@ pub fn event_structure(e: &EndpointEvent) -> gst::Structure {
         }
         EndpointEvent::MediaStatus {
             device_id,
+            channel_id,
             notify_type,
         } => gst::Structure::builder("gb28181-media-status")
             .field("device-id", device_id)
+            .field("channel-id", channel_id)
             .field("notify-type", *notify_type)
             .build(),
         EndpointEvent::DeviceStatus { sn, status } => {

@@ -13,11 +13,15 @@
 //! watches); the camera going away (channel unmounted, session failed) makes the gateway BYE
 //! the upper.
 //!
+//! PTZ, key-frame requests and RecordInfo queries for a shared channel go on to its camera
+//! ([`forward`]).
+//!
 //! Bounds: [`settings::MAX_UPPERS`] upper platforms, `max_sessions` calls each (the agent
 //! answers 486 beyond), catalog bounded by the agent; requests not from the upper's address
 //! get 403, unshared or malformed channel IDs 404, hostile SDP (address, port, SSRC) 488.
 
 pub mod api;
+mod forward;
 mod session;
 pub mod settings;
 mod share;
@@ -44,6 +48,8 @@ pub(crate) struct Upper {
     refused: AtomicU64,
     sessions: Mutex<HashMap<String, session::Handle>>,
     sessions_total: AtomicU64,
+    /// RecordInfo queries waiting on cameras ([`forward::MAX_RECORD_QUERIES`]).
+    record_queries: std::sync::atomic::AtomicUsize,
     hooks: Arc<dyn ChannelHooks>,
     control: Arc<Control>,
 }
@@ -87,6 +93,7 @@ impl Cascade {
                     refused: AtomicU64::new(0),
                     sessions: Mutex::new(HashMap::new()),
                     sessions_total: AtomicU64::new(0),
+                    record_queries: Default::default(),
                     hooks: hooks.clone(),
                     control: control.clone(),
                 });
@@ -240,10 +247,22 @@ impl Upper {
                 println!("[gateway] cascade {id}: not registered");
             }
             DeviceEvent::SessionStarted {
-                call_id, channel, ..
+                call_id,
+                channel,
+                kind,
+                range,
+                download_speed,
+                ..
             } => {
                 self.sessions_total.fetch_add(1, Ordering::SeqCst);
-                session::start(self, call_id, channel);
+                // Playback / Download of the camera's recordings over the asked range.
+                let recording = range.map(|(start, end)| session::Recording {
+                    start,
+                    end,
+                    download: kind.eq_ignore_ascii_case("Download"),
+                    speed: download_speed,
+                });
+                session::start(self, call_id, channel, recording);
             }
             DeviceEvent::SessionStopped { call_id, .. } => {
                 // Not joined here: this may be the session's own streaming thread.
@@ -251,6 +270,14 @@ impl Upper {
                     h.stop();
                 }
             }
+            DeviceEvent::Ptz { channel, command } => self.forward_ptz(&channel, &command),
+            DeviceEvent::KeyFrameRequested { channel } => self.forward_key_frame(&channel),
+            DeviceEvent::RecordInfoQuery {
+                sn,
+                channel,
+                start,
+                end,
+            } => self.forward_record_info(sn, channel, start, end),
             DeviceEvent::Refused {
                 method,
                 status,

@@ -1,7 +1,13 @@
-//! One live session of an upper platform: the channel's ingest (held while it is set up,
+//! One session of an upper platform: the channel's ingest (held while it is set up,
 //! started if nobody watched) feeds `appsrc ! h264parse|h265parse ! psmux ! appsink`; each
 //! PS frame goes to the agent, which sends it as RTP to the upper platform. The viewer
 //! subscription starts with the ingest's cached GOP, so the upper decodes at once.
+//!
+//! A Playback or Download INVITE is forwarded: a playback session of the gateway (the camera
+//! INVITEd for the same range, [`crate::gateway::PlaybackRequest`]) is the ingest, ended with
+//! the call. When the camera says the recording ended (its session ends), the upper is told
+//! the same (MediaStatus 121 for the channel) and hung up on if it does not within
+//! [`FILE_END_GRACE`].
 //!
 //! It ends when the upper hangs up ([`Handle::stop`]), the media cannot be sent, or the
 //! camera session ends or changes codec (channel unmounted, camera gone): then the gateway
@@ -21,6 +27,18 @@ use std::time::{Duration, Instant};
 const STREAM_WAIT: Duration = Duration::from_secs(15);
 /// How often a running session looks at its ingest (the stop signal wakes it at once).
 const WATCH: Duration = Duration::from_millis(250);
+/// How long the upper may take to hang up after the recording's end was told.
+const FILE_END_GRACE: Duration = Duration::from_secs(10);
+
+/// What a Playback / Download call asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Recording {
+    /// Unix seconds.
+    pub(super) start: u64,
+    pub(super) end: u64,
+    pub(super) download: bool,
+    pub(super) speed: Option<u32>,
+}
 
 pub(super) struct Handle {
     pub(super) channel: String,
@@ -44,8 +62,13 @@ impl Handle {
     }
 }
 
-/// Starts serving call `call_id` (acknowledged) with `channel`.
-pub(super) fn start(upper: &Arc<Upper>, call_id: String, channel: String) {
+/// Starts serving call `call_id` (acknowledged) with `channel`, live or a recording.
+pub(super) fn start(
+    upper: &Arc<Upper>,
+    call_id: String,
+    channel: String,
+    recording: Option<Recording>,
+) {
     let (tx, rx) = mpsc::channel();
     let weak = Arc::downgrade(upper);
     let (id, ch) = (call_id.clone(), channel.clone());
@@ -59,7 +82,7 @@ pub(super) fn start(upper: &Arc<Upper>, call_id: String, channel: String) {
     lock(&upper.sessions).insert(call_id.clone(), handle);
     let t = std::thread::Builder::new()
         .name(format!("cascade-{ch}"))
-        .spawn(move || run(weak, id, ch, tx, rx));
+        .spawn(move || run(weak, id, ch, recording, tx, rx));
     match t {
         Ok(t) => {
             if let Some(h) = lock(&upper.sessions).get(&call_id) {
@@ -76,11 +99,27 @@ pub(super) fn start(upper: &Arc<Upper>, call_id: String, channel: String) {
     }
 }
 
-fn run(weak: WeakUpper, call_id: String, channel: String, tx: Sender<()>, rx: Receiver<()>) {
+fn run(
+    weak: WeakUpper,
+    call_id: String,
+    channel: String,
+    recording: Option<Recording>,
+    tx: Sender<()>,
+    rx: Receiver<()>,
+) {
     let Some(upper) = weak.upgrade() else { return };
     let id = upper.cfg.server_id.clone();
-    println!("[gateway] cascade {id}: session for {channel} started");
-    let why = match serve(&upper, &call_id, &channel, tx, &rx) {
+    let what = if recording.is_some() {
+        "recording"
+    } else {
+        "session"
+    };
+    println!("[gateway] cascade {id}: {what} of {channel} started");
+    let served = match recording {
+        None => serve_live(&upper, &call_id, &channel, tx, &rx),
+        Some(r) => serve_recording(&upper, &call_id, &channel, r, tx, &rx),
+    };
+    let why = match served {
         Ok(why) => why,
         Err(e) => {
             crate::gateway::warn(&format!("cascade {id}: {channel}: {e}"));
@@ -92,7 +131,7 @@ fn run(weak: WeakUpper, call_id: String, channel: String, tx: Sender<()>, rx: Re
         a.hang_up(&call_id);
     }
     lock(&upper.sessions).remove(&call_id);
-    println!("[gateway] cascade {id}: session for {channel} ended ({why})");
+    println!("[gateway] cascade {id}: {what} of {channel} ended ({why})");
 }
 
 /// The ingest of `channel`, held. One that stopped just before the hold (its last viewer
@@ -109,16 +148,82 @@ fn held_ingest(upper: &Upper, channel: &str) -> Result<Arc<Ingest>, String> {
     Err("the camera session keeps ending".into())
 }
 
-/// Runs the session until it ends; Ok(why) or Err(what failed).
-fn serve(
+/// Runs a live session until it ends; Ok(why) or Err(what failed).
+fn serve_live(
     upper: &Upper,
     call_id: &str,
     channel: &str,
     tx: Sender<()>,
     rx: &Receiver<()>,
 ) -> Result<String, String> {
-    let agent = upper.agent().ok_or("no SIP agent")?.clone();
     let ingest = held_ingest(upper, channel)?;
+    let why = feed(upper, call_id, channel, &ingest, tx, |generation| {
+        watch(&ingest, generation, rx)
+    });
+    upper.hooks.maybe_stop(channel);
+    why
+}
+
+/// Plays a recording of the camera of `channel` to the upper until either ends.
+fn serve_recording(
+    upper: &Upper,
+    call_id: &str,
+    channel: &str,
+    r: Recording,
+    tx: Sender<()>,
+    rx: &Receiver<()>,
+) -> Result<String, String> {
+    let device = upper
+        .camera_of(channel)
+        .ok_or("the camera is not registered")?;
+    let req = crate::gateway::PlaybackRequest {
+        device,
+        channel: channel.to_string(),
+        start: r.start,
+        end: r.end,
+        download: r.download,
+        speed: r.speed,
+    };
+    let gone = |_| "gateway stopping".to_string();
+    let (n, _) = upper
+        .control
+        .start_playback(&req)
+        .map_err(gone)?
+        .map_err(|e| e.to_string())?;
+    let result = match upper.control.playback_ingest(n).map_err(gone)? {
+        None => Err("the playback ended at once".to_string()),
+        Some(ingest) => {
+            ingest.hold();
+            feed(upper, call_id, channel, &ingest, tx, |_| {
+                let why = watch_recording(&ingest, rx);
+                if why == FILE_ENDED
+                    && let Some(a) = upper.agent()
+                {
+                    // As a device at the end of a file: told, then the upper hangs up.
+                    a.call_file_ended(call_id);
+                    if rx.recv_timeout(FILE_END_GRACE).is_err() {
+                        return format!("{why}; the upper did not hang up");
+                    }
+                }
+                why
+            })
+        }
+    };
+    let _ = upper.control.stop_playback(n);
+    result
+}
+
+/// Feeds the call from a held `ingest` (released here) until `until` (given the streams'
+/// generation) returns why it ended.
+fn feed(
+    upper: &Upper,
+    call_id: &str,
+    channel: &str,
+    ingest: &Arc<Ingest>,
+    tx: Sender<()>,
+    until: impl FnOnce(u64) -> String,
+) -> Result<String, String> {
+    let agent = upper.agent().ok_or("no SIP agent")?.clone();
     let built = ingest
         .wait_streams(STREAM_WAIT)
         .and_then(|s| Ok((build(channel, &s)?, s.generation)));
@@ -126,7 +231,6 @@ fn serve(
         Ok(b) => b,
         Err(e) => {
             ingest.release();
-            upper.hooks.maybe_stop(channel);
             return Err(e);
         }
     };
@@ -165,14 +269,28 @@ fn serve(
     let why = if subscription.is_empty() {
         Err("no subscription to the camera's stream".to_string())
     } else {
-        Ok(watch(&ingest, generation, rx))
+        Ok(until(generation))
     };
     for s in subscription {
         ingest.unsubscribe(s);
     }
     let _ = pipeline.set_state(gst::State::Null);
-    upper.hooks.maybe_stop(channel);
     why
+}
+
+const FILE_ENDED: &str = "the recording ended";
+
+/// Waits until the session is told to stop or the camera's recording session ends.
+fn watch_recording(ingest: &Ingest, rx: &Receiver<()>) -> String {
+    loop {
+        match rx.recv_timeout(WATCH) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return "hung up".into(),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if ingest.is_failed() {
+            return FILE_ENDED.into();
+        }
+    }
 }
 
 /// Waits until the session is told to stop or its camera session ends or changes.

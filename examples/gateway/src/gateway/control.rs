@@ -443,6 +443,11 @@ impl Control {
         }))
     }
 
+    /// The ingest (camera session) of playback session `n`, while it exists.
+    pub fn playback_ingest(&self, n: u64) -> Result<Option<Arc<crate::ingest::Ingest>>, Gone> {
+        Ok(super::playback::ingest(&*self.sh()?, n))
+    }
+
     /// Pauses or plays (scale, seek seconds) playback session `n`.
     pub fn control_playback(
         &self,

@@ -146,6 +146,14 @@ pub(super) fn start(sh: &Arc<Shared>, r: &PlaybackRequest) -> Result<(u64, Strin
     Ok((n, path))
 }
 
+/// The ingest of session `n` (its camera session), while it exists.
+pub(super) fn ingest(sh: &Shared, n: u64) -> Option<Arc<Ingest>> {
+    lock(&sh.playbacks)
+        .sessions
+        .get(&n)
+        .map(|s| s.ingest.clone())
+}
+
 /// Starts the session's HLS once the streams are known, then waits for the camera session to
 /// end (end of the file, BYE, error) and ends the playback session.
 fn watch(weak: Weak<Shared>, n: u64, ingest: Arc<Ingest>, hls: Option<std::path::PathBuf>) {

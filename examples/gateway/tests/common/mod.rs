@@ -238,3 +238,35 @@ pub fn whep_offer(video_pm: u8) -> String {
          a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
     )
 }
+
+/// `curl` on the gateway's API as `user`, with a JSON `body`: (status, body text).
+pub fn api_as(
+    gw: &gst_ipcam_gateway::gateway::Gateway,
+    user: (&str, &str),
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let addr = gw.metrics_addr().expect("API listener");
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+    ])
+    .args(["-u", &format!("{}:{}", user.0, user.1)]);
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    let out = cmd
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.trim_end().rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}

@@ -45,6 +45,21 @@ impl DeviceAgent {
         }
     }
 
+    /// Answers a [`DeviceEvent::RecordInfoQuery`]: at most [`MAX_RECORDS`] items of
+    /// `channel`, in MESSAGEs of 20 items (`SumNum` the total, as the standard pages them).
+    pub fn answer_record_info(&self, sn: u32, channel: &str, items: &[manscdp::RecordItem]) {
+        let items = &items[..items.len().min(MAX_RECORDS)];
+        let pages: Vec<&[manscdp::RecordItem]> = if items.is_empty() {
+            vec![&[]]
+        } else {
+            items.chunks(records::MAX_RECORDS_PER_ANSWER).collect()
+        };
+        for page in pages {
+            let body = manscdp::build_record_info_response(sn, items.len() as u32, channel, page);
+            let _ = self.send(&self.new_message(&body));
+        }
+    }
+
     pub(super) fn handle_manscdp(&self, m: &Message) {
         let c = &self.config;
         let body = match Manscdp::parse(&m.body) {
@@ -91,6 +106,20 @@ impl DeviceAgent {
                         .collect::<String>()
                 )
             }
+            Ok(Manscdp::RecordInfoQuery(q)) if let Some(ch) = &self.channels => {
+                // A gateway's channels: their cameras hold the recordings (asked by the
+                // owner of the agent); a channel not shared has none.
+                if ch.directory.admit(&q.device_id).is_ok() {
+                    (self.on_event)(DeviceEvent::RecordInfoQuery {
+                        sn: q.sn,
+                        channel: q.device_id,
+                        start: q.start_time,
+                        end: q.end_time,
+                    });
+                    return;
+                }
+                manscdp::build_record_info_response(q.sn, 0, &q.device_id, &[])
+            }
             Ok(Manscdp::RecordInfoQuery(q)) => {
                 let items = records_in(&c.records, &q.device_id, &q.start_time, &q.end_time);
                 manscdp::build_record_info_response(q.sn, items.len() as u32, &q.device_id, &items)
@@ -103,14 +132,26 @@ impl DeviceAgent {
                 self.handle_broadcast(sn, &source_id, &target_id);
                 return;
             }
-            Ok(Manscdp::DeviceControl { ptz, key_frame, .. }) => {
+            Ok(Manscdp::DeviceControl {
+                device_id,
+                ptz,
+                key_frame,
+                ..
+            }) => {
+                // Many-channel mode: only for a shared channel.
+                if let Some(ch) = &self.channels
+                    && ch.directory.admit(&device_id).is_err()
+                {
+                    return;
+                }
                 if let Some(p) = ptz {
                     (self.on_event)(DeviceEvent::Ptz {
+                        channel: device_id.clone(),
                         command: p.to_hex(),
                     });
                 }
                 if key_frame {
-                    (self.on_event)(DeviceEvent::KeyFrameRequested);
+                    (self.on_event)(DeviceEvent::KeyFrameRequested { channel: device_id });
                 }
                 return;
             }

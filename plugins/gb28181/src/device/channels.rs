@@ -43,6 +43,9 @@ pub struct Channels {
     pub catalog_page: usize,
 }
 
+/// Longest recording range a Playback / Download INVITE may ask for (`t=` end - start).
+pub const MAX_RECORDING_RANGE_S: u64 = 7 * 86_400;
+
 /// One call of a many-channel device.
 pub(super) struct ChannelCall {
     channel: String,
@@ -244,16 +247,39 @@ impl DeviceAgent {
             Ok(o) => o,
             Err(e) => return refuse(488, "Not Acceptable Here", format!("SDP: {e:?}")),
         };
-        // Live view only: a recording asked of a lower platform is not served as live.
-        if !offer.session_name.eq_ignore_ascii_case("Play") {
-            return refuse(
-                488,
-                "Not Acceptable Here",
-                format!(
-                    "session {:?}: only Play",
-                    id::printable(&offer.session_name)
-                ),
-            );
+        // Play, or a recording (Playback / Download) over a sane range, which the owner of
+        // the agent serves from the camera's recordings (`SessionStarted`'s range).
+        match sdp::SessionKind::parse(&offer.session_name) {
+            Some(sdp::SessionKind::Play) => {}
+            Some(_)
+                if offer.end > offer.start && offer.end - offer.start <= MAX_RECORDING_RANGE_S =>
+            {
+                if offer.download_speed.is_some_and(|v| !(1..=16).contains(&v)) {
+                    return refuse(488, "Not Acceptable Here", "downloadspeed: 1 to 16".into());
+                }
+            }
+            Some(_) => {
+                return refuse(
+                    488,
+                    "Not Acceptable Here",
+                    format!(
+                        "recording range {}..{}: at most {} days",
+                        offer.start,
+                        offer.end,
+                        MAX_RECORDING_RANGE_S / 86_400
+                    ),
+                );
+            }
+            None => {
+                return refuse(
+                    488,
+                    "Not Acceptable Here",
+                    format!(
+                        "session {:?}: Play, Playback or Download",
+                        id::printable(&offer.session_name)
+                    ),
+                );
+            }
         }
         let port_used = offer.transport() != MediaTransport::TcpActive;
         if let Err(e) = check_media_target(offer.media_addr(), from, port_used) {
@@ -393,6 +419,23 @@ impl DeviceAgent {
             });
         }
         !failed
+    }
+
+    /// Tells the upper platform that the recording played in call `call_id` ended
+    /// (MediaStatus 121 for the call's channel, as a device does at the end of a file); it
+    /// is expected to hang up. False if the call is unknown.
+    pub fn call_file_ended(&self, call_id: &str) -> bool {
+        let channel = lock(&self.calls)
+            .iter()
+            .find(|k| k.dialog.call_id == call_id)
+            .map(|k| k.channel.clone());
+        let Some(channel) = channel else {
+            return false;
+        };
+        let sn = (now_ms() % 100_000) as u32;
+        let body = manscdp::build_media_status(sn, &channel, 121);
+        let _ = self.send(&self.new_message(&body));
+        true
     }
 
     /// Ends call `call_id` from our side (BYE to the upper platform). False if unknown.

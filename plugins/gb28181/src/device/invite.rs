@@ -184,6 +184,9 @@ impl DeviceAgent {
         let session = MediaSession {
             call_id,
             kind: offer.session_name.clone(),
+            range: (!offer.session_name.eq_ignore_ascii_case("Play") && offer.end > offer.start)
+                .then_some((offer.start, offer.end)),
+            download_speed: offer.download_speed,
             out,
             ssrc,
             seq: random::u64() as u16,

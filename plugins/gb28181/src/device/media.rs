@@ -145,6 +145,8 @@ impl MediaSession {
             call_id: self.call_id.clone(),
             channel: channel.to_string(),
             kind: self.kind.clone(),
+            range: self.range,
+            download_speed: self.download_speed,
             transport: match self.out {
                 MediaOut::Udp(..) => MediaTransport::Udp,
                 MediaOut::Tcp(_) => MediaTransport::TcpPassive,
@@ -163,6 +165,9 @@ impl MediaSession {
 pub struct MediaSession {
     pub(super) call_id: String,
     pub(super) kind: String,
+    /// Playback / Download: the offer's `t=` range.
+    pub(super) range: Option<(u64, u64)>,
+    pub(super) download_speed: Option<u32>,
     pub(super) out: MediaOut,
     pub(super) ssrc: u32,
     pub(super) seq: u16,

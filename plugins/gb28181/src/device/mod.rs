@@ -112,6 +112,10 @@ pub enum DeviceEvent {
         channel: String,
         /// `Play`, `Playback` or `Download` (the offer's `s=`).
         kind: String,
+        /// Playback / Download: the offer's `t=` range (Unix seconds, as GB/T 28181 writes it).
+        range: Option<(u64, u64)>,
+        /// Download: the offer's `a=downloadspeed`.
+        download_speed: Option<u32>,
         transport: MediaTransport,
         dest: String,
         ssrc: u32,
@@ -120,11 +124,24 @@ pub enum DeviceEvent {
         call_id: String,
         reason: String,
     },
+    /// A PTZ command (hex) for `channel` (the DeviceControl's DeviceID).
     Ptz {
+        channel: String,
         command: String,
     },
-    /// The platform asked for a key frame (DeviceControl `IFameCmd`).
-    KeyFrameRequested,
+    /// The platform asked for a key frame of `channel` (DeviceControl `IFameCmd`).
+    KeyFrameRequested {
+        channel: String,
+    },
+    /// Many-channel mode: the platform asks for the recordings of a shared `channel`
+    /// (RecordInfo, times `yyyy-MM-ddTHH:mm:ss` as sent); answer with
+    /// [`DeviceAgent::answer_record_info`].
+    RecordInfoQuery {
+        sn: u32,
+        channel: String,
+        start: String,
+        end: String,
+    },
     /// MANSRTSP INFO during playback: `PLAY` (with scale / npt) or `PAUSE`.
     PlaybackControl {
         method: String,

@@ -22,16 +22,21 @@ pub enum EndpointEvent {
         sn: u32,
         status: DeviceStatus,
     },
-    /// RecordInfo answer, merged over its messages.
+    /// RecordInfo answer, merged over its messages. `device_id` is the registered device that
+    /// answered (for an NVR or a lower platform, not the channel asked about: each item names
+    /// its channel).
     RecordInfo {
         device_id: String,
         sn: u32,
         sum_num: u32,
         items: Vec<RecordItem>,
     },
-    /// MediaStatus notification (121 = end of the file played back / downloaded).
+    /// MediaStatus notification (121 = end of the file played back / downloaded) from the
+    /// registered device `device_id` about `channel_id` (its DeviceID: the device's own ID
+    /// for a camera, a channel's for an NVR or a lower platform).
     MediaStatus {
         device_id: String,
+        channel_id: String,
         notify_type: u32,
     },
     /// Catalog items of `device_id` that were dropped: `invalid` IDs refused by the ID policy

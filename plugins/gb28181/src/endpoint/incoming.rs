@@ -225,7 +225,11 @@ impl Endpoint {
                 }
                 (ok, events)
             }
-            Manscdp::RecordInfo(list) => {
+            Manscdp::RecordInfo(mut list) => {
+                // Merged and told as the answer of the device that sent it: an NVR or a
+                // lower platform answers for one of its channels (its DeviceID), and each
+                // item names its channel.
+                list.device_id = sender.clone();
                 let done = inner.records.add(list, now);
                 let ev = done
                     .map(|l| EndpointEvent::RecordInfo {
@@ -245,7 +249,8 @@ impl Endpoint {
             } => (
                 ok,
                 vec![EndpointEvent::MediaStatus {
-                    device_id,
+                    device_id: sender.clone(),
+                    channel_id: device_id,
                     notify_type,
                 }],
             ),

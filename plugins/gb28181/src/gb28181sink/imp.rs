@@ -140,6 +140,7 @@ fn event_structure(e: &DeviceEvent) -> gst::Structure {
             transport,
             dest,
             ssrc,
+            ..
         } => gst::Structure::builder("gb28181-session-started")
             .field("call-id", call_id)
             .field("channel", channel)
@@ -161,11 +162,17 @@ fn event_structure(e: &DeviceEvent) -> gst::Structure {
                 .field("reason", reason)
                 .build()
         }
-        DeviceEvent::Ptz { command } => gst::Structure::builder("gb28181-ptz")
+        DeviceEvent::Ptz { command, .. } => gst::Structure::builder("gb28181-ptz")
             .field("command", command)
             .build(),
-        DeviceEvent::KeyFrameRequested => {
+        DeviceEvent::KeyFrameRequested { .. } => {
             gst::Structure::builder("gb28181-key-frame-requested").build()
+        }
+        // Many-channel agents only (the sink answers RecordInfo from `records`).
+        DeviceEvent::RecordInfoQuery { channel, .. } => {
+            gst::Structure::builder("gb28181-record-info-query")
+                .field("channel", channel)
+                .build()
         }
         DeviceEvent::PlaybackControl { method, scale, npt } => {
             // Scale and npt only when the request carries them (a PLAY without Scale keeps
@@ -660,7 +667,7 @@ impl BaseSinkImpl for Gb28181Sink {
                 ),
                 // The platform wants a key frame: ask the encoder upstream (psmux and the
                 // parsers pass the force-key-unit event on).
-                DeviceEvent::KeyFrameRequested => {
+                DeviceEvent::KeyFrameRequested { .. } => {
                     let ev = gst::event::CustomUpstream::new(
                         gst::Structure::builder("GstForceKeyUnit")
                             .field("all-headers", true)

@@ -329,12 +329,16 @@ impl Gb28181Src {
         let media_ended = self.media_ended.clone();
         let waker = self.waker.clone();
         let device = s.device_id.clone();
+        let channel = s.channel();
         let sub = ep.subscribe(move |e| {
+            // From our device, about it or the channel played (an NVR, a lower platform).
             if let EndpointEvent::MediaStatus {
                 device_id,
+                channel_id,
                 notify_type: 121,
             } = e
                 && *device_id == device
+                && (*channel_id == device || *channel_id == channel)
             {
                 media_ended.store(true, Ordering::SeqCst);
                 wake(&waker);
