@@ -9,8 +9,8 @@
 //!   the camera's channel from A's Catalog and an RTSP reader of B gets pictures (ffprobe);
 //!   B's Catalog subscription is told of the channel's coming (ADD) and going (DEL).
 //! - Forwarding through A: B's PTZ reaches the camera below A, B's RecordInfo query gets the
-//!   camera's recordings, B's playback of a range plays (ffprobe) and ends with the camera's
-//!   MediaStatus 121 relayed by A.
+//!   camera's recordings, B's playback of a range plays (ffprobe), its scale reaches the
+//!   camera, and it ends with the camera's MediaStatus 121 relayed by A.
 //! - Attacks from a hand-written upper platform (a UDP socket of the test): unshared and
 //!   malformed channel IDs, hostile SDP, an INVITE from a stranger's address, one session
 //!   too many; each refused while the session that was admitted keeps streaming.
@@ -176,6 +176,11 @@ fn gateway_above_gateway_serves_rtsp() {
     let probed = ffprobe_frames(&["-rtsp_transport", "tcp", "-read_intervals", "%+3"], &url);
     let n = frames_of(&probed, "h264");
     assert!(n >= 10, "frames read from B: {probed:?}");
+    // The camera's A-law went up in A's PS too.
+    assert!(
+        frames_of(&probed, "pcm_alaw") >= 10,
+        "audio read from B: {probed:?}"
+    );
     // B subscribed to A's Catalog when A registered: A NOTIFYs what changes (its camera
     // mounted, then gone).
     let change = |event: &str| {
@@ -287,7 +292,8 @@ fn upper_platform_controls_lists_and_plays_back_through_the_gateway() {
     let command = ptz.structure().unwrap().get::<String>("command").unwrap();
     assert!(command.to_uppercase().starts_with("A50F01"), "{command}");
 
-    // Playback of 6 s: B's reader plays it, then the camera's end of file ends it on B.
+    // Playback of 8 s: B's reader plays it, B's scale 2 reaches the camera, then the camera's
+    // end of file ends it on B.
     let file_ended = Arc::new(AtomicUsize::new(0));
     let f = file_ended.clone();
     let sub = b.endpoint().subscribe(move |e| {
@@ -307,7 +313,7 @@ fn upper_platform_controls_lists_and_plays_back_through_the_gateway() {
         ADMIN,
         "POST",
         &format!("/v1/devices/{GW_ID}/channels/{CAM2}/playback"),
-        Some(r#"{"start":"2024-03-01T08:00:00","end":"2024-03-01T08:00:06"}"#),
+        Some(r#"{"start":"2024-03-01T08:00:00","end":"2024-03-01T08:00:08"}"#),
     );
     assert_eq!(code, 200, "{body}");
     let pb: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -317,6 +323,25 @@ fn upper_platform_controls_lists_and_plays_back_through_the_gateway() {
         &b.url_with_credentials(&path, READER.0, READER.1),
     );
     assert!(frames_of(&probed, "h264") >= 10, "{probed:?}");
+    let (code, body) = api_as(
+        &b,
+        ADMIN,
+        "POST",
+        &format!("/v1/playback/{}/control", pb["id"]),
+        Some(r#"{"scale":2.0}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("\"sent\":true"),
+        "A answered the INFO: {body}"
+    );
+    let control = gst_ipcam_testutil::wait_message(&bus, Duration::from_secs(10), |m| {
+        gst_ipcam_testutil::is_element_message(m, "gb28181-playback-control")
+    })
+    .expect("the camera got the scale");
+    let control = control.structure().unwrap();
+    assert_eq!(control.get::<String>("method").unwrap(), "PLAY");
+    assert_eq!(control.get::<f64>("scale").unwrap(), 2.0);
     assert!(
         api_cascade(&a)[0]["sessions"]
             .as_array()

@@ -1,6 +1,7 @@
 //! What an upper platform asks about a shared channel, forwarded to the camera behind it:
-//! PTZ and key-frame DeviceControl (sent on as they came), and RecordInfo (the camera is
-//! asked, its answer relayed under the upper's SN, as wvp's cascade does). A channel whose
+//! PTZ and key-frame DeviceControl (sent on as they came), RecordInfo (the camera is asked,
+//! its answer relayed under the upper's SN, as wvp's cascade does), and MANSRTSP INFO of a
+//! recording call (pause, scale, seek: to the camera's playback session). A channel whose
 //! camera is not registered gets nothing forwarded (RecordInfo: an empty answer).
 //!
 //! Bounds: at most [`MAX_RECORD_QUERIES`] RecordInfo queries waiting per upper platform (more
@@ -8,6 +9,7 @@
 
 use super::Upper;
 use crate::api::devices::ANSWER_TIMEOUT;
+use gst_ipcam_common::sync::lock;
 use gstgb28181::core::manscdp::PtzCmd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -42,6 +44,29 @@ impl Upper {
         if let Some(device) = self.camera_of(channel) {
             let _ = self.control.force_key_frame(&device, channel);
         }
+    }
+
+    /// PAUSE, or PLAY (scale, npt) in recording call `call_id`: to its playback session, on a
+    /// thread (the camera's answer is waited for).
+    pub(super) fn forward_playback_control(
+        &self,
+        call_id: &str,
+        pause: bool,
+        scale: Option<f64>,
+        npt: Option<f64>,
+    ) {
+        let n = lock(&self.sessions)
+            .get(call_id)
+            .and_then(|h| *lock(&h.playback));
+        let Some(n) = n else { return };
+        let control = self.control.clone();
+        let _ = std::thread::Builder::new()
+            .name("cascade-playback-control".into())
+            .spawn(move || {
+                if let Ok(Err(e)) = control.control_playback(n, pause, scale, npt) {
+                    crate::gateway::warn(&format!("cascade: playback {n} control: {e}"));
+                }
+            });
     }
 
     /// Asks the camera of `channel` for its recordings and answers the upper with them, on a

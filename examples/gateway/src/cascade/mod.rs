@@ -271,6 +271,12 @@ impl Upper {
                 }
             }
             DeviceEvent::Ptz { channel, command } => self.forward_ptz(&channel, &command),
+            DeviceEvent::PlaybackControl {
+                call_id,
+                method,
+                scale,
+                npt,
+            } => self.forward_playback_control(&call_id, method == "PAUSE", scale, npt),
             DeviceEvent::KeyFrameRequested { channel } => self.forward_key_frame(&channel),
             DeviceEvent::RecordInfoQuery {
                 sn,

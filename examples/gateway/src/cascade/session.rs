@@ -1,5 +1,6 @@
 //! One session of an upper platform: the channel's ingest (held while it is set up,
-//! started if nobody watched) feeds `appsrc ! h264parse|h265parse ! psmux ! appsink`; each
+//! started if nobody watched) feeds `appsrc ! h264parse|h265parse ! psmux ! appsink` (and
+//! the camera's G.711 or AAC audio into the same `psmux`); each
 //! PS frame goes to the agent, which sends it as RTP to the upper platform. The viewer
 //! subscription starts with the ingest's cached GOP, so the upper decodes at once.
 //!
@@ -43,6 +44,8 @@ pub(super) struct Recording {
 pub(super) struct Handle {
     pub(super) channel: String,
     pub(super) started: Instant,
+    /// The gateway's playback session serving a recording call.
+    pub(super) playback: Mutex<Option<u64>>,
     stop: Mutex<Sender<()>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -75,6 +78,7 @@ pub(super) fn start(
     let handle = Handle {
         channel,
         started: Instant::now(),
+        playback: Mutex::new(None),
         stop: Mutex::new(tx.clone()),
         thread: Mutex::new(None),
     };
@@ -190,6 +194,9 @@ fn serve_recording(
         .start_playback(&req)
         .map_err(gone)?
         .map_err(|e| e.to_string())?;
+    if let Some(h) = lock(&upper.sessions).get(call_id) {
+        *lock(&h.playback) = Some(n);
+    }
     let result = match upper.control.playback_ingest(n).map_err(gone)? {
         None => Err("the playback ended at once".to_string()),
         Some(ingest) => {
@@ -227,7 +234,7 @@ fn feed(
     let built = ingest
         .wait_streams(STREAM_WAIT)
         .and_then(|s| Ok((build(channel, &s)?, s.generation)));
-    let ((pipeline, src, sink), generation) = match built {
+    let ((pipeline, srcs, sink), generation) = match built {
         Ok(b) => b,
         Err(e) => {
             ingest.release();
@@ -259,7 +266,7 @@ fn feed(
             .build(),
     );
     let subscription = match pipeline.set_state(gst::State::Playing) {
-        Ok(_) => ingest.subscribe_viewer(&[(Kind::Video, src)]),
+        Ok(_) => ingest.subscribe_viewer(&srcs),
         Err(e) => {
             crate::gateway::warn(&format!("cascade: {channel}: pipeline: {e}"));
             Vec::new()
@@ -309,11 +316,16 @@ fn watch(ingest: &Ingest, generation: u64, rx: &Receiver<()>) -> String {
     }
 }
 
-/// `appsrc ! parse ! psmux ! appsink` for the ingest's video.
-fn build(
-    channel: &str,
-    streams: &crate::ingest::Streams,
-) -> Result<(gst::Pipeline, gst_app::AppSrc, gst_app::AppSink), String> {
+/// A session's pipeline: its appsrcs (one per kind) and the appsink of PS frames.
+type Built = (
+    gst::Pipeline,
+    Vec<(Kind, gst_app::AppSrc)>,
+    gst_app::AppSink,
+);
+
+/// `appsrc ! parse ! psmux ! appsink` for the ingest's video, and its audio into the same
+/// `psmux` when PS carries it (G.711 as is, AAC as ADTS).
+fn build(channel: &str, streams: &crate::ingest::Streams) -> Result<Built, String> {
     let caps = streams.video.as_ref().ok_or("the camera sends no video")?;
     let parse = match caps.structure(0).map(|s| s.name().as_str()) {
         Some("video/x-h264") => "h264parse",
@@ -321,23 +333,60 @@ fn build(
         other => return Err(format!("video {other:?} cannot go into PS")),
     };
     let pipeline = gst::Pipeline::with_name(&format!("cascade-{channel}"));
+    let mux = gst::ElementFactory::make("psmux")
+        .build()
+        .map_err(|e| format!("psmux: {e}"))?;
+    let sink = gst_app::AppSink::builder().sync(false).build();
+    pipeline
+        .add_many([&mux, sink.upcast_ref()])
+        .map_err(|e| e.to_string())?;
+    mux.link(&sink).map_err(|e| e.to_string())?;
+    let mut srcs = vec![(Kind::Video, branch(&pipeline, &mux, caps, Some(parse))?)];
+    let audio_parse =
+        streams
+            .audio
+            .as_ref()
+            .and_then(|a| match a.structure(0).map(|s| s.name().as_str()) {
+                Some("audio/x-alaw" | "audio/x-mulaw") => Some((a, None)),
+                Some("audio/mpeg") => Some((a, Some("aacparse"))),
+                _ => None,
+            });
+    if let Some((a, parse)) = audio_parse {
+        match branch(&pipeline, &mux, a, parse) {
+            Ok(src) => srcs.push((Kind::Audio, src)),
+            Err(e) => crate::gateway::warn(&format!("cascade: {channel}: no audio: {e}")),
+        }
+    }
+    Ok((pipeline, srcs, sink))
+}
+
+/// `appsrc caps=caps [! parse] ! mux` in `pipeline`.
+fn branch(
+    pipeline: &gst::Pipeline,
+    mux: &gst::Element,
+    caps: &gst::Caps,
+    parse: Option<&str>,
+) -> Result<gst_app::AppSrc, String> {
     let src = gst_app::AppSrc::builder()
         .caps(caps)
         .format(gst::Format::Time)
         .is_live(true)
         .do_timestamp(false)
         .build();
-    let parse = gst::ElementFactory::make(parse)
-        .build()
+    let mut chain = vec![src.clone().upcast::<gst::Element>()];
+    if let Some(p) = parse {
+        chain.push(
+            gst::ElementFactory::make(p)
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    pipeline.add_many(&chain).map_err(|e| e.to_string())?;
+    gst::Element::link_many(&chain).map_err(|e| e.to_string())?;
+    chain
+        .last()
+        .expect("the appsrc")
+        .link(mux)
         .map_err(|e| e.to_string())?;
-    let mux = gst::ElementFactory::make("psmux")
-        .build()
-        .map_err(|e| format!("psmux: {e}"))?;
-    let sink = gst_app::AppSink::builder().sync(false).build();
-    pipeline
-        .add_many([src.upcast_ref(), &parse, &mux, sink.upcast_ref()])
-        .map_err(|e| e.to_string())?;
-    gst::Element::link_many([src.upcast_ref(), &parse, &mux, sink.upcast_ref()])
-        .map_err(|e| e.to_string())?;
-    Ok((pipeline, src, sink))
+    Ok(src)
 }

@@ -373,6 +373,18 @@ impl DeviceAgent {
         true
     }
 
+    /// MANSRTSP INFO in a call of the upper platform (its dialog, its address): answered and
+    /// told as [`DeviceEvent::PlaybackControl`]. True when handled.
+    pub(super) fn channel_info(&self, m: &Message, from: SocketAddr) -> bool {
+        let ours = lock(&self.calls)
+            .iter()
+            .any(|k| k.ok.is_none() && k.dialog.matches(m, from));
+        if ours && let Some(ev) = self.playback_control(m, from) {
+            (self.on_event)(ev);
+        }
+        ours
+    }
+
     /// Re-sends unacknowledged 200s; forgets calls never acknowledged.
     pub(super) fn tick_calls(&self, now: u64) {
         let reliable = self.reliable();

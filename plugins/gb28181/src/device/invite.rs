@@ -217,6 +217,31 @@ impl DeviceAgent {
         }
     }
 
+    /// Answers a MANSRTSP INFO of a dialog (200, or 400 when malformed or out of range: the
+    /// session goes on) and returns what it asks.
+    pub(super) fn playback_control(&self, m: &Message, from: SocketAddr) -> Option<DeviceEvent> {
+        let reply = |r: Message| {
+            let _ = self.send_bytes(&r.to_bytes(), from);
+        };
+        let (method, scale, npt) = match mansrtsp::Request::parse(&m.body) {
+            Ok(r) => match r.command {
+                mansrtsp::Command::Play { npt, scale } => ("PLAY", scale, npt),
+                mansrtsp::Command::Pause => ("PAUSE", None, None),
+            },
+            Err(_) => {
+                reply(Message::response_to(m, 400, "Bad Request", None));
+                return None;
+            }
+        };
+        reply(Message::response_to(m, 200, "OK", None));
+        Some(DeviceEvent::PlaybackControl {
+            call_id: m.call_id().unwrap_or_default().to_string(),
+            method: method.into(),
+            scale,
+            npt,
+        })
+    }
+
     pub(super) fn in_dialog_request(&self, d: &Dialog, method: &str) -> Message {
         let mut m = Message::request(method, &d.remote_target);
         m.add_header("Via", self.via())

@@ -142,8 +142,10 @@ pub enum DeviceEvent {
         start: String,
         end: String,
     },
-    /// MANSRTSP INFO during playback: `PLAY` (with scale / npt) or `PAUSE`.
+    /// MANSRTSP INFO during playback: `PLAY` (with scale / npt) or `PAUSE`, in call
+    /// `call_id`.
     PlaybackControl {
+        call_id: String,
         method: String,
         scale: Option<f64>,
         npt: Option<f64>,
@@ -638,6 +640,7 @@ impl DeviceAgent {
                 "INVITE" => return self.handle_channel_invite(c, &m, from),
                 "ACK" if self.channel_ack(&m) => return,
                 "BYE" if self.channel_bye(&m, from) => return,
+                "INFO" if self.channel_info(&m, from) => return,
                 _ => {}
             }
         }
@@ -672,23 +675,9 @@ impl DeviceAgent {
                     reply(no_dialog(&m));
                     return;
                 }
-                // Malformed or out of range (scale, position): 400, the session goes on.
-                let (method, scale, npt) = match mansrtsp::Request::parse(&m.body) {
-                    Ok(r) => match r.command {
-                        mansrtsp::Command::Play { npt, scale } => ("PLAY", scale, npt),
-                        mansrtsp::Command::Pause => ("PAUSE", None, None),
-                    },
-                    Err(_) => {
-                        reply(Message::response_to(&m, 400, "Bad Request", None));
-                        return;
-                    }
-                };
-                reply(Message::response_to(&m, 200, "OK", None));
-                (self.on_event)(DeviceEvent::PlaybackControl {
-                    method: method.into(),
-                    scale,
-                    npt,
-                });
+                if let Some(ev) = self.playback_control(&m, from) {
+                    (self.on_event)(ev);
+                }
             }
             "BYE" => {
                 if self.talk_bye(&m, from) {

@@ -174,7 +174,9 @@ fn event_structure(e: &DeviceEvent) -> gst::Structure {
                 .field("channel", channel)
                 .build()
         }
-        DeviceEvent::PlaybackControl { method, scale, npt } => {
+        DeviceEvent::PlaybackControl {
+            method, scale, npt, ..
+        } => {
             // Scale and npt only when the request carries them (a PLAY without Scale keeps
             // the speed).
             gst::Structure::builder("gb28181-playback-control")
