@@ -850,13 +850,13 @@ fn subscriptions_through_the_elements() {
 fn talking_camera(
     port: u16,
     device: &str,
-    talk_transport: &str,
+    talk_props: &str,
 ) -> (gst::Pipeline, Arc<AtomicUsize>, gst::Bus) {
     let cam = gst::parse::launch(&format!(
         "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=25/1 \
          ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 ! h264parse \
          ! mpegpsmux ! gb28181sink name=dev server-ip=127.0.0.1 server-port={port} \
-         device-id={device} password=secret retry-interval=300 talk-transport={talk_transport} \
+         device-id={device} password=secret retry-interval=300 {talk_props} \
          dev.talk ! alawdec ! appsink name=heard sync=false"
     ))
     .unwrap()
@@ -893,7 +893,7 @@ fn talkback_in_the_pipeline_of_the_video() {
         u32::from(port),
         "the talk sink shares the video's endpoint"
     );
-    let (cam, heard, cam_bus) = talking_camera(port, device, "udp");
+    let (cam, heard, cam_bus) = talking_camera(port, device, "");
     wait_for(&bus, Duration::from_secs(20), |m| {
         element_named(m, "gb28181-talk-started")
     })
@@ -930,30 +930,36 @@ fn talkback_in_the_pipeline_of_the_video() {
 /// decoder plays it; stopping the talk sends BYE and the pad goes.
 #[test]
 fn talkback_through_the_elements() {
-    talkback("udp", "34020000001320000141");
+    talkback("talk-transport=udp", "34020000001320000141");
+}
+
+/// The same with the camera asking for the audio in MPEG-PS (`talk-ps`).
+#[test]
+fn talkback_in_ps() {
+    talkback("talk-ps=true", "34020000001320000145");
 }
 
 /// The same over TCP, the camera listening (`a=setup:passive`: the platform connects).
 #[test]
 fn talkback_over_tcp_camera_listening() {
-    talkback("tcp-passive", "34020000001320000143");
+    talkback("talk-transport=tcp-passive", "34020000001320000143");
 }
 
 /// The same over TCP, the camera connecting to the platform's listener (`a=setup:active`,
 /// wvp's "TCP active" talk).
 #[test]
 fn talkback_over_tcp_camera_connecting() {
-    talkback("tcp-active", "34020000001320000144");
+    talkback("talk-transport=tcp-active", "34020000001320000144");
 }
 
-fn talkback(transport: &str, device: &str) {
+fn talkback(camera_props: &str, device: &str) {
     init();
     let _g = serial();
     let (src, frames) = src_pipeline(0, device, "udp", "");
     let src_bus = src.bus().unwrap();
     src.set_state(gst::State::Playing).unwrap();
     let port = sip_port(&src, "src");
-    let (cam, heard, cam_bus) = talking_camera(port, device, transport);
+    let (cam, heard, cam_bus) = talking_camera(port, device, camera_props);
     assert!(wait_frames(&frames, 5, Duration::from_secs(20), &src_bus) >= 5);
     // One second of a tone, 20 ms buffers.
     let talk = gst::parse::launch(&format!(
@@ -966,10 +972,13 @@ fn talkback(transport: &str, device: &str) {
     .unwrap();
     let talk_bus = talk.bus().unwrap();
     talk.set_state(gst::State::Playing).unwrap();
-    wait_for(&talk_bus, Duration::from_secs(10), |m| {
+    let started = wait_for(&talk_bus, Duration::from_secs(10), |m| {
         element_named(m, "gb28181-talk-started")
     })
     .expect("the talk started");
+    let codec = started.structure().unwrap().get::<String>("codec").unwrap();
+    let ps = camera_props.contains("talk-ps=true");
+    assert_eq!(codec, if ps { "PS/PCMA" } else { "PCMA" });
     wait_for(&cam_bus, Duration::from_secs(5), |m| {
         element_named(m, "gb28181-talk-started")
     })

@@ -8,7 +8,7 @@ use common::{Conn, device_agent, next_matching, serial, udp_endpoint};
 use gst_ipcam_testutil::wait_until;
 use gstgb28181::core::sdp::MediaTransport;
 use gstgb28181::core::sip::Message;
-use gstgb28181::core::talk::{self, G711};
+use gstgb28181::core::talk::{self, G711, TalkFormat};
 use gstgb28181::device::DeviceEvent;
 use gstgb28181::endpoint::SipTransport;
 use gstgb28181::platform::{Talk, TalkParams};
@@ -31,27 +31,40 @@ fn params() -> TalkParams {
 
 #[test]
 fn the_platform_talks_and_the_device_hears_every_sample() {
-    talk_over(MediaTransport::Udp);
+    talk_over(MediaTransport::Udp, false);
+}
+
+/// A device asking for PS gets its audio as G.711 A-law in MPEG-PS (PT 96), every sample.
+#[test]
+fn talk_in_ps() {
+    talk_over(MediaTransport::Udp, true);
+}
+
+/// PS over TCP, the device connecting (the combination wvp's users meet most).
+#[test]
+fn talk_in_ps_over_tcp() {
+    talk_over(MediaTransport::TcpActive, true);
 }
 
 /// Over TCP, the device listening: the platform connects; every sample arrives in order.
 #[test]
 fn talk_over_tcp_to_a_listening_device() {
-    talk_over(MediaTransport::TcpPassive);
+    talk_over(MediaTransport::TcpPassive, false);
 }
 
 /// Over TCP, the device connecting (wvp's "TCP active" talk): the platform listens and takes
 /// the device's connection before `start` returns.
 #[test]
 fn talk_over_tcp_from_a_connecting_device() {
-    talk_over(MediaTransport::TcpActive);
+    talk_over(MediaTransport::TcpActive, false);
 }
 
-fn talk_over(transport: MediaTransport) {
+fn talk_over(transport: MediaTransport, ps: bool) {
     let _g = serial();
     let ep = udp_endpoint();
     let (agent, dev) = device_agent(ep.local_addr());
     agent.set_talk_transport(transport);
+    agent.set_talk_ps(ps);
     next_matching(&dev, |e| matches!(e, DeviceEvent::Registered { .. }));
     let heard = Arc::new(Mutex::new(Vec::new()));
     let h = heard.clone();
@@ -62,12 +75,13 @@ fn talk_over(transport: MediaTransport) {
     let mut talk = Talk::start(&ep, &params(), &|| false).expect("talk set up");
     assert_eq!(talk.law, G711::Alaw);
     assert_eq!(talk.is_tcp(), transport != MediaTransport::Udp);
+    assert_eq!(talk.format.is_ps(), ps);
     let DeviceEvent::TalkStarted { codec, .. } =
         next_matching(&dev, |e| matches!(e, DeviceEvent::TalkStarted { .. }))
     else {
         unreachable!()
     };
-    assert_eq!(codec, "PCMA");
+    assert_eq!(codec, if ps { "PS/PCMA" } else { "PCMA" });
     // One second of A-law, in the order sent, in blocks that do not fall on packets (as a
     // decoder's resampled frames): 50 packets of 160 samples.
     let samples: Vec<u8> = (0..8000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -119,7 +133,7 @@ fn invite_from(conn: &Conn, to_user: &str) -> Message {
         DEV,
         "127.0.0.1",
         9,
-        G711::Alaw,
+        TalkFormat::Rtp(G711::Alaw),
         "0000000001",
         MediaTransport::Udp,
     );

@@ -54,7 +54,7 @@ pub struct TalkView {
     pub state: String,
     /// Unix seconds of the last state change.
     pub since: u64,
-    /// `PCMA` or `PCMU`, as the device asked.
+    /// `PCMA` or `PCMU` (as RTP), or `PS/PCMA` (in MPEG-PS), as the device asked.
     pub codec: Option<String>,
     /// Where the RTP goes (the address the device offered).
     pub destination: Option<String>,
@@ -105,7 +105,7 @@ enum End {
 struct Status {
     state: &'static str,
     since: SystemTime,
-    codec: Option<&'static str>,
+    codec: Option<String>,
     destination: Option<String>,
     reason: Option<String>,
 }
@@ -152,7 +152,7 @@ impl TalkEntry {
                 .since
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            codec: s.codec.map(str::to_string),
+            codec: s.codec.clone(),
             destination: s.destination.clone(),
             packets,
             bytes,
@@ -293,7 +293,7 @@ fn run(weak: Weak<Shared>, entry: Arc<TalkEntry>, ends: mpsc::Receiver<End>) {
     let law = talk.law;
     {
         let mut s = lock(&entry.status);
-        s.codec = Some(law.encoding());
+        s.codec = Some(talk.format.describe());
         s.destination = Some(talk.media_dest.to_string());
     }
     // The device's BYE joins the other ends; the forwarder ends with the dialog.

@@ -114,8 +114,8 @@ pub fn manscdp(data: &[u8]) {
 /// Media over TCP: RFC 4571 / `$` deframing (seed corpus: generated streams around the first
 /// 600 PS bytes of shared/testdata/ps/hikvision-g711a-first-ps-bytes.bin, from the SRS project's
 /// unit tests, MIT licence) fed in uneven chunks (chunk sizes taken from the
-/// input), the PS frame classifiers used by the sink's GOP cache, the playback retimer and
-/// the sender lock.
+/// input), the PS frame classifiers used by the sink's GOP cache, the playback retimer, PS
+/// talk audio and the sender lock.
 pub fn media(data: &[u8]) {
     use super::media;
     let mut d = media::TcpDeframer::new();
@@ -154,6 +154,15 @@ pub fn media(data: &[u8]) {
     released += reorder.flush().len();
     // Duplicates of held packets are dropped; nothing else is.
     assert!(released <= pushed);
+    // PS talk audio: payloads cut where the input says; what comes out is bounded by it, and
+    // the input kept stays bounded.
+    let mut ps = super::talk::PsAudio::default();
+    let mut heard = 0usize;
+    for chunk in data.chunks(step.max(16)) {
+        ps.push(chunk, |_, b| heard += b.len());
+        assert!(ps.kept() <= data.len());
+    }
+    assert!(heard <= data.len());
     let mut lock = media::SenderLock::new(data.get(1).map(|b| u32::from(*b)));
     for (i, w) in data.chunks(5).enumerate() {
         let port = u16::from(w.first().copied().unwrap_or(0) % 3);

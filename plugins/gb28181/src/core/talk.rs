@@ -62,6 +62,129 @@ impl G711 {
     }
 }
 
+/// How the talk audio travels: G.711 as RTP (PT 8 / 0, GB/T 28181-2016 §9.12), or G.711
+/// in an MPEG-PS over RTP (the offer's `PS/90000` payload type), as devices of the 2022
+/// edition and media servers sending PS (ZLMediaKit's `startSendRtp`) do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TalkFormat {
+    Rtp(G711),
+    /// PS with one G.711 stream (PSM stream type 0x90 A-law / 0x91 µ-law).
+    Ps {
+        pt: u8,
+        law: G711,
+    },
+}
+
+impl TalkFormat {
+    pub fn law(self) -> G711 {
+        match self {
+            TalkFormat::Rtp(l) | TalkFormat::Ps { law: l, .. } => l,
+        }
+    }
+
+    pub fn payload_type(self) -> u8 {
+        match self {
+            TalkFormat::Rtp(l) => l.payload_type(),
+            TalkFormat::Ps { pt, .. } => pt,
+        }
+    }
+
+    pub fn is_ps(self) -> bool {
+        matches!(self, TalkFormat::Ps { .. })
+    }
+
+    /// `PCMA`, `PCMU`, `PS/PCMA` or `PS/PCMU`.
+    pub fn describe(self) -> String {
+        match self {
+            TalkFormat::Rtp(l) => l.encoding().into(),
+            TalkFormat::Ps { law, .. } => format!("PS/{}", law.encoding()),
+        }
+    }
+
+    /// What an audio offer (or answer) asks: G.711 as RTP when it lists it (what §9.12
+    /// describes), else PS when it lists `PS/90000` (A-law inside, GB/T 28181's default audio).
+    pub fn of_offer(offer: &SessionDescription) -> Option<TalkFormat> {
+        if let Some(l) = G711::of_offer(offer) {
+            return Some(TalkFormat::Rtp(l));
+        }
+        (offer.media == "audio")
+            .then(|| offer.ps_payload_type())
+            .flatten()
+            .map(|pt| TalkFormat::Ps {
+                pt,
+                law: G711::Alaw,
+            })
+    }
+
+    fn rtpmap(self) -> String {
+        match self {
+            TalkFormat::Rtp(l) => {
+                format!("a=rtpmap:{} {}/8000\r\n", l.payload_type(), l.encoding())
+            }
+            TalkFormat::Ps { pt, .. } => format!("a=rtpmap:{pt} PS/90000\r\n"),
+        }
+    }
+}
+
+/// G.711 out of PS talk audio: RTP payloads (whole packs, as [`TalkFormat::Ps`] senders
+/// write them) in, the audio PES payloads out. Bounded: frames up to 64 KiB, input kept only
+/// while a frame may still need it.
+pub struct PsAudio {
+    demux: gstmpegps::demux::Demuxer,
+    /// Input from absolute offset `start` on.
+    buf: Vec<u8>,
+    start: u64,
+    events: Vec<gstmpegps::demux::Event>,
+}
+
+impl Default for PsAudio {
+    fn default() -> Self {
+        PsAudio {
+            demux: gstmpegps::demux::Demuxer::new(gstmpegps::demux::Config {
+                max_frame_size: 64 * 1024,
+            }),
+            buf: Vec::new(),
+            start: 0,
+            events: Vec::new(),
+        }
+    }
+}
+
+impl PsAudio {
+    /// Input bytes kept for frames not complete yet.
+    pub fn kept(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Feeds one payload; `out` gets each complete G.711 frame.
+    pub fn push(&mut self, data: &[u8], mut out: impl FnMut(G711, &[u8])) {
+        use gstmpegps::demux::Event;
+        use gstmpegps::ps::Codec;
+        self.buf.extend_from_slice(data);
+        self.demux.push(data, &mut self.events);
+        for e in self.events.drain(..) {
+            let Event::Frame(f) = e else { continue };
+            let law = match f.codec {
+                Codec::G711Alaw => G711::Alaw,
+                Codec::G711Mulaw => G711::Ulaw,
+                _ => continue,
+            };
+            let mut bytes = Vec::with_capacity(f.size);
+            for r in &f.ranges {
+                let from = r.offset.saturating_sub(self.start) as usize;
+                if let Some(b) = self.buf.get(from..from + r.len) {
+                    bytes.extend_from_slice(b);
+                }
+            }
+            out(law, &bytes);
+        }
+        let keep = self.demux.oldest_needed_offset();
+        let done = (keep.saturating_sub(self.start) as usize).min(self.buf.len());
+        self.buf.drain(..done);
+        self.start += done as u64;
+    }
+}
+
 /// Platform → device: start a broadcast from `source_id` to the device's `target_id`.
 pub fn build_broadcast(sn: u32, source_id: &str, target_id: &str) -> String {
     let mut s = format!("<{}>\r\n", Root::Notify.as_str());
@@ -87,17 +210,17 @@ pub fn build_talk_offer(
     device_id: &str,
     ip: &str,
     port: u16,
-    law: G711,
+    format: TalkFormat,
     ssrc: &str,
     transport: MediaTransport,
 ) -> String {
-    let pt = law.payload_type();
+    let pt = format.payload_type();
     let mut s = String::with_capacity(256);
     let _ = write!(
         s,
-        "v=0\r\no={device_id} 0 0 IN {at} {ip}\r\ns=Play\r\nc=IN {at} {ip}\r\nt=0 0\r\nm=audio {port} {} {pt}\r\na=recvonly\r\na=rtpmap:{pt} {}/8000\r\n{}y={ssrc}\r\nf=v/////a/1/8/1\r\n",
+        "v=0\r\no={device_id} 0 0 IN {at} {ip}\r\ns=Play\r\nc=IN {at} {ip}\r\nt=0 0\r\nm=audio {port} {} {pt}\r\na=recvonly\r\n{}{}y={ssrc}\r\nf=v/////a/1/8/1\r\n",
         proto(transport),
-        law.encoding(),
+        format.rtpmap(),
         setup(transport),
         at = sdp_addrtype(ip)
     );
@@ -129,9 +252,9 @@ pub fn build_talk_answer(
     platform_id: &str,
     ip: &str,
     port: u16,
-    law: G711,
+    format: TalkFormat,
 ) -> String {
-    let pt = law.payload_type();
+    let pt = format.payload_type();
     let ours = match offer.transport() {
         MediaTransport::Udp => MediaTransport::Udp,
         MediaTransport::TcpPassive => MediaTransport::TcpActive,
@@ -140,9 +263,9 @@ pub fn build_talk_answer(
     let mut s = String::with_capacity(256);
     let _ = write!(
         s,
-        "v=0\r\no={platform_id} 0 0 IN {at} {ip}\r\ns=Play\r\nc=IN {at} {ip}\r\nt=0 0\r\nm=audio {port} {} {pt}\r\na=sendonly\r\na=rtpmap:{pt} {}/8000\r\n{}",
+        "v=0\r\no={platform_id} 0 0 IN {at} {ip}\r\ns=Play\r\nc=IN {at} {ip}\r\nt=0 0\r\nm=audio {port} {} {pt}\r\na=sendonly\r\n{}{}",
         proto(ours),
-        law.encoding(),
+        format.rtpmap(),
         setup(ours),
         at = sdp_addrtype(ip)
     );
@@ -183,6 +306,80 @@ mod tests {
         );
     }
 
+    /// G.711 written as PS packs (the platform's sender) comes out of [`PsAudio`] whole and
+    /// in order; a lost pack loses only itself, and garbage only until the next pack.
+    #[test]
+    fn ps_audio_round_trip() {
+        use gstmpegps::mux::writer::{Frame, PsWriter, WriterConfig};
+        let mut w = PsWriter::new(WriterConfig::default());
+        let id = w.add_stream(gstmpegps::ps::Codec::G711Alaw).unwrap();
+        let mut pack = |i: u64| {
+            let chunk: Vec<u8> = (0..160).map(|j| ((i * 160 + j) % 251) as u8).collect();
+            let p = w
+                .write_frame(&Frame {
+                    stream_id: id,
+                    len: chunk.len(),
+                    pts: Some(i * 1800),
+                    dts: None,
+                    key: false,
+                })
+                .unwrap();
+            (p.to_contiguous(&chunk).unwrap(), chunk)
+        };
+        let mut rx = PsAudio::default();
+        let mut heard = Vec::new();
+        let mut sent = Vec::new();
+        for i in 0..100u64 {
+            let (p, chunk) = pack(i);
+            if i == 50 {
+                continue; // lost
+            }
+            sent.extend_from_slice(&chunk);
+            rx.push(&p, |law, b| {
+                assert_eq!(law, G711::Alaw);
+                heard.extend_from_slice(b);
+            });
+        }
+        assert_eq!(heard.len(), sent.len());
+        assert!(heard == sent, "the samples, in order");
+        assert!(rx.buf.len() < 2048, "input kept: {}", rx.buf.len());
+        rx.push(&[0xAB; 40], |_, _| panic!("garbage heard"));
+        let before = heard.len();
+        for i in 100..110u64 {
+            rx.push(&pack(i).0, |_, b| heard.extend_from_slice(b));
+        }
+        assert!(heard.len() - before >= 9 * 160, "{}", heard.len() - before);
+    }
+
+    /// A device asking for PS gets PS (A-law inside); one listing G.711 as well gets G.711.
+    #[test]
+    fn ps_offers_get_ps() {
+        let ps = TalkFormat::Ps {
+            pt: 96,
+            law: G711::Alaw,
+        };
+        let o = build_talk_offer(
+            "34020000001320000001",
+            "127.0.0.1",
+            31000,
+            ps,
+            "0100000001",
+            MediaTransport::Udp,
+        );
+        let offer = sdp::parse(o.as_bytes()).unwrap();
+        assert_eq!(G711::of_offer(&offer), None, "{o}");
+        assert_eq!(TalkFormat::of_offer(&offer), Some(ps), "{o}");
+        let a = build_talk_answer(&offer, "34020000002000000001", "127.0.0.1", 32000, ps);
+        let answer = sdp::parse(a.as_bytes()).unwrap();
+        assert_eq!(TalkFormat::of_offer(&answer), Some(ps), "{a}");
+        assert_eq!(ps.describe(), "PS/PCMA");
+        let both = o.replace("RTP/AVP 96", "RTP/AVP 96 8");
+        assert_eq!(
+            TalkFormat::of_offer(&sdp::parse(both.as_bytes()).unwrap()),
+            Some(TalkFormat::Rtp(G711::Alaw))
+        );
+    }
+
     /// Over TCP the answer takes the other role: a listening device is connected to, a
     /// connecting one is listened for (RFC 4145), as wvp's TCP talk does.
     #[test]
@@ -195,7 +392,7 @@ mod tests {
                 "34020000001320000001",
                 "127.0.0.1",
                 31000,
-                G711::Ulaw,
+                TalkFormat::Rtp(G711::Ulaw),
                 "0100000001",
                 device,
             );
@@ -208,7 +405,7 @@ mod tests {
                 "34020000002000000001",
                 "127.0.0.1",
                 32000,
-                G711::Ulaw,
+                TalkFormat::Rtp(G711::Ulaw),
             );
             let answer = sdp::parse(a.as_bytes()).unwrap();
             assert!(answer.is_tcp(), "{a}");
@@ -223,7 +420,7 @@ mod tests {
             "34020000001320000001",
             "127.0.0.1",
             31000,
-            G711::Alaw,
+            TalkFormat::Rtp(G711::Alaw),
             "0100000001",
             MediaTransport::Udp,
         );
@@ -234,7 +431,13 @@ mod tests {
         assert!(!o.contains("setup"), "{o}");
         assert_eq!(offer.direction.as_deref(), Some("recvonly"));
         assert_eq!(G711::of_offer(&offer), Some(G711::Alaw));
-        let a = build_talk_answer(&offer, "34020000002000000001", "::1", 32000, G711::Alaw);
+        let a = build_talk_answer(
+            &offer,
+            "34020000002000000001",
+            "::1",
+            32000,
+            TalkFormat::Rtp(G711::Alaw),
+        );
         let answer = sdp::parse(a.as_bytes()).unwrap();
         assert_eq!(answer.direction.as_deref(), Some("sendonly"));
         assert_eq!(answer.ssrc.as_deref(), Some("0100000001"));

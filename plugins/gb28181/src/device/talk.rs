@@ -11,7 +11,7 @@
 
 use super::*;
 use crate::core::media::TcpDeframer;
-use crate::core::talk::{self, G711};
+use crate::core::talk::{self, G711, PsAudio, TalkFormat};
 
 /// Called with each received audio payload (G.711 bytes).
 pub type TalkSink = Arc<dyn Fn(G711, &[u8]) + Send + Sync>;
@@ -47,6 +47,8 @@ pub(super) struct DeviceTalk {
     active: Option<ActiveTalk>,
     sink: Option<TalkSink>,
     transport: MediaTransport,
+    /// Ask for the audio in PS (PT 96) rather than as G.711 RTP.
+    ps: bool,
     packets: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
 }
@@ -58,6 +60,7 @@ impl Default for DeviceTalk {
             active: None,
             sink: None,
             transport: MediaTransport::Udp,
+            ps: false,
             packets: Default::default(),
             bytes: Default::default(),
         }
@@ -74,6 +77,12 @@ impl DeviceAgent {
     /// (`TcpPassive`) or connecting (`TcpActive`).
     pub fn set_talk_transport(&self, t: MediaTransport) {
         lock(&self.talk).transport = t;
+    }
+
+    /// Whether the next talk asks for its audio in MPEG-PS (PT 96, `PS/90000`) rather than
+    /// as G.711 RTP.
+    pub fn set_talk_ps(&self, ps: bool) {
+        lock(&self.talk).ps = ps;
     }
 
     /// Whether a talk session is up.
@@ -101,7 +110,18 @@ impl DeviceAgent {
         }
         self.end_talk("replaced");
         let ip = self.local_addr().ip();
-        let transport = lock(&self.talk).transport;
+        let (transport, ps) = {
+            let t = lock(&self.talk);
+            (t.transport, t.ps)
+        };
+        let format = if ps {
+            TalkFormat::Ps {
+                pt: 96,
+                law: G711::Alaw,
+            }
+        } else {
+            TalkFormat::Rtp(G711::Alaw)
+        };
         let bind = SocketAddr::new(ip, 0);
         let socket = match transport {
             MediaTransport::Udp => UdpSocket::bind(bind).map(TalkSocket::Udp),
@@ -120,7 +140,7 @@ impl DeviceAgent {
             &c.device_id,
             &addr::canonical(self.local_addr()).ip().to_string(),
             port,
-            G711::Alaw,
+            format,
             &ssrc,
             transport,
         );
@@ -186,9 +206,10 @@ impl DeviceAgent {
         let _ = self.send(&ack);
         let answer = crate::core::sdp::parse(&m.body).ok();
         let media = answer.as_ref().and_then(|a| a.media_addr());
-        let law = answer.as_ref().and_then(G711::of_offer);
+        let format = answer.as_ref().and_then(TalkFormat::of_offer);
         let call_id = p.invite.call_id().unwrap_or_default().to_string();
-        let (true, Some(media), Some(law)) = ((200..300).contains(&status), media, law) else {
+        let (true, Some(media), Some(format)) = ((200..300).contains(&status), media, format)
+        else {
             drop(t);
             (self.on_event)(DeviceEvent::TalkStopped {
                 call_id,
@@ -217,17 +238,24 @@ impl DeviceAgent {
         let sink = t.sink.clone();
         let (packets, bytes) = (t.packets.clone(), t.bytes.clone());
         let s = stop.clone();
+        let mut ps = format.is_ps().then(PsAudio::default);
         let take = move |pkt: &[u8]| {
             let Ok(rtp) = rtp_types::RtpPacket::parse(pkt) else {
                 return;
             };
-            if rtp.payload_type() != law.payload_type() || rtp.payload_len() > 1500 {
+            if rtp.payload_type() != format.payload_type() || rtp.payload_len() > 1500 {
                 return;
             }
             packets.fetch_add(1, Ordering::Relaxed);
-            bytes.fetch_add(rtp.payload_len() as u64, Ordering::Relaxed);
-            if let Some(s) = &sink {
-                s(law, rtp.payload());
+            let heard = |law: G711, audio: &[u8]| {
+                bytes.fetch_add(audio.len() as u64, Ordering::Relaxed);
+                if let Some(s) = &sink {
+                    s(law, audio);
+                }
+            };
+            match ps.as_mut() {
+                None => heard(format.law(), rtp.payload()),
+                Some(d) => d.push(rtp.payload(), heard),
             }
         };
         let (thread, waker) = match p.socket {
@@ -260,7 +288,7 @@ impl DeviceAgent {
         drop(t);
         (self.on_event)(DeviceEvent::TalkStarted {
             call_id,
-            codec: law.encoding().into(),
+            codec: format.describe(),
             source: media.to_string(),
         });
         true

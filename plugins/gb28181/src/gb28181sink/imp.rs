@@ -41,6 +41,7 @@ struct Settings {
     keepalive_interval: u32,
     retry_interval: u32,
     talk_transport: super::TalkTransportMode,
+    talk_ps: bool,
     device_name: String,
     records: Vec<crate::device::Recording>,
     /// Longitude, latitude reported to a MobilePosition subscriber.
@@ -64,6 +65,7 @@ impl Default for Settings {
             keepalive_interval: 60_000,
             retry_interval: 10_000,
             talk_transport: super::TalkTransportMode::Udp,
+            talk_ps: false,
             device_name: "gst-ipcam".into(),
             records: Vec::new(),
             position: None,
@@ -365,6 +367,12 @@ impl ObjectImpl for Gb28181Sink {
                     .blurb("How this device asks for the platform's talk audio (voice broadcast): UDP, or TCP with this device listening (tcp-passive) or connecting (tcp-active)")
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("talk-ps")
+                    .nick("Talk in PS")
+                    .blurb("Ask for the platform's talk audio as G.711 in MPEG-PS (PT 96, PS/90000) rather than as G.711 RTP (PT 8)")
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecString::builder("device-name")
                     .nick("Device name")
                     .blurb("Name reported in Catalog and DeviceInfo answers")
@@ -451,6 +459,7 @@ impl ObjectImpl for Gb28181Sink {
             "keepalive-interval" => s.keepalive_interval = value.get().unwrap_or(60_000),
             "retry-interval" => s.retry_interval = value.get().unwrap_or(10_000),
             "talk-transport" => s.talk_transport = value.get().unwrap_or_default(),
+            "talk-ps" => s.talk_ps = value.get().unwrap_or(false),
             "device-name" => s.device_name = string(),
             "position" => {
                 let v = string();
@@ -511,6 +520,7 @@ impl ObjectImpl for Gb28181Sink {
             "keepalive-interval" => s.keepalive_interval.to_value(),
             "retry-interval" => s.retry_interval.to_value(),
             "talk-transport" => s.talk_transport.to_value(),
+            "talk-ps" => s.talk_ps.to_value(),
             "device-name" => s.device_name.to_value(),
             "position" => s
                 .position
@@ -713,6 +723,7 @@ impl BaseSinkImpl for Gb28181Sink {
             agent.set_position(lon, lat);
         }
         agent.set_talk_transport(s.talk_transport.into());
+        agent.set_talk_ps(s.talk_ps);
         let weak = self.obj().downgrade();
         agent.set_talk_sink(Some(Arc::new(move |law, payload: &[u8]| {
             if let Some(obj) = weak.upgrade() {

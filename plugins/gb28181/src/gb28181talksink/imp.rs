@@ -143,18 +143,18 @@ impl Gb28181TalkSink {
             "Talking to {} at {} ({})",
             s.device_id,
             talk.media_dest,
-            talk.law.encoding()
+            talk.format.describe()
         );
         let (call_id, dest, codec) = (
             talk.dialog.call_id.clone(),
             talk.media_dest.to_string(),
-            talk.law.encoding(),
+            talk.format.describe(),
         );
         self.post("gb28181-talk-started", |b| {
             b.field("device-id", &s.device_id)
                 .field("call-id", &call_id)
                 .field("destination", &dest)
-                .field("codec", codec)
+                .field("codec", &codec)
         });
         lock(&self.state).talk = Some(talk);
         Ok(())

@@ -15,9 +15,11 @@ use crate::core::addr;
 use crate::core::media::frame_rfc4571;
 use crate::core::sdp::{self, MediaTransport};
 use crate::core::sip::Message;
-use crate::core::talk::{self, G711};
+use crate::core::talk::{self, G711, TalkFormat};
 use crate::core::transaction::Dialog;
 use crate::endpoint::Endpoint;
+use gstmpegps::mux::writer::{Frame as PsFrame, PsWriter, WriterConfig};
+use gstmpegps::ps::Codec;
 
 /// Samples per RTP packet: 20 ms at 8 kHz, what devices expect.
 pub const SAMPLES_PER_PACKET: usize = 160;
@@ -114,9 +116,15 @@ pub struct Talk {
     pub dest: SocketAddr,
     /// Where the audio goes.
     pub media_dest: SocketAddr,
+    /// G.711 as RTP, or in PS, as the device asked.
+    pub format: TalkFormat,
     pub law: G711,
     pub ssrc: u32,
     media: MediaOut,
+    /// PS: the writer and its audio stream.
+    ps: Option<(PsWriter, u8)>,
+    /// Samples sent (the PS timestamps).
+    samples: u64,
     seq: u16,
     timestamp: u32,
     first: bool,
@@ -185,8 +193,9 @@ impl Talk {
                 return Err(CallError::BadAnswer);
             }
         };
-        let (Some(law), Some(media_dest)) = (G711::of_offer(&offer), offer.media_addr()) else {
-            // G.711 only.
+        let (Some(format), Some(media_dest)) = (TalkFormat::of_offer(&offer), offer.media_addr())
+        else {
+            // G.711, as RTP or in PS.
             refuse(488, "Not Acceptable Here");
             return Err(CallError::BadAnswer);
         };
@@ -222,7 +231,7 @@ impl Talk {
             &p.source_id,
             &local.ip().to_string(),
             local.port(),
-            law,
+            format,
         );
         let (bye_tx, bye_rx) = mpsc::channel();
         let (dialog, dest) = ep
@@ -250,13 +259,25 @@ impl Talk {
             .as_deref()
             .and_then(|y| y.trim().parse::<u32>().ok())
             .unwrap_or_else(|| crate::core::random::u64() as u32);
+        let ps = format.is_ps().then(|| {
+            let mut w = PsWriter::new(WriterConfig::default());
+            let codec = match format.law() {
+                G711::Alaw => Codec::G711Alaw,
+                G711::Ulaw => Codec::G711Mulaw,
+            };
+            let id = w.add_stream(codec).unwrap_or(0xC0);
+            (w, id)
+        });
         Ok(Talk {
             dialog,
             dest,
             media_dest,
-            law,
+            format,
+            law: format.law(),
             ssrc,
             media,
+            ps,
+            samples: 0,
             seq: crate::core::random::u64() as u16,
             timestamp: crate::core::random::u64() as u32,
             first: true,
@@ -299,18 +320,42 @@ impl Talk {
     }
 
     fn send_packet(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        let mut pkt = Vec::with_capacity(12 + chunk.len());
-        let marker = if self.first { 0x80 } else { 0 };
+        // PS: one pack per packet (pack header, the map every second, one PES), 90 kHz
+        // timestamps, the marker on each (a whole frame).
+        let (payload, timestamp, marker) = match &mut self.ps {
+            None => (None, self.timestamp, self.first),
+            Some((writer, stream_id)) => {
+                let pts = self.samples * 90_000 / 8_000;
+                let packet = writer
+                    .write_frame(&PsFrame {
+                        stream_id: *stream_id,
+                        len: chunk.len(),
+                        pts: Some(pts),
+                        dts: None,
+                        key: false,
+                    })
+                    .map_err(|e| std::io::Error::other(format!("PS: {e:?}")))?;
+                let ps = packet
+                    .to_contiguous(chunk)
+                    .ok_or_else(|| std::io::Error::other("PS: payload mismatch"))?;
+                (Some(ps), self.timestamp.wrapping_add(pts as u32), true)
+            }
+        };
+        let body = payload.as_deref().unwrap_or(chunk);
+        let mut pkt = Vec::with_capacity(12 + body.len());
         pkt.push(0x80);
-        pkt.push(marker | self.law.payload_type());
+        pkt.push(if marker { 0x80 } else { 0 } | self.format.payload_type());
         pkt.extend_from_slice(&self.seq.to_be_bytes());
-        pkt.extend_from_slice(&self.timestamp.to_be_bytes());
+        pkt.extend_from_slice(&timestamp.to_be_bytes());
         pkt.extend_from_slice(&self.ssrc.to_be_bytes());
-        pkt.extend_from_slice(chunk);
+        pkt.extend_from_slice(body);
         self.media.send(&pkt, self.media_dest)?;
         self.first = false;
         self.seq = self.seq.wrapping_add(1);
-        self.timestamp = self.timestamp.wrapping_add(chunk.len() as u32);
+        if self.ps.is_none() {
+            self.timestamp = self.timestamp.wrapping_add(chunk.len() as u32);
+        }
+        self.samples += chunk.len() as u64;
         self.packets += 1;
         self.bytes += chunk.len() as u64;
         Ok(())
