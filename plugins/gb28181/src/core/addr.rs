@@ -120,9 +120,83 @@ pub fn local_ip_towards(dest: SocketAddr) -> std::io::Result<IpAddr> {
     Ok(s.local_addr()?.ip())
 }
 
+/// Whether `ip` is a LAN-only address (RFC 1918, carrier-grade NAT 100.64/10, link-local,
+/// IPv6 ULA or link-local, unspecified): what a device behind NAT writes in its SDP.
+pub fn is_lan_only(ip: IpAddr) -> bool {
+    match canonical(SocketAddr::new(ip, 0)).ip() {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || (o[0] == 100 && (o[1] & 0xC0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments()[0];
+            v6.is_unspecified() || (s & 0xFE00) == 0xFC00 || (s & 0xFFC0) == 0xFE80
+        }
+    }
+}
+
+/// Where to send media to (or connect to) for a device: the address of its SDP, unless that
+/// is LAN-only while its SIP comes from elsewhere, from an address that is not (a device
+/// behind NAT writing its LAN address, wvp's "one-way audio" and "stream receive timeout"
+/// cases): then its SIP source IP with the SDP's port (what a port-preserving NAT maps).
+pub fn media_target(sdp: SocketAddr, sip_source: SocketAddr) -> SocketAddr {
+    let (sdp_ip, sip_ip) = (canonical(sdp).ip(), canonical(sip_source).ip());
+    if sdp_ip != sip_ip && is_lan_only(sdp_ip) && !is_lan_only(sip_ip) && !sip_ip.is_loopback() {
+        SocketAddr::new(sip_ip, sdp.port())
+    } else {
+        sdp
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_targets_behind_nat() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        // Behind NAT: the LAN address of the SDP is replaced by the SIP source.
+        assert_eq!(
+            media_target(a("192.168.1.64:15060"), a("203.0.113.7:5060")),
+            a("203.0.113.7:15060")
+        );
+        assert_eq!(
+            media_target(a("100.72.0.9:9000"), a("198.51.100.2:5060")),
+            a("198.51.100.2:9000")
+        );
+        assert_eq!(
+            media_target(a("[fd00::5]:9000"), a("[2001:db8::1]:5060")),
+            a("[2001:db8::1]:9000")
+        );
+        // Same LAN, public SDP, loopback, or an SDP naming another public host: as written.
+        assert_eq!(
+            media_target(a("192.168.1.64:15060"), a("192.168.1.64:5060")),
+            a("192.168.1.64:15060")
+        );
+        assert_eq!(
+            media_target(a("192.168.1.64:15060"), a("10.0.0.3:5060")),
+            a("192.168.1.64:15060")
+        );
+        assert_eq!(
+            media_target(a("203.0.113.9:15060"), a("203.0.113.7:5060")),
+            a("203.0.113.9:15060")
+        );
+        assert_eq!(
+            media_target(a("127.0.0.1:15060"), a("127.0.0.1:5060")),
+            a("127.0.0.1:15060")
+        );
+        assert_eq!(
+            media_target(a("10.1.1.1:15060"), a("127.0.0.1:5060")),
+            a("10.1.1.1:15060")
+        );
+        assert_eq!(
+            media_target(a("0.0.0.0:15060"), a("203.0.113.7:5060")),
+            a("203.0.113.7:15060")
+        );
+    }
 
     #[test]
     fn literals() {

@@ -270,6 +270,7 @@ impl Call {
                 let r = answer
                     .as_ref()
                     .and_then(|a| a.media_addr())
+                    .map(|a| addr::media_target(a, dest))
                     .ok_or_else(|| std::io::Error::other("no media address in the answer"))
                     .and_then(|a| MediaReceiver::tcp_connect(a, p.max_frame_size));
                 match r {

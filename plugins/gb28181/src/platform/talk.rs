@@ -193,8 +193,10 @@ impl Talk {
                 return Err(CallError::BadAnswer);
             }
         };
-        let (Some(format), Some(media_dest)) = (TalkFormat::of_offer(&offer), offer.media_addr())
-        else {
+        let (Some(format), Some(media_dest)) = (
+            TalkFormat::of_offer(&offer),
+            offer.media_addr().map(|a| addr::media_target(a, dest)),
+        ) else {
             // G.711, as RTP or in PS.
             refuse(488, "Not Acceptable Here");
             return Err(CallError::BadAnswer);
