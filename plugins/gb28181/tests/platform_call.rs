@@ -322,3 +322,64 @@ fn an_encoder_restart_with_a_new_ssrc_is_followed_and_a_stranger_is_not() {
     assert_eq!(dropped, 3);
     assert_eq!(call.receiver.as_ref().unwrap().ssrc_mismatch(), None);
 }
+
+/// The set-up sleeps on the endpoint's changes instead of polling: a device registering
+/// during the wait is called at once (a missing wake-up would wait out the 30 s), and a
+/// cancel (the flag, then `wake_waiters`, as an element's `unlock` does) ends a wait at once.
+#[test]
+fn waits_wake_on_registration_and_on_cancel() {
+    use gstgb28181::endpoint::Cancelled;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _g = serial();
+    let ep = endpoint();
+    // A cancel from another thread, once the waiter has looked (it sleeps next).
+    let flag = Arc::new(AtomicBool::new(false));
+    let (looked_tx, looked) = mpsc::channel();
+    let waiter = {
+        let (ep, flag) = (ep.clone(), flag.clone());
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let r = ep.wait_until(
+                t + Duration::from_secs(30),
+                &|| flag.load(Ordering::SeqCst),
+                || {
+                    let _ = looked_tx.send(());
+                    None::<()>
+                },
+            );
+            (r, t.elapsed())
+        })
+    };
+    looked.recv().unwrap();
+    flag.store(true, Ordering::SeqCst);
+    ep.wake_waiters();
+    let (r, took) = waiter.join().unwrap();
+    assert_eq!(r, Err(Cancelled));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // A call waiting (30 s) for a device that registers meanwhile.
+    let (done_tx, done) = mpsc::channel();
+    let caller = {
+        let ep = ep.clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let call = Call::start(
+                &ep,
+                &params(Duration::from_secs(30)),
+                &|| false,
+                &mut |_| {},
+            );
+            let _ = done_tx.send(t.elapsed());
+            call.map(|c| c.hang_up(&ep))
+        })
+    };
+    let (agent, events) = device(ep.local_addr());
+    wait_event(&events, |e| matches!(e, DeviceEvent::Registered { .. }));
+    let took = done
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the call went on when the device registered");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert!(caller.join().unwrap().is_ok(), "the call was set up");
+    agent.stop();
+    ep.shutdown();
+}

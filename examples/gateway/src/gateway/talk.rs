@@ -236,7 +236,7 @@ pub(super) fn remove(sh: &Shared, id: u64) -> bool {
     let entry = lock(&sh.talks).list.remove(&id);
     match entry {
         Some(e) => {
-            halt(&e);
+            halt(sh, &e);
             true
         }
         None => false,
@@ -249,7 +249,7 @@ pub(super) fn stop_all(sh: &Shared) {
         .into_values()
         .collect();
     for e in &all {
-        halt(e);
+        halt(sh, e);
     }
 }
 
@@ -257,8 +257,10 @@ pub(super) fn list(sh: &Shared) -> Vec<TalkView> {
     lock(&sh.talks).list.values().map(|e| e.view()).collect()
 }
 
-fn halt(e: &TalkEntry) {
+fn halt(sh: &Shared, e: &TalkEntry) {
     e.stop.store(true, Ordering::SeqCst);
+    // Still setting up: asleep on the endpoint's changes.
+    sh.endpoint.wake_waiters();
     let _ = lock(&e.ends).send(End::Stop);
     join(e);
 }

@@ -22,6 +22,7 @@ impl Endpoint {
         let now = now_ms();
         if !msg.is_request() {
             self.handle_response(msg, now);
+            self.wake_waiters();
             return;
         }
         let method = msg.method().unwrap_or_default().to_ascii_uppercase();
@@ -73,6 +74,9 @@ impl Endpoint {
             }
         }
         self.publish(events);
+        // A registration, a keepalive confirming a binding, a device's INVITE: whatever a
+        // waiter waits for has been applied by now.
+        self.wake_waiters();
     }
 
     /// BYE / INFO: only with the dialog's Call-ID, both its tags, from its peer.

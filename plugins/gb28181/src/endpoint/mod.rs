@@ -43,6 +43,7 @@ mod subscriptions;
 mod tests;
 mod threads;
 mod uas;
+mod waiters;
 
 pub use events::EndpointEvent;
 use events::{dispatch_loop, is_refusal, wrap};
@@ -51,6 +52,7 @@ use subscriptions::SubEntry;
 pub use subscriptions::{MAX_SUBSCRIPTIONS, SubscriptionInfo};
 use threads::{accept_loop, timer_loop, udp_loop};
 pub use uas::MAX_INVITE_WAITERS;
+pub use waiters::Cancelled;
 
 use crate::core::addr;
 use crate::core::id::printable;
@@ -364,6 +366,8 @@ pub struct Endpoint {
     parse_errors: AtomicU64,
     retransmissions: AtomicU64,
     tcp_idle_closed: AtomicU64,
+    /// Callers of [`Endpoint::wait_until`].
+    waiters: waiters::Waiters,
 }
 
 static ENDPOINTS: LazyLock<Mutex<HashMap<EndpointKey, Arc<Endpoint>>>> =
@@ -508,6 +512,7 @@ impl Endpoint {
             parse_errors: AtomicU64::new(0),
             tcp_idle_closed: AtomicU64::new(0),
             retransmissions: AtomicU64::new(0),
+            waiters: Default::default(),
         });
         let weak = Arc::downgrade(&ep);
         threads.push(

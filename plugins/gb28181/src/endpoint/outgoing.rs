@@ -104,28 +104,27 @@ impl Endpoint {
     ) -> io::Result<Message> {
         let rx = self.request(msg, dest)?;
         let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if cancelled() {
-                return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
-            }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "no final response"));
-            }
-            match rx.recv_timeout(left.min(Duration::from_millis(50))) {
-                Ok(TxReply::Response(r)) if r.status().is_some_and(|s| s >= 200) => return Ok(r),
-                Ok(TxReply::Response(_)) => {}
-                Ok(TxReply::Timeout) => {
-                    return Err(io::Error::new(
+        let got = self.wait_until(deadline, cancelled, || {
+            loop {
+                return Some(match rx.try_recv() {
+                    Ok(TxReply::Response(r)) if r.status().is_some_and(|s| s >= 200) => Ok(r),
+                    // Provisional: the final one comes later.
+                    Ok(TxReply::Response(_)) => continue,
+                    Ok(TxReply::Timeout) => Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "transaction timeout",
-                    ));
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(io::Error::other("endpoint stopped"));
-                }
+                    )),
+                    Err(mpsc::TryRecvError::Empty) => return None,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        Err(io::Error::other("endpoint stopped"))
+                    }
+                });
             }
+        });
+        match got {
+            Err(_) => Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled")),
+            Ok(None) => Err(io::Error::new(io::ErrorKind::TimedOut, "no final response")),
+            Ok(Some(r)) => r,
         }
     }
 

@@ -45,6 +45,7 @@ impl Endpoint {
 
     pub(super) fn poll(&self) {
         let now = now_ms();
+        let mut timed_out = false;
         let mut resend = Vec::new();
         let mut events = Vec::new();
         {
@@ -57,6 +58,7 @@ impl Endpoint {
                     }
                     TxAction::Timeout => {
                         let _ = p.reply.send(TxReply::Timeout);
+                        timed_out = true;
                     }
                     _ => {}
                 }
@@ -86,7 +88,16 @@ impl Endpoint {
         }
         events.extend(self.poll_subscriptions(now));
         self.poll_uas(now);
+        let expired = events.iter().any(|e| {
+            matches!(
+                e,
+                EndpointEvent::Registrar(crate::core::registrar::Event::Unregistered { .. })
+            )
+        });
         self.publish(events);
+        if timed_out || expired {
+            self.wake_waiters();
+        }
     }
 }
 

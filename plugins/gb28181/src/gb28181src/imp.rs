@@ -1284,8 +1284,12 @@ impl BaseSrcImpl for Gb28181Src {
     fn unlock(&self) -> Result<(), gst::ErrorMessage> {
         gst::debug!(CAT, imp = self, "unlock");
         self.flushing.store(true, Ordering::SeqCst);
-        // `create` sleeps on the media sockets: woken, it sees the flag at once.
+        // `create` sleeps on the media sockets, the session set-up on the endpoint's
+        // changes: woken, they see the flag at once.
         wake(&self.waker);
+        if let Some(ep) = self.endpoint() {
+            ep.wake_waiters();
+        }
         Ok(())
     }
 

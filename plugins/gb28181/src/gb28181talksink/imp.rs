@@ -382,6 +382,10 @@ impl BaseSinkImpl for Gb28181TalkSink {
 
     fn unlock(&self) -> Result<(), gst::ErrorMessage> {
         self.flushing.store(true, Ordering::SeqCst);
+        // The talk's set-up sleeps on the endpoint's changes: woken, it sees the flag.
+        if let Some(ep) = lock(&self.state).endpoint.clone() {
+            ep.wake_waiters();
+        }
         Ok(())
     }
 

@@ -354,7 +354,8 @@ fn hang_up(ep: &Endpoint, dialog: &Dialog, dest: SocketAddr) {
     let _ = ep.request(&d.bye(), dest);
 }
 
-/// Waits until `device_id` is registered; its messages about `channel_id` are then believed.
+/// Waits until `device_id` is registered (asleep until the endpoint changes); its messages
+/// about `channel_id` are then believed.
 pub(super) fn wait_for_device(
     ep: &Endpoint,
     device_id: &str,
@@ -362,22 +363,19 @@ pub(super) fn wait_for_device(
     wait: Duration,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<SocketAddr, CallError> {
-    let deadline = Instant::now() + wait;
-    loop {
-        if cancelled() {
-            return Err(CallError::Cancelled);
-        }
-        if let Some(a) = ep.device_addr(device_id) {
+    let found = ep.wait_until(Instant::now() + wait, cancelled, || {
+        ep.device_addr(device_id)
+    });
+    match found {
+        Err(_) => Err(CallError::Cancelled),
+        Ok(Some(a)) => {
             ep.note_channel(device_id, channel_id);
-            return Ok(a);
+            Ok(a)
         }
-        if Instant::now() >= deadline {
-            return Err(CallError::NotRegistered {
-                device_id: device_id.to_string(),
-                waited: wait,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        Ok(None) => Err(CallError::NotRegistered {
+            device_id: device_id.to_string(),
+            waited: wait,
+        }),
     }
 }
 

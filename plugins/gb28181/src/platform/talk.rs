@@ -159,26 +159,28 @@ impl Talk {
                 error: e,
             });
         }
-        // The device calls back.
+        // The device calls back (asleep until the endpoint brings its INVITE).
         let deadline = Instant::now() + p.invite_timeout;
-        let invite = loop {
-            if cancelled() {
+        let got = ep.wait_until(deadline, cancelled, || match invites.try_recv() {
+            Ok(m) => Some(Some(m)),
+            Err(mpsc::TryRecvError::Empty) => None,
+            Err(mpsc::TryRecvError::Disconnected) => Some(None),
+        });
+        let invite = match got {
+            Ok(Some(Some(m))) => m,
+            Err(_) => {
                 ep.forget_invite(&p.device_id);
                 return Err(CallError::Cancelled);
             }
-            match invites.recv_timeout(Duration::from_millis(50)) {
-                Ok(m) => break m,
-                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
-                Err(_) => {
-                    ep.forget_invite(&p.device_id);
-                    return Err(CallError::NoAnswer {
-                        device_id: p.device_id.clone(),
-                        error: std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "no INVITE for the broadcast",
-                        ),
-                    });
-                }
+            Ok(_) => {
+                ep.forget_invite(&p.device_id);
+                return Err(CallError::NoAnswer {
+                    device_id: p.device_id.clone(),
+                    error: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no INVITE for the broadcast",
+                    ),
+                });
             }
         };
         let refuse = |status: u16, reason: &str| {
