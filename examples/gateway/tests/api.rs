@@ -878,22 +878,12 @@ fn camera_records_for_a_time_range() {
     let gw = start(0);
     let addr = gw.metrics_addr().unwrap();
     let id = "34020000001320000201";
-    let clip = gst_ipcam_gateway::sim::Clip::encode(&Config::default().sim_codec, 160, 120, 100, 1)
-        .unwrap();
-    let cam = gst_ipcam_gateway::sim::SimCamera::start_with_records(
-        &[&clip],
-        &gst_ipcam_gateway::sim::SimSettings {
-            server_ip: "127.0.0.1".into(),
-            server_port: gw.endpoint().local_addr().port(),
-            server_id: Config::default().server_id,
-            device_id: id.into(),
-            password: Config::default().password,
-            audio: false,
-        },
+    let cam = camera_with_records(
+        gw.endpoint().local_addr().port(),
+        id,
         "2024-03-01T08:00:00/2024-03-01T09:00:00;2024-03-01T10:00:00/2024-03-01T10:30:00;\
          2024-03-02T00:00:00/2024-03-02T01:00:00",
-    )
-    .unwrap();
+    );
     assert!(registered(&gw, id), "camera registered");
     let base = format!("/v1/devices/{id}/channels/{id}/records");
     let r = admin(

@@ -230,21 +230,11 @@ fn upper_platform_controls_lists_and_plays_back_through_the_gateway() {
         ..loopback_config("127.0.0.1")
     })
     .expect("gateway A starts");
-    let clip = gst_ipcam_gateway::sim::Clip::encode(&Config::default().sim_codec, 160, 120, 100, 1)
-        .unwrap();
-    let cam = gst_ipcam_gateway::sim::SimCamera::start_with_records(
-        &[&clip],
-        &gst_ipcam_gateway::sim::SimSettings {
-            server_ip: "127.0.0.1".into(),
-            server_port: a.endpoint().local_addr().port(),
-            server_id: Config::default().server_id,
-            device_id: CAM2.into(),
-            password: Config::default().password,
-            audio: false,
-        },
+    let cam = camera_with_records(
+        a.endpoint().local_addr().port(),
+        CAM2,
         "2024-03-01T08:00:00/2024-03-01T09:00:00;2024-03-01T10:00:00/2024-03-01T10:30:00",
-    )
-    .unwrap();
+    );
     let mut asked = Instant::now();
     assert!(
         wait_until(Duration::from_secs(20), || {

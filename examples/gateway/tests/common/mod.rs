@@ -270,3 +270,29 @@ pub fn api_as(
     let (body, code) = text.trim_end().rsplit_once('\n').unwrap_or(("", &text));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
+
+/// A small simulated camera (H.264, no audio) registering at `sip_port` (a gateway's
+/// endpoint, the default server ID and password) as `device_id`, listing `records`
+/// (`start/end;...`) in its RecordInfo answers and playing them back.
+pub fn camera_with_records(
+    sip_port: u16,
+    device_id: &str,
+    records: &str,
+) -> gst_ipcam_gateway::sim::SimCamera {
+    use gst_ipcam_gateway::config::Config;
+    let clip = gst_ipcam_gateway::sim::Clip::encode(&Config::default().sim_codec, 160, 120, 100, 1)
+        .unwrap();
+    gst_ipcam_gateway::sim::SimCamera::start_with_records(
+        &[&clip],
+        &gst_ipcam_gateway::sim::SimSettings {
+            server_ip: "127.0.0.1".into(),
+            server_port: sip_port,
+            server_id: Config::default().server_id,
+            device_id: device_id.into(),
+            password: Config::default().password,
+            audio: false,
+        },
+        records,
+    )
+    .unwrap()
+}
