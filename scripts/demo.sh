@@ -51,6 +51,7 @@ done
 echo "== open $url (e.g. ffplay, VLC); metrics: curl -u demo:$pw http://127.0.0.1:9998/metrics; Ctrl-C stops"
 echo "== web page: http://127.0.0.1:9998/ (log in as demo / $pw)"
 echo "== publish a file: ffmpeg -re -stream_loop -1 -i FILE.mp4 -c copy -f rtsp rtsp://demo:$pw@127.0.0.1:8554/mystream"
+echo "== talk to the camera's speaker (the audio of a published path, here mystream): curl -u demo:$pw -H 'Content-Type: application/json' -d '{\"device_id\":\"$channel\",\"source\":\"mystream\"}' $api/talk"
 echo "== WHEP (e.g. a WHEP player): http://demo:$pw@127.0.0.1:9998/$channel/whep"
 echo "== RTMP: ffplay 'rtmp://127.0.0.1:1935/$channel?user=demo&pass=$pw'; publish: ffmpeg -re -i FILE -c copy -f flv 'rtmp://127.0.0.1:1935/live/x?user=demo&pass=$pw'"
 if [ "$seconds" -gt 0 ]; then
