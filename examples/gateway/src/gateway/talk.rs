@@ -413,9 +413,11 @@ fn talk_from(
         }
     };
     ingest.release();
-    entry.set("talking", None);
     let end = match id {
-        Some(_) => ends.recv().unwrap_or(End::Stop),
+        Some(_) => {
+            entry.set("talking", None);
+            ends.recv().unwrap_or(End::Stop)
+        }
         None => End::Source("the path takes no more readers".into()),
     };
     if let Some(id) = id {
