@@ -123,7 +123,7 @@ pub fn local_ip_towards(dest: SocketAddr) -> std::io::Result<IpAddr> {
 /// Whether `ip` is a LAN-only address (RFC 1918, carrier-grade NAT 100.64/10, link-local,
 /// IPv6 ULA or link-local, unspecified): what a device behind NAT writes in its SDP.
 pub fn is_lan_only(ip: IpAddr) -> bool {
-    match canonical(SocketAddr::new(ip, 0)).ip() {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => {
             let o = v4.octets();
             v4.is_private()
@@ -143,7 +143,7 @@ pub fn is_lan_only(ip: IpAddr) -> bool {
 /// behind NAT writing its LAN address, wvp's "one-way audio" and "stream receive timeout"
 /// cases): then its SIP source IP with the SDP's port (what a port-preserving NAT maps).
 pub fn media_target(sdp: SocketAddr, sip_source: SocketAddr) -> SocketAddr {
-    let (sdp_ip, sip_ip) = (canonical(sdp).ip(), canonical(sip_source).ip());
+    let (sdp_ip, sip_ip) = (sdp.ip().to_canonical(), sip_source.ip().to_canonical());
     if sdp_ip != sip_ip && is_lan_only(sdp_ip) && !is_lan_only(sip_ip) && !sip_ip.is_loopback() {
         SocketAddr::new(sip_ip, sdp.port())
     } else {

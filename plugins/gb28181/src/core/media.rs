@@ -1,12 +1,14 @@
 //! Media transport helpers for PS over RTP: the TCP deframer (RFC 4571 2-byte length, or
-//! RTSP-style `$ channel len` framing, detected per packet), RFC 4571 framing for senders, and
-//! the sender lock (expected SSRC from the SDP answer, else the first sender's address and
-//! SSRC).
+//! RTSP-style `$ channel len` framing, detected per packet), RFC 4571 framing for senders,
+//! taking a peer's TCP connection ([`accept_from`]), and the sender lock (expected SSRC from
+//! the SDP answer, else the first sender's address and SSRC).
 //!
 //! Limits: at most [`MAX_STREAM_BUFFER`] bytes buffered by the deframer; a frame header that
 //! doesn't look like RTP makes it resync byte by byte (bounded by the buffer).
 
-use std::net::{IpAddr, SocketAddr};
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::time::Instant;
 
 /// Largest RTP packet over TCP (the length field is 16 bits).
 pub const MAX_RTP_PACKET: usize = 65_535;
@@ -89,6 +91,49 @@ pub fn frame_rfc4571(packet: &[u8]) -> Option<Vec<u8>> {
     v.extend_from_slice(&len.to_be_bytes());
     v.extend_from_slice(packet);
     Some(v)
+}
+
+/// The poll token [`accept_from`] registers its listener with (a caller's own tokens, such
+/// as a waker's, must differ).
+pub const ACCEPT_TOKEN: mio::Token = mio::Token(0);
+
+/// The first connection to `listener` from `from`'s IP (connections from anywhere else are
+/// closed at once), asleep in `poll` until one comes. Ends with `TimedOut` when `deadline`
+/// passes, or `Interrupted` when a wake-up of `poll` (a caller's waker) finds `stop` true.
+pub fn accept_from(
+    poll: &mut mio::Poll,
+    listener: TcpListener,
+    from: IpAddr,
+    deadline: Option<Instant>,
+    stop: &dyn Fn() -> bool,
+) -> io::Result<mio::net::TcpStream> {
+    listener.set_nonblocking(true)?;
+    let mut l = mio::net::TcpListener::from_std(listener);
+    poll.registry()
+        .register(&mut l, ACCEPT_TOKEN, mio::Interest::READABLE)?;
+    let mut events = mio::Events::with_capacity(4);
+    loop {
+        loop {
+            match l.accept() {
+                Ok((s, peer)) if peer.ip().to_canonical() == from.to_canonical() => return Ok(s),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the peer did not connect",
+            ));
+        }
+        match poll.poll(&mut events, left) {
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => return Err(e),
+            _ if stop() => return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped")),
+            _ => {}
+        }
+    }
 }
 
 /// How a call's media sender is checked against what the device answered.

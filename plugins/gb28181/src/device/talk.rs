@@ -10,7 +10,7 @@
 //! payload type), payloads of at most 1500 bytes.
 
 use super::*;
-use crate::core::media::TcpDeframer;
+use crate::core::media::{ACCEPT_TOKEN, TcpDeframer, accept_from};
 use crate::core::talk::{self, G711, PsAudio, TalkFormat};
 
 /// Called with each received audio payload (G.711 bytes).
@@ -364,16 +364,17 @@ fn receive_talk(
         let Ok((n, src)) = socket.recv_from(&mut buf) else {
             continue;
         };
-        if addr::canonical(src).ip() != addr::canonical(from).ip() {
+        if src.ip().to_canonical() != from.ip().to_canonical() {
             continue;
         }
         take(&buf[..n]);
     }
 }
 
-const LISTENER: mio::Token = mio::Token(0);
 const CONNECTION: mio::Token = mio::Token(1);
 const WAKE: mio::Token = mio::Token(2);
+// The listener of `accept_from` shares the poll.
+const _: () = assert!(ACCEPT_TOKEN.0 != CONNECTION.0 && ACCEPT_TOKEN.0 != WAKE.0);
 
 /// The talk receiver thread over TCP (RFC 4571 or `$` framing): the platform's connection
 /// (only from `from`'s IP) to our listener, or ours to `from`. Asleep in `poll` between
@@ -385,12 +386,7 @@ fn receive_talk_tcp(
     stop: Arc<AtomicBool>,
     mut take: impl FnMut(&[u8]),
 ) {
-    let mut events = mio::Events::with_capacity(4);
-    let wait = |poll: &mut mio::Poll, events: &mut mio::Events| match poll.poll(events, None) {
-        Err(e) if e.kind() != io::ErrorKind::Interrupted => false,
-        _ => !stop.load(Ordering::SeqCst),
-    };
-    let stream = match socket {
+    let mut stream = match socket {
         TalkSocket::Udp(_) => return,
         TalkSocket::Connect => match TcpStream::connect_timeout(&from, Duration::from_secs(3))
             .and_then(|s| s.set_nonblocking(true).map(|_| s))
@@ -399,38 +395,13 @@ fn receive_talk_tcp(
             Err(_) => return,
         },
         TalkSocket::Listen(l) => {
-            if l.set_nonblocking(true).is_err() {
-                return;
-            }
-            let mut l = mio::net::TcpListener::from_std(l);
-            if poll
-                .registry()
-                .register(&mut l, LISTENER, mio::Interest::READABLE)
-                .is_err()
-            {
-                return;
-            }
-            'accept: loop {
-                loop {
-                    match l.accept() {
-                        Ok((s, peer))
-                            if addr::canonical(peer).ip() == addr::canonical(from).ip() =>
-                        {
-                            break 'accept s;
-                        }
-                        // Someone else: closed at once.
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(_) => return,
-                    }
-                }
-                if !wait(&mut poll, &mut events) {
-                    return;
-                }
+            let stop = || stop.load(Ordering::SeqCst);
+            match accept_from(&mut poll, l, from.ip(), None, &stop) {
+                Ok(s) => s,
+                Err(_) => return,
             }
         }
     };
-    let mut stream = stream;
     if poll
         .registry()
         .register(&mut stream, CONNECTION, mio::Interest::READABLE)
@@ -438,6 +409,7 @@ fn receive_talk_tcp(
     {
         return;
     }
+    let mut events = mio::Events::with_capacity(4);
     let mut deframer = TcpDeframer::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -454,8 +426,10 @@ fn receive_talk_tcp(
                 Err(_) => return,
             }
         }
-        if !wait(&mut poll, &mut events) {
-            return;
+        match poll.poll(&mut events, None) {
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => return,
+            _ if stop.load(Ordering::SeqCst) => return,
+            _ => {}
         }
     }
 }
