@@ -73,7 +73,7 @@ fn talk_over(transport: MediaTransport, ps: bool) {
         h.lock().unwrap().extend_from_slice(payload);
     })));
     let mut talk = Talk::start(&ep, &params(), &|| false).expect("talk set up");
-    assert_eq!(talk.law, G711::Alaw);
+    assert_eq!(talk.format.law(), G711::Alaw);
     assert_eq!(talk.is_tcp(), transport != MediaTransport::Udp);
     assert_eq!(talk.format.is_ps(), ps);
     let DeviceEvent::TalkStarted { codec, .. } =

@@ -292,7 +292,7 @@ fn run(weak: Weak<Shared>, entry: Arc<TalkEntry>, ends: mpsc::Receiver<End>) {
             return;
         }
     };
-    let law = talk.law;
+    let law = talk.format.law();
     {
         let mut s = lock(&entry.status);
         s.codec = Some(talk.format.describe());

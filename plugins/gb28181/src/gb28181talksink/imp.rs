@@ -119,16 +119,17 @@ impl Gb28181TalkSink {
             }
         };
         let want = lock(&self.state).law;
-        if want.is_some_and(|w| w != talk.law) {
+        let law = talk.format.law();
+        if want.is_some_and(|w| w != law) {
             talk.hang_up(&ep);
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Format,
                 (
                     "The device wants {}, the input is {}: put {} in front",
-                    talk.law.encoding(),
+                    law.encoding(),
                     want.map(|w| w.encoding()).unwrap_or("?"),
-                    if talk.law == G711::Alaw {
+                    if law == G711::Alaw {
                         "alawenc"
                     } else {
                         "mulawenc"

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::call::{CallError, wait_for_device};
 use crate::core::addr;
-use crate::core::media::frame_rfc4571;
+use crate::core::media::{accept_from, frame_rfc4571};
 use crate::core::sdp::{self, MediaTransport};
 use crate::core::sip::Message;
 use crate::core::talk::{self, G711, TalkFormat};
@@ -47,49 +47,6 @@ impl MediaOut {
     }
 }
 
-/// The first connection to `listener` from `from` (others are closed), within `timeout`;
-/// asleep in a poll meanwhile.
-fn accept_from(
-    listener: TcpListener,
-    from: IpAddr,
-    timeout: Duration,
-) -> std::io::Result<TcpStream> {
-    let same =
-        |a: SocketAddr| addr::canonical(a).ip() == addr::canonical(SocketAddr::new(from, 0)).ip();
-    listener.set_nonblocking(true)?;
-    let mut l = mio::net::TcpListener::from_std(listener);
-    let mut poll = mio::Poll::new()?;
-    poll.registry()
-        .register(&mut l, mio::Token(0), mio::Interest::READABLE)?;
-    let mut events = mio::Events::with_capacity(4);
-    let deadline = Instant::now() + timeout;
-    loop {
-        loop {
-            match l.accept() {
-                Ok((s, peer)) if same(peer) => {
-                    let s = TcpStream::from(s);
-                    s.set_nonblocking(false)?;
-                    return Ok(s);
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the device did not connect for the talk audio",
-            ));
-        }
-        match poll.poll(&mut events, Some(left)) {
-            Err(e) if e.kind() != std::io::ErrorKind::Interrupted => return Err(e),
-            _ => {}
-        }
-    }
-}
-
 fn tcp_options(s: &TcpStream) -> std::io::Result<()> {
     s.set_nodelay(true)?;
     s.set_write_timeout(Some(TCP_TIMEOUT))
@@ -116,18 +73,17 @@ pub struct Talk {
     pub dest: SocketAddr,
     /// Where the audio goes.
     pub media_dest: SocketAddr,
-    /// G.711 as RTP, or in PS, as the device asked.
+    /// G.711 as RTP, or in PS, as the device asked (its law: `format.law()`).
     pub format: TalkFormat,
-    pub law: G711,
     pub ssrc: u32,
     media: MediaOut,
     /// PS: the writer and its audio stream.
     ps: Option<(PsWriter, u8)>,
-    /// Samples sent (the PS timestamps).
+    /// Samples sent: the RTP and PS timestamps.
     samples: u64,
     seq: u16,
-    timestamp: u32,
-    first: bool,
+    /// The RTP timestamp of the first sample.
+    timestamp_base: u32,
     /// Samples short of a whole packet, sent with the next ones.
     partial: Vec<u8>,
     /// The device's BYE.
@@ -246,8 +202,16 @@ impl Talk {
             Prepared::Udp(s) => Ok(MediaOut::Udp(s)),
             Prepared::Connect => TcpStream::connect_timeout(&media_dest, TCP_TIMEOUT)
                 .and_then(|s| tcp_options(&s).map(|_| MediaOut::Tcp(s))),
-            Prepared::Listen(l) => accept_from(l, media_dest.ip(), TCP_TIMEOUT)
-                .and_then(|s| tcp_options(&s).map(|_| MediaOut::Tcp(s))),
+            Prepared::Listen(l) => mio::Poll::new()
+                .and_then(|mut poll| {
+                    let deadline = Some(Instant::now() + TCP_TIMEOUT);
+                    accept_from(&mut poll, l, media_dest.ip(), deadline, &|| false)
+                })
+                .map(TcpStream::from)
+                .and_then(|s| {
+                    s.set_nonblocking(false)?;
+                    tcp_options(&s).map(|_| MediaOut::Tcp(s))
+                }),
         };
         let media = match media {
             Ok(m) => m,
@@ -277,14 +241,12 @@ impl Talk {
             dest,
             media_dest,
             format,
-            law: format.law(),
             ssrc,
             media,
             ps,
             samples: 0,
             seq: crate::core::random::u64() as u16,
-            timestamp: crate::core::random::u64() as u32,
-            first: true,
+            timestamp_base: crate::core::random::u64() as u32,
             partial: Vec::with_capacity(SAMPLES_PER_PACKET),
             bye_rx,
             packets: 0,
@@ -301,33 +263,23 @@ impl Talk {
     /// short of a whole packet wait for the next call (a decoder's 1024-sample frames
     /// resampled to 8 kHz do not fall on 160).
     pub fn send(&mut self, samples: &[u8]) -> std::io::Result<()> {
-        let mut rest = samples;
-        if !self.partial.is_empty() {
-            let take = (SAMPLES_PER_PACKET - self.partial.len()).min(rest.len());
-            self.partial.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if self.partial.len() < SAMPLES_PER_PACKET {
-                return Ok(());
-            }
-            let chunk = std::mem::take(&mut self.partial);
-            let sent = self.send_packet(&chunk);
-            self.partial = chunk;
-            self.partial.clear();
-            sent?;
-        }
-        let whole = rest.len() / SAMPLES_PER_PACKET * SAMPLES_PER_PACKET;
-        for chunk in rest[..whole].chunks(SAMPLES_PER_PACKET) {
-            self.send_packet(chunk)?;
-        }
-        self.partial.extend_from_slice(&rest[whole..]);
-        Ok(())
+        self.partial.extend_from_slice(samples);
+        let whole = self.partial.len() / SAMPLES_PER_PACKET * SAMPLES_PER_PACKET;
+        let pending = std::mem::take(&mut self.partial);
+        let sent = pending[..whole]
+            .chunks(SAMPLES_PER_PACKET)
+            .try_for_each(|chunk| self.send_packet(chunk));
+        self.partial = pending;
+        self.partial.drain(..whole);
+        sent
     }
 
     fn send_packet(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        // PS: one pack per packet (pack header, the map every second, one PES), 90 kHz
-        // timestamps, the marker on each (a whole frame).
-        let (payload, timestamp, marker) = match &mut self.ps {
-            None => (None, self.timestamp, self.first),
+        // RTP timestamps: 8 kHz for G.711, 90 kHz for PS.
+        let (payload, ticks) = match &mut self.ps {
+            None => (None, self.samples),
+            // One pack per packet (pack header, the map every second, one PES), a whole
+            // frame each (the marker on every packet).
             Some((writer, stream_id)) => {
                 let pts = self.samples * 90_000 / 8_000;
                 let packet = writer
@@ -342,9 +294,11 @@ impl Talk {
                 let ps = packet
                     .to_contiguous(chunk)
                     .ok_or_else(|| std::io::Error::other("PS: payload mismatch"))?;
-                (Some(ps), self.timestamp.wrapping_add(pts as u32), true)
+                (Some(ps), pts)
             }
         };
+        let marker = self.samples == 0 || payload.is_some();
+        let timestamp = self.timestamp_base.wrapping_add(ticks as u32);
         let body = payload.as_deref().unwrap_or(chunk);
         let mut pkt = Vec::with_capacity(12 + body.len());
         pkt.push(0x80);
@@ -354,11 +308,7 @@ impl Talk {
         pkt.extend_from_slice(&self.ssrc.to_be_bytes());
         pkt.extend_from_slice(body);
         self.media.send(&pkt, self.media_dest)?;
-        self.first = false;
         self.seq = self.seq.wrapping_add(1);
-        if self.ps.is_none() {
-            self.timestamp = self.timestamp.wrapping_add(chunk.len() as u32);
-        }
         self.samples += chunk.len() as u64;
         self.packets += 1;
         self.bytes += chunk.len() as u64;
