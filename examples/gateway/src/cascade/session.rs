@@ -162,7 +162,7 @@ fn serve_live(
 ) -> Result<String, String> {
     let ingest = held_ingest(upper, channel)?;
     let why = feed(upper, call_id, channel, &ingest, tx, |generation| {
-        watch(&ingest, generation, rx)
+        watch(&ingest, Some(generation), "the camera session ended", rx)
     });
     upper.hooks.maybe_stop(channel);
     why
@@ -202,7 +202,7 @@ fn serve_recording(
         Some(ingest) => {
             ingest.hold();
             feed(upper, call_id, channel, &ingest, tx, |_| {
-                let why = watch_recording(&ingest, rx);
+                let why = watch(&ingest, None, FILE_ENDED, rx);
                 if why == FILE_ENDED
                     && let Some(a) = upper.agent()
                 {
@@ -287,30 +287,18 @@ fn feed(
 
 const FILE_ENDED: &str = "the recording ended";
 
-/// Waits until the session is told to stop or the camera's recording session ends.
-fn watch_recording(ingest: &Ingest, rx: &Receiver<()>) -> String {
+/// Waits until the session is told to stop, its camera session ends (`ended` says so) or,
+/// given the streams' `generation`, they change.
+fn watch(ingest: &Ingest, generation: Option<u64>, ended: &str, rx: &Receiver<()>) -> String {
     loop {
         match rx.recv_timeout(WATCH) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return "hung up".into(),
             Err(RecvTimeoutError::Timeout) => {}
         }
         if ingest.is_failed() {
-            return FILE_ENDED.into();
+            return ended.into();
         }
-    }
-}
-
-/// Waits until the session is told to stop or its camera session ends or changes.
-fn watch(ingest: &Ingest, generation: u64, rx: &Receiver<()>) -> String {
-    loop {
-        match rx.recv_timeout(WATCH) {
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return "hung up".into(),
-            Err(RecvTimeoutError::Timeout) => {}
-        }
-        if ingest.is_failed() {
-            return "the camera session ended".into();
-        }
-        if ingest.generation() != generation {
+        if generation.is_some_and(|g| ingest.generation() != g) {
             return "the camera's stream changed".into();
         }
     }

@@ -106,19 +106,23 @@ impl Endpoint {
         let deadline = std::time::Instant::now() + timeout;
         let got = self.wait_until(deadline, cancelled, || {
             loop {
-                return Some(match rx.try_recv() {
-                    Ok(TxReply::Response(r)) if r.status().is_some_and(|s| s >= 200) => Ok(r),
+                match rx.try_recv() {
+                    Ok(TxReply::Response(r)) if r.status().is_some_and(|s| s >= 200) => {
+                        return Some(Ok(r));
+                    }
                     // Provisional: the final one comes later.
-                    Ok(TxReply::Response(_)) => continue,
-                    Ok(TxReply::Timeout) => Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "transaction timeout",
-                    )),
+                    Ok(TxReply::Response(_)) => {}
+                    Ok(TxReply::Timeout) => {
+                        return Some(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "transaction timeout",
+                        )));
+                    }
                     Err(mpsc::TryRecvError::Empty) => return None,
                     Err(mpsc::TryRecvError::Disconnected) => {
-                        Err(io::Error::other("endpoint stopped"))
+                        return Some(Err(io::Error::other("endpoint stopped")));
                     }
-                });
+                }
             }
         });
         match got {
