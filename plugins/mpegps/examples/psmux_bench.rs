@@ -1,9 +1,9 @@
 //! Side-by-side muxer throughput: the same H.264 access units, parsed once into memory,
-//! pushed `loops` times through `appsrc ! <mux> ! fakesink` for psmux, stock mpegpsmux and
-//! no muxer at all (the floor). Prints wall time, process CPU time, throughput in bytes and
+//! pushed `loops` times from the bench's thread into `<mux> ! fakesink` for psmux, stock
+//! mpegpsmux and no muxer at all (the floor). Prints wall time, process CPU time, throughput in bytes and
 //! frames per second, and the per-frame muxer cost above the floor.
 //!
-//!   cargo run --release -p gst-plugin-mpegps --example psmux_bench -- FILE.h264 [loops] [runs]
+//!   cargo run --release -p gst-plugin-mpegps --example psmux_bench -- FILE.h264 [loops] [runs] [psmux|mpegpsmux]
 
 use gst::prelude::*;
 use std::time::{Duration, Instant};
@@ -45,24 +45,49 @@ fn parse_access_units(path: &str) -> (gst::Caps, Vec<gst::Buffer>) {
 }
 
 /// Pushes every buffer `loops` times with increasing timestamps; returns (wall, cpu).
+///
+/// The buffers are pushed from this thread through a pad of our own linked straight to the
+/// muxer's sink pad (or to the fakesink for the floor): no source element and no thread
+/// hand-off before the muxer. Both muxers then mux in this thread (mpegpsmux through its
+/// collect pads, psmux through its one-pad direct path), so the floor is only the push and
+/// the fakesink, and the difference is the muxer's own work.
 fn run(mux: &str, caps: &gst::Caps, aus: &[gst::Buffer], loops: usize) -> (Duration, Duration) {
     let desc = if mux.is_empty() {
-        "appsrc name=src format=time ! fakesink sync=false".to_string()
+        "fakesink name=sink sync=false".to_string()
     } else {
-        format!("appsrc name=src format=time ! {mux} ! fakesink sync=false")
+        format!("{mux} name=mux ! fakesink sync=false")
     };
     let pipeline = gst::parse::launch(&desc)
         .expect("bench pipeline")
         .downcast::<gst::Pipeline>()
-        .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    src.set_caps(Some(caps));
-    src.set_max_bytes(64 * 1024 * 1024);
-    src.set_block(true);
+        .unwrap_or_else(|e| {
+            // A single element (the floor's fakesink) is not wrapped in a pipeline by parse.
+
+            let p = gst::Pipeline::new();
+            p.add(&e).unwrap();
+            p
+        });
+    let sinkpad = match pipeline.by_name("mux") {
+        Some(m) => m.request_pad_simple("sink_%u").expect("muxer sink pad"),
+        None => pipeline
+            .by_name("sink")
+            .unwrap()
+            .static_pad("sink")
+            .unwrap(),
+    };
+    // Answers the latency query as a non-live source does (a file, an encoder).
+    let src = gst::Pad::builder(gst::PadDirection::Src)
+        .name("benchsrc")
+        .query_function(|pad, parent, query| match query.view_mut() {
+            gst::QueryViewMut::Latency(l) => {
+                l.set(false, gst::ClockTime::ZERO, gst::ClockTime::NONE);
+                true
+            }
+            _ => gst::Pad::query_default(pad, parent, query),
+        })
+        .build();
+    src.set_active(true).unwrap();
+    src.link(&sinkpad).unwrap();
     let frame = gst::ClockTime::from_nseconds(40_000_000);
     // Timestamped copies of the buffer metadata (the memory is shared, not copied).
     let mut stamped = Vec::with_capacity(aus.len() * loops);
@@ -77,14 +102,21 @@ fn run(mux: &str, caps: &gst::Caps, aus: &[gst::Buffer], loops: usize) -> (Durat
         }
     }
     pipeline.set_state(gst::State::Playing).unwrap();
+    assert!(src.push_event(gst::event::StreamStart::new("bench")));
+    assert!(src.push_event(gst::event::Caps::new(caps)));
+    assert!(
+        src.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()))
+    );
     let cpu0 = cpu_time();
     let t0 = Instant::now();
     for b in stamped {
-        if src.push_buffer(b).is_err() {
+        if src.push(b).is_err() {
             break;
         }
     }
-    src.end_of_stream().unwrap();
+    src.push_event(gst::event::Eos::new());
     let bus = pipeline.bus().unwrap();
     let msg = bus.timed_pop_filtered(
         gst::ClockTime::from_seconds(300),
@@ -107,6 +139,8 @@ fn main() {
         .expect("usage: psmux_bench FILE.h264 [loops] [runs]");
     let loops: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
+    // For profiling one of them: "psmux" or "mpegpsmux" (the floor and the other are skipped).
+    let only = args.next();
     gst::init().unwrap();
     gstmpegps::plugin_register_static().unwrap();
 
@@ -120,10 +154,14 @@ fn main() {
     );
     let mut results = Vec::new();
     for (name, mux) in [
-        ("floor (appsrc ! fakesink)", ""),
+        ("floor (push ! fakesink)", ""),
         ("psmux", "psmux"),
         ("mpegpsmux", "mpegpsmux"),
     ] {
+        if only.as_deref().is_some_and(|o| o != mux) {
+            results.push((Duration::ZERO, Duration::ZERO));
+            continue;
+        }
         let mut best: Option<(Duration, Duration)> = None;
         for _ in 0..runs {
             let (w, c) = run(mux, &caps, &aus, loops);
