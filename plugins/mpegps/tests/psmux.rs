@@ -588,3 +588,115 @@ fn two_pads_stay_on_the_aggregator_path() {
     );
     assert_eq!(stats.get::<u64>("direct-buffers").unwrap(), 0);
 }
+
+/// The direct path after a codec change mid-stream (H.264 to H.265, a new caps event):
+/// the change is applied before the next frame (the PSM of the following key frames names
+/// H.265) and the direct path resumes. The output buffers, made from the input buffers,
+/// keep nothing that described the elementary stream: no input flag but DELTA_UNIT and
+/// DISCONT, no offsets, no meta.
+#[test]
+fn direct_path_follows_a_codec_change_and_drops_input_metadata() {
+    init();
+    let pipeline = gst::parse::launch(
+        "appsrc name=src format=time ! psmux name=mux ! appsink name=sink sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    src.set_caps(Some(&h264_caps()));
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let h265 = gst::Caps::builder("video/x-h265")
+        .field("stream-format", "byte-stream")
+        .field("alignment", "au")
+        .build();
+    let frames = 40usize;
+    let mut outs = Vec::new();
+    for i in 0..frames {
+        if i == 20 {
+            src.set_caps(Some(&h265));
+        }
+        let key = i % 10 == 0;
+        let (mut buffer, _) = video_buffer(i, 3000, key, i as u64 * 40, i as u64 * 40);
+        {
+            let b = buffer.get_mut().unwrap();
+            b.set_flags(gst::BufferFlags::HEADER | gst::BufferFlags::MARKER);
+            b.set_offset(i as u64);
+            b.set_offset_end(i as u64 + 1);
+            gst::meta::ReferenceTimestampMeta::add(
+                b,
+                &gst::Caps::new_empty_simple("timestamp/x-test"),
+                gst::ClockTime::from_seconds(i as u64),
+                None,
+            );
+        }
+        src.push_buffer(buffer).unwrap();
+        // The first frame goes through the aggregator (which negotiates), and so may the
+        // first after the change (queued behind the new caps); the next are pushed once
+        // they are out, so that every other frame takes the direct path.
+        if i == 0 || i == 20 {
+            while outs.len() <= i {
+                outs.push(
+                    sink.try_pull_sample(gst::ClockTime::from_seconds(10))
+                        .expect("frame out")
+                        .buffer_owned()
+                        .unwrap(),
+                );
+            }
+        }
+    }
+    src.end_of_stream().unwrap();
+    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
+        outs.push(sample.buffer_owned().unwrap());
+    }
+    let stats = pipeline
+        .by_name("mux")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    pipeline.set_state(gst::State::Null).unwrap();
+
+    assert_eq!(outs.len(), frames);
+    // PSM elementary stream map entry: stream type, then stream id 0xE0.
+    let names = |out: &gst::Buffer, stream_type: u8| {
+        bytes_of(out).windows(2).any(|w| w == [stream_type, 0xE0])
+    };
+    for (i, out) in outs.iter().enumerate() {
+        if i % 10 == 0 {
+            let (h264, h265) = (names(out, 0x1B), names(out, 0x24));
+            assert_eq!((h264, h265), (i < 20, i >= 20), "PSM of key frame {i}");
+        }
+        // DISCONT is appsrc's first buffer's, TAG_MEMORY GStreamer's own (memory added).
+        assert!(
+            !out.flags()
+                .intersects(gst::BufferFlags::HEADER | gst::BufferFlags::MARKER),
+            "frame {i}: no input flag but DELTA_UNIT and DISCONT ({:?})",
+            out.flags()
+        );
+        assert_eq!(
+            out.flags().contains(gst::BufferFlags::DELTA_UNIT),
+            i % 10 != 0
+        );
+        assert_eq!((out.offset(), out.offset_end()), (u64::MAX, u64::MAX));
+        assert_eq!(
+            out.iter_meta::<gst::Meta>().count(),
+            0,
+            "frame {i}: no meta"
+        );
+    }
+    let direct = stats.get::<u64>("direct-buffers").unwrap();
+    // The first frame after the change takes the direct path too when the aggregator
+    // has handled the caps before it came.
+    assert!(
+        direct == frames as u64 - 2 || direct == frames as u64 - 1,
+        "the direct path resumes after the change: {direct} of {frames}"
+    );
+}

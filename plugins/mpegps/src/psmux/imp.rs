@@ -8,6 +8,7 @@
 
 use gst_ipcam_common::sync::lock;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 use gst::glib;
@@ -72,8 +73,18 @@ impl Settings {
     }
 }
 
+/// A sink pad's key in the state: its address (asking a pad its name allocates a copy; the
+/// direct path looks its pad up for every frame). Entries go when the pad is released.
+type PadKey = usize;
+
+fn key(pad: &impl IsA<gst::Pad>) -> PadKey {
+    pad.as_ref().as_ptr() as PadKey
+}
+
 #[derive(Debug)]
 struct PadStream {
+    /// The pad's name, for the stats.
+    name: String,
     stream_id: u8,
     codec: Codec,
     buffers: u64,
@@ -85,21 +96,21 @@ struct State {
     writer: PsWriter,
     /// With a video stream, the output starts at its first key frame.
     gate: StartGate,
-    /// Keyed by sink pad name.
-    pads: HashMap<String, PadStream>,
+    pads: HashMap<PadKey, PadStream>,
     buffers_out: u64,
     bytes_out: u64,
     psm_count: u64,
     copied_frames: u64,
-    /// Input buffers muxed on the direct path (see [`PsMux::direct_allowed`]).
-    direct_buffers: u64,
+    /// Whether the direct path's checks passed and nothing that could change them (an
+    /// event on a sink pad, a pad requested or released, a state change) came since.
+    direct_ready: bool,
     /// Whether the live-ness of the pipeline was looked at (first aggregate).
     mode_checked: bool,
     /// Set when `non-live-queue` raised the aggregator latency (restored on stop).
     raised_latency: bool,
-    /// Per sink pad name: serialized events received and not yet handled by the aggregator
+    /// Per sink pad: serialized events received and not yet handled by the aggregator
     /// thread (see [`PsMux::try_direct`]).
-    queued_events: HashMap<String, u32>,
+    queued_events: HashMap<PadKey, u32>,
     /// Whether upstream of the (single) sink pad is live, asked once per run: the
     /// aggregator's own `latency()` is only known once the pipeline's latency is set.
     upstream_live: Option<bool>,
@@ -115,7 +126,7 @@ impl Default for State {
             bytes_out: 0,
             psm_count: 0,
             copied_frames: 0,
-            direct_buffers: 0,
+            direct_ready: false,
             mode_checked: false,
             raised_latency: false,
             queued_events: HashMap::new(),
@@ -131,6 +142,8 @@ pub struct PsMux {
     /// Held while muxing and pushing, by `aggregate()` and by the direct path, so output
     /// keeps the input order whichever thread pushes.
     push_lock: Mutex<()>,
+    /// Input buffers muxed on the direct path (see [`PsMux::direct_allowed`]), since start.
+    direct_buffers: AtomicU64,
 }
 
 fn codec_from_caps(caps: &gst::CapsRef) -> Option<Codec> {
@@ -176,11 +189,11 @@ fn non_negative(ns: Option<i64>) -> Option<gst::ClockTime> {
 
 impl PsMux {
     /// Assembles the output buffer: header sub-memories interleaved with shared
-    /// sub-memories of `input`.
+    /// sub-memories of `input`. Timestamps, duration and flags are left for the caller.
     fn build_buffer(
         &self,
         packet: Packet,
-        input: &gst::Buffer,
+        input: gst::Buffer,
     ) -> Result<(gst::Buffer, bool), gst::FlowError> {
         if packet.pieces.len() > MAX_MEMORIES {
             let map = input.map_readable().map_err(|_| {
@@ -192,6 +205,27 @@ impl PsMux {
         }
         let headers_len = packet.headers.len();
         let headers = gst::Memory::from_slice(packet.headers);
+        if let [Piece::Header(h), Piece::Payload(p)] = packet.pieces.as_slice()
+            && h.start == 0
+            && h.end == headers_len
+            && p.start == 0
+            && p.end == input.size()
+        {
+            // The usual frame, one PES: the input buffer becomes the output, its memories
+            // kept and the headers put in front (no new buffer, no shared sub-memory). What
+            // described the elementary stream (flags, offsets, metas) does not describe the
+            // PS: it goes.
+            let mut out = input;
+            let m = out.make_mut();
+            m.insert_memory(0, headers);
+            m.unset_flags(m.flags());
+            m.set_offset(u64::MAX /* GST_BUFFER_OFFSET_NONE */);
+            m.set_offset_end(u64::MAX /* GST_BUFFER_OFFSET_NONE */);
+            m.foreach_meta_mut(|_| {
+                std::ops::ControlFlow::Continue(gst::buffer::BufferMetaForeachAction::Remove)
+            });
+            return Ok((out, false));
+        }
         let mut out = gst::Buffer::new();
         {
             let out_mut = out.make_mut();
@@ -222,9 +256,9 @@ impl PsMux {
         let state = lock(&self.state);
         let mut pads: Vec<_> = state.pads.iter().collect();
         pads.sort_by_key(|(_, p)| p.stream_id);
-        let streams = gst::Array::new(pads.into_iter().map(|(name, p)| {
+        let streams = gst::Array::new(pads.into_iter().map(|(_, p)| {
             gst::Structure::builder("stream")
-                .field("pad", name.as_str())
+                .field("pad", p.name.as_str())
                 .field("stream-id", p.stream_id as u32)
                 .field("codec", p.codec.name())
                 .field("stream-type", p.codec.stream_type() as u32)
@@ -238,7 +272,10 @@ impl PsMux {
             .field("bytes", state.bytes_out)
             .field("psm-count", state.psm_count)
             .field("copied-frames", state.copied_frames)
-            .field("direct-buffers", state.direct_buffers)
+            .field(
+                "direct-buffers",
+                self.direct_buffers.load(Ordering::Relaxed),
+            )
             .field("dropped-before-start", state.gate.dropped)
             .field("streams", streams)
             .build()
@@ -255,7 +292,7 @@ impl PsMux {
         };
         let mut state = lock(&self.state);
         let name = pad.name().to_string();
-        let id = match state.pads.get(&name).map(|p| p.stream_id) {
+        let id = match state.pads.get(&key(pad)).map(|p| p.stream_id) {
             Some(old_id) => state.writer.change_codec(old_id, codec),
             None => state.writer.add_stream(codec),
         };
@@ -277,7 +314,8 @@ impl PsMux {
             stream_id,
             codec.stream_type()
         );
-        let entry = state.pads.entry(name).or_insert(PadStream {
+        let entry = state.pads.entry(key(pad)).or_insert(PadStream {
+            name,
             stream_id,
             codec,
             buffers: 0,
@@ -496,9 +534,11 @@ impl ElementImpl for PsMux {
         caps: Option<&gst::Caps>,
     ) -> Option<gst::Pad> {
         let pad = self.parent_request_new_pad(templ, name, caps)?;
-        lock(&self.state)
-            .queued_events
-            .insert(pad.name().to_string(), 0);
+        {
+            let mut state = lock(&self.state);
+            state.queued_events.insert(key(&pad), 0);
+            state.direct_ready = false;
+        }
         pad.add_probe(
             gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
             |pad, info| {
@@ -514,8 +554,9 @@ impl ElementImpl for PsMux {
     fn release_pad(&self, pad: &gst::Pad) {
         {
             let mut state = lock(&self.state);
-            state.queued_events.remove(pad.name().as_str());
-            if let Some(p) = state.pads.remove(pad.name().as_str()) {
+            state.direct_ready = false;
+            state.queued_events.remove(&key(pad));
+            if let Some(p) = state.pads.remove(&key(pad)) {
                 gst::info!(CAT, imp = self, "Released stream 0x{:02X}", p.stream_id);
                 state.writer.remove_stream(p.stream_id);
             }
@@ -533,21 +574,22 @@ impl AggregatorImpl for PsMux {
         old_pads.sort_by_key(|(_, p)| p.stream_id);
         let mut writer = PsWriter::new(config);
         let mut pads = HashMap::new();
-        for (name, p) in old_pads {
+        for (k, p) in old_pads {
             if let Some(stream_id) = writer.add_stream(p.codec) {
                 let stream = PadStream {
+                    name: p.name,
                     stream_id,
                     codec: p.codec,
                     buffers: 0,
                     bytes: 0,
                 };
-                pads.insert(name, stream);
+                pads.insert(k, stream);
             }
         }
         // Every requested pad keeps its entry: the direct path counts them.
         let queued_events = std::mem::take(&mut state.queued_events)
             .into_keys()
-            .map(|name| (name, 0))
+            .map(|k| (k, 0))
             .collect();
         *state = State {
             writer,
@@ -564,6 +606,7 @@ impl AggregatorImpl for PsMux {
             state.writer.reset();
             state.gate.reset();
             state.mode_checked = false;
+            state.direct_ready = false;
             std::mem::take(&mut state.raised_latency)
         };
         if raised {
@@ -577,6 +620,7 @@ impl AggregatorImpl for PsMux {
             let mut state = lock(&self.state);
             state.writer.reset();
             state.gate.reset();
+            state.direct_ready = false;
         }
         self.parent_flush()
     }
@@ -584,7 +628,7 @@ impl AggregatorImpl for PsMux {
     fn sink_event(&self, pad: &gst_base::AggregatorPad, event: gst::Event) -> bool {
         if event.is_serialized() && event.type_() != gst::EventType::FlushStop {
             let mut state = lock(&self.state);
-            if let Some(n) = state.queued_events.get_mut(pad.name().as_str()) {
+            if let Some(n) = state.queued_events.get_mut(&key(pad)) {
                 *n = n.saturating_sub(1);
             }
         }
@@ -649,7 +693,12 @@ impl PsMux {
         match &info.data {
             Some(gst::PadProbeData::Event(ev)) => {
                 let mut state = lock(&self.state);
-                let Some(n) = state.queued_events.get_mut(pad.name().as_str()) else {
+                state.direct_ready = false;
+                if ev.type_() == gst::EventType::StreamStart {
+                    // Perhaps another upstream: its live-ness is asked again.
+                    state.upstream_live = None;
+                }
+                let Some(n) = state.queued_events.get_mut(&key(pad)) else {
                     return gst::PadProbeReturn::Ok;
                 };
                 match ev.type_() {
@@ -682,7 +731,7 @@ impl PsMux {
                     res = self.mux_and_push(&aggpad, queued);
                 }
                 info.flow_res = res.and_then(|_| self.mux_and_push(&aggpad, buffer));
-                lock(&self.state).direct_buffers += direct;
+                self.direct_buffers.fetch_add(direct, Ordering::Relaxed);
                 gst::PadProbeReturn::Handled
             }
             _ => gst::PadProbeReturn::Ok,
@@ -709,17 +758,20 @@ impl PsMux {
     /// Anything else takes the aggregator's path.
     fn direct_allowed(&self, pad: &gst_base::AggregatorPad) -> bool {
         // One entry per requested sink pad: exactly one pad, with no unhandled event.
-        {
+        let known = {
             let state = lock(&self.state);
+            if state.direct_ready {
+                return true;
+            }
             if state.queued_events.len() != 1 || state.queued_events.values().any(|n| *n > 0) {
                 return false;
             }
-        }
+            state.upstream_live
+        };
         let obj = self.obj();
         if obj.latency().is_some() || pad.is_eos() {
             return false;
         }
-        let known = lock(&self.state).upstream_live;
         let live = known.unwrap_or_else(|| {
             let mut q = gst::query::Latency::new();
             // No answer: treated as live (the aggregator's path is always correct).
@@ -731,23 +783,32 @@ impl PsMux {
             return false;
         }
         let src = obj.src_pad();
-        src.sticky_event::<gst::event::Segment>(0).is_some() && src.has_current_caps()
+        let ready = src.sticky_event::<gst::event::Segment>(0).is_some() && src.has_current_caps();
+        if ready {
+            // Until the next event, request, release or state change (they clear it): all of
+            // the above only change through one of them.
+            let mut state = lock(&self.state);
+            if state.queued_events.len() == 1 && state.queued_events.values().all(|n| *n == 0) {
+                state.direct_ready = true;
+            }
+        }
+        ready
     }
 
     /// Whether a video stream exists or is coming: a pad with video caps, or a pad without
     /// caps yet whose upstream offers video (an encoder that has not output its first frame).
     fn video_expected(&self) -> bool {
-        let known: Vec<String> = {
+        let known: Vec<PadKey> = {
             let state = lock(&self.state);
             if state.pads.values().any(|p| p.codec.is_video()) {
                 return true;
             }
-            state.pads.keys().cloned().collect()
+            state.pads.keys().copied().collect()
         };
         self.obj()
             .sink_pads()
             .iter()
-            .filter(|p| !known.iter().any(|k| k.as_str() == p.name().as_str()))
+            .filter(|p| !known.contains(&key(*p)))
             .any(|p| {
                 p.peer_query_caps(None)
                     .iter()
@@ -772,12 +833,18 @@ impl PsMux {
         let dts_rt = running_time_ns(segment.as_ref(), buffer.dts());
         let pts_rt = running_time_ns(segment.as_ref(), buffer.pts()).or(dts_rt);
         let settings = *lock(&self.settings);
-        let video_expected = !lock(&self.state).gate.is_started() && self.video_expected();
 
         let (packet, codec) = {
             let mut state = lock(&self.state);
+            // Asked only until the output started (it queries the pads' peers).
+            let video_expected = !state.gate.is_started() && {
+                drop(state);
+                let expected = self.video_expected();
+                state = lock(&self.state);
+                expected
+            };
             state.writer.set_config(settings.writer_config());
-            let Some(stream) = state.pads.get_mut(pad.name().as_str()) else {
+            let Some(stream) = state.pads.get_mut(&key(pad)) else {
                 drop(state);
                 gst::element_imp_error!(
                     self,
@@ -832,7 +899,8 @@ impl PsMux {
             packet.with_psm,
             packet.scr
         );
-        let (mut out, copied) = self.build_buffer(packet, &buffer)?;
+        let (duration, flags) = (buffer.duration(), buffer.flags());
+        let (mut out, copied) = self.build_buffer(packet, buffer)?;
         if copied {
             lock(&self.state).copied_frames += 1;
             gst::debug!(
@@ -845,11 +913,11 @@ impl PsMux {
             let out = out.make_mut();
             out.set_pts(non_negative(pts_rt));
             out.set_dts(non_negative(dts_rt));
-            out.set_duration(buffer.duration());
-            if codec.is_video() && buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+            out.set_duration(duration);
+            if codec.is_video() && flags.contains(gst::BufferFlags::DELTA_UNIT) {
                 out.set_flags(gst::BufferFlags::DELTA_UNIT);
             }
-            if buffer.flags().contains(gst::BufferFlags::DISCONT) {
+            if flags.contains(gst::BufferFlags::DISCONT) {
                 out.set_flags(gst::BufferFlags::DISCONT);
             }
         }
