@@ -99,5 +99,5 @@ for kbps in 2000 8000 32000; do
             ! h264parse ! video/x-h264,stream-format=byte-stream,alignment=au ! filesink location="$es"
     fi
     echo "== in memory, 1080p25 at $kbps kbit/s"
-    "$TARGET/release/examples/psmux_bench" "$es" 40 "$RUNS"
+    "$TARGET/release/examples/psmux_bench" "$es" 200 "$RUNS"
 done
