@@ -450,13 +450,8 @@ fn fixed_mux_rate_and_timestamp_offset() {
     assert_eq!(rb, 10_000);
 }
 
-/// One sink pad, not live (appsrc; the harness answers latency queries as live): once the
-/// aggregator has pushed caps and segment (the first frame), frames are muxed and pushed
-/// from the upstream thread (the direct path) with the same output as the aggregator's
-/// path: order, bytes, headers, times, flags.
-#[test]
-fn single_pad_direct_path_keeps_output() {
-    init();
+/// `appsrc ! psmux name=mux ! appsink`, not live: one sink pad, the direct path's case.
+fn single_pad_pipeline() -> (gst::Pipeline, gst_app::AppSrc, gst_app::AppSink) {
     let pipeline = gst::parse::launch(
         "appsrc name=src format=time ! psmux name=mux ! appsink name=sink sync=false",
     )
@@ -473,6 +468,17 @@ fn single_pad_direct_path_keeps_output() {
         .unwrap()
         .downcast::<gst_app::AppSink>()
         .unwrap();
+    (pipeline, src, sink)
+}
+
+/// One sink pad, not live (appsrc; the harness answers latency queries as live): once the
+/// aggregator has pushed caps and segment (the first frame), frames are muxed and pushed
+/// from the upstream thread (the direct path) with the same output as the aggregator's
+/// path: order, bytes, headers, times, flags.
+#[test]
+fn single_pad_direct_path_keeps_output() {
+    init();
+    let (pipeline, src, sink) = single_pad_pipeline();
     src.set_caps(Some(&h264_caps()));
     pipeline.set_state(gst::State::Playing).unwrap();
 
@@ -597,22 +603,7 @@ fn two_pads_stay_on_the_aggregator_path() {
 #[test]
 fn direct_path_follows_a_codec_change_and_drops_input_metadata() {
     init();
-    let pipeline = gst::parse::launch(
-        "appsrc name=src format=time ! psmux name=mux ! appsink name=sink sync=false",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let (pipeline, src, sink) = single_pad_pipeline();
     src.set_caps(Some(&h264_caps()));
     pipeline.set_state(gst::State::Playing).unwrap();
     let h265 = gst::Caps::builder("video/x-h265")
