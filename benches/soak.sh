@@ -72,7 +72,7 @@ start_round() {
     rm -f "$out"/reader-*.txt "$out"/reader-*.log
     for i in $(seq 0 $((cams_n - 1))); do
         id=$(printf "3402000000132%07d" $((i + 1)))
-        timeout $((read_s + 30)) ffmpeg -nostdin -v error -rtsp_transport tcp -i "rtsp://soak:$pw@127.0.0.1:$rtsp/$id" \
+        timeout $((read_s + 30)) ffmpeg -nostdin -v warning -rtsp_transport tcp -i "rtsp://soak:$pw@127.0.0.1:$rtsp/$id" \
             -t "$read_s" -map 0:v -c copy -f null - -progress "$out/reader-$i.txt" >/dev/null 2>"$out/reader-$i.log" &
         readers="$readers $!"
     done
@@ -84,7 +84,7 @@ finish_round() {
         f=$( (grep '^frame=' "$out/reader-$i.txt" 2>/dev/null || true) | tail -1 | cut -d= -f2)
         f=${f:-0}
         if [ "$f" -eq 0 ]; then
-            # Kept for the report: what the reader said.
+            # Kept for the report: what the reader said (warnings and errors).
             cp "$out/reader-$i.log" "$out/failed-round$round-reader$i.log" 2>/dev/null || true
         fi
         [ "$f" -gt 0 ] && with=$((with + 1))
