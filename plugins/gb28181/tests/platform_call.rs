@@ -383,3 +383,45 @@ fn waits_wake_on_registration_and_on_cancel() {
     agent.stop();
     ep.shutdown();
 }
+
+/// A call made when its device registers comes after the registration's event has been told
+/// to the endpoint's subscribers (an element posts "device registered" on its bus before
+/// "stream started"), even when a subscriber is slow: here it takes 300 ms per event, far
+/// longer than the call's set-up over loopback.
+#[test]
+fn a_call_comes_after_the_registration_event() {
+    use gstgb28181::core::registrar::Event;
+    use gstgb28181::endpoint::EndpointEvent;
+    use std::sync::Mutex;
+    let _g = serial();
+    let ep = endpoint();
+    let told = Arc::new(Mutex::new(Vec::<&'static str>::new()));
+    {
+        let told = told.clone();
+        ep.subscribe(move |e| {
+            if let EndpointEvent::Registrar(Event::Registered { .. }) = e {
+                std::thread::sleep(Duration::from_millis(300));
+                told.lock().unwrap().push("registered");
+            }
+        });
+    }
+    let caller = {
+        let (ep, told) = (ep.clone(), told.clone());
+        std::thread::spawn(move || {
+            let call = Call::start(
+                &ep,
+                &params(Duration::from_secs(30)),
+                &|| false,
+                &mut |_| {},
+            );
+            told.lock().unwrap().push("call set up");
+            call.map(|c| c.hang_up(&ep))
+        })
+    };
+    let (agent, events) = device(ep.local_addr());
+    wait_event(&events, |e| matches!(e, DeviceEvent::Registered { .. }));
+    assert!(caller.join().unwrap().is_ok(), "the call was set up");
+    assert_eq!(*told.lock().unwrap(), ["registered", "call set up"]);
+    agent.stop();
+    ep.shutdown();
+}

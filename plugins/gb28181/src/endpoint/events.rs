@@ -2,6 +2,7 @@
 //! unauthenticated-request events rate limited).
 
 use super::*;
+use std::sync::{Condvar, OnceLock};
 
 /// What subscribers are told.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,12 +119,57 @@ pub(super) fn wrap(events: Vec<registrar::Event>) -> Vec<EndpointEvent> {
     events.into_iter().map(EndpointEvent::Registrar).collect()
 }
 
+/// How far the dispatcher got: events queued and events every subscriber was called for,
+/// so that a caller can wait until what was queued before it has been told (see
+/// [`Endpoint::flush_events`]).
+#[derive(Default)]
+pub(super) struct Delivery {
+    counts: Mutex<(u64, u64)>,
+    delivered: Condvar,
+    dispatcher: OnceLock<std::thread::ThreadId>,
+}
+
+impl Delivery {
+    /// Queues `e` unless the queue is full (false then).
+    pub(super) fn queue(&self, tx: &mpsc::SyncSender<EndpointEvent>, e: EndpointEvent) -> bool {
+        let mut c = lock(&self.counts);
+        let queued = tx.try_send(e).is_ok();
+        if queued {
+            c.0 += 1;
+        }
+        queued
+    }
+
+    fn done(&self) {
+        lock(&self.counts).1 += 1;
+        self.delivered.notify_all();
+    }
+
+    /// Waits (at most `wait`) until the events queued so far have been delivered; at once on
+    /// the dispatcher thread itself (a subscriber waiting for its own thread would wait out
+    /// `wait`).
+    pub(super) fn flush(&self, wait: Duration) -> bool {
+        if self.dispatcher.get() == Some(&std::thread::current().id()) {
+            return false;
+        }
+        let c = lock(&self.counts);
+        let target = c.0;
+        let (c, _) = self
+            .delivered
+            .wait_timeout_while(c, wait, |c| c.1 < target)
+            .unwrap_or_else(|e| e.into_inner());
+        c.1 >= target
+    }
+}
+
 /// Calls the subscribers for every queued event (the only thread that does).
 pub(super) fn dispatch_loop(
     rx: mpsc::Receiver<EndpointEvent>,
     subscribers: Arc<Mutex<Vec<(u64, Subscriber)>>>,
+    delivery: Arc<Delivery>,
     stop: Arc<AtomicBool>,
 ) {
+    let _ = delivery.dispatcher.set(std::thread::current().id());
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(e) => {
@@ -132,6 +178,7 @@ pub(super) fn dispatch_loop(
                 for s in &subs {
                     s(&e);
                 }
+                delivery.done();
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,

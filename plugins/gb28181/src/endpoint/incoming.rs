@@ -34,13 +34,16 @@ impl Endpoint {
                     .handle_register(&msg, &peer.addr.to_string(), now);
                 let events = wrap(out.events);
                 inner.track_bindings(&events, peer.connection);
+                // Queued before the lock goes: whoever sees the device registered finds its
+                // event queued (what `Endpoint::flush_events` waits for).
+                self.publish(events);
                 let mut response = out.response;
                 // Cameras set their clock from it: the wall clock, not the timers' clock.
                 if response.header("date").is_some() {
                     let offset = inner.registrar.config.utc_offset_minutes;
                     response.set_header("Date", registrar::format_gb_date(wall_ms(), offset));
                 }
-                (Some(response), events)
+                (Some(response), vec![])
             }
             "MESSAGE" | "NOTIFY" => self.handle_manscdp(&msg, &method, peer, now),
             "BYE" | "INFO" => self.handle_in_dialog(&msg, &method, peer),
@@ -193,7 +196,9 @@ impl Endpoint {
         match parsed {
             Manscdp::Keepalive(k) => {
                 let out = inner.registrar.handle_keepalive(msg, &k, &src, now);
-                (Some(out.response), wrap(out.events))
+                // Under the lock, as for REGISTER (a keepalive may confirm a binding).
+                self.publish(wrap(out.events));
+                (Some(out.response), vec![])
             }
             Manscdp::Catalog(mut list) => {
                 // The list is the sender's (its body may name one of its channels).

@@ -46,7 +46,7 @@ mod uas;
 mod waiters;
 
 pub use events::EndpointEvent;
-use events::{dispatch_loop, is_refusal, wrap};
+use events::{Delivery, dispatch_loop, is_refusal, wrap};
 use incoming::tx_key;
 use subscriptions::SubEntry;
 pub use subscriptions::{MAX_SUBSCRIPTIONS, SubscriptionInfo};
@@ -351,6 +351,7 @@ pub struct Endpoint {
     subscribers: Arc<Mutex<Vec<(u64, Subscriber)>>>,
     /// To the dispatcher thread.
     events: mpsc::SyncSender<EndpointEvent>,
+    delivery: Arc<Delivery>,
     events_dropped: AtomicU64,
     /// Token bucket for events about unauthenticated requests: (tokens, last refill).
     refusal_tokens: Mutex<(f64, std::time::Instant)>,
@@ -461,15 +462,17 @@ impl Endpoint {
         let max_channels = config.max_channels_per_device;
         let (events, events_rx) = mpsc::sync_channel(EVENT_QUEUE);
         let subscribers: Arc<Mutex<Vec<(u64, Subscriber)>>> = Arc::new(Mutex::new(Vec::new()));
+        let delivery = Arc::new(Delivery::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         {
             let subscribers = subscribers.clone();
+            let delivery = delivery.clone();
             let stop = stop.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name("gb28181-sip-events".into())
-                    .spawn(move || dispatch_loop(events_rx, subscribers, stop))?,
+                    .spawn(move || dispatch_loop(events_rx, subscribers, delivery, stop))?,
             );
         }
         // Keep `key.port` meaningful when an ephemeral port was asked for: the port it got.
@@ -499,6 +502,7 @@ impl Endpoint {
             }),
             subscribers,
             events,
+            delivery,
             events_dropped: AtomicU64::new(0),
             refusal_tokens: Mutex::new((REFUSAL_EVENT_BURST, std::time::Instant::now())),
             events_suppressed: AtomicU64::new(0),
@@ -655,10 +659,19 @@ impl Endpoint {
                 self.events_suppressed.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            if let Err(mpsc::TrySendError::Full(_)) = self.events.try_send(e) {
+            if !self.delivery.queue(&self.events, e) {
                 self.events_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Waits (at most `wait`) until every event handed to the dispatcher before this call
+    /// has been given to the subscribers; false if it had not by then. For an order the
+    /// subscribers can rely on: a call made on a device's registration then comes after the
+    /// registration's event (an element posts both on its bus). Returns at once on the
+    /// dispatcher's own thread.
+    pub fn flush_events(&self, wait: std::time::Duration) -> bool {
+        self.delivery.flush(wait)
     }
 
     /// Next MANSCDP serial number.

@@ -354,6 +354,10 @@ fn hang_up(ep: &Endpoint, dialog: &Dialog, dest: SocketAddr) {
     let _ = ep.request(&d.bye(), dest);
 }
 
+/// How long a call waits for the endpoint's subscribers to be told the events queued
+/// before it (normally microseconds; a stuck subscriber only delays the call this long).
+const EVENTS_FLUSH_WAIT: Duration = Duration::from_millis(500);
+
 /// Waits until `device_id` is registered (asleep until the endpoint changes); its messages
 /// about `channel_id` are then believed.
 pub(super) fn wait_for_device(
@@ -370,6 +374,9 @@ pub(super) fn wait_for_device(
         Err(_) => Err(CallError::Cancelled),
         Ok(Some(a)) => {
             ep.note_channel(device_id, channel_id);
+            // The registration's event is told before anything the call does (an element
+            // posts "device registered" on its bus before "stream started").
+            ep.flush_events(EVENTS_FLUSH_WAIT);
             Ok(a)
         }
         Ok(None) => Err(CallError::NotRegistered {
