@@ -59,16 +59,10 @@ fn run(mux: &str, caps: &gst::Caps, aus: &[gst::Buffer], loops: usize) -> (Durat
     } else {
         format!("{mux} name=mux ! fakesink sync=false")
     };
-    let pipeline = gst::parse::launch(&desc)
-        .expect("bench pipeline")
-        .downcast::<gst::Pipeline>()
-        .unwrap_or_else(|e| {
-            // A single element (the floor's fakesink) is not wrapped in a pipeline by parse.
-
-            let p = gst::Pipeline::new();
-            p.add(&e).unwrap();
-            p
-        });
+    let pipeline = gst::Pipeline::new();
+    pipeline
+        .add(&gst::parse::bin_from_description(&desc, false).expect("bench pipeline"))
+        .unwrap();
     let sinkpad = match pipeline.by_name("mux") {
         Some(m) => m.request_pad_simple("sink_%u").expect("muxer sink pad"),
         None => pipeline
@@ -138,7 +132,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let file = args
         .next()
-        .expect("usage: psmux_bench FILE.h264 [loops] [runs]");
+        .expect("usage: psmux_bench FILE.h264 [loops] [runs] [psmux|mpegpsmux]");
     let loops: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
     // For profiling one of them: "psmux" or "mpegpsmux" (the floor and the other are skipped).
@@ -181,6 +175,10 @@ fn main() {
             frames as f64 / w.as_secs_f64()
         );
         results.push((w, c));
+    }
+    if only.is_some() {
+        // One pipeline timed: nothing to compare with.
+        return;
     }
     let (floor_w, floor_c) = results[0];
     let per_frame =

@@ -450,8 +450,10 @@ fn fixed_mux_rate_and_timestamp_offset() {
     assert_eq!(rb, 10_000);
 }
 
-/// `appsrc ! psmux name=mux ! appsink`, not live: one sink pad, the direct path's case.
+/// `appsrc ! psmux name=mux ! appsink`, not live: one sink pad, the direct path's case;
+/// playing, with H.264 caps on the source.
 fn single_pad_pipeline() -> (gst::Pipeline, gst_app::AppSrc, gst_app::AppSink) {
+    init();
     let pipeline = gst::parse::launch(
         "appsrc name=src format=time ! psmux name=mux ! appsink name=sink sync=false",
     )
@@ -468,6 +470,8 @@ fn single_pad_pipeline() -> (gst::Pipeline, gst_app::AppSrc, gst_app::AppSink) {
         .unwrap()
         .downcast::<gst_app::AppSink>()
         .unwrap();
+    src.set_caps(Some(&h264_caps()));
+    pipeline.set_state(gst::State::Playing).unwrap();
     (pipeline, src, sink)
 }
 
@@ -477,10 +481,7 @@ fn single_pad_pipeline() -> (gst::Pipeline, gst_app::AppSrc, gst_app::AppSink) {
 /// path: order, bytes, headers, times, flags.
 #[test]
 fn single_pad_direct_path_keeps_output() {
-    init();
     let (pipeline, src, sink) = single_pad_pipeline();
-    src.set_caps(Some(&h264_caps()));
-    pipeline.set_state(gst::State::Playing).unwrap();
 
     let frames = 60usize;
     let mut sent = Vec::new();
@@ -602,10 +603,7 @@ fn two_pads_stay_on_the_aggregator_path() {
 /// DISCONT, no offsets, no meta.
 #[test]
 fn direct_path_follows_a_codec_change_and_drops_input_metadata() {
-    init();
     let (pipeline, src, sink) = single_pad_pipeline();
-    src.set_caps(Some(&h264_caps()));
-    pipeline.set_state(gst::State::Playing).unwrap();
     let h265 = gst::Caps::builder("video/x-h265")
         .field("stream-format", "byte-stream")
         .field("alignment", "au")

@@ -116,6 +116,13 @@ struct State {
     upstream_live: Option<bool>,
 }
 
+impl State {
+    /// Exactly one sink pad, with no serialized event waiting in the aggregator's queue.
+    fn one_idle_pad(&self) -> bool {
+        self.queued_events.len() == 1 && self.queued_events.values().all(|n| *n == 0)
+    }
+}
+
 impl Default for State {
     fn default() -> Self {
         State {
@@ -763,7 +770,7 @@ impl PsMux {
             if state.direct_ready {
                 return true;
             }
-            if state.queued_events.len() != 1 || state.queued_events.values().any(|n| *n > 0) {
+            if !state.one_idle_pad() {
                 return false;
             }
             state.upstream_live
@@ -788,7 +795,7 @@ impl PsMux {
             // Until the next event, request, release or state change (they clear it): all of
             // the above only change through one of them.
             let mut state = lock(&self.state);
-            if state.queued_events.len() == 1 && state.queued_events.values().all(|n| *n == 0) {
+            if state.one_idle_pad() {
                 state.direct_ready = true;
             }
         }
