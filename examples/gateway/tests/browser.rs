@@ -791,6 +791,8 @@ impl Peer {
         pipeline.add(&wb).unwrap();
         let ice = wb.property::<gst_webrtc::WebRTCICE>("ice-agent");
         assert!(ice.emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]));
+        // Loopback only: no SSDP search for a router.
+        gst_ipcam_gateway::webrtc::session::disable_upnp(&ice);
         let caps: gst::Caps =
             "application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000,\
              packetization-mode=(string)1,profile-level-id=(string)42e01f,\
@@ -927,6 +929,22 @@ fn whep_peer_pli_reaches_the_camera_rate_limited() {
     let channel = gw.channels()[0].clone();
     let admin = gst_ipcam_gateway::auth::basic_value(ADMIN.0, ADMIN.1);
     let bus = gw.cameras()[0].pipeline().bus().unwrap();
+    // GStreamer CRITICALs while PLIs come in (each one was a double unref of the key unit
+    // event the gateway drops).
+    let criticals = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let handler = {
+        let c = criticals.clone();
+        gst::glib::log_set_handler(
+            Some("GStreamer"),
+            gst::glib::LogLevels::LEVEL_CRITICAL,
+            false,
+            false,
+            move |_, _, msg| {
+                eprintln!("GStreamer CRITICAL: {msg}");
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            },
+        )
+    };
     let peer = Peer::connect(
         gw.metrics_addr().unwrap(),
         &format!("/{channel}/whep"),
@@ -956,6 +974,12 @@ fn whep_peer_pli_reaches_the_camera_rate_limited() {
     // The gateway still serves.
     assert!(peer.frames.load(std::sync::atomic::Ordering::Relaxed) > 0);
     assert_eq!(gw.snapshot().webrtc_sessions.len(), 1);
+    gst::glib::log_remove_handler(Some("GStreamer"), handler);
+    assert_eq!(
+        criticals.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "GStreamer CRITICALs while handling PLIs"
+    );
 }
 
 /// H.265 cameras in the browser: the page's plain WHEP offer gets 406, it asks for

@@ -33,6 +33,10 @@ pub fn codec_of(caps: &gst::CapsRef) -> Codec {
 /// `GstForceKeyUnit` event towards the payloader) becomes a key frame request to the camera,
 /// rate-limited per channel by the ingest. The event goes no further: the appsrc has no
 /// encoder to ask.
+///
+/// The probe takes the event and answers `Handled`: `Drop` on an upstream event sent to a
+/// source pad made GStreamer 1.22 unref it twice (a `gst_mini_object_unref` CRITICAL for
+/// every PLI while a browser waited for a key frame).
 fn forward_key_unit_requests(pad: &gst::Pad, ingest: std::sync::Weak<Ingest>) {
     pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
         let Some(gst::PadProbeData::Event(e)) = &info.data else {
@@ -41,12 +45,25 @@ fn forward_key_unit_requests(pad: &gst::Pad, ingest: std::sync::Weak<Ingest>) {
         if e.structure().is_none_or(|s| s.name() != "GstForceKeyUnit") {
             return gst::PadProbeReturn::Ok;
         }
+        drop(info.take_event());
         if let Some(i) = ingest.upgrade() {
             gst::debug!(CAT, "{}: a WebRTC peer asks for a key frame", i.channel);
             i.viewer_wants_key_frame();
         }
-        gst::PadProbeReturn::Drop
+        gst::PadProbeReturn::Handled
     });
+}
+
+/// Turns libnice's UPnP IGD port mapping off on webrtcbin's ICE agent (GstWebRTCNice's
+/// `agent`, a NiceAgent with an `upnp` property).
+pub fn disable_upnp(ice: &gst_webrtc::WebRTCICE) {
+    if !ice.has_property("agent") {
+        return;
+    }
+    let agent = ice.property::<gst::glib::Object>("agent");
+    if agent.has_property("upnp") {
+        agent.set_property("upnp", false);
+    }
 }
 
 /// A running WHEP viewer.
@@ -104,6 +121,10 @@ impl Session {
         if ice.has_property("ice-tcp") {
             ice.set_property("ice-tcp", false);
         }
+        // libnice's UPnP is on by default: every session would search the LAN for an
+        // Internet gateway device (SSDP multicast to 239.255.255.250) and ask it to open a
+        // port to the server. A server never does that behind its operator's back.
+        disable_upnp(&ice);
         // The peer's RTCP (receiver reports, every 0.5-1.5 s from Chromium) says it is still
         // there: a browser tab closed without DELETE sends none, and libnice as the
         // controlled agent never notices.
