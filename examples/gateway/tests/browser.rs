@@ -915,6 +915,35 @@ fn camera_key_requests(bus: &gst::Bus, d: Duration, mut during: impl FnMut()) ->
     n
 }
 
+/// Local ports of this process's UDP sockets (IPv4 and IPv6), from /proc.
+fn own_udp_ports() -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["/proc/self/net/udp", "/proc/self/net/udp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(inode)) = (f.get(1), f.get(9)) else {
+                continue;
+            };
+            if inodes.iter().any(|i| i == inode)
+                && let Some(port) = local.rsplit(':').next()
+                && let Ok(port) = u16::from_str_radix(port, 16)
+            {
+                ports.push(port);
+            }
+        }
+    }
+    ports
+}
+
 /// A viewer's PLI reaches the camera as a key frame request (GB28181 IFameCmd), and a flood
 /// of them is rate-limited per channel (key_frame_request_after_s = 2 s): the camera is not
 /// made to send only I-frames.
@@ -974,6 +1003,9 @@ fn whep_peer_pli_reaches_the_camera_rate_limited() {
     // The gateway still serves.
     assert!(peer.frames.load(std::sync::atomic::Ordering::Relaxed) > 0);
     assert_eq!(gw.snapshot().webrtc_sessions.len(), 1);
+    // Its ICE agent did not look for a router: libnice's UPnP would have opened an SSDP
+    // socket (UDP 1900) in this process during the session's candidate gathering.
+    assert_eq!(own_udp_ports().iter().filter(|p| **p == 1900).count(), 0);
     gst::glib::log_remove_handler(Some("GStreamer"), handler);
     assert_eq!(
         criticals.load(std::sync::atomic::Ordering::SeqCst),
