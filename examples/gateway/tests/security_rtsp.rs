@@ -647,10 +647,31 @@ fn idle_connections_do_not_hold_the_slots() {
     // Well past the idle timeout, the playing connection is still served.
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
-        assert!(
-            a.receive_frames(10, Duration::from_secs(5)),
-            "A keeps receiving"
-        );
+        let before = a.frames;
+        let t = Instant::now();
+        if !a.receive_frames(10, Duration::from_secs(5)) {
+            let snap = gw.snapshot();
+            let got = a.frames - before;
+            let closed = a.closed_by_server(Duration::from_millis(1));
+            panic!(
+                "A keeps receiving: {} frames in {:?} (of {} in all), connection {}; \
+                 connections closed as idle {}, RTSP connections {}, sessions {:?}",
+                got,
+                t.elapsed(),
+                a.frames,
+                if closed {
+                    "closed by the gateway"
+                } else {
+                    "open"
+                },
+                gw.rtsp_guard().closed_idle(),
+                snap.rtsp_conns,
+                snap.sessions
+                    .iter()
+                    .map(|s| s.transport.clone())
+                    .collect::<Vec<_>>()
+            );
+        }
     }
     let r = a.request(
         "GET_PARAMETER",

@@ -60,10 +60,21 @@ fn mux(video: &str, audio: Option<&str>, name: &str) -> PathBuf {
     let audio = audio
         .map(|a| format!(" {a} ! queue ! m."))
         .unwrap_or_default();
-    run(&format!(
+    let pipeline = run(&format!(
         "{VIDEO_RAW} ! {video} ! queue ! psmux name=m ! filesink location={}{audio}",
         path.display()
     ));
+    // Shown with a failing test's output: which path (direct or aggregator) muxed what.
+    if let Some(m) = pipeline
+        .downcast_ref::<gst::Bin>()
+        .and_then(|b| b.by_name("m"))
+    {
+        eprintln!(
+            "{}: {}",
+            path.display(),
+            m.property::<gst::Structure>("stats")
+        );
+    }
     path
 }
 
@@ -119,7 +130,27 @@ fn check_video(path: &Path, codec: &str) {
         .lines()
         .filter(|l| !l.starts_with("[mp2 @"))
         .collect();
-    assert!(errors.is_empty(), "video decode errors: {errors:?}");
+    assert!(
+        errors.is_empty(),
+        "video decode errors: {errors:?}; the file's video packets (pts,dts,size,pos), kept at {}: {}",
+        path.display(),
+        video_packets(path)
+    );
+}
+
+/// ffprobe's list of the video packets (pts, dts, size, position), for failure reports.
+fn video_packets(path: &Path) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v", "-show_entries"])
+        .arg("packet=pts,dts,size,pos")
+        .args(["-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Audio PES payload bytes of stream `id`, read with a small independent PS walker.
