@@ -109,17 +109,26 @@ struct State {
     /// Set when `non-live-queue` raised the aggregator latency (restored on stop).
     raised_latency: bool,
     /// Per sink pad: serialized events received and not yet handled by the aggregator
-    /// thread (see [`PsMux::try_direct`]).
+    /// thread (see [`PsMux::direct_allowed`]).
     queued_events: HashMap<PadKey, u32>,
+    /// An event was handled by the aggregator's thread and may still be at the head of its
+    /// queue: GstAggregator pops it only after `sink_event` returned, so a buffer queued
+    /// behind it is not poppable yet and the next buffer must not overtake it on the direct
+    /// path. Cleared by `aggregate()`, which that thread calls once the events ahead of a
+    /// buffer are gone.
+    event_in_flight: bool,
     /// Whether upstream of the (single) sink pad is live, asked once per run: the
     /// aggregator's own `latency()` is only known once the pipeline's latency is set.
     upstream_live: Option<bool>,
 }
 
 impl State {
-    /// Exactly one sink pad, with no serialized event waiting in the aggregator's queue.
+    /// Exactly one sink pad, with no serialized event waiting in (or still leaving) the
+    /// aggregator's queue.
     fn one_idle_pad(&self) -> bool {
-        self.queued_events.len() == 1 && self.queued_events.values().all(|n| *n == 0)
+        self.queued_events.len() == 1
+            && self.queued_events.values().all(|n| *n == 0)
+            && !self.event_in_flight
     }
 }
 
@@ -137,6 +146,7 @@ impl Default for State {
             mode_checked: false,
             raised_latency: false,
             queued_events: HashMap::new(),
+            event_in_flight: false,
             upstream_live: None,
         }
     }
@@ -638,6 +648,7 @@ impl AggregatorImpl for PsMux {
             if let Some(n) = state.queued_events.get_mut(&key(pad)) {
                 *n = n.saturating_sub(1);
             }
+            state.event_in_flight = true;
         }
         if let gst::EventView::Caps(c) = event.view()
             && !self.handle_caps(pad, c.caps())
@@ -658,6 +669,8 @@ impl AggregatorImpl for PsMux {
     fn aggregate(&self, timeout: bool) -> Result<gst::FlowSuccess, gst::FlowError> {
         self.check_mode();
         let _push = lock(&self.push_lock);
+        // The events ahead of the buffers this call takes have left the queue.
+        lock(&self.state).event_in_flight = false;
         // Mux every buffer already queued (up to MAX_BATCH) and push them as one list: the
         // aggregator's thread hand-off then costs once per batch instead of once per frame.
         let mut list: Option<gst::BufferList> = None;
@@ -695,7 +708,7 @@ impl AggregatorImpl for PsMux {
 
 impl PsMux {
     /// Sink pad probe: counts serialized events on their way into the aggregator's queue,
-    /// and takes buffers the direct way when [`Self::try_direct`] allows.
+    /// and takes buffers the direct way when [`Self::direct_allowed`] allows.
     fn sink_probe(&self, pad: &gst::Pad, info: &mut gst::PadProbeInfo) -> gst::PadProbeReturn {
         match &info.data {
             Some(gst::PadProbeData::Event(ev)) => {
