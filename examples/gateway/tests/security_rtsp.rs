@@ -600,6 +600,18 @@ fn connections_beyond_max_rtsp_clients_are_closed() {
 #[test]
 fn idle_connections_do_not_hold_the_slots() {
     let _s = serial();
+    // A playing connection once stopped getting RTP here, in `make test` only: what
+    // gst-rtsp-server and the ingest did is shown if it happens again.
+    let log = GstLogTail::start(
+        &[
+            ("rtspmedia", gst::DebugLevel::Debug),
+            ("rtspstream", gst::DebugLevel::Debug),
+            ("rtspclient", gst::DebugLevel::Debug),
+            ("rtspstreamtransport", gst::DebugLevel::Debug),
+            ("gateway", gst::DebugLevel::Debug),
+        ],
+        4000,
+    );
     let (gw, ch) = start_with(2, 2);
     let port = gw.rtsp_port();
     let url = format!("rtsp://127.0.0.1:{port}/{ch}");
@@ -653,6 +665,7 @@ fn idle_connections_do_not_hold_the_slots() {
             let snap = gw.snapshot();
             let got = a.frames - before;
             let closed = a.closed_by_server(Duration::from_millis(1));
+            eprintln!("GStreamer log (last lines):\n{}", log.dump());
             panic!(
                 "A keeps receiving: {} frames in {:?} (of {} in all), connection {}; \
                  connections closed as idle {}, RTSP connections {}, sessions {:?}",

@@ -296,3 +296,48 @@ pub fn camera_with_records(
     )
     .unwrap()
 }
+
+/// The last GStreamer debug lines of some categories, kept in memory (not printed) for a
+/// test to show when it fails: `GstLogTail::start(&[("rtspmedia", Debug), ...], 3000)`.
+/// It removes GStreamer's default log function (the test binary's own stderr stays quiet).
+pub struct GstLogTail {
+    lines: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+}
+
+impl GstLogTail {
+    pub fn start(categories: &[(&str, gst::DebugLevel)], keep: usize) -> GstLogTail {
+        gst::log::remove_default_log_function();
+        gst::log::set_active(true);
+        for (name, level) in categories {
+            gst::log::set_threshold_for_name(name, *level);
+        }
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(
+            std::collections::VecDeque::with_capacity(keep),
+        ));
+        let sink = lines.clone();
+        let start = std::time::Instant::now();
+        gst::log::add_log_function(move |cat, level, _file, func, line, obj, msg| {
+            let text = format!(
+                "{:>8.3} {:?} {:<10} {:?} {func}:{line} {}: {}",
+                start.elapsed().as_secs_f64(),
+                std::thread::current().id(),
+                cat.name(),
+                level,
+                obj.map(|o| o.to_string()).unwrap_or_default(),
+                msg.get().map(|m| m.to_string()).unwrap_or_default()
+            );
+            let mut l = sink.lock().unwrap_or_else(|e| e.into_inner());
+            if l.len() == keep {
+                l.pop_front();
+            }
+            l.push_back(text);
+        });
+        GstLogTail { lines }
+    }
+
+    /// The kept lines, oldest first.
+    pub fn dump(&self) -> String {
+        let l = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        l.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
