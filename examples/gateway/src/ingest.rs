@@ -819,6 +819,21 @@ impl Ingest {
         st.subscribers.is_empty() && st.holds == 0
     }
 
+    /// Marks the ingest stopped if nobody uses it or it failed, in one step with
+    /// [`hold`](Self::hold) and subscribing: a user that holds it first keeps it running,
+    /// one that holds it after sees it failed ([`is_failed`](Self::is_failed)) and starts
+    /// another. True when it is to be stopped ([`stop`](Self::stop) does the rest).
+    pub fn retire_if_unused(&self) -> bool {
+        let mut st = lock(&self.state);
+        if st.failed.is_some() || st.stopped || (st.subscribers.is_empty() && st.holds == 0) {
+            st.stopped = true;
+            self.cond.notify_all();
+            true
+        } else {
+            false
+        }
+    }
+
     pub fn is_failed(&self) -> bool {
         let st = lock(&self.state);
         st.failed.is_some() || st.stopped
@@ -1028,6 +1043,74 @@ mod tests {
             caps_change(&c("audio/x-alaw,rate=8000"), &c("audio/x-alaw,rate=16000")),
             CapsChange::Size
         );
+    }
+
+    /// An ingest with an appsrc of A-law as its source (no camera).
+    fn test_ingest(name: &str) -> Arc<Ingest> {
+        gst::init().unwrap();
+        let bin = gst::parse::bin_from_description(
+            "appsrc format=time is-live=true caps=audio/x-alaw,rate=8000,channels=1 \
+             ! queue name=a",
+            false,
+        )
+        .unwrap();
+        let pad = bin.by_name("a").unwrap().static_pad("src").unwrap();
+        bin.add_pad(
+            &gst::GhostPad::builder_with_target(&pad)
+                .unwrap()
+                .name("a")
+                .build(),
+        )
+        .unwrap();
+        let bin = bin.upcast::<gst::Element>();
+        Ingest::start_source(
+            name,
+            IngestSource {
+                elements: vec![bin.clone()],
+                streams_from: bin.clone(),
+                control: bin,
+            },
+        )
+        .unwrap()
+    }
+
+    /// The last reader leaving and a new one arriving at the same moment: whichever comes
+    /// first decides, in one step. Held first: the ingest is not retired. Retired first:
+    /// the new reader's hold finds it failed (and starts another) and cannot subscribe.
+    #[test]
+    fn retiring_an_unused_ingest_is_atomic_with_a_hold() {
+        let held = test_ingest("held-first");
+        held.hold();
+        assert!(!held.retire_if_unused(), "a held ingest stays");
+        assert!(!held.is_failed());
+        held.release();
+        assert!(held.retire_if_unused(), "unused once released");
+        held.stop();
+
+        let retired = test_ingest("retired-first");
+        assert!(retired.retire_if_unused());
+        retired.hold();
+        assert!(retired.is_failed(), "the late user sees it going away");
+        let (_, src) = appsrc_pipeline();
+        assert!(
+            retired.subscribe_viewer(&[(Kind::Audio, src)]).is_empty(),
+            "no subscription to a retired ingest"
+        );
+        retired.release();
+        retired.stop();
+    }
+
+    fn appsrc_pipeline() -> (gst::Pipeline, gst_app::AppSrc) {
+        let p = gst::parse::launch("appsrc name=src format=time ! fakesink")
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        let src = p
+            .by_name("src")
+            .unwrap()
+            .downcast::<gst_app::AppSrc>()
+            .unwrap();
+        (p, src)
     }
 
     /// Audio a little behind the previous frame (an AAC encoder's padded last frame at a

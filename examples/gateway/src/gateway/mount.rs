@@ -434,7 +434,10 @@ pub(super) fn stop_if_unused(sh: &Shared, channel: &str) {
             return;
         };
         match &c.ingest {
-            Some(i) if i.is_unused() || i.is_failed() => {
+            // Decided under the ingest's own lock: a reader that got this ingest a moment
+            // ago and holds it now keeps it; checking `is_unused` and stopping later let
+            // such a reader subscribe to an ingest being stopped (no data, then EOS).
+            Some(i) if i.retire_if_unused() => {
                 let i = c.ingest.take();
                 if let Some(i) = &i {
                     retire_stats(c, i);
