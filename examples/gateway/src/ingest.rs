@@ -1045,23 +1045,16 @@ mod tests {
         );
     }
 
-    /// An ingest with an appsrc of A-law as its source (no camera).
-    fn test_ingest(name: &str) -> Arc<Ingest> {
-        gst::init().unwrap();
-        let bin = gst::parse::bin_from_description(
-            "appsrc format=time is-live=true caps=audio/x-alaw,rate=8000,channels=1 \
-             ! queue name=a",
-            false,
-        )
-        .unwrap();
-        let pad = bin.by_name("a").unwrap().static_pad("src").unwrap();
-        bin.add_pad(
-            &gst::GhostPad::builder_with_target(&pad)
+    /// An ingest of `bin`, whose queues named in `pads` become its stream pads.
+    fn ingest_of(name: &str, bin: gst::Bin, pads: &[&str]) -> Arc<Ingest> {
+        for q in pads {
+            let pad = bin.by_name(q).unwrap().static_pad("src").unwrap();
+            let ghost = gst::GhostPad::builder_with_target(&pad)
                 .unwrap()
-                .name("a")
-                .build(),
-        )
-        .unwrap();
+                .name(*q)
+                .build();
+            bin.add_pad(&ghost).unwrap();
+        }
         let bin = bin.upcast::<gst::Element>();
         Ingest::start_source(
             name,
@@ -1074,12 +1067,58 @@ mod tests {
         .unwrap()
     }
 
+    /// An ingest whose source is an appsrc of A-law (no camera), and that appsrc.
+    fn alaw_ingest(name: &str) -> (Arc<Ingest>, gst_app::AppSrc) {
+        gst::init().unwrap();
+        let bin = gst::parse::bin_from_description(
+            "appsrc name=cam format=time is-live=true \
+             caps=audio/x-alaw,rate=8000,channels=1 ! queue name=a",
+            false,
+        )
+        .unwrap();
+        let cam = bin
+            .by_name("cam")
+            .unwrap()
+            .downcast::<gst_app::AppSrc>()
+            .unwrap();
+        (ingest_of(name, bin, &["a"]), cam)
+    }
+
+    /// A subscriber's pipeline: `appsrc name=src caps=<caps> ! appsink name=sink`.
+    fn subscriber_pipeline(caps: &gst::Caps) -> (gst::Pipeline, gst_app::AppSrc, gst_app::AppSink) {
+        let p = gst::parse::launch(
+            "appsrc name=src format=time is-live=true ! appsink name=sink sync=false",
+        )
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let src = p
+            .by_name("src")
+            .unwrap()
+            .downcast::<gst_app::AppSrc>()
+            .unwrap();
+        src.set_caps(Some(caps));
+        let sink = p
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        (p, src, sink)
+    }
+
+    fn alaw_caps() -> gst::Caps {
+        gst::Caps::builder("audio/x-alaw")
+            .field("rate", 8000)
+            .field("channels", 1)
+            .build()
+    }
+
     /// The last reader leaving and a new one arriving at the same moment: whichever comes
     /// first decides, in one step. Held first: the ingest is not retired. Retired first:
     /// the new reader's hold finds it failed (and starts another) and cannot subscribe.
     #[test]
     fn retiring_an_unused_ingest_is_atomic_with_a_hold() {
-        let held = test_ingest("held-first");
+        let (held, _) = alaw_ingest("held-first");
         held.hold();
         assert!(!held.retire_if_unused(), "a held ingest stays");
         assert!(!held.is_failed());
@@ -1087,11 +1126,11 @@ mod tests {
         assert!(held.retire_if_unused(), "unused once released");
         held.stop();
 
-        let retired = test_ingest("retired-first");
+        let (retired, _) = alaw_ingest("retired-first");
         assert!(retired.retire_if_unused());
         retired.hold();
         assert!(retired.is_failed(), "the late user sees it going away");
-        let (_, src) = appsrc_pipeline();
+        let (_p, src, _) = subscriber_pipeline(&alaw_caps());
         assert!(
             retired.subscribe_viewer(&[(Kind::Audio, src)]).is_empty(),
             "no subscription to a retired ingest"
@@ -1100,75 +1139,12 @@ mod tests {
         retired.stop();
     }
 
-    fn appsrc_pipeline() -> (gst::Pipeline, gst_app::AppSrc) {
-        let p = gst::parse::launch("appsrc name=src format=time ! fakesink")
-            .unwrap()
-            .downcast::<gst::Pipeline>()
-            .unwrap();
-        let src = p
-            .by_name("src")
-            .unwrap()
-            .downcast::<gst_app::AppSrc>()
-            .unwrap();
-        (p, src)
-    }
-
     /// Audio a little behind the previous frame (an AAC encoder's padded last frame at a
     /// clip's loop, jitter) is dropped: HLS and MP4 muxers stop on timestamps going back.
     #[test]
     fn audio_stepping_back_is_dropped() {
-        gst::init().unwrap();
-        let bin = gst::parse::bin_from_description(
-            "appsrc name=cam format=time is-live=true \
-             caps=audio/x-alaw,rate=8000,channels=1 ! queue name=a",
-            false,
-        )
-        .unwrap();
-        let pad = bin.by_name("a").unwrap().static_pad("src").unwrap();
-        bin.add_pad(
-            &gst::GhostPad::builder_with_target(&pad)
-                .unwrap()
-                .name("a")
-                .build(),
-        )
-        .unwrap();
-        let cam = bin
-            .by_name("cam")
-            .unwrap()
-            .downcast::<gst_app::AppSrc>()
-            .unwrap();
-        let bin = bin.upcast::<gst::Element>();
-        let ingest = Ingest::start_source(
-            "stepping",
-            IngestSource {
-                elements: vec![bin.clone()],
-                streams_from: bin.clone(),
-                control: bin,
-            },
-        )
-        .unwrap();
-        let out = gst::parse::launch(
-            "appsrc name=src format=time is-live=true ! appsink name=sink sync=false",
-        )
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-        let src = out
-            .by_name("src")
-            .unwrap()
-            .downcast::<gst_app::AppSrc>()
-            .unwrap();
-        src.set_caps(Some(
-            &gst::Caps::builder("audio/x-alaw")
-                .field("rate", 8000)
-                .field("channels", 1)
-                .build(),
-        ));
-        let sink = out
-            .by_name("sink")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
+        let (ingest, cam) = alaw_ingest("stepping");
+        let (out, src, sink) = subscriber_pipeline(&alaw_caps());
         out.set_state(gst::State::Playing).unwrap();
         assert!(ingest.subscribe_camera(Kind::Audio, &src).is_some());
         for ms in [1000u64, 1020, 1040, 1060, 1050, 1080, 1100] {
@@ -1205,24 +1181,7 @@ mod tests {
             false,
         )
         .unwrap();
-        for q in ["v", "a"] {
-            let pad = bin.by_name(q).unwrap().static_pad("src").unwrap();
-            let ghost = gst::GhostPad::builder_with_target(&pad)
-                .unwrap()
-                .name(q)
-                .build();
-            bin.add_pad(&ghost).unwrap();
-        }
-        let bin = bin.upcast::<gst::Element>();
-        let ingest = Ingest::start_source(
-            "generic",
-            IngestSource {
-                elements: vec![bin.clone()],
-                streams_from: bin.clone(),
-                control: bin,
-            },
-        )
-        .unwrap();
+        let ingest = ingest_of("generic", bin, &["v", "a"]);
         let streams = ingest.wait_streams(Duration::from_secs(20)).unwrap();
         let video = streams.video.expect("video");
         let v = video.structure(0).unwrap();
@@ -1236,23 +1195,7 @@ mod tests {
         ingest.refresh_stats();
         assert!(ingest.src_stats().is_none());
 
-        let viewer = gst::parse::launch(
-            "appsrc name=src format=time is-live=true ! appsink name=sink sync=false",
-        )
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-        let src = viewer
-            .by_name("src")
-            .unwrap()
-            .downcast::<gst_app::AppSrc>()
-            .unwrap();
-        src.set_caps(Some(&video));
-        let sink = viewer
-            .by_name("sink")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
+        let (viewer, src, sink) = subscriber_pipeline(&video);
         viewer.set_state(gst::State::Playing).unwrap();
         let ids = ingest.subscribe_viewer(&[(Kind::Video, src)]);
         assert_eq!(ids.len(), 1);

@@ -475,6 +475,16 @@ fn single_pad_pipeline() -> (gst::Pipeline, gst_app::AppSrc, gst_app::AppSink) {
     (pipeline, src, sink)
 }
 
+/// Stops `pipeline` and returns the stats of its muxer (named `mux`), read before the stop.
+fn stop_with_stats(pipeline: &gst::Pipeline) -> gst::Structure {
+    let stats = pipeline
+        .by_name("mux")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    pipeline.set_state(gst::State::Null).unwrap();
+    stats
+}
+
 /// One sink pad, not live (appsrc; the harness answers latency queries as live): once the
 /// aggregator has pushed caps and segment (the first frame), frames are muxed and pushed
 /// from the upstream thread (the direct path) with the same output as the aggregator's
@@ -504,11 +514,7 @@ fn single_pad_direct_path_keeps_output() {
         outs.push(sample.buffer_owned().unwrap());
     }
     assert!(sink.is_eos());
-    let stats = pipeline
-        .by_name("mux")
-        .unwrap()
-        .property::<gst::Structure>("stats");
-    pipeline.set_state(gst::State::Null).unwrap();
+    let stats = stop_with_stats(&pipeline);
 
     assert_eq!(outs.len(), frames, "one output buffer per AU");
     for (i, ((data, key), out)) in sent.iter().zip(&outs).enumerate() {
@@ -583,11 +589,7 @@ fn two_pads_stay_on_the_aggregator_path() {
         times.push(b.dts_or_pts().unwrap());
     }
     assert!(sink.is_eos());
-    let stats = pipeline
-        .by_name("mux")
-        .unwrap()
-        .property::<gst::Structure>("stats");
-    pipeline.set_state(gst::State::Null).unwrap();
+    let stats = stop_with_stats(&pipeline);
     assert_eq!(times.len(), 30);
     assert!(
         times.windows(2).all(|w| w[0] <= w[1]),
@@ -647,11 +649,7 @@ fn direct_path_follows_a_codec_change_and_drops_input_metadata() {
     while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
         outs.push(sample.buffer_owned().unwrap());
     }
-    let stats = pipeline
-        .by_name("mux")
-        .unwrap()
-        .property::<gst::Structure>("stats");
-    pipeline.set_state(gst::State::Null).unwrap();
+    let stats = stop_with_stats(&pipeline);
 
     assert_eq!(outs.len(), frames);
     // PSM elementary stream map entry: stream type, then stream id 0xE0.
@@ -722,11 +720,7 @@ fn frames_stay_in_order_with_events_between_them() {
     }
     pusher.join().unwrap();
     assert!(sink.is_eos());
-    let stats = pipeline
-        .by_name("mux")
-        .unwrap()
-        .property::<gst::Structure>("stats");
-    pipeline.set_state(gst::State::Null).unwrap();
+    let stats = stop_with_stats(&pipeline);
     let swapped: Vec<usize> = (1..times.len())
         .filter(|&i| times[i] < times[i - 1])
         .collect();

@@ -78,25 +78,34 @@ fn mux(video: &str, audio: Option<&str>, name: &str) -> PathBuf {
     path
 }
 
-fn ffprobe_streams(path: &Path) -> Vec<(String, String, String)> {
+/// ffprobe's `entries` of `path` as CSV lines, after the options `args`.
+fn ffprobe_csv(path: &Path, args: &[&str], entries: &str) -> String {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-show_entries"])
-        .arg("stream=codec_type,codec_name,nb_read_frames")
-        .args(["-of", "csv=p=0"])
+        .args(["-v", "error"])
+        .args(args)
+        .args(["-show_entries", entries, "-of", "csv=p=0"])
         .arg(path)
         .output()
         .expect("ffprobe");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            (
-                f.first().unwrap_or(&"").to_string(),
-                f.get(1).unwrap_or(&"").to_string(),
-                f.get(2).unwrap_or(&"").to_string(),
-            )
-        })
-        .collect()
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ffprobe_streams(path: &Path) -> Vec<(String, String, String)> {
+    ffprobe_csv(
+        path,
+        &["-count_frames"],
+        "stream=codec_type,codec_name,nb_read_frames",
+    )
+    .lines()
+    .map(|l| {
+        let f: Vec<&str> = l.split(',').collect();
+        (
+            f.first().unwrap_or(&"").to_string(),
+            f.get(1).unwrap_or(&"").to_string(),
+            f.get(2).unwrap_or(&"").to_string(),
+        )
+    })
+    .collect()
 }
 
 /// Decodes the selected streams with ffmpeg; returns its error output.
@@ -140,14 +149,7 @@ fn check_video(path: &Path, codec: &str) {
 
 /// ffprobe's list of the video packets (pts, dts, size, position), for failure reports.
 fn video_packets(path: &Path) -> String {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v", "-show_entries"])
-        .arg("packet=pts,dts,size,pos")
-        .args(["-of", "csv=p=0"])
-        .arg(path)
-        .output()
-        .expect("ffprobe");
-    String::from_utf8_lossy(&out.stdout)
+    ffprobe_csv(path, &["-select_streams", "v"], "packet=pts,dts,size,pos")
         .lines()
         .collect::<Vec<_>>()
         .join(" ")
