@@ -80,6 +80,21 @@ impl MediaCounters {
     }
 }
 
+/// The channel's running ingest, held (never unused, so never stopped by another user
+/// leaving) until the caller subscribes or releases it. One that stopped just before the
+/// hold (its last user left at that moment) is replaced by a new one.
+pub fn acquire_ingest(hooks: &dyn ChannelHooks, channel: &str) -> Result<Arc<Ingest>, String> {
+    for _ in 0..2 {
+        let i = hooks.ingest(channel)?;
+        i.hold();
+        if !i.is_failed() {
+            return Ok(i);
+        }
+        i.release();
+    }
+    Err("the camera session keeps ending".into())
+}
+
 /// The media's bin for the given stream caps.
 pub fn build_media_bin(
     video: Option<&gst::Caps>,
@@ -160,7 +175,7 @@ mod imp {
     impl ObjectImpl for ChannelFactory {}
 
     impl ChannelFactory {
-        fn parts(&self) -> (String, Option<Arc<dyn ChannelHooks>>, Duration) {
+        pub(super) fn parts(&self) -> (String, Option<Arc<dyn ChannelHooks>>, Duration) {
             (
                 self.channel
                     .lock()
@@ -180,30 +195,13 @@ mod imp {
             let (channel, hooks, timeout) = self.parts();
             let hooks = hooks?;
             // Held (never unused, so never stopped by another media leaving) until
-            // configure() subscribes the appsrcs. One that stopped just before the hold (its
-            // last viewer left at that moment) is replaced by a new one.
-            let mut ingest = None;
-            for _ in 0..2 {
-                match hooks.ingest(&channel) {
-                    Ok(i) => {
-                        i.hold();
-                        if !i.is_failed() {
-                            ingest = Some(i);
-                            break;
-                        }
-                        i.release();
-                    }
-                    Err(e) => {
-                        crate::gateway::warn(&format!("channel {channel}: no RTSP media: {e}"));
-                        return None;
-                    }
+            // configure() subscribes the appsrcs.
+            let ingest = match acquire_ingest(hooks.as_ref(), &channel) {
+                Ok(i) => i,
+                Err(e) => {
+                    crate::gateway::warn(&format!("channel {channel}: no RTSP media: {e}"));
+                    return None;
                 }
-            }
-            let Some(ingest) = ingest else {
-                crate::gateway::warn(&format!(
-                    "channel {channel}: no RTSP media: the camera session keeps ending"
-                ));
-                return None;
             };
             let streams = ingest.wait_streams(timeout);
             let bin = streams.and_then(|s| build_media_bin(s.video.as_ref(), s.audio.as_ref()));
@@ -275,6 +273,11 @@ glib::wrapper! {
 }
 
 impl ChannelFactory {
+    /// The channel, the gateway's hooks and the stream wait of this factory.
+    pub fn parts(&self) -> (String, Option<Arc<dyn ChannelHooks>>, Duration) {
+        self.imp().parts()
+    }
+
     pub fn new(channel: &str, hooks: Arc<dyn ChannelHooks>, timeout: Duration) -> Self {
         let f: Self = glib::Object::new();
         *f.imp().channel.lock().unwrap_or_else(|e| e.into_inner()) = channel.to_string();

@@ -78,6 +78,24 @@ struct Subscriber {
     timing: Timing,
 }
 
+/// A subscriber fed with the frames' bytes in the ingest's thread (the direct RTSP path),
+/// called with the ingest's lock held: it never blocks.
+pub trait FrameSink: Send + Sync {
+    /// A frame of `kind` (an Annex B access unit, or an audio frame) at clock time `time_ns`.
+    /// False: this sink is done and is dropped.
+    fn frame(&self, kind: Kind, data: &[u8], time_ns: u64, key: bool) -> bool;
+    /// The stream of `kind` changed; false: this sink cannot follow and is dropped.
+    fn caps_changed(&self, kind: Kind, change: CapsChange) -> bool;
+    /// The ingest stopped or failed: no more frames.
+    fn end(&self);
+}
+
+impl State {
+    fn unused(&self) -> bool {
+        self.subscribers.is_empty() && self.direct.is_empty() && self.holds == 0
+    }
+}
+
 #[derive(Default)]
 struct State {
     video_caps: Option<gst::Caps>,
@@ -85,6 +103,8 @@ struct State {
     video_since: Option<Instant>,
     first_data: Option<Instant>,
     subscribers: Vec<Subscriber>,
+    /// Direct subscribers ([`FrameSink`]).
+    direct: Vec<(u64, Arc<dyn FrameSink>)>,
     next_id: u64,
     /// Users that are not subscribers yet (a media being built).
     holds: u32,
@@ -531,6 +551,13 @@ impl Ingest {
                     caps_summary(&caps)
                 );
                 st.generation += 1;
+                st.direct.retain(|(_, d)| {
+                    let keep = d.caps_changed(kind, change);
+                    if !keep {
+                        d.end();
+                    }
+                    keep
+                });
                 // Frames of the old format never start a new viewer.
                 match kind {
                     Kind::Video => {
@@ -549,6 +576,11 @@ impl Ingest {
             self.cond.notify_all();
         }
         cache_frame(&mut st, kind, &buffer, abs, key);
+        if !st.direct.is_empty()
+            && let Ok(map) = buffer.map_readable()
+        {
+            st.direct.retain(|(_, d)| d.frame(kind, &map, abs, key));
+        }
         let State {
             subscribers, gop, ..
         } = &mut *st;
@@ -807,16 +839,63 @@ impl Ingest {
         Some(id)
     }
 
+    /// Feeds `sink` in the ingest's thread: first the cached GOP (when `gop`; the sink
+    /// decides where it can start), then every frame. None when the ingest is full or
+    /// stopped.
+    pub fn subscribe_direct(&self, sink: Arc<dyn FrameSink>, gop: bool) -> Option<u64> {
+        let mut st = lock(&self.state);
+        if st.subscribers.len() + st.direct.len() >= MAX_SUBSCRIBERS || st.stopped {
+            return None;
+        }
+        st.next_id += 1;
+        let id = st.next_id;
+        let mut alive = true;
+        if gop {
+            for (kind, b, t) in &st.gop {
+                let key = *kind == Kind::Video && !b.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                if let Ok(map) = b.map_readable()
+                    && !sink.frame(*kind, &map, *t, key)
+                {
+                    alive = false;
+                    break;
+                }
+            }
+        }
+        gst::debug!(CAT, "{}: direct subscriber {id}", self.channel);
+        if alive {
+            st.direct.push((id, sink));
+        }
+        let ask = st.video_caps.is_some();
+        drop(st);
+        if ask {
+            self.request_key_frame(false);
+        }
+        Some(id)
+    }
+
+    /// The ingest pipeline clock's time now (the frames' clock times are on it).
+    pub fn clock_time(&self) -> Option<u64> {
+        self.pipeline.clock().map(|c| c.time().nseconds())
+    }
+
+    /// The cached key frame (the first frame of the cached GOP), if any.
+    pub fn key_frame(&self) -> Option<gst::Buffer> {
+        match lock(&self.state).gop.first() {
+            Some((Kind::Video, b, _)) => Some(b.clone()),
+            _ => None,
+        }
+    }
+
     /// Removes a subscriber; true when nobody uses the ingest any more.
     pub fn unsubscribe(&self, id: u64) -> bool {
         let mut st = lock(&self.state);
         st.subscribers.retain(|s| s.id != id);
-        st.subscribers.is_empty() && st.holds == 0
+        st.direct.retain(|(d, _)| *d != id);
+        st.unused()
     }
 
     pub fn is_unused(&self) -> bool {
-        let st = lock(&self.state);
-        st.subscribers.is_empty() && st.holds == 0
+        lock(&self.state).unused()
     }
 
     /// Marks the ingest stopped if nobody uses it or it failed, in one step with
@@ -825,7 +904,7 @@ impl Ingest {
     /// another. True when it is to be stopped ([`stop`](Self::stop) does the rest).
     pub fn retire_if_unused(&self) -> bool {
         let mut st = lock(&self.state);
-        if st.failed.is_some() || st.stopped || (st.subscribers.is_empty() && st.holds == 0) {
+        if st.failed.is_some() || st.stopped || st.unused() {
             st.stopped = true;
             self.cond.notify_all();
             true
@@ -897,28 +976,40 @@ impl Ingest {
 
     /// Stops the pipeline (gb28181src sends BYE) and ends every subscriber's stream.
     pub fn stop(&self) {
-        let subs = {
+        let (subs, direct) = {
             let mut st = lock(&self.state);
             st.stopped = true;
             self.cond.notify_all();
-            std::mem::take(&mut st.subscribers)
+            (
+                std::mem::take(&mut st.subscribers),
+                std::mem::take(&mut st.direct),
+            )
         };
         let _ = self.pipeline.set_state(gst::State::Null);
         for s in subs {
             let _ = s.src.end_of_stream();
         }
+        for (_, d) in direct {
+            d.end();
+        }
         gst::info!(CAT, "{}: ingest stopped", self.channel);
     }
 
     fn fail(&self, why: String) {
-        let subs = {
+        let (subs, direct) = {
             let mut st = lock(&self.state);
             st.failed = Some(why);
             self.cond.notify_all();
-            std::mem::take(&mut st.subscribers)
+            (
+                std::mem::take(&mut st.subscribers),
+                std::mem::take(&mut st.direct),
+            )
         };
         for s in subs {
             let _ = s.src.end_of_stream();
+        }
+        for (_, d) in direct {
+            d.end();
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cascade;
 pub mod cli;
 pub mod config;
+pub mod direct;
 pub mod factory;
 pub mod fuzz;
 pub mod gateway;

@@ -227,6 +227,82 @@ impl RtspGuard {
         }
     }
 
+    /// Key of a direct-path connection in the clients table (never a client object's
+    /// address: those are below 2^63).
+    fn direct_key(number: u64) -> usize {
+        (number as usize) | (1usize << (usize::BITS - 1))
+    }
+
+    /// A connection of the direct path (`crate::direct`) opened: its number.
+    pub fn direct_client_connected(&self) -> u64 {
+        let n = self.next_client.fetch_add(1, Ordering::Relaxed);
+        lock(&self.clients).insert(
+            Self::direct_key(n),
+            ClientState {
+                number: n,
+                active_at: Instant::now(),
+                busy: false,
+                user: None,
+            },
+        );
+        n
+    }
+
+    /// The user a direct-path connection's latest request authenticated as.
+    pub fn direct_client_user(&self, number: u64, user: &str) {
+        if let Some(c) = lock(&self.clients).get_mut(&Self::direct_key(number))
+            && c.user.as_deref() != Some(user)
+        {
+            c.user = Some(user.into());
+        }
+    }
+
+    pub fn direct_client_closed(&self, number: u64) {
+        lock(&self.clients).remove(&Self::direct_key(number));
+    }
+
+    /// A session of direct-path connection `client`: its opaque number (None: the session
+    /// limit is reached).
+    pub fn direct_session(&self, sid: &str, client: u64) -> Option<u64> {
+        let mut t = lock(&self.sessions);
+        let pool_sessions = self
+            .server
+            .upgrade()
+            .and_then(|s| s.session_pool())
+            .map_or(0, |p| p.n_sessions() as usize);
+        if t.len().max(pool_sessions) >= self.limits.max_sessions as usize {
+            return None;
+        }
+        t.insert(sid, client)
+    }
+
+    pub fn end_direct_session(&self, sid: &str) {
+        lock(&self.sessions).remove(sid);
+    }
+
+    /// A request named another connection's session (454).
+    pub fn count_refused_takeover(&self) {
+        self.refused_takeovers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection without a session stayed quiet for `idle_timeout` and is closed.
+    pub fn count_idle_close(&self) {
+        self.closed_idle.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A new connection is refused: `n` connections are served already.
+    pub fn count_refused_connection(&self, n: usize) {
+        let c = self.refused_connections.fetch_add(1, Ordering::Relaxed);
+        // One line per 100 refusals is enough to tell a flood.
+        if c.is_multiple_of(100) {
+            eprintln!(
+                "[rtsp] {n} connections (max-rtsp-clients {}): closing new ones ({} so far)",
+                self.limits.max_clients,
+                c + 1
+            );
+        }
+    }
+
     /// Closes the connections without a session that have been quiet (no request, no
     /// response) for `idle_timeout`. Called periodically by the gateway.
     pub fn close_idle(&self) {
@@ -552,15 +628,7 @@ mod imp {
             };
             let n = server.client_filter(None).len();
             if n >= g.limits.max_clients as usize {
-                let c = g.refused_connections.fetch_add(1, Ordering::Relaxed);
-                // One line per 100 refusals is enough to tell a flood.
-                if c.is_multiple_of(100) {
-                    eprintln!(
-                        "[rtsp] {n} connections (max-rtsp-clients {}): closing new ones ({} so far)",
-                        g.limits.max_clients,
-                        c + 1
-                    );
-                }
+                g.count_refused_connection(n);
                 return false;
             }
             true

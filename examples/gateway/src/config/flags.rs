@@ -83,6 +83,11 @@ pub struct Settings {
     /// Close an RTSP connection without a session after S quiet seconds (1-86400)
     #[arg(long, value_name = "S")]
     pub rtsp_idle_timeout_s: Option<u64>,
+    /// Answer RTSP in the gateway and play live paths over TCP without a pipeline per reader
+    /// (other connections go on to gst-rtsp-server)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub rtsp_direct_tcp: Option<bool>,
     /// WebRTC (WHEP) readers at once (0-10000); more offers get 503
     #[arg(long, value_name = "N")]
     pub webrtc_max_sessions: Option<u32>,

@@ -52,6 +52,9 @@ pub struct Config {
     /// An RTSP connection without a session is closed after this many seconds.
     #[serde(deserialize_with = "file::bounded::<_, _, 1, 86_400>")]
     pub rtsp_idle_timeout_s: u64,
+    /// The gateway answers RTSP itself and plays live paths over TCP (interleaved) straight
+    /// from the ingest (no per-reader pipeline); other connections go on to gst-rtsp-server.
+    pub rtsp_direct_tcp: bool,
     /// WebRTC (WHEP) readers at once; further offers get 503.
     #[serde(deserialize_with = "file::bounded::<_, _, 0, 10_000>")]
     pub webrtc_max_sessions: u32,
@@ -217,6 +220,7 @@ impl Default for Config {
             metrics_address: "127.0.0.1".into(),
             max_rtsp_clients: 256,
             rtsp_idle_timeout_s: 30,
+            rtsp_direct_tcp: false,
             webrtc_max_sessions: 64,
             webrtc_max_transcodes: 2,
             webrtc_connect_timeout_s: 10,

@@ -402,6 +402,9 @@ impl Control {
         if number >= crate::webrtc::FIRST_NUMBER {
             return Ok(sh.webrtc.kick(number));
         }
+        if sh.direct.kick(number) {
+            return Ok(true);
+        }
         let mut found = false;
         for client in sh.server.client_filter(None) {
             for session in client.session_filter(None) {

@@ -101,6 +101,8 @@ struct Shared {
     rtsp_port: u16,
     /// Users, session owners and connection limits of the RTSP server.
     rtsp_guard: Arc<RtspGuard>,
+    /// The direct RTSP path's connections and sessions (empty when it is off).
+    direct: Arc<crate::direct::Registry>,
     channels: Mutex<BTreeMap<String, Channel>>,
     /// Channels mounted per device (locked only inside `channels`' lock).
     device_channels: Mutex<HashMap<String, usize>>,
@@ -147,6 +149,8 @@ pub struct Gateway {
     metrics_server: Option<HttpServer>,
     hls_server: Option<HttpServer>,
     rtmp_server: Option<crate::rtmp::Server>,
+    /// The direct RTSP path's listener (a handle to shut it down) and accept thread.
+    direct_server: Option<(socket2::Socket, JoinHandle<()>)>,
     http_runtime: Option<HttpRuntime>,
     /// The HLS directory made for this run (removed at stop).
     hls_temp_dir: Option<std::path::PathBuf>,
@@ -260,10 +264,20 @@ impl Gateway {
         if let Some(pool) = server.thread_pool() {
             pool.set_max_threads(64);
         }
-        let _source = server
-            .attach(Some(&ctx))
-            .map_err(|e| format!("RTSP server on port {}: {e}", cfg.rtsp_port))?;
-        let rtsp_port = u16::try_from(server.bound_port()).unwrap_or(cfg.rtsp_port);
+        // The direct path listens itself and hands what it does not serve to the server;
+        // otherwise the server listens.
+        let direct_listener = if cfg.rtsp_direct_tcp {
+            Some(bind_rtsp(&cfg.listen_address, cfg.rtsp_port)?)
+        } else {
+            let _source = server
+                .attach(Some(&ctx))
+                .map_err(|e| format!("RTSP server on port {}: {e}", cfg.rtsp_port))?;
+            None
+        };
+        let rtsp_port = match &direct_listener {
+            Some(l) => l.local_addr().map_err(|e| e.to_string())?.port(),
+            None => u16::try_from(server.bound_port()).unwrap_or(cfg.rtsp_port),
+        };
         cfg.rtsp_port = rtsp_port;
         if let Some(pool) = server.session_pool() {
             // Expired sessions (clients that vanished) are removed, so their media ends. A
@@ -328,6 +342,7 @@ impl Gateway {
             server,
             rtsp_port,
             rtsp_guard,
+            direct: Arc::new(crate::direct::Registry::default()),
             channels: Mutex::new(BTreeMap::new()),
             device_channels: Mutex::new(HashMap::new()),
             generations: AtomicU64::new(0),
@@ -483,10 +498,26 @@ impl Gateway {
         } else {
             Some(start_rtmp(&shared)?)
         };
+        let direct_server = match direct_listener {
+            Some(l) => {
+                let handle = socket2::Socket::from(l.try_clone().map_err(|e| e.to_string())?);
+                let srv = Arc::new(crate::direct::Server {
+                    rtsp: shared.server.clone(),
+                    guard: shared.rtsp_guard.clone(),
+                    registry: shared.direct.clone(),
+                    idle_timeout: Duration::from_secs(cfg.rtsp_idle_timeout_s),
+                    max_clients: cfg.max_rtsp_clients as usize,
+                });
+                let t = crate::direct::start(l, srv).map_err(|e| e.to_string())?;
+                Some((handle, t))
+            }
+            None => None,
+        };
         for p in &cfg.push {
             push::add(&shared, p.clone(), "config").map_err(|e| format!("push: {e}"))?;
         }
         let mut gw = Gateway {
+            direct_server,
             shared,
             main_loop,
             loop_thread: Some(loop_thread),
@@ -695,6 +726,10 @@ impl Gateway {
         }
         self.stopped = true;
         self.shared.stopping.store(true, Ordering::SeqCst);
+        if let Some((l, t)) = self.direct_server.take() {
+            crate::direct::stop(&l, &self.shared.direct);
+            let _ = t.join();
+        }
         push::stop_all(&self.shared);
         talk::stop_all(&self.shared);
         if let Some(mut r) = self.rtmp_server.take() {
@@ -770,6 +805,24 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The direct RTSP path's listener on `address:port` (port 0: any free one).
+fn bind_rtsp(address: &str, port: u16) -> Result<std::net::TcpListener, String> {
+    let ip: std::net::IpAddr = gstgb28181::core::addr::parse_ip(address)
+        .ok_or_else(|| format!("RTSP address {address:?} is not an IP address"))?;
+    let addr = std::net::SocketAddr::new(ip, port);
+    let err = |e: std::io::Error| format!("RTSP server on port {port}: {e}");
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(err)?;
+    s.set_reuse_address(true).map_err(err)?;
+    s.bind(&addr.into()).map_err(err)?;
+    s.listen(1024).map_err(err)?;
+    Ok(s.into())
 }
 
 /// The RTMP listener on `rtmp_address:rtmp_port`, serving every path with a source; its

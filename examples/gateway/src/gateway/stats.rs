@@ -252,7 +252,7 @@ pub(super) fn snapshot(sh: &Shared) -> Snapshot {
                 p.latency_avg_ms = *avg;
                 p.latency_max_ms = *max;
             }
-            p.bytes_sent = c.sent_done;
+            p.bytes_sent = c.sent_done + sh.direct.path_bytes(id);
             for (m, k) in &c.medias {
                 p.bytes_sent += k.get().0;
                 if let Some(m) = m.upgrade() {
@@ -363,6 +363,24 @@ pub(super) fn snapshot(sh: &Shared) -> Snapshot {
             }
         }
     }
+    // The direct path's readers.
+    for d in sh.direct.sessions() {
+        let bytes = d.output.payload_bytes.load(Ordering::Relaxed);
+        let key = format!("sess:direct:{}:{}", d.number, d.path);
+        if let Some(p) = paths.iter_mut().find(|p| p.name == d.path) {
+            p.readers += 1;
+        }
+        sessions.push(SessionStat {
+            id: d.number.to_string(),
+            path: d.path.clone(),
+            remote: d.remote.clone(),
+            transport: "tcp".into(),
+            bytes_sent: bytes,
+            packets_sent: d.output.packets.load(Ordering::Relaxed),
+            bitrate_bps: rates.rate(&key, bytes, now),
+            ..Default::default()
+        });
+    }
     // Forget baselines of sessions that are gone.
     rates
         .baselines
@@ -373,7 +391,7 @@ pub(super) fn snapshot(sh: &Shared) -> Snapshot {
         devices,
         paths,
         sessions,
-        rtsp_conns: clients.len() as u32,
+        rtsp_conns: (clients.len() + sh.direct.connections()) as u32,
         rtmp_conns: sh.rtmp_stats.conns.load(Ordering::Relaxed) as u32,
         rtmp_bytes_received: sh.rtmp_stats.bytes_received.load(Ordering::Relaxed),
         sip,
