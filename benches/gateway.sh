@@ -6,6 +6,7 @@
 # added latency (frame arrival in gb28181src -> hand-over to the RTSP medias, from /metrics;
 # payloading and the socket write come on top and are sub-millisecond).
 #   GW_BENCH_COUNTS="10 25 50" GW_BENCH_KBPS=2000 GW_BENCH_SECONDS=20 bash benches/gateway.sh
+# GW_BENCH_ARGS adds gateway flags (e.g. --rtsp-direct-tcp: readers served by the direct path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-$PWD/target}
@@ -57,7 +58,7 @@ for n in $counts; do
     sip=$base rtsp=$((base + 1)) metrics=$((base + 2)); base=$((base + 10))
     "$target/release/gst-ipcam-gateway" --config "$conf" --sip-address 127.0.0.1 --listen-address 127.0.0.1 \
         --sip-port "$sip" --rtsp-port "$rtsp" --metrics-port "$metrics" --simulate 0 \
-        --summary-interval-s 0 --wait-timeout-s 30 --media-transport "$media" >"$target/gw-bench-gateway.log" 2>&1 &
+        --summary-interval-s 0 --wait-timeout-s 30 --media-transport "$media" ${GW_BENCH_ARGS:-} >"$target/gw-bench-gateway.log" 2>&1 &
     gw=$!
     sleep 1
     "$target/release/examples/camera-sim" --server "127.0.0.1:$sip" --count "$n" \

@@ -118,10 +118,16 @@ cleanup
 clients="" cams="" zlm=""
 
 echo "ZLMediaKit $version: $zstreams streams ($(printf %.2f "$zin") Mbit/s in), $zreaders RTSP readers, CPU $(printf %.1f "$zcpu") % of a core, $(printf %.3f "$(echo "$zcpu / $n" | bc -l)") % per stream"
-gwout=$(GW_BENCH_COUNTS=$n GW_BENCH_KBPS=$kbps GW_BENCH_SECONDS=$secs bash benches/gateway.sh)
-echo "$gwout"
-gw_per=$(echo "$gwout" | awk -v n="$n" '$1 == n {print $5}' | tail -1)
-printf "\n%-22s %-10s %s\n" system "streams" "cpu%/stream"
-printf "%-22s %-10s %.3f\n" "ZLMediaKit $(echo "$version" | cut -d' ' -f2)" "$n" "$(echo "$zcpu / $n" | bc -l)"
-printf "%-22s %-10s %.3f\n" "gst-ipcam-gateway" "$n" "$gw_per"
-printf "gateway / ZLMediaKit CPU per stream: %.2f\n" "$(echo "$gw_per / ($zcpu / $n)" | bc -l)"
+zper=$(echo "$zcpu / $n" | bc -l)
+printf "\n%-40s %-10s %-12s %s\n" system streams cpu%/stream "ratio to ZLMediaKit"
+printf "%-40s %-10s %-12.3f %s\n" "ZLMediaKit $(echo "$version" | cut -d' ' -f2)" "$n" "$zper" 1
+# The gateway twice: readers through gst-rtsp-server's medias (the default), then through the
+# direct RTSP path (--rtsp-direct-tcp).
+for mode in default direct; do
+    args=""
+    [ "$mode" = direct ] && args="--rtsp-direct-tcp"
+    gwout=$(GW_BENCH_ARGS="$args" GW_BENCH_COUNTS=$n GW_BENCH_KBPS=$kbps GW_BENCH_SECONDS=$secs bash benches/gateway.sh)
+    echo "$gwout" >&2
+    gw_per=$(echo "$gwout" | awk -v n="$n" '$1 == n {print $5}' | tail -1)
+    printf "%-40s %-10s %-12.3f %.2f\n" "gst-ipcam-gateway ($mode)" "$n" "$gw_per" "$(echo "$gw_per / $zper" | bc -l)"
+done
