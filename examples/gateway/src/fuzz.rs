@@ -1,5 +1,5 @@
 //! Entry points shared by the cargo-fuzz targets (`fuzz/fuzz_targets/{rtmp_session,onvif,
-//! whep_offer}.rs`) and the corpus-replay test (`tests/fuzz_corpus.rs`): each runs one input
+//! whep_offer,direct_rtp}.rs`) and the corpus-replay test (`tests/fuzz_corpus.rs`): each runs one input
 //! through a parser of network bytes and checks its bounds; never a panic, whatever the bytes.
 
 use crate::onvif::{MAX_ITEMS, parse_probe_matches, parse_profiles, parse_stream_uri};
@@ -75,5 +75,57 @@ pub fn whep_offer(data: &[u8]) {
                 let _ = (r.status(), r.message());
             }
         }
+    }
+}
+
+/// What a camera sends, as the direct RTSP path gets it (access units, audio frames, any
+/// bytes): packetized by every codec into interleaved frames that frame back exactly, each
+/// within the RTP payload limit, and described in an SDP that parses.
+pub fn direct_rtp(data: &[u8]) {
+    use crate::direct::rtp::{Codec, MAX_PAYLOAD, Packetizer};
+    use crate::direct::sdp;
+    let codecs = [
+        Codec::H264,
+        Codec::H265,
+        Codec::Aac {
+            rate: 48_000,
+            channels: 2,
+            config: data.iter().take(4).copied().collect(),
+        },
+        Codec::Pcma {
+            rate: 8000,
+            channels: 1,
+        },
+        Codec::Pcmu {
+            rate: 16_000,
+            channels: 2,
+        },
+    ];
+    for (i, codec) in codecs.into_iter().enumerate() {
+        let mut p = Packetizer::new(codec.clone(), 96, 1, 65_530, u32::MAX - 5, 2);
+        let mut out = Vec::new();
+        let n = p.frame(data, 1_000_000_000, &mut out);
+        p.frame(data, u64::MAX, &mut out);
+        p.sender_report(u64::MAX, 0, "c", &mut out);
+        let mut rest = out.as_slice();
+        let mut frames = 0;
+        while !rest.is_empty() {
+            assert!(rest.len() >= 4 && rest[0] == b'$');
+            let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
+            assert!(len >= 12 && len - 12 <= MAX_PAYLOAD + 2 && rest.len() >= 4 + len);
+            rest = &rest[4 + len..];
+            frames += 1;
+        }
+        assert!(frames >= n);
+        let sdp = sdp::describe(
+            &[sdp::Stream {
+                pt: sdp::payload_type(&codec, i),
+                codec,
+                key_frame: data.to_vec(),
+            }],
+            7,
+            i % 2 == 0,
+        );
+        assert!(sdp_types::Session::parse(sdp.as_bytes()).is_ok());
     }
 }

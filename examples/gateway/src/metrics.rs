@@ -57,6 +57,8 @@ pub struct SessionStat {
     pub bytes_sent: u64,
     pub packets_sent: u64,
     pub bitrate_bps: u64,
+    /// Frames dropped because the reader fell too far behind (direct RTSP path; 0 else).
+    pub frames_discarded: u64,
     /// From the client's RTCP receiver reports (UDP clients), when it sent any.
     pub packets_lost: Option<i64>,
     pub jitter_ms: Option<f64>,
@@ -504,6 +506,20 @@ pub fn render(s: &Snapshot) -> String {
             "rtsp_sessions_bitrate_sent{{{}}} {}",
             lbl(x),
             x.bitrate_bps
+        );
+    }
+    help(
+        &mut o,
+        "rtsp_sessions_outbound_frames_discarded",
+        "counter",
+        "Frames not sent to the session because it fell too far behind (direct RTSP path)",
+    );
+    for x in &s.sessions {
+        let _ = writeln!(
+            o,
+            "rtsp_sessions_outbound_frames_discarded{{{}}} {}",
+            lbl(x),
+            x.frames_discarded
         );
     }
     help(

@@ -276,6 +276,11 @@ impl RtspGuard {
         t.insert(sid, client)
     }
 
+    /// Whether a live session (of any connection) has this ID.
+    pub fn session_exists(&self, sid: &str) -> bool {
+        lock(&self.sessions).number(sid).is_some()
+    }
+
     pub fn end_direct_session(&self, sid: &str) {
         lock(&self.sessions).remove(sid);
     }

@@ -1,4 +1,4 @@
-//! Replays fuzz/corpus/{rtmp_session,onvif,whep_offer} through the fuzz targets' entry points
+//! Replays fuzz/corpus/{rtmp_session,onvif,whep_offer,direct_rtp} through the fuzz targets' entry points
 //! (`gst_ipcam_gateway::fuzz`), with truncated, bit-flipped and spliced variants of every
 //! file: nothing may panic.
 
@@ -18,4 +18,9 @@ fn onvif_corpus() {
 #[test]
 fn whep_offer_corpus() {
     replay("whep_offer", fuzz::whep_offer);
+}
+
+#[test]
+fn direct_rtp_corpus() {
+    replay("direct_rtp", fuzz::direct_rtp);
 }

@@ -88,6 +88,9 @@ pub struct Settings {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub rtsp_direct_tcp: Option<bool>,
+    /// Direct RTSP path: KiB a reader may fall behind (64-262144) before it loses frames
+    #[arg(long, value_name = "KIB")]
+    pub rtsp_write_queue_kib: Option<u32>,
     /// WebRTC (WHEP) readers at once (0-10000); more offers get 503
     #[arg(long, value_name = "N")]
     pub webrtc_max_sessions: Option<u32>,

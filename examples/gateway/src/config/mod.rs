@@ -55,6 +55,10 @@ pub struct Config {
     /// The gateway answers RTSP itself and plays live paths over TCP (interleaved) straight
     /// from the ingest (no per-reader pipeline); other connections go on to gst-rtsp-server.
     pub rtsp_direct_tcp: bool,
+    /// Direct RTSP path: KiB of frames a reader's connection may have waiting; a reader that
+    /// falls further behind loses frames up to the next key frame.
+    #[serde(deserialize_with = "file::bounded::<_, _, 64, 262_144>")]
+    pub rtsp_write_queue_kib: u32,
     /// WebRTC (WHEP) readers at once; further offers get 503.
     #[serde(deserialize_with = "file::bounded::<_, _, 0, 10_000>")]
     pub webrtc_max_sessions: u32,
@@ -220,7 +224,8 @@ impl Default for Config {
             metrics_address: "127.0.0.1".into(),
             max_rtsp_clients: 256,
             rtsp_idle_timeout_s: 30,
-            rtsp_direct_tcp: false,
+            rtsp_direct_tcp: true,
+            rtsp_write_queue_kib: 4096,
             webrtc_max_sessions: 64,
             webrtc_max_transcodes: 2,
             webrtc_connect_timeout_s: 10,

@@ -6,7 +6,8 @@
 //! answers as it always does. Requests are authenticated against the same users and
 //! permissions as there (Basic and Digest, nonces shared); sessions count against the same
 //! limits and belong to this connection. A session ends with TEARDOWN, with the connection,
-//! or after [`SESSION_TIMEOUT`] without a request or RTCP from the client.
+//! or after `rtsp_session_timeout_s` without a request or RTCP from the client; a connection
+//! whose peer stops acknowledging closes after as long (`TCP_USER_TIMEOUT`).
 
 use super::reader::Output;
 use super::rtp::{Codec, Packetizer};
@@ -23,9 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// A session without a request or RTCP from its client for this long ends (announced in
-/// the `Session` header).
-pub const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest request (headers and body) read before it is answered or handed over.
 const MAX_REQUEST: usize = 64 * 1024;
 /// How often the connection's thread wakes without input (flush, reports, timeouts).
@@ -68,6 +66,8 @@ pub(super) struct Conn {
     out: Arc<Output>,
     held: Option<Held>,
     session: Option<Session>,
+    /// The request being handled names the session (`Session` header).
+    named_session: bool,
     /// Last request or client RTCP.
     active_at: Instant,
     reported_at: Instant,
@@ -80,8 +80,9 @@ impl Conn {
         peer: SocketAddr,
     ) -> std::io::Result<Conn> {
         let _ = sock.set_nodelay(true);
+        let _ = socket2::SockRef::from(&sock).set_tcp_user_timeout(Some(srv.session_timeout));
         sock.set_read_timeout(Some(TICK))?;
-        let out = Output::new(sock.try_clone()?);
+        let out = Output::new(sock.try_clone()?, srv.queue_limit);
         let client = srv.guard.direct_client_connected();
         Ok(Conn {
             srv,
@@ -91,6 +92,7 @@ impl Conn {
             out,
             held: None,
             session: None,
+            named_session: false,
             active_at: Instant::now(),
             reported_at: Instant::now(),
         })
@@ -146,12 +148,23 @@ impl Conn {
                 Ok(m) => m,
                 Err(rtsp_types::ParseError::Incomplete(_)) => {
                     if buf.len() > MAX_REQUEST {
-                        return self.refuse_or_transfer(413, "Request Entity Too Large");
+                        // As gst-rtsp-server's content length limit: answered here (handing
+                        // over a request cut short leaves gst-rtsp-server reading a closed
+                        // connection in a loop).
+                        self.respond(413, "Request Entity Too Large", None, "", "");
+                        return Next::Close;
                     }
                     return Next::Continue;
                 }
                 Err(rtsp_types::ParseError::Error) => {
-                    return self.refuse_or_transfer(400, "Bad Request");
+                    // RTSP over HTTP (a tunnel's GET or POST) is gst-rtsp-server's.
+                    if self.session.is_none()
+                        && (buf.starts_with(b"GET ") || buf.starts_with(b"POST "))
+                    {
+                        return Next::Transfer;
+                    }
+                    self.respond(400, "Bad Request", None, "", "");
+                    return Next::Close;
                 }
             };
             match msg {
@@ -181,6 +194,12 @@ impl Conn {
         Next::Close
     }
 
+    /// What a request that cannot be handed over (not text) gets: 400, and the end.
+    fn refuse_untransferable(&mut self) {
+        self.respond(400, "Bad Request", None, "", "");
+        let _ = self.out.flush();
+    }
+
     fn request(&mut self, req: &rtsp_types::Request<Vec<u8>>) -> Next {
         use rtsp_types::Method;
         let cseq = req
@@ -192,23 +211,36 @@ impl Conn {
         };
         let cseq = cseq.as_str();
         // A session named here must be this connection's.
-        if let Some(sid) = req.header(&rtsp_types::headers::SESSION).map(|v| {
+        let named = req.header(&rtsp_types::headers::SESSION).map(|v| {
             v.as_str()
                 .split(';')
                 .next()
                 .unwrap_or("")
                 .trim()
                 .to_string()
-        }) && self.session.as_ref().is_none_or(|s| s.id != sid)
+        });
+        if let Some(sid) = &named
+            && self.session.as_ref().is_none_or(|s| s.id != *sid)
         {
-            if self.session.is_none() && self.held.is_none() {
-                // Maybe gst-rtsp-server's (it answers 454 for what it does not know).
+            // Another connection's session (ours or gst-rtsp-server's): refused and counted,
+            // as gst-rtsp-server's own check does.
+            let taken = self.srv.guard.session_exists(sid);
+            if !taken && self.session.is_none() && self.held.is_none() {
+                // Not known here: gst-rtsp-server's to answer.
                 return Next::Transfer;
             }
-            self.srv.guard.count_refused_takeover();
+            if taken {
+                self.srv.guard.count_refused_takeover();
+                eprintln!(
+                    "[rtsp] {} from {}: names a session of another connection: 454",
+                    <&str>::from(req.method()),
+                    self.peer.ip()
+                );
+            }
             self.respond(454, "Session Not Found", Some(cseq), "", "");
             return Next::Continue;
         }
+        self.named_session = named.is_some();
         match req.method() {
             Method::Options => {
                 self.respond(200, "OK", Some(cseq), &format!("Public: {PUBLIC}\r\n"), "");
@@ -249,8 +281,9 @@ impl Conn {
         }
     }
 
+    /// PLAY, PAUSE and TEARDOWN name this connection's session (checked above).
     fn session_required(&mut self, cseq: &str) -> Option<Next> {
-        if self.session.is_some() {
+        if self.session.is_some() && self.named_session {
             return None;
         }
         if self.held.is_none() {
@@ -265,7 +298,7 @@ impl Conn {
             format!(
                 "Session: {};timeout={}\r\n",
                 s.id,
-                SESSION_TIMEOUT.as_secs()
+                self.srv.session_timeout.as_secs()
             )
         })
     }
@@ -638,11 +671,11 @@ impl Conn {
         let now = Instant::now();
         let quiet = now.duration_since(self.active_at);
         if self.session.is_some() {
-            if quiet >= SESSION_TIMEOUT {
+            if quiet >= self.srv.session_timeout {
                 eprintln!(
                     "[rtsp] session of {} timed out ({}s without a request or RTCP)",
                     self.peer,
-                    SESSION_TIMEOUT.as_secs()
+                    self.srv.session_timeout.as_secs()
                 );
                 return false;
             }
@@ -693,19 +726,25 @@ impl Conn {
 
     fn close(mut self) {
         self.end_session();
-        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        let _ = self.out.flush();
+        // The slot is free before the lingering end.
         self.srv.guard.direct_client_closed(self.client);
+        self.srv.registry.conns.fetch_sub(1, Ordering::Relaxed);
+        linger_close(&self.sock);
     }
 
     /// Hands the connection and `pending` (this request on) to gst-rtsp-server.
     fn transfer(mut self, pending: &[u8]) {
         self.end_session();
         self.srv.guard.direct_client_closed(self.client);
+        self.srv.registry.conns.fetch_sub(1, Ordering::Relaxed);
         let text = match std::str::from_utf8(pending) {
             Ok(t) if !t.contains('\0') => t.to_string(),
             _ => {
-                // Not text: nothing gst-rtsp-server could answer either.
-                let _ = self.sock.shutdown(std::net::Shutdown::Both);
+                // gst-rtsp-server takes what was read as text only: a body that is not
+                // (what it would refuse as well) is answered here.
+                self.refuse_untransferable();
+                linger_close(&self.sock);
                 return;
             }
         };
@@ -727,6 +766,25 @@ impl Conn {
             eprintln!("[rtsp] could not hand the connection of {peer} over: {e}");
         }
     }
+}
+
+/// Ends a connection so that what was sent last (an error response) arrives: our side is
+/// shut down first and what the peer still sends is read and dropped for a moment (bounded),
+/// since closing with unread input would reset the connection and lose the response.
+fn linger_close(sock: &TcpStream) {
+    let _ = sock.shutdown(std::net::Shutdown::Write);
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+    let end = Instant::now() + Duration::from_secs(1);
+    let mut left = 256 * 1024usize;
+    let mut b = [0u8; 16 * 1024];
+    let mut s = sock;
+    while left > 0 && Instant::now() < end {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+    let _ = sock.shutdown(std::net::Shutdown::Both);
 }
 
 fn lockout(o: &Output) -> std::sync::MutexGuard<'_, super::reader::OutState> {

@@ -101,7 +101,11 @@ pub struct Server {
     pub guard: Arc<RtspGuard>,
     pub registry: Arc<Registry>,
     pub idle_timeout: Duration,
+    pub session_timeout: Duration,
     pub max_clients: usize,
+    /// Bytes of frames a reader's connection may have waiting (a slow reader loses frames
+    /// to the next key frame beyond it).
+    pub queue_limit: usize,
 }
 
 impl Server {

@@ -13,9 +13,7 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// Largest queue of a reader (about 16 s of a 2 Mbit/s camera).
-pub const QUEUE_LIMIT: usize = 4 * 1024 * 1024;
-/// What responses may add beyond [`QUEUE_LIMIT`] (a client that sends requests and never
+/// What responses may add beyond the queue limit (a client that sends requests and never
 /// reads is closed past it).
 pub const RESPONSE_SLACK: usize = 64 * 1024;
 
@@ -46,11 +44,12 @@ pub struct OutState {
 }
 
 impl Output {
-    pub fn new(sock: TcpStream) -> Arc<Output> {
+    /// An output queueing at most `queue_limit` bytes of frames.
+    pub fn new(sock: TcpStream, queue_limit: usize) -> Arc<Output> {
         Arc::new(Output {
             sock,
             state: Mutex::new(OutState {
-                outbox: Outbox::new(QUEUE_LIMIT),
+                outbox: Outbox::new(queue_limit),
                 streams: Vec::new(),
                 playing: false,
                 started: false,

@@ -477,7 +477,7 @@ mod tests {
         let v: Vec<&[u8]> = nal_units(&[1, 2, 3]).collect();
         assert_eq!(v, vec![&[1u8, 2, 3][..]]);
         let v: Vec<&[u8]> = nal_units(&[0, 0, 1]).collect();
-        assert_eq!(v, vec![&[][..]]);
+        assert_eq!(v, vec![&[0u8; 0][..]]);
         let v: Vec<&[u8]> = nal_units(&[0, 0, 1, 5, 0, 0, 0, 1, 6, 0]).collect();
         assert_eq!(v, vec![&[5u8][..], &[6u8, 0][..]]);
     }

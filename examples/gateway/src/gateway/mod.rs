@@ -506,7 +506,9 @@ impl Gateway {
                     guard: shared.rtsp_guard.clone(),
                     registry: shared.direct.clone(),
                     idle_timeout: Duration::from_secs(cfg.rtsp_idle_timeout_s),
+                    session_timeout: Duration::from_secs(u64::from(cfg.rtsp_session_timeout_s)),
                     max_clients: cfg.max_rtsp_clients as usize,
+                    queue_limit: cfg.rtsp_write_queue_kib as usize * 1024,
                 });
                 let t = crate::direct::start(l, srv).map_err(|e| e.to_string())?;
                 Some((handle, t))

@@ -377,6 +377,7 @@ pub(super) fn snapshot(sh: &Shared) -> Snapshot {
             transport: "tcp".into(),
             bytes_sent: bytes,
             packets_sent: d.output.packets.load(Ordering::Relaxed),
+            frames_discarded: d.output.dropped_frames.load(Ordering::Relaxed),
             bitrate_bps: rates.rate(&key, bytes, now),
             ..Default::default()
         });

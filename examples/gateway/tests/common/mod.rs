@@ -1,6 +1,8 @@
 //! Helpers shared by the gateway's integration tests (each test file says `mod common;`).
 #![allow(dead_code, unused_imports)]
 
+pub mod rtsp;
+
 use gst::prelude::*;
 use std::path::PathBuf;
 
