@@ -219,14 +219,10 @@ pub fn start(
                 lock(&srv.registry.outputs).retain(|w| w.strong_count() > 0);
                 lock(&srv.registry.outputs).push(Arc::downgrade(c.output()));
                 srv.registry.conns.fetch_add(1, Ordering::Relaxed);
-                let reg = srv.registry.clone();
-                let spawned =
-                    std::thread::Builder::new()
-                        .name("rtsp-conn".into())
-                        .spawn(move || {
-                            c.run();
-                            reg.conns.fetch_sub(1, Ordering::Relaxed);
-                        });
+                // The connection frees its slot itself as it ends (before its lingering close).
+                let spawned = std::thread::Builder::new()
+                    .name("rtsp-conn".into())
+                    .spawn(move || c.run());
                 if spawned.is_err() {
                     srv.registry.conns.fetch_sub(1, Ordering::Relaxed);
                 }
