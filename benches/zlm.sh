@@ -121,11 +121,11 @@ echo "ZLMediaKit $version: $zstreams streams ($(printf %.2f "$zin") Mbit/s in), 
 zper=$(echo "$zcpu / $n" | bc -l)
 printf "\n%-40s %-10s %-12s %s\n" system streams cpu%/stream "ratio to ZLMediaKit"
 printf "%-40s %-10s %-12.3f %s\n" "ZLMediaKit $(echo "$version" | cut -d' ' -f2)" "$n" "$zper" 1
-# The gateway twice: readers through gst-rtsp-server's medias (the default), then through the
-# direct RTSP path (--rtsp-direct-tcp).
-for mode in default direct; do
-    args=""
-    [ "$mode" = direct ] && args="--rtsp-direct-tcp"
+# The gateway twice: readers served by its direct RTSP path (the default), then by
+# gst-rtsp-server's per-reader medias (--rtsp-direct-tcp false).
+for mode in direct gst-rtsp-server; do
+    args="--rtsp-direct-tcp true"
+    [ "$mode" = gst-rtsp-server ] && args="--rtsp-direct-tcp false"
     gwout=$(GW_BENCH_ARGS="$args" GW_BENCH_COUNTS=$n GW_BENCH_KBPS=$kbps GW_BENCH_SECONDS=$secs bash benches/gateway.sh)
     echo "$gwout" >&2
     gw_per=$(echo "$gwout" | awk -v n="$n" '$1 == n {print $5}' | tail -1)
