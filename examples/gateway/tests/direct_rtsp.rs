@@ -12,7 +12,6 @@ use gst_ipcam_gateway::config::Config;
 use gst_ipcam_gateway::gateway::Gateway;
 use gst_ipcam_gateway::sim::wait_until;
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
 fn start(direct: bool, queue_kib: u32, kbps: u32) -> (Gateway, String) {
@@ -32,25 +31,6 @@ fn start(direct: bool, queue_kib: u32, kbps: u32) -> (Gateway, String) {
         "camera registered and mounted"
     );
     (gw, ch)
-}
-
-/// Frames ffprobe decodes in 3 s of `url` over `transport`, per codec.
-fn ffprobe_frames(url: &str, transport: &str) -> Vec<(String, u64)> {
-    let out = Command::new("timeout")
-        .args(["25", "ffprobe", "-v", "error", "-rtsp_transport", transport])
-        .args(["-read_intervals", "%+3", "-count_frames"])
-        .args(["-show_entries", "stream=codec_name,nb_read_frames"])
-        .args(["-of", "csv=p=0"])
-        .arg(url)
-        .output()
-        .expect("ffprobe runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let (c, n) = l.split_once(',')?;
-            Some((c.to_string(), n.trim().parse().ok()?))
-        })
-        .collect()
 }
 
 /// Video RTP packets as (sequence number, NAL unit type of the packet's first NAL unit,
@@ -206,7 +186,10 @@ fn tcp_readers_are_served_directly_and_start_at_a_key_frame() {
     // A real client decodes both streams; a UDP reader is gst-rtsp-server's and plays too.
     let url = gw.url_with_credentials(&ch, READER.0, READER.1);
     for transport in ["tcp", "udp"] {
-        let frames = ffprobe_frames(&url, transport);
+        let frames = ffprobe_frames(
+            &["-rtsp_transport", transport, "-read_intervals", "%+3"],
+            &url,
+        );
         for codec in ["h264", "pcm_alaw"] {
             assert!(
                 frames.iter().any(|(c, n)| c == codec && *n > 10),
@@ -303,7 +286,8 @@ fn with_the_direct_path_off_gst_rtsp_server_serves_tcp_readers() {
     let r = Conn::open(port).request("DESCRIBE", &url, &[basic(READER)]);
     assert_eq!(r.status, 200);
     assert_ne!(r.headers("Server"), vec!["gst-ipcam-gateway"]);
-    let frames = ffprobe_frames(&gw.url_with_credentials(&ch, READER.0, READER.1), "tcp");
+    let url = gw.url_with_credentials(&ch, READER.0, READER.1);
+    let frames = ffprobe_frames(&["-rtsp_transport", "tcp", "-read_intervals", "%+3"], &url);
     assert!(
         frames.iter().any(|(c, n)| c == "h264" && *n > 10),
         "{frames:?}"

@@ -17,7 +17,6 @@ use gst_ipcam_gateway::sim::wait_until;
 use gstgb28181::core::digest;
 use std::io::Write;
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const OTHER: (&str, &str) = ("other", "other-pw");
@@ -95,29 +94,6 @@ fn describe(port: u16, ch: &str, auth: Option<(&str, &str)>) -> Resp {
     Conn::open(port).request("DESCRIBE", &url, &h)
 }
 
-/// Frames ffprobe decodes in 3 s of `url`, per codec.
-fn ffprobe_frames(url: &str) -> Vec<(String, u64)> {
-    let out = Command::new("timeout")
-        .args(["25", "ffprobe", "-v", "error", "-rtsp_transport", "tcp"])
-        .args(["-read_intervals", "%+3", "-count_frames"])
-        .args([
-            "-show_entries",
-            "stream=codec_name,nb_read_frames",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(url)
-        .output()
-        .expect("ffprobe runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let (c, n) = l.split_once(',')?;
-            Some((c.to_string(), n.trim().parse().ok()?))
-        })
-        .collect()
-}
-
 /// Raises the soft limit on open files towards `want` (never above the hard limit).
 fn raise_fd_limit(want: u64) {
     let mut l = libc::rlimit {
@@ -171,11 +147,20 @@ fn unauthenticated_and_unauthorized_readers_are_refused() {
         "{text}"
     );
     // A real client, credentials in the URL.
-    let v = ffprobe_frames(&gw.url_with_credentials(&ch, READER.0, READER.1));
+    let v = ffprobe_frames(
+        &["-rtsp_transport", "tcp", "-read_intervals", "%+3"],
+        &gw.url_with_credentials(&ch, READER.0, READER.1),
+    );
     let h264 = v.iter().find(|(c, _)| c == "h264").map(|(_, n)| *n);
     assert!(h264.unwrap_or(0) >= 10, "{v:?}");
     // Without: nothing.
-    assert!(ffprobe_frames(&gw.url(&ch)).is_empty());
+    assert!(
+        ffprobe_frames(
+            &["-rtsp_transport", "tcp", "-read_intervals", "%+3"],
+            &gw.url(&ch)
+        )
+        .is_empty()
+    );
 }
 
 /// Anonymous reading exists only through an explicit user `any`, and only for its paths.
@@ -232,7 +217,10 @@ fn digest_authentication_works() {
         );
         assert_eq!(r.status, want, "{r:?}");
     }
-    let v = ffprobe_frames(&gw.url_with_credentials(&ch, DIGEST.0, DIGEST.1));
+    let v = ffprobe_frames(
+        &["-rtsp_transport", "tcp", "-read_intervals", "%+3"],
+        &gw.url_with_credentials(&ch, DIGEST.0, DIGEST.1),
+    );
     assert!(v.iter().any(|(c, n)| c == "h264" && *n >= 10), "{v:?}");
 }
 

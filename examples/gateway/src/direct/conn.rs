@@ -437,16 +437,11 @@ impl Conn {
         let Some((path, rest)) = self.srv.split_path(url.path()) else {
             return self.no_session_transfer(cseq, 404, "Not Found");
         };
-        if !rest.is_empty() || self.srv.live_path(&path).is_none() {
+        if !rest.is_empty() {
             return self.no_session_transfer(cseq, 404, "Not Found");
         }
-        if self.authorize(req, "DESCRIBE", &path, cseq).is_none() {
-            return Next::Continue;
-        }
-        match self.hold(&path, cseq) {
-            Ok(()) => {}
-            Err(None) => return self.no_session_transfer(cseq, 404, "Not Found"),
-            Err(Some(())) => return Next::Continue,
+        if let Some(next) = self.open_path(req, "DESCRIBE", &path, cseq) {
+            return next;
         }
         let held = self.held.as_ref().expect("held");
         let body = sdp::describe(&held.sdp_streams, self.client, self.peer.is_ipv6());
@@ -461,6 +456,29 @@ impl Conn {
         let h = format!("Content-Base: {base}\r\nContent-Type: application/sdp\r\n");
         self.respond(200, "OK", Some(cseq), &h, &body);
         Next::Continue
+    }
+
+    /// A DESCRIBE or SETUP of `path`: a live path, a user who may read it, its ingest held.
+    /// None: go on; Some: what the request led to (answered, or handed over).
+    fn open_path(
+        &mut self,
+        req: &rtsp_types::Request<Vec<u8>>,
+        method: &str,
+        path: &str,
+        cseq: &str,
+    ) -> Option<Next> {
+        if self.srv.live_path(path).is_none() {
+            return Some(self.no_session_transfer(cseq, 404, "Not Found"));
+        }
+        if self.authorize(req, method, path, cseq).is_none() {
+            // Answered (401, 403).
+            return Some(Next::Continue);
+        }
+        match self.hold(path, cseq) {
+            Ok(()) => None,
+            Err(None) => Some(self.no_session_transfer(cseq, 404, "Not Found")),
+            Err(Some(())) => Some(Next::Continue),
+        }
     }
 
     /// Before any session here: gst-rtsp-server's; after: answered with `code`.
@@ -515,16 +533,8 @@ impl Conn {
             None if rest.is_empty() || rest == "/" => 0,
             _ => return self.no_session_transfer(cseq, 404, "Not Found"),
         };
-        if self.srv.live_path(&path).is_none() {
-            return self.no_session_transfer(cseq, 404, "Not Found");
-        }
-        if self.authorize(req, "SETUP", &path, cseq).is_none() {
-            return Next::Continue;
-        }
-        match self.hold(&path, cseq) {
-            Ok(()) => {}
-            Err(None) => return self.no_session_transfer(cseq, 404, "Not Found"),
-            Err(Some(())) => return Next::Continue,
+        if let Some(next) = self.open_path(req, "SETUP", &path, cseq) {
+            return next;
         }
         let held = self.held.as_ref().expect("held");
         let Some((kind, codec)) = held.streams.get(index).cloned() else {
