@@ -500,7 +500,7 @@ impl Ingest {
             .zip(self.pipeline.base_time())
             .zip(self.pipeline.clock().map(|c| c.time()))
             .map(|((p, b), now)| now.saturating_sub(p + b).nseconds());
-        let key = kind == Kind::Video && !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        let key = is_key_frame(kind, &buffer);
         let mut st = lock(&self.state);
         let last = match kind {
             Kind::Video => &mut st.last_video_ns,
@@ -852,7 +852,7 @@ impl Ingest {
         let mut alive = true;
         if gop {
             for (kind, b, t) in &st.gop {
-                let key = *kind == Kind::Video && !b.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                let key = is_key_frame(*kind, b);
                 if let Ok(map) = b.map_readable()
                     && !sink.frame(*kind, &map, *t, key)
                 {
@@ -1043,6 +1043,11 @@ fn cache_frame(st: &mut State, kind: Kind, buffer: &gst::Buffer, abs: u64, key: 
     }
     st.gop_bytes += buffer.size();
     st.gop.push((kind, buffer.clone(), abs));
+}
+
+/// A video frame that starts a picture group (audio frames never are).
+fn is_key_frame(kind: Kind, buffer: &gst::BufferRef) -> bool {
+    kind == Kind::Video && !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT)
 }
 
 /// Steps back in audio time below this are dropped frames, above it a new time line.

@@ -213,7 +213,12 @@ impl RtspGuard {
     }
 
     fn set_user(&self, client: &gst_rtsp_server::RTSPClient, user: &str) {
-        if let Some(c) = lock(&self.clients).get_mut(&(client.as_ptr() as usize))
+        self.set_user_of(client.as_ptr() as usize, user);
+    }
+
+    /// Records the user the connection under `key` in the clients table authenticated as.
+    fn set_user_of(&self, key: usize, user: &str) {
+        if let Some(c) = lock(&self.clients).get_mut(&key)
             && c.user.as_deref() != Some(user)
         {
             c.user = Some(user.into());
@@ -250,11 +255,7 @@ impl RtspGuard {
 
     /// The user a direct-path connection's latest request authenticated as.
     pub fn direct_client_user(&self, number: u64, user: &str) {
-        if let Some(c) = lock(&self.clients).get_mut(&Self::direct_key(number))
-            && c.user.as_deref() != Some(user)
-        {
-            c.user = Some(user.into());
-        }
+        self.set_user_of(Self::direct_key(number), user);
     }
 
     pub fn direct_client_closed(&self, number: u64) {
@@ -285,9 +286,10 @@ impl RtspGuard {
         lock(&self.sessions).remove(sid);
     }
 
-    /// A request named another connection's session (454).
-    pub fn count_refused_takeover(&self) {
+    /// A `method` request from `ip` named another connection's session (454).
+    pub fn count_refused_takeover(&self, method: &str, ip: &str) {
         self.refused_takeovers.fetch_add(1, Ordering::Relaxed);
+        eprintln!("[rtsp] {method} from {ip}: names a session of another connection: 454");
     }
 
     /// A connection without a session stayed quiet for `idle_timeout` and is closed.
@@ -651,11 +653,10 @@ mod imp {
             if me.is_some_and(|n| lock(&g.sessions).owned_by(&sid, n)) {
                 return true;
             }
-            g.refused_takeovers.fetch_add(1, Ordering::Relaxed);
-            eprintln!(
-                "[rtsp] {} from {}: names a session of another connection: 454",
-                method_name(unsafe { (*raw(ctx)).method }),
-                client_ip(client)
+            // SAFETY: the context is the current request's.
+            g.count_refused_takeover(
+                &method_name(unsafe { (*raw(ctx)).method }),
+                &client_ip(client),
             );
             // gst-rtsp-server already added it to this connection's sessions; take it out
             // so that closing this connection cannot end the owner's media.

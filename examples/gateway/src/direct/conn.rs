@@ -39,9 +39,8 @@ struct Held {
     channel: String,
     hooks: Arc<dyn ChannelHooks>,
     ingest: Arc<Ingest>,
-    /// Per stream index: kind and codec.
-    streams: Vec<(Kind, Codec)>,
-    sdp_streams: Vec<sdp::Stream>,
+    /// Per stream index (`stream=N`): codec and payload type.
+    streams: Vec<sdp::Stream>,
     subscription: Option<u64>,
 }
 
@@ -58,11 +57,37 @@ enum Next {
     Close,
 }
 
+/// A connection's place in the limits (`max_rtsp_clients`, the guard's clients table):
+/// taken as it is accepted, freed exactly once when dropped.
+struct Slot {
+    srv: Arc<Server>,
+    client: u64,
+}
+
+impl Slot {
+    fn take(srv: &Arc<Server>) -> Slot {
+        srv.registry.conns.fetch_add(1, Ordering::Relaxed);
+        Slot {
+            srv: srv.clone(),
+            client: srv.guard.direct_client_connected(),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.srv.guard.direct_client_closed(self.client);
+        self.srv.registry.conns.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pub(super) struct Conn {
     srv: Arc<Server>,
     sock: TcpStream,
     peer: SocketAddr,
     client: u64,
+    /// Given up before the lingering close or the hand-over.
+    slot: Option<Slot>,
     out: Arc<Output>,
     held: Option<Held>,
     session: Option<Session>,
@@ -83,12 +108,13 @@ impl Conn {
         let _ = socket2::SockRef::from(&sock).set_tcp_user_timeout(Some(srv.session_timeout));
         sock.set_read_timeout(Some(TICK))?;
         let out = Output::new(sock.try_clone()?, srv.queue_limit);
-        let client = srv.guard.direct_client_connected();
+        let slot = Slot::take(&srv);
         Ok(Conn {
             srv,
             sock,
             peer,
-            client,
+            client: slot.client,
+            slot: Some(slot),
             out,
             held: None,
             session: None,
@@ -230,11 +256,9 @@ impl Conn {
                 return Next::Transfer;
             }
             if taken {
-                self.srv.guard.count_refused_takeover();
-                eprintln!(
-                    "[rtsp] {} from {}: names a session of another connection: 454",
+                self.srv.guard.count_refused_takeover(
                     <&str>::from(req.method()),
-                    self.peer.ip()
+                    &self.peer.ip().to_string(),
                 );
             }
             self.respond(454, "Session Not Found", Some(cseq), "", "");
@@ -308,10 +332,10 @@ impl Conn {
     fn authorize(
         &mut self,
         req: &rtsp_types::Request<Vec<u8>>,
-        method: &str,
         path: &str,
         cseq: &str,
     ) -> Option<Identity> {
+        let method = <&str>::from(req.method());
         let users = self.srv.guard.users().clone();
         let auth = req
             .header(&rtsp_types::headers::AUTHORIZATION)
@@ -357,10 +381,15 @@ impl Conn {
         }
     }
 
-    /// The held live path for `path`, taking its ingest (waiting for its streams) if
-    /// another or none is held. Err(None): not a live path for this connection (hand
-    /// over); Err(Some(..)): answered.
-    fn hold(&mut self, path: &str, cseq: &str) -> Result<(), Option<()>> {
+    /// The held live path for `path` (`live`: its channel, hooks and stream wait), taking its
+    /// ingest (waiting for its streams) if another or none is held. Err(None): a codec only
+    /// gst-rtsp-server serves (hand over); Err(Some(..)): answered.
+    fn hold(
+        &mut self,
+        path: &str,
+        live: (String, Arc<dyn ChannelHooks>, Duration),
+        cseq: &str,
+    ) -> Result<(), Option<()>> {
         if self.held.as_ref().is_some_and(|h| h.path == path) {
             return Ok(());
         }
@@ -369,9 +398,7 @@ impl Conn {
             self.respond(459, "Aggregate Operation Not Allowed", Some(cseq), "", "");
             return Err(Some(()));
         }
-        let Some((channel, hooks, timeout)) = self.srv.live_path(path) else {
-            return Err(None);
-        };
+        let (channel, hooks, timeout) = live;
         let ingest = match crate::factory::acquire_ingest(hooks.as_ref(), &channel) {
             Ok(i) => i,
             Err(e) => {
@@ -391,10 +418,9 @@ impl Conn {
             }
         };
         let mut list = Vec::new();
-        for (kind, caps) in [(Kind::Video, &streams.video), (Kind::Audio, &streams.audio)] {
-            let Some(caps) = caps else { continue };
+        for caps in [&streams.video, &streams.audio].into_iter().flatten() {
             match super::codec_of(caps) {
-                Some(c) => list.push((kind, c)),
+                Some(c) => list.push(c),
                 None => {
                     // A codec only gst-rtsp-server's payloaders take.
                     ingest.release();
@@ -403,18 +429,18 @@ impl Conn {
             }
         }
         let key = ingest.key_frame();
-        let sdp_streams = list
-            .iter()
+        let streams = list
+            .into_iter()
             .enumerate()
-            .map(|(i, (kind, codec))| sdp::Stream {
-                codec: codec.clone(),
-                pt: sdp::payload_type(codec, i),
-                key_frame: match (kind, &key) {
-                    (Kind::Video, Some(b)) => {
+            .map(|(i, codec)| sdp::Stream {
+                pt: sdp::payload_type(&codec, i),
+                key_frame: match &key {
+                    Some(b) if codec.is_video() => {
                         b.map_readable().map(|m| m.to_vec()).unwrap_or_default()
                     }
                     _ => Vec::new(),
                 },
+                codec,
             })
             .collect();
         self.release_held();
@@ -423,8 +449,7 @@ impl Conn {
             channel,
             hooks,
             ingest,
-            streams: list,
-            sdp_streams,
+            streams,
             subscription: None,
         });
         Ok(())
@@ -440,19 +465,16 @@ impl Conn {
         if !rest.is_empty() {
             return self.no_session_transfer(cseq, 404, "Not Found");
         }
-        if let Some(next) = self.open_path(req, "DESCRIBE", &path, cseq) {
+        if let Some(next) = self.open_path(req, &path, cseq) {
             return next;
         }
         let held = self.held.as_ref().expect("held");
-        let body = sdp::describe(&held.sdp_streams, self.client, self.peer.is_ipv6());
-        let mut base = url.clone();
+        let body = sdp::describe(&held.streams, self.client, self.peer.is_ipv6());
+        let mut base = public_url(url);
         if !base.path().ends_with('/') {
             let p = format!("{}/", base.path());
             base.set_path(&p);
         }
-        base.set_query(None);
-        let _ = base.set_password(None);
-        let _ = base.set_username("");
         let h = format!("Content-Base: {base}\r\nContent-Type: application/sdp\r\n");
         self.respond(200, "OK", Some(cseq), &h, &body);
         Next::Continue
@@ -463,18 +485,17 @@ impl Conn {
     fn open_path(
         &mut self,
         req: &rtsp_types::Request<Vec<u8>>,
-        method: &str,
         path: &str,
         cseq: &str,
     ) -> Option<Next> {
-        if self.srv.live_path(path).is_none() {
+        let Some(live) = self.srv.live_path(path) else {
             return Some(self.no_session_transfer(cseq, 404, "Not Found"));
-        }
-        if self.authorize(req, method, path, cseq).is_none() {
+        };
+        if self.authorize(req, path, cseq).is_none() {
             // Answered (401, 403).
             return Some(Next::Continue);
         }
-        match self.hold(path, cseq) {
+        match self.hold(path, live, cseq) {
             Ok(()) => None,
             Err(None) => Some(self.no_session_transfer(cseq, 404, "Not Found")),
             Err(Some(())) => Some(Next::Continue),
@@ -518,12 +539,7 @@ impl Conn {
                 })
             });
         let Some(interleaved) = transport else {
-            if self.session.is_none() {
-                self.release_held();
-                return Next::Transfer;
-            }
-            self.respond(461, "Unsupported Transport", Some(cseq), "", "");
-            return Next::Continue;
+            return self.no_session_transfer(cseq, 461, "Unsupported Transport");
         };
         let Some((path, rest)) = self.srv.split_path(url.path()) else {
             return self.no_session_transfer(cseq, 404, "Not Found");
@@ -533,15 +549,15 @@ impl Conn {
             None if rest.is_empty() || rest == "/" => 0,
             _ => return self.no_session_transfer(cseq, 404, "Not Found"),
         };
-        if let Some(next) = self.open_path(req, "SETUP", &path, cseq) {
+        if let Some(next) = self.open_path(req, &path, cseq) {
             return next;
         }
         let held = self.held.as_ref().expect("held");
-        let Some((kind, codec)) = held.streams.get(index).cloned() else {
+        let Some(stream) = held.streams.get(index) else {
             self.respond(404, "Not Found", Some(cseq), "", "");
             return Next::Continue;
         };
-        let pt = held.sdp_streams[index].pt;
+        let (kind, codec, pt) = (kind_of(&stream.codec), stream.codec.clone(), stream.pt);
         let channel = match interleaved {
             Some((a, _)) => a,
             None => (index * 2) as u8,
@@ -596,7 +612,7 @@ impl Conn {
             .as_ref()
             .map(|h| h.path.clone())
             .unwrap_or_default();
-        if self.authorize(req, "PLAY", &path, cseq).is_none() {
+        if self.authorize(req, &path, cseq).is_none() {
             return Next::Continue;
         }
         let Some(held) = self.held.as_mut() else {
@@ -605,13 +621,7 @@ impl Conn {
         };
         let base = req
             .request_uri()
-            .map(|u| {
-                let mut u = u.clone();
-                let _ = u.set_password(None);
-                let _ = u.set_username("");
-                u.set_query(None);
-                u.to_string().trim_end_matches('/').to_string()
-            })
+            .map(|u| public_url(u).to_string().trim_end_matches('/').to_string())
             .unwrap_or_default();
         let mut info = Vec::new();
         {
@@ -625,7 +635,7 @@ impl Conn {
                 let index = held
                     .streams
                     .iter()
-                    .position(|(k, _)| k == kind)
+                    .position(|st| kind_of(&st.codec) == *kind)
                     .unwrap_or(0);
                 info.push(format!(
                     "url={base}/stream={index};seq={};rtptime={}",
@@ -738,16 +748,14 @@ impl Conn {
         self.end_session();
         let _ = self.out.flush();
         // The slot is free before the lingering end.
-        self.srv.guard.direct_client_closed(self.client);
-        self.srv.registry.conns.fetch_sub(1, Ordering::Relaxed);
+        self.slot = None;
         linger_close(&self.sock);
     }
 
     /// Hands the connection and `pending` (this request on) to gst-rtsp-server.
     fn transfer(mut self, pending: &[u8]) {
         self.end_session();
-        self.srv.guard.direct_client_closed(self.client);
-        self.srv.registry.conns.fetch_sub(1, Ordering::Relaxed);
+        self.slot = None;
         let text = match std::str::from_utf8(pending) {
             Ok(t) if !t.contains('\0') => t.to_string(),
             _ => {
@@ -795,6 +803,23 @@ fn linger_close(sock: &TcpStream) {
         }
     }
     let _ = sock.shutdown(std::net::Shutdown::Both);
+}
+
+/// A request URL as responses may repeat it: without credentials and query.
+fn public_url(url: &rtsp_types::Url) -> rtsp_types::Url {
+    let mut u = url.clone();
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    u.set_query(None);
+    u
+}
+
+fn kind_of(codec: &Codec) -> Kind {
+    if codec.is_video() {
+        Kind::Video
+    } else {
+        Kind::Audio
+    }
 }
 
 fn lockout(o: &Output) -> std::sync::MutexGuard<'_, super::reader::OutState> {

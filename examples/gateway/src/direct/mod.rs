@@ -216,16 +216,16 @@ pub fn start(
                 let Ok(c) = conn::Conn::new(srv.clone(), sock, peer) else {
                     continue;
                 };
-                lock(&srv.registry.outputs).retain(|w| w.strong_count() > 0);
-                lock(&srv.registry.outputs).push(Arc::downgrade(c.output()));
-                srv.registry.conns.fetch_add(1, Ordering::Relaxed);
-                // The connection frees its slot itself as it ends (before its lingering close).
-                let spawned = std::thread::Builder::new()
+                {
+                    let mut outputs = lock(&srv.registry.outputs);
+                    outputs.retain(|w| w.strong_count() > 0);
+                    outputs.push(Arc::downgrade(c.output()));
+                }
+                // The connection holds its slot (counted) until it ends; one that cannot get
+                // a thread is dropped here, and its slot with it.
+                let _ = std::thread::Builder::new()
                     .name("rtsp-conn".into())
                     .spawn(move || c.run());
-                if spawned.is_err() {
-                    srv.registry.conns.fetch_sub(1, Ordering::Relaxed);
-                }
             }
         })
 }
