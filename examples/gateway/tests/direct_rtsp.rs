@@ -33,13 +33,33 @@ fn start(direct: bool, queue_kib: u32, kbps: u32) -> (Gateway, String) {
     (gw, ch)
 }
 
-/// Video RTP packets as (sequence number, NAL unit type of the packet's first NAL unit,
-/// FU start bit or single NAL).
+/// A video RTP packet: sequence number, RTP time, NAL unit type of the packet's first NAL
+/// unit, FU start bit or single NAL.
 #[derive(Debug, Clone, Copy)]
 struct VideoPacket {
     seq: u16,
+    ts: u32,
     nal: u8,
     starts: bool,
+}
+
+impl VideoPacket {
+    /// The H.264 RTP packet `pkt` (None when too short).
+    fn parse(pkt: &[u8]) -> Option<VideoPacket> {
+        let nal = pkt.get(12)? & 0x1f;
+        let fu = *pkt.get(13)?;
+        let (nal, starts) = if nal == 28 {
+            (fu & 0x1f, fu & 0x80 != 0)
+        } else {
+            (nal, true)
+        };
+        Some(VideoPacket {
+            seq: u16::from_be_bytes([pkt[2], pkt[3]]),
+            ts: u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]),
+            nal,
+            starts,
+        })
+    }
 }
 
 /// A raw connection that DESCRIBEs, SETs UP both streams over TCP and PLAYs; returns it and
@@ -97,19 +117,7 @@ fn read_packets(c: &mut Conn, n: usize) -> (Vec<VideoPacket>, usize) {
     while video.len() < n {
         let (ch, pkt) = next_frame(c).expect("frames keep coming");
         match ch {
-            0 if pkt.len() > 13 => {
-                let nal = pkt[12] & 0x1f;
-                let (nal, starts) = if nal == 28 {
-                    (pkt[13] & 0x1f, pkt[13] & 0x80 != 0)
-                } else {
-                    (nal, true)
-                };
-                video.push(VideoPacket {
-                    seq: u16::from_be_bytes([pkt[2], pkt[3]]),
-                    nal,
-                    starts,
-                });
-            }
+            0 => video.extend(VideoPacket::parse(&pkt)),
             2 => audio += 1,
             _ => {}
         }
@@ -221,12 +229,7 @@ fn a_reader_that_stops_reading_loses_frames_to_a_key_frame_and_others_go_on() {
     sock.set_recv_buffer_size(4096).unwrap();
     sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
         .unwrap();
-    let a = Conn {
-        s: TcpStream::from(sock),
-        buf: Vec::new(),
-        cseq: 0,
-        frames: 0,
-    };
+    let a = Conn::from_stream(TcpStream::from(sock));
     let (mut a, _) = play(port, &ch, a);
     // A stops reading; B reads on, live, until the gateway dropped frames for A.
     let (mut b, _) = play(port, &ch, Conn::open(port));
@@ -275,6 +278,73 @@ fn a_reader_that_stops_reading_loses_frames_to_a_key_frame_and_others_go_on() {
         "after the gap comes a key frame: {after:?}"
     );
     drop(gw);
+}
+
+/// Whether RTP time `a` comes after `b` (modulo 2^32).
+fn rtp_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+#[test]
+fn play_after_pause_goes_on_at_the_next_key_frame_with_times_going_forward() {
+    let _s = serial();
+    let (gw, ch) = start(true, 4096, 300);
+    let port = gw.rtsp_port();
+    let (mut c, r) = play(port, &ch, Conn::open(port));
+    let session = r.headers("Session")[0]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let url = format!("rtsp://127.0.0.1:{port}/{ch}");
+    let mut before = read_packets(&mut c, 40).0;
+    // PAUSE; the frames that come before its answer are kept, so `before` ends with the
+    // last video packet sent.
+    c.kept = Some(Vec::new());
+    let r = c.request(
+        "PAUSE",
+        &url,
+        &[basic(READER), ("Session", session.clone())],
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    before.extend(
+        c.kept
+            .take()
+            .unwrap()
+            .iter()
+            .filter(|(ch, _)| *ch == 0)
+            .filter_map(|(_, p)| VideoPacket::parse(p)),
+    );
+    let last = *before.last().unwrap();
+    let r = c.request("PLAY", &url, &[basic(READER), ("Session", session)]);
+    assert_eq!(r.status, 200, "{}", r.head);
+    let info = r.headers("RTP-Info").join(",");
+    let seq: u16 = info
+        .split("stream=0;seq=")
+        .nth(1)
+        .and_then(|s| s.split(';').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("RTP-Info with seq: {info}"));
+    assert_eq!(seq, last.seq.wrapping_add(1), "{info}");
+    // Frames that were on their way before the answer to PLAY are none: PAUSE stopped them.
+    let after = read_packets(&mut c, 20).0;
+    let first = after[0];
+    assert_eq!(first.seq, seq, "RTP-Info names the first packet after PLAY");
+    assert!(
+        first.starts && first.nal == 7,
+        "the stream goes on with a key frame (SPS first): {first:?}"
+    );
+    assert!(
+        rtp_after(first.ts, last.ts),
+        "RTP times go forward across the pause: {last:?} then {first:?}"
+    );
+    for w in after.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "no gap: {w:?}");
+        assert!(
+            !rtp_after(w[0].ts, w[1].ts),
+            "times do not step back: {w:?}"
+        );
+    }
 }
 
 #[test]

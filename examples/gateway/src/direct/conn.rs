@@ -624,8 +624,12 @@ impl Conn {
             .map(|u| public_url(u).to_string().trim_end_matches('/').to_string())
             .unwrap_or_default();
         let mut info = Vec::new();
+        // The ingest clock now: a resumed stream's RTP-Info estimates its next timestamp.
+        let now = held.ingest.clock_time();
+        let resumed;
         {
             let mut st = lockout(&self.out);
+            resumed = st.started();
             if st.streams.is_empty() {
                 drop(st);
                 self.respond(455, "Method Not Valid in This State", Some(cseq), "", "");
@@ -637,10 +641,13 @@ impl Conn {
                     .iter()
                     .position(|st| kind_of(&st.codec) == *kind)
                     .unwrap_or(0);
+                let rtptime = match (resumed, now) {
+                    (true, Some(now)) => p.rtp_time(now),
+                    _ => p.ts_base(),
+                };
                 info.push(format!(
-                    "url={base}/stream={index};seq={};rtptime={}",
-                    p.next_seq(),
-                    p.ts_base()
+                    "url={base}/stream={index};seq={};rtptime={rtptime}",
+                    p.next_seq()
                 ));
             }
             st.play();
@@ -656,7 +663,9 @@ impl Conn {
             );
             self.respond(200, "OK", Some(cseq), &h, "");
             let held = self.held.as_mut().expect("held");
-            match held.ingest.subscribe_direct(sink, true) {
+            // A resumed stream goes on with the next live key frame: the cached GOP is
+            // older than what it already sent (its RTP times would step back).
+            match held.ingest.subscribe_direct(sink, !resumed) {
                 Some(id) => held.subscription = Some(id),
                 None => return Next::Close,
             }

@@ -106,6 +106,11 @@ impl Output {
 }
 
 impl OutState {
+    /// Whether frames went out already (a PLAY now resumes the stream).
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
     /// Starts (or resumes) sending; a resumed stream starts again at a key frame.
     pub fn play(&mut self) {
         self.playing = true;

@@ -31,17 +31,24 @@ pub struct Conn {
     pub cseq: u32,
     /// `$` frames and their payload bytes received so far.
     pub frames: u64,
+    /// When set, the `$` frames read while waiting for a response are kept here as
+    /// (channel, payload).
+    pub kept: Option<Vec<(u8, Vec<u8>)>>,
 }
 
 impl Conn {
     pub fn open(port: u16) -> Conn {
-        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        Conn::from_stream(TcpStream::connect(("127.0.0.1", port)).unwrap())
+    }
+
+    pub fn from_stream(s: TcpStream) -> Conn {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         Conn {
             s,
             buf: Vec::new(),
             cseq: 0,
             frames: 0,
+            kept: None,
         }
     }
 
@@ -76,8 +83,11 @@ impl Conn {
                             status: u16::from(r.status()),
                             head,
                         }),
-                        rtsp_types::Message::Data(_) => {
+                        rtsp_types::Message::Data(d) => {
                             self.frames += 1;
+                            if let Some(k) = self.kept.as_mut() {
+                                k.push((d.channel_id(), d.as_slice().to_vec()));
+                            }
                             Err(())
                         }
                         rtsp_types::Message::Request(_) => Err(()),
