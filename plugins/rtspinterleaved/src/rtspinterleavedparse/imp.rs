@@ -84,10 +84,17 @@ impl Default for State {
 }
 
 /// See [`RtspInterleavedParse::arrival_now`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct ElementNow {
     running: Option<u64>,
     absolute: Option<u64>,
+}
+
+/// Sets a new buffer's time and flags.
+fn stamp(b: &mut gst::Buffer, pts: Option<gst::ClockTime>, flags: gst::BufferFlags) {
+    let r = b.get_mut().expect("new buffer is writable");
+    r.set_pts(pts);
+    r.set_flags(flags);
 }
 
 /// A pad to create, with what the core knew when its first packet arrived.
@@ -371,26 +378,6 @@ impl RtspInterleavedParse {
                                 .map(|t| u32::from_be_bytes([t[0], t[1], t[2], t[3]]))
                         })
                         .flatten();
-                    let mut buffer = match (data, input) {
-                        (Data::Input(range), Some(_))
-                            if input_mem.is_some_and(|m| range.end <= m.size()) =>
-                        {
-                            let mem = input_mem.expect("checked").share(range);
-                            let mut b = gst::Buffer::new();
-                            b.get_mut()
-                                .expect("new buffer is writable")
-                                .append_memory(mem);
-                            b
-                        }
-                        (Data::Input(range), Some(input)) => {
-                            match input.copy_region(gst::BufferCopyFlags::MEMORY, range) {
-                                Ok(b) => b,
-                                Err(_) => continue,
-                            }
-                        }
-                        (Data::Input(_), None) => continue,
-                        (Data::Owned(v), _) => gst::Buffer::from_mut_slice(v),
-                    };
                     let max_rt = state.max_running_time;
                     let Some(stream) = state.streams.get_mut(&key) else {
                         continue;
@@ -405,14 +392,40 @@ impl RtspInterleavedParse {
                         }
                         .map(gst::ClockTime::from_nseconds)
                     };
-                    {
-                        let b = buffer.get_mut().expect("new buffer is writable");
-                        b.set_pts(pts);
-                        if stream.discont {
-                            b.set_flags(gst::BufferFlags::DISCONT);
-                            stream.discont = false;
+                    let flags = match std::mem::take(&mut stream.discont) {
+                        true => gst::BufferFlags::DISCONT,
+                        false => gst::BufferFlags::empty(),
+                    };
+                    // Each buffer is made writable once (the check is an atomic operation,
+                    // and there is one buffer per packet).
+                    let buffer = match (data, input) {
+                        (Data::Input(range), Some(_))
+                            if input_mem.is_some_and(|m| range.end <= m.size()) =>
+                        {
+                            let mem = input_mem.expect("checked").share(range);
+                            let mut b = gst::Buffer::new();
+                            let r = b.get_mut().expect("new buffer is writable");
+                            r.append_memory(mem);
+                            r.set_pts(pts);
+                            r.set_flags(flags);
+                            b
                         }
-                    }
+                        (Data::Input(range), Some(input)) => {
+                            match input.copy_region(gst::BufferCopyFlags::MEMORY, range) {
+                                Ok(mut b) => {
+                                    stamp(&mut b, pts, flags);
+                                    b
+                                }
+                                Err(_) => continue,
+                            }
+                        }
+                        (Data::Input(_), None) => continue,
+                        (Data::Owned(v), _) => {
+                            let mut b = gst::Buffer::from_mut_slice(v);
+                            stamp(&mut b, pts, flags);
+                            b
+                        }
+                    };
                     stream.packets += 1;
                     let no_clock =
                         !use_upstream && kind == PacketKind::Rtp && stream.clock.is_none();
@@ -498,10 +511,15 @@ impl RtspInterleavedParse {
         _pad: &gst::Pad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let now = self.arrival_now();
-        let undecided = self.lock_state().use_upstream_times.is_none();
+        let decided = self.lock_state().use_upstream_times;
+        // Arrival times are only used with upstream times; asking the clock costs more
+        // than parsing a chunk.
+        let now = match decided {
+            Some(false) => ElementNow::default(),
+            _ => self.arrival_now(),
+        };
         // Decided outside the lock: the latency query goes upstream.
-        let auto_upstream = undecided && self.upstream_has_times();
+        let auto_upstream = decided.is_none() && self.upstream_has_times();
         let mut state = self.lock_state();
         if state.use_upstream_times.is_none() {
             let upstream = match self.settings().mode {
