@@ -347,6 +347,51 @@ fn play_after_pause_goes_on_at_the_next_key_frame_with_times_going_forward() {
     }
 }
 
+/// The next response on `c` (frames before it skipped).
+fn response(c: &mut Conn) -> common::rtsp::Resp {
+    loop {
+        match c.next_message(Duration::from_secs(20)) {
+            Some(Ok(r)) => return r,
+            Some(Err(())) => continue,
+            None => panic!("no answer"),
+        }
+    }
+}
+
+#[test]
+fn a_required_option_gets_551_and_rtsp_2_goes_to_gst_rtsp_server() {
+    use std::io::Write;
+    let _s = serial();
+    let (gw, ch) = start(true, 4096, 300);
+    let port = gw.rtsp_port();
+    let url = format!("rtsp://127.0.0.1:{port}/{ch}");
+    let mut c = Conn::open(port);
+    let r = c.request(
+        "DESCRIBE",
+        &url,
+        &[basic(READER), ("Require", "com.example.funky".into())],
+    );
+    assert_eq!(r.status, 551, "{}", r.head);
+    assert_eq!(r.headers("Unsupported"), vec!["com.example.funky"]);
+    assert_eq!(r.headers("Server"), vec!["gst-ipcam-gateway"]);
+    // The connection goes on.
+    let r = c.request("DESCRIBE", &url, &[basic(READER)]);
+    assert_eq!(r.status, 200, "{}", r.head);
+    // RTSP 2.0 is handed over; gst-rtsp-server refuses the same option the same way.
+    let mut c = Conn::open(port);
+    let auth = basic(READER).1;
+    write!(
+        c.s,
+        "DESCRIBE {url} RTSP/2.0\r\nCSeq: 1\r\nAuthorization: {auth}\r\n\
+         Require: com.example.funky\r\nAccept-Ranges: npt\r\n\r\n"
+    )
+    .unwrap();
+    let r = response(&mut c);
+    assert_ne!(r.headers("Server"), vec!["gst-ipcam-gateway"], "{}", r.head);
+    assert!(r.head.starts_with("RTSP/2.0 551"), "{}", r.head);
+    assert_eq!(r.headers("Unsupported"), vec!["com.example.funky"]);
+}
+
 #[test]
 fn with_the_direct_path_off_gst_rtsp_server_serves_tcp_readers() {
     let _s = serial();

@@ -2,8 +2,9 @@
 //! SETUP over TCP (interleaved), PLAY, PAUSE, TEARDOWN, GET_PARAMETER and SET_PARAMETER of
 //! live paths are answered here; anything else before this connection has a session here (a
 //! SETUP over UDP or multicast, ANNOUNCE/RECORD, playback and other paths, HTTP tunnels,
-//! what does not parse) is handed with the bytes read so far to gst-rtsp-server, which
-//! answers as it always does. Requests are authenticated against the same users and
+//! what does not parse, RTSP 2.0) is handed with the bytes read so far to gst-rtsp-server,
+//! which answers as it always does. A request that `Require`s an option gets 551: none is
+//! supported. Requests are authenticated against the same users and
 //! permissions as there (Basic and Digest, nonces shared); sessions count against the same
 //! limits and belong to this connection. A session ends with TEARDOWN, with the connection,
 //! or after `rtsp_session_timeout_s` without a request or RTCP from the client; a connection
@@ -236,6 +237,30 @@ impl Conn {
             return self.refuse_or_transfer(400, "Bad Request");
         };
         let cseq = cseq.as_str();
+        // RTSP 2.0 is gst-rtsp-server's (before a session here; a session here is 1.0).
+        if req.version() != rtsp_types::Version::V1_0 {
+            if self.session.is_none() {
+                return Next::Transfer;
+            }
+            self.respond(505, "RTSP Version Not Supported", Some(cseq), "", "");
+            return Next::Continue;
+        }
+        // No option is supported (RFC 2326 §12.32), as with gst-rtsp-server's default.
+        if let Some(options) = req
+            .header(&rtsp_types::headers::REQUIRE)
+            .map(|v| v.as_str().trim())
+            .filter(|v| !v.is_empty())
+        {
+            let options = options.replace(['\r', '\n'], "");
+            self.respond(
+                551,
+                "Option not supported",
+                Some(cseq),
+                &format!("Unsupported: {options}\r\n"),
+                "",
+            );
+            return Next::Continue;
+        }
         // A session named here must be this connection's.
         let named = req.header(&rtsp_types::headers::SESSION).map(|v| {
             v.as_str()
