@@ -126,12 +126,15 @@ impl Demuxer {
         self.framer.set_strict(strict);
     }
 
-    /// End of stream or discontinuity: outputs the items still held (owned data) and drops
-    /// an incomplete trailing item; returns the number of bytes dropped.
+    /// End of stream or discontinuity: outputs the items still held (owned data); what
+    /// cannot complete is skipped as garbage (complete items after it still go out). Returns
+    /// the number of bytes dropped.
     pub fn finish(&mut self, out: &mut Vec<Output>) -> usize {
+        let before = self.framer.skipped_bytes;
         self.framer.begin_eos();
         self.run(&[], out);
-        self.framer.discard_carry()
+        self.framer.discard_carry();
+        (self.framer.skipped_bytes - before) as usize
     }
 
     fn run(&mut self, input: &[u8], out: &mut Vec<Output>) {

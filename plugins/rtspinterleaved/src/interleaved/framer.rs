@@ -113,6 +113,8 @@ pub struct Framer {
     known: [bool; 256],
     /// Payload type of the last RTP packet per channel (NO_PT: none yet).
     last_pt: [u8; 256],
+    /// Sequence number of the last RTP packet per channel (valid with `last_pt`).
+    last_seq: [u16; 256],
     have_mapping: bool,
     max_text: usize,
     /// Times sync was lost.
@@ -139,24 +141,25 @@ enum Inside {
 /// Bytes looked at after a frame to confirm that another item follows.
 const LOOKAHEAD: usize = 16;
 
+/// How far after a channel's last sequence number a packet found inside a frame may be to
+/// count as that stream's next one (packets lost in between included).
+const SEQ_WINDOW: u16 = 256;
+
 /// Up to LOOKAHEAD bytes from `at` in `avail` continued by `peek`.
 fn following<'b>(avail: &[u8], peek: &[u8], at: usize, buf: &'b mut [u8; LOOKAHEAD]) -> &'b [u8] {
     let mut n = 0;
-    for &b in avail
-        .get(at..)
-        .unwrap_or(&[])
-        .iter()
-        .chain(peek)
-        .take(LOOKAHEAD)
-    {
+    // `peek` continues `avail`: a position past `avail` is read from `peek`.
+    let (a, p) = match avail.get(at..) {
+        Some(a) => (a, peek),
+        None => (&[][..], peek.get(at - avail.len()..).unwrap_or(&[])),
+    };
+    for &b in a.iter().chain(p).take(LOOKAHEAD) {
         buf[n] = b;
         n += 1;
     }
     &buf[..n]
 }
 
-/// Whether `f` starts like a frame (version-2 payload or zero length) or RTSP text; None
-/// when too short to tell.
 /// Whether the RTCP packets' length fields (RFC 3550 §6.4: 32-bit words minus one) add up
 /// to exactly `payload`.
 fn rtcp_lengths_tile(payload: &[u8]) -> bool {
@@ -168,21 +171,6 @@ fn rtcp_lengths_tile(payload: &[u8]) -> bool {
         off += (usize::from(u16::from_be_bytes([l[0], l[1]])) + 1) * 4;
     }
     off == payload.len()
-}
-
-fn next_item_plausible(f: &[u8]) -> Option<bool> {
-    match f.first()? {
-        b'$' => {
-            let h = f.get(..4)?;
-            if h[2] == 0 && h[3] == 0 {
-                Some(true)
-            } else {
-                Some(f.get(4)? >> 6 == 2)
-            }
-        }
-        b if b.is_ascii_uppercase() => text_prefix(f),
-        _ => Some(false),
-    }
 }
 
 fn is_candidate(b: u8) -> bool {
@@ -217,6 +205,7 @@ impl Framer {
             at_eos: false,
             known: [false; 256],
             last_pt: [NO_PT; 256],
+            last_seq: [0; 256],
             have_mapping: false,
             max_text: max_text.clamp(256, 16 * 1024 * 1024),
             resyncs: 0,
@@ -272,6 +261,42 @@ impl Framer {
         self.known[channel as usize] || (!self.have_mapping && channel < 32)
     }
 
+    /// Whether `f` starts like a frame on a plausible channel (version-2 payload or zero
+    /// length) or RTSP text; None when too short to tell. An RTP packet on a channel that
+    /// carried RTP must continue its stream ([`Framer::continues_stream`]).
+    fn next_item_plausible(&self, f: &[u8]) -> Option<bool> {
+        match f.first()? {
+            b'$' => {
+                let h = f.get(..4)?;
+                if !self.plausible_channel(h[1]) {
+                    Some(false)
+                } else if h[2] == 0 && h[3] == 0 {
+                    Some(true)
+                } else if f.get(4)? >> 6 != 2 {
+                    Some(false)
+                } else {
+                    Some(self.continues_stream(f).unwrap_or(true))
+                }
+            }
+            b if b.is_ascii_uppercase() => text_prefix(f),
+            _ => Some(false),
+        }
+    }
+
+    /// For `$` frame bytes `f` holding an RTP packet on a channel that carried RTP before:
+    /// whether it continues that stream (same payload type, a sequence number shortly
+    /// after). None: RTCP, no RTP on that channel yet, or too short to tell.
+    fn continues_stream(&self, f: &[u8]) -> Option<bool> {
+        let ch = usize::from(*f.get(1)?);
+        let pt = *f.get(5)?;
+        let q = f.get(6..8)?;
+        if (192..=223).contains(&pt) || self.last_pt[ch] == NO_PT {
+            return None;
+        }
+        let d = u16::from_be_bytes([q[0], q[1]]).wrapping_sub(self.last_seq[ch]);
+        Some(pt & 0x7f == self.last_pt[ch] && (1..=SEQ_WINDOW).contains(&d))
+    }
+
     fn lose_sync(&mut self) -> bool {
         if self.resyncing {
             false
@@ -295,6 +320,18 @@ impl Framer {
                 let step = self.parse_at(&carry[self.carry_pos..], peek);
                 self.carry = carry;
                 match step {
+                    Step::Need(_) if self.at_eos => {
+                        // Nothing more comes: the item waiting for more is none. Its bytes
+                        // are looked at again from the next candidate, so that a header
+                        // look-alike whose length reaches past the end does not swallow the
+                        // frames after it.
+                        let n = self.garbage_at_carry();
+                        self.skipped_bytes += n as u64;
+                        self.advance_carry(n);
+                        if self.resync_event_pending() {
+                            return Some(Event::Resync);
+                        }
+                    }
                     Step::Need(n) => {
                         let rest = input.len().saturating_sub(self.in_pos);
                         if rest == 0 {
@@ -438,6 +475,17 @@ impl Framer {
         }
     }
 
+    /// [`Framer::garbage`] over the carry-over bytes: how many to skip.
+    fn garbage_at_carry(&mut self) -> usize {
+        let carry = std::mem::take(&mut self.carry);
+        let step = self.garbage(&carry[self.carry_pos..]);
+        self.carry = carry;
+        match step {
+            Step::Skip(n) => n.min(self.carry_len()),
+            _ => self.carry_len(),
+        }
+    }
+
     fn garbage(&mut self, avail: &[u8]) -> Step {
         if self.lose_sync() {
             self.pending_resync_event = true;
@@ -456,10 +504,21 @@ impl Framer {
         self.strict && !self.at_eos
     }
 
-    /// Whether a plausible frame starts inside the frame at the start of `avail` (of
-    /// `total` bytes), reaches past its end and is itself followed by a frame or RTSP text:
-    /// the mark of a truncated frame whose header swallowed the start of the next one.
-    fn frame_starts_inside(&self, avail: &[u8], peek: &[u8], total: usize) -> Inside {
+    /// Whether a frame starts inside the frame at the start of `avail` (of `total` bytes):
+    /// the mark of a frame that is no frame (garbage that looks like one) or a truncated one
+    /// whose header swallowed the start of the next.
+    ///
+    /// The next packet of a known RTP stream ([`Framer::continues_stream`]) counts when it
+    /// reaches past the end, or anywhere with `anywhere`. With `weak`, so does any plausible
+    /// frame reaching past the end and followed by a frame or RTSP text.
+    fn frame_starts_inside(
+        &self,
+        avail: &[u8],
+        peek: &[u8],
+        total: usize,
+        weak: bool,
+        anywhere: bool,
+    ) -> Inside {
         let end = total.min(avail.len());
         for j in 4..end {
             let Some(h) = avail.get(j..j + 6) else {
@@ -470,23 +529,32 @@ impl Framer {
             let plausible = h[0] == b'$'
                 && self.plausible_channel(h[1])
                 && h[4] >> 6 == 2
-                && len >= if rtcp { 4 } else { 12 }
-                && j + 4 + len > total;
+                && len >= if rtcp { 4 } else { 12 };
             if !plausible {
                 continue;
             }
-            // Same payload type as the channel's last RTP packet: the start of the next
-            // packet of that stream, whatever follows it.
-            let last_pt = self.last_pt[h[1] as usize];
-            if !rtcp && last_pt != NO_PT && h[5] & 0x7f == last_pt {
+            let reaches_past = j + 4 + len > total;
+            // (Checking the payload type alone, one frame in several thousand that garbage
+            // follows was taken for a truncated one: its payload held such a header.)
+            if (reaches_past || anywhere)
+                && avail
+                    .get(j..j + 8)
+                    .is_some_and(|f| self.continues_stream(f) == Some(true))
+            {
                 return Inside::Yes;
+            }
+            if !weak || !reaches_past {
+                continue;
             }
             let e = j + 4 + len;
             let mut buf = [0u8; LOOKAHEAD];
-            match next_item_plausible(following(avail, peek, e, &mut buf)) {
+            match self.next_item_plausible(following(avail, peek, e, &mut buf)) {
                 Some(true) => return Inside::Yes,
                 Some(false) => continue,
+                // The stream ends before: nothing can show a packet starts here.
+                None if self.at_eos => continue,
                 None if self.wait_for_lookahead() => return Inside::NeedMore(e + LOOKAHEAD),
+                // Live: no waiting; a plausible header is taken for a packet.
                 None => return Inside::Yes,
             }
         }
@@ -505,7 +573,9 @@ impl Framer {
                 return self.garbage(avail);
             }
             let mut buf = [0u8; LOOKAHEAD];
-            if next_item_plausible(following(avail, peek, 4, &mut buf)).is_none()
+            if self
+                .next_item_plausible(following(avail, peek, 4, &mut buf))
+                .is_none()
                 && self.wait_for_lookahead()
             {
                 return Step::Need(Some(4 + LOOKAHEAD));
@@ -537,8 +607,26 @@ impl Framer {
             return Step::Need(Some(total));
         }
         let mut buf = [0u8; LOOKAHEAD];
-        match next_item_plausible(following(avail, peek, total, &mut buf)) {
+        let next = following(avail, peek, total, &mut buf);
+        // This frame, or the frame after it, does not continue a known RTP stream (RTCP, a
+        // channel without RTP so far, a jump): a weaker sign than the next packet of a
+        // known stream starting inside this frame.
+        let proven = self.continues_stream(avail) == Some(true);
+        let unproven = !proven
+            || (next.first() == Some(&b'$')
+                && next.get(2..4).is_some_and(|l| l != [0, 0])
+                && self.continues_stream(next) != Some(true));
+        match self.next_item_plausible(next) {
             None if self.wait_for_lookahead() => return Step::Need(Some(total + LOOKAHEAD)),
+            Some(true)
+                if unproven
+                    && matches!(
+                        self.frame_starts_inside(avail, peek, total, false, true),
+                        Inside::Yes
+                    ) =>
+            {
+                return self.garbage(avail);
+            }
             // Not followed by a frame or RTSP text: either garbage follows a good frame, or
             // this frame is a truncated one whose header swallowed the start of the next.
             // An RTCP compound packet's length fields tile it exactly: one that doesn't is
@@ -549,7 +637,9 @@ impl Framer {
             {
                 return self.garbage(avail);
             }
-            Some(false) => match self.frame_starts_inside(avail, peek, total) {
+            // A frame continuing its stream is only taken for truncated when the next
+            // packet of a stream starts inside it.
+            Some(false) => match self.frame_starts_inside(avail, peek, total, !proven, !proven) {
                 Inside::Yes => return self.garbage(avail),
                 Inside::NeedMore(n) => return Step::Need(Some(n)),
                 // Garbage follows this frame; keep the frame.
@@ -561,8 +651,10 @@ impl Framer {
         self.known[channel as usize] = true;
         if let Some(&b) = avail.get(5)
             && !(192..=223).contains(&b)
+            && let Some(q) = avail.get(6..8)
         {
             self.last_pt[channel as usize] = b & 0x7f;
+            self.last_seq[channel as usize] = u16::from_be_bytes([q[0], q[1]]);
         }
         Step::Frame {
             len: total,
