@@ -582,10 +582,10 @@ fn rtsp_reader_frozen_udp() {
 }
 
 /// A TCP reader whose connection goes half-open (the proxy stops reading: the gateway's
-/// writes stall as with a dead peer). gst-rtsp-server never expires a TCP-interleaved session
-/// while its connection is open: before, the camera kept streaming for it (seen for 40 s);
-/// the gateway now sets TCP_USER_TIMEOUT (`rtsp_session_timeout_s`) on RTSP connections, the
-/// kernel closes this one, the session ends and the camera gets BYE.
+/// writes stall as with a dead peer). The direct RTSP path ends the session after
+/// `rtsp_session_timeout_s` without a request or RTCP, and the camera gets BYE.
+/// (gst-rtsp-server, with the path off, never expires a TCP-interleaved session while its
+/// connection is open; there TCP_USER_TIMEOUT closes the connection.)
 #[test]
 fn rtsp_reader_half_open_tcp() {
     let secs = reader_vanishes(Vanish::TcpHalfOpen, Duration::from_secs(40));
