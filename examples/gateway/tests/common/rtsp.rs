@@ -61,11 +61,16 @@ impl Conn {
         }
         req.push_str("\r\n");
         self.s.write_all(req.as_bytes()).unwrap();
+        self.response(method)
+    }
+
+    /// Waits for the next response (to `what`), counting the frames that come before it.
+    pub fn response(&mut self, what: &str) -> Resp {
         loop {
             match self.next_message(Duration::from_secs(20)) {
                 Some(Ok(r)) => return r,
                 Some(Err(())) => continue,
-                None => panic!("no answer to {method}"),
+                None => panic!("no answer to {what}"),
             }
         }
     }

@@ -249,15 +249,18 @@ fn truncated_frame_does_not_swallow_the_next_ones() {
     s.extend_from_slice(&frame(0, &p2)[..100]);
     s.extend(frame(0, &p2));
     s.extend(frame(0, &p3));
-    for sizes in [&[s.len()][..], &[1], &[64]] {
-        let (c, st) = run_split(&s, sizes);
-        let got: Vec<_> = c.packets.iter().map(|p| p.2.clone()).collect();
-        assert_eq!(
-            got,
-            vec![p1.clone(), p2.clone(), p3.clone()],
-            "chunking {sizes:?}"
-        );
-        assert_eq!(st.skipped_bytes, 100);
+    assert_packets(&s, &[&[s.len()], &[1], &[64]], &[&p1, &p2, &p3], Some(100));
+}
+
+/// Every chunking of `s` gives exactly `want` (and skips `skipped` bytes).
+fn assert_packets(s: &[u8], chunkings: &[&[usize]], want: &[&Vec<u8>], skipped: Option<u64>) {
+    for sizes in chunkings {
+        let (c, st) = run_split(s, sizes);
+        let got: Vec<_> = c.packets.iter().map(|p| &p.2).collect();
+        assert_eq!(got, want, "chunking {sizes:?}");
+        if let Some(n) = skipped {
+            assert_eq!(st.skipped_bytes, n, "chunking {sizes:?}");
+        }
     }
 }
 
@@ -276,16 +279,8 @@ fn a_header_look_alike_in_a_frame_before_garbage_keeps_the_frame() {
     s.extend(frame(0, &p2));
     s.extend_from_slice(&[0x11; 40]);
     s.extend(frame(0, &p3));
-    for sizes in [&[s.len()][..], &[1], &[64], &[300]] {
-        let (c, st) = run_split(&s, sizes);
-        let got: Vec<_> = c.packets.iter().map(|p| p.2.clone()).collect();
-        assert_eq!(
-            got,
-            vec![p1.clone(), p2.clone(), p3.clone()],
-            "chunking {sizes:?}"
-        );
-        assert_eq!(st.skipped_bytes, 40, "chunking {sizes:?}");
-    }
+    let chunkings: [&[usize]; 4] = [&[s.len()], &[1], &[64], &[300]];
+    assert_packets(&s, &chunkings, &[&p1, &p2, &p3], Some(40));
     // The same look-alike with the stream's next sequence number is taken for the start of
     // a packet, the frame around it for a truncated one (truncated_frame_does_not_swallow_...).
     p2[206..208].copy_from_slice(&3u16.to_be_bytes());
@@ -324,15 +319,7 @@ fn truncated_rtcp_copy_before_garbage_is_not_merged() {
     s.extend(frame(1, &r2));
     s.extend_from_slice(&[0x11; 40]);
     s.extend(frame(1, &r3));
-    for sizes in [&[s.len()][..], &[1], &[17]] {
-        let (c, _) = run_split(&s, sizes);
-        let got: Vec<_> = c.packets.iter().map(|p| p.2.clone()).collect();
-        assert_eq!(
-            got,
-            vec![r1.clone(), r2.clone(), r3.clone()],
-            "chunking {sizes:?}"
-        );
-    }
+    assert_packets(&s, &[&[s.len()], &[1], &[17]], &[&r1, &r2, &r3], None);
 }
 
 #[test]
